@@ -1,0 +1,89 @@
+"""``sheaf``: the command-line entry point.
+
+Subcommands are loaded lazily (each from its own module, exporting ``command``), so ``sheaf check``
+does not pay for importing sympy or matplotlib. Every user mistake (a :class:`SheafError`) is printed
+as diagnostics and exits 1; click's usage errors exit 2; anything else is a bug and says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import SheafError
+
+#: subcommand -> module under sheafdsl.cli
+COMMANDS = {
+    "check": "check",
+    "fmt": "fmt",
+    "compile": "compile",
+    "infer": "infer",
+    "spectrum": "spectrum",
+    "verify": "verify",
+    "train": "train",
+    "diagnose": "diagnose",
+    "bench": "bench",
+}
+
+EXIT_USER = 1
+EXIT_INTERNAL = 70
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [c for c in COMMANDS if self._available(c)]
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        return importlib.util.find_spec(f"sheafdsl.cli.{COMMANDS[name]}") is not None
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS or not self._available(name):
+            return None
+        return importlib.import_module(f"sheafdsl.cli.{COMMANDS[name]}").command
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SheafError as exc:
+            report_error(exc, json_mode="--json" in sys.argv[1:])
+            ctx.exit(EXIT_USER)
+
+
+def report_error(exc: SheafError, json_mode: bool = False) -> None:
+    """Diagnostics to stderr (text), or a JSON object to stdout when --json was given."""
+    if json_mode:
+        click.echo(json.dumps({"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics]}))
+    else:
+        click.echo(exc.render(), err=True)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sheaf")
+def cli():
+    """sheafdsl: write cellular sheaves down, check and prove them, solve and train them."""
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="sheaf", standalone_mode=True)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so plainly
+        if os.environ.get("SHEAF_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
+                   "this is a bug in sheafdsl; rerun with SHEAF_DEBUG=1 for a traceback and report it", err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

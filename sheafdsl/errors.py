@@ -1,0 +1,137 @@
+"""User-facing errors and diagnostics.
+
+Every mistake in a user's input becomes a :class:`Diagnostic` with a source span and a stable code
+(``E101``...). A :class:`SheafError` carries one or more of them. The CLI renders them as::
+
+    model.sheaf:7:22: error[E202]: unknown stalk `z3`
+        edge act1 : z3 -> a1 relu
+                    ^^
+      hint: did you mean `z1`?
+
+and exits 1. Nothing in this module knows about parsing or numerics.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of source text: 1-based line and column, end exclusive on the same line."""
+
+    line: int = 0
+    col: int = 0
+    end_line: int = 0
+    end_col: int = 0
+
+    @property
+    def known(self) -> bool:
+        return self.line > 0
+
+
+NOSPAN = Span()
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One message about the user's input."""
+
+    code: str
+    message: str
+    span: Span = NOSPAN
+    severity: str = "error"  # "error" | "warning"
+    hint: str | None = None
+    file: str = "<input>"
+
+    def to_json(self) -> dict:
+        out = {
+            "file": self.file,
+            "line": self.span.line,
+            "col": self.span.col,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+        }
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+    def render(self, source: str | None = None) -> str:
+        """``FILE:LINE:COL: severity[CODE]: message``, the source line, a caret, and a hint."""
+        where = f"{self.file}:{self.span.line}:{self.span.col}" if self.span.known else self.file
+        lines = [f"{where}: {self.severity}[{self.code}]: {self.message}"]
+        if source is not None and self.span.known:
+            src_lines = source.splitlines()
+            if 1 <= self.span.line <= len(src_lines):
+                text = src_lines[self.span.line - 1].expandtabs(1)
+                shown = text if len(text) <= 200 else text[:200] + " ..."
+                lines.append("    " + shown)
+                width = 1
+                if self.span.end_line == self.span.line and self.span.end_col > self.span.col:
+                    width = self.span.end_col - self.span.col
+                start = min(max(self.span.col - 1, 0), len(shown))
+                width = max(1, min(width, max(1, len(shown) - start)))
+                lines.append("    " + " " * start + "^" * width)
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class SheafError(Exception):
+    """A problem with the user's input, carrying one or more diagnostics.
+
+    Raised by every layer for anything the user can fix; never for an internal bug.
+    """
+
+    def __init__(self, diagnostics: Diagnostic | Sequence[Diagnostic], source: str | None = None):
+        if isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics: list[Diagnostic] = list(diagnostics)
+        self.source = source
+        super().__init__(self.render())
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def codes(self) -> list[str]:
+        return [d.code for d in self.diagnostics]
+
+    def render(self) -> str:
+        return "\n".join(d.render(self.source) for d in self.diagnostics)
+
+
+def error(code: str, message: str, span: Span = NOSPAN, hint: str | None = None, file: str = "<input>") -> SheafError:
+    """Shorthand for a SheafError with a single error diagnostic."""
+    return SheafError(Diagnostic(code, message, span, "error", hint, file))
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A hint naming the closest candidate (difflib), or None."""
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    return f"did you mean `{match[0]}`?" if match else None
+
+
+@dataclass
+class DiagnosticSink:
+    """Collects diagnostics so that a pass can report every error in one run."""
+
+    file: str = "<input>"
+    items: list[Diagnostic] = field(default_factory=list)
+
+    def error(self, code: str, message: str, span: Span = NOSPAN, hint: str | None = None) -> None:
+        self.items.append(Diagnostic(code, message, span, "error", hint, self.file))
+
+    def warning(self, code: str, message: str, span: Span = NOSPAN, hint: str | None = None) -> None:
+        self.items.append(Diagnostic(code, message, span, "warning", hint, self.file))
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.items)
+
+    def sorted(self) -> list[Diagnostic]:
+        return sorted(self.items, key=lambda d: (d.span.line, d.span.col, d.code))

@@ -1,0 +1,201 @@
+"""The typed AST of a .sheaf file: plain frozen dataclasses.
+
+Every node carries a :class:`~sheafdsl.errors.Span`. Spans are excluded from equality, so that
+``parse(format(ast)) == ast`` holds whatever the layout.
+
+A literal value is a float, or a tuple of literal values (a vector; a tuple of vectors is a matrix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from ..errors import NOSPAN, Span
+
+LitValue = Union[float, tuple]
+
+
+def _span() -> Span:
+    return field(default=NOSPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Ident:
+    """A name as written, with where it was written."""
+
+    value: str
+    span: Span = _span()
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Lit:
+    """A numeric literal: a number, a vector ``[..]`` or a matrix ``[[..], ..]``."""
+
+    value: LitValue
+    span: Span = _span()
+
+    @property
+    def depth(self) -> int:
+        """0 for a number, 1 for a vector, 2 for a matrix (of the first element)."""
+        d, v = 0, self.value
+        while isinstance(v, tuple):
+            d += 1
+            if not v:
+                break
+            v = v[0]
+        return d
+
+
+@dataclass(frozen=True)
+class Header:
+    """``sheaf NAME``"""
+
+    name: Ident
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class StalkDecl:
+    """``stalk NAME : DIM``"""
+
+    name: Ident
+    dim: int
+    span: Span = _span()
+    dim_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """``init he | xavier | zeros | ones | normal(STD) | "file.npz"[:KEY]``"""
+
+    kind: Ident  # he, xavier, zeros, ones, normal, or "file"
+    arg: float | None = None  # the std of normal(STD)
+    file: str | None = None
+    key: Ident | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    """``param NAME : ROWS [x COLS] init ...`` or ``param NAME : ROWS [x COLS] = LITERAL``"""
+
+    name: Ident
+    shape: tuple[int, ...]
+    init: InitSpec | None = None
+    value: Lit | None = None
+    span: Span = _span()
+    shape_span: Span = _span()
+
+
+EDGE_KINDS = ("affine", "linear", "relu", "identity", "sigmoid", "softmax", "maps")
+
+
+@dataclass(frozen=True)
+class EdgeDecl:
+    """``edge NAME : SRC -> DST KIND ARGS [weight W]``
+
+    ``args`` holds, by kind: affine (W, b?) and linear (W,) as Idents; maps (M_src, M_dst), each an
+    Ident (a parameter) or a Lit; nothing for relu, identity, sigmoid and softmax.
+    """
+
+    name: Ident
+    src: Ident
+    dst: Ident
+    kind: str
+    args: tuple = ()
+    weight: float | None = None
+    span: Span = _span()
+    kind_span: Span = _span()
+    weight_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class PinDecl:
+    """A pin of a stalk, or of some of its coordinates.
+
+    Hard: ``pin NAME[idx] = input | target | LITERAL``; soft: ``pin NAME[idx] ~ LITERAL weight W``.
+    ``value`` is ``"input"``, ``"target"`` or a :class:`Lit`; ``weight`` is set iff the pin is soft.
+    """
+
+    stalk: Ident
+    value: object
+    indices: tuple[int, ...] | None = None
+    weight: float | None = None
+    span: Span = _span()
+    index_span: Span = _span()
+    value_span: Span = _span()
+    weight_span: Span = _span()
+
+    @property
+    def soft(self) -> bool:
+        return self.weight is not None
+
+
+@dataclass(frozen=True)
+class ReluctanceDecl:
+    """``reluctance P1 P2 ... weight W``: an edge from each parameter to a zero anchor."""
+
+    params: tuple[Ident, ...]
+    weight: float
+    span: Span = _span()
+    weight_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class TieDecl:
+    """``tie P1 ~ P2 weight W``: an identity edge between two parameters in the parameter sheaf."""
+
+    a: Ident
+    b: Ident
+    weight: float
+    span: Span = _span()
+    weight_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class NetworkDecl:
+    """``network NAME : N0 -> N1 -> ... -> NL [relu] [output identity|sigmoid|softmax]``"""
+
+    name: Ident
+    widths: tuple[int, ...]
+    activation: Ident | None = None
+    output: Ident | None = None
+    span: Span = _span()
+    width_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """``KEY=VALUE`` inside a ``train`` statement; value is a float or a string."""
+
+    key: Ident
+    value: object
+    quoted: bool = False
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class TrainDecl:
+    """``train KEY=VALUE ...``: defaults for ``sheaf train``."""
+
+    items: tuple[TrainItem, ...]
+    span: Span = _span()
+
+
+Statement = Union[Header, StalkDecl, ParamDecl, EdgeDecl, PinDecl, ReluctanceDecl, TieDecl, NetworkDecl, TrainDecl]
+
+
+@dataclass(frozen=True)
+class Module:
+    """A whole file: its statements in order."""
+
+    statements: tuple
+    path: str = field(default="<input>", compare=False)
+    source: str = field(default="", compare=False, repr=False)
+
+    def of_type(self, cls) -> list:
+        return [s for s in self.statements if isinstance(s, cls)]

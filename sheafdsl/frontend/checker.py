@@ -1,0 +1,639 @@
+"""AST -> checked :class:`~sheafdsl.frontend.model.Model`.
+
+Two passes, like CVXPY's model-then-verify split:
+
+1. :func:`expand` rewrites ``network`` sugar into plain statements (``sheaf fmt --expand`` prints it);
+2. :func:`check` resolves names, checks shapes, pins and weights, and collects *every* error before
+   raising one :class:`~sheafdsl.errors.SheafError`.
+
+The codes it can emit are listed in :data:`DIAGNOSTICS` (and in docs/language.md).
+
+>>> m = load_text("sheaf t\\nnetwork mlp : 2 -> 3 -> 1\\n")
+>>> list(m.stalks), list(m.edges)
+(['x', 'z1', 'a1', 'z2', 'y'], ['aff1', 'act1', 'aff2', 'out'])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from ..errors import DiagnosticSink, SheafError, Span, did_you_mean
+from . import ast as A
+from .model import Edge, MapRef, Model, NetworkInfo, Param, Pin, Reluctance, SoftPin, Stalk, Tie
+from .parser import parse_file, parse_text
+
+MAX_DIM = 1_000_000
+MAX_PARAM_SIZE = 100_000_000
+
+#: every diagnostic code the front end can emit, with what it means
+DIAGNOSTICS = {
+    "E100": "unexpected character",
+    "E101": "unexpected token (a syntax error), including an unknown edge kind",
+    "E102": "unexpected end of file",
+    "E103": "not a text file: invalid UTF-8, a NUL byte, or too large",
+    "E104": "empty file",
+    "E105": "brackets nested too deeply",
+    "E106": "number out of range (a float that overflows, an integer that is too large)",
+    "E107": "the file cannot be read",
+    "E200": "missing, misplaced or repeated `sheaf NAME` header",
+    "E201": "a name declared twice",
+    "E202": "unknown stalk",
+    "E203": "unknown parameter",
+    "E210": "a dimension or width below 1",
+    "E211": "a dimension or parameter too large",
+    "E220": "weight matrix shape does not fit the edge's stalks",
+    "E221": "bias shape does not fit the edge's target stalk",
+    "E222": "a weight must be a matrix and a bias a vector",
+    "E223": "relu, identity, sigmoid and softmax edges need stalks of equal dimension",
+    "E224": "a restriction map literal is not a rectangular matrix or a scalar",
+    "E225": "restriction map sizes do not fit their stalks or each other",
+    "E230": "parameter literal does not match the declared shape",
+    "E231": "a literal matrix is not rectangular",
+    "E232": "a value is NaN or infinite",
+    "E233": "unknown or malformed initialiser",
+    "E234": "he/xavier initialisers need a matrix parameter",
+    "E235": "initialiser file does not exist",
+    "E240": "a pin value has the wrong length or shape",
+    "E241": "a pin index is out of range",
+    "E242": "a coordinate is pinned twice",
+    "E243": "input/target pins take a whole stalk",
+    "E250": "a weight is not a positive finite number",
+    "E260": "a parameter listed twice for reluctance",
+    "E261": "tied parameters have different shapes",
+    "E262": "a parameter tied to itself",
+    "E270": "more than one `network` statement",
+    "E271": "unsupported activation or output in `network`",
+    "E280": "unknown `train` option",
+    "E281": "a `train` option (or statement) given twice",
+    "E282": "a `train` option has a value of the wrong type",
+    "E290": "an edge from a stalk to itself",
+    "W300": "a parameter that nothing uses",
+    "W301": "a stalk with no edges and no pins",
+}
+
+#: options of the ``train`` statement: name -> (type, allowed values or None)
+TRAIN_OPTIONS: dict[str, tuple[type, tuple | None]] = {
+    "data": (str, None),
+    "n": (int, None),
+    "n_test": (int, None),
+    "noise": (float, None),
+    "steps": (int, None),
+    "batch": (int, None),
+    "optimizer": (str, ("sgd", "momentum", "adam")),
+    "lr": (float, None),
+    "momentum": (float, None),
+    "trainer": (str, ("sheaf", "joint", "backprop")),
+    "solver": (str, ("exact", "diffusion")),
+    "seed": (int, None),
+    "standardize": (bool, None),
+    "log_every": (int, None),
+    "alpha": (float, None),
+    "beta": (float, None),
+    "dt": (float, None),
+    "tol": (float, None),
+}
+
+OUTPUTS = ("identity", "sigmoid", "softmax")
+ACTIVATIONS = ("relu",)
+NAMED_INITS = ("he", "xavier", "zeros", "ones", "normal")
+
+
+# ----------------------------------------------------------------------------------------------
+# sugar
+
+
+def network_statements(net: A.NetworkDecl) -> list:
+    """The plain statements that ``network`` stands for (spans point at the network statement)."""
+    sp = net.span
+    w = net.widths
+    L = len(w) - 1
+    out_kind = net.output.value if net.output is not None else "identity"
+
+    def ident(s: str) -> A.Ident:
+        return A.Ident(s, sp)
+
+    stmts: list = [A.StalkDecl(ident("x"), w[0], sp, sp)]
+    for l in range(1, L + 1):
+        stmts.append(A.StalkDecl(ident(f"z{l}"), w[l], sp, sp))
+        if l < L:
+            stmts.append(A.StalkDecl(ident(f"a{l}"), w[l], sp, sp))
+    stmts.append(A.StalkDecl(ident("y"), w[L], sp, sp))
+    for l in range(1, L + 1):
+        stmts.append(A.ParamDecl(ident(f"W{l}"), (w[l], w[l - 1]), init=A.InitSpec(ident("he"), span=sp), span=sp, shape_span=sp))
+        stmts.append(A.ParamDecl(ident(f"b{l}"), (w[l],), init=A.InitSpec(ident("zeros"), span=sp), span=sp, shape_span=sp))
+    for l in range(1, L + 1):
+        src = "x" if l == 1 else f"a{l - 1}"
+        stmts.append(A.EdgeDecl(ident(f"aff{l}"), ident(src), ident(f"z{l}"), "affine", (ident(f"W{l}"), ident(f"b{l}")), None, sp, sp))
+        if l < L:
+            stmts.append(A.EdgeDecl(ident(f"act{l}"), ident(f"z{l}"), ident(f"a{l}"), "relu", (), None, sp, sp))
+    stmts.append(A.EdgeDecl(ident("out"), ident(f"z{L}"), ident("y"), out_kind, (), None, sp, sp))
+    stmts.append(A.PinDecl(ident("x"), "input", span=sp))
+    stmts.append(A.PinDecl(ident("y"), "target", span=sp))
+    return stmts
+
+
+def expand(module: A.Module) -> A.Module:
+    """Replace each ``network`` statement by its plain statements.
+
+    A parameter the user declares explicitly replaces the generated one (so weights can be given
+    as literals or files), and so does an explicit pin of ``x`` or ``y``.
+    """
+    own_params = {s.name.value for s in module.of_type(A.ParamDecl)}
+    own_pins = {s.stalk.value for s in module.of_type(A.PinDecl) if not s.soft}
+    out: list = []
+    for s in module.statements:
+        if isinstance(s, A.NetworkDecl) and all(x >= 1 for x in s.widths) and len(s.widths) >= 2:
+            for g in network_statements(s):
+                if isinstance(g, A.ParamDecl) and g.name.value in own_params:
+                    continue
+                if isinstance(g, A.PinDecl) and g.stalk.value in own_pins:
+                    continue
+                out.append(g)
+        else:
+            out.append(s)
+    return A.Module(tuple(out), module.path, module.source)
+
+
+# ----------------------------------------------------------------------------------------------
+# literal helpers
+
+
+def lit_shape(v) -> tuple[int, ...] | None:
+    """The shape of a nested tuple literal, or None when it is ragged."""
+    if not isinstance(v, tuple):
+        return ()
+    if not v:
+        return (0,)
+    inner = [lit_shape(x) for x in v]
+    if any(s is None for s in inner) or len(set(inner)) != 1:
+        return None
+    return (len(v),) + inner[0]
+
+
+def lit_flat(v) -> list[float]:
+    if not isinstance(v, tuple):
+        return [v]
+    out: list[float] = []
+    for x in v:
+        out.extend(lit_flat(x))
+    return out
+
+
+def _finite(v) -> bool:
+    return all(math.isfinite(x) for x in lit_flat(v))
+
+
+# ----------------------------------------------------------------------------------------------
+# the checker
+
+
+class _Checker:
+    def __init__(self, module: A.Module):
+        self.m = module
+        self.d = DiagnosticSink(module.path)
+        self.names: dict[str, tuple[str, A.Ident]] = {}  # name -> (kind, where)
+        self.invalid: set[str] = set()  # declared, but with an error already reported
+        self.stalks: dict[str, Stalk] = {}
+        self.params: dict[str, Param] = {}
+        self.edges: dict[str, Edge] = {}
+        self.pins: list[Pin] = []
+        self.soft_pins: list[SoftPin] = []
+        self.reluctances: list[Reluctance] = []
+        self.ties: list[Tie] = []
+        self.train: dict[str, object] = {}
+        self.used_params: set[str] = set()
+        self.base_dir = os.path.dirname(os.path.abspath(module.path)) if module.path != "<input>" else os.getcwd()
+
+    # -- names --
+    def declare(self, ident: A.Ident, kind: str) -> bool:
+        prev = self.names.get(ident.value)
+        if prev is not None:
+            pkind, pident = prev
+            where = f" at line {pident.span.line}" if pident.span.known else ""
+            self.d.error("E201", f"{kind} `{ident.value}` is already declared as a {pkind}{where}", ident.span,
+                         "each stalk, parameter and edge needs its own name")
+            return False
+        self.names[ident.value] = (kind, ident)
+        return True
+
+    def stalk(self, ident: A.Ident) -> Stalk | None:
+        s = self.stalks.get(ident.value)
+        if s is not None:
+            return s
+        if ident.value in self.invalid:
+            return None
+        other = self.names.get(ident.value)
+        hint = f"`{ident.value}` is a {other[0]}, not a stalk" if other else did_you_mean(ident.value, self.stalks)
+        if hint is None and not self.stalks:
+            hint = "declare it first with `stalk NAME : DIM`"
+        self.d.error("E202", f"unknown stalk `{ident.value}`", ident.span, hint)
+        return None
+
+    def param(self, ident: A.Ident) -> Param | None:
+        p = self.params.get(ident.value)
+        if p is not None:
+            self.used_params.add(p.name)
+            return p
+        if ident.value in self.invalid:
+            return None
+        other = self.names.get(ident.value)
+        hint = f"`{ident.value}` is a {other[0]}, not a parameter" if other else did_you_mean(ident.value, self.params)
+        if hint is None and not self.params:
+            hint = "declare it first with `param NAME : ROWS x COLS init he`"
+        self.d.error("E203", f"unknown parameter `{ident.value}`", ident.span, hint)
+        return None
+
+    def weight(self, w: float | None, span: Span, what: str = "weight") -> float:
+        if w is None:
+            return 1.0
+        if not math.isfinite(w) or w <= 0:
+            self.d.error("E250", f"{what} must be a positive finite number, not {w!r}", span,
+                         "the energy of an edge is ½ w² ‖discord‖², with w > 0")
+            return 1.0
+        return float(w)
+
+    def dim(self, n: int, span: Span, what: str) -> bool:
+        if n < 1:
+            self.d.error("E210", f"{what} must be at least 1, not {n}", span)
+            return False
+        if n > MAX_DIM:
+            self.d.error("E211", f"{what} {n} is larger than the limit {MAX_DIM:,}", span)
+            return False
+        return True
+
+    # -- statements --
+    def run(self) -> Model:
+        stmts = self.m.statements
+        headers = [s for s in stmts if isinstance(s, A.Header)]
+        if not headers:
+            first = stmts[0].span if stmts else Span(1, 1, 1, 2)
+            self.d.error("E200", "a model starts with `sheaf NAME`", first, "add a first line such as `sheaf mymodel`")
+        else:
+            if stmts[0] is not headers[0]:
+                self.d.error("E200", "`sheaf NAME` must be the first statement", headers[0].span)
+            for h in headers[1:]:
+                self.d.error("E200", "a file declares one sheaf; this is a second `sheaf` header", h.span)
+        nets = [s for s in stmts if isinstance(s, A.NetworkDecl)]
+        for n in nets[1:]:
+            self.d.error("E270", "a file holds at most one `network` statement", n.span,
+                         "write further layers with stalk/param/edge statements")
+        network = None
+        if nets:
+            network = self.check_network(nets[0])
+        expanded = expand(self.m).statements
+        order = (A.StalkDecl, A.ParamDecl, A.EdgeDecl, A.PinDecl, A.ReluctanceDecl, A.TieDecl, A.TrainDecl)
+        # declarations first, so that statements may refer to names declared further down
+        for cls in order:
+            for s in expanded:
+                if isinstance(s, cls):
+                    getattr(self, "check_" + cls.__name__)(s)
+        if not self.d.has_errors:
+            self.warnings()
+        if self.d.has_errors:
+            raise SheafError(self.d.sorted(), self.m.source)
+        return Model(
+            name=headers[0].name.value if headers else "sheaf",
+            stalks=self.stalks, params=self.params, edges=self.edges, pins=self.pins,
+            soft_pins=self.soft_pins, reluctances=self.reluctances, ties=self.ties, train=self.train,
+            network=network, path=self.m.path, source=self.m.source,
+        )
+
+    def check_network(self, n: A.NetworkDecl) -> NetworkInfo | None:
+        ok = True
+        spans = n.width_spans or (n.span,) * len(n.widths)
+        for w, sp in zip(n.widths, spans):
+            ok &= self.dim(w, sp, "a network width")
+        act = n.activation.value if n.activation else "relu"
+        out = n.output.value if n.output else "identity"
+        if act not in ACTIVATIONS:
+            ok = False
+            self.d.error("E271", f"unsupported activation `{act}`", n.activation.span,
+                         did_you_mean(act, ACTIVATIONS + OUTPUTS) or "the sheaf of a network is built on relu gates")
+        if out not in OUTPUTS:
+            ok = False
+            self.d.error("E271", f"unsupported output `{out}`", n.output.span,
+                         did_you_mean(out, OUTPUTS) or "the output is one of: " + ", ".join(OUTPUTS))
+        return NetworkInfo(n.name.value, n.widths, act, out) if ok else None
+
+    def check_StalkDecl(self, s: A.StalkDecl) -> None:
+        if self.declare(s.name, "stalk"):
+            if self.dim(s.dim, s.dim_span, f"stalk `{s.name.value}` dimension"):
+                self.stalks[s.name.value] = Stalk(s.name.value, s.dim, s.name.span)
+            else:
+                self.invalid.add(s.name.value)
+
+    def check_ParamDecl(self, s: A.ParamDecl) -> None:
+        if not self.declare(s.name, "parameter"):
+            return
+        ok = all(self.dim(n, s.shape_span, "a parameter dimension") for n in s.shape)
+        size = math.prod(s.shape)
+        if ok and size > MAX_PARAM_SIZE:
+            self.d.error("E211", f"parameter `{s.name.value}` has {size:,} entries; the limit is {MAX_PARAM_SIZE:,}", s.shape_span)
+            ok = False
+        kw: dict = {}
+        if s.value is not None:
+            shape = lit_shape(s.value.value)
+            if shape is None:
+                self.d.error("E231", "literal is not rectangular: its rows have different lengths", s.value.span)
+                ok = False
+            elif shape != () and shape != s.shape:
+                self.d.error("E230", f"literal has shape {_fmt_shape(shape)} but `{s.name.value}` is declared {_fmt_shape(s.shape)}",
+                             s.value.span, "a number fills the whole parameter; otherwise give a literal of the declared shape")
+                ok = False
+            if shape is not None and not _finite(s.value.value):
+                self.d.error("E232", f"parameter `{s.name.value}` has a NaN or infinite entry", s.value.span)
+                ok = False
+            kw = dict(init="literal", value=s.value.value)
+        else:
+            init = s.init
+            kind = init.kind.value
+            if kind == "file":
+                path = init.file or ""
+                full = path if os.path.isabs(path) else os.path.join(self.base_dir, path)
+                if not os.path.exists(full):
+                    self.d.error("E235", f"initialiser file `{path}` does not exist", init.span,
+                                 f"paths are relative to the model file's folder ({self.base_dir})")
+                    ok = False
+                kw = dict(init="file", file=path, key=init.key.value if init.key else s.name.value)
+            elif kind not in NAMED_INITS:
+                self.d.error("E233", f"unknown initialiser `{kind}`", init.kind.span,
+                             did_you_mean(kind, NAMED_INITS) or "use one of: " + ", ".join(NAMED_INITS) + ", or \"file.npz\":KEY")
+                ok = False
+            elif kind == "normal":
+                if init.arg is None or not math.isfinite(init.arg) or init.arg <= 0:
+                    self.d.error("E233", "normal(STD) needs a positive finite standard deviation", init.span, "e.g. `init normal(0.1)`")
+                    ok = False
+                kw = dict(init="normal", std=init.arg)
+            else:
+                if init.arg is not None:
+                    self.d.error("E233", f"initialiser `{kind}` takes no argument", init.span)
+                    ok = False
+                if kind in ("he", "xavier") and len(s.shape) != 2:
+                    self.d.error("E234", f"`{kind}` initialisation needs a matrix; `{s.name.value}` is a vector", init.span,
+                                 "use `init zeros` or `init normal(STD)` for a vector")
+                    ok = False
+                kw = dict(init=kind)
+        if not ok:
+            self.invalid.add(s.name.value)
+        else:
+            self.params[s.name.value] = Param(s.name.value, tuple(s.shape), base_dir=self.base_dir, span=s.name.span, **kw)
+
+    def check_EdgeDecl(self, e: A.EdgeDecl) -> None:
+        declared = self.declare(e.name, "edge")
+        src, dst = self.stalk(e.src), self.stalk(e.dst)
+        weight = self.weight(e.weight, e.weight_span, f"weight of edge `{e.name.value}`")
+        if src is not None and dst is not None and src.name == dst.name and e.kind != "maps":
+            self.d.error("E290", f"edge `{e.name.value}` goes from `{src.name}` to itself", e.dst.span,
+                         "only a `maps` edge may be a loop")
+            return
+        kw: dict = {}
+        dim = dst.dim if dst is not None else 0
+        ok = src is not None and dst is not None
+        if e.kind in ("affine", "linear"):
+            W = self.param(e.args[0])
+            b = self.param(e.args[1]) if len(e.args) > 1 else None
+            ok &= W is not None and (len(e.args) < 2 or b is not None)
+            if W is not None:
+                if len(W.shape) != 2:
+                    self.d.error("E222", f"weight `{W.name}` of a {e.kind} edge must be a matrix, not shape {_fmt_shape(W.shape)}", e.args[0].span)
+                    ok = False
+                elif src is not None and dst is not None and W.shape != (dst.dim, src.dim):
+                    self.d.error("E220", f"`{W.name}` is {_fmt_shape(W.shape)} but edge `{e.name.value}` maps "
+                                 f"`{src.name}` ({src.dim}) to `{dst.name}` ({dst.dim})", e.args[0].span,
+                                 f"declare `param {W.name} : {dst.dim} x {src.dim}`")
+                    ok = False
+            if b is not None:
+                if len(b.shape) != 1:
+                    self.d.error("E222", f"bias `{b.name}` must be a vector, not shape {_fmt_shape(b.shape)}", e.args[1].span)
+                    ok = False
+                elif dst is not None and b.shape[0] != dst.dim:
+                    self.d.error("E221", f"bias `{b.name}` has {b.shape[0]} entries but `{dst.name}` has dimension {dst.dim}",
+                                 e.args[1].span, f"declare `param {b.name} : {dst.dim}`")
+                    ok = False
+            kw = dict(W=W.name if W else None, b=b.name if b else None)
+        elif e.kind in ("relu", "identity", "sigmoid", "softmax"):
+            if src is not None and dst is not None and src.dim != dst.dim:
+                self.d.error("E223", f"a {e.kind} edge needs stalks of equal dimension; `{src.name}` has {src.dim}, "
+                             f"`{dst.name}` has {dst.dim}", e.kind_span)
+                ok = False
+        elif e.kind == "maps":
+            ms, md = e.args
+            rs, ref_s = self.map_ref(ms, src)
+            rd, ref_d = self.map_ref(md, dst)
+            ok &= ref_s is not None and ref_d is not None
+            if rs is not None and rd is not None:
+                if rs != rd:
+                    self.d.error("E225", f"the two maps of edge `{e.name.value}` have {rs} and {rd} rows; "
+                                 "they must land in the same edge stalk", e.kind_span,
+                                 "M_src is d_e x dim(src) and M_dst is d_e x dim(dst)")
+                    ok = False
+                dim = rs
+            kw = dict(src_map=ref_s, dst_map=ref_d)
+        if declared and ok:
+            self.edges[e.name.value] = Edge(e.name.value, src.name, dst.name, e.kind, dim, weight, span=e.name.span, **kw)
+
+    def map_ref(self, arg, stalk: Stalk | None) -> tuple[int | None, MapRef | None]:
+        """(rows, MapRef) of one restriction map of a `maps` edge; rows None when unknown."""
+        if isinstance(arg, A.Ident):
+            p = self.param(arg)
+            if p is None:
+                return None, None
+            if len(p.shape) != 2:
+                self.d.error("E224", f"restriction map `{p.name}` must be a matrix, not shape {_fmt_shape(p.shape)}", arg.span)
+                return None, None
+            if stalk is not None and p.shape[1] != stalk.dim:
+                self.d.error("E225", f"restriction map `{p.name}` has {p.shape[1]} columns but `{stalk.name}` has dimension {stalk.dim}",
+                             arg.span)
+                return None, None
+            return p.shape[0], MapRef(param=p.name)
+        shape = lit_shape(arg.value)
+        if shape is None:
+            self.d.error("E231", "literal is not rectangular: its rows have different lengths", arg.span)
+            return None, None
+        if not _finite(arg.value):
+            self.d.error("E232", "restriction map has a NaN or infinite entry", arg.span)
+            return None, None
+        if shape == ():
+            return (stalk.dim if stalk else None), MapRef(scale=float(arg.value))
+        if len(shape) != 2 or shape[0] == 0:
+            self.d.error("E224", f"a restriction map is a matrix [[..], ..] or a number, not shape {_fmt_shape(shape)}", arg.span,
+                         "write a 1 x n map as [[a, b, ...]]")
+            return None, None
+        if stalk is not None and shape[1] != stalk.dim:
+            self.d.error("E225", f"map has {shape[1]} columns but `{stalk.name}` has dimension {stalk.dim}", arg.span)
+            return None, None
+        return shape[0], MapRef(matrix=arg.value)
+
+    def check_PinDecl(self, p: A.PinDecl) -> None:
+        stalk = self.stalk(p.stalk)
+        if stalk is None:
+            return
+        indices = p.indices
+        ok = True
+        if indices is not None:
+            bad = [i for i in indices if i >= stalk.dim]
+            if bad:
+                self.d.error("E241", f"index {bad[0]} is out of range for `{stalk.name}` (dimension {stalk.dim})", p.index_span,
+                             f"indices are 0-based: 0 .. {stalk.dim - 1}")
+                ok = False
+            if len(set(indices)) != len(indices):
+                self.d.error("E242", "an index is listed twice", p.index_span)
+                ok = False
+        count = len(indices) if indices is not None else stalk.dim
+        values = None
+        if p.value in ("input", "target"):
+            if indices is not None:
+                self.d.error("E243", f"an `{p.value}` pin takes the whole stalk", p.index_span,
+                             f"write `pin {stalk.name} = {p.value}`")
+                ok = False
+        else:
+            lit: A.Lit = p.value
+            shape = lit_shape(lit.value)
+            if shape is None:
+                self.d.error("E231", "literal is not rectangular", lit.span)
+                ok = False
+            elif shape == ():
+                values = (float(lit.value),) * count
+            elif shape == (count,):
+                values = tuple(float(v) for v in lit.value)
+            else:
+                self.d.error("E240", f"pin gives {_fmt_shape(shape)} values for {count} coordinate{'s' * (count != 1)} of `{stalk.name}`",
+                             lit.span, "give one number (used for every coordinate) or a vector with one entry per coordinate")
+                ok = False
+            if shape is not None and not _finite(lit.value):
+                self.d.error("E232", "pin value is NaN or infinite", lit.span)
+                ok = False
+        if p.soft:
+            w = self.weight(p.weight, p.weight_span, "soft pin weight")
+            if ok:
+                name = f"pin_{stalk.name}" + ("_" + "_".join(map(str, indices)) if indices else "")
+                self.soft_pins.append(SoftPin(name, stalk.name, values, w, indices, p.span))
+            return
+        if ok:
+            coords = set(indices) if indices is not None else set(range(stalk.dim))
+            for other in self.pins:
+                if other.stalk != stalk.name:
+                    continue
+                theirs = set(other.indices) if other.indices is not None else set(range(stalk.dim))
+                both = sorted(coords & theirs)
+                if both:
+                    self.d.error("E242", f"coordinate {both[0]} of `{stalk.name}` is already pinned at line {other.span.line}",
+                                 p.span, "a coordinate takes one hard pin")
+                    return
+            source = p.value if p.value in ("input", "target") else "value"
+            self.pins.append(Pin(stalk.name, source, indices, values, p.span))
+
+    def check_ReluctanceDecl(self, r: A.ReluctanceDecl) -> None:
+        w = self.weight(r.weight, r.weight_span, "reluctance weight")
+        seen = {x.param for x in self.reluctances}
+        for ident in r.params:
+            p = self.param(ident)
+            if p is None:
+                continue
+            if p.name in seen:
+                self.d.error("E260", f"parameter `{p.name}` already has a reluctance edge", ident.span,
+                             "a parameter takes one reluctance weight")
+                continue
+            seen.add(p.name)
+            self.reluctances.append(Reluctance(p.name, w, ident.span))
+
+    def check_TieDecl(self, t: A.TieDecl) -> None:
+        w = self.weight(t.weight, t.weight_span, "tie weight")
+        a, b = self.param(t.a), self.param(t.b)
+        if a is None or b is None:
+            return
+        if a.name == b.name:
+            self.d.error("E262", f"`{a.name}` is tied to itself", t.b.span)
+        elif a.shape != b.shape:
+            self.d.error("E261", f"cannot tie `{a.name}` {_fmt_shape(a.shape)} to `{b.name}` {_fmt_shape(b.shape)}", t.span,
+                         "a tie is an identity map, so both parameters need the same shape")
+        else:
+            self.ties.append(Tie(a.name, b.name, w, t.span))
+
+    def check_TrainDecl(self, t: A.TrainDecl) -> None:
+        if self.train:
+            self.d.error("E281", "a second `train` statement", t.span, "put every option in one `train` statement")
+            return
+        for item in t.items:
+            key = item.key.value
+            if key in self.train:
+                self.d.error("E281", f"train option `{key}` given twice", item.key.span)
+                continue
+            if key not in TRAIN_OPTIONS:
+                self.d.error("E280", f"unknown train option `{key}`", item.key.span,
+                             did_you_mean(key, TRAIN_OPTIONS) or "options: " + ", ".join(TRAIN_OPTIONS))
+                continue
+            typ, allowed = TRAIN_OPTIONS[key]
+            value = _coerce(item.value, typ)
+            if value is None or (allowed is not None and value not in allowed):
+                want = " | ".join(allowed) if allowed else {int: "an integer", float: "a number", str: "a name or string",
+                                                             bool: "true or false"}[typ]
+                self.d.error("E282", f"train option `{key}` wants {want}, not `{item.value}`", item.span)
+                continue
+            self.train[key] = value
+
+    def warnings(self) -> None:
+        for name, p in self.params.items():
+            if name not in self.used_params:
+                self.d.warning("W300", f"parameter `{name}` is not used by any edge, tie or reluctance", p.span)
+        edged = {e.src for e in self.edges.values()} | {e.dst for e in self.edges.values()}
+        pinned = {p.stalk for p in self.pins} | {p.stalk for p in self.soft_pins}
+        for name, s in self.stalks.items():
+            if name not in edged and name not in pinned:
+                self.d.warning("W301", f"stalk `{name}` has no edges and no pins: it is unconstrained", s.span)
+
+
+def _coerce(value, typ):
+    if typ is str:
+        return value if isinstance(value, str) else None
+    if typ is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        if isinstance(value, float) and value in (0.0, 1.0):
+            return bool(value)
+        return None
+    if isinstance(value, str):
+        return None
+    if typ is int:
+        if not math.isfinite(value) or value != int(value) or value < 0:
+            return None
+        return int(value)
+    if not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    if shape == ():
+        return "a scalar"
+    return " x ".join(str(n) for n in shape)
+
+
+def check(module: A.Module) -> Model:
+    """Check a parsed module; return the model or raise SheafError with every error found.
+
+    Warnings alone do not raise; they are on ``check_diagnostics``.
+    """
+    return _Checker(module).run()
+
+
+def check_diagnostics(module: A.Module) -> list:
+    """Every diagnostic (errors and warnings) for a module, sorted by position."""
+    c = _Checker(module)
+    try:
+        c.run()
+    except SheafError:
+        pass
+    return c.d.sorted()
+
+
+def load_text(source: str, path: str = "<input>") -> Model:
+    """Parse and check source text."""
+    return check(parse_text(source, path))
+
+
+def load_file(path: str | Path) -> Model:
+    """Parse and check a .sheaf file."""
+    return check(parse_file(path))

@@ -1,0 +1,184 @@
+"""The checked model: what a valid .sheaf file means, with sugar expanded and every reference resolved.
+
+Plain data (no numerics): literals are nested tuples of floats. The IR layer
+(:mod:`sheafdsl.ir`) is built from this, or directly from Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import NOSPAN, Span
+
+#: the edges whose restriction map on the source is a fixed nonlinearity (not a linear map)
+NONLINEAR_KINDS = ("sigmoid", "softmax")
+#: the edges that map their head (dst) vertex by the identity
+HEAD_IDENTITY_KINDS = ("affine", "linear", "relu", "identity", "sigmoid", "softmax")
+INIT_KINDS = ("he", "xavier", "zeros", "ones", "normal", "file", "literal")
+
+
+@dataclass(frozen=True)
+class Stalk:
+    """A vertex stalk F(v) = R^dim."""
+
+    name: str
+    dim: int
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter (a stalk of the parameter sheaf): a matrix (rows, cols) or a vector (n,).
+
+    ``init`` is one of INIT_KINDS; ``std`` is set for normal, ``value`` for literal, ``file``/``key``
+    for a file (the path as written, resolved against ``base_dir`` when loaded).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    init: str = "he"
+    std: float | None = None
+    value: object = None
+    file: str | None = None
+    key: str | None = None
+    base_dir: str = field(default=".", compare=False)
+    span: Span = field(default=NOSPAN, compare=False)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class MapRef:
+    """One restriction map F_{v◁e} as written: a parameter, a constant matrix, or a scalar times I.
+
+    Exactly one of ``param``, ``matrix`` and ``scale`` is set.
+    """
+
+    param: str | None = None
+    matrix: tuple | None = None
+    scale: float | None = None
+
+
+@dataclass(frozen=True)
+class Edge:
+    """An edge e = (src → dst) with its discord (δc)_e.
+
+    ======== ===================================== ===========================
+    kind     discord                                 restriction maps (src | dst)
+    ======== ===================================== ===========================
+    affine   c_dst − (W c_src + b)                   W | I, offset b
+    linear   c_dst − W c_src                         W | I
+    relu     c_dst − diag(1[c_src ≥ 0]) c_src        gate | I
+    identity c_dst − c_src                           I | I
+    sigmoid  c_dst − σ(c_src)                        nonlinear | I
+    softmax  c_dst − softmax(c_src)                  nonlinear | I
+    maps     M_dst c_dst − M_src c_src               M_src | M_dst
+    ======== ===================================== ===========================
+
+    ``dim`` is the edge stalk dimension d_e; ``weight`` is w_e, so the edge's energy is ½ w_e² ‖(δc)_e‖².
+    """
+
+    name: str
+    src: str
+    dst: str
+    kind: str
+    dim: int
+    weight: float = 1.0
+    W: str | None = None
+    b: str | None = None
+    src_map: MapRef | None = None
+    dst_map: MapRef | None = None
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A hard pin: coordinates ``indices`` of a stalk (all when None) are fixed.
+
+    ``source`` is ``"input"`` or ``"target"`` (filled by data) or ``"value"`` (the constant ``value``,
+    a tuple with one float per pinned coordinate).
+    """
+
+    stalk: str
+    source: str
+    indices: tuple[int, ...] | None = None
+    value: tuple[float, ...] | None = None
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class SoftPin:
+    """A soft pin: an edge of weight ``weight`` from the stalk's coordinates to a constant anchor.
+
+    Energy ½ weight² ‖c_stalk[indices] − value‖².
+    """
+
+    name: str
+    stalk: str
+    value: tuple[float, ...]
+    weight: float
+    indices: tuple[int, ...] | None = None
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class Reluctance:
+    """An edge of weight ``weight`` from a parameter to the zero anchor: energy ½ weight² ‖θ‖²."""
+
+    param: str
+    weight: float
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class Tie:
+    """An identity edge between two same-shaped parameters: energy ½ weight² ‖θ_a − θ_b‖²."""
+
+    a: str
+    b: str
+    weight: float
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """What the ``network`` sugar declared: the widths [n0, ..., nL] and the output nonlinearity."""
+
+    name: str
+    widths: tuple[int, ...]
+    activation: str = "relu"
+    output: str = "identity"
+
+
+@dataclass
+class Model:
+    """A checked model. Dicts keep declaration order."""
+
+    name: str
+    stalks: dict[str, Stalk]
+    params: dict[str, Param]
+    edges: dict[str, Edge]
+    pins: list[Pin]
+    soft_pins: list[SoftPin]
+    reluctances: list[Reluctance]
+    ties: list[Tie]
+    train: dict[str, object]
+    network: NetworkInfo | None = None
+    path: str = "<input>"
+    source: str = ""
+
+    def pins_of(self, source: str) -> list[Pin]:
+        return [p for p in self.pins if p.source == source]
+
+    @property
+    def input_stalks(self) -> list[str]:
+        return [p.stalk for p in self.pins_of("input")]
+
+    @property
+    def target_stalks(self) -> list[str]:
+        return [p.stalk for p in self.pins_of("target")]

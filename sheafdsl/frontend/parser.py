@@ -1,0 +1,363 @@
+"""Text -> AST: the lark grammar in ``grammars/sheaf.lark`` and a Transformer into :mod:`.ast`.
+
+>>> m = parse_text("sheaf demo\\nstalk x : 2\\n")
+>>> m.statements[1]
+StalkDecl(name=Ident(value='x'), dim=2)
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from ..errors import Diagnostic, SheafError, Span, did_you_mean
+from . import ast as A
+
+MAX_NESTING = 16  # brackets; a literal is at most a matrix, so this is generous
+MAX_SOURCE_BYTES = 50 * 1024 * 1024
+
+
+def grammar_text() -> str:
+    """The grammar shipped as package data (``sheafdsl.grammars``), or the repository copy."""
+    try:
+        return resources.files("sheafdsl.grammars").joinpath("sheaf.lark").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):  # running from a source tree that is not installed
+        return (Path(__file__).resolve().parents[2] / "grammars" / "sheaf.lark").read_text(encoding="utf-8")
+
+
+class _NestingError(Exception):
+    def __init__(self, token: Token, message: str):
+        self.token, self.message = token, message
+
+
+class _Brackets:
+    """lark post-lexer: drops newlines inside brackets and bounds their nesting depth."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        for tok in stream:
+            if tok.type == "_NL":
+                if depth == 0:
+                    yield tok
+                continue
+            if tok.type in ("LSQB", "LPAR"):
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise _NestingError(tok, f"brackets nested deeper than {MAX_NESTING} levels")
+            elif tok.type in ("RSQB", "RPAR"):
+                depth = max(0, depth - 1)
+            yield tok
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(grammar_text(), parser="lalr", lexer="contextual", postlex=_Brackets(),
+                propagate_positions=True, maybe_placeholders=True)
+
+
+def _tspan(tok: Token) -> Span:
+    return Span(tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(tok))
+
+
+def _mspan(meta) -> Span:
+    if getattr(meta, "empty", True):
+        return Span()
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _ident(tok: Token) -> A.Ident:
+    return A.Ident(str(tok), _tspan(tok))
+
+
+class _NumberError(Exception):
+    def __init__(self, token: Token, message: str, hint: str | None = None):
+        self.token, self.message, self.hint = token, message, hint
+
+
+def _to_int(tok: Token) -> int:
+    if len(tok) > 12:
+        raise _NumberError(tok, f"integer `{tok[:20]}{'...' if len(tok) > 20 else ''}` is too large")
+    return int(tok)
+
+
+@v_args(meta=True)
+class ToAST(Transformer):
+    """Turns lark's parse tree into :mod:`sheafdsl.frontend.ast` nodes."""
+
+    def start(self, meta, stmts):
+        return tuple(s for s in stmts if s is not None)
+
+    def header(self, meta, c):
+        return A.Header(_ident(c[0]), _mspan(meta))
+
+    def stalk(self, meta, c):
+        return A.StalkDecl(_ident(c[0]), _to_int(c[1]), _mspan(meta), _tspan(c[1]))
+
+    def shape(self, meta, c):
+        if len(c) == 1 and c[0].type == "DIMS":
+            rows, cols = c[0].split("x")
+            return (_to_int(Token("INT", rows, c[0].start_pos, c[0].line, c[0].column)),
+                    _to_int(Token("INT", cols, c[0].start_pos, c[0].line, c[0].column))), _mspan(meta)
+        dims = tuple(_to_int(t) for t in c if t is not None)
+        return dims, _mspan(meta)
+
+    def param_init(self, meta, c):
+        (dims, sspan), init = c[1], c[2]
+        return A.ParamDecl(_ident(c[0]), dims, init=init, span=_mspan(meta), shape_span=sspan)
+
+    def param_literal(self, meta, c):
+        (dims, sspan), lit = c[1], c[2]
+        return A.ParamDecl(_ident(c[0]), dims, value=lit, span=_mspan(meta), shape_span=sspan)
+
+    def init_named(self, meta, c):
+        arg = c[1].value if c[1] is not None else None
+        return A.InitSpec(_ident(c[0]), arg=arg, span=_mspan(meta))
+
+    def init_file(self, meta, c):
+        kind = A.Ident("file", _tspan(c[0]))
+        return A.InitSpec(kind, file=str(c[0])[1:-1], key=_ident(c[1]) if c[1] is not None else None, span=_mspan(meta))
+
+    def edge(self, meta, c):
+        name, src, dst, (kind, args, kspan), weight = c
+        w, wspan = weight if weight is not None else (None, Span())
+        return A.EdgeDecl(_ident(name), _ident(src), _ident(dst), kind, args, w, _mspan(meta), kspan, wspan)
+
+    def _kind(kind):  # noqa: N805 - a small factory used in the class body
+        def build(self, meta, c):
+            args = tuple(_ident(t) if isinstance(t, Token) else t for t in c if t is not None)
+            return kind, args, _mspan(meta)
+
+        return build
+
+    affine = _kind("affine")
+    linear = _kind("linear")
+    relu = _kind("relu")
+    identity = _kind("identity")
+    sigmoid = _kind("sigmoid")
+    softmax = _kind("softmax")
+    maps = _kind("maps")
+    del _kind
+
+    def weight(self, meta, c):
+        return c[0].value, _mspan(meta)
+
+    def index(self, meta, c):
+        return tuple(_to_int(t) for t in c), _mspan(meta)
+
+    def pin_input(self, meta, c):
+        return "input", _mspan(meta)
+
+    def pin_target(self, meta, c):
+        return "target", _mspan(meta)
+
+    def _pin_value(self, v):
+        return (v, v.span) if isinstance(v, A.Lit) else v
+
+    def hard_pin(self, meta, c):
+        name, index, value = c
+        indices, ispan = index if index is not None else (None, Span())
+        v, vspan = self._pin_value(value)
+        return A.PinDecl(_ident(name), v, indices, None, _mspan(meta), ispan, vspan)
+
+    def soft_pin(self, meta, c):
+        name, index, value, weight = c
+        indices, ispan = index if index is not None else (None, Span())
+        return A.PinDecl(_ident(name), value, indices, weight.value, _mspan(meta), ispan, value.span, weight.span)
+
+    def reluctance(self, meta, c):
+        *names, weight = c
+        return A.ReluctanceDecl(tuple(_ident(t) for t in names), weight.value, _mspan(meta), weight.span)
+
+    def tie(self, meta, c):
+        return A.TieDecl(_ident(c[0]), _ident(c[1]), c[2].value, _mspan(meta), c[2].span)
+
+    def network(self, meta, c):
+        name, *rest = c
+        widths = [t for t in rest if isinstance(t, Token) and t.type == "INT"]
+        tail = [t for t in rest if not (isinstance(t, Token) and t.type == "INT")]
+        activation, output = tail if len(tail) == 2 else (None, None)
+        return A.NetworkDecl(_ident(name), tuple(_to_int(t) for t in widths), activation, output,
+                             _mspan(meta), tuple(_tspan(t) for t in widths))
+
+    def activation(self, meta, c):
+        return _ident(c[0])
+
+    def output(self, meta, c):
+        return _ident(c[0])
+
+    def train(self, meta, c):
+        return A.TrainDecl(tuple(c), _mspan(meta))
+
+    def train_item(self, meta, c):
+        key, value = c
+        if isinstance(value, A.Lit):
+            return A.TrainItem(_ident(key), value.value, False, _mspan(meta))
+        if value.type == "STRING":
+            return A.TrainItem(_ident(key), str(value)[1:-1], True, _mspan(meta))
+        return A.TrainItem(_ident(key), str(value), False, _mspan(meta))
+
+    def vector(self, meta, c):
+        items = tuple(x.value for x in c if x is not None)
+        return A.Lit(items, _mspan(meta))
+
+    def number(self, meta, c):
+        tok = c[0]
+        text = str(tok)
+        value = float(text)
+        if math.isinf(value) and "inf" not in text.lower():
+            raise _NumberError(tok, f"number `{text[:30]}` is out of range for a 64-bit float",
+                               "the largest finite value is about 1.8e308")
+        return A.Lit(value, _tspan(tok))
+
+
+_FRIENDLY = {
+    "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "STRING": "a quoted string",
+    "_NL": "end of line", "$END": "end of file", "COLON": "`:`", "LSQB": "`[`", "RSQB": "`]`",
+    "LPAR": "`(`", "RPAR": "`)`", "COMMA": "`,`", "EQUAL": "`=`", "TILDE": "`~`", "VBAR": "`|`",
+    "__ANON_0": "`->`", "MINUS": "`-`",
+}
+
+STATEMENT_KEYWORDS = ("sheaf", "stalk", "param", "edge", "pin", "reluctance", "tie", "network", "train")
+
+
+def _friendly(terminal: str, parser: Lark) -> str:
+    if terminal in _FRIENDLY:
+        return _FRIENDLY[terminal]
+    try:
+        pattern = parser.get_terminal(terminal).pattern
+        if pattern.type == "str":
+            return f"`{pattern.value}`"
+    except KeyError:
+        pass
+    return terminal.lower()
+
+
+def _expected_text(expected, parser: Lark) -> tuple[str, list[str]]:
+    names = sorted({_friendly(t, parser) for t in expected})
+    words = [n.strip("`") for n in names if n.startswith("`")]
+    if len(names) > 8:
+        names = names[:8] + ["..."]
+    return ", ".join(names), words
+
+
+def _token_text(tok: Token) -> str:
+    if tok.type == "_NL":
+        return "end of line"
+    if tok.type == "$END":
+        return "end of file"
+    text = str(tok)
+    return f"`{text[:40]}`"
+
+
+def _syntax_diagnostic(err: UnexpectedInput, source: str, path: str, parser: Lark) -> Diagnostic:
+    line = getattr(err, "line", 0) or 0
+    col = getattr(err, "column", 0) or 0
+    if isinstance(err, UnexpectedCharacters):
+        ch = source[err.pos_in_stream] if 0 <= err.pos_in_stream < len(source) else "?"
+        expected, words = _expected_text(err.allowed or (), parser)
+        hint = f"expected {expected}" if expected else None
+        shown = repr(ch) if not ch.isprintable() or ch.isspace() else f"`{ch}`"
+        word = _word_at(source, err.pos_in_stream)
+        if word and words:
+            guess = did_you_mean(word, words)
+            hint = guess or hint
+            return Diagnostic("E101", f"unexpected `{word}`", Span(line, col, line, col + len(word)), "error", hint, path)
+        return Diagnostic("E100", f"unexpected character {shown}", Span(line, col, line, col + 1), "error", hint, path)
+    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
+        expected, _ = _expected_text(getattr(err, "expected", ()) or (), parser)
+        lines = source.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        return Diagnostic("E102", "unexpected end of file", Span(line, col, line, col + 1), "error",
+                          f"expected {expected}" if expected else None, path)
+    assert isinstance(err, UnexpectedToken)
+    tok = err.token
+    expected, words = _expected_text(err.expected or (), parser)
+    hint = f"expected {expected}" if expected else None
+    if tok.type == "NAME" and words:
+        guess = did_you_mean(str(tok), words)
+        if guess:
+            hint = guess
+    if tok.type == "NAME" and {"RELU", "AFFINE", "MAPS"} <= set(err.expected or ()):
+        return Diagnostic("E101", f"unknown edge kind `{tok}`", _tspan(tok), "error",
+                          did_you_mean(str(tok), A.EDGE_KINDS) or "an edge is one of: " + ", ".join(A.EDGE_KINDS), path)
+    if tok.type == "NAME" and set(err.expected or ()) & {"_NL", "$END"} and str(tok) in STATEMENT_KEYWORDS:
+        hint = "each statement goes on its own line"
+    span = _tspan(tok) if tok.type != "_NL" else Span(line, col, line, col + 1)
+    return Diagnostic("E101", f"unexpected {_token_text(tok)}", span, "error", hint, path)
+
+
+def _word_at(source: str, pos: int) -> str:
+    end = pos
+    while end < len(source) and (source[end].isalnum() or source[end] == "_"):
+        end += 1
+    return source[pos:end]
+
+
+def decode_source(data: bytes, path: str = "<input>") -> str:
+    """Bytes -> text, or a SheafError for binary or non-UTF-8 input."""
+    if len(data) > MAX_SOURCE_BYTES:
+        raise SheafError(Diagnostic("E103", f"file is {len(data)} bytes; the limit is {MAX_SOURCE_BYTES}", file=path))
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SheafError(Diagnostic("E103", f"file is not valid UTF-8 text (byte 0x{data[exc.start]:02x})",
+                                    Span(line, col, line, col + 1), "error",
+                                    "a .sheaf file is plain UTF-8 text; is this a binary file?", path)) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        col = nul - (text.rfind("\n", 0, nul) + 1) + 1
+        raise SheafError(Diagnostic("E103", "file contains a NUL byte", Span(line, col, line, col + 1), "error",
+                                    "a .sheaf file is plain UTF-8 text; is this a binary file?", path), text)
+    return text
+
+
+def parse_text(source: str, path: str = "<input>") -> A.Module:
+    """Parse source text into a :class:`~sheafdsl.frontend.ast.Module`, or raise SheafError."""
+    if not source.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in source.splitlines()):
+        raise SheafError(Diagnostic("E104", "file is empty: a model starts with `sheaf NAME`", Span(1, 1, 1, 2),
+                                    "error", "add a first line such as `sheaf mymodel`", path), source)
+    parser = _lark()
+    text = source if source.endswith("\n") else source + "\n"
+    try:
+        tree = parser.parse(text)
+        statements = ToAST().transform(tree)
+    except _NestingError as exc:
+        raise SheafError(Diagnostic("E105", exc.message, _tspan(exc.token), "error",
+                                    "a literal is a number, a vector [..] or a matrix [[..], ..]", path), source) from None
+    except UnexpectedInput as exc:
+        if isinstance(getattr(exc, "__context__", None), _NestingError):
+            exc = exc.__context__
+            raise SheafError(Diagnostic("E105", exc.message, _tspan(exc.token), "error", None, path), source) from None
+        raise SheafError(_syntax_diagnostic(exc, text, path, parser), source) from None
+    except VisitError as exc:
+        inner = exc.orig_exc
+        if isinstance(inner, _NumberError):
+            raise SheafError(Diagnostic("E106", inner.message, _tspan(inner.token), "error", inner.hint, path), source) from None
+        raise
+    except _NumberError as exc:
+        raise SheafError(Diagnostic("E106", exc.message, _tspan(exc.token), "error", exc.hint, path), source) from None
+    except RecursionError:
+        raise SheafError(Diagnostic("E105", "input is nested too deeply", file=path), source) from None
+    except LarkError as exc:  # any other lark failure is still the user's input
+        raise SheafError(Diagnostic("E101", f"cannot parse: {str(exc).splitlines()[0]}", file=path), source) from None
+    return A.Module(statements, path, source)
+
+
+def parse_file(path: str | Path) -> A.Module:
+    """Read and parse a file; unreadable files are SheafErrors too."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SheafError(Diagnostic("E107", f"cannot read file: {exc.strerror or exc}", file=str(path))) from None
+    return parse_text(decode_source(data, str(path)), str(path))

@@ -1,0 +1,58 @@
+"""The array backend: one module ``xp`` (numpy or cupy), chosen once and passed down.
+
+Algorithms take ``xp`` (or arrays that already live on it) and never branch on which it is.
+
+>>> xp = get_backend("numpy")
+>>> xp.__name__
+'numpy'
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import Diagnostic, SheafError
+
+BACKENDS = ("numpy", "cupy", "auto")
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one GPU."""
+    try:
+        import cupy  # type: ignore
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, CUDA driver errors: no usable GPU
+        return False
+
+
+def get_backend(name: str = "numpy"):
+    """Return the array module for ``name``: numpy, cupy, or auto (cupy when a GPU is usable)."""
+    if name == "numpy":
+        return np
+    if name in ("cupy", "auto"):
+        if cupy_available():
+            import cupy  # type: ignore
+
+            return cupy
+        if name == "auto":
+            return np
+        raise SheafError(Diagnostic("E500", "the cupy backend needs CuPy and an NVIDIA GPU, and none is usable",
+                                    hint="install the extra with `pip install 'sheafdsl[cuda]'`, or use --backend numpy"))
+    raise SheafError(Diagnostic("E500", f"unknown backend `{name}`", hint="use numpy, cupy or auto"))
+
+
+def to_numpy(a):
+    """A host (numpy) copy of an array from any backend."""
+    get = getattr(a, "get", None)
+    return get() if callable(get) else np.asarray(a)
+
+
+def array_module(a):
+    """The module an array belongs to (numpy for anything that is not a cupy array)."""
+    mod = type(a).__module__.split(".")[0]
+    if mod == "cupy":
+        import cupy  # type: ignore
+
+        return cupy
+    return np
