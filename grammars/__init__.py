@@ -1,0 +1,1 @@
+"""The .sheaf grammar, shipped as package data (sheafdsl.grammars)."""
