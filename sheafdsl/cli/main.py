@@ -27,7 +27,6 @@ COMMANDS = {
     "verify": "verify",
     "train": "train",
     "diagnose": "diagnose",
-    "bench": "bench",
 }
 
 EXIT_USER = 1

@@ -1,0 +1,1 @@
+"""hypothesis strategies for property-testing sheaves (needs the `test` extra)."""
