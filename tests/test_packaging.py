@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -53,8 +52,7 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
 def test_wheel_ships_the_grammar(tmp_path):
     """Build a wheel, install it (no deps) into a fresh folder and parse a model from outside the repo."""
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
-    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(wheel_dir), str(ROOT)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel_dir), str(ROOT)],
                    check=True, capture_output=True)
     wheel = next(wheel_dir.glob("sheafdsl-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
