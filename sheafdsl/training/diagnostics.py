@@ -1,0 +1,215 @@
+"""Discord diagnostics: where, in a sheaf, the data disagrees with the parameters.
+
+With the input and the target both pinned, the equilibrium cochain c* minimises the Dirichlet
+energy E(c) = ½ Σ_e w_e² ‖(δc)_e‖², and the residual R = E(c*) is spread over the edges. The
+share on each edge says which restriction maps the data pushes against hardest; the local
+training rule moves each parameter by its own edge's discord, so an edge with no discord gets no
+update. This module groups the per-edge values
+
+- **per edge** (declaration order);
+- **per type**: ``affine`` (affine, linear and parameterised maps), ``activation`` (ReLU gates and
+  nonlinear maps inside the network), ``output`` (edges into a target-pinned stalk), ``soft pin``
+  (edges to a soft pin's anchor) and ``other`` (fixed literal maps);
+- **per layer**: layer ℓ of an edge is the number of parameterised edges on the longest path from
+  a source stalk up to and including it, so in an MLP layer ℓ holds ``aff ℓ`` and ``act ℓ``, and the
+  output edge joins the last layer. Graphs with cycles have no layers (``None``).
+
+Values are added within a group, which is meaningful because the per-edge values are energies
+(additive over edges). It also holds :func:`forward_pass`, the harmonic extension with only the
+inputs pinned for feed-forward sheaves, used to draw learned surfaces and decision boundaries.
+
+>>> from sheafdsl.frontend import load_text
+>>> from sheafdsl.ir import from_model
+>>> G = from_model(load_text("sheaf t\\nnetwork n : 2 -> 3 -> 1\\npin y = target\\n"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import networkx as nx
+import numpy as np
+
+from ..ir import edges, pinned_stalks
+from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
+
+TYPES = ("affine", "activation", "output", "soft pin", "other")
+
+
+@dataclass
+class EdgeDiagnosis:
+    """One edge's row: where it sits and how much discord it carries."""
+
+    name: str
+    src: str
+    dst: str
+    kind: str
+    type: str
+    layer: int | None
+    dim: int
+    weight: float
+    discord: float
+    share: float  # fraction of the total (0 when the total is 0)
+
+
+@dataclass
+class GroupDiagnosis:
+    group: str
+    edges: list[str]
+    discord: float
+    share: float
+
+
+@dataclass
+class Diagnosis:
+    edges: list[EdgeDiagnosis]
+    layers: list[GroupDiagnosis]
+    types: list[GroupDiagnosis]
+    total: float
+
+    def to_json(self) -> dict:
+        return {"total": self.total, "edges": [asdict(e) for e in self.edges],
+                "layers": [asdict(g) for g in self.layers], "types": [asdict(g) for g in self.types]}
+
+
+def _parameterised(d) -> bool:
+    return isinstance(d["src_map"], ParamMap) or isinstance(d["dst_map"], ParamMap) or d.get("bias") is not None
+
+
+def edge_type(G, u: str, v: str, d: dict) -> str:
+    """The type of an edge (see the module docstring)."""
+    targets = set(pinned_stalks(G, "target"))
+    if d.get("kind") == "soft_pin":
+        return "soft pin"
+    if v in targets or u in targets:
+        return "output"
+    if _parameterised(d):
+        return "affine"
+    if isinstance(d["src_map"], (ReluGate, Nonlinear)) or isinstance(d["dst_map"], (ReluGate, Nonlinear)):
+        return "activation"
+    return "other"
+
+
+def edge_layers(G) -> dict[str, int | None]:
+    """Layer of every edge: parameterised edges on the longest source-to-edge path (None if cyclic).
+
+    Soft-pin edges get the layer of the stalk they pull on.
+    """
+    core = nx.MultiDiGraph()
+    core.add_nodes_from(G.nodes)
+    for u, v, name, d in edges(G):
+        if d.get("kind") != "soft_pin":
+            core.add_edge(u, v, key=name, **d)
+    if not nx.is_directed_acyclic_graph(core):
+        return {name: None for _, _, name, _ in edges(G)}
+    depth = {v: 0 for v in core.nodes}  # parameterised edges on the longest path into v
+    out: dict[str, int | None] = {}
+    for v in nx.topological_sort(core):
+        for u, _, name, d in core.in_edges(v, keys=True, data=True):
+            layer = depth[u] + (1 if _parameterised(d) else 0)
+            out[name] = max(layer, 1)
+            depth[v] = max(depth[v], layer)
+    for u, _, name, d in edges(G):
+        if name not in out:  # soft pins
+            out[name] = max(depth.get(u, 0), 1)
+    return out
+
+
+def diagnose(G, discords: dict[str, float]) -> Diagnosis:
+    """Group per-edge discord energies by edge, type and layer."""
+    layers = edge_layers(G)
+    total = float(sum(float(x) for x in discords.values() if np.isfinite(x)))
+    rows = []
+    for u, v, name, d in edges(G):
+        val = float(discords.get(name, 0.0))
+        rows.append(EdgeDiagnosis(name, u, v, d.get("kind", "maps"), edge_type(G, u, v, d), layers[name], int(d["dim"]),
+                                  float(d["weight"]), val, val / total if total > 0 else 0.0))
+
+    def group(key) -> list[GroupDiagnosis]:
+        acc: dict = {}
+        for r in rows:
+            k = key(r)
+            if k is None:
+                continue
+            acc.setdefault(k, []).append(r)
+        out = []
+        for k, rs in acc.items():
+            s = float(sum(r.discord for r in rs))
+            out.append(GroupDiagnosis(str(k), [r.name for r in rs], s, s / total if total > 0 else 0.0))
+        return out
+
+    by_layer = sorted(group(lambda r: r.layer), key=lambda g: int(g.group))
+    by_type = sorted(group(lambda r: r.type), key=lambda g: TYPES.index(g.group))
+    return Diagnosis(rows, by_layer, by_type, total)
+
+
+# ----------------------------------------------------------------------------------------------
+# the forward pass (harmonic extension with only the inputs pinned) for feed-forward sheaves
+
+
+def _apply(m, c, params, xp):
+    if isinstance(m, Identity):
+        return c
+    if isinstance(m, Scaled):
+        return m.scale * c
+    if isinstance(m, Constant):
+        return c @ xp.asarray(m.matrix).T
+    if isinstance(m, ParamMap):
+        return c @ params[m.param].T
+    if isinstance(m, Select):
+        return c[:, list(m.indices)]
+    if isinstance(m, ReluGate):
+        return c * (c >= 0)
+    if isinstance(m, Nonlinear):
+        from ..lowering import sigmoid, softmax
+
+        return sigmoid(c) if m.fn == "sigmoid" else softmax(c, axis=1)
+    raise TypeError(f"not a restriction map: {m!r}")
+
+
+def forward_pass(G, params: dict, X, xp=np):
+    """The values of the target-pinned stalks when only the inputs (and constants) are pinned.
+
+    Defined for *feed-forward* sheaves: acyclic, no soft pins, every stalk that is not pinned has
+    exactly one incoming edge and that edge maps it by the identity. Then setting
+    c_v = F_{u◁e}(c_u) + b_e along a topological order zeroes every discord, so it is the (unique)
+    harmonic extension, i.e. the network's prediction. Returns an array (B, Σ target dims), or None
+    when the sheaf is not feed-forward (no surface or boundary plot is drawn then).
+    """
+    inputs = pinned_stalks(G, "input")
+    targets = pinned_stalks(G, "target")
+    if not inputs or not targets or not nx.is_directed_acyclic_graph(G):
+        return None
+    X = xp.asarray(X, dtype=float)
+    vals: dict = {}
+    k = 0
+    for v in inputs:
+        dim = G.nodes[v]["dim"]
+        vals[v] = X[:, k:k + dim]
+        k += dim
+    if k != X.shape[1]:
+        return None
+    for v in nx.topological_sort(G):
+        if v in vals:
+            continue
+        pins = [p for p in G.nodes[v]["pins"] if p.source == "value"]
+        ins = list(G.in_edges(v, keys=True, data=True))
+        if pins:
+            if len(pins) != 1 or pins[0].indices is not None or ins:
+                return None
+            vals[v] = xp.broadcast_to(xp.asarray(pins[0].value), (X.shape[0], G.nodes[v]["dim"]))
+            continue
+        if len(ins) != 1:
+            return None
+        u, _, _, d = ins[0]
+        if d.get("kind") == "soft_pin" or not isinstance(d["dst_map"], Identity) or u not in vals:
+            return None
+        c = _apply(d["src_map"], vals[u], params, xp)
+        if d.get("bias") is not None:
+            c = c + params[d["bias"]]
+        vals[v] = c
+    return xp.concatenate([vals[t] for t in targets], axis=1)
+
+
+__all__ = ["TYPES", "EdgeDiagnosis", "GroupDiagnosis", "Diagnosis", "edge_type", "edge_layers", "diagnose",
+           "forward_pass"]
