@@ -23,8 +23,10 @@ import json
 import math
 import os
 import re
+import signal
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Diagnostic, SheafError
@@ -251,5 +253,248 @@ def _finite_json(obj):
     return obj
 
 
+# ----------------------------------------------------------------------------------------------
+# the training loop: steps, logging, checkpoints, faults
+
+
+@dataclass
+class Outcome:
+    """How a :meth:`TrainingSession.run` ended.
+
+    ``status`` is "finished", "interrupted" (Ctrl-C; a checkpoint of the last completed step was
+    saved unless ``saved`` is False) or "diverged" (``error`` says where; nothing was saved after the
+    last good checkpoint, at ``checkpoint_step``).
+    """
+
+    status: str
+    step: int
+    checkpoint_step: int
+    saved: bool = True
+    error: SheafError | None = None
+    last: dict = field(default_factory=dict)
+    baseline_last: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _DeferredInterrupt:
+    """Turn the first SIGINT into a flag checked between steps (so a checkpoint is never taken
+    half-way through an update); a second SIGINT raises KeyboardInterrupt as usual."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave SIGINT alone
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(float(x))
+
+
+class TrainingSession:
+    """Drive a trainer (and optionally a baseline trainer in lock step) in a run directory.
+
+    Each step calls ``trainer.step()`` (timed: ``seconds`` counts only the time inside trainer steps,
+    so logging, checkpoints and the baseline do not inflate it). Every ``log_every`` steps and at
+    the last step it appends a metrics record and saves a checkpoint. Faults:
+
+    - a :class:`~sheafdsl.training.trainers.DivergenceError` (or a non-finite loss or parameter)
+      ends the run with status "diverged" and an E640 error naming the step and the edge; the last
+      good checkpoint is kept as it was;
+    - Ctrl-C ends the run after the step in progress, saves a checkpoint and returns "interrupted";
+    - a diverging *baseline* is dropped with a warning; the trainer goes on.
+
+    ``meta`` is the run's metadata (config, model hash, ...); ``step``, ``seconds``, ``status`` and
+    ``updated`` are filled in at each save.
+    """
+
+    def __init__(self, rundir: RunDir, G, trainer, data, *, meta: dict, baseline=None, log_every: int = 50,
+                 seconds: float = 0.0, baseline_seconds: float = 0.0, discord_rows: int = 512, lambda_k: int = 16):
+        self.rundir, self.G, self.trainer, self.data, self.baseline = rundir, G, trainer, data, baseline
+        self.meta = dict(meta)
+        self.log_every = int(log_every)
+        self.seconds, self.baseline_seconds = float(seconds), float(baseline_seconds)
+        self.metrics = MetricsLog(rundir.metrics)
+        self.X_log = data.X_train[:discord_rows]
+        self.Y_log = data.Y_train[:discord_rows]
+        self.lambda_k = lambda_k
+        self.checkpoint_step = int(meta.get("step", -1)) if rundir.has_checkpoint() else -1
+        self.warnings: list[str] = []
+
+    # ------------------------------------------------------------------ saving
+    def save(self, status: str) -> None:
+        """Checkpoint (params + trainer state + metadata, one atomic file), then the meta.json copy."""
+        from .checkpoint import save_checkpoint
+
+        step = int(self.trainer.step_count)
+        self.meta.update(step=step, seconds=self.seconds, status=status,
+                         updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                         baseline_step=None if self.baseline is None else int(self.baseline.step_count),
+                         baseline_seconds=None if self.baseline is None else self.baseline_seconds)
+        save_checkpoint(self.rundir.checkpoint, params=self.trainer.params, state=self.trainer.state_dict(),
+                        meta=self.meta, baseline=None if self.baseline is None else self.baseline.state_dict())
+        atomic_write_json(self.rundir.meta, self.meta)
+        self.checkpoint_step = step
+
+    def log(self, last: dict, baseline_last: dict | None) -> dict:
+        discords = self.trainer.edge_discords(self.X_log, self.Y_log)
+        rec = {"step": int(self.trainer.step_count), "loss": json_number(last.get("loss")),
+               "edge_discord": {k: json_number(v) for k, v in discords.items()},
+               "lambda_min": json_number(self.trainer.lambda_min_sample(self.X_log, k=self.lambda_k)),
+               "consistent_fraction": json_number(last.get("consistent_fraction")),
+               "elapsed": self.seconds}
+        if baseline_last is not None:
+            rec["baseline_loss"] = json_number(baseline_last.get("loss"))
+            rec["baseline_elapsed"] = self.baseline_seconds
+        self.metrics.append(rec)
+        return rec
+
+    # ------------------------------------------------------------------ faults
+    def _edges_of_param(self, name: str) -> list[str]:
+        from ..ir import edges
+        from ..ir.maps import ParamMap
+
+        out = []
+        for _, _, e, d in edges(self.G):
+            if d.get("bias") == name or any(isinstance(m, ParamMap) and m.param == name
+                                             for m in (d["src_map"], d["dst_map"])):
+                out.append(e)
+        return out
+
+    def _nonfinite_where(self) -> tuple[str | None, str]:
+        """(edge, what) for the first non-finite parameter, or for a non-finite edge discord."""
+        import numpy as np
+
+        from ..lowering import to_numpy
+
+        for name, p in self.trainer.params.items():
+            if not np.all(np.isfinite(to_numpy(p))):
+                edges_ = self._edges_of_param(name)
+                return (edges_[0] if edges_ else None), f"parameter `{name}` is not finite"
+        try:
+            discords = self.trainer.edge_discords(self.X_log, self.Y_log)
+        except Exception:  # the state is already broken; the parameter scan above is what we can say
+            discords = {}
+        for e, v in discords.items():
+            if not _finite(v):
+                return e, f"the discord on edge `{e}` is {v}"
+        return None, "the loss is not finite"
+
+    def _diverged(self, step: int, where: str | None, detail: str) -> Outcome:
+        lr = self.meta.get("config", {}).get("lr")
+        kept = (f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.rundir.path}"
+                if self.checkpoint_step >= 0 else "no checkpoint had been saved yet")
+        edge = f" on edge `{where}`" if where else ""
+        err = SheafError(Diagnostic("E640", f"training diverged at step {step}{edge}: {detail}",
+                                    hint=f"{kept}; try a smaller --lr" + (f" (it is {lr:g})" if lr else "")))
+        self.meta.update(status="diverged", diverged_at=step, diverged_edge=where)
+        if self.rundir.meta.exists() or self.checkpoint_step >= 0:
+            atomic_write_json(self.rundir.meta, self.meta)  # say so in meta.json; the checkpoint stays as it was
+        return Outcome("diverged", step, self.checkpoint_step, saved=False, error=err, warnings=self.warnings)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, steps: int, on_step=None) -> Outcome:
+        """Train until ``trainer.step_count == steps``; ``on_step(step, loss, baseline_loss)`` after each step."""
+        from .trainers import DivergenceError
+
+        tr, bl = self.trainer, self.baseline
+        last: dict = {}
+        blast: dict | None = {} if bl is not None else None
+        if self.checkpoint_step < 0:
+            self.save("running")  # step 0: a divergence at step 1 still leaves a checkpoint to go back to
+        with _DeferredInterrupt() as sigint:
+            try:
+                while tr.step_count < steps:
+                    t0 = time.perf_counter()
+                    try:
+                        last = tr.step()
+                    except DivergenceError as exc:
+                        self.seconds += time.perf_counter() - t0
+                        step = getattr(exc, "step", None)
+                        step = tr.step_count + 1 if step is None else int(step)
+                        return self._diverged(step, getattr(exc, "where", None),
+                                              "; ".join(d.message for d in exc.diagnostics))
+                    self.seconds += time.perf_counter() - t0
+                    step = int(tr.step_count)
+                    if not _finite(last.get("loss")):
+                        where, what = self._nonfinite_where()
+                        return self._diverged(step, where, what)
+                    if bl is not None:
+                        blast = self._baseline_step()
+                        bl = self.baseline
+                        if bl is None:
+                            blast = None
+                    if on_step is not None:
+                        on_step(step, last.get("loss"), None if blast is None else blast.get("loss"))
+                    if step % self.log_every == 0 or step == steps:
+                        if not self._params_finite():  # never checkpoint a broken state
+                            return self._diverged(step, *self._nonfinite_where())
+                        self.log(last, blast)
+                        self.save("finished" if step == steps else "running")
+                    if sigint.requested:
+                        if self.checkpoint_step != step:
+                            self.save("interrupted")
+                        else:
+                            self._mark("interrupted")
+                        return Outcome("interrupted", step, self.checkpoint_step, True, None, last, blast or {},
+                                       self.warnings)
+            except KeyboardInterrupt:  # a second Ctrl-C, possibly inside a step: the state may be torn, keep the last checkpoint
+                self._mark("interrupted")
+                return Outcome("interrupted", int(tr.step_count), self.checkpoint_step, False, None, last, blast or {},
+                               self.warnings)
+        if self.checkpoint_step != tr.step_count:  # resumed at or past the target: record the final state once
+            self.save("finished")
+        elif self.meta.get("status") != "finished":
+            self._mark("finished")
+        return Outcome("finished", int(tr.step_count), self.checkpoint_step, True, None, last, blast or {}, self.warnings)
+
+    def _mark(self, status: str) -> None:
+        self.meta["status"] = status
+        atomic_write_json(self.rundir.meta, self.meta)
+
+    def _params_finite(self) -> bool:
+        import numpy as np
+
+        from ..lowering import to_numpy
+
+        return all(np.all(np.isfinite(to_numpy(p))) for p in self.trainer.params.values())
+
+    def _baseline_step(self) -> dict | None:
+        from .trainers import DivergenceError
+
+        t0 = time.perf_counter()
+        try:
+            out = self.baseline.step()
+        except DivergenceError as exc:
+            out = None
+            why = "; ".join(d.message for d in exc.diagnostics)
+        else:
+            why = "its loss is not finite"
+        self.baseline_seconds += time.perf_counter() - t0
+        if out is not None and _finite(out.get("loss")):
+            return out
+        self.warnings.append(f"the backprop baseline diverged at step {self.baseline.step_count} ({why}); "
+                             "it was dropped and the run goes on without it")
+        self.baseline = None
+        self.meta["baseline"] = None
+        return None
+
+
 __all__ = ["CHECKPOINT", "META", "MODEL", "METRICS", "SUMMARY", "atomic_write", "atomic_write_bytes",
-           "atomic_write_text", "atomic_write_json", "json_number", "default_run_dir", "RunDir", "MetricsLog"]
+           "atomic_write_text", "atomic_write_json", "json_number", "default_run_dir", "RunDir", "MetricsLog",
+           "TrainingSession", "Outcome"]
