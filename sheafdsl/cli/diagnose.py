@@ -1,0 +1,128 @@
+"""``sheaf diagnose RUN_DIR | FILE``: where the equilibrium discord sits, per edge, layer and type.
+
+From a run directory it loads the checkpoint's parameters and the model text saved with the run;
+from a model file it uses the initial parameters (seeded by the train block or ``--seed``) and the
+model's data. Both pin the input and the target, solve for the equilibrium c* with the trainer's
+fast phase, and report each edge's discord energy ½ w_e² ‖(δc*)_e‖² (mean per example).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ..errors import Diagnostic, SheafError
+from .common import console, emit_json, err_console, json_option
+
+
+@click.command("diagnose")
+@click.argument("target", type=click.Path())
+@click.option("--data", metavar="NAME|PATH", help="Data set (default: the run's, or the model's train block).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="Which examples to pin.")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial parameters (FILE only).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Where to write the PNG (default: RUN_DIR/diagnose.png, or runs/<model>-diagnose.png).")
+@click.option("--no-plot", is_flag=True, help="Do not write a PNG.")
+@json_option
+def command(target, data, split, seed, plot_path, no_plot, as_json):
+    """Per-edge, per-layer and per-type discord of a trained run (RUN_DIR) or of a model's initial parameters (FILE)."""
+    from ..frontend import load_text
+    from ..ir import from_model
+    from ..training.checkpoint import load_checkpoint
+    from ..training.config import TrainConfig
+    from ..training.data import dataset_for
+    from ..training.diagnostics import diagnose
+    from ..training.run import RunDir
+    from ..training.trainers import make_trainer
+    from .common import load_model
+
+    path = Path(target)
+    if path.is_dir():
+        rd = RunDir(path)
+        if not rd.has_checkpoint():
+            raise SheafError(Diagnostic("E635", f"`{target}` is a directory but not a run directory (no checkpoint.npz)",
+                                        hint="pass the --out directory of a `sheaf train` run, or a .sheaf file"))
+        ck = load_checkpoint(rd.checkpoint)
+        try:
+            text = rd.model.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SheafError(Diagnostic("E635", f"run directory `{target}` has no readable model.sheaf: {exc.strerror}")) from None
+        # resolve relative paths in the model (e.g. `init "w.npz":W`) against the original file's directory
+        G = from_model(load_text(text, path=ck.meta.get("model_path") or str(rd.model)))
+        config = TrainConfig.from_sources(ck.meta.get("config") or {}, {"data": data})
+        params = ck.params
+        source = f"run {target} at step {ck.step}"
+        default_png = rd.file("diagnose.png")
+    elif path.exists() or path.suffix == ".sheaf":
+        model = load_model(target)
+        G = from_model(model)
+        config = TrainConfig.from_sources(G.graph.get("train") or {}, {"data": data, "seed": seed})
+        params = None
+        source = f"{target}, initial parameters (seed {config.seed})"
+        default_png = Path("runs") / f"{G.graph['name']}-diagnose.png"
+    else:
+        raise SheafError(Diagnostic("E635", f"`{target}` does not exist",
+                                    hint="pass a run directory (from `sheaf train --out`) or a .sheaf file"))
+
+    ds = dataset_for(G, config)
+    trainer = make_trainer(G, config, ds, params=params)
+    X, Y = (ds.X_train, ds.Y_train) if split == "train" else (ds.X_test, ds.Y_test)
+    discords = trainer.edge_discords(X, Y)
+    lam = trainer.lambda_min_sample(X, k=16)
+    report = diagnose(G, discords)
+
+    png = None
+    if not no_plot:
+        from ..training.plots import plot_discord
+
+        png = Path(plot_path) if plot_path else default_png
+        try:
+            png.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SheafError(Diagnostic("E635", f"cannot create `{png.parent}`: {exc.strerror}")) from None
+        plot_discord(report, png, title=f"{G.graph['name']}: discord per edge ({source})")
+
+    if as_json:
+        emit_json({"ok": True, "source": source, "data": ds.name, "split": split, "n": int(len(X)),
+                   "lambda_min": float(lam), **report.to_json(), "plot": None if png is None else os.fspath(png)})
+        return
+    _print(report, G, source, ds.name, split, len(X), lam, png)
+
+
+def _print(report, G, source, data_name, split, n, lam, png) -> None:
+    from rich.table import Table
+
+    def pct(x):
+        return f"{100 * x:.1f}%"
+
+    console.print(f"[bold]{G.graph['name']}[/]: {source}; data {data_name} ({split}, {n} examples); "
+                  f"input and target pinned")
+    t = Table(title="discord per edge  (½ w² ‖δc*‖², mean per example)", title_justify="left")
+    for col, just in (("edge", "left"), ("src → dst", "left"), ("type", "left"), ("layer", "right"), ("dim", "right"),
+                      ("discord", "right"), ("share", "right")):
+        t.add_column(col, justify=just)
+    for r in report.edges:
+        t.add_row(r.name, f"{r.src} → {r.dst}", r.type, "—" if r.layer is None else str(r.layer), str(r.dim),
+                  f"{r.discord:.4g}", pct(r.share))
+    console.print(t)
+    t2 = Table(title="per type", title_justify="left")
+    for col in ("type", "edges", "discord", "share"):
+        t2.add_column(col, justify="left" if col in ("type", "edges") else "right")
+    for g in report.types:
+        t2.add_row(g.group, ", ".join(g.edges), f"{g.discord:.4g}", pct(g.share))
+    console.print(t2)
+    if report.layers:
+        t3 = Table(title="per layer", title_justify="left")
+        for col in ("layer", "edges", "discord", "share"):
+            t3.add_column(col, justify="left" if col in ("layer", "edges") else "right")
+        for g in report.layers:
+            t3.add_row(g.group, ", ".join(g.edges), f"{g.discord:.4g}", pct(g.share))
+        console.print(t3)
+    else:
+        console.print("per layer: the sheaf has a cycle, so its edges have no layers")
+    console.print(f"total residual energy R = E(c*): {report.total:.4g};  sampled λ_min(L_free): {lam:.4g}")
+    if png is not None:
+        err_console.print(f"plot: {png}", markup=False)
