@@ -1,0 +1,772 @@
+"""The fast phase: the two-sided equilibrium of a network sheaf, batched over examples.
+
+Pin the input stalk x to the data and the target stalk ŷ to y. The equilibrium c* minimises the
+energy E(c) = ½ Σ_e w_e² ‖(δc)_e‖² over the free stalks (the output edge of a classifier uses the
+cross-entropy energy instead, see below), and the training residual is R(θ; x, y) = E(c*).
+
+Feed-forward structure (:func:`feedforward`)
+--------------------------------------------
+Read from the IR edges (not from the ``network`` sugar): a chain x = v_0 → v_1 → … → v_m → ŷ whose
+edges e_1..e_m each map their head by the identity and their tail by a linear map A_k (``affine``
+W, b / ``linear`` W / a constant or scaled map / ``identity``) or a ReLU gate diag(σ_k), and whose
+last edge (v_m → ŷ) is linear (squared-error energy) or ``sigmoid`` / ``softmax`` (cross-entropy
+energy w²·CE(y, φ(z)), whose gradient in z is w²(φ(z) − y), as in the paper's code).
+
+Exact solve for a fixed pattern (:func:`solve_pattern`)
+-------------------------------------------------------
+Because every free vertex is the head of exactly one identity-headed edge, the free stalks are in
+bijection with the discords u_k = (δc)_{e_k}: v_k = A_k v_{k−1} + b_k + u_k. Eliminating them
+(unitriangular), the output is p = p_f + J u with p_f the forward pass at the pattern and J the map
+from edge discords to the output. Minimising ½ Σ_k w_k²‖u_k‖² + w_o² ℓ(p) gives
+
+    u_k = J_kᵀ ρ / w_k²,   ρ = w_o² (y − φ(p)),   p = p_f + K ρ,   K = Σ_k J_k J_kᵀ / w_k²,
+
+so only an n_L × n_L problem remains: (I/w_o² + K) ρ = y − p_f for a linear output (the lead of
+DESIGN §1: u = Jᵀ(I + JJᵀ)⁻¹ r with unit weights), a few Newton steps for sigmoid/softmax. J is
+formed by n_L backward sweeps through the chain (vectorised as one sweep of an (B, n_L, d) tensor),
+then one more sweep gives u. This solver is **exact, not local**: the sweeps carry information
+across edges. The local reference is the heat equation (:func:`diffusion_equilibrium`), which must
+reach the same point; the parameter update that follows (:func:`local_gradients`) is local either way.
+
+Sliding on ReLU switching surfaces (:func:`exact_equilibrium`)
+--------------------------------------------------------------
+E is continuous and piecewise quadratic in c (the ReLU edge's discord is a − relu(z)). Each unit is
+in one of three states: active (+1, z ≥ 0), inactive (−1, z ≤ 0) or **sliding** (0, z = 0 held). A
+sliding unit's tail value is a constraint row with infinite weight in the same output-space system
+(its discord on the incoming edge becomes −(pre-activation)). The pattern loop is a primal
+active-set method that descends E monotonically, so it cannot cycle:
+
+1. start at the forward pass (a feasible point for its own pattern);
+2. solve the pattern's quadratic exactly (c̄); move from c towards c̄ until the first unit crosses
+   z = 0 (ratio test); crossing units become sliding;
+3. at c̄ (no crossing), check the KKT conditions of each sliding unit: with g_L = ∂E/∂z_i from the
+   inactive side (= w_{in}² u_{in,i}) and g_R = g_L − w_relu² a_i from the active side, a consistent
+   stationary point (a local minimum of E) needs g_L ≤ 0 ≤ g_R; a violating unit is released to the
+   side of descent.
+
+A repeated pattern (hash per example) or the iteration bound stops an example; :attr:`Equilibrium.
+consistent` marks the examples that reached a consistent stationary point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import Diagnostic, SheafError
+from ..ir import ZERO, edges, pinned_stalks
+from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled
+
+# ----------------------------------------------------------------------------------------------
+# structure
+
+
+@dataclass
+class Layer:
+    """One edge e_k : v_{k−1} → v_k of the chain, discord v_k − A_k v_{k−1} − b_k."""
+
+    name: str
+    kind: str  # "param" (A = W), "fixed" (A = constant matrix), "relu" (A = diag σ)
+    tail: str
+    head: str
+    d_in: int
+    d_out: int
+    weight: float = 1.0
+    param: str | None = None
+    bias: str | None = None
+    matrix: np.ndarray | None = None
+
+
+@dataclass
+class Output:
+    """The output edge v_m → ŷ: discord y − A v_m − b (linear) or y − φ(v_m) (sigmoid | softmax)."""
+
+    name: str
+    fn: str  # "linear" | "sigmoid" | "softmax"
+    tail: str
+    head: str
+    d_in: int
+    d_out: int
+    weight: float = 1.0
+    param: str | None = None
+    bias: str | None = None
+    matrix: np.ndarray | None = None
+
+
+@dataclass
+class FeedForward:
+    """A network sheaf recognised from the IR: ``layers`` e_1..e_m, then ``output``."""
+
+    input: str
+    target: str
+    layers: list[Layer]
+    output: Output
+
+    @property
+    def vertices(self) -> list[str]:
+        return [self.input] + [l.head for l in self.layers]
+
+    @property
+    def relu_layers(self) -> list[int]:
+        return [k for k, l in enumerate(self.layers) if l.kind == "relu"]
+
+    @property
+    def task(self) -> str:
+        return {"linear": "regression", "sigmoid": "binary", "softmax": "multiclass"}[self.output.fn]
+
+
+def _linear_src(m, d_v, name):
+    """(kind, param, matrix) for a linear tail map; None when the map is not linear."""
+    if isinstance(m, ParamMap):
+        return "param", m.param, None
+    if isinstance(m, Identity):
+        return "fixed", None, np.eye(d_v)
+    if isinstance(m, Scaled):
+        return "fixed", None, m.scale * np.eye(d_v)
+    if isinstance(m, Constant):
+        return "fixed", None, np.array(m.matrix, dtype=float)
+    return None
+
+
+def feedforward(G) -> FeedForward | None:
+    """Recognise a feed-forward chain in the IR (see the module docstring), or return None.
+
+    Requirements: exactly one stalk pinned to ``input`` and one to ``target`` (whole stalks), no other
+    pins or soft pins, and a simple path input → … → target in which every edge maps its head by the
+    identity, every non-output edge is linear or a ReLU gate, and the last edge is linear or a
+    sigmoid/softmax.
+    """
+    ins, outs = pinned_stalks(G, "input"), pinned_stalks(G, "target")
+    if len(ins) != 1 or len(outs) != 1:
+        return None
+    for v, d in G.nodes(data=True):
+        for p in d["pins"]:
+            if p.indices is not None or p.source == "value":
+                return None
+    x, y = ins[0], outs[0]
+    by_tail: dict[str, list] = {}
+    for u, v, name, d in edges(G):
+        by_tail.setdefault(u, []).append((v, name, d))
+    layers: list[Layer] = []
+    seen = {x}
+    cur = x
+    nverts = G.number_of_nodes()
+    while True:
+        outgoing = by_tail.get(cur, [])
+        if len(outgoing) != 1:
+            return None
+        v, name, d = outgoing[0]
+        if G.in_degree(v) != 1 or v in seen or not isinstance(d["dst_map"], Identity):
+            return None
+        seen.add(v)
+        d_in, d_out = G.nodes[cur]["dim"], G.nodes[v]["dim"]
+        src = d["src_map"]
+        if v == y:
+            if isinstance(src, Nonlinear):
+                if d.get("bias") is not None or d_in != d_out:
+                    return None
+                out = Output(name, src.fn, cur, v, d_in, d_out, d["weight"])
+            else:
+                lin = _linear_src(src, d_in, name)
+                if lin is None:
+                    return None
+                out = Output(name, "linear", cur, v, d_in, d_out, d["weight"], lin[1], d.get("bias"), lin[2])
+            break
+        if isinstance(src, ReluGate):
+            if d_in != d_out or d.get("bias") is not None:
+                return None
+            layers.append(Layer(name, "relu", cur, v, d_in, d_out, d["weight"]))
+        else:
+            lin = _linear_src(src, d_in, name)
+            if lin is None:
+                return None
+            layers.append(Layer(name, lin[0], cur, v, d_in, d_out, d["weight"], lin[1], d.get("bias"), lin[2]))
+        cur = v
+    if len(seen) != nverts or G.number_of_edges() != len(layers) + 1 or y in by_tail:
+        return None
+    return FeedForward(x, y, layers, out)
+
+
+# ----------------------------------------------------------------------------------------------
+# maps
+
+
+def _apply(layer, P, v, gate=None):
+    """A_k v_{k−1} + b_k (batched, v: (B, d_in)); ``gate`` (B, d) 0/1 for a relu layer."""
+    if layer.kind == "relu":
+        return v * gate
+    A = P[layer.param] if layer.kind == "param" else layer.matrix
+    out = v @ A.T
+    if layer.bias is not None:
+        out = out + P[layer.bias]
+    return out
+
+
+def _apply_T(layer, P, g, gate=None):
+    """A_kᵀ applied to row sensitivities g (B, R, d_out) -> (B, R, d_in)."""
+    if layer.kind == "relu":
+        return g * gate[:, None, :]
+    A = P[layer.param] if layer.kind == "param" else layer.matrix
+    return g @ A
+
+
+def _out_linear(out: Output, P):
+    A = P[out.param] if out.param is not None else out.matrix
+    b = P[out.bias] if out.bias is not None else None
+    return A, b
+
+
+def _phi(fn, z, xp):
+    if fn == "sigmoid":
+        e = xp.exp(-xp.abs(z))
+        return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    if fn == "softmax":
+        e = xp.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return z
+
+
+def _dphi(fn, z, xp):
+    """Dφ(z) as a batch of matrices (B, K, K)."""
+    K = z.shape[-1]
+    eye = xp.eye(K)
+    if fn == "sigmoid":
+        s = _phi(fn, z, xp)
+        return eye * (s * (1 - s))[:, None, :]
+    if fn == "softmax":
+        p = _phi(fn, z, xp)
+        return eye * p[:, None, :] - p[:, :, None] * p[:, None, :]
+    return xp.broadcast_to(eye, (z.shape[0], K, K))
+
+
+def output_energy(net: FeedForward, P, vm, Y, xp=np):
+    """(per-example output-edge energy, output discord, prediction) at v_m = ``vm``."""
+    out = net.output
+    w2 = out.weight ** 2
+    if out.fn == "linear":
+        A, b = _out_linear(out, P)
+        p = vm @ A.T + (b if b is not None else 0.0)
+        disc = Y - p
+        return 0.5 * w2 * (disc ** 2).sum(axis=1), disc, p
+    phi = _phi(out.fn, vm, xp)
+    return w2 * cross_entropy(out.fn, vm, Y, xp), Y - phi, phi
+
+
+def cross_entropy(fn, z, Y, xp=np):
+    """Per-example CE of logits z: softmax −Σ y log p; sigmoid Σ BCE (stable log-sum-exp forms)."""
+    if fn == "softmax":
+        m = z.max(axis=1, keepdims=True)
+        lse = m[:, 0] + xp.log(xp.exp(z - m).sum(axis=1))
+        return lse * Y.sum(axis=1) - (Y * z).sum(axis=1)
+    # BCE: log(1 + e^z) − y z
+    return (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z))) - Y * z).sum(axis=1)
+
+
+def forward(net: FeedForward, P, X, xp=np):
+    """The forward pass (the harmonic extension with only x pinned): vertex values [v_0..v_m]."""
+    V = [X]
+    for layer in net.layers:
+        v = V[-1]
+        V.append(_apply(layer, P, v, (v >= 0).astype(v.dtype) if layer.kind == "relu" else None))
+    return V
+
+
+def predict(net: FeedForward, P, X, xp=np):
+    """The network output at inference: A v_m + b (linear) or φ(v_m)."""
+    vm = forward(net, P, X, xp)[-1]
+    out = net.output
+    if out.fn == "linear":
+        A, b = _out_linear(out, P)
+        return vm @ A.T + (b if b is not None else 0.0)
+    return _phi(out.fn, vm, xp)
+
+
+# ----------------------------------------------------------------------------------------------
+# the exact pattern solve
+
+
+@dataclass
+class PatternSolution:
+    V: list  # equilibrium vertex values v_0..v_m at this pattern (sliding tails exactly 0)
+    U: list  # discords u_1..u_m
+    out_disc: object  # output discord (B, n_out)
+    energy: object  # per-example energy (B,)
+    newton_ok: object  # (B,) bool
+
+
+def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_newton: int = 30) -> PatternSolution:
+    """Minimise E exactly for fixed unit states ``S`` (dict layer index -> (B, d) int8 in {+1, 0, −1}).
+
+    Inactive and sliding units have gate 0; a sliding unit also holds its tail value at 0. Cost: a
+    forward pass, one batched backward sweep of the (B, n_out + n_slide, d) sensitivity tensor, an
+    (n_out + n_slide)-dimensional solve per example (Newton for sigmoid/softmax), and one more sweep.
+    """
+    B = X.shape[0]
+    layers = net.layers
+    m = len(layers)
+    gates = {k: (S[k] == 1).astype(X.dtype) for k in S}
+    # forward at the pattern
+    F = [X]
+    for k, layer in enumerate(layers):
+        F.append(_apply(layer, P, F[-1], gates.get(k)))
+    n_out = net.output.d_out
+    # sliding rows: a unit of relu layer k (tail vertex k) whose own tail value depends on free
+    # discords upstream (k >= 2) becomes a constraint row; for k == 1 the row decouples (below).
+    deep = [k for k in S if k >= 2]
+    slide_masks = {k: S[k] == 0 for k in deep}
+    counts = sum((slide_masks[k].sum(axis=1) for k in deep), xp.zeros(B, dtype=np.int64)) if deep else None
+    n_slide = int(counts.max()) if deep and B else 0
+    R = n_out + n_slide
+    out = net.output
+    # seeds at each vertex: (B, R, d_j)
+    seeds: dict[int, object] = {}
+    if out.fn == "linear":
+        A_out, b_out = _out_linear(out, P)
+        seed_m = xp.broadcast_to(A_out, (B, n_out, out.d_in))
+        p_f = F[m] @ A_out.T + (b_out if b_out is not None else 0.0)
+    else:
+        seed_m = xp.broadcast_to(xp.eye(n_out), (B, n_out, out.d_in))
+        p_f = F[m]
+    if n_slide:
+        seed_m = xp.concatenate([seed_m, xp.zeros((B, n_slide, out.d_in))], axis=1)
+    else:
+        seed_m = xp.ascontiguousarray(seed_m)
+    seeds[m] = seed_m
+    q = xp.zeros((B, R))
+    q[:, :n_out] = p_f
+    lam = xp.ones((B, R))
+    lam[:, :n_out] = 1.0 / out.weight ** 2
+    if n_slide:
+        offset = xp.zeros(B, dtype=np.int64)
+        for k in deep:
+            mask = slide_masks[k]
+            b_idx, i_idx = xp.nonzero(mask)
+            slot = n_out + offset[b_idx] + (xp.cumsum(mask, axis=1) - 1)[b_idx, i_idx]
+            sd = seeds.get(k)
+            if sd is None:
+                sd = xp.zeros((B, R, layers[k].d_in))
+                seeds[k] = sd
+            else:
+                sd = sd.copy()
+                seeds[k] = sd
+            sd[b_idx, slot, i_idx] = 1.0
+            q[b_idx, slot] = F[k][b_idx, i_idx]
+            lam[b_idx, slot] = 0.0
+            offset = offset + mask.sum(axis=1)
+    # backward sweep: sensitivity of the rows to vertex j (= to the discord u_j entering it)
+    Gs: dict[int, object] = {}
+    g = seeds[m]
+    for j in range(m, 0, -1):
+        Gs[j] = g
+        if j > 1:
+            g = _apply_T(layers[j - 1], P, g, gates.get(j - 1))
+            if j - 1 in seeds and j - 1 != m:
+                g = g + seeds[j - 1]
+    K = sum(xp.einsum("brd,bsd->brs", Gs[j], Gs[j]) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
+    t = xp.zeros((B, R))
+    t[:, :n_out] = Y
+    eye_lam = xp.eye(R)[None] * lam[:, :, None]
+    newton_ok = xp.ones(B, dtype=bool)
+    if out.fn == "linear":
+        rho = xp.linalg.solve(eye_lam + K, (t - q)[..., None])[..., 0]
+    else:
+        rho = xp.zeros((B, R))
+
+        def resid(rho):
+            pz = q + xp.einsum("brs,bs->br", K, rho)
+            psi = pz.copy()
+            psi[:, :n_out] = _phi(out.fn, pz[:, :n_out], xp)
+            return lam * rho + psi - t, pz
+
+        Fv, pz = resid(rho)
+        scale = 1.0 + xp.abs(t).max()
+        for _ in range(max_newton):
+            err = xp.abs(Fv).max(axis=1)
+            if float(err.max()) <= tol * scale:
+                break
+            D = xp.broadcast_to(xp.eye(R), (B, R, R)).copy()
+            D[:, :n_out, :n_out] = _dphi(out.fn, pz[:, :n_out], xp)
+            Jac = eye_lam + D @ K
+            step = xp.linalg.solve(Jac, Fv[..., None])[..., 0]
+            # backtracking on ‖F‖∞ per example
+            alpha = xp.ones(B)
+            for _ in range(8):
+                Fn, pn = resid(rho - alpha[:, None] * step)
+                worse = xp.abs(Fn).max(axis=1) > err * (1 - 1e-4 * alpha) + 1e-300
+                if not bool(worse.any()):
+                    break
+                alpha = xp.where(worse, alpha * 0.5, alpha)
+            rho = rho - alpha[:, None] * step
+            Fv, pz = resid(rho)
+        newton_ok = xp.abs(Fv).max(axis=1) <= max(tol * 1e3, 1e-8) * scale
+    # discords and equilibrium stalks
+    U = [xp.einsum("brd,br->bd", Gs[j], rho) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
+    if 1 in S and m >= 1:
+        pass
+    # relu layer 1 (tail v_1 fed by the pinned input): a sliding unit's incoming discord is −pre
+    for k in S:
+        if k == 1:
+            mask = S[1] == 0
+            if bool(mask.any()):
+                U[0] = xp.where(mask, -F[1], U[0])
+    V = [X]
+    for k, layer in enumerate(layers):
+        v = _apply(layer, P, V[-1], gates.get(k)) + U[k]
+        if k + 1 in S:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
+            v = xp.where(S[k + 1] == 0, 0.0, v)
+        V.append(v)
+    e_out, out_disc, _ = output_energy(net, P, V[m], Y, xp)
+    energy = e_out + sum(0.5 * layers[k].weight ** 2 * (U[k] ** 2).sum(axis=1) for k in range(m))
+    return PatternSolution(V, U, out_disc, energy, newton_ok)
+
+
+# ----------------------------------------------------------------------------------------------
+# the active-set loop
+
+
+@dataclass
+class Equilibrium:
+    """The two-sided equilibrium of a batch.
+
+    ``V``: vertex values v_0..v_m (B, d_k); ``U``: discords u_1..u_m of the chain edges; ``out_disc``:
+    the output edge's discord (y − p); ``energy``: E(c*) per example; ``S``: final unit states per
+    relu layer (+1/0/−1); ``consistent``: (B,) bool, a consistent stationary point was reached;
+    ``sliding``: (B,) number of sliding units; ``iterations``: pattern solves used.
+    """
+
+    V: list
+    U: list
+    out_disc: object
+    energy: object
+    S: dict
+    consistent: object
+    sliding: object
+    iterations: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def consistent_fraction(self) -> float:
+        c = self.consistent
+        return float(c.mean()) if c.shape[0] else 1.0
+
+
+def _hash_states(S, keys, weights, xp):
+    h = xp.zeros(next(iter(S.values())).shape[0], dtype=np.int64) if S else None
+    for k in keys:
+        h = h + (S[k].astype(np.int64) + 1) @ weights[k]
+    return h
+
+
+def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_iter: int | None = None,
+                      init=None) -> Equilibrium:
+    """The two-sided equilibrium by the exact pattern solve and the sliding-aware active-set loop.
+
+    ``init``: optional (V, S) warm start; V must be feasible for S (tail signs agree, sliding tails
+    0). By default the loop starts at the forward pass.
+    """
+    layers = net.layers
+    m = len(layers)
+    B = X.shape[0]
+    relu = net.relu_layers
+    if init is None:
+        V = forward(net, P, X, xp)
+        S = {k: xp.where(V[k] >= 0, 1, -1).astype(np.int8) for k in relu}
+    else:
+        V = [v.copy() for v in init[0]]
+        S = {k: s.copy() for k, s in init[1].items()}
+    if not relu:  # linear in c: one exact solve
+        sol = solve_pattern(net, P, X, Y, S, xp, tol)
+        return Equilibrium(sol.V, sol.U, sol.out_disc, sol.energy, S, sol.newton_ok, xp.zeros(B, dtype=np.int64), 1)
+    n_units = sum(layers[k].d_in for k in relu)
+    max_iter = max_iter or (2 * n_units + 20)
+    rng = np.random.default_rng(12345)
+    hw = {k: xp.asarray(rng.integers(1, 2 ** 62, size=layers[k].d_in, dtype=np.int64)) for k in relu}
+    free = [k for k in relu if k >= 1]  # a relu fed by the pinned input never moves
+    done = xp.zeros(B, dtype=bool)
+    consistent = xp.zeros(B, dtype=bool)
+    seen: list = []
+    U = [xp.zeros((B, l.d_out)) for l in layers]
+    out_disc = xp.zeros((B, net.output.d_out))
+    energy = xp.zeros(B)
+    it = 0
+    cycled = xp.zeros(B, dtype=bool)
+    while it < max_iter:
+        idx = xp.flatnonzero(~done)
+        if idx.shape[0] == 0:
+            break
+        it += 1
+        full = idx.shape[0] == B
+        Xs, Ys = (X, Y) if full else (X[idx], Y[idx])
+        Ss = S if full else {k: S[k][idx] for k in S}
+        Vs = V if full else [v[idx] for v in V]
+        sol = solve_pattern(net, P, Xs, Ys, Ss, xp, tol)
+        # ratio test along c -> c̄ on the tails of the relu layers
+        tmin = xp.full(idx.shape[0], np.inf)
+        for k in free:
+            z, zb, s = Vs[k], sol.V[k], Ss[k]
+            scale = 1e-12 * (1.0 + xp.abs(zb).max(axis=1, keepdims=True))
+            viol = ((s == 1) & (zb < -scale)) | ((s == -1) & (zb > scale))
+            denom = xp.where(viol, z - zb, 1.0)
+            tk = xp.where(viol, z / denom, np.inf)
+            tk = xp.clip(tk, 0.0, None)
+            tmin = xp.minimum(tmin, tk.min(axis=1))
+        move = tmin < 1.0
+        at_min = ~move
+        # multipliers of sliding units at c̄
+        release_any = xp.zeros(idx.shape[0], dtype=bool)
+        newS = {k: Ss[k].copy() for k in S}
+        rho_scale = 1e-9 * (1.0 + xp.abs(sol.out_disc).max(axis=1)) * (1.0 + net.output.weight ** 2)
+        for k in free:
+            sl = Ss[k] == 0
+            if not bool(sl.any()):
+                continue
+            gL = layers[k - 1].weight ** 2 * sol.U[k - 1]
+            gR = gL - layers[k].weight ** 2 * sol.U[k]
+            vL = xp.where(sl, gL - rho_scale[:, None], 0.0)  # > 0: descend by z < 0
+            vR = xp.where(sl, -gR - rho_scale[:, None], 0.0)  # > 0: descend by z > 0
+            to_neg = (vL > 0) & (vL >= vR) & at_min[:, None]
+            to_pos = (vR > 0) & (vR > vL) & at_min[:, None]
+            newS[k] = xp.where(to_neg, -1, xp.where(to_pos, 1, newS[k])).astype(np.int8)
+            release_any |= (to_neg | to_pos).any(axis=1)
+        # moving examples: step to the first crossing, crossing units slide
+        if bool(move.any()):
+            tm = xp.where(move, tmin, 1.0)[:, None]
+            Vn = [v + tm * (vb - v) for v, vb in zip(Vs, sol.V)]
+            for k in free:
+                z, zb, s = Vs[k], sol.V[k], Ss[k]
+                scale = 1e-12 * (1.0 + xp.abs(zb).max(axis=1, keepdims=True))
+                viol = ((s == 1) & (zb < -scale)) | ((s == -1) & (zb > scale))
+                tk = xp.where(viol, z / xp.where(viol, z - zb, 1.0), np.inf)
+                hit = viol & (tk <= tm * (1 + 1e-9) + 1e-15) & move[:, None]
+                newS[k] = xp.where(hit, 0, newS[k]).astype(np.int8)
+                Vn[k] = xp.where(hit | (newS[k] == 0), 0.0, Vn[k])
+        else:
+            Vn = sol.V
+        finished = at_min & ~release_any
+        # cycle detection at pattern minimisers (cannot happen in exact arithmetic: E decreases)
+        h = _hash_states(newS, free, hw, xp)
+        hfull = xp.zeros(B, dtype=np.int64)
+        hfull[idx] = h
+        rel = at_min & release_any
+        cyc = xp.zeros(idx.shape[0], dtype=bool)
+        for old in seen:
+            cyc |= rel & (old[idx] == h)
+        seen.append(xp.where(xp.isin(xp.arange(B), idx[rel]), hfull, -1))
+        # write back
+        Vsel = [xp.where(move[:, None], vn, vb) for vn, vb in zip(Vn, sol.V)]
+        for j in range(len(V)):
+            V[j][idx] = Vsel[j]
+        for k in S:
+            S[k][idx] = newS[k]
+        fin_idx = idx[finished | cyc]
+        loc = finished | cyc
+        for j in range(m):
+            U[j][fin_idx] = sol.U[j][loc]
+        out_disc[fin_idx] = sol.out_disc[loc]
+        energy[fin_idx] = sol.energy[loc]
+        consistent[idx[finished]] = sol.newton_ok[finished]
+        cycled[idx[cyc]] = True
+        done[fin_idx] = True
+    if not bool(done.all()):
+        # out of iterations: report the exact solution at the current pattern (not consistent)
+        idx = xp.flatnonzero(~done)
+        sol = solve_pattern(net, P, X[idx], Y[idx], {k: S[k][idx] for k in S}, xp, tol)
+        for j in range(m):
+            U[j][idx] = sol.U[j]
+        for j in range(len(V)):
+            V[j][idx] = sol.V[j]
+        out_disc[idx] = sol.out_disc
+        energy[idx] = sol.energy
+    sliding = sum(((S[k] == 0).sum(axis=1) for k in free), xp.zeros(B, dtype=np.int64))
+    return Equilibrium(V, U, out_disc, energy, S, consistent, sliding, it, {"cycled": int(cycled.sum())})
+
+
+# ----------------------------------------------------------------------------------------------
+# the heat equation (the local reference)
+
+
+def lipschitz_bound(net: FeedForward, P, xp=np) -> float:
+    """An upper bound on λ_max of the energy's Hessian in the free stalks (any pattern).
+
+    Each row block of δ touches two vertices, so ‖W δ c‖² ≤ 2 max_v Σ_{e ∋ v} w_e² ‖F_{v◁e}‖² ‖c‖².
+    The cross-entropy Hessian is bounded by that of ½‖·‖² (Dφ ≼ I).
+    """
+    def norm2(layer):
+        if layer.kind == "relu":
+            return 1.0
+        A = P[layer.param] if layer.kind == "param" else layer.matrix
+        return float(np.linalg.norm(np.asarray(A if not hasattr(A, "get") else A.get()), 2)) ** 2
+
+    layers = net.layers
+    out = net.output
+    per_vertex = []
+    for j in range(1, len(layers) + 1):
+        s = layers[j - 1].weight ** 2  # head of e_j by the identity
+        if j < len(layers):
+            s += layers[j].weight ** 2 * norm2(layers[j])
+        else:
+            s += out.weight ** 2 * (norm2(Layer("o", "param" if out.param else "fixed", "", "", 0, 0, 1.0, out.param,
+                                               None, out.matrix)) if out.fn == "linear" else 1.0)
+        per_vertex.append(s)
+    return 2.0 * max(per_vertex)
+
+
+def energy_gradient(net: FeedForward, P, V, Y, xp=np):
+    """(∇_{v_1..v_m} E, discords U, output discord, energy) at vertex values V, gates from the state."""
+    layers = net.layers
+    m = len(layers)
+    gates = {k: (V[k] >= 0).astype(V[k].dtype) for k in net.relu_layers}
+    U = [V[k + 1] - _apply(layers[k], P, V[k], gates.get(k)) for k in range(m)]
+    grads = [layers[j - 1].weight ** 2 * U[j - 1] for j in range(1, m + 1)]
+    for j in range(1, m):
+        gU = layers[j].weight ** 2 * U[j]
+        grads[j - 1] = grads[j - 1] - _apply_T(layers[j], P, gU[:, None, :], gates.get(j))[:, 0, :]
+    out = net.output
+    e_out, disc, _ = output_energy(net, P, V[m], Y, xp)
+    w2 = out.weight ** 2
+    if out.fn == "linear":
+        A, _ = _out_linear(out, P)
+        grads[m - 1] = grads[m - 1] - w2 * disc @ A
+    else:
+        grads[m - 1] = grads[m - 1] - w2 * disc  # w²(φ(z) − y)
+    energy = e_out + sum(0.5 * layers[k].weight ** 2 * (U[k] ** 2).sum(axis=1) for k in range(m))
+    return grads, U, disc, energy
+
+
+def _filippov(net: FeedForward, V, grads, U):
+    """Replace the z-gradient of units exactly on a switching surface by the Filippov selection.
+
+    At z_i = 0 the one-sided slopes are g_R (active side, what the 1[z ≥ 0] gate gives) and
+    g_L = g_R + w_relu² a_i (inactive side). The flow leaves the surface on the side where it descends
+    (g_R < 0: up; g_L > 0: down) and otherwise slides: ż_i = 0.
+    """
+    for k in net.relu_layers:
+        if k == 0:
+            continue
+        on = V[k] == 0
+        if not bool(on.any()):
+            continue
+        gR = grads[k - 1]
+        gL = gR + net.layers[k].weight ** 2 * U[k]
+        grads[k - 1] = np.where(on, np.where(gR < 0, gR, np.where(gL > 0, gL, 0.0)), gR)
+    return grads
+
+
+def diffusion_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-8, max_iter: int = 50000,
+                          init=None, dt: float | None = None) -> Equilibrium:
+    """The heat equation ċ_Ω = −∇_{c_Ω} E (explicit Euler, step 1/L), from the forward pass.
+
+    Each step uses only each edge's own discord and endpoint stalks (local). Switching surfaces are
+    handled as a Filippov system: a unit whose z crosses 0 in a step stops at z = 0, and a unit at 0
+    leaves it only on the side where E descends (see :func:`_filippov`), so sliding solutions are
+    reached instead of chattered around. An example is consistent when the (Filippov) gradient
+    satisfies ‖∇E‖∞ ≤ tol·(1 + ‖y‖∞).
+    """
+    V = forward(net, P, X, xp) if init is None else [v.copy() for v in init]
+    V[0] = X
+    step = dt if dt is not None else 1.0 / lipschitz_bound(net, P, xp)
+    B = X.shape[0]
+    thresh = tol * (1.0 + float(xp.abs(Y).max()))
+    tails = [k for k in net.relu_layers if k >= 1]
+
+    def grad(V):
+        grads, U, disc, energy = energy_gradient(net, P, V, Y, xp)
+        grads = _filippov(net, V, grads, U)
+        gmax = xp.zeros(B)
+        for g in grads:
+            gmax = xp.maximum(gmax, xp.abs(g).max(axis=1))
+        return grads, U, disc, energy, gmax
+
+    it = 0
+    for it in range(1, max_iter + 1):
+        grads, U, disc, energy, gmax = grad(V)
+        if bool((gmax <= thresh).all()):
+            break
+        old = {k: V[k] for k in tails}
+        for j in range(1, len(V)):
+            V[j] = V[j] - step * grads[j - 1]
+        for k in tails:  # a crossing stops on the surface
+            V[k] = xp.where(old[k] * V[k] < 0, 0.0, V[k])
+    grads, U, disc, energy, gmax = grad(V)
+    S = {k: xp.where(V[k] > 0, 1, xp.where(V[k] < 0, -1, 0)).astype(np.int8) for k in net.relu_layers}
+    sliding = sum(((S[k] == 0).sum(axis=1) for k in tails), xp.zeros(B, dtype=np.int64))
+    return Equilibrium(V, U, disc, energy, S, gmax <= thresh, sliding, it,
+                       {"grad_max": float(gmax.max()) if B else 0.0, "dt": step})
+
+
+# ----------------------------------------------------------------------------------------------
+# the local update (envelope theorem)
+
+
+def local_gradients(net: FeedForward, P, eq: Equilibrium, reduce: str = "mean", xp=np) -> dict:
+    """∇_θ of the batch residual from each parameterised edge's own discord and endpoint stalks.
+
+    For an edge with discord u = v_head − W v_tail − b and weight w: ∂E/∂W = −w² u v_tailᵀ,
+    ∂E/∂b = −w² u (the envelope theorem: c* is stationary, so no chain rule is needed). ``reduce``:
+    "mean" (the sheaf trainer) or "sum" (the paper's joint rule) over the batch.
+    """
+    B = eq.V[0].shape[0]
+    c = 1.0 / B if reduce == "mean" else 1.0
+    grads: dict = {}
+
+    def acc(name, g):
+        grads[name] = grads[name] + g if name in grads else g
+
+    for k, layer in enumerate(net.layers):
+        if layer.kind != "param":
+            continue
+        wu = (-c * layer.weight ** 2) * eq.U[k]
+        acc(layer.param, wu.T @ eq.V[k])
+        if layer.bias is not None:
+            acc(layer.bias, wu.sum(axis=0))
+    out = net.output
+    if out.fn == "linear" and (out.param is not None or out.bias is not None):
+        wd = (-c * out.weight ** 2) * eq.out_disc
+        if out.param is not None:
+            acc(out.param, wd.T @ eq.V[-1])
+        if out.bias is not None:
+            acc(out.bias, wd.sum(axis=0))
+    for name in P:
+        if name not in grads:
+            grads[name] = xp.zeros_like(P[name])
+    return grads
+
+
+def parameter_sheaf_gradients(G, P, xp=np) -> dict:
+    """∇ of the parameter sheaf's energy: reluctance (θ–0, weight √λ) gives λθ; a tie a–b of
+    weight w gives w²(θ_a − θ_b) on a and the opposite on b. Parameters without edges get nothing."""
+    H = G.graph["parameter_sheaf"]
+    out: dict = {}
+    for a, b, d in H.edges(data=True):
+        w2 = xp.asarray(d["weight"], dtype=float) ** 2
+        if d.get("kind") == "reluctance" or ZERO in (a, b):
+            p = a if b == ZERO else b
+            g = w2 * P[p]
+            out[p] = out[p] + g if p in out else g
+        else:
+            diff = w2 * (P[a] - P[b])
+            out[a] = out[a] + diff if a in out else diff
+            out[b] = out[b] - diff if b in out else -diff
+    return out
+
+
+def parameter_sheaf_energy(G, P) -> float:
+    """½ Σ w² ‖θ_a − θ_b‖² over the parameter sheaf's edges (θ_ZERO = 0)."""
+    H = G.graph["parameter_sheaf"]
+    e = 0.0
+    for a, b, d in H.edges(data=True):
+        if ZERO in (a, b):
+            p = a if b == ZERO else b
+            e += 0.5 * float((np.asarray(d["weight"]) ** 2 * np.asarray(P[p]) ** 2).sum())
+        else:
+            e += 0.5 * float((np.asarray(d["weight"]) ** 2 * (np.asarray(P[a]) - np.asarray(P[b])) ** 2).sum())
+    return e
+
+
+def unsupported(G) -> SheafError:
+    return SheafError(Diagnostic(
+        "E612", f"`{G.graph.get('name', 'sheaf')}` is not a feed-forward network sheaf, and the training fast phase "
+        "only handles those (a chain x -> ... -> y of affine/linear/relu/identity edges, then an identity, "
+        "sigmoid or softmax output edge)",
+        hint="`sheaf verify` explains which structural claim fails; `sheaf infer` solves general sheaves"))

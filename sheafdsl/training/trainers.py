@@ -1,0 +1,331 @@
+"""Trainers: ``sheaf`` (exact fast phase + local update), ``joint`` (the paper's rule), ``backprop``.
+
+All three share the data, the initialisation (``init_params(G, config.seed)``), the mini-batch order
+and the optimiser, so their numbers compare like for like.
+
+- **sheaf.** Per step: pin x and y = target on the batch, solve the two-sided equilibrium c* (the
+  fast phase: ``solver=exact`` by default, or ``diffusion``, the local heat equation), then the
+  local update g_θ = mean_i ∂E_i/∂θ (c*) edge by edge (envelope theorem; no chain rule), plus the
+  parameter sheaf's gradient (reluctance λθ, ties w²(θ_a − θ_b)); the optimiser applies g_θ.
+- **joint.** The paper's simultaneous forward-Euler flow of stalks and weights:
+  c ← c − dt·α ∇_c E,  θ ← θ − dt·(β Σ_i ∂E_i/∂θ + ∂E_H/∂θ) with β = 1/n_train by default, gates
+  σ = 1[z ≥ 0] read from the current stalks, stalks warm-started across steps (one stored cochain
+  per training example; initialised at the forward pass). The optimiser's step size is ``dt``
+  (``sgd`` is then exactly forward Euler); ``lr`` is not used.
+- **backprop.** Gradient of mean_i w_o² ℓ(p_i, y_i) at the forward pass by the chain rule, plus the
+  parameter sheaf's gradient.
+
+Losses reported by :meth:`Trainer.step` and :meth:`Trainer.evaluate` are task losses of the forward
+pass (inference): MSE (mean over examples and outputs) for regression, mean binary cross-entropy,
+mean cross-entropy.
+
+Mini-batches: with ``batch=B`` step t uses the slice (t mod nb) of the permutation
+``default_rng([seed, t // nb])`` of the training set (nb = ⌈n/B⌉): a pure function of the seed and
+the step count, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import Diagnostic, SheafError
+from ..ir import edges, free_indices, total_dim
+from ..lowering import get_backend, init_params, to_numpy
+from .backprop import backprop_gradients
+from .config import TrainConfig
+from .data import Dataset, check_compatible
+from .equilibrium import (diffusion_equilibrium, energy_gradient, exact_equilibrium, feedforward,
+                          forward, local_gradients, parameter_sheaf_gradients, predict, unsupported)
+from .optim import make_optimizer
+
+
+class DivergenceError(SheafError):
+    """A NaN or infinity appeared: ``step`` (the step that produced it) and ``where`` (an edge or parameter)."""
+
+    def __init__(self, step: int, where: str, what: str = "NaN or infinite values"):
+        self.step = int(step)
+        self.where = str(where)
+        super().__init__(Diagnostic(
+            "E620", f"training diverged at step {self.step}: {what} in {self.where}",
+            hint="lower the learning rate (--lr) or the step dt, or add reluctance (weight decay) to the parameters"))
+
+
+def task_loss(task: str, pred, Y, xp=np) -> float:
+    """MSE (regression), mean BCE (binary; ``pred`` are probabilities) or mean CE (multiclass)."""
+    if task == "regression":
+        return float(((pred - Y) ** 2).mean())
+    eps = 1e-12
+    if task == "binary":
+        p = xp.clip(pred, eps, 1 - eps)
+        return float(-(Y * xp.log(p) + (1 - Y) * xp.log(1 - p)).mean())
+    return float(-(Y * xp.log(xp.clip(pred, eps, 1.0))).sum(axis=1).mean())
+
+
+def accuracy(task: str, pred, Y, xp=np) -> float:
+    if task == "binary":
+        return float(((pred >= 0.5) == (Y >= 0.5)).mean())
+    return float((pred.argmax(axis=1) == Y.argmax(axis=1)).mean())
+
+
+class Trainer:
+    """Common machinery; subclasses implement :meth:`_gradients`."""
+
+    name = "base"
+
+    def __init__(self, G, config: TrainConfig, data: Dataset, params: dict | None = None):
+        self.G, self.config, self.data = G, config, data
+        self.xp = xp = get_backend(config.backend)
+        check_compatible(G, data)
+        self.net = feedforward(G)
+        if self.net is None:
+            raise unsupported(G)
+        init = params if params is not None else init_params(G, config.seed)
+        self.params: dict = {k: xp.array(to_numpy(v), dtype=float) for k, v in init.items()}
+        self.opt = make_optimizer(config.optimizer, self._step_size(), config.momentum, xp)
+        self.step_count = 0
+        self.Xtr, self.Ytr = xp.asarray(data.X_train, dtype=float), xp.asarray(data.Y_train, dtype=float)
+        self.Xte, self.Yte = xp.asarray(data.X_test, dtype=float), xp.asarray(data.Y_test, dtype=float)
+        self.n_train = self.Xtr.shape[0]
+        self._perm_cache: tuple[int, np.ndarray] | None = None
+        self._param_edge = {}
+        for _, _, name, d in edges(G):
+            for m in (d["src_map"], d["dst_map"]):
+                if getattr(m, "param", None):
+                    self._param_edge.setdefault(m.param, name)
+            if d.get("bias"):
+                self._param_edge.setdefault(d["bias"], name)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _step_size(self) -> float:
+        return self.config.lr
+
+    def _batch_indices(self, t: int):
+        """Indices of step t's mini-batch (None: the full training set)."""
+        B = self.config.batch
+        n = self.n_train
+        if B is None or B >= n:
+            return None
+        nb = -(-n // B)
+        epoch, pos = divmod(t, nb)
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            self._perm_cache = (epoch, np.random.default_rng([self.config.seed, epoch]).permutation(n))
+        return self.xp.asarray(self._perm_cache[1][pos * B:(pos + 1) * B])
+
+    def _where(self, pname: str) -> str:
+        e = self._param_edge.get(pname)
+        return f"parameter `{pname}` (edge `{e}`)" if e else f"parameter `{pname}`"
+
+    def _predict(self, X):
+        return predict(self.net, self.params, X, self.xp)
+
+    def _check_finite(self, loss: float, grads: dict) -> None:
+        xp = self.xp
+        step = self.step_count + 1
+        if not np.isfinite(loss):
+            raise DivergenceError(step, f"the loss on output edge `{self.net.output.name}`")
+        for k, g in grads.items():
+            if not bool(xp.isfinite(g).all()):
+                raise DivergenceError(step, "the gradient of " + self._where(k))
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def step(self) -> dict:
+        """One optimisation step on the next mini-batch: {"loss", "consistent_fraction"}."""
+        idx = self._batch_indices(self.step_count)
+        X, Y = (self.Xtr, self.Ytr) if idx is None else (self.Xtr[idx], self.Ytr[idx])
+        loss, cf, grads = self._gradients(X, Y, idx)
+        for k, g in parameter_sheaf_gradients(self.G, self.params, self.xp).items():
+            grads[k] = grads[k] + g
+        self._check_finite(loss, grads)
+        self.opt.step(self.params, grads)
+        self.step_count += 1
+        for k, v in self.params.items():
+            if not bool(self.xp.isfinite(v).all()):
+                raise DivergenceError(self.step_count, self._where(k))
+        return {"loss": loss, "consistent_fraction": cf}
+
+    def _gradients(self, X, Y, idx):
+        raise NotImplementedError
+
+    def evaluate(self) -> dict:
+        """Task losses of the forward pass on both splits, with test MSE or accuracies."""
+        task = self.data.task
+        out = {}
+        for split, X, Y in (("train", self.Xtr, self.Ytr), ("test", self.Xte, self.Yte)):
+            pred = self._predict(X)
+            out[f"{split}_loss"] = task_loss(task, pred, Y, self.xp)
+            if task == "regression":
+                out[f"{split}_mse"] = out[f"{split}_loss"]
+            else:
+                out[f"{split}_accuracy"] = accuracy(task, pred, Y, self.xp)
+        return out
+
+    def equilibrium(self, X, Y):
+        """The two-sided equilibrium (training pins) of a batch with the current parameters."""
+        xp = self.xp
+        X, Y = xp.asarray(X, dtype=float), xp.asarray(Y, dtype=float)
+        if self.config.solver == "diffusion" and self.name == "sheaf":
+            return diffusion_equilibrium(self.net, self.params, X, Y, xp, tol=max(self.config.tol, 1e-9))
+        return exact_equilibrium(self.net, self.params, X, Y, xp, tol=self.config.tol)
+
+    def edge_discords(self, X, Y) -> dict[str, float]:
+        """Mean over examples of ½‖(δc*)_e‖² per edge at the two-sided equilibrium."""
+        eq = self.equilibrium(X, Y)
+        out = {layer.name: float(0.5 * (eq.U[k] ** 2).sum(axis=1).mean()) for k, layer in enumerate(self.net.layers)}
+        out[self.net.output.name] = float(0.5 * (eq.out_disc ** 2).sum(axis=1).mean())
+        return out
+
+    def lambda_min_sample(self, X, k: int = 16) -> float:
+        """min over the first ``k`` examples of λ_min(L_free) at their forward-pass patterns.
+
+        L_free = δ_Ωᵀ W² δ_Ω with x and y pinned (training pins), ReLU gates at the example's forward
+        pattern and sigmoid/softmax maps linearised there; dense ``eigvalsh`` per example.
+        """
+        from ..lowering import laplacian_matrix
+
+        X = np.asarray(to_numpy(X), dtype=float)[:k]
+        P = {n: to_numpy(v) for n, v in self.params.items()}
+        V = forward(self.net, P, X, np)
+        G = self.G
+        N = total_dim(G)
+        free = free_indices(G, ("input", "target", "value"))
+        if free.size == 0:
+            return float("inf")
+        names = self.net.vertices
+        lam = np.inf
+        for i in range(X.shape[0]):
+            c = np.zeros(N)
+            for j, v in enumerate(names):
+                off = G.nodes[v]["offset"]
+                c[off: off + G.nodes[v]["dim"]] = V[j][i]
+            L = laplacian_matrix(G, P, state=c).toarray()
+            lam = min(lam, float(np.linalg.eigvalsh(L[np.ix_(free, free)])[0]))
+        return lam
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume exactly: parameters, optimiser state, step count, trainer state."""
+        out = {"step_count": np.asarray(self.step_count), "trainer": np.asarray(self.name)}
+        out.update({f"param.{k}": np.array(to_numpy(v)) for k, v in self.params.items()})
+        out.update({f"opt.{k}": v for k, v in self.opt.state_dict().items()})
+        out.update(self._extra_state())
+        return out
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra(self, state) -> None:
+        pass
+
+    def load_state_dict(self, state) -> None:
+        trainer = str(np.asarray(state.get("trainer", self.name)))
+        if trainer != self.name:
+            raise SheafError(Diagnostic("E611", f"the saved state is from the `{trainer}` trainer, not `{self.name}`"))
+        missing = [k for k in self.params if f"param.{k}" not in state]
+        if missing:
+            raise SheafError(Diagnostic("E611", "the saved state lacks parameter(s) " + ", ".join(missing)))
+        for k in self.params:
+            v = np.asarray(state[f"param.{k}"], dtype=float)
+            if v.shape != tuple(self.params[k].shape):
+                raise SheafError(Diagnostic("E611", f"saved parameter `{k}` has shape {v.shape}, "
+                                            f"the model wants {tuple(self.params[k].shape)}"))
+            self.params[k] = self.xp.array(v)
+        self.opt.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt.")})
+        self.step_count = int(state["step_count"])
+        self._perm_cache = None
+        self._load_extra(state)
+
+
+class SheafTrainer(Trainer):
+    """Fast phase to tolerance, then the local edge update (mean over the batch)."""
+
+    name = "sheaf"
+
+    def _gradients(self, X, Y, idx):
+        xp, net, P = self.xp, self.net, self.params
+        V = forward(net, P, X, xp)
+        pred = _output(net, P, V[-1], xp)
+        loss = task_loss(self.data.task, pred, Y, xp)
+        if self.config.solver == "diffusion":
+            eq = diffusion_equilibrium(net, P, X, Y, xp, tol=max(self.config.tol, 1e-9), init=V)
+        else:
+            S = {k: xp.where(V[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers}
+            eq = exact_equilibrium(net, P, X, Y, xp, tol=self.config.tol, init=(V, S))
+        self.last_equilibrium = eq
+        return loss, eq.consistent_fraction, local_gradients(net, P, eq, "mean", xp)
+
+
+class BackpropTrainer(Trainer):
+    """Standard backpropagation (the baseline)."""
+
+    name = "backprop"
+
+    def _gradients(self, X, Y, idx):
+        _, pred, grads = backprop_gradients(self.net, self.params, X, Y, self.xp)
+        return task_loss(self.data.task, pred, Y, self.xp), None, grads
+
+
+class JointTrainer(Trainer):
+    """The paper's simultaneous Euler flow of stalks (α) and weights (β, summed updates), step dt."""
+
+    name = "joint"
+
+    def __init__(self, G, config, data, params=None):
+        super().__init__(G, config, data, params)
+        self.beta = config.beta if config.beta is not None else 1.0 / self.n_train
+        V = forward(self.net, self.params, self.Xtr, self.xp)
+        self.stalks = [v.copy() for v in V[1:]]
+
+    def _step_size(self) -> float:
+        return self.config.dt
+
+    def _gradients(self, X, Y, idx):
+        xp, net, P = self.xp, self.net, self.params
+        V = [X] + ([s for s in self.stalks] if idx is None else [s[idx] for s in self.stalks])
+        pred = predict(net, P, X, xp)
+        loss = task_loss(self.data.task, pred, Y, xp)
+        grads_c, U, disc, _ = energy_gradient(net, P, V, Y, xp)
+
+        class _Eq:  # the current (not equilibrium) cochain, for the edge-local weight gradient
+            pass
+
+        eq = _Eq()
+        eq.V, eq.U, eq.out_disc = V, U, disc
+        g = local_gradients(net, P, eq, "sum", xp)
+        step = self.config.dt * self.config.alpha
+        for j in range(len(self.stalks)):
+            if idx is None:
+                self.stalks[j] = V[j + 1] - step * grads_c[j]
+            else:
+                self.stalks[j][idx] = V[j + 1] - step * grads_c[j]
+        return loss, None, {k: self.beta * v for k, v in g.items()}
+
+    def _extra_state(self) -> dict:
+        return {f"stalk.{j}": np.array(to_numpy(s)) for j, s in enumerate(self.stalks)}
+
+    def _load_extra(self, state) -> None:
+        self.stalks = [self.xp.array(np.asarray(state[f"stalk.{j}"], dtype=float)) for j in range(len(self.stalks))]
+
+
+def _output(net, P, vm, xp):
+    from .equilibrium import _out_linear, _phi
+
+    if net.output.fn == "linear":
+        A, b = _out_linear(net.output, P)
+        return vm @ A.T + (b if b is not None else 0.0)
+    return _phi(net.output.fn, vm, xp)
+
+
+TRAINERS = {"sheaf": SheafTrainer, "joint": JointTrainer, "backprop": BackpropTrainer}
+
+
+def make_trainer(G, config: TrainConfig, data: Dataset, params: dict | None = None) -> Trainer:
+    """The trainer that ``config.trainer`` names (sheaf | joint | backprop)."""
+    cls = TRAINERS.get(config.trainer)
+    if cls is None:
+        raise SheafError(Diagnostic("E610", f"unknown trainer `{config.trainer}`", hint="use sheaf, joint or backprop"))
+    return cls(G, config, data, params)
+
+
+__all__ = ["DivergenceError", "Trainer", "SheafTrainer", "JointTrainer", "BackpropTrainer", "make_trainer",
+           "task_loss", "accuracy"]
