@@ -1,0 +1,425 @@
+"""The exact and cg solvers: a forward sweep, or a primal active-set method over the ReLU pieces.
+
+**Forward sweep.** When δ_Ω is unitriangular (every free stalk is the head of exactly one edge, whose head
+map is the identity, in a DAG order; see ``Problem.sweep_plan``), setting each head c_v = F_u(c_u) + o_e in
+topological order makes every discord zero: E = 0, the global minimum, in one pass. On a network with only
+its input pinned this is the forward pass.
+
+**Active set.** Each free gated unit t (a free coordinate that is the source of a ReLU edge) has a state:
+on (gate 1, c_t ≥ 0), off (gate 0, c_t ≤ 0) or sliding (c_t = 0). For fixed states E is a convex function on
+the piece P_S = {c: c_t ≥ 0 on, ≤ 0 off, = 0 sliding} (quadratic, plus cross-entropy terms for nonlinear
+edges with pinned heads), and agrees there with the true, piecewise energy. One iteration:
+
+1. at the current feasible c ∈ P_S compute the piece gradient g and, at sliding units, the one-sided
+   derivatives g_on = g_off − S_t (S_t = Σ_e w_e² r_e,t);
+2. if c minimises the piece (‖g‖ small on the non-sliding coordinates) *release* the sliding units that can
+   still descend (g_on < 0: to on; g_off > 0: to off); stop when none can: c is a consistent
+   (Filippov-stationary) point;
+3. take the Newton step Δ = −H_S⁻¹ g on the free, non-sliding coordinates (``inner="dense"``: batched
+   Cholesky-checked dense solves; ``inner="cg"``: matrix-free batched conjugate gradients);
+4. ratio test: the largest α ≤ 1 that keeps on units ≥ 0 and off units ≤ 0 (with an Armijo backtracking
+   when cross-entropy terms make the piece non-quadratic); the units that block become sliding (c_t = 0).
+
+Every step stays feasible and decreases E (a convex function decreasing along a segment to its minimiser),
+so piece minima are never revisited and the method cannot cycle, unlike "solve, recompute 1[z ≥ 0], repeat".
+Releasing all descending units at once is fast; if that step is degenerate (α = 0) the example falls back to
+releasing the single most violated unit, for which the Newton step provably enters the released side
+(Δ_t = −g_t (H⁻¹)_tt). A hash of the states at each release guards against cycling through ties.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import Diagnostic, SheafError
+from ..ir.maps import ReluGate
+from .result import SolveResult
+
+ON, OFF, SLIDE = 1, 0, 2
+
+#: a unit with a one-sided descent rate above CONSISTENT_TOL · scale is reported inconsistent
+CONSISTENT_TOL = 1e-7
+#: the largest number of free coordinates the dense (exact) solver assembles Hessians for
+DENSE_LIMIT = 4000
+
+
+# ----------------------------------------------------------------------------------------------
+# forward sweep
+
+
+def run_sweep(ops, plan, c):
+    """Set each head c_v = F_u(c_u) + o_e along ``plan`` (in place) and return c."""
+    xp = ops.xp
+    for e in plan:
+        x = c[:, e.src]
+        if isinstance(e.src_map, ReluGate):
+            c[:, e.dst] = xp.maximum(x, 0.0)
+        else:
+            c[:, e.dst] = ops._map(e, "src", x, nonlinear=True)
+        if e.bias is not None:
+            c[:, e.dst] += ops.o[e.rows]
+    return c
+
+
+def sweep(prob, c, *, record_trace=False) -> SolveResult:
+    """The harmonic extension of a unitriangular problem by one forward sweep (E = 0 and ∇E = 0 exactly, so
+    the energy and residual are reported as zeros rather than recomputed)."""
+    xp, ops = prob.xp, prob.ops
+    run_sweep(ops, prob.s.sweep, c)
+    B = c.shape[0]
+    gates = {e.name: (c[:, e.src] >= 0).astype(c.dtype) for e in ops.relu_edges}
+    zeros = xp.zeros(B)
+    ones = xp.ones(B, dtype=bool)
+    return SolveResult(c, ones, 1, zeros, zeros.copy(), ones.copy(), gates, 0,
+                       trace=zeros[None, :].copy() if record_trace else None, method="exact", layout=ops.vertex,
+                       sliding=xp.zeros(B, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------------------------
+# shared pieces (also used by the diffusion)
+
+
+def scale(prob, c):
+    """‖∇_{c_Ω} E‖ at c_Ω = 0 per example (1 where it is 0): the forcing by the pins, for relative norms."""
+    xp, s = prob.xp, prob.s
+    cz = c.copy()
+    cz[:, s.free] = 0.0
+    g, _ = prob.gradient(cz, prob.gates_from(cz, xp.zeros((c.shape[0], len(s.gated_host)))))
+    g = g[:, s.free]
+    if len(s.elim_host):
+        g[:, xp.asarray(s.pos[s.elim_host])] = 0.0
+    nrm = xp.sqrt((g * g).sum(axis=1))
+    return xp.where(nrm > 0, nrm, 1.0)
+
+
+def piece_gradient(prob, c, state):
+    """Gradient on the piece of ``state`` at c (sliding units take gate 0, so their entry is g_off).
+
+    Returns (g (B, n), g_on (B, u), g_off (B, u), r (B, M)).
+    """
+    xp, s = prob.xp, prob.s
+    unit_gate = (state == ON).astype(c.dtype)
+    gfull, r = prob.gradient(c, prob.gates_from(c, unit_gate))
+    g = gfull[:, s.free]
+    if len(s.elim_host):
+        g[:, xp.asarray(s.pos[s.elim_host])] = 0.0
+    S = prob.slide_strength(r)
+    gg = g[:, s.gated_pos]
+    on = state == ON
+    g_off = xp.where(on, gg + S, gg)
+    g_on = g_off - S
+    return g, g_on, g_off, r
+
+
+def filippov(g, g_on, g_off, state, gpos, xp):
+    """(min-norm Filippov gradient (B, n), piece gradient (B, n), rate right (B, u), rate left (B, u)).
+
+    At a sliding unit the descent rate to the right is −g_on, to the left g_off; the Filippov gradient keeps
+    the steeper descending one-sided derivative (0 when neither descends), the piece gradient zeroes it.
+    """
+    slide = state == SLIDE
+    right, left = -g_on, g_off
+    v = xp.where(right >= left, xp.where(right > 0, g_on, 0.0), xp.where(left > 0, g_off, 0.0))
+    gm, gp = g.copy(), g.copy()
+    gm[:, gpos] = xp.where(slide, v, g[:, gpos])
+    gp[:, gpos] = xp.where(slide, 0.0, g[:, gpos])
+    return gm, gp, xp.where(slide, right, -np.inf), xp.where(slide, left, -np.inf)
+
+
+def finalize(prob, c, state, denom, converged, iterations, trace, method, rtol):
+    """Heads, gates with Filippov multipliers, residual, energy and consistency at the final cochain."""
+    xp, s, ops = prob.xp, prob.s, prob.ops
+    prob.finish_heads(c)
+    z = c[:, s.gated]
+    state = xp.where(state == SLIDE, SLIDE, xp.where(z > 0, ON, xp.where(z < 0, OFF, state)))
+    g, g_on, g_off, r = piece_gradient(prob, c, state)
+    gm, _, right, left = filippov(g, g_on, g_off, state, s.gated_pos, xp)
+    residual = xp.sqrt((gm * gm).sum(axis=1)) / denom
+    tol = CONSISTENT_TOL * denom[:, None]
+    slide = state == SLIDE
+    sign_ok = xp.where(state == ON, z >= 0, xp.where(state == OFF, z <= 0, z == 0))
+    consistent = (xp.all(sign_ok, axis=1) & ~xp.any((right > tol) | (left > tol), axis=1))
+    S = g_off - g_on
+    safe = xp.where(xp.abs(S) > 0, S, 1.0)
+    mult = xp.where(xp.abs(S) > 0, xp.clip(g_off / safe, 0.0, 1.0), 1.0)
+    unit_gate = xp.where(slide, mult, (state == ON).astype(c.dtype))
+    gates = prob.gates_from(c, unit_gate)
+    energy = prob.energy(c, gates)
+    converged = converged & consistent & (residual <= rtol)
+    n_bad = int((~converged).sum())
+    if trace is not None:
+        trace = xp.stack(trace) if trace else xp.zeros((0, c.shape[0]))
+    return SolveResult(c, converged, int(iterations), residual, energy, consistent, gates, n_bad, trace=trace,
+                       method=method, layout=ops.vertex, sliding=slide.sum(axis=1))
+
+
+def singular_error(prob, H, mask=None, example: int | None = None) -> SheafError:
+    """SheafError E504 for a singular L_free (relative H⁰ ≠ 0), naming the free directions."""
+    from ..lowering.backend import to_numpy
+
+    H = to_numpy(H)
+    keep = np.ones(H.shape[0], dtype=bool) if mask is None else to_numpy(mask).astype(bool)
+    Hk = H[np.ix_(keep, keep)]
+    w, V = np.linalg.eigh(0.5 * (Hk + Hk.T))
+    top = max(float(np.abs(w).max()), 1e-300)
+    null = w <= 1e-9 * top
+    vecs = np.zeros((int(null.sum()) or 1, H.shape[0]))
+    sel = V[:, null] if null.any() else V[:, :1]
+    vecs[:, keep] = sel.T
+    where = "" if example is None else f" for example {example} (its activation pattern)"
+    dirs = prob.describe_directions(vecs)
+    return SheafError(Diagnostic(
+        "E504", f"L_free is singular{where}: the relative cohomology H⁰(G, U; F) = ker δ_Ω ≠ 0 "
+        f"(dimension {int(null.sum())}, λ_min/λ_max = {max(float(w[0]), 0.0) / top:.1e}), so the pins do not "
+        f"determine the free stalks; free directions: {dirs}",
+        hint="pin a coordinate along each free direction, add a soft pin (`pin v ~ 0 weight 1`), or add edges"))
+
+
+def check_spd(prob, H, mask=None, offset: int = 0):
+    """Raise :func:`singular_error` unless every H[b] is numerically positive definite (Cholesky pivots)."""
+    xp = prob.xp
+    bad = None
+    try:
+        Lc = xp.linalg.cholesky(H)
+        piv = xp.diagonal(Lc, axis1=-2, axis2=-1) ** 2
+        dmax = xp.diagonal(H, axis1=-2, axis2=-1).max(axis=-1)
+        ok = xp.all(xp.isfinite(piv), axis=-1) & (piv.min(axis=-1) > 1e-11 * dmax)
+        if not bool(xp.all(ok)):
+            bad = int(xp.flatnonzero(~ok)[0])
+    except np.linalg.LinAlgError:
+        w = xp.linalg.eigvalsh(H)
+        ok = w.min(axis=-1) > 1e-11 * xp.abs(w).max(axis=-1)
+        bad = int(xp.flatnonzero(~ok)[0])
+    if bad is not None:
+        m = None if mask is None else (mask[bad] if mask.ndim == 2 else mask)
+        raise singular_error(prob, H[bad] if H.ndim == 3 else H, m, None if H.ndim == 2 else bad + offset)
+
+
+# ----------------------------------------------------------------------------------------------
+# inner solvers
+
+
+def _masked(H, m, xp):
+    """Rows/columns of fixed coordinates (m = 0) replaced by the identity."""
+    return H * m[..., :, None] * m[..., None, :] + xp.eye(H.shape[-1]) * (1.0 - m)[..., None, :]
+
+
+def dense_step(prob, c, state, rhs, mask, fixed):
+    """Δ solving H_S Δ = rhs on the unknowns (mask = 1), Δ = 0 elsewhere; batched, chunked."""
+    xp, s = prob.xp, prob.s
+    B, n = rhs.shape
+    unit_gate = (state == ON).astype(c.dtype)
+    if s.shared_hessian:
+        H = _masked(prob.dense_hessian(c[:1], unit_gate[:1], fixed)[0], mask[0], xp)
+        check_spd(prob, H, mask[0])
+        return xp.linalg.solve(H, (rhs * mask).T).T
+    n_rows = int(fixed[2].sum())
+    chunk = max(1, int(2e7 // (n * n + n * max(n_rows, 1))))
+    out = xp.empty_like(rhs)
+    for a in range(0, B, chunk):
+        sl = slice(a, min(B, a + chunk))
+        H = _masked(prob.dense_hessian(c[sl], unit_gate[sl], fixed), mask[sl], xp)
+        check_spd(prob, H, mask[sl], offset=a)
+        out[sl] = xp.linalg.solve(H, (rhs[sl] * mask[sl])[..., None])[..., 0]
+    return out
+
+
+def cg_step(prob, c, state, rhs, mask, tol, maxit, lam):
+    """Matrix-free batched conjugate gradients for H_S Δ = rhs on the unknowns; returns (Δ, steps)."""
+    xp = prob.xp
+    unit_gate = (state == ON).astype(c.dtype)
+    gates = prob.gates_from(c, unit_gate)
+    x = xp.zeros_like(rhs)
+    r = rhs * mask
+    p = r.copy()
+    rs = (r * r).sum(axis=1)
+    steps = 0
+    for _ in range(maxit):
+        todo = xp.sqrt(rs) > tol
+        if not bool(xp.any(todo)):
+            break
+        Ap = prob.hvp(p, c, unit_gate, gates) * mask
+        pAp = (p * Ap).sum(axis=1)
+        pp = (p * p).sum(axis=1)
+        sing = todo & (pAp <= 1e-12 * lam * pp)
+        if bool(xp.any(sing)):
+            b = int(xp.flatnonzero(sing)[0])
+            H = prob.dense_hessian(c[b:b + 1], unit_gate[b:b + 1])[0] if prob.s.n <= DENSE_LIMIT else None
+            if H is not None:
+                raise singular_error(prob, _masked(H, mask[b], xp), mask[b])
+            raise SheafError(Diagnostic("E504", "L_free is singular: relative H⁰ ≠ 0; free direction: "
+                                        + prob.describe_directions(np.asarray(p[b].get() if hasattr(p, "get") else p[b]))))
+        a = xp.where(todo, rs / xp.where(todo, pAp, 1.0), 0.0)
+        x += a[:, None] * p
+        r -= a[:, None] * Ap
+        rs_new = (r * r).sum(axis=1)
+        beta = xp.where(todo, rs_new / xp.where(rs > 0, rs, 1.0), 0.0)
+        p = r + beta[:, None] * p
+        rs = rs_new
+        steps += 1
+    return x, steps
+
+
+# ----------------------------------------------------------------------------------------------
+# the active-set method
+
+
+def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace=False) -> SolveResult:
+    """Minimise E over c_Ω from the feasible start c (B, N) by the primal active-set method (module doc)."""
+    xp, s = prob.xp, prob.s
+    B, n, nu = c.shape[0], s.n, len(s.gated_host)
+    if maxiter is None:
+        maxiter = 50 + 4 * nu
+    gpos = s.gated_pos
+    if inner == "dense" and n > DENSE_LIMIT and not s.shared_hessian:
+        raise SheafError(Diagnostic("E510", f"the exact solver assembles dense {n} × {n} Hessians per example; "
+                                    f"that is above its limit of {DENSE_LIMIT} free coordinates",
+                                    hint="use the matrix-free solver: --solver cg (method='cg')"))
+    base_mask = xp.ones(n)
+    if len(s.elim_host):
+        base_mask[xp.asarray(s.pos[s.elim_host])] = 0.0
+    quadratic = not s.ce_edges
+    z = c[:, s.gated]
+    state = xp.where(z > 0, ON, xp.where(z < 0, OFF, SLIDE)).astype(np.int8)
+    denom = scale(prob, c)
+    fixed = prob.dense_fixed() if inner == "dense" else None
+    lam = prob.hessian_bound() if inner == "cg" else None
+    if inner == "cg" and s.shared_hessian and n <= DENSE_LIMIT:
+        fixed_h = prob.dense_fixed()
+        check_spd(prob, _masked(prob.dense_hessian(c[:1], xp.zeros((1, nu)), fixed_h)[0], base_mask, xp), base_mask)
+    cg_tol_factor = 0.1 * rtol
+    active = np.ones(B, dtype=bool)
+    converged = np.zeros(B, dtype=bool)
+    single = np.zeros(B, dtype=bool)
+    stall = np.zeros(B, dtype=np.int64)
+    changed = np.ones(B, dtype=bool)
+    best = np.full(B, np.inf)
+    seen = [set() for _ in range(B)]
+    trace = [] if record_trace else None
+    iterations = cg_steps = 0
+    for it in range(maxiter + 1):
+        if record_trace:
+            trace.append(prob.energy(c))
+        idx_h = np.flatnonzero(active)
+        if len(idx_h) == 0:
+            break
+        idx = xp.asarray(idx_h)
+        ca, sa, da = c[idx], state[idx], denom[idx]
+        g, g_on, g_off, _ = piece_gradient(prob, ca, sa)
+        gm, gp, right, left = filippov(g, g_on, g_off, sa, gpos, xp)
+        res = _host(xp.sqrt((gm * gm).sum(axis=1)) / da)
+        pres = _host(xp.sqrt((gp * gp).sum(axis=1)) / da)
+        done = (res <= rtol) & (it > 0)  # always take one step: it checks L_free even at a stationary start
+        converged[idx_h[done]] = True
+        # stagnation: the residual no longer halves while the states stay put
+        fresh = changed[idx_h] | (res < 0.5 * best[idx_h])
+        stall[idx_h] = np.where(fresh, 0, stall[idx_h] + 1)
+        best[idx_h] = np.where(changed[idx_h], res, np.minimum(best[idx_h], res))
+        stop = done | (stall[idx_h] >= 4)
+        if it == maxiter or bool(stop.all()):
+            active[idx_h[stop]] = False
+            if it == maxiter:
+                active[:] = False
+            continue
+        # release descending sliding units where the piece is minimised
+        tol = rtol * da[:, None]
+        want = (right > tol) | (left > tol)
+        can = (pres <= rtol) & _host(xp.any(want, axis=1))
+        rel = xp.zeros_like(want)
+        if can.any():
+            sa_h = _host(sa)
+            for k in np.flatnonzero(can):
+                key = (bool(single[idx_h[k]]), sa_h[k].tobytes())
+                if key in seen[idx_h[k]]:
+                    stop[k] = True  # a tie cycle: give up on this example
+                else:
+                    seen[idx_h[k]].add(key)
+            can &= ~stop
+            canx = xp.asarray(can)[:, None]
+            rel = want & canx
+            sing = xp.asarray(single[idx_h])[:, None]
+            if bool(xp.any(sing & rel)):
+                rate = xp.where(want, xp.maximum(right, left), -np.inf)
+                only = xp.zeros_like(want)
+                best_u = xp.argmax(rate, axis=1)
+                only[xp.arange(len(idx_h)), best_u] = True
+                rel = xp.where(sing, rel & only, rel)
+            to_on = rel & (right >= left)
+            sa = xp.where(to_on, ON, xp.where(rel, OFF, sa)).astype(np.int8)
+            gg = g[:, gpos]
+            g[:, gpos] = xp.where(to_on, g_on, xp.where(rel, g_off, gg))
+        active[idx_h[stop]] = False
+        go = ~stop
+        if not go.any():
+            state[idx] = sa
+            continue
+        gi = xp.asarray(np.flatnonzero(go))
+        ca, sa, g, da, rel = ca[gi], sa[gi], g[gi], da[gi], rel[gi]
+        sub = idx_h[go]
+        mask = xp.broadcast_to(base_mask, (len(sub), n)).copy()
+        mask[:, gpos] = xp.where(sa == SLIDE, 0.0, 1.0)
+        rhs = -g * mask
+        if inner == "dense":
+            step = dense_step(prob, ca, sa, rhs, mask, fixed)
+        else:
+            step, k = cg_step(prob, ca, sa, rhs, mask, cg_tol_factor * da, max(100, 20 * n), lam)
+            cg_steps += k
+        step = step * mask
+        # ratio test
+        zt = ca[:, s.gated]
+        dz = step[:, gpos]
+        on, off = sa == ON, sa == OFF
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = xp.where(on & (dz < 0), zt / xp.where(dz < 0, -dz, 1.0),
+                         xp.where(off & (dz > 0), -zt / xp.where(dz > 0, dz, 1.0), np.inf))
+        amax = t.min(axis=1) if nu else xp.full(len(sub), np.inf)
+        alpha = xp.minimum(1.0, amax)
+        if not quadratic:
+            alpha = _backtrack(prob, ca, sa, g, step, alpha)
+        xfree = ca[:, s.free] + alpha[:, None] * step
+        ca = ca.copy()
+        ca[:, s.free] = xfree
+        if nu:
+            block = (t <= alpha[:, None]) & (amax <= 1.0)[:, None] & (alpha >= amax)[:, None]
+            sa = xp.where(block, SLIDE, sa).astype(np.int8)
+            zt = ca[:, s.gated]
+            zt = xp.where(sa == ON, xp.maximum(zt, 0.0), xp.where(sa == OFF, xp.minimum(zt, 0.0), 0.0))
+            ca[:, s.gated] = zt
+            degenerate = _host((alpha <= 0) & xp.any(rel, axis=1))
+            single[sub[degenerate]] = True
+            changed[sub] = _host(xp.any(block, axis=1) | xp.any(rel, axis=1))
+        else:
+            changed[sub] = False
+        sx = xp.asarray(sub)
+        c[sx] = ca
+        state[sx] = sa
+        iterations = it + 1
+    c = c.copy()
+    return finalize(prob, c, state, denom, xp.asarray(converged), cg_steps if inner == "cg" else max(iterations, 1),
+                    trace, "exact" if inner == "dense" else "cg", rtol)
+
+
+def _backtrack(prob, c, state, g, step, alpha):
+    """Armijo backtracking on the (piecewise) energy along c + α·step, α ≤ the ratio-test bound."""
+    xp, s = prob.xp, prob.s
+    unit_gate = (state == ON).astype(c.dtype)
+    gates = prob.gates_from(c, unit_gate)
+    E0 = prob.energy(c, gates)
+    slope = (g * step).sum(axis=1)
+    a = alpha.copy()
+    todo = xp.ones(c.shape[0], dtype=bool)
+    for _ in range(50):
+        trial = c.copy()
+        trial[:, s.free] = c[:, s.free] + a[:, None] * step
+        E = prob.energy(trial, gates)
+        ok = E <= E0 + 1e-4 * a * slope + 1e-15 * xp.abs(E0)
+        todo = todo & ~ok
+        if not bool(xp.any(todo)):
+            break
+        a = xp.where(todo, 0.5 * a, a)
+    return a
+
+
+def _host(a):
+    get = getattr(a, "get", None)
+    return get() if callable(get) else np.asarray(a)

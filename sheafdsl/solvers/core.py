@@ -1,0 +1,190 @@
+"""``solve``: the harmonic extension of the pinned values, by one of three methods.
+
+Problem. Split the cochain into pinned coordinates U (pins whose source is in ``sources``) and free ones Ω,
+and minimise the Dirichlet energy E over c_Ω (see :class:`sheafdsl.lowering.operators.Problem` for the exact
+objective, including the cross-entropy convention of nonlinear edges with a pinned head)::
+
+    c*_Ω = argmin_{c_Ω} E(c_Ω, c_U)
+
+For a sheaf without state-dependent maps this is the linear system L_free c_Ω = b (unique iff the relative
+cohomology H⁰(G, U; F) = ker δ_Ω vanishes; otherwise SheafError E504 names the free directions).
+
+ReLU gates make E piecewise quadratic: on the piece where every free gated unit t has a fixed state
+(on: c_t ≥ 0, gate 1; off: c_t ≤ 0, gate 0; sliding: c_t = 0) E is a convex quadratic. A *consistent
+stationary point* minimises its piece and, at each sliding unit, satisfies the Filippov (subgradient)
+condition
+
+    g_on = ∂E/∂c_t |_{gate 1} ≥ 0 ≥ g_off = ∂E/∂c_t |_{gate 0}
+
+(neither side of the switching surface descends; equivalently ∂E/∂c_t = 0 for the gate s = g_off/(g_off −
+g_on) ∈ [0, 1], the Filippov convex combination). With two-sided pins such sliding equilibria are common.
+
+Methods (``method=``):
+
+- ``exact``: with a unitriangular δ_Ω (a feedforward network with only its input pinned) one forward
+  sweep, E = 0. Otherwise a primal active-set method over the pieces, each step an exact (dense, batched)
+  Newton solve on the current piece; see :func:`sheafdsl.solvers.active_set.active_set`.
+- ``cg``: the same active-set method with matrix-free batched conjugate gradients as the inner solver.
+- ``diffusion``: the heat equation ċ_Ω = −α ∇E, explicit Euler with α = 1/λ̄ (λ̄ ≥ λ_max of every piece),
+  Filippov-aware (projected onto the current piece, so it slides on c_t = 0 instead of chattering).
+  This is the local solver of the paper and the reference the exact solvers must agree with.
+
+The exact and cg solvers are *not local*: a solve couples every free stalk at once. The diffusion is local:
+each step moves a stalk by its incident edges' discords only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import Diagnostic, SheafError, did_you_mean
+from ..ir import constant_pins, pinned_stalks
+from ..lowering.backend import array_module
+from ..lowering.operators import SheafOperators
+from .result import SolveResult
+
+METHODS = ("exact", "diffusion", "cg")
+
+
+def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
+    return SheafError(Diagnostic(code, msg, hint=hint))
+
+
+def boundary_cochain(prob, boundary: dict, xp) -> tuple[object, int]:
+    """The (B, N) cochain holding every pin of ``prob``'s sources (data from ``boundary``, constants from the
+    IR), zeros elsewhere; and B.
+
+    ``boundary`` maps each stalk pinned to a data source in ``sources`` (input, target) to a (B, d_v) array
+    (a (d_v,) vector is a batch of one).
+    """
+    ops, G = prob.ops, prob.ops.G
+    sources = prob.s.sources
+    data_stalks = [v for src in ("input", "target") if src in sources for v in pinned_stalks(G, src)]
+    boundary = dict(boundary or {})
+    for name in boundary:
+        if name not in ops.vertex:
+            raise _err("E505", f"`{name}` is not a stalk of `{G.graph.get('name', 'sheaf')}`",
+                       did_you_mean(name, ops.vertex) or "stalks: " + ", ".join(ops.vertex))
+        if name not in data_stalks:
+            what = ", ".join(s for s in ("input", "target") if s in sources)
+            raise _err("E505", f"stalk `{name}` is not pinned to {what or 'data'} here, so it takes no boundary value",
+                       "data stalks: " + (", ".join(data_stalks) or "none") +
+                       "; to pin another stalk add a pin to the sheaf (or `--pin` on the command line)")
+    missing = [v for v in data_stalks if v not in boundary]
+    if missing:
+        raise _err("E506", "no boundary value for the data stalk" + "s" * (len(missing) > 1) + " "
+                   + ", ".join(f"`{v}`" for v in missing))
+    arrays, B = {}, None
+    for name in data_stalks:
+        a = xp.asarray(boundary[name], dtype=float)
+        d = ops.vertex[name].stop - ops.vertex[name].start
+        if a.ndim == 1:
+            a = a[None, :]
+        if a.ndim != 2 or a.shape[1] != d:
+            raise _err("E507", f"stalk `{name}` has dimension {d}, but its boundary value has shape {tuple(a.shape)}",
+                       f"give a ({d},) vector or a (B, {d}) batch")
+        if B is None:
+            B = a.shape[0]
+        elif a.shape[0] != B:
+            raise _err("E507", f"boundary values disagree on the batch size ({B} vs {a.shape[0]} for `{name}`)")
+        if not bool(xp.all(xp.isfinite(a))):
+            raise _err("E508", f"the boundary value of `{name}` holds NaN or infinite entries")
+        arrays[name] = a
+    B = 1 if B is None else B
+    c = xp.zeros((B, ops.N))
+    for name, a in arrays.items():
+        c[:, ops.vertex[name]] = a
+    if "value" in sources:
+        idx, val = constant_pins(G)
+        if len(idx):
+            c[:, xp.asarray(idx)] = xp.asarray(val)[None, :]
+    return c, B
+
+
+def solve(G, params, boundary, *, method: str = "exact", sources=("input", "value"), rtol: float = 1e-10,
+          maxiter: int | None = None, xp=None, record_trace: bool = False, x0=None) -> SolveResult:
+    """The harmonic extension of the pins whose source is in ``sources`` (see the module docstring).
+
+    Parameters
+    ----------
+    G : networkx.MultiDiGraph or SheafOperators
+        The IR, or operators already lowered from it (``SheafOperators(G, params, xp)``) to skip lowering
+        in a loop; ``params`` then rebinds its parameter values when given.
+    params : dict name -> array
+        Parameter values (``sheafdsl.lowering.init_params``).
+    boundary : dict stalk -> (B, d_v) array
+        Values of the stalks pinned to data (input; and target when "target" is in ``sources``).
+    method : "exact" | "diffusion" | "cg"
+    sources : pin sources that are hard: inference ("input", "value"): stalks pinned to target are free;
+        two-sided (training) ("input", "target", "value").
+    rtol : tolerance on the relative Filippov gradient norm (:attr:`SolveResult.residual`).
+    maxiter : exact/cg: active-set iterations (default 50 + 4·units); diffusion: steps (default 200 000).
+    xp : array module (default: that of the boundary arrays).
+    record_trace : record the energy per iteration (:attr:`SolveResult.trace`).
+    x0 : optional (B, N) initial cochain (its pinned part is overwritten).
+
+    Returns
+    -------
+    SolveResult
+
+    Examples
+    --------
+    >>> from sheafdsl.frontend import load_text
+    >>> from sheafdsl.ir import from_model
+    >>> from sheafdsl.lowering import init_params
+    >>> G = from_model(load_text("sheaf t\\nnetwork n : 2 -> 4 -> 1\\n"))
+    >>> P = init_params(G, 0)
+    >>> x = np.array([[0.5, -1.0]])
+    >>> r = solve(G, P, {"x": x})
+    >>> bool(np.allclose(r.stalk("y"), np.maximum(x @ P["W1"].T + P["b1"], 0) @ P["W2"].T + P["b2"]))
+    True
+    """
+    if method not in METHODS:
+        raise _err("E509", f"unknown solver `{method}`", "use one of: " + ", ".join(METHODS))
+    if not (rtol > 0):
+        raise _err("E509", f"rtol must be positive (got {rtol})")
+    if xp is None:
+        first = next(iter((boundary or {}).values()), None)
+        xp = array_module(first) if first is not None else np
+    if isinstance(G, SheafOperators):
+        ops = G if params is None else G.with_params(params)
+    else:
+        ops = SheafOperators(G, params, xp)
+    xp = ops.xp
+    prob = ops.restrict(sources)
+    c0, B = boundary_cochain(prob, boundary, xp)
+    from .active_set import active_set, sweep
+    from .diffusion import diffusion
+
+    if x0 is not None:
+        x0 = xp.asarray(x0, dtype=float)
+        if x0.shape != c0.shape:
+            raise _err("E507", f"x0 has shape {tuple(x0.shape)}, expected {tuple(c0.shape)}")
+        c = x0.copy()
+        c[:, prob.s.pinned] = c0[:, prob.s.pinned]
+    elif method == "exact" and prob.s.sweep is not None:
+        return sweep(prob, c0, record_trace=record_trace)
+    else:
+        c = initial_guess(prob, c0)
+    if method == "diffusion":
+        return diffusion(prob, c, rtol=rtol, maxiter=maxiter, record_trace=record_trace)
+    return active_set(prob, c, inner="dense" if method == "exact" else "cg", rtol=rtol, maxiter=maxiter,
+                      record_trace=record_trace)
+
+
+def initial_guess(prob, c0):
+    """The starting cochain: the forward sweep of the input-only problem when δ_Ω is unitriangular there
+    (a feedforward network pinned at both ends starts from its forward pass), else c_Ω = 0.
+
+    A sweepable problem itself starts from c_Ω = 0 (for the iterative methods; exact returns the sweep).
+    """
+    s = prob.s
+    c = c0.copy()
+    if s.sweep is None and "target" in s.sources:
+        inner = prob.ops.restrict(tuple(x for x in s.sources if x != "target"))
+        if inner.s.sweep is not None:
+            from .active_set import run_sweep
+
+            run_sweep(prob.ops, inner.s.sweep, c)
+            c[:, s.pinned] = c0[:, s.pinned]
+    return c
