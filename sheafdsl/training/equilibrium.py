@@ -295,7 +295,8 @@ class PatternSolution:
     newton_ok: object  # (B,) bool
 
 
-def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_newton: int = 30) -> PatternSolution:
+def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_newton: int = 30,
+                  with_energy: bool = True, F=None) -> PatternSolution:
     """Minimise E exactly for fixed unit states ``S`` (dict layer index -> (B, d) int8 in {+1, 0, −1}).
 
     Inactive and sliding units have gate 0; a sliding unit also holds its tail value at 0. Cost: a
@@ -306,15 +307,17 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     layers = net.layers
     m = len(layers)
     gates = {k: (S[k] == 1).astype(X.dtype) for k in S}
-    # forward at the pattern
-    F = [X]
-    for k, layer in enumerate(layers):
-        F.append(_apply(layer, P, F[-1], gates.get(k)))
+    if F is None:  # the forward pass at the pattern (the caller may pass it when S is the forward pattern)
+        F = [X]
+        for k, layer in enumerate(layers):
+            F.append(_apply(layer, P, F[-1], gates.get(k)))
     n_out = net.output.d_out
     # sliding rows: a unit of relu layer k (tail vertex k) whose own tail value depends on free
     # discords upstream (k >= 2) becomes a constraint row; for k == 1 the row decouples (below).
     deep = [k for k in S if k >= 2]
     slide_masks = {k: S[k] == 0 for k in deep}
+    if n_out == 1 and net.output.fn == "linear" and not any(bool(mk.any()) for mk in slide_masks.values()):
+        return _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy)
     counts = sum((slide_masks[k].sum(axis=1) for k in deep), xp.zeros(B, dtype=np.int64)) if deep else None
     n_slide = int(counts.max()) if deep and B else 0
     R = n_out + n_slide
@@ -363,11 +366,16 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
             g = _apply_T(layers[j - 1], P, g, gates.get(j - 1))
             if j - 1 in seeds and j - 1 != m:
                 g = g + seeds[j - 1]
+    newton_ok = xp.ones(B, dtype=bool)
+    if R == 1 and out.fn == "linear":  # one output row: K is a scalar per example
+        k1 = sum((Gs[j][:, 0, :] ** 2).sum(axis=1) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
+        rho = ((Y - p_f) / (lam[:, :1] + k1[:, None]))
+        U = [Gs[j][:, 0, :] * (rho / layers[j - 1].weight ** 2) for j in range(1, m + 1)]
+        return _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
     K = sum(xp.einsum("brd,bsd->brs", Gs[j], Gs[j]) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
     t = xp.zeros((B, R))
     t[:, :n_out] = Y
     eye_lam = xp.eye(R)[None] * lam[:, :, None]
-    newton_ok = xp.ones(B, dtype=bool)
     if out.fn == "linear":
         rho = xp.linalg.solve(eye_lam + K, (t - q)[..., None])[..., 0]
     else:
@@ -402,23 +410,73 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
         newton_ok = xp.abs(Fv).max(axis=1) <= max(tol * 1e3, 1e-8) * scale
     # discords and equilibrium stalks
     U = [xp.einsum("brd,br->bd", Gs[j], rho) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
-    if 1 in S and m >= 1:
-        pass
+    return _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
+
+
+def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy):
+    """The common case of one linear output and no coupled sliding rows, with (B, d) sweeps.
+
+    ρ = (y − p_f) / (1/w_o² + Σ_k ‖J_k‖²/w_k²), u_k = J_kᵀ ρ / w_k².
+    """
+    layers = net.layers
+    m = len(layers)
+    A_out, b_out = _out_linear(net.output, P)
+    p_f = F[m] @ A_out.T
+    if b_out is not None:
+        p_f = p_f + b_out
+    g = A_out[0]  # (d_m,): the same for every example until a gate or map varies it
+    Gs = [None] * (m + 1)
+    for j in range(m, 0, -1):
+        Gs[j] = g
+        if j > 1:
+            layer = layers[j - 1]
+            if layer.kind == "relu":
+                g = g * gates[j - 1]
+            else:
+                g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
+    k1 = 1.0 / net.output.weight ** 2
+    for j in range(1, m + 1):
+        gj = Gs[j]
+        k1 = k1 + (gj * gj).sum(axis=-1) / layers[j - 1].weight ** 2
+    rho = (Y - p_f) / (k1[:, None] if getattr(k1, "ndim", 0) else k1)
+    U = []
+    for j in range(1, m + 1):
+        u = Gs[j] * rho
+        w2 = layers[j - 1].weight ** 2
+        U.append(u if w2 == 1.0 else u / w2)
+    ok = xp.ones(X.shape[0], dtype=bool)
+    return _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
+
+
+def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
+    """Discords -> equilibrium stalks (and the energy)."""
+    layers = net.layers
+    m = len(layers)
     # relu layer 1 (tail v_1 fed by the pinned input): a sliding unit's incoming discord is −pre
-    for k in S:
-        if k == 1:
-            mask = S[1] == 0
-            if bool(mask.any()):
-                U[0] = xp.where(mask, -F[1], U[0])
+    slide = {k: S[k] == 0 for k in S if k >= 1}
+    slide = {k: mk for k, mk in slide.items() if bool(mk.any())}
+    if 1 in slide:
+        U[0] = xp.where(slide[1], -F[1], U[0])
     V = [X]
     for k, layer in enumerate(layers):
         v = _apply(layer, P, V[-1], gates.get(k)) + U[k]
-        if k + 1 in S:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
-            v = xp.where(S[k + 1] == 0, 0.0, v)
+        if k + 1 in slide:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
+            v = xp.where(slide[k + 1], 0.0, v)
         V.append(v)
-    e_out, out_disc, _ = output_energy(net, P, V[m], Y, xp)
-    energy = e_out + sum(0.5 * layers[k].weight ** 2 * (U[k] ** 2).sum(axis=1) for k in range(m))
+    if with_energy:
+        e_out, out_disc, _ = output_energy(net, P, V[m], Y, xp)
+        energy = e_out + sum(0.5 * layers[k].weight ** 2 * (U[k] ** 2).sum(axis=1) for k in range(m))
+    else:
+        out_disc, energy = _out_disc(net, P, V[m], Y, xp), None
     return PatternSolution(V, U, out_disc, energy, newton_ok)
+
+
+def _out_disc(net, P, vm, Y, xp):
+    out = net.output
+    if out.fn == "linear":
+        A, b = _out_linear(out, P)
+        return Y - (vm @ A.T + (b if b is not None else 0.0))
+    return Y - _phi(out.fn, vm, xp)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,135 +509,213 @@ class Equilibrium:
         return float(c.mean()) if c.shape[0] else 1.0
 
 
-def _hash_states(S, keys, weights, xp):
-    h = xp.zeros(next(iter(S.values())).shape[0], dtype=np.int64) if S else None
-    for k in keys:
-        h = h + (S[k].astype(np.int64) + 1) @ weights[k]
-    return h
+def kkt_ok(net: FeedForward, S, sol: PatternSolution, xp=np):
+    """(B,) bool: the pattern solution ``sol`` for states ``S`` is a consistent stationary point.
+
+    Active units have z ≥ 0, inactive z ≤ 0 (both to round-off), sliding units satisfy
+    g_L = w_in² u_in ≤ 0 ≤ g_R = g_L − w_relu² a (to a relative tolerance), and Newton converged.
+    """
+    ok = sol.newton_ok.copy()
+    layers = net.layers
+    scale_m = 1e-9 * (1.0 + xp.abs(sol.out_disc).max(axis=1)) * (1.0 + net.output.weight ** 2)
+    for k in net.relu_layers:
+        if k == 0:
+            continue
+        z, s = sol.V[k], S[k]
+        eps = 1e-12 * (1.0 + xp.abs(z).max(axis=1, keepdims=True))
+        bad = ((s == 1) & (z < -eps)) | ((s == -1) & (z > eps))
+        sl = s == 0
+        if bool(sl.any()):
+            gL = layers[k - 1].weight ** 2 * sol.U[k - 1]
+            gR = gL - layers[k].weight ** 2 * sol.U[k]
+            bad |= sl & ((gL > scale_m[:, None]) | (gR < -scale_m[:, None]))
+        ok &= ~bad.any(axis=1)
+    return ok
 
 
 def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_iter: int | None = None,
-                      init=None) -> Equilibrium:
+                      init=None, guess=None, forward_values=None, with_energy: bool = True) -> Equilibrium:
     """The two-sided equilibrium by the exact pattern solve and the sliding-aware active-set loop.
 
-    ``init``: optional (V, S) warm start; V must be feasible for S (tail signs agree, sliding tails
-    0). By default the loop starts at the forward pass.
+    ``guess``: optional unit states (dict layer -> (B, d) int8), e.g. each example's final pattern at
+    the previous training step. The guess is solved once and kept for the examples where it passes
+    the KKT check (:func:`kkt_ok`): it is then a consistent stationary point whatever its origin. The
+    other examples go through the active-set loop from the forward pass. ``forward_values``: the
+    forward pass [v_0..v_m] when the caller has it. ``init``: (V, S) start of the loop (V feasible
+    for S: tail signs agree, sliding tails 0); default the forward pass.
+    """
+    if guess is not None and net.relu_layers:
+        Vf = forward_values if forward_values is not None else forward(net, P, X, xp)
+        sol = solve_pattern(net, P, X, Y, guess, xp, tol, with_energy=with_energy)
+        ok = kkt_ok(net, guess, sol, xp)
+        B = X.shape[0]
+        free = [k for k in net.relu_layers if k >= 1]
+        sliding = sum(((guess[k] == 0).sum(axis=1) for k in free), xp.zeros(B, dtype=np.int64))
+        eq = Equilibrium(sol.V, sol.U, sol.out_disc, sol.energy, {k: v.copy() for k, v in guess.items()}, ok, sliding, 1)
+        if bool(ok.all()):
+            return eq
+        bad = xp.flatnonzero(~ok)
+        Sf = {k: xp.where(Vf[k][bad] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers}
+        rest = _active_set(net, P, X[bad], Y[bad], xp, tol, max_iter, ([v[bad] for v in Vf], Sf), with_energy)
+        for j in range(len(eq.V)):
+            eq.V[j][bad] = rest.V[j]
+        for j in range(len(eq.U)):
+            eq.U[j][bad] = rest.U[j]
+        eq.out_disc[bad] = rest.out_disc
+        if with_energy:
+            eq.energy[bad] = rest.energy
+        for k in eq.S:
+            eq.S[k][bad] = rest.S[k]
+        eq.consistent[bad] = rest.consistent
+        eq.sliding[bad] = rest.sliding
+        eq.iterations = 1 + rest.iterations
+        eq.info = dict(rest.info, guessed=int(ok.sum()))
+        return eq
+    if init is None and forward_values is not None:
+        init = (forward_values, {k: xp.where(forward_values[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
+    return _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy)
+
+
+def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equilibrium:
+    """The primal active-set loop of :func:`exact_equilibrium` (see the module docstring).
+
+    Invariant: the current point c is feasible for its states S (active tails ≥ 0, inactive ≤ 0,
+    sliding = 0), so E(c) equals the pattern quadratic Q_S(c). Each iteration solves Q_S exactly (c̄)
+    and either steps to the first switching surface on the segment c → c̄ (E decreases by convexity
+    of Q_S) or, at c̄, releases the sliding units whose one-sided slopes allow descent. E never
+    increases and strictly decreases between pattern minimisers, so no pattern minimiser repeats; a
+    per-example set of visited patterns guards this numerically.
     """
     layers = net.layers
     m = len(layers)
     B = X.shape[0]
     relu = net.relu_layers
+    free = [k for k in relu if k >= 1]  # a relu fed by the pinned input never moves
     if init is None:
         V = forward(net, P, X, xp)
         S = {k: xp.where(V[k] >= 0, 1, -1).astype(np.int8) for k in relu}
     else:
-        V = [v.copy() for v in init[0]]
+        V = [X] + [v.copy() for v in init[0][1:]]
         S = {k: s.copy() for k, s in init[1].items()}
-    if not relu:  # linear in c: one exact solve
-        sol = solve_pattern(net, P, X, Y, S, xp, tol)
+    if not free:  # linear in c (or patterns fixed by the input): one exact solve
+        sol = solve_pattern(net, P, X, Y, S, xp, tol, with_energy=with_energy)
         return Equilibrium(sol.V, sol.U, sol.out_disc, sol.energy, S, sol.newton_ok, xp.zeros(B, dtype=np.int64), 1)
-    n_units = sum(layers[k].d_in for k in relu)
+    n_units = sum(layers[k].d_in for k in free)
     max_iter = max_iter or (2 * n_units + 20)
-    rng = np.random.default_rng(12345)
-    hw = {k: xp.asarray(rng.integers(1, 2 ** 62, size=layers[k].d_in, dtype=np.int64)) for k in relu}
-    free = [k for k in relu if k >= 1]  # a relu fed by the pinned input never moves
     done = xp.zeros(B, dtype=bool)
     consistent = xp.zeros(B, dtype=bool)
-    seen: list = []
-    U = [xp.zeros((B, l.d_out)) for l in layers]
-    out_disc = xp.zeros((B, net.output.d_out))
-    energy = xp.zeros(B)
+    U = out_disc = None
+    visited: dict[int, set] = {}
+    cycled = 0
+    eps_z = 1e-12 * (1.0 + float(xp.abs(Y).max()) + float(xp.abs(X).max()))
+    idx = None  # None: every example is still active
     it = 0
-    cycled = xp.zeros(B, dtype=bool)
     while it < max_iter:
-        idx = xp.flatnonzero(~done)
-        if idx.shape[0] == 0:
-            break
         it += 1
-        full = idx.shape[0] == B
-        Xs, Ys = (X, Y) if full else (X[idx], Y[idx])
-        Ss = S if full else {k: S[k][idx] for k in S}
-        Vs = V if full else [v[idx] for v in V]
-        sol = solve_pattern(net, P, Xs, Ys, Ss, xp, tol)
-        # ratio test along c -> c̄ on the tails of the relu layers
-        tmin = xp.full(idx.shape[0], np.inf)
+        if idx is None:
+            Xs, Ys, Ss, Vs = X, Y, S, V
+        else:
+            Xs, Ys = X[idx], Y[idx]
+            Ss = {k: S[k][idx] for k in S}
+            Vs = [v[idx] for v in V]
+        nb = Xs.shape[0]
+        sol = solve_pattern(net, P, Xs, Ys, Ss, xp, tol, with_energy=False)
+        if U is None:
+            U = [xp.zeros_like(u) for u in sol.U] if idx is not None else [u.copy() for u in sol.U]
+            out_disc = xp.zeros_like(sol.out_disc) if idx is not None else sol.out_disc.copy()
+        # ratio test on the segment c -> c̄
+        tmin = xp.full(nb, np.inf)
+        viols, tks = {}, {}
         for k in free:
-            z, zb, s = Vs[k], sol.V[k], Ss[k]
-            scale = 1e-12 * (1.0 + xp.abs(zb).max(axis=1, keepdims=True))
-            viol = ((s == 1) & (zb < -scale)) | ((s == -1) & (zb > scale))
-            denom = xp.where(viol, z - zb, 1.0)
-            tk = xp.where(viol, z / denom, np.inf)
-            tk = xp.clip(tk, 0.0, None)
-            tmin = xp.minimum(tmin, tk.min(axis=1))
+            z, zb, st = Vs[k], sol.V[k], Ss[k]
+            viol = st * zb < -eps_z  # active below 0 or inactive above 0 (sliding: 0)
+            if bool(viol.any()):
+                tk = xp.where(viol, z / xp.where(viol, z - zb, 1.0), np.inf)
+                tk = xp.maximum(tk, 0.0)
+                tmin = xp.minimum(tmin, tk.min(axis=1))
+                viols[k], tks[k] = viol, tk
         move = tmin < 1.0
         at_min = ~move
-        # multipliers of sliding units at c̄
-        release_any = xp.zeros(idx.shape[0], dtype=bool)
-        newS = {k: Ss[k].copy() for k in S}
-        rho_scale = 1e-9 * (1.0 + xp.abs(sol.out_disc).max(axis=1)) * (1.0 + net.output.weight ** 2)
+        newS = dict(Ss)
+        release = xp.zeros(nb, dtype=bool)
+        mtol = None
         for k in free:
             sl = Ss[k] == 0
             if not bool(sl.any()):
                 continue
+            sl &= at_min[:, None]
+            if mtol is None:
+                mtol = (1e-9 * (1.0 + xp.abs(sol.out_disc).max(axis=1)) * (1.0 + net.output.weight ** 2))[:, None]
             gL = layers[k - 1].weight ** 2 * sol.U[k - 1]
             gR = gL - layers[k].weight ** 2 * sol.U[k]
-            vL = xp.where(sl, gL - rho_scale[:, None], 0.0)  # > 0: descend by z < 0
-            vR = xp.where(sl, -gR - rho_scale[:, None], 0.0)  # > 0: descend by z > 0
-            to_neg = (vL > 0) & (vL >= vR) & at_min[:, None]
-            to_pos = (vR > 0) & (vR > vL) & at_min[:, None]
+            vL = xp.where(sl, gL - mtol, 0.0)  # > 0: E descends as z goes below 0
+            vR = xp.where(sl, -gR - mtol, 0.0)  # > 0: E descends as z goes above 0
+            to_neg = (vL > 0) & (vL >= vR)
+            to_pos = (vR > 0) & (vR > vL)
             newS[k] = xp.where(to_neg, -1, xp.where(to_pos, 1, newS[k])).astype(np.int8)
-            release_any |= (to_neg | to_pos).any(axis=1)
-        # moving examples: step to the first crossing, crossing units slide
+            release |= (to_neg | to_pos).any(axis=1)
+        Vn = sol.V
         if bool(move.any()):
             tm = xp.where(move, tmin, 1.0)[:, None]
-            Vn = [v + tm * (vb - v) for v, vb in zip(Vs, sol.V)]
-            for k in free:
-                z, zb, s = Vs[k], sol.V[k], Ss[k]
-                scale = 1e-12 * (1.0 + xp.abs(zb).max(axis=1, keepdims=True))
-                viol = ((s == 1) & (zb < -scale)) | ((s == -1) & (zb > scale))
-                tk = xp.where(viol, z / xp.where(viol, z - zb, 1.0), np.inf)
-                hit = viol & (tk <= tm * (1 + 1e-9) + 1e-15) & move[:, None]
+            Vn = [vb if j == 0 else xp.where(move[:, None], v + tm * (vb - v), vb) for j, (v, vb) in enumerate(zip(Vs, sol.V))]
+            for k in viols:
+                hit = viols[k] & (tks[k] <= tm * (1 + 1e-9) + 1e-15) & move[:, None]
                 newS[k] = xp.where(hit, 0, newS[k]).astype(np.int8)
-                Vn[k] = xp.where(hit | (newS[k] == 0), 0.0, Vn[k])
+                Vn[k] = xp.where(newS[k] == 0, 0.0, Vn[k])
+        finished = at_min & ~release
+        cyc = xp.zeros(nb, dtype=bool)
+        if bool(release.any()):  # cycle guard (cannot trigger in exact arithmetic)
+            gid = xp.arange(nb) if idx is None else idx
+            for i in np.flatnonzero(np.asarray(release)):
+                key = b"".join(np.asarray(newS[k][i]).tobytes() for k in free)
+                seen = visited.setdefault(int(gid[i]), set())
+                if key in seen:
+                    finished[i] = cyc[i] = True
+                    release[i] = False
+                    cycled += 1
+                seen.add(key)
+        ok = finished & sol.newton_ok & ~cyc
+        if idx is None:
+            V, S = Vn, newS
+            if not bool(finished.all()):
+                for j in range(m):
+                    U[j] = xp.where(finished[:, None], sol.U[j], U[j])
+                out_disc = xp.where(finished[:, None], sol.out_disc, out_disc)
+            consistent = ok.copy()
+            done = finished.copy()
         else:
-            Vn = sol.V
-        finished = at_min & ~release_any
-        # cycle detection at pattern minimisers (cannot happen in exact arithmetic: E decreases)
-        h = _hash_states(newS, free, hw, xp)
-        hfull = xp.zeros(B, dtype=np.int64)
-        hfull[idx] = h
-        rel = at_min & release_any
-        cyc = xp.zeros(idx.shape[0], dtype=bool)
-        for old in seen:
-            cyc |= rel & (old[idx] == h)
-        seen.append(xp.where(xp.isin(xp.arange(B), idx[rel]), hfull, -1))
-        # write back
-        Vsel = [xp.where(move[:, None], vn, vb) for vn, vb in zip(Vn, sol.V)]
-        for j in range(len(V)):
-            V[j][idx] = Vsel[j]
-        for k in S:
-            S[k][idx] = newS[k]
-        fin_idx = idx[finished | cyc]
-        loc = finished | cyc
-        for j in range(m):
-            U[j][fin_idx] = sol.U[j][loc]
-        out_disc[fin_idx] = sol.out_disc[loc]
-        energy[fin_idx] = sol.energy[loc]
-        consistent[idx[finished]] = sol.newton_ok[finished]
-        cycled[idx[cyc]] = True
-        done[fin_idx] = True
-    if not bool(done.all()):
-        # out of iterations: report the exact solution at the current pattern (not consistent)
+            for j in range(1, len(V)):
+                V[j][idx] = Vn[j]
+            for k in S:
+                S[k][idx] = newS[k]
+            fi = idx[finished]
+            for j in range(m):
+                U[j][fi] = sol.U[j][finished]
+            out_disc[fi] = sol.out_disc[finished]
+            consistent[idx] = ok
+            done[fi] = True
+        if bool(done.all()):
+            break
         idx = xp.flatnonzero(~done)
-        sol = solve_pattern(net, P, X[idx], Y[idx], {k: S[k][idx] for k in S}, xp, tol)
+    if not bool(done.all()):
+        # out of iterations: the exact solution at the current pattern (reported not consistent)
+        rest = xp.flatnonzero(~done)
+        sol = solve_pattern(net, P, X[rest], Y[rest], {k: S[k][rest] for k in S}, xp, tol, with_energy=False)
         for j in range(m):
-            U[j][idx] = sol.U[j]
-        for j in range(len(V)):
-            V[j][idx] = sol.V[j]
-        out_disc[idx] = sol.out_disc
-        energy[idx] = sol.energy
+            U[j][rest] = sol.U[j]
+        for j in range(1, len(V)):
+            V[j][rest] = sol.V[j]
+        out_disc[rest] = sol.out_disc
+        consistent[rest] = False
+    energy = equilibrium_energy(net, P, V, U, Y, xp) if with_energy else None
     sliding = sum(((S[k] == 0).sum(axis=1) for k in free), xp.zeros(B, dtype=np.int64))
-    return Equilibrium(V, U, out_disc, energy, S, consistent, sliding, it, {"cycled": int(cycled.sum())})
+    return Equilibrium(V, U, out_disc, energy, S, consistent, sliding, it, {"cycled": cycled})
+
+
+def equilibrium_energy(net: FeedForward, P, V, U, Y, xp=np):
+    """E(c) per example from the stalks V and chain discords U (output energy from V[m])."""
+    e_out, _, _ = output_energy(net, P, V[-1], Y, xp)
+    return e_out + sum(0.5 * layer.weight ** 2 * (u ** 2).sum(axis=1) for layer, u in zip(net.layers, U))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -237,9 +237,37 @@ class Trainer:
 
 
 class SheafTrainer(Trainer):
-    """Fast phase to tolerance, then the local edge update (mean over the batch)."""
+    """Fast phase to tolerance, then the local edge update (mean over the batch).
+
+    The exact fast phase is warm-started, as the paper warm-starts its stalks: each training
+    example's equilibrium cochain and unit states (active / inactive / sliding) are kept, and the
+    active-set loop of the next step starts there (a feasible point for those states: the first
+    pattern solve then usually ends the loop). They start at the forward pass and are trainer state
+    (:meth:`state_dict`), so a resumed run continues exactly.
+    """
 
     name = "sheaf"
+
+    def __init__(self, G, config, data, params=None):
+        super().__init__(G, config, data, params)
+        self.warm: tuple | None = None  # ([None, v_1..v_m] over the training set, {layer: states})
+
+    def _extra_state(self) -> dict:
+        if self.warm is None:
+            return {}
+        out = {f"warm.v.{j}": np.array(to_numpy(v)) for j, v in enumerate(self.warm[0]) if j > 0}
+        out.update({f"warm.s.{k}": np.array(to_numpy(v)) for k, v in self.warm[1].items()})
+        return out
+
+    def _load_extra(self, state) -> None:
+        vs = sorted((int(k.split(".")[2]), k) for k in state if k.startswith("warm.v."))
+        if not vs:
+            self.warm = None
+            return
+        V = [None] + [self.xp.array(np.asarray(state[k], dtype=float)) for _, k in vs]
+        S = {int(k.split(".")[2]): self.xp.array(np.asarray(state[k], dtype=np.int8))
+             for k in state if k.startswith("warm.s.")}
+        self.warm = (V, S)
 
     def _gradients(self, X, Y, idx):
         xp, net, P = self.xp, self.net, self.params
@@ -249,8 +277,23 @@ class SheafTrainer(Trainer):
         if self.config.solver == "diffusion":
             eq = diffusion_equilibrium(net, P, X, Y, xp, tol=max(self.config.tol, 1e-9), init=V)
         else:
-            S = {k: xp.where(V[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers}
-            eq = exact_equilibrium(net, P, X, Y, xp, tol=self.config.tol, init=(V, S))
+            if self.warm is None:  # every training example starts at its forward pass
+                Vall = forward(net, P, self.Xtr, xp)
+                self.warm = ([None] + [v.copy() for v in Vall[1:]],
+                             {k: xp.where(Vall[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
+            Vw, Sw = self.warm
+            if idx is None:
+                init = ([X] + Vw[1:], Sw)
+            else:
+                init = ([X] + [v[idx] for v in Vw[1:]], {k: v[idx] for k, v in Sw.items()})
+            eq = exact_equilibrium(net, P, X, Y, xp, tol=self.config.tol, init=init, with_energy=False)
+            if idx is None:
+                self.warm = ([None] + [v for v in eq.V[1:]], eq.S)
+            else:
+                for j in range(1, len(Vw)):
+                    Vw[j][idx] = eq.V[j]
+                for k in Sw:
+                    Sw[k][idx] = eq.S[k]
         self.last_equilibrium = eq
         return loss, eq.consistent_fraction, local_gradients(net, P, eq, "mean", xp)
 
