@@ -131,3 +131,83 @@ def test_plots_are_written(tmp_path):
     for p in paths:
         _png_ok(p)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["boundary.png", "d.png", "loss.png", "multi.png", "surface.png"]
+
+
+# ----------------------------------------------------------------------------------------------
+# `sheaf diagnose`
+
+
+def _cli(args):
+    import sys
+
+    from click.testing import CliRunner
+
+    from sheafdsl.cli.main import cli
+
+    old = sys.argv
+    sys.argv = ["sheaf", *args]
+    try:
+        res = CliRunner().invoke(cli, args)
+    finally:
+        sys.argv = old
+    assert "Traceback" not in res.output
+    return res
+
+
+def _expected_discords(params, seed=0):
+    from sheafdsl.training.config import TrainConfig
+    from sheafdsl.training.data import dataset_for
+    from sheafdsl.training.trainers import make_trainer
+
+    G = _paraboloid()
+    cfg = TrainConfig.from_sources(G.graph["train"], {"seed": seed})
+    data = dataset_for(G, cfg)
+    return make_trainer(G, cfg, data, params=params).edge_discords(data.X_train, data.Y_train)
+
+
+def test_diagnose_a_file_uses_the_seeded_initial_parameters(tmp_path):
+    png = tmp_path / "d.png"
+    res = _cli(["diagnose", PARABOLOID, "--json", "--plot", str(png), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    want = _expected_discords(init_params(_paraboloid(), 3), seed=3)
+    got = {e["name"]: e["discord"] for e in out["edges"]}
+    assert got == pytest.approx(want, rel=1e-12)
+    assert out["total"] == pytest.approx(sum(want.values()))
+    assert {g["group"] for g in out["types"]} == {"affine", "activation", "output"}
+    assert [g["group"] for g in out["layers"]] == ["1", "2"]
+    assert out["lambda_min"] > 0 and out["plot"] == str(png)
+    _png_ok(png)
+
+
+def test_diagnose_a_run_dir_uses_the_checkpoint(tmp_path):
+    from sheafdsl.training.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    res = _cli(["train", PARABOLOID, "--steps", "25", "--log-every", "25", "--out", str(run), "--no-plots",
+                "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    res = _cli(["diagnose", str(run)])
+    assert res.exit_code == 0, res.output
+    text = res.stdout
+    for needle in ("discord per edge", "per type", "per layer", "aff1", "act1", "aff2", "out", "step 25", "λ_min"):
+        assert needle in text, needle
+    _png_ok(run / "diagnose.png")
+    res = _cli(["diagnose", str(run), "--json", "--no-plot"])
+    out = json.loads(res.stdout)
+    want = _expected_discords(load_checkpoint(run / "checkpoint.npz").params)
+    assert {e["name"]: e["discord"] for e in out["edges"]} == pytest.approx(want, rel=1e-12)
+    assert out["plot"] is None
+    init = _expected_discords(init_params(_paraboloid(), 0))
+    assert sum(want.values()) < sum(init.values())  # training lowered the residual
+
+
+def test_diagnose_bad_targets(tmp_path):
+    res = _cli(["diagnose", str(tmp_path / "missing")])
+    assert res.exit_code == 1 and "E635" in res.stderr
+    res = _cli(["diagnose", str(tmp_path)])
+    assert res.exit_code == 1 and "E635" in res.stderr and "not a run directory" in res.stderr
+    res = _cli(["diagnose", PARABOLOID, "--data", "nosuch", "--no-plot"])
+    assert res.exit_code == 1 and "unknown data set" in res.stderr
+    res = _cli(["diagnose", PARABOLOID, "--split", "validation"])
+    assert res.exit_code == 2

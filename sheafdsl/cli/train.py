@@ -79,7 +79,7 @@ def _data_fingerprint(spec: str) -> dict:
     return out
 
 
-def _resume_config(ck, overrides: dict, baseline_flag):
+def _resume_config(ck, overrides: dict, baseline_flag, file: str):
     from ..training.config import TrainConfig
 
     saved = dict(ck.meta.get("config") or {})
@@ -90,11 +90,11 @@ def _resume_config(ck, overrides: dict, baseline_flag):
             flag = "--" + key.replace("_", "-")
             raise SheafError(Diagnostic(
                 "E634", f"cannot resume with {flag} {value}: the run in `{Path(ck.path).parent}` was started with "
-                        f"{flag} {saved[key]}",
+                        f"{flag} {saved[key]}", file=file,
                 hint="a resumed run continues the same trajectory; start a new run (another --out) to change it"))
     if baseline_flag is True and not ck.baseline:
         raise SheafError(Diagnostic("E634", "cannot resume with --baseline: the run was started without a baseline",
-                                    hint="drop --baseline, or start a new run"))
+                                    file=file, hint="drop --baseline, or start a new run"))
     free = {k: v for k, v in overrides.items() if k in RESUME_FREE and v is not None}
     return TrainConfig.from_sources(saved, free)
 
@@ -116,16 +116,16 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
 
     if resume:
         if out is None:
-            raise SheafError(Diagnostic("E631", "--resume needs --out DIR: the run directory to continue",
+            raise SheafError(Diagnostic("E631", "--resume needs --out DIR: the run directory to continue", file=file,
                                         hint="e.g. `sheaf train FILE --out runs/my-run --resume`"))
         rundir = RunDir(out).require_checkpoint()
         ck = load_checkpoint(rundir.checkpoint)
         if ck.meta.get("model_sha256") != model_sha:
             raise SheafError(Diagnostic(
                 "E633", f"cannot resume: `{file}` is not the model the run in `{out}` was trained on "
-                        "(the model text differs)",
+                        "(the model text differs)", file=file,
                 hint=f"compare with `{rundir.model}`; resume with that file, or start a new run"))
-        config = _resume_config(ck, overrides, baseline)
+        config = _resume_config(ck, overrides, baseline, file)
         use_baseline = bool(ck.baseline) and baseline is not False
     else:
         config = TrainConfig.from_sources(G.graph.get("train") or {}, overrides)
@@ -136,7 +136,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     fingerprint = _data_fingerprint(config.data)
     if ck is not None and (ck.meta.get("data") or {}).get("sha256") != fingerprint.get("sha256"):
         raise SheafError(Diagnostic("E634", f"cannot resume: the data file `{config.data}` changed since the run started",
-                                    hint="resume with the original data, or start a new run"))
+                                    file=file, hint="resume with the original data, or start a new run"))
 
     trainer = make_trainer(G, config, data, params=None if ck is None else ck.params)
     if ck is not None:
@@ -155,7 +155,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         atomic_write_text(rundir.model, text)
         MetricsLog(rundir.metrics).truncate_after(-1)  # a fresh (empty) log
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        meta = {"model": G.graph["name"], "model_path": os.path.abspath(file), "model_sha256": model_sha,
+        meta = {"model": G.graph["name"], "model_file": file, "model_path": os.path.abspath(file), "model_sha256": model_sha,
                 "config": config.to_dict(), "seed": config.seed, "data": {**fingerprint, "name": data.name,
                 "task": data.task, "n_train": int(len(data.X_train)), "n_test": int(len(data.X_test))},
                 "baseline": "backprop" if base is not None else None, "versions": versions(), "created": now,
@@ -165,6 +165,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         meta = dict(ck.meta)
         meta.pop("format", None)
         meta["config"] = config.to_dict()
+        meta["model_file"] = file
         meta["versions"] = versions()
         meta.setdefault("resumed", []).append({"from_step": ck.step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         MetricsLog(rundir.metrics).truncate_after(ck.step)
@@ -175,14 +176,15 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     if not as_json:
         what = f"{config.trainer} trainer" + (f" ({config.solver} solver)" if config.trainer == "sheaf" else "")
         start = "" if ck is None else f", resuming at step {ck.step}"
-        err_console.print(f"training [bold]{G.graph['name']}[/] on {data.name} ({data.task}, {len(data.X_train)} train / "
+        err_console.print(f"training {G.graph['name']} on {data.name} ({data.task}, {len(data.X_train)} train / "
                           f"{len(data.X_test)} test) with the {what}, {config.optimizer} lr={config.lr:g}, "
                           f"{config.steps} steps{start}"
-                          + (" + backprop baseline" if base is not None else "") + f" -> {rundir.path}")
+                          + (" + backprop baseline" if base is not None else "") + f" -> {rundir.path}",
+                          soft_wrap=True, markup=False)
 
     outcome = _run_with_progress(session, config.steps, show=not as_json, has_baseline=base is not None)
     for w in outcome.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        click.echo(f"warning: {w}", err=True)
 
     if outcome.status == "diverged":
         raise outcome.error
@@ -190,7 +192,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         how = (f"checkpoint saved at step {outcome.checkpoint_step}" if outcome.saved else
                f"interrupted inside a step; the checkpoint at step {outcome.checkpoint_step} is kept")
         cmd = f"sheaf train {file} --out {rundir.path} --resume" + (f" --steps {config.steps}" if overrides.get("steps") else "")
-        err_console.print(f"interrupted: {how} in {rundir.path}\nresume with: {cmd}", markup=False)
+        click.echo(f"interrupted: {how} in {rundir.path}\nresume with: {cmd}", err=True)  # unwrapped: copy-pasteable
         if as_json:
             emit_json({"ok": False, "interrupted": True, "step": outcome.step, "checkpoint_step": outcome.checkpoint_step,
                        "out": str(rundir.path)})
@@ -325,4 +327,4 @@ def _print_summary(result, bres, data, session, written, discords, G) -> None:
     if top is not None and total > 0:
         console.print(f"largest discord: edge [bold]{top}[/] ({100 * discords[top] / total:.0f}% of the residual energy)")
     console.print(f"run directory: {session.rundir.path}  (checkpoint.npz, metrics.jsonl"
-                  + "".join(f", {p.name}" for p in written) + ")", markup=False)
+                  + "".join(f", {p.name}" for p in written) + ")", markup=False, soft_wrap=True)

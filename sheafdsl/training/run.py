@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import Diagnostic, SheafError
 
 CHECKPOINT = "checkpoint.npz"
@@ -92,8 +94,6 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 
 def _json_default(o):
-    import numpy as np
-
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, (np.floating, np.integer, np.bool_)):
@@ -167,32 +167,33 @@ class RunDir:
     def is_run_dir(cls, path: str | os.PathLike) -> bool:
         return Path(path).is_dir() and (Path(path) / CHECKPOINT).is_file()
 
+    def _error(self, code: str, message: str, hint: str) -> SheafError:
+        return SheafError(Diagnostic(code, message, hint=hint, file=str(self.path)))
+
     def create(self) -> "RunDir":
         """Make the directory for a new run; refuse a path that is a file or already holds a run."""
         if self.path.exists() and not self.path.is_dir():
-            raise SheafError(Diagnostic("E630", f"run directory `{self.path}` is a file, not a directory",
-                                        hint="choose another --out"))
+            raise self._error("E630", f"run directory `{self.path}` is a file, not a directory", "choose another --out")
         if self.has_checkpoint():
-            raise SheafError(Diagnostic(
-                "E630", f"`{self.path}` already holds a training run (it has {CHECKPOINT})",
-                hint=f"continue it with `--out {self.path} --resume`, or choose another --out"))
+            raise self._error("E630", f"`{self.path}` already holds a training run (it has {CHECKPOINT})",
+                              f"continue it with `--out {self.path} --resume`, or choose another --out")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=self.path, prefix=".probe.", delete=True)
             probe.close()
         except OSError as exc:
-            raise SheafError(Diagnostic("E630", f"cannot write to run directory `{self.path}`: {exc.strerror or exc}",
-                                        hint="choose another --out")) from None
+            raise self._error("E630", f"cannot write to run directory `{self.path}`: {exc.strerror or exc}",
+                              "choose another --out") from None
         return self
 
     def require_checkpoint(self) -> "RunDir":
         """For --resume: the directory must exist and hold a checkpoint."""
         if not self.path.is_dir():
-            raise SheafError(Diagnostic("E631", f"cannot resume: run directory `{self.path}` does not exist",
-                                        hint="pass the --out directory of the run to continue"))
+            raise self._error("E631", f"cannot resume: run directory `{self.path}` does not exist",
+                              "pass the --out directory of the run to continue")
         if not self.has_checkpoint():
-            raise SheafError(Diagnostic("E631", f"cannot resume: `{self.path}` has no {CHECKPOINT}",
-                                        hint="the run never reached its first checkpoint; start it again without --resume"))
+            raise self._error("E631", f"cannot resume: `{self.path}` has no {CHECKPOINT}",
+                              "the run never reached its first checkpoint; start it again without --resume")
         return self
 
 
@@ -378,8 +379,6 @@ class TrainingSession:
 
     def _nonfinite_where(self) -> tuple[str | None, str]:
         """(edge, what) for the first non-finite parameter, or for a non-finite edge discord."""
-        import numpy as np
-
         from ..lowering import to_numpy
 
         for name, p in self.trainer.params.items():
@@ -395,13 +394,17 @@ class TrainingSession:
                 return e, f"the discord on edge `{e}` is {v}"
         return None, "the loss is not finite"
 
-    def _diverged(self, step: int, where: str | None, detail: str) -> Outcome:
+    def _diverged(self, step: int, where: str | None, detail: str, message: str | None = None) -> Outcome:
+        """Stop: E640 naming the step and the edge; the last good checkpoint stays as it was."""
         lr = self.meta.get("config", {}).get("lr")
         kept = (f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.rundir.path}"
                 if self.checkpoint_step >= 0 else "no checkpoint had been saved yet")
-        edge = f" on edge `{where}`" if where else ""
-        err = SheafError(Diagnostic("E640", f"training diverged at step {step}{edge}: {detail}",
-                                    hint=f"{kept}; try a smaller --lr" + (f" (it is {lr:g})" if lr else "")))
+        if message is None:
+            edge = f" on edge `{where}`" if where else ""
+            message = f"training diverged at step {step}{edge}: {detail}"
+        err = SheafError(Diagnostic("E640", message, file=self.meta.get("model_file", "<input>"),
+                                    hint=f"{kept}; try a smaller --lr" + (f" (it is {lr:g})" if lr else "")
+                                    + " or add reluctance (weight decay) to the parameters"))
         self.meta.update(status="diverged", diverged_at=step, diverged_edge=where)
         if self.rundir.meta.exists() or self.checkpoint_step >= 0:
             atomic_write_json(self.rundir.meta, self.meta)  # say so in meta.json; the checkpoint stays as it was
@@ -422,13 +425,22 @@ class TrainingSession:
                 while tr.step_count < steps:
                     t0 = time.perf_counter()
                     try:
-                        last = tr.step()
+                        # overflow on the way to a divergence is detected and reported below, not warned about
+                        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                            last = tr.step()
                     except DivergenceError as exc:
                         self.seconds += time.perf_counter() - t0
                         step = getattr(exc, "step", None)
                         step = tr.step_count + 1 if step is None else int(step)
-                        return self._diverged(step, getattr(exc, "where", None),
-                                              "; ".join(d.message for d in exc.diagnostics))
+                        where = getattr(exc, "where", None)
+                        msg = "; ".join(d.message for d in exc.diagnostics)
+                        if not self._params_finite():  # name the parameter (and its edge) that broke, too
+                            pw, pwhat = self._nonfinite_where()
+                            if pwhat not in msg:
+                                msg += f" ({pwhat}" + (f", on edge `{pw}`" if pw else "") + ")"
+                        if f"step {step}" not in msg:
+                            msg = f"training diverged at step {step}" + (f" ({where})" if where else "") + f": {msg}"
+                        return self._diverged(step, where, "", message=msg)
                     self.seconds += time.perf_counter() - t0
                     step = int(tr.step_count)
                     if not _finite(last.get("loss")):
@@ -468,8 +480,6 @@ class TrainingSession:
         atomic_write_json(self.rundir.meta, self.meta)
 
     def _params_finite(self) -> bool:
-        import numpy as np
-
         from ..lowering import to_numpy
 
         return all(np.all(np.isfinite(to_numpy(p))) for p in self.trainer.params.values())
@@ -479,17 +489,17 @@ class TrainingSession:
 
         t0 = time.perf_counter()
         try:
-            out = self.baseline.step()
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                out = self.baseline.step()
         except DivergenceError as exc:
             out = None
             why = "; ".join(d.message for d in exc.diagnostics)
         else:
-            why = "its loss is not finite"
+            why = f"training diverged at step {self.baseline.step_count}: its loss is not finite"
         self.baseline_seconds += time.perf_counter() - t0
         if out is not None and _finite(out.get("loss")):
             return out
-        self.warnings.append(f"the backprop baseline diverged at step {self.baseline.step_count} ({why}); "
-                             "it was dropped and the run goes on without it")
+        self.warnings.append(f"the backprop baseline stopped: {why}; it was dropped and the run goes on without it")
         self.baseline = None
         self.meta["baseline"] = None
         return None

@@ -1,0 +1,138 @@
+"""Resume is exact: an interrupted and resumed run ends bitwise where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sheafdsl.cli.main import cli
+from sheafdsl.training.checkpoint import load_checkpoint
+from sheafdsl.training.run import MetricsLog
+
+PARABOLOID = "models/paraboloid.sheaf"
+# mini-batches and the baseline: the RNG state, the optimiser moments and the baseline's state must
+# all be restored for the trajectories to agree bitwise
+COMMON = ["--batch", "64", "--log-every", "10", "--no-plots", "--baseline"]
+
+
+def invoke(args):
+    args = ["train", *args]
+    old = sys.argv
+    sys.argv = ["sheaf", *args]
+    try:
+        res = CliRunner().invoke(cli, args)
+    finally:
+        sys.argv = old
+    assert "Traceback" not in res.output
+    return res
+
+
+def assert_same_state(a, b):
+    ca, cb = load_checkpoint(a / "checkpoint.npz"), load_checkpoint(b / "checkpoint.npz")
+    assert ca.step == cb.step
+    for part in ("params", "state", "baseline"):
+        da, db = getattr(ca, part), getattr(cb, part)
+        assert set(da) == set(db), part
+        for k in da:
+            assert da[k].dtype == db[k].dtype
+            np.testing.assert_array_equal(da[k], db[k], err_msg=f"{part}/{k}")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "straight"
+    res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), *COMMON])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_stop_and_resume_is_bitwise_exact(straight, tmp_path):
+    out = tmp_path / "split"
+    assert invoke([PARABOLOID, "--steps", "20", "--out", str(out), *COMMON]).exit_code == 0
+    assert load_checkpoint(out / "checkpoint.npz").step == 20
+    res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), "--resume", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    assert_same_state(straight, out)
+    assert [r["step"] for r in MetricsLog(out / "metrics.jsonl").read()] == [10, 20, 30, 40]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["resumed"][0]["from_step"] == 20 and meta["status"] == "finished"
+
+
+def test_ctrl_c_saves_and_resume_is_exact(straight, tmp_path, monkeypatch):
+    """SIGINT in the middle of step 13: the step finishes, a checkpoint is saved, exit 130."""
+    from sheafdsl.training import trainers
+
+    real = trainers.make_trainer
+
+    def make(*a, **k):
+        tr = real(*a, **k)
+        if tr.config.trainer != "backprop":
+            step = tr.step
+
+            def interrupted():
+                if tr.step_count == 12:
+                    signal.raise_signal(signal.SIGINT)  # arrives while step 13 is running
+                return step()
+
+            tr.step = interrupted
+        return tr
+
+    monkeypatch.setattr(trainers, "make_trainer", make)
+    handler_before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "ctrlc"
+    res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), *COMMON])
+    assert res.exit_code == 130, res.output
+    assert "checkpoint saved at step 13" in res.stderr
+    assert f"--out {out} --resume" in res.stderr
+    assert load_checkpoint(out / "checkpoint.npz").step == 13
+    assert json.loads((out / "meta.json").read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the handler was put back
+    monkeypatch.undo()
+    res = invoke([PARABOLOID, "--out", str(out), "--resume", "--no-plots"])  # --steps comes from the run: 40
+    assert res.exit_code == 0, res.output
+    assert_same_state(straight, out)
+
+
+def test_a_torn_metrics_tail_is_dropped_on_resume(straight, tmp_path):
+    out = tmp_path / "torn"
+    assert invoke([PARABOLOID, "--steps", "20", "--out", str(out), *COMMON]).exit_code == 0
+    with open(out / "metrics.jsonl", "a") as fh:  # records past the checkpoint, and a torn line
+        fh.write('{"step": 25, "loss": 1.0}\n{"step": 30, "lo')
+    assert invoke([PARABOLOID, "--steps", "30", "--out", str(out), "--resume", "--no-plots"]).exit_code == 0
+    assert [r["step"] for r in MetricsLog(out / "metrics.jsonl").read()] == [10, 20, 30]
+
+
+def test_resume_refuses_a_different_model(straight, tmp_path):
+    other = tmp_path / "other.sheaf"
+    other.write_text(open(PARABOLOID).read().replace("lr=0.01", "lr=0.02"))
+    before = (straight / "checkpoint.npz").read_bytes()
+    res = invoke([str(other), "--out", str(straight), "--resume", "--steps", "50"])
+    assert res.exit_code == 1 and "E633" in res.stderr and "model text differs" in res.stderr
+    assert (straight / "checkpoint.npz").read_bytes() == before
+
+
+def test_resume_refuses_trajectory_changing_flags(straight):
+    res = invoke([PARABOLOID, "--out", str(straight), "--resume", "--lr", "0.5"])
+    assert res.exit_code == 1 and "E634" in res.stderr and "--lr" in res.stderr
+    res = invoke([PARABOLOID, "--out", str(straight), "--resume", "--optimizer", "sgd"])
+    assert res.exit_code == 1 and "E634" in res.stderr
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    res = invoke([PARABOLOID, "--out", str(tmp_path / "none"), "--resume"])
+    assert res.exit_code == 1 and "E631" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = invoke([PARABOLOID, "--out", str(tmp_path / "empty"), "--resume"])
+    assert res.exit_code == 1 and "E631" in res.stderr
+
+
+def test_resume_past_the_end_just_reports(straight, tmp_path):
+    res = invoke([PARABOLOID, "--out", str(straight), "--resume", "--json", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout)
+    assert line["steps"] == 40

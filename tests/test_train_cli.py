@@ -1,0 +1,249 @@
+"""`sheaf train` end to end: the run directory, the --json line, faults, bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sheafdsl.cli.main import cli
+from sheafdsl.training.checkpoint import load_checkpoint
+from sheafdsl.training.run import MetricsLog
+
+PARABOLOID = "models/paraboloid.sheaf"
+
+CLASSIFIER = """\
+# a small binary classifier for the circle task
+sheaf ring
+network n : 2 -> 8 -> 1 relu output sigmoid
+train data=circle n=120 n_test=60 steps=30 optimizer=adam lr=0.05 seed=1
+"""
+
+
+def invoke(args, monkeypatch=None):
+    """Run the CLI in-process, with sys.argv set as a shell would (the --json error path reads it)."""
+    args = ["train", *args]
+    old = sys.argv
+    sys.argv = ["sheaf", *args]
+    try:
+        return CliRunner().invoke(cli, args, catch_exceptions=True)
+    finally:
+        sys.argv = old
+
+
+def no_traceback(res):
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+
+
+def json_line(res) -> dict:
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stdout
+    return json.loads(lines[0])
+
+
+@pytest.fixture(scope="module")
+def para_run(tmp_path_factory):
+    """One short paraboloid run with the baseline and plots, shared by the checks below."""
+    out = tmp_path_factory.mktemp("runs") / "p"
+    res = invoke([PARABOLOID, "--steps", "30", "--log-every", "10", "--out", str(out)])
+    return res, out
+
+
+def test_paraboloid_run_directory(para_run):
+    res, out = para_run
+    no_traceback(res)
+    assert res.exit_code == 0, res.output
+    names = {p.name for p in out.iterdir()}
+    assert {"checkpoint.npz", "meta.json", "model.sheaf", "metrics.jsonl", "summary.json", "loss.png", "discord.png",
+            "surface.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    with open(PARABOLOID) as fh:
+        assert (out / "model.sheaf").read_text() == fh.read()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["step"] == 30 and meta["status"] == "finished" and meta["seed"] == 0
+    assert meta["config"]["steps"] == 30 and meta["config"]["lr"] == 0.01  # flag beats the train block (3000)
+    assert meta["baseline"] == "backprop" and meta["baseline_step"] == 30
+    assert set(meta["versions"]) >= {"sheafdsl", "numpy", "python"}
+    ck = load_checkpoint(out / "checkpoint.npz")
+    assert ck.step == 30 and set(ck.params) == {"W1", "b1", "W2", "b2"} and ck.baseline
+    assert ck.meta["model_sha256"] == meta["model_sha256"]
+
+
+def test_paraboloid_metrics(para_run):
+    _, out = para_run
+    recs = MetricsLog(out / "metrics.jsonl").read()
+    assert [r["step"] for r in recs] == [10, 20, 30]
+    for r in recs:
+        assert set(r["edge_discord"]) == {"aff1", "act1", "aff2", "out"}
+        assert all(v >= 0 for v in r["edge_discord"].values())
+        assert r["loss"] > 0 and r["baseline_loss"] > 0
+        assert r["lambda_min"] > 0  # the relative cohomology vanishes: L_free is positive definite
+        assert 0 <= r["consistent_fraction"] <= 1
+    assert recs[0]["elapsed"] < recs[1]["elapsed"] < recs[2]["elapsed"]
+    assert recs[-1]["loss"] < recs[0]["loss"]  # it learns
+
+
+def test_paraboloid_summary(para_run):
+    res, out = para_run
+    assert "training summary" in res.stdout and "backprop (baseline)" in res.stdout and "test MSE" in res.stdout
+    summ = json.loads((out / "summary.json").read_text())
+    assert summ["trainer"]["trainer"] == "sheaf" and summ["baseline"]["trainer"] == "backprop"
+    assert summ["trainer"]["test_mse"] > 0 and summ["baseline"]["test_mse"] > 0
+    assert set(summ["plots"]) == {"loss.png", "discord.png", "surface.png"}
+
+
+def test_json_line_regression(tmp_path):
+    res = invoke([PARABOLOID, "--steps", "12", "--log-every", "4", "--out", str(tmp_path / "j"), "--json", "--no-plots"])
+    no_traceback(res)
+    assert res.exit_code == 0, res.output
+    line = json_line(res)
+    assert set(line) == {"trainer", "steps", "seconds", "train_loss", "test_loss", "test_mse", "consistent_fraction"}
+    assert line["trainer"] == "sheaf" and line["steps"] == 12 and line["seconds"] > 0
+    assert line["test_mse"] > 0 and 0 <= line["consistent_fraction"] <= 1
+    assert json.loads((tmp_path / "j" / "meta.json").read_text())["baseline"] is None  # off by default with --json
+
+
+def test_backprop_trainer_json(tmp_path):
+    res = invoke([PARABOLOID, "--steps", "5", "--trainer", "backprop", "--out", str(tmp_path / "b"), "--json",
+                  "--no-plots", "--baseline"])
+    assert res.exit_code == 0, res.output
+    line = json_line(res)
+    assert line["trainer"] == "backprop" and line["steps"] == 5
+    assert json.loads((tmp_path / "b" / "meta.json").read_text())["baseline"] is None  # no baseline of itself
+
+
+def test_classification_end_to_end(tmp_path):
+    model = tmp_path / "ring.sheaf"
+    model.write_text(CLASSIFIER)
+    out = tmp_path / "ring-run"
+    res = invoke([str(model), "--out", str(out), "--log-every", "10"])
+    no_traceback(res)
+    assert res.exit_code == 0, res.output
+    assert "test accuracy" in res.stdout
+    assert (out / "boundary.png").is_file() and not (out / "surface.png").exists()
+    res = invoke([str(model), "--out", str(tmp_path / "ring-json"), "--json", "--no-plots"])
+    line = json_line(res)
+    assert set(line) == {"trainer", "steps", "seconds", "train_loss", "test_loss", "test_accuracy",
+                         "consistent_fraction"}
+    assert line["steps"] == 30 and 0 <= line["test_accuracy"] <= 1
+
+
+def test_existing_run_is_not_overwritten(para_run):
+    _, out = para_run
+    before = (out / "checkpoint.npz").read_bytes()
+    res = invoke([PARABOLOID, "--steps", "3", "--out", str(out)])
+    no_traceback(res)
+    assert res.exit_code == 1 and "E630" in res.stderr and "--resume" in res.stderr
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------------------------
+# faults
+
+
+def _inject_nan_after(monkeypatch, at_step: int, param: str = "W2"):
+    """Make the real trainer's parameters go NaN once it has taken ``at_step`` steps."""
+    from sheafdsl.training import trainers
+
+    real = trainers.make_trainer
+
+    def make(*a, **k):
+        tr = real(*a, **k)
+        if tr.config.trainer == "backprop":
+            return tr
+        step = tr.step
+
+        def poisoned():
+            out = step()
+            if tr.step_count == at_step:
+                tr.params[param][...] = np.nan
+            return out
+
+        tr.step = poisoned
+        return tr
+
+    monkeypatch.setattr(trainers, "make_trainer", make)
+
+
+def test_nan_stops_the_run_names_step_and_edge_and_keeps_checkpoint(tmp_path, monkeypatch):
+    clean = tmp_path / "clean"
+    assert invoke([PARABOLOID, "--steps", "10", "--log-every", "10", "--out", str(clean), "--no-plots"]).exit_code == 0
+    _inject_nan_after(monkeypatch, 13)
+    out = tmp_path / "bad"
+    res = invoke([PARABOLOID, "--steps", "40", "--log-every", "10", "--out", str(out), "--no-plots"])
+    no_traceback(res)
+    assert res.exit_code == 1, res.output
+    msg = res.stderr
+    assert "E640" in msg and "diverged at step" in msg and "aff2" in msg, msg
+    assert "step 1" in msg  # step 13 (the poisoned parameter) or 14 (the first step that meets it)
+    assert "last good checkpoint (step 10)" in msg
+    ck = load_checkpoint(out / "checkpoint.npz")
+    assert ck.step == 10
+    ref = load_checkpoint(clean / "checkpoint.npz")
+    for k in ref.params:
+        np.testing.assert_array_equal(ck.params[k], ref.params[k])
+    assert json.loads((out / "meta.json").read_text())["status"] == "diverged"
+
+
+def test_divergence_error_from_the_trainer(tmp_path, monkeypatch):
+    from sheafdsl.training import trainers
+
+    real = trainers.make_trainer
+
+    def make(*a, **k):
+        tr = real(*a, **k)
+        step = tr.step
+
+        def failing():
+            if tr.step_count == 7:
+                raise trainers.DivergenceError(8, "edge `act1`")
+            return step()
+
+        tr.step = failing
+        return tr
+
+    monkeypatch.setattr(trainers, "make_trainer", make)
+    out = tmp_path / "div"
+    res = invoke([PARABOLOID, "--steps", "20", "--log-every", "5", "--out", str(out), "--json", "--no-plots"])
+    no_traceback(res)
+    assert res.exit_code == 1
+    line = json_line(res)
+    assert line["ok"] is False and line["diagnostics"][0]["code"] == "E640"
+    text = line["diagnostics"][0]["message"]
+    assert "step 8" in text and "act1" in text
+    assert load_checkpoint(out / "checkpoint.npz").step == 5
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: exit 1 (the user's input) or 2 (usage), a clear message, never a traceback
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    ([PARABOLOID, "--data", "paraboloidd", "--steps", "1"], 1, "unknown data set"),
+    ([PARABOLOID, "--data", "missing/file.csv", "--steps", "1"], 1, "does not exist"),
+    (["models/nope.sheaf"], 1, "cannot read"),
+    ([PARABOLOID, "--optimizer", "rmsprop"], 2, "rmsprop"),
+    ([PARABOLOID, "--lr", "-1"], 2, "positive"),
+    ([PARABOLOID, "--lr", "nan"], 2, "positive"),
+    ([PARABOLOID, "--steps", "-3"], 2, "steps"),
+    ([PARABOLOID, "--batch", "0"], 2, "batch"),
+    ([PARABOLOID, "--data", "circle", "--steps", "1"], 1, "E603"),
+    ([PARABOLOID, "--resume"], 1, "--out"),
+])
+def test_bad_input(tmp_path, args, code, needle):
+    res = invoke(args + ["--out", str(tmp_path / "r")] if "--resume" not in args and code == 1 else args)
+    no_traceback(res)
+    assert res.exit_code == code, res.output
+    assert needle in res.output
+    assert not (tmp_path / "r").exists()  # nothing was created for a run that never started
+
+
+def test_bad_input_json(tmp_path):
+    res = invoke([PARABOLOID, "--data", "nosuchtask", "--json", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1
+    line = json_line(res)
+    assert line["ok"] is False and "unknown data set" in line["diagnostics"][0]["message"]
