@@ -104,6 +104,10 @@ def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_
     for v in (src, dst):
         if v not in G:
             raise ValueError(f"edge {name!r}: unknown stalk {v!r}")
+    H = G.graph["parameter_sheaf"]
+    for p in [m.param for m in (src_map, dst_map) if isinstance(m, ParamMap)] + ([bias] if bias is not None else []):
+        if p not in H or p == ZERO:
+            raise ValueError(f"edge {name!r}: unknown parameter {p!r}")
     if any(k == name for _, _, k in G.edges(keys=True)):
         raise ValueError(f"edge {name!r} already exists")
     if dim is None:
@@ -129,6 +133,8 @@ def add_pin(G: nx.MultiDiGraph, stalk: str, source: str = "value", *, indices=No
     """Hard-pin a stalk (or coordinates ``indices`` of it) to data or to a constant ``value``."""
     if source not in PIN_SOURCES:
         raise ValueError(f"pin source must be one of {PIN_SOURCES}")
+    if stalk not in G:
+        raise ValueError(f"pin: unknown stalk {stalk!r}")
     dim = G.nodes[stalk]["dim"]
     idx = None if indices is None else tuple(int(i) for i in indices)
     n = dim if idx is None else len(idx)
@@ -153,12 +159,24 @@ def add_soft_pin(G: nx.MultiDiGraph, name: str, stalk: str, value, weight: float
 
 def add_reluctance(G: nx.MultiDiGraph, param: str, weight: float) -> None:
     """An edge of weight √λ = ``weight`` from a parameter to the zero anchor (weight decay λ)."""
+    _check_param(G, param)
     G.graph["parameter_sheaf"].add_edge(param, ZERO, key=f"reluctance_{param}", kind="reluctance", weight=float(weight))
 
 
 def add_tie(G: nx.MultiDiGraph, a: str, b: str, weight: float) -> None:
     """An identity edge between two same-shaped parameters (soft sharing)."""
+    _check_param(G, a)
+    _check_param(G, b)
+    H = G.graph["parameter_sheaf"]
+    if H.nodes[a]["spec"].shape != H.nodes[b]["spec"].shape:
+        raise ValueError(f"tie {a!r} ~ {b!r}: shapes {H.nodes[a]['spec'].shape} and {H.nodes[b]['spec'].shape} differ")
     G.graph["parameter_sheaf"].add_edge(a, b, key=f"tie_{a}_{b}", kind="tie", weight=float(weight))
+
+
+def _check_param(G: nx.MultiDiGraph, param: str) -> None:
+    H = G.graph["parameter_sheaf"]
+    if param not in H or param == ZERO:
+        raise ValueError(f"unknown parameter {param!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,7 +189,9 @@ def stalks(G: nx.MultiDiGraph) -> list[str]:
 
 
 def edges(G: nx.MultiDiGraph) -> list[tuple[str, str, str, dict]]:
-    """``(src, dst, name, attrs)`` in declaration order."""
+    """``(src, dst, name, attrs)`` in networkx's order: grouped by source vertex (vertices in insertion
+    order), each vertex's out-edges in insertion order. This is declaration order when edges are declared
+    source by source (a plain network); every layout (:func:`edge_offsets`, δ's rows) follows it."""
     return list(G.edges(keys=True, data=True))
 
 
@@ -186,7 +206,7 @@ def edge_dim(G: nx.MultiDiGraph) -> int:
 
 
 def edge_offsets(G: nx.MultiDiGraph) -> dict[str, int]:
-    """Where each edge's discord starts in the 1-cochain vector."""
+    """Where each edge's discord starts in the 1-cochain vector (edges in :func:`edges` order)."""
     out, k = {}, 0
     for _, _, name, d in edges(G):
         out[name] = k
