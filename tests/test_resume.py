@@ -136,3 +136,32 @@ def test_resume_past_the_end_just_reports(straight, tmp_path):
     assert res.exit_code == 0, res.output
     line = json.loads(res.stdout)
     assert line["steps"] == 40
+
+
+def test_real_sigint_to_a_running_process(tmp_path):
+    """The shell's Ctrl-C: SIGINT to a live `sheaf train` process saves a checkpoint and exits 130."""
+    import os
+    import subprocess
+    import time
+
+    out = tmp_path / "live"
+    exe = os.path.join(os.path.dirname(sys.executable), "sheaf")
+    proc = subprocess.Popen([exe, "train", PARABOLOID, "--steps", "1000000", "--log-every", "1000000", "--out", str(out),
+                             "--no-plots", "--no-baseline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (out / "meta.json").exists():  # the step-0 checkpoint: the loop is running
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "resume with:" in stderr
+    ck = load_checkpoint(out / "checkpoint.npz")
+    assert 0 < ck.step < 1000000 and f"checkpoint saved at step {ck.step}" in stderr
+    assert json.loads((out / "meta.json").read_text())["status"] == "interrupted"

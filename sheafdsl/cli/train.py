@@ -19,6 +19,9 @@ import click
 from ..errors import Diagnostic, SheafError
 from .common import console, emit_json, err_console, json_option, load_model, model_argument
 
+LOSS_LABEL = {"regression": "training MSE (batch, forward pass)", "binary": "training cross-entropy (batch)",
+              "multiclass": "training cross-entropy (batch)"}
+
 #: flags that may differ from the checkpoint's config on --resume (they do not change the trajectory)
 RESUME_FREE = ("steps", "log_every", "backend")
 
@@ -279,7 +282,7 @@ def _plots(session, G, data, records, discords, config) -> list:
     rd, name = session.rundir, G.graph["name"]
     out = [P.plot_loss(records, rd.file("loss.png"), title=f"{name}: {config.trainer} trainer vs backprop"
                        if session.baseline is not None else f"{name}: {config.trainer} trainer",
-                       main_label=config.trainer)]
+                       main_label=config.trainer, ylabel=LOSS_LABEL.get(data.task, "training loss"))]
     out.append(P.plot_discord(diagnose(G, discords), rd.file("discord.png"),
                               title=f"{name}: equilibrium discord per edge at step {session.trainer.step_count}"))
     if data.n_inputs == 2:

@@ -47,7 +47,7 @@ def _finite_xy(steps, values):
 
 
 def plot_loss(records: list[dict], path, *, title: str = "", main_label: str = "sheaf",
-              baseline_label: str = "backprop (baseline)") -> Path:
+              baseline_label: str = "backprop (baseline)", ylabel: str = "training loss (batch)") -> Path:
     """Loss against step (log scale) from metrics records (``step``, ``loss``, optional ``baseline_loss``)."""
     fig = _figure(7, 4.2)
     ax = fig.add_subplot()
@@ -61,7 +61,7 @@ def plot_loss(records: list[dict], path, *, title: str = "", main_label: str = "
     if ys and min(ys + by) > 0:
         ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (batch)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title or "training loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -164,7 +164,7 @@ def plot_boundary(predict, data, path, *, title: str = "") -> Path:
 
     fig = _figure(6.4, 5.2)
     ax = fig.add_subplot()
-    A, B, P = _grid(np.vstack([np.asarray(data.X_train), np.asarray(data.X_test)]))
+    A, B, P = _grid(np.vstack([np.asarray(data.X_train), np.asarray(data.X_test)]), n=200)
     out = np.asarray(predict(P))
     K = max(int(getattr(data, "n_classes", 0) or 0), out.shape[1] if out.shape[1] > 1 else 2)
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
