@@ -124,6 +124,8 @@ class Trainer:
         step = self.step_count + 1
         if not np.isfinite(loss):
             raise DivergenceError(step, f"the loss on output edge `{self.net.output.name}`")
+        if np.isfinite(sum(float(g.sum()) for g in grads.values())):
+            return
         for k, g in grads.items():
             if not bool(xp.isfinite(g).all()):
                 raise DivergenceError(step, "the gradient of " + self._where(k))
@@ -134,15 +136,17 @@ class Trainer:
         """One optimisation step on the next mini-batch: {"loss", "consistent_fraction"}."""
         idx = self._batch_indices(self.step_count)
         X, Y = (self.Xtr, self.Ytr) if idx is None else (self.Xtr[idx], self.Ytr[idx])
-        loss, cf, grads = self._gradients(X, Y, idx)
-        for k, g in parameter_sheaf_gradients(self.G, self.params, self.xp).items():
-            grads[k] = grads[k] + g
-        self._check_finite(loss, grads)
-        self.opt.step(self.params, grads)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported below
+            loss, cf, grads = self._gradients(X, Y, idx)
+            for k, g in parameter_sheaf_gradients(self.G, self.params, self.xp).items():
+                grads[k] = grads[k] + g
+            self._check_finite(loss, grads)
+            self.opt.step(self.params, grads)
         self.step_count += 1
-        for k, v in self.params.items():
-            if not bool(self.xp.isfinite(v).all()):
-                raise DivergenceError(self.step_count, self._where(k))
+        if not np.isfinite(sum(float(v.sum()) for v in self.params.values())):
+            for k, v in self.params.items():
+                if not bool(self.xp.isfinite(v).all()):
+                    raise DivergenceError(self.step_count, self._where(k))
         return {"loss": loss, "consistent_fraction": cf}
 
     def _gradients(self, X, Y, idx):
@@ -274,26 +278,26 @@ class SheafTrainer(Trainer):
         V = forward(net, P, X, xp)
         pred = _output(net, P, V[-1], xp)
         loss = task_loss(self.data.task, pred, Y, xp)
-        if self.config.solver == "diffusion":
-            eq = diffusion_equilibrium(net, P, X, Y, xp, tol=max(self.config.tol, 1e-9), init=V)
+        if self.warm is None:  # every training example starts at its forward pass
+            Vall = forward(net, P, self.Xtr, xp)
+            self.warm = ([None] + [v.copy() for v in Vall[1:]],
+                         {k: xp.where(Vall[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
+        Vw, Sw = self.warm
+        if idx is None:
+            init = ([X] + Vw[1:], Sw)
         else:
-            if self.warm is None:  # every training example starts at its forward pass
-                Vall = forward(net, P, self.Xtr, xp)
-                self.warm = ([None] + [v.copy() for v in Vall[1:]],
-                             {k: xp.where(Vall[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
-            Vw, Sw = self.warm
-            if idx is None:
-                init = ([X] + Vw[1:], Sw)
-            else:
-                init = ([X] + [v[idx] for v in Vw[1:]], {k: v[idx] for k, v in Sw.items()})
+            init = ([X] + [v[idx] for v in Vw[1:]], {k: v[idx] for k, v in Sw.items()})
+        if self.config.solver == "diffusion":
+            eq = diffusion_equilibrium(net, P, X, Y, xp, tol=max(self.config.tol, 1e-9), init=init[0])
+        else:
             eq = exact_equilibrium(net, P, X, Y, xp, tol=self.config.tol, init=init, with_energy=False)
-            if idx is None:
-                self.warm = ([None] + [v for v in eq.V[1:]], eq.S)
-            else:
-                for j in range(1, len(Vw)):
-                    Vw[j][idx] = eq.V[j]
-                for k in Sw:
-                    Sw[k][idx] = eq.S[k]
+        if idx is None:
+            self.warm = ([None] + [v for v in eq.V[1:]], eq.S)
+        else:
+            for j in range(1, len(Vw)):
+                Vw[j][idx] = eq.V[j]
+            for k in Sw:
+                Sw[k][idx] = eq.S[k]
         self.last_equilibrium = eq
         return loss, eq.consistent_fraction, local_gradients(net, P, eq, "mean", xp)
 
