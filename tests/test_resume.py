@@ -165,3 +165,19 @@ def test_real_sigint_to_a_running_process(tmp_path):
     ck = load_checkpoint(out / "checkpoint.npz")
     assert 0 < ck.step < 1000000 and f"checkpoint saved at step {ck.step}" in stderr
     assert json.loads((out / "meta.json").read_text())["status"] == "interrupted"
+
+
+def test_resume_refuses_a_changed_data_file(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (160, 2))
+    y = (X ** 2).sum(1) - 2 / 3
+    csv = tmp_path / "para.csv"
+    csv.write_text("x1,x2,y\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(X[:, 0], X[:, 1], y)))
+    out = tmp_path / "csvrun"
+    res = invoke([PARABOLOID, "--data", str(csv), "--n", "50", "--steps", "10", "--out", str(out), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["data"]["spec"] == str(csv) and len(meta["data"]["sha256"]) == 64
+    csv.write_text(csv.read_text().replace("x1,x2,y\n", "x1,x2,y\n0,0,5\n"))
+    res = invoke([PARABOLOID, "--out", str(out), "--resume", "--steps", "20", "--no-plots"])
+    assert res.exit_code == 1 and "E634" in res.stderr and "changed" in res.stderr

@@ -247,3 +247,18 @@ def test_bad_input_json(tmp_path):
     assert res.exit_code == 1
     line = json_line(res)
     assert line["ok"] is False and "unknown data set" in line["diagnostics"][0]["message"]
+
+
+def test_a_model_can_start_from_a_checkpoint(para_run, tmp_path):
+    """Parameters sit under their own names, so `init "checkpoint.npz":W1` reads them."""
+    from sheafdsl.frontend import load_file
+    from sheafdsl.ir import from_model
+    from sheafdsl.lowering import init_params
+
+    _, out = para_run
+    text = open(PARABOLOID).read().replace("param W1 : 30 x 2  init he",
+                                           f'param W1 : 30 x 2  init "{out / "checkpoint.npz"}":W1')
+    model = tmp_path / "warm.sheaf"
+    model.write_text(text)
+    P = init_params(from_model(load_file(model)), seed=0)
+    np.testing.assert_array_equal(P["W1"], load_checkpoint(out / "checkpoint.npz").params["W1"])

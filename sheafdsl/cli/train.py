@@ -264,7 +264,7 @@ def _finish(session, config, data, G, plots: bool, as_json: bool) -> dict:
                                "seconds": round(session.baseline_seconds, 6),
                                **{k: json_number(v) for k, v in _metric_row(bev, data.task).items()}}
     written = []
-    discords = tr.edge_discords(data.X_train, data.Y_train)
+    discords = tr.edge_discords(data.X_train, data.Y_train) if (plots or not as_json) else {}
     if plots:
         written = _plots(session, G, data, records, discords, config)
     summary["plots"] = [p.name for p in written]
