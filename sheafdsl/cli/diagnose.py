@@ -43,13 +43,15 @@ def command(target, data, split, seed, plot_path, no_plot, as_json):
     if path.is_dir():
         rd = RunDir(path)
         if not rd.has_checkpoint():
-            raise SheafError(Diagnostic("E635", f"`{target}` is a directory but not a run directory (no checkpoint.npz)",
+            raise SheafError(Diagnostic("E635", f"`{target}` is a directory but not a run directory "
+                                                "(no checkpoint.npz)",
                                         hint="pass the --out directory of a `sheaf train` run, or a .sheaf file"))
         ck = load_checkpoint(rd.checkpoint)
         try:
             text = rd.model.read_text(encoding="utf-8")
         except OSError as exc:
-            raise SheafError(Diagnostic("E635", f"run directory `{target}` has no readable model.sheaf: {exc.strerror}")) from None
+            raise SheafError(Diagnostic("E635", f"run directory `{target}` has no readable model.sheaf: "
+                                                f"{exc.strerror}")) from None
         # resolve relative paths in the model (e.g. `init "w.npz":W`) against the original file's directory
         G = from_model(load_text(text, path=ck.meta.get("model_path") or str(rd.model)))
         config = TrainConfig.from_sources(ck.meta.get("config") or {}, {"data": data})

@@ -34,7 +34,8 @@ def _positive_float(ctx, param, value):
 
 @click.command("train")
 @model_argument
-@click.option("--data", metavar="NAME|PATH", help="Built-in task (paraboloid, saddle, circle, blobs, digits) or a .csv/.npz file.")
+@click.option("--data", metavar="NAME|PATH",
+              help="Built-in task (paraboloid, saddle, circle, blobs, digits) or a .csv/.npz file.")
 @click.option("--steps", type=click.IntRange(min=0), help="Total optimiser steps (a resumed run continues up to this).")
 @click.option("--batch", type=click.IntRange(min=1), help="Mini-batch size (default: the full training set).")
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), help="Optimiser on the local gradients.")
@@ -109,7 +110,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     from ..training.checkpoint import load_checkpoint, sha256_text, versions
     from ..training.config import TrainConfig
     from ..training.data import dataset_for
-    from ..training.run import RunDir, TrainingSession, default_run_dir, atomic_write_text, MetricsLog
+    from ..training.run import MetricsLog, RunDir, TrainingSession, atomic_write_text, default_run_dir
     from ..training.trainers import make_trainer
 
     model = load_model(file)
@@ -138,7 +139,8 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     data = dataset_for(G, config)
     fingerprint = _data_fingerprint(config.data)
     if ck is not None and (ck.meta.get("data") or {}).get("sha256") != fingerprint.get("sha256"):
-        raise SheafError(Diagnostic("E634", f"cannot resume: the data file `{config.data}` changed since the run started",
+        raise SheafError(Diagnostic("E634", f"cannot resume: the data file `{config.data}` changed since the run "
+                                            "started",
                                     file=file, hint="resume with the original data, or start a new run"))
 
     trainer = make_trainer(G, config, data, params=None if ck is None else ck.params)
@@ -158,9 +160,10 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         atomic_write_text(rundir.model, text)
         MetricsLog(rundir.metrics).truncate_after(-1)  # a fresh (empty) log
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        meta = {"model": G.graph["name"], "model_file": file, "model_path": os.path.abspath(file), "model_sha256": model_sha,
-                "config": config.to_dict(), "seed": config.seed, "data": {**fingerprint, "name": data.name,
-                "task": data.task, "n_train": int(len(data.X_train)), "n_test": int(len(data.X_test))},
+        data_meta = {**fingerprint, "name": data.name, "task": data.task, "n_train": int(len(data.X_train)),
+                     "n_test": int(len(data.X_test))}
+        meta = {"model": G.graph["name"], "model_file": file, "model_path": os.path.abspath(file),
+                "model_sha256": model_sha, "config": config.to_dict(), "seed": config.seed, "data": data_meta,
                 "baseline": "backprop" if base is not None else None, "versions": versions(), "created": now,
                 "command": ["sheaf", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("sheaf") else None}
         seconds = bseconds = 0.0
@@ -185,7 +188,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
                           + (" + backprop baseline" if base is not None else "") + f" -> {rundir.path}",
                           soft_wrap=True, markup=False)
 
-    outcome = _run_with_progress(session, config.steps, show=not as_json, has_baseline=base is not None)
+    outcome = _run_with_progress(session, config.steps, show=not as_json)
     for w in outcome.warnings:
         click.echo(f"warning: {w}", err=True)
 
@@ -194,11 +197,13 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     if outcome.status == "interrupted":
         how = (f"checkpoint saved at step {outcome.checkpoint_step}" if outcome.saved else
                f"interrupted inside a step; the checkpoint at step {outcome.checkpoint_step} is kept")
-        cmd = f"sheaf train {file} --out {rundir.path} --resume" + (f" --steps {config.steps}" if overrides.get("steps") else "")
+        cmd = f"sheaf train {file} --out {rundir.path} --resume"
+        if overrides.get("steps"):
+            cmd += f" --steps {config.steps}"
         click.echo(f"interrupted: {how} in {rundir.path}\nresume with: {cmd}", err=True)  # unwrapped: copy-pasteable
         if as_json:
-            emit_json({"ok": False, "interrupted": True, "step": outcome.step, "checkpoint_step": outcome.checkpoint_step,
-                       "out": str(rundir.path)})
+            emit_json({"ok": False, "interrupted": True, "step": outcome.step,
+                       "checkpoint_step": outcome.checkpoint_step, "out": str(rundir.path)})
         return 130
 
     result = _finish(session, config, data, G, plots, as_json)
@@ -207,12 +212,14 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     return 0
 
 
-def _run_with_progress(session, steps: int, *, show: bool, has_baseline: bool):
+def _run_with_progress(session, steps: int, *, show: bool):
     if not show:
         return session.run(steps)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
-    progress = Progress(TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    progress = Progress(TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
                         transient=False)
     start = int(session.trainer.step_count)
@@ -328,6 +335,7 @@ def _print_summary(result, bres, data, session, written, discords, G) -> None:
     total = sum(v for v in discords.values() if v == v)
     top = max(discords, key=lambda e: discords[e]) if discords else None
     if top is not None and total > 0:
-        console.print(f"largest discord: edge [bold]{top}[/] ({100 * discords[top] / total:.0f}% of the residual energy)")
+        share = 100 * discords[top] / total
+        console.print(f"largest discord: edge [bold]{top}[/] ({share:.0f}% of the residual energy)")
     console.print(f"run directory: {session.rundir.path}  (checkpoint.npz, metrics.jsonl"
                   + "".join(f", {p.name}" for p in written) + ")", markup=False, soft_wrap=True)

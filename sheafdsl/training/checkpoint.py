@@ -123,7 +123,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except FileNotFoundError:
         raise SheafError(Diagnostic("E632", f"no checkpoint at `{path}`")) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise SheafError(Diagnostic("E632", f"checkpoint `{path}` is damaged or not a sheafdsl checkpoint: {exc}")) from None
+        raise SheafError(Diagnostic("E632", f"checkpoint `{path}` is damaged or not a sheafdsl checkpoint: "
+                                            f"{exc}")) from None
     if META_KEY not in arrays:
         raise SheafError(Diagnostic("E632", f"`{path}` is not a sheafdsl checkpoint (it has no metadata entry)"))
     try:

@@ -465,7 +465,7 @@ class TrainingSession:
                             self._mark("interrupted")
                         return Outcome("interrupted", step, self.checkpoint_step, True, None, last, blast or {},
                                        self.warnings)
-            except KeyboardInterrupt:  # a second Ctrl-C, possibly inside a step: the state may be torn, keep the last checkpoint
+            except KeyboardInterrupt:  # a second Ctrl-C, maybe mid-step: the state may be torn; keep the last save
                 self._mark("interrupted")
                 return Outcome("interrupted", int(tr.step_count), self.checkpoint_step, False, None, last, blast or {},
                                self.warnings)
@@ -473,7 +473,8 @@ class TrainingSession:
             self.save("finished")
         elif self.meta.get("status") != "finished":
             self._mark("finished")
-        return Outcome("finished", int(tr.step_count), self.checkpoint_step, True, None, last, blast or {}, self.warnings)
+        return Outcome("finished", int(tr.step_count), self.checkpoint_step, True, None, last, blast or {},
+                       self.warnings)
 
     def _mark(self, status: str) -> None:
         self.meta["status"] = status
