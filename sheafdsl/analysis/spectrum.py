@@ -239,7 +239,7 @@ def spectrum(G, params: dict, states, *, variants=tuple(VARIANTS), dense_cutoff:
     >>> from sheafdsl.frontend import load_text
     >>> from sheafdsl.ir import from_model
     >>> from sheafdsl.lowering import init_params
-    >>> G = from_model(load_text("sheaf t\\nnetwork n : 2 -> 5 -> 1\\npin x = input\\npin y = target\\n"))
+    >>> G = from_model(load_text("sheaf t\\nnetwork n : 2 -> 5 -> 1\\n"))
     >>> r = spectrum(G, init_params(G, 0), sample_states(G, 8, np.random.default_rng(0)))
     >>> r.worst["training"]["singular"], r.worst["training"]["lambda_min"] > 0, len(r.samples)
     (False, True, 8)

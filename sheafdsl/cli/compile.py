@@ -63,7 +63,8 @@ def _print(G, info) -> None:
 
     from ..ir import describe, edges, stalks
 
-    t = Table(title=f"sheaf {info['name']}: {info['vertices']} vertices, {info['edges']} edges", title_justify="left")
+    console.print(f"sheaf {info['name']}: {info['vertices']} vertices, {info['edges']} edges")
+    t = Table()
     for col, just in (("vertex", "left"), ("dim", "right"), ("offset", "right"), ("pins", "left")):
         t.add_column(col, justify=just)
     for v in stalks(G):

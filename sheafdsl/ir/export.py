@@ -155,8 +155,10 @@ def spec_to_json(s: ParamSpec) -> dict:
     value = s.value
     if value is not None:
         value = np.asarray(value, dtype=float).tolist()
-    return {"shape": list(s.shape), "init": s.init, "std": s.std, "value": value, "file": s.file, "key": s.key,
-            "base_dir": s.base_dir}
+    out = {"shape": list(s.shape), "init": s.init, "std": s.std, "value": value, "file": s.file, "key": s.key}
+    if s.file is not None:  # where a relative file path is resolved; meaningless for other initialisers
+        out["base_dir"] = s.base_dir
+    return out
 
 
 def spec_from_json(d: dict) -> ParamSpec:

@@ -75,13 +75,22 @@ STATE_DEPENDENT = (ReluGate, Nonlinear)
 
 
 def describe(m) -> str:
-    """A short text form, for exports and tables: ``I``, ``2*I``, ``[[1,0],[0,1]]``, ``W1``, ``relu``..."""
+    """A short text form, for exports and tables: ``I``, ``2*I``, ``[[1,0],[0,1]]``, ``W1``, ``relu``...
+
+    A constant matrix is written in full (``%g`` entries) up to 36 entries, else as ``constant RxC``.
+
+    >>> describe(Constant([[0.5, -1.25], [1, 0]])), describe(Scaled(-1.0)), describe(Select((0, 2)))
+    ('[[0.5,-1.25],[1,0]]', '-1*I', 'select[0, 2]')
+    """
     if isinstance(m, Identity):
         return "I"
     if isinstance(m, Scaled):
         return f"{m.scale:g}*I"
     if isinstance(m, Constant):
-        return np.array2string(m.matrix, separator=",", threshold=50).replace("\n", "")
+        a = m.matrix
+        if a.size > 36:
+            return f"constant {a.shape[0]}x{a.shape[1]}"
+        return "[" + ",".join("[" + ",".join(f"{x:g}" for x in row) + "]" for row in a) + "]"
     if isinstance(m, ParamMap):
         return m.param
     if isinstance(m, Select):
