@@ -181,3 +181,35 @@ def test_resume_refuses_a_changed_data_file(tmp_path):
     csv.write_text(csv.read_text().replace("x1,x2,y\n", "x1,x2,y\n0,0,5\n"))
     res = invoke([PARABOLOID, "--out", str(out), "--resume", "--steps", "20", "--no-plots"])
     assert res.exit_code == 1 and "E634" in res.stderr and "changed" in res.stderr
+
+
+def test_interrupt_inside_a_step_keeps_the_last_checkpoint(straight, tmp_path, monkeypatch):
+    """A KeyboardInterrupt raised mid-step (a second Ctrl-C) may leave the trainer torn: nothing new is
+    saved, the checkpoint of step 10 stays, and resuming from it is still exact."""
+    from sheafdsl.training import trainers
+
+    real = trainers.make_trainer
+
+    def make(*a, **k):
+        tr = real(*a, **k)
+        if tr.config.trainer != "backprop":
+            step = tr.step
+
+            def torn():
+                if tr.step_count == 14:
+                    tr.params["W1"][0, 0] += 1.0  # half an update...
+                    raise KeyboardInterrupt       # ...then the interrupt
+                return step()
+
+            tr.step = torn
+        return tr
+
+    monkeypatch.setattr(trainers, "make_trainer", make)
+    out = tmp_path / "torn-step"
+    res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), *COMMON])
+    assert res.exit_code == 130, res.output
+    assert "interrupted inside a step; the checkpoint at step 10 is kept" in res.stderr
+    assert load_checkpoint(out / "checkpoint.npz").step == 10
+    monkeypatch.undo()
+    assert invoke([PARABOLOID, "--out", str(out), "--resume", "--no-plots"]).exit_code == 0
+    assert_same_state(straight, out)
