@@ -213,3 +213,30 @@ def test_interrupt_inside_a_step_keeps_the_last_checkpoint(straight, tmp_path, m
     monkeypatch.undo()
     assert invoke([PARABOLOID, "--out", str(out), "--resume", "--no-plots"]).exit_code == 0
     assert_same_state(straight, out)
+
+
+def test_ctrl_c_in_json_mode_prints_one_json_line(tmp_path, monkeypatch):
+    from sheafdsl.training import trainers
+
+    real = trainers.make_trainer
+
+    def make(*a, **k):
+        tr = real(*a, **k)
+        step = tr.step
+
+        def interrupted():
+            if tr.step_count == 3:
+                signal.raise_signal(signal.SIGINT)
+            return step()
+
+        tr.step = interrupted
+        return tr
+
+    monkeypatch.setattr(trainers, "make_trainer", make)
+    out = tmp_path / "j"
+    res = invoke([PARABOLOID, "--steps", "10", "--out", str(out), "--json", "--no-plots"])
+    assert res.exit_code == 130
+    lines = res.stdout.splitlines()
+    assert len(lines) == 1
+    line = json.loads(lines[0])
+    assert line == {"ok": False, "interrupted": True, "step": 4, "checkpoint_step": 4, "out": str(out)}

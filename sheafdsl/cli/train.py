@@ -182,8 +182,13 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     if not as_json:
         what = f"{config.trainer} trainer" + (f" ({config.solver} solver)" if config.trainer == "sheaf" else "")
         start = "" if ck is None else f", resuming at step {ck.step}"
+        if config.trainer == "joint":  # the flow's step is dt; lr is not used
+            beta = config.beta if config.beta is not None else 1.0 / len(data.X_train)
+            opt = f"{config.optimizer} dt={config.dt:g} α={config.alpha:g} β={beta:.3g}"
+        else:
+            opt = f"{config.optimizer} lr={config.lr:g}"
         err_console.print(f"training {G.graph['name']} on {data.name} ({data.task}, {len(data.X_train)} train / "
-                          f"{len(data.X_test)} test) with the {what}, {config.optimizer} lr={config.lr:g}, "
+                          f"{len(data.X_test)} test) with the {what}, {opt}, "
                           f"{config.steps} steps{start}"
                           + (" + backprop baseline" if base is not None else "") + f" -> {rundir.path}",
                           soft_wrap=True, markup=False)
