@@ -138,8 +138,10 @@ def test_resume_past_the_end_just_reports(straight, tmp_path):
     assert line["steps"] == 40
 
 
-def test_real_sigint_to_a_running_process(tmp_path):
-    """The shell's Ctrl-C: SIGINT to a live `sheaf train` process saves a checkpoint and exits 130."""
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_real_signal_to_a_running_process(tmp_path, sig, code):
+    """The shell's Ctrl-C (SIGINT) or a scheduler's SIGTERM to a live `sheaf train` process: it saves
+    a checkpoint and exits 128 + signal."""
     import os
     import subprocess
     import time
@@ -155,12 +157,12 @@ def test_real_sigint_to_a_running_process(tmp_path):
             assert time.time() < deadline
             time.sleep(0.05)
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr and "resume with:" in stderr
     ck = load_checkpoint(out / "checkpoint.npz")
     assert 0 < ck.step < 1000000 and f"checkpoint saved at step {ck.step}" in stderr

@@ -209,7 +209,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         if as_json:
             emit_json({"ok": False, "interrupted": True, "step": outcome.step,
                        "checkpoint_step": outcome.checkpoint_step, "out": str(rundir.path)})
-        return 130
+        return 128 + int(outcome.signum)  # 130 for Ctrl-C, 143 for SIGTERM
 
     result = _finish(session, config, data, G, plots, as_json)
     if as_json:

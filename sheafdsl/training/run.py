@@ -275,31 +275,37 @@ class Outcome:
     last: dict = field(default_factory=dict)
     baseline_last: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    signum: int = signal.SIGINT  # the signal that interrupted the run
 
 
 class _DeferredInterrupt:
-    """Turn the first SIGINT into a flag checked between steps (so a checkpoint is never taken
-    half-way through an update); a second SIGINT raises KeyboardInterrupt as usual."""
+    """Turn the first SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) into a flag checked
+    between steps, so a checkpoint is never taken half-way through an update; a second signal
+    raises KeyboardInterrupt at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._old = None
+        self.signum: int | None = None
+        self._old: dict = {}
 
     def _handler(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
 
     def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self._old = None
+        for s in self.SIGNALS:
+            try:
+                self._old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread: leave the signals alone
+                pass
         return self
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
         return False
 
 
@@ -317,7 +323,8 @@ class TrainingSession:
     - a :class:`~sheafdsl.training.trainers.DivergenceError` (or a non-finite loss or parameter)
       ends the run with status "diverged" and an E640 error naming the step and the edge; the last
       good checkpoint is kept as it was;
-    - Ctrl-C ends the run after the step in progress, saves a checkpoint and returns "interrupted";
+    - Ctrl-C (or SIGTERM) ends the run after the step in progress, saves a checkpoint and returns
+      "interrupted";
     - a diverging *baseline* is dropped with a warning; the trainer goes on.
 
     ``meta`` is the run's metadata (config, model hash, ...); ``step``, ``seconds``, ``status`` and
@@ -464,7 +471,7 @@ class TrainingSession:
                         else:
                             self._mark("interrupted")
                         return Outcome("interrupted", step, self.checkpoint_step, True, None, last, blast or {},
-                                       self.warnings)
+                                       self.warnings, sigint.signum)
             except KeyboardInterrupt:  # a second Ctrl-C, maybe mid-step: the state may be torn; keep the last save
                 self._mark("interrupted")
                 return Outcome("interrupted", int(tr.step_count), self.checkpoint_step, False, None, last, blast or {},
