@@ -262,3 +262,16 @@ def test_a_model_can_start_from_a_checkpoint(para_run, tmp_path):
     model.write_text(text)
     P = init_params(from_model(load_file(model)), seed=0)
     np.testing.assert_array_equal(P["W1"], load_checkpoint(out / "checkpoint.npz").params["W1"])
+
+
+def test_default_run_directory(tmp_path, monkeypatch):
+    import os
+
+    model = os.path.abspath(PARABOLOID)
+    monkeypatch.chdir(tmp_path)
+    res = invoke([model, "--steps", "2", "--no-plots", "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("paraboloid-")
+    assert load_checkpoint(runs[0] / "checkpoint.npz").step == 2
+    assert f"run directory: {os.path.join('runs', runs[0].name)}" in res.stdout
