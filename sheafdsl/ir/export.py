@@ -373,6 +373,8 @@ def dumps_dot(G: nx.MultiDiGraph) -> str:
                 label = f"{p}\n{'x'.join(str(n) for n in d['spec'].shape)}, init {d['spec'].init}"
                 out.append(f"    {_q('param:' + p)} [label={_q(label)}, shape=box];")
         for a, b, k, d in H.edges(keys=True, data=True):
+            if a == ZERO:  # draw reluctance edges from the parameter to the anchor
+                a, b = b, a
             label = f"{k}: {d.get('kind')} w={d['weight']:g}"
             out.append(f"    {_q('param:' + a)} -> {_q('param:' + b)} [dir=none, label={_q(label)}];")
         out.append("  }")
