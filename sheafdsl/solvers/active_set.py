@@ -284,7 +284,7 @@ def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace
     denom = scale(prob, c)
     fixed = prob.dense_fixed() if inner == "dense" else None
     lam = prob.hessian_bound() if inner == "cg" else None
-    if inner == "cg" and s.shared_hessian and n <= DENSE_LIMIT:
+    if s.shared_hessian and 0 < n <= DENSE_LIMIT:  # a stationary start must not hide a singular L_free
         fixed_h = prob.dense_fixed()
         check_spd(prob, _masked(prob.dense_hessian(c[:1], xp.zeros((1, nu)), fixed_h)[0], base_mask, xp), base_mask)
     cg_tol_factor = 0.1 * rtol
@@ -309,22 +309,25 @@ def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace
         gm, gp, right, left = filippov(g, g_on, g_off, sa, gpos, xp)
         res = _host(xp.sqrt((gm * gm).sum(axis=1)) / da)
         pres = _host(xp.sqrt((gp * gp).sum(axis=1)) / da)
-        done = (res <= rtol) & (it > 0)  # always take one step: it checks L_free even at a stationary start
+        done = res <= rtol
         converged[idx_h[done]] = True
-        # stagnation: the residual no longer halves while the states stay put
-        fresh = changed[idx_h] | (res < 0.5 * best[idx_h])
+        # the piece is minimised when its gradient is below rtol, or no longer halves while the states stay
+        # put (rounding); then either release sliding units, or stop (converged, or stagnated)
+        fresh = changed[idx_h] | (pres < 0.5 * best[idx_h])
         stall[idx_h] = np.where(fresh, 0, stall[idx_h] + 1)
-        best[idx_h] = np.where(changed[idx_h], res, np.minimum(best[idx_h], res))
-        stop = done | (stall[idx_h] >= 4)
+        best[idx_h] = np.where(changed[idx_h], pres, np.minimum(best[idx_h], pres))
+        piece_done = (pres <= rtol) | (stall[idx_h] >= 3)
+        tol = rtol * da[:, None]
+        want = (right > tol) | (left > tol)
+        want_any = _host(xp.any(want, axis=1))
+        stop = done | (piece_done & ~want_any)
         if it == maxiter or bool(stop.all()):
             active[idx_h[stop]] = False
             if it == maxiter:
                 active[:] = False
             continue
         # release descending sliding units where the piece is minimised
-        tol = rtol * da[:, None]
-        want = (right > tol) | (left > tol)
-        can = (pres <= rtol) & _host(xp.any(want, axis=1))
+        can = piece_done & want_any & ~stop
         rel = xp.zeros_like(want)
         if can.any():
             sa_h = _host(sa)
@@ -407,12 +410,14 @@ def _backtrack(prob, c, state, g, step, alpha):
     E0 = prob.energy(c, gates)
     slope = (g * step).sum(axis=1)
     a = alpha.copy()
-    todo = xp.ones(c.shape[0], dtype=bool)
+    # a Newton decrement −gᵀΔ this small is below what the energy can resolve in floating point: take the
+    # step (full-step Newton converges quadratically there)
+    todo = -slope > 1e-10 * (1.0 + xp.abs(E0))
     for _ in range(50):
         trial = c.copy()
         trial[:, s.free] = c[:, s.free] + a[:, None] * step
         E = prob.energy(trial, gates)
-        ok = E <= E0 + 1e-4 * a * slope + 1e-15 * xp.abs(E0)
+        ok = E <= E0 + 1e-4 * a * slope
         todo = todo & ~ok
         if not bool(xp.any(todo)):
             break

@@ -110,8 +110,8 @@ def solve(G, params, boundary, *, method: str = "exact", sources=("input", "valu
     G : networkx.MultiDiGraph or SheafOperators
         The IR, or operators already lowered from it (``SheafOperators(G, params, xp)``) to skip lowering
         in a loop; ``params`` then rebinds its parameter values when given.
-    params : dict name -> array
-        Parameter values (``sheafdsl.lowering.init_params``).
+    params : dict name -> array, or None
+        Parameter values (None: ``sheafdsl.lowering.init_params(G, 0)``, e.g. for literal parameters).
     boundary : dict stalk -> (B, d_v) array
         Values of the stalks pinned to data (input; and target when "target" is in ``sources``).
     method : "exact" | "diffusion" | "cg"
@@ -149,6 +149,10 @@ def solve(G, params, boundary, *, method: str = "exact", sources=("input", "valu
     if isinstance(G, SheafOperators):
         ops = G if params is None else G.with_params(params)
     else:
+        if params is None:
+            from ..lowering.params import init_params
+
+            params = init_params(G, 0, xp)
         ops = SheafOperators(G, params, xp)
     xp = ops.xp
     prob = ops.restrict(sources)
