@@ -275,3 +275,20 @@ def test_default_run_directory(tmp_path, monkeypatch):
     assert len(runs) == 1 and runs[0].name.startswith("paraboloid-")
     assert load_checkpoint(runs[0] / "checkpoint.npz").step == 2
     assert f"run directory: {os.path.join('runs', runs[0].name)}" in res.stdout
+
+
+def test_a_real_divergence_from_a_huge_learning_rate(tmp_path):
+    import re
+
+    out = tmp_path / "blowup"
+    res = invoke([PARABOLOID, "--optimizer", "sgd", "--lr", "1e4", "--steps", "200", "--log-every", "5", "--out",
+                  str(out), "--no-plots"])
+    no_traceback(res)
+    assert res.exit_code == 1, res.output
+    m = re.search(r"error\[E640\]: training diverged at step (\d+)", res.stderr)
+    assert m and "E640" in res.stderr and "edge `" in res.stderr, res.stderr
+    assert "RuntimeWarning" not in res.stderr  # overflow on the way is reported once, as the divergence
+    ck = load_checkpoint(out / "checkpoint.npz")
+    assert ck.step % 5 == 0 and ck.step < int(m.group(1))
+    assert all(np.isfinite(v).all() for v in ck.params.values())
+    assert "backprop baseline stopped" in res.stderr  # the baseline blew up first and was dropped
