@@ -58,7 +58,7 @@ def test_stop_and_resume_is_bitwise_exact(straight, tmp_path):
     res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), "--resume", "--no-plots"])
     assert res.exit_code == 0, res.output
     assert_same_state(straight, out)
-    assert [r["step"] for r in MetricsLog(out / "metrics.jsonl").read()] == [10, 20, 30, 40]
+    assert [r["step"] for r in MetricsLog(out / "metrics.jsonl").read()] == [0, 10, 20, 30, 40]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["resumed"][0]["from_step"] == 20 and meta["status"] == "finished"
 
@@ -104,7 +104,7 @@ def test_a_torn_metrics_tail_is_dropped_on_resume(straight, tmp_path):
     with open(out / "metrics.jsonl", "a") as fh:  # records past the checkpoint, and a torn line
         fh.write('{"step": 25, "loss": 1.0}\n{"step": 30, "lo')
     assert invoke([PARABOLOID, "--steps", "30", "--out", str(out), "--resume", "--no-plots"]).exit_code == 0
-    assert [r["step"] for r in MetricsLog(out / "metrics.jsonl").read()] == [10, 20, 30]
+    assert [r["step"] for r in MetricsLog(out / "metrics.jsonl").read()] == [0, 10, 20, 30]
 
 
 def test_resume_refuses_a_different_model(straight, tmp_path):

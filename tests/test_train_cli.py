@@ -76,15 +76,18 @@ def test_paraboloid_run_directory(para_run):
 def test_paraboloid_metrics(para_run):
     _, out = para_run
     recs = MetricsLog(out / "metrics.jsonl").read()
-    assert [r["step"] for r in recs] == [10, 20, 30]
+    assert [r["step"] for r in recs] == [0, 10, 20, 30]
     for r in recs:
         assert set(r["edge_discord"]) == {"aff1", "act1", "aff2", "out"}
         assert all(v >= 0 for v in r["edge_discord"].values())
         assert r["loss"] > 0 and r["baseline_loss"] > 0
         assert r["lambda_min"] > 0  # the relative cohomology vanishes: L_free is positive definite
+    assert recs[0]["consistent_fraction"] is None and recs[0]["elapsed"] == 0  # step 0: no step taken yet
+    assert recs[0]["loss"] == recs[0]["baseline_loss"]  # the same initial parameters
+    for r in recs[1:]:
         assert 0 <= r["consistent_fraction"] <= 1
-    assert recs[0]["elapsed"] < recs[1]["elapsed"] < recs[2]["elapsed"]
-    assert recs[-1]["loss"] < recs[0]["loss"]  # it learns
+    assert recs[0]["elapsed"] < recs[1]["elapsed"] < recs[2]["elapsed"] < recs[3]["elapsed"]
+    assert recs[-1]["loss"] < recs[1]["loss"] < recs[0]["loss"]  # it learns
 
 
 def test_paraboloid_summary(para_run):
