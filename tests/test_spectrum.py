@@ -245,3 +245,21 @@ def test_cli_input_without_input_stalks(tmp_path):
 def test_cli_missing_file():
     r = run("spectrum", "/nonexistent/model.sheaf")
     assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def test_eigsh_failure_is_a_clear_error(monkeypatch):
+    import scipy.sparse.linalg as spla
+
+    from sheafdsl.analysis import spectrum as S
+    from sheafdsl.errors import SheafError
+
+    def fail(*a, **k):
+        raise spla.ArpackNoConvergence("no convergence", np.zeros(0), np.zeros((0, 0)))
+
+    monkeypatch.setattr(S.spla, "eigsh", fail)
+    G = from_model(load_text(Path(PARABOLOID).read_text()))
+    with pytest.raises(SheafError) as e:
+        extreme_eigenvalues(restricted_laplacian(G, init_params(G, 0), VARIANTS["training"]), dense_cutoff=0)
+    assert e.value.diagnostics[0].code == "E532" and "--dense-cutoff" in e.value.diagnostics[0].hint
+    r = run("spectrum", PARABOLOID, "--samples", "1", "--dense-cutoff", "0")
+    assert r.exit_code == 1 and "E532" in r.output

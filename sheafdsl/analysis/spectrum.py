@@ -26,7 +26,8 @@ c ~ N(0, I).
 **Eigenvalues.** Up to :data:`DENSE_CUTOFF` free coordinates: ``scipy.linalg.eigvalsh`` of the dense
 matrix (all eigenvalues). Above it: ``scipy.sparse.linalg.eigsh``: λ_max by Lanczos (``which="LA"``),
 λ_min by shift-invert about σ = −10⁻³ λ_max < 0 (L_free − σI is positive definite even when L_free is
-singular, so the factorisation never fails).
+singular, so the factorisation never fails). If ARPACK fails to converge that is a SheafError (E532)
+that points to the dense path.
 
 **Singularity.** L_free is reported singular when λ_min ≤ tol = n · ε · λ_max (n the free dimension,
 ε the float64 machine epsilon): numpy's ``matrix_rank`` rule applied to L_free, i.e. the level below
@@ -56,6 +57,7 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from ..errors import Diagnostic, SheafError
 from ..ir import ReluGate, edges, free_indices, is_state_dependent, stalks, total_dim
 from ..ir.maps import Nonlinear
 from ..lowering import laplacian_matrix
@@ -129,8 +131,12 @@ def extreme_eigenvalues(L, *, dense_cutoff: int = DENSE_CUTOFF, tol: float | Non
         method = "dense eigvalsh"
     else:
         A = sp.csc_matrix(L, dtype=float)
-        hi = float(spla.eigsh(A, k=1, which="LA", return_eigenvectors=False)[0])
-        lo = _sparse_lambda_min(A, hi)
+        try:
+            hi = float(spla.eigsh(A, k=1, which="LA", return_eigenvectors=False)[0])
+            lo = _sparse_lambda_min(A, hi)
+        except (spla.ArpackNoConvergence, spla.ArpackError) as exc:
+            raise SheafError(Diagnostic("E532", f"the sparse eigensolver (eigsh) failed on the {n} x {n} L_free: {exc}",
+                                        hint=f"use the dense solver: --dense-cutoff {n}")) from None
         method = "sparse eigsh"
     tol = singular_tolerance(n, hi) if tol is None else float(tol)
     singular = lo <= tol
