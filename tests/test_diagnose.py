@@ -128,9 +128,11 @@ def test_plots_are_written(tmp_path):
     onehot = np.eye(3)[rng.integers(0, 3, 60)]
     mdata = SimpleNamespace(X_train=X, Y_train=onehot, X_test=X[:20], Y_test=onehot[:20], n_classes=3, task="multiclass")
     paths.append(P.plot_boundary(lambda A: np.stack([A[:, 0], A[:, 1], -A.sum(1)], 1), mdata, tmp_path / "multi.png"))
+    paths.append(P.plot_discord(diagnose(_triangle(), {"ab": 1.0, "bc": 2.0, "ca": 0.5}), tmp_path / "cycle.png"))
     for p in paths:
         _png_ok(p)
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["boundary.png", "d.png", "loss.png", "multi.png", "surface.png"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["boundary.png", "cycle.png", "d.png", "loss.png", "multi.png",
+                                                          "surface.png"]
 
 
 # ----------------------------------------------------------------------------------------------

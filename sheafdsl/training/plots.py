@@ -69,11 +69,13 @@ def plot_loss(records: list[dict], path, *, title: str = "", main_label: str = "
 
 
 def plot_discord(diagnosis, path, *, title: str = "") -> Path:
-    """Per-edge discord energy (bars coloured by type) and the per-layer totals."""
+    """Per-edge discord energy (bars coloured by type), with the per-type and per-layer totals beside."""
+    from matplotlib.patches import Patch
+
     rows = diagnosis.edges
-    has_layers = bool(diagnosis.layers)
-    fig = _figure(9 if has_layers else 7, max(3.0, 0.35 * len(rows) + 1.6))
-    gs = fig.add_gridspec(1, 2 if has_layers else 1, width_ratios=[3, 1.3] if has_layers else [1])
+    side = [("per type", diagnosis.types, True)] + ([("per layer", diagnosis.layers, False)] if diagnosis.layers else [])
+    fig = _figure(6 + 2.3 * len(side), max(3.0, 0.35 * len(rows) + 1.6))
+    gs = fig.add_gridspec(1, 1 + len(side), width_ratios=[3] + [1.2] * len(side))
     ax = fig.add_subplot(gs[0, 0])
     names = [r.name for r in rows]
     vals = np.array([r.discord if np.isfinite(r.discord) else 0.0 for r in rows])
@@ -90,20 +92,21 @@ def plot_discord(diagnosis, path, *, title: str = "") -> Path:
         if v > 0:
             ax.text(v, yi, f" {v:.3g} ({100 * r.share:.0f}%)", va="center", fontsize=8)
     ax.set_xlabel("discord energy  ½ w² ‖δc*‖²  (mean per example)")
-    ax.set_title(title or "discord per edge")
-    from matplotlib.patches import Patch
-
+    ax.set_title(title or "discord per edge", loc="left")
     used = [t for t in TYPE_COLOURS if any(r.type == t for r in rows)]
     ax.legend(handles=[Patch(color=TYPE_COLOURS[t], label=t) for t in used], loc="best", fontsize=8, framealpha=0.9)
     ax.grid(True, axis="x", alpha=0.3)
     ax.margins(x=0.25)
-    if has_layers:
-        ax2 = fig.add_subplot(gs[0, 1])
-        lv = [g.discord for g in diagnosis.layers]
-        ax2.bar([f"layer {g.group}" for g in diagnosis.layers], lv, color="#8c564b")
-        ax2.set_title("per layer")
-        ax2.tick_params(axis="x", rotation=45)
-        ax2.grid(True, axis="y", alpha=0.3)
+    for k, (label, groups, by_type) in enumerate(side, start=1):
+        axk = fig.add_subplot(gs[0, k])
+        colours = [TYPE_COLOURS.get(g.group, "#7f7f7f") for g in groups] if by_type else "#8c564b"
+        axk.bar([g.group if by_type else f"layer {g.group}" for g in groups], [100 * g.share for g in groups],
+                color=colours)
+        axk.set_ylabel("share of the residual (%)")
+        axk.set_ylim(0, 105)
+        axk.set_title(label)
+        axk.tick_params(axis="x", rotation=45)
+        axk.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)
 
 
