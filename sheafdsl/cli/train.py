@@ -200,8 +200,12 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     if outcome.status == "diverged":
         raise outcome.error
     if outcome.status == "interrupted":
-        how = (f"checkpoint saved at step {outcome.checkpoint_step}" if outcome.saved else
-               f"interrupted inside a step; the checkpoint at step {outcome.checkpoint_step} is kept")
+        if outcome.saved:
+            how = f"checkpoint saved at step {outcome.checkpoint_step}"
+        elif outcome.checkpoint_step >= 0:
+            how = f"interrupted inside a step; the checkpoint at step {outcome.checkpoint_step} is kept"
+        else:
+            how = "interrupted before the first checkpoint; start the run again (without --resume)"
         cmd = f"sheaf train {file} --out {rundir.path} --resume"
         if overrides.get("steps"):
             cmd += f" --steps {config.steps}"

@@ -425,12 +425,12 @@ class TrainingSession:
         tr, bl = self.trainer, self.baseline
         last: dict = {}
         blast: dict | None = {} if bl is not None else None
-        if self.checkpoint_step < 0:  # a fresh run: record the start, so curves begin at the initialisation
-            self.log({"loss": tr.evaluate()["train_loss"]},
-                     None if bl is None else {"loss": bl.evaluate()["train_loss"]})
-            self.save("running")  # step 0: a divergence at step 1 still leaves a checkpoint to go back to
         with _DeferredInterrupt() as sigint:
             try:
+                if self.checkpoint_step < 0:  # a fresh run: record the start, so curves begin at the initialisation
+                    self.log({"loss": tr.evaluate()["train_loss"]},
+                             None if bl is None else {"loss": bl.evaluate()["train_loss"]})
+                    self.save("running")  # step 0: a divergence at step 1 still leaves a checkpoint to go back to
                 while tr.step_count < steps:
                     t0 = time.perf_counter()
                     try:
