@@ -209,7 +209,8 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         cmd = f"sheaf train {file} --out {rundir.path} --resume"
         if overrides.get("steps"):
             cmd += f" --steps {config.steps}"
-        click.echo(f"interrupted: {how} in {rundir.path}\nresume with: {cmd}", err=True)  # unwrapped: copy-pasteable
+        resume_line = f"\nresume with: {cmd}" if outcome.checkpoint_step >= 0 else ""
+        click.echo(f"interrupted: {how} in {rundir.path}{resume_line}", err=True)  # unwrapped: copy-pasteable
         if as_json:
             emit_json({"ok": False, "interrupted": True, "step": outcome.step,
                        "checkpoint_step": outcome.checkpoint_step, "out": str(rundir.path)})
