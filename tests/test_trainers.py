@@ -308,13 +308,78 @@ def test_diagnostics(parab, small_data):
     assert 0 < lam16 <= lam4 < np.inf  # L_free ≻ 0 (unitriangular), minimum over more samples is lower
 
 
-def test_non_feedforward_models_are_refused(small_data):
+def test_trainers_that_need_a_chain_refuse_other_sheaves(small_data):
     G = from_model(load_text("sheaf s\nstalk x : 2\nstalk z1 : 2\nstalk z2 : 1\nstalk y : 1\nparam W : 2 x 2 init he\n"
                              "param V : 1 x 2 init he\nparam S : 1 x 2 init he\n"
                              "edge a : x -> z1 linear W\nedge b : z1 -> z2 linear V\nedge skip : x -> z2 linear S\n"
                              "edge o : z2 -> y identity\npin x = input\npin y = target\n"))
-    with pytest.raises(SheafError) as e:
-        make_trainer(G, cfg(), small_data)
-    assert e.value.codes == ["E612"]
+    for trainer in ("joint", "backprop"):
+        with pytest.raises(SheafError) as e:
+            make_trainer(G, cfg(trainer=trainer), small_data)
+        assert e.value.codes == ["E612"] and trainer in str(e.value)
     with pytest.raises(SheafError):
         make_trainer(G, TrainConfig(trainer="nope"), small_data)
+    with pytest.raises(SheafError) as e:
+        SheafTrainer(G, cfg(), small_data)  # the fast path itself
+    assert e.value.codes == ["E612"]
+
+
+SKIP = ("sheaf s\nstalk x : 2\nstalk z1 : 6\nstalk a1 : 6\nstalk z2 : 1\nstalk y : 1\nparam W : 6 x 2 init he\n"
+        "param b : 6 init normal(0.3)\nparam V : 1 x 6 init he\nparam S : 1 x 2 init he\n"
+        "edge a : x -> z1 affine W b\nedge r : z1 -> a1 relu\nedge c : a1 -> z2 linear V\nedge skip : x -> z2 linear S\n"
+        "edge o : z2 -> y identity weight 0.8\npin x = input\npin y = target\n")
+
+
+def test_general_sheaves_train_with_the_edge_local_rule(small_data):
+    from sheafdsl.training.trainers import GeneralSheafTrainer
+
+    G = from_model(load_text(SKIP))
+    T = make_trainer(G, cfg(trainer="sheaf", lr=0.02), small_data)
+    assert isinstance(T, GeneralSheafTrainer)
+    before = T.evaluate()["train_loss"]
+    for _ in range(40):
+        out = T.step()
+    assert out["consistent_fraction"] == 1.0
+    assert T.evaluate()["train_loss"] < before
+    assert set(T.edge_discords(small_data.X_test, small_data.Y_test)) == {"a", "r", "c", "skip", "o"}
+    assert T.lambda_min_sample(small_data.X_test, 3) > 0
+    with pytest.raises(SheafError) as e:
+        make_trainer(G, cfg(trainer="backprop"), small_data)
+    assert e.value.codes == ["E612"]
+
+
+def test_general_edge_rule_is_the_gradient_of_the_residual(small_data):
+    from sheafdsl.lowering.operators import SheafOperators
+    from sheafdsl.solvers import solve
+    from sheafdsl.training.equilibrium import edge_gradients
+
+    G = from_model(load_text(SKIP))
+    P = init_params(G, 1)
+    X, Y = small_data.X_train[:12], small_data.Y_train[:12]
+
+    def R(Q):
+        res = solve(G, Q, {"x": X, "y": Y}, sources=("input", "target", "value"))
+        return float(res.energy.mean()), res
+
+    _, res = R(P)
+    disc = SheafOperators(G, P).discord(res.cochain)
+    g = edge_gradients(G, P, res.cochain, disc)
+    rng = np.random.default_rng(0)
+    h = 1e-6
+    for name in P:
+        D = rng.normal(size=P[name].shape)
+        Rp, rp = R({**P, name: P[name] + h * D})
+        Rm, rm = R({**P, name: P[name] - h * D})
+        assert float((g[name] * D).sum()) == pytest.approx((Rp - Rm) / (2 * h), rel=1e-5, abs=1e-9), name
+
+
+def test_general_rule_equals_the_fast_path_on_a_network(parab, small_data):
+    from sheafdsl.training.trainers import GeneralSheafTrainer
+
+    c = cfg(trainer="sheaf", optimizer="sgd", lr=0.05)
+    fast, gen = SheafTrainer(parab, c, small_data), GeneralSheafTrainer(parab, c, small_data)
+    for _ in range(3):
+        fast.step()
+        gen.step()
+    for k in fast.params:
+        np.testing.assert_allclose(gen.params[k], fast.params[k], rtol=1e-8, atol=1e-10)

@@ -21,7 +21,9 @@ stays in δ, so it *adds* w² to L_free's diagonal on the pinned coordinates.
 softmax edge is linearised, F ≈ Dφ(c_u) (so L_free is the Gauss–Newton matrix of the energy). The
 spectrum is taken either at a given state (gates and linearisation point from a solve), or over
 sampled states: each ReLU unit's gate is an independent fair 0/1 coin and the linearisation point is
-c ~ N(0, I).
+c ~ N(0, I). (For a sigmoid/softmax edge this is the quadratic model of the least-squares energy
+E = ½ Σ w² ‖r‖² of DESIGN §1; a solver that scores a pinned nonlinear head by cross-entropy has a
+different Hessian there.)
 
 **Eigenvalues.** Up to :data:`DENSE_CUTOFF` free coordinates: ``scipy.linalg.eigvalsh`` of the dense
 matrix (all eigenvalues). Above it: ``scipy.sparse.linalg.eigsh``: λ_max by Lanczos (``which="LA"``),

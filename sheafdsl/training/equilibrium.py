@@ -316,8 +316,8 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     # discords upstream (k >= 2) becomes a constraint row; for k == 1 the row decouples (below).
     deep = [k for k in S if k >= 2]
     slide_masks = {k: S[k] == 0 for k in deep}
-    if n_out == 1 and net.output.fn == "linear" and not any(bool(mk.any()) for mk in slide_masks.values()):
-        return _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy)
+    if n_out == 1 and net.output.fn != "softmax" and not any(bool(mk.any()) for mk in slide_masks.values()):
+        return _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol)
     counts = sum((slide_masks[k].sum(axis=1) for k in deep), xp.zeros(B, dtype=np.int64)) if deep else None
     n_slide = int(counts.max()) if deep and B else 0
     R = n_out + n_slide
@@ -379,52 +379,104 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     if out.fn == "linear":
         rho = xp.linalg.solve(eye_lam + K, (t - q)[..., None])[..., 0]
     else:
-        rho = xp.zeros((B, R))
-
-        def resid(rho):
-            pz = q + xp.einsum("brs,bs->br", K, rho)
-            psi = pz.copy()
-            psi[:, :n_out] = _phi(out.fn, pz[:, :n_out], xp)
-            return lam * rho + psi - t, pz
-
-        Fv, pz = resid(rho)
-        scale = 1.0 + xp.abs(t).max()
-        for _ in range(max_newton):
-            err = xp.abs(Fv).max(axis=1)
-            if float(err.max()) <= tol * scale:
-                break
-            D = xp.broadcast_to(xp.eye(R), (B, R, R)).copy()
-            D[:, :n_out, :n_out] = _dphi(out.fn, pz[:, :n_out], xp)
-            Jac = eye_lam + D @ K
-            step = xp.linalg.solve(Jac, Fv[..., None])[..., 0]
-            # backtracking on ‖F‖∞ per example
-            alpha = xp.ones(B)
-            for _ in range(8):
-                Fn, pn = resid(rho - alpha[:, None] * step)
-                worse = xp.abs(Fn).max(axis=1) > err * (1 - 1e-4 * alpha) + 1e-300
-                if not bool(worse.any()):
-                    break
-                alpha = xp.where(worse, alpha * 0.5, alpha)
-            rho = rho - alpha[:, None] * step
-            Fv, pz = resid(rho)
-        newton_ok = xp.abs(Fv).max(axis=1) <= max(tol * 1e3, 1e-8) * scale
+        rho, newton_ok = _newton(out.fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp)
     # discords and equilibrium stalks
     U = [xp.einsum("brd,br->bd", Gs[j], rho) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
     return _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
 
 
-def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy):
-    """The common case of one linear output and no coupled sliding rows, with (B, d) sweeps.
+def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp):
+    """Solve F(ρ) = Λρ + ψ(q + Kρ) − t = 0 (ψ = φ on the output rows, identity on sliding rows).
 
-    ρ = (y − p_f) / (1/w_o² + Σ_k ‖J_k‖²/w_k²), u_k = J_kᵀ ρ / w_k².
+    Without sliding rows F(ρ) = ∇_z g(z) at z = q + Kρ for the convex g(z) = (z − q)ᵀK⁻¹(z − q)/(2w²) +
+    CE(y, z), so Newton's direction descends g(ρ) = ρᵀKρ/(2w²) + CE(y, q + Kρ) and a per-example Armijo
+    backtracking on g globalises it; with sliding rows the merit is ½‖F‖². Returns (ρ, converged).
+    """
+    B, R = q.shape
+    rho = xp.zeros((B, R))
+    eye = xp.eye(R)
+    scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
+
+    def evaluate(rho):
+        pz = q + xp.einsum("brs,bs->br", K, rho)
+        ph = _phi(fn, pz[:, :n_out], xp)
+        psi = ph if n_slide == 0 else xp.concatenate([ph, pz[:, n_out:]], axis=1)
+        Fv = lam * rho + psi - t
+        if n_slide == 0:
+            merit = 0.5 * lam[:, 0] * (rho * (pz - q)).sum(axis=1) + cross_entropy(fn, pz, Y, xp)
+        else:
+            merit = 0.5 * (Fv ** 2).sum(axis=1)
+        return pz, Fv, merit
+
+    pz, Fv, merit = evaluate(rho)
+    for _ in range(max_newton):
+        if float(xp.abs(Fv).max()) <= tol * scale:
+            break
+        D = _dphi(fn, pz[:, :n_out], xp)
+        if n_slide:
+            Dfull = xp.broadcast_to(eye, (B, R, R)).copy()
+            Dfull[:, :n_out, :n_out] = D
+            D = Dfull
+        Jac = eye * lam[:, :, None] + D @ K
+        step = xp.linalg.solve(Jac, Fv[..., None])[..., 0]
+        if n_slide == 0:
+            slope = -(xp.einsum("brs,bs->br", K, Fv) * step).sum(axis=1)
+        else:
+            slope = -(Fv ** 2).sum(axis=1)
+        alpha = xp.ones(B)
+        for _ in range(30):
+            cand = rho - alpha[:, None] * step
+            pz_c, F_c, m_c = evaluate(cand)
+            bad = ~(m_c <= merit + 1e-4 * alpha * slope + 1e-13 * (1.0 + xp.abs(merit)))
+            if not bool(bad.any()):
+                break
+            alpha = xp.where(bad, 0.5 * alpha, alpha)
+        rho, pz, Fv, merit = cand, pz_c, F_c, m_c
+    ok = xp.abs(Fv).max(axis=1) <= max(tol * 1e3, 1e-8) * scale
+    return rho, ok
+
+
+def _sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60):
+    """ρ with ρ/w² + s(p_f + k1 ρ) − y = 0 for one sigmoid output: monotone in ρ, bracketed by
+    [w²(y − 1), w² y]; safeguarded Newton (bisection when a step leaves the bracket)."""
+    lo, hi = w2o * (Y - 1.0), w2o * Y
+    rho = xp.zeros_like(Y)
+    scale = 1.0 + float(xp.abs(Y).max()) if Y.shape[0] else 1.0
+    ok = xp.ones(Y.shape[0], dtype=bool)
+    for _ in range(max_iter):
+        s = _phi("sigmoid", p_f + k1 * rho, xp)
+        Fv = rho / w2o + s - Y
+        if float(xp.abs(Fv).max()) <= tol * scale:
+            break
+        lo = xp.where(Fv < 0, rho, lo)
+        hi = xp.where(Fv > 0, rho, hi)
+        new = rho - Fv / (1.0 / w2o + k1 * s * (1.0 - s))
+        rho = xp.where((new <= lo) | (new >= hi), 0.5 * (lo + hi), new)
+    else:
+        s = _phi("sigmoid", p_f + k1 * rho, xp)
+        ok = (xp.abs(rho / w2o + s - Y) <= max(tol * 1e3, 1e-8) * scale)[:, 0]
+    return rho, ok
+
+
+def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10):
+    """The common case of one output row (linear or sigmoid) and no coupled sliding rows, with (B, d)
+    sweeps and no batched solves.
+
+    Linear: ρ = (y − p_f) / (1/w_o² + Σ_k ‖J_k‖²/w_k²); sigmoid: the scalar equation of
+    :func:`_sigmoid_scalar`; then u_k = J_kᵀ ρ / w_k².
     """
     layers = net.layers
     m = len(layers)
-    A_out, b_out = _out_linear(net.output, P)
-    p_f = F[m] @ A_out.T
-    if b_out is not None:
-        p_f = p_f + b_out
-    g = A_out[0]  # (d_m,): the same for every example until a gate or map varies it
+    out = net.output
+    if out.fn == "linear":
+        A_out, b_out = _out_linear(out, P)
+        p_f = F[m] @ A_out.T
+        if b_out is not None:
+            p_f = p_f + b_out
+        g = A_out[0]  # (d_m,): the same for every example until a gate or map varies it
+    else:
+        p_f = F[m]
+        g = xp.ones(1)
     Gs = [None] * (m + 1)
     for j in range(m, 0, -1):
         Gs[j] = g
@@ -438,13 +490,18 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy):
     for j in range(1, m + 1):
         gj = Gs[j]
         k1 = k1 + (gj * gj).sum(axis=-1) / layers[j - 1].weight ** 2
-    rho = (Y - p_f) / (k1[:, None] if getattr(k1, "ndim", 0) else k1)
+    ok = xp.ones(X.shape[0], dtype=bool)
+    if out.fn == "linear":
+        rho = (Y - p_f) / (k1[:, None] if getattr(k1, "ndim", 0) else k1)
+    else:
+        kk = k1 - 1.0 / out.weight ** 2
+        kk = kk[:, None] if getattr(kk, "ndim", 0) else kk
+        rho, ok = _sigmoid_scalar(p_f, kk, Y, out.weight ** 2, tol, xp)
     U = []
     for j in range(1, m + 1):
         u = Gs[j] * rho
         w2 = layers[j - 1].weight ** 2
         U.append(u if w2 == 1.0 else u / w2)
-    ok = xp.ones(X.shape[0], dtype=bool)
     return _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
 
 
@@ -906,3 +963,36 @@ def unsupported(G) -> SheafError:
         "only handles those (a chain x -> ... -> y of affine/linear/relu/identity edges, then an identity, "
         "sigmoid or softmax output edge)",
         hint="`sheaf verify` explains which structural claim fails; `sheaf infer` solves general sheaves"))
+
+
+def edge_gradients(G, P, C, discord, reduce: str = "mean", xp=np) -> dict:
+    """The local update for any sheaf, edge by edge from the IR (no chain rule).
+
+    For an edge e = (u → v) with discord δ_e = F_{v◁e} c_v − F_{u◁e} c_u − b_e (``discord``: the
+    (B, M) array of every edge's discord at the cochain ``C`` (B, N), edges in declaration order) and
+    weight w_e:  ∂E/∂(F_u) = −w_e² δ_e c_uᵀ,  ∂E/∂(F_v) = +w_e² δ_e c_vᵀ,  ∂E/∂b_e = −w_e² δ_e,
+    for the parameterised maps F (and the bias b) on that edge; summed or averaged over the batch.
+    """
+    from ..ir import edge_offsets, edges as ir_edges
+
+    B = C.shape[0]
+    c = 1.0 / B if reduce == "mean" else 1.0
+    eoff = edge_offsets(G)
+    grads: dict = {}
+
+    def acc(name, g):
+        grads[name] = grads[name] + g if name in grads else g
+
+    for u, v, name, d in ir_edges(G):
+        delta = discord[:, eoff[name]: eoff[name] + d["dim"]]
+        wd = (c * d["weight"] ** 2) * delta
+        for m, vert, sign in ((d["src_map"], u, -1.0), (d["dst_map"], v, 1.0)):
+            if isinstance(m, ParamMap):
+                off, dim = G.nodes[vert]["offset"], G.nodes[vert]["dim"]
+                acc(m.param, sign * (wd.T @ C[:, off: off + dim]))
+        if d.get("bias") is not None:
+            acc(d["bias"], -wd.sum(axis=0))
+    for name in P:
+        if name not in grads:
+            grads[name] = xp.zeros_like(P[name])
+    return grads

@@ -71,13 +71,14 @@ class Trainer:
     """Common machinery; subclasses implement :meth:`_gradients`."""
 
     name = "base"
+    general_ok = False  # handles sheaves that are not feed-forward chains
 
     def __init__(self, G, config: TrainConfig, data: Dataset, params: dict | None = None):
         self.G, self.config, self.data = G, config, data
         self.xp = xp = get_backend(config.backend)
         check_compatible(G, data)
         self.net = feedforward(G)
-        if self.net is None:
+        if self.net is None and not self.general_ok:
             raise unsupported(G)
         init = params if params is not None else init_params(G, config.seed)
         self.params: dict = {k: xp.array(to_numpy(v), dtype=float) for k, v in init.items()}
@@ -363,6 +364,91 @@ def _output(net, P, vm, xp):
     return _phi(net.output.fn, vm, xp)
 
 
+class GeneralSheafTrainer(Trainer):
+    """The sheaf rule for any sheaf that is not a feed-forward chain (skip connections, literal maps,
+    soft pins, …): the two-sided equilibrium from the general solver
+    (:func:`sheafdsl.solvers.solve`, ``sources=("input", "target", "value")``, warm-started per training
+    example), then the local update written once, edge by edge, from the IR
+    (:func:`~sheafdsl.training.equilibrium.edge_gradients`). Predictions are the harmonic extension
+    with the target stalk free (``sources=("input", "value")``)."""
+
+    name = "sheaf"
+    general_ok = True
+
+    def __init__(self, G, config, data, params=None):
+        super().__init__(G, config, data, params)
+        from ..ir import pinned_stalks
+        from ..lowering.operators import SheafOperators
+
+        self.input, self.target = pinned_stalks(G, "input")[0], pinned_stalks(G, "target")[0]
+        self.ops = SheafOperators(G, self.params, self.xp)
+        self.warm = None  # (n_train, N) equilibrium cochains
+
+    def _solve(self, X, Y=None, x0=None):
+        from ..solvers import solve
+
+        ops = self.ops.with_params(self.params)
+        method = self.config.solver
+        if Y is None:
+            return solve(ops, None, {self.input: X}, method=method, sources=("input", "value"), xp=self.xp)
+        return solve(ops, None, {self.input: X, self.target: Y}, method=method,
+                     sources=("input", "target", "value"), rtol=max(self.config.tol, 1e-12), xp=self.xp, x0=x0)
+
+    def _predict(self, X):
+        return self._solve(X).stalk(self.target)
+
+    def equilibrium(self, X, Y):
+        return self._solve(self.xp.asarray(X, dtype=float), self.xp.asarray(Y, dtype=float))
+
+    def _gradients(self, X, Y, idx):
+        from .equilibrium import edge_gradients
+
+        loss = task_loss(self.data.task, self._predict(X), Y, self.xp)
+        x0 = None if self.warm is None else (self.warm if idx is None else self.warm[idx])
+        res = self._solve(X, Y, x0)
+        if self.warm is None:
+            self.warm = self.xp.zeros((self.n_train, res.cochain.shape[1]))
+        if idx is None:
+            self.warm = res.cochain.copy()
+        else:
+            self.warm[idx] = res.cochain
+        self.last_equilibrium = res
+        disc = self.ops.with_params(self.params).discord(res.cochain)
+        g = edge_gradients(self.G, self.params, res.cochain, disc, "mean", self.xp)
+        return loss, float(self.xp.asarray(res.consistent).mean()), g
+
+    def edge_discords(self, X, Y) -> dict[str, float]:
+        from ..ir import edge_offsets
+
+        res = self.equilibrium(X, Y)
+        disc = self.ops.with_params(self.params).discord(res.cochain)
+        out = {}
+        for _, _, name, d in edges(self.G):
+            o = edge_offsets(self.G)[name]
+            out[name] = float(0.5 * (disc[:, o: o + d["dim"]] ** 2).sum(axis=1).mean())
+        return out
+
+    def lambda_min_sample(self, X, k: int = 16) -> float:
+        from ..lowering import laplacian_matrix
+
+        X = np.asarray(to_numpy(X), dtype=float)[:k]
+        res = self._solve(self.xp.asarray(X))
+        C = np.asarray(to_numpy(res.cochain))
+        P = {n: to_numpy(v) for n, v in self.params.items()}
+        free = free_indices(self.G, ("input", "target", "value"))
+        lam = np.inf
+        for i in range(C.shape[0]):
+            L = laplacian_matrix(self.G, P, state=C[i]).toarray()
+            lam = min(lam, float(np.linalg.eigvalsh(L[np.ix_(free, free)])[0]))
+        return lam
+
+    def _extra_state(self) -> dict:
+        return {} if self.warm is None else {"warm.cochain": np.array(to_numpy(self.warm))}
+
+    def _load_extra(self, state) -> None:
+        self.warm = self.xp.array(np.asarray(state["warm.cochain"])) if "warm.cochain" in state else None
+
+
 TRAINERS = {"sheaf": SheafTrainer, "joint": JointTrainer, "backprop": BackpropTrainer}
 
 
@@ -371,8 +457,16 @@ def make_trainer(G, config: TrainConfig, data: Dataset, params: dict | None = No
     cls = TRAINERS.get(config.trainer)
     if cls is None:
         raise SheafError(Diagnostic("E610", f"unknown trainer `{config.trainer}`", hint="use sheaf, joint or backprop"))
+    if feedforward(G) is None:
+        if config.trainer != "sheaf":
+            raise SheafError(Diagnostic(
+                "E612", f"the `{config.trainer}` trainer needs a feed-forward network sheaf (a chain x -> ... -> y); "
+                f"`{G.graph.get('name', 'sheaf')}` is not one", hint="use --trainer sheaf, which trains any sheaf"))
+        check_compatible(G, data)
+        return GeneralSheafTrainer(G, config, data, params)
     return cls(G, config, data, params)
 
 
-__all__ = ["DivergenceError", "Trainer", "SheafTrainer", "JointTrainer", "BackpropTrainer", "make_trainer",
+__all__ = ["DivergenceError", "Trainer", "SheafTrainer", "JointTrainer", "BackpropTrainer", "GeneralSheafTrainer",
+           "make_trainer",
            "task_loss", "accuracy"]

@@ -1,0 +1,207 @@
+"""Training benchmark: the sheaf trainer against backprop, side by side in one process (issue 5).
+
+Every comparison builds both trainers from the same model, data, seed and optimiser and times their
+``step()`` loops alternately (``--repeats`` rounds, median wall time), so the ratio is meaningful
+on a shared or noisy machine. Tasks (DESIGN.md §6):
+
+- ``paraboloid``: models/paraboloid.sheaf ([2, 30, 1]), 300 points, adam lr 0.01, 3000 steps, seed 0;
+  also the same network with a weak output coupling (``--coupling``: the output edge's weight w_o,
+  declared in the model text: R = E(c*) → w_o² · ½ MSE as w_o → 0);
+- ``circle`` ([2, 25, 1] sigmoid) and ``blobs`` ([2, 25, 4] softmax): test accuracy, sheaf vs backprop;
+- ``digits`` ([64, 64, 10] softmax, 1437 train / 360 test): sheaf test accuracy;
+- ``joint``: the paper's rule (``--trainer joint --optimizer sgd``, α = 1, β = 1/300, dt = 0.005,
+  100,000 steps) on the paraboloid: train MSE and seconds.
+
+Usage::
+
+    python benchmarks/bench_train.py                      # everything (several minutes)
+    python benchmarks/bench_train.py --tasks paraboloid --repeats 3
+    python benchmarks/bench_train.py --quick              # short smoke run (fewer steps)
+    python benchmarks/bench_train.py --json out.json
+
+Prints a table, then one JSON document (also written to ``--json`` when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sheafdsl.frontend import load_file, load_text  # noqa: E402
+from sheafdsl.ir import from_model  # noqa: E402
+from sheafdsl.training.config import TrainConfig  # noqa: E402
+from sheafdsl.training.data import dataset_for  # noqa: E402
+from sheafdsl.training.trainers import make_trainer  # noqa: E402
+
+MODELS = {
+    "circle": "sheaf circle\nnetwork mlp : 2 -> 25 -> 1 relu output sigmoid\n",
+    "blobs": "sheaf blobs\nnetwork mlp : 2 -> 25 -> 4 relu output softmax\n",
+    "digits": "sheaf digits\nnetwork mlp : 64 -> 64 -> 10 relu output softmax\n",
+}
+
+
+def paraboloid_model(coupling: float | None = None):
+    src = (ROOT / "models" / "paraboloid.sheaf").read_text()
+    if coupling is not None:
+        old = "edge out  : z2 -> y   identity"
+        if old not in src:
+            raise SystemExit("models/paraboloid.sheaf changed: cannot set the output coupling")
+        src = src.replace(old, f"{old} weight {coupling:g}")
+    return from_model(load_text(src, str(ROOT / "models" / "paraboloid.sheaf")))
+
+
+def run(G, config: TrainConfig, data):
+    """Train to ``config.steps``; returns (seconds inside step(), evaluate(), min consistent fraction)."""
+    T = make_trainer(G, config, data)
+    cf = 1.0
+    t0 = time.perf_counter()
+    for _ in range(config.steps):
+        r = T.step()
+        if r["consistent_fraction"] is not None:
+            cf = min(cf, r["consistent_fraction"])
+    secs = time.perf_counter() - t0
+    return secs, T.evaluate(), cf
+
+
+def side_by_side(G, base: dict, repeats: int, trainers=("sheaf", "backprop")) -> dict:
+    """Alternate the trainers ``repeats`` times; median seconds, metrics of the (deterministic) runs."""
+    out = {t: {"seconds": []} for t in trainers}
+    data = None
+    for _ in range(repeats):
+        for t in trainers:
+            cfg = TrainConfig.from_sources(G.graph.get("train") or {}, dict(base, trainer=t))
+            data = data or dataset_for(G, cfg)
+            secs, ev, cf = run(G, cfg, data)
+            out[t]["seconds"].append(secs)
+            out[t].update(ev)
+            if t == "sheaf":
+                out[t]["consistent_fraction_min"] = cf
+    for t in trainers:
+        out[t]["seconds_median"] = statistics.median(out[t]["seconds"])
+    return out
+
+
+def bench_paraboloid(args) -> dict:
+    base = {"steps": args.steps or 3000, "optimizer": "adam", "lr": 0.01, "seed": 0, "n": 300, "n_test": 100}
+    res = {"settings": base, "as_written": side_by_side(paraboloid_model(), base, args.repeats)}
+    for w in args.coupling:
+        res[f"coupling_{w:g}"] = side_by_side(paraboloid_model(w), base, args.repeats)
+    for key in [k for k in res if k != "settings"]:
+        r = res[key]
+        r["mse_ratio"] = r["sheaf"]["test_mse"] / r["backprop"]["test_mse"]
+        r["time_ratio"] = r["sheaf"]["seconds_median"] / r["backprop"]["seconds_median"]
+    return res
+
+
+def bench_classification(task: str, args) -> dict:
+    G = from_model(load_text(MODELS[task]))
+    base = {"data": task, "steps": args.steps or 3000, "optimizer": "adam", "lr": 0.01, "seed": 0}
+    res = side_by_side(G, base, args.repeats)
+    res["settings"] = base
+    res["accuracy_gap_points"] = 100 * (res["backprop"]["test_accuracy"] - res["sheaf"]["test_accuracy"])
+    res["time_ratio"] = res["sheaf"]["seconds_median"] / res["backprop"]["seconds_median"]
+    return res
+
+
+def bench_digits(args) -> dict:
+    G = from_model(load_text(MODELS["digits"]))
+    base = {"data": "digits", "n": 1437, "n_test": 360, "steps": args.digits_steps, "optimizer": "adam",
+            "lr": 0.01, "seed": 0, "batch": args.digits_batch}
+    res = side_by_side(G, base, 1)
+    res["settings"] = base
+    res["time_ratio"] = res["sheaf"]["seconds_median"] / res["backprop"]["seconds_median"]
+    return res
+
+
+def bench_joint(args) -> dict:
+    G = paraboloid_model()
+    steps = args.joint_steps
+    cfg = TrainConfig.from_sources(G.graph.get("train") or {}, {"trainer": "joint", "optimizer": "sgd", "steps": steps,
+                                                                 "alpha": 1.0, "dt": 0.005, "seed": 0})
+    secs, ev, _ = run(G, cfg, dataset_for(G, cfg))
+    return {"settings": {"trainer": "joint", "optimizer": "sgd", "alpha": 1.0, "beta": "1/n_train", "dt": 0.005,
+                         "steps": steps}, "seconds": secs, **ev,
+            "reference": {"train_mse": 0.0756, "test_mse": 0.0884, "seconds": 96.0,
+                          "source": "DESIGN.md §6: the paper's code, measured on a 2-core machine"}}
+
+
+def table(results: dict) -> str:
+    rows = [("task", "trainer", "test metric", "train metric", "seconds", "note")]
+    p = results.get("paraboloid")
+    if p:
+        for key in [k for k in p if k != "settings"]:
+            r = p[key]
+            for t in ("sheaf", "backprop"):
+                rows.append((f"paraboloid {key}", t, f"mse {r[t]['test_mse']:.5f}", f"mse {r[t]['train_mse']:.5f}",
+                             f"{r[t]['seconds_median']:.2f}",
+                             f"ratio mse {r['mse_ratio']:.2f}, time {r['time_ratio']:.2f}" if t == "sheaf" else ""))
+    for task in ("circle", "blobs", "digits"):
+        r = results.get(task)
+        if r:
+            for t in ("sheaf", "backprop"):
+                rows.append((task, t, f"acc {100 * r[t]['test_accuracy']:.1f}%", f"acc {100 * r[t]['train_accuracy']:.1f}%",
+                             f"{r[t]['seconds_median']:.2f}", f"time ratio {r['time_ratio']:.2f}" if t == "sheaf" else ""))
+    j = results.get("joint")
+    if j:
+        rows.append(("paraboloid (paper's rule)", "joint/sgd", f"mse {j['test_mse']:.4f}", f"mse {j['train_mse']:.4f}",
+                     f"{j['seconds']:.1f}", f"{j['settings']['steps']} steps; peer: train 0.0756 in ~96 s"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", default="paraboloid,circle,blobs,digits,joint",
+                    help="comma-separated: paraboloid, circle, blobs, digits, joint")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating timing rounds (median)")
+    ap.add_argument("--steps", type=int, default=None, help="override the 3000 steps of paraboloid/circle/blobs")
+    ap.add_argument("--coupling", type=float, nargs="*", default=[0.1],
+                    help="extra paraboloid runs with this output-edge weight w_o")
+    ap.add_argument("--digits-steps", type=int, default=1000)
+    ap.add_argument("--digits-batch", type=int, default=None)
+    ap.add_argument("--joint-steps", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 300 steps, 2,000 joint steps")
+    ap.add_argument("--json", metavar="PATH", help="also write the JSON here")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.digits_steps, args.joint_steps, args.repeats = 300, 100, 2000, 1
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    results: dict = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                                 "cpus": os.cpu_count()}}
+    for t in tasks:
+        t0 = time.perf_counter()
+        if t == "paraboloid":
+            results[t] = bench_paraboloid(args)
+        elif t in ("circle", "blobs"):
+            results[t] = bench_classification(t, args)
+        elif t == "digits":
+            results[t] = bench_digits(args)
+        elif t == "joint":
+            results[t] = bench_joint(args)
+        else:
+            ap.error(f"unknown task {t!r}")
+        print(f"[{t}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr, flush=True)
+    print(table(results))
+    doc = json.dumps(results, indent=2, default=float)
+    print(doc)
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(doc)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
