@@ -34,6 +34,9 @@ class Span:
 
 NOSPAN = Span()
 
+#: how many columns of a source line a rendered diagnostic shows
+SHOW = 160
+
 
 @dataclass(frozen=True)
 class Diagnostic:
@@ -64,17 +67,25 @@ class Diagnostic:
         where = f"{self.file}:{self.span.line}:{self.span.col}" if self.span.known else self.file
         lines = [f"{where}: {self.severity}[{self.code}]: {self.message}"]
         if source is not None and self.span.known:
-            src_lines = source.splitlines()
+            # lark counts lines by "\n" only, so split the same way (not str.splitlines, which also
+            # breaks at form feeds and other separators)
+            src_lines = source.split("\n")
             if 1 <= self.span.line <= len(src_lines):
-                text = src_lines[self.span.line - 1].expandtabs(1)
-                shown = text if len(text) <= 200 else text[:200] + " ..."
-                lines.append("    " + shown)
+                text = src_lines[self.span.line - 1].rstrip("\r\n").replace("\t", " ")
+                text = "".join(ch if ch.isprintable() else "?" for ch in text)
+                start = max(self.span.col - 1, 0)
                 width = 1
                 if self.span.end_line == self.span.line and self.span.end_col > self.span.col:
                     width = self.span.end_col - self.span.col
-                start = min(max(self.span.col - 1, 0), len(shown))
-                width = max(1, min(width, max(1, len(shown) - start)))
-                lines.append("    " + " " * start + "^" * width)
+                # a window of at most SHOW columns around the spot, so that long lines stay readable
+                lo = 0 if start < SHOW - 40 else start - 40
+                shown = text[lo:lo + SHOW]
+                prefix = "... " if lo > 0 else ""
+                suffix = " ..." if lo + SHOW < len(text) else ""
+                caret_at = min(start - lo, len(shown))
+                width = max(1, min(width, len(shown) - caret_at))
+                lines.append("    " + prefix + shown + suffix)
+                lines.append("    " + " " * (len(prefix) + caret_at) + "^" * width)
         if self.hint:
             lines.append(f"  hint: {self.hint}")
         return "\n".join(lines)

@@ -129,6 +129,7 @@ class PinDecl:
     index_span: Span = _span()
     value_span: Span = _span()
     weight_span: Span = _span()
+    index_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def soft(self) -> bool:

@@ -68,6 +68,7 @@ DIAGNOSTICS = {
     "E280": "unknown `train` option",
     "E281": "a `train` option (or statement) given twice",
     "E282": "a `train` option has a value of the wrong type",
+    "E283": "a `train` option is out of range (e.g. `n=0`, `lr=-1`, `momentum=1`)",
     "E290": "an edge from a stalk to itself",
     "W300": "a parameter that nothing uses",
     "W301": "a stalk with no edges and no pins",
@@ -93,6 +94,26 @@ TRAIN_OPTIONS: dict[str, tuple[type, tuple | None]] = {
     "beta": (float, None),
     "dt": (float, None),
     "tol": (float, None),
+    "backend": (str, ("numpy", "cupy", "auto")),
+    "data_seed": (int, None),
+}
+
+#: the range of each numeric ``train`` option: (low, high, low inclusive?); checked by E283
+TRAIN_RANGES: dict[str, tuple[float, float, bool]] = {
+    "n": (1, 2**31 - 1, True),
+    "n_test": (1, 2**31 - 1, True),
+    "steps": (0, 2**31 - 1, True),
+    "batch": (1, 2**31 - 1, True),
+    "seed": (0, 2**32 - 1, True),
+    "data_seed": (0, 2**32 - 1, True),
+    "log_every": (1, 2**31 - 1, True),
+    "noise": (0.0, math.inf, True),
+    "lr": (0.0, math.inf, False),
+    "momentum": (0.0, 1.0, True),  # [0, 1)
+    "alpha": (0.0, math.inf, False),
+    "beta": (0.0, math.inf, False),
+    "dt": (0.0, math.inf, False),
+    "tol": (0.0, math.inf, False),
 }
 
 OUTPUTS = ("identity", "sigmoid", "softmax")
@@ -203,6 +224,8 @@ class _Checker:
         self.reluctances: list[Reluctance] = []
         self.ties: list[Tie] = []
         self.train: dict[str, object] = {}
+        self.train_seen: Span | None = None
+        self.net_spans: set[Span] = set()
         self.used_params: set[str] = set()
         self.base_dir = os.path.dirname(os.path.abspath(module.path)) if module.path != "<input>" else os.getcwd()
 
@@ -212,8 +235,13 @@ class _Checker:
         if prev is not None:
             pkind, pident = prev
             where = f" at line {pident.span.line}" if pident.span.known else ""
-            self.d.error("E201", f"{kind} `{ident.value}` is already declared as a {pkind}{where}", ident.span,
-                         "each stalk, parameter and edge needs its own name")
+            hint = "each stalk, parameter and edge needs its own name"
+            if ident.span in self.net_spans or pident.span in self.net_spans:
+                where += " (by the `network` statement)" if pident.span in self.net_spans else ""
+                hint = ("`network` declares the stalks x, z1, a1, ..., y, the parameters W1, b1, ... and the edges "
+                        "aff1, act1, ..., out; only a parameter or a hard pin of x or y may be redeclared (it replaces "
+                        "the generated one)")
+            self.d.error("E201", f"{kind} `{ident.value}` is already declared as a {pkind}{where}", ident.span, hint)
             return False
         self.names[ident.value] = (kind, ident)
         return True
@@ -280,6 +308,7 @@ class _Checker:
             self.d.error("E270", "a file holds at most one `network` statement", n.span,
                          "write further layers with stalk/param/edge statements")
         network = None
+        self.net_spans = {n.span for n in nets}
         if nets:
             network = self.check_network(nets[0])
         expanded = expand(self.m).statements
@@ -384,13 +413,13 @@ class _Checker:
         declared = self.declare(e.name, "edge")
         src, dst = self.stalk(e.src), self.stalk(e.dst)
         weight = self.weight(e.weight, e.weight_span, f"weight of edge `{e.name.value}`")
+        ok = src is not None and dst is not None
         if src is not None and dst is not None and src.name == dst.name and e.kind != "maps":
             self.d.error("E290", f"edge `{e.name.value}` goes from `{src.name}` to itself", e.dst.span,
                          "only a `maps` edge may be a loop")
-            return
+            ok = False
         kw: dict = {}
         dim = dst.dim if dst is not None else 0
-        ok = src is not None and dst is not None
         if e.kind in ("affine", "linear"):
             W = self.param(e.args[0])
             b = self.param(e.args[1]) if len(e.args) > 1 else None
@@ -473,14 +502,20 @@ class _Checker:
         indices = p.indices
         ok = True
         if indices is not None:
-            bad = [i for i in indices if i >= stalk.dim]
+            spans = p.index_spans if len(p.index_spans) == len(indices) else (p.index_span,) * len(indices)
+            bad = [k for k, i in enumerate(indices) if i >= stalk.dim]
             if bad:
-                self.d.error("E241", f"index {bad[0]} is out of range for `{stalk.name}` (dimension {stalk.dim})", p.index_span,
-                             f"indices are 0-based: 0 .. {stalk.dim - 1}")
+                k = bad[0]
+                self.d.error("E241", f"index {indices[k]} is out of range for `{stalk.name}` (dimension {stalk.dim})",
+                             spans[k], f"indices are 0-based: 0 .. {stalk.dim - 1}")
                 ok = False
-            if len(set(indices)) != len(indices):
-                self.d.error("E242", "an index is listed twice", p.index_span)
-                ok = False
+            first: dict[int, int] = {}
+            for k, i in enumerate(indices):
+                if i in first:
+                    self.d.error("E242", f"index {i} is listed twice", spans[k], "each coordinate is pinned once")
+                    ok = False
+                    break
+                first[i] = k
         count = len(indices) if indices is not None else stalk.dim
         values = None
         if p.value in ("input", "target"):
@@ -553,14 +588,19 @@ class _Checker:
             self.ties.append(Tie(a.name, b.name, w, t.span))
 
     def check_TrainDecl(self, t: A.TrainDecl) -> None:
-        if self.train:
-            self.d.error("E281", "a second `train` statement", t.span, "put every option in one `train` statement")
+        if self.train_seen is not None:
+            self.d.error("E281", f"a second `train` statement (the first is at line {self.train_seen.line})", t.span,
+                         "put every option in one `train` statement")
             return
+        self.train_seen = t.span
+        given: dict[str, Span] = {}
         for item in t.items:
             key = item.key.value
-            if key in self.train:
-                self.d.error("E281", f"train option `{key}` given twice", item.key.span)
+            if key in given:
+                self.d.error("E281", f"train option `{key}` given twice", item.key.span,
+                             f"it is first given at column {given[key].col}")
                 continue
+            given[key] = item.key.span
             if key not in TRAIN_OPTIONS:
                 self.d.error("E280", f"unknown train option `{key}`", item.key.span,
                              did_you_mean(key, TRAIN_OPTIONS) or "options: " + ", ".join(TRAIN_OPTIONS))
@@ -568,10 +608,19 @@ class _Checker:
             typ, allowed = TRAIN_OPTIONS[key]
             value = _coerce(item.value, typ)
             if value is None or (allowed is not None and value not in allowed):
-                want = " | ".join(allowed) if allowed else {int: "an integer", float: "a number", str: "a name or string",
-                                                             bool: "true or false"}[typ]
-                self.d.error("E282", f"train option `{key}` wants {want}, not `{item.value}`", item.span)
+                want = " | ".join(allowed) if allowed else {int: "a whole number", float: "a number",
+                                                             str: "a name or a quoted string", bool: "true or false"}[typ]
+                shown = f'"{item.value}"' if item.quoted else _fmt_value(item.value)
+                self.d.error("E282", f"train option `{key}` wants {want}, not `{shown}`", item.span,
+                             did_you_mean(str(item.value), allowed) if allowed and isinstance(item.value, str) else None)
                 continue
+            if key in TRAIN_RANGES:
+                lo, hi, closed = TRAIN_RANGES[key]
+                inside = (value >= lo if closed else value > lo) and (value < hi if key == "momentum" else value <= hi)
+                if not inside:
+                    self.d.error("E283", f"train option `{key}` must be {_range_text(key, lo, hi, closed)}, not "
+                                 f"{_fmt_value(value)}", item.span)
+                    continue
             self.train[key] = value
 
     def warnings(self) -> None:
@@ -597,12 +646,26 @@ def _coerce(value, typ):
     if isinstance(value, str):
         return None
     if typ is int:
-        if not math.isfinite(value) or value != int(value) or value < 0:
+        if not math.isfinite(value) or value != int(value):
             return None
         return int(value)
     if not math.isfinite(value):
         return None
     return float(value)
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float) and math.isfinite(v) and v == int(v) and abs(v) < 1e16:
+        return str(int(v))
+    return str(v)
+
+
+def _range_text(key: str, lo, hi, closed: bool) -> str:
+    if key == "momentum":
+        return "in [0, 1)"
+    if hi == math.inf:
+        return f"{'at least' if closed else 'greater than'} {lo}"
+    return f"a whole number from {lo} to {hi:,}"
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:

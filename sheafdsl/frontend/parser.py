@@ -8,6 +8,7 @@ StalkDecl(name=Ident(value='x'), dim=2)
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -36,23 +37,27 @@ class _NestingError(Exception):
 
 
 class _Brackets:
-    """lark post-lexer: drops newlines inside brackets and bounds their nesting depth."""
+    """lark post-lexer: drops newlines inside brackets, bounds their nesting depth, and remembers
+    which brackets are still open (for the hint when one is never closed)."""
 
     always_accept = ("_NL",)
 
+    def __init__(self):
+        self.open: list[Token] = []
+
     def process(self, stream):
-        depth = 0
+        self.open = []
         for tok in stream:
             if tok.type == "_NL":
-                if depth == 0:
+                if not self.open:
                     yield tok
                 continue
-            if tok.type in ("LSQB", "LPAR"):
-                depth += 1
-                if depth > MAX_NESTING:
+            if tok.type in ("_LSQB", "_LPAR"):
+                self.open.append(tok)
+                if len(self.open) > MAX_NESTING:
                     raise _NestingError(tok, f"brackets nested deeper than {MAX_NESTING} levels")
-            elif tok.type in ("RSQB", "RPAR"):
-                depth = max(0, depth - 1)
+            elif tok.type in ("_RSQB", "_RPAR") and self.open:
+                self.open.pop()
             yield tok
 
 
@@ -60,6 +65,22 @@ class _Brackets:
 def _lark() -> Lark:
     return Lark(grammar_text(), parser="lalr", lexer="contextual", postlex=_Brackets(),
                 propagate_positions=True, maybe_placeholders=True)
+
+
+@lru_cache(maxsize=1)
+def keywords() -> frozenset[str]:
+    """The keywords of the language (``stalk``, ``relu``, ``weight``, ...), read off the grammar."""
+    return frozenset(_KEYWORD_TERMINALS().values())
+
+
+@lru_cache(maxsize=1)
+def _KEYWORD_TERMINALS() -> dict[str, str]:  # noqa: N802
+    out = {}
+    for t in _lark().terminals:
+        m = re.fullmatch(r"([a-z]+)\(\?!\[A-Za-z0-9_\]\)", t.pattern.value) if t.pattern.type == "re" else None
+        if m and t.name.startswith("_"):
+            out[t.name] = m.group(1)
+    return out
 
 
 def _tspan(tok: Token) -> Span:
@@ -102,9 +123,11 @@ class ToAST(Transformer):
 
     def shape(self, meta, c):
         if len(c) == 1 and c[0].type == "DIMS":
-            rows, cols = c[0].split("x")
-            return (_to_int(Token("INT", rows, c[0].start_pos, c[0].line, c[0].column)),
-                    _to_int(Token("INT", cols, c[0].start_pos, c[0].line, c[0].column))), _mspan(meta)
+            t = c[0]
+            rows, cols = t.split("x")
+            at = len(rows) + 1
+            return (_to_int(Token("INT", rows, t.start_pos, t.line, t.column, t.line, t.column + len(rows))),
+                    _to_int(Token("INT", cols, t.start_pos + at, t.line, t.column + at, t.line, t.end_column))), _mspan(meta)
         dims = tuple(_to_int(t) for t in c if t is not None)
         return dims, _mspan(meta)
 
@@ -146,10 +169,10 @@ class ToAST(Transformer):
     del _kind
 
     def weight(self, meta, c):
-        return c[0].value, _mspan(meta)
+        return c[0].value, c[0].span
 
     def index(self, meta, c):
-        return tuple(_to_int(t) for t in c), _mspan(meta)
+        return tuple(_to_int(t) for t in c), _mspan(meta), tuple(_tspan(t) for t in c)
 
     def pin_input(self, meta, c):
         return "input", _mspan(meta)
@@ -162,14 +185,15 @@ class ToAST(Transformer):
 
     def hard_pin(self, meta, c):
         name, index, value = c
-        indices, ispan = index if index is not None else (None, Span())
+        indices, ispan, ispans = index if index is not None else (None, Span(), ())
         v, vspan = self._pin_value(value)
-        return A.PinDecl(_ident(name), v, indices, None, _mspan(meta), ispan, vspan)
+        return A.PinDecl(_ident(name), v, indices, None, _mspan(meta), ispan, vspan, index_spans=ispans)
 
     def soft_pin(self, meta, c):
         name, index, value, weight = c
-        indices, ispan = index if index is not None else (None, Span())
-        return A.PinDecl(_ident(name), value, indices, weight.value, _mspan(meta), ispan, value.span, weight.span)
+        indices, ispan, ispans = index if index is not None else (None, Span(), ())
+        return A.PinDecl(_ident(name), value, indices, weight.value, _mspan(meta), ispan, value.span, weight.span,
+                         index_spans=ispans)
 
     def reluctance(self, meta, c):
         *names, weight = c
@@ -218,33 +242,42 @@ class ToAST(Transformer):
 
 
 _FRIENDLY = {
-    "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "STRING": "a quoted string",
-    "_NL": "end of line", "$END": "end of file", "COLON": "`:`", "LSQB": "`[`", "RSQB": "`]`",
-    "LPAR": "`(`", "RPAR": "`)`", "COMMA": "`,`", "EQUAL": "`=`", "TILDE": "`~`", "VBAR": "`|`",
-    "__ANON_0": "`->`", "MINUS": "`-`",
+    "NAME": "a name", "INT": "an integer", "DIMS": "a shape such as `3x4`", "NUMBER": "a number",
+    "STRING": "a quoted string", "_NL": "end of line", "$END": "end of file", "_COLON": "`:`", "_LSQB": "`[`",
+    "_RSQB": "`]`", "_LPAR": "`(`", "_RPAR": "`)`", "_COMMA": "`,`", "_EQUAL": "`=`", "_TILDE": "`~`",
+    "_VBAR": "`|`", "_ARROW": "`->`",
 }
 
 STATEMENT_KEYWORDS = ("sheaf", "stalk", "param", "edge", "pin", "reluctance", "tie", "network", "train")
+_CLOSING = {"_LSQB": "]", "_LPAR": ")"}
 
 
-def _friendly(terminal: str, parser: Lark) -> str:
+def _friendly(terminal: str) -> str:
     if terminal in _FRIENDLY:
         return _FRIENDLY[terminal]
-    try:
-        pattern = parser.get_terminal(terminal).pattern
-        if pattern.type == "str":
-            return f"`{pattern.value}`"
-    except KeyError:
-        pass
-    return terminal.lower()
+    kw = _KEYWORD_TERMINALS().get(terminal)
+    if kw is not None:
+        return f"`{kw}`"
+    return terminal.lstrip("_").lower()
 
 
-def _expected_text(expected, parser: Lark) -> tuple[str, list[str]]:
-    names = sorted({_friendly(t, parser) for t in expected})
-    words = [n.strip("`") for n in names if n.startswith("`")]
-    if len(names) > 8:
+def _expected_text(expected) -> tuple[str, list[str]]:
+    """("`a`, `b`, a name", [keywords]) for a set of terminal names, keywords first."""
+    names = sorted({_friendly(t) for t in expected}, key=lambda n: (not n.startswith("`"), n))
+    words = [n.strip("`") for n in names if n.startswith("`") and n.strip("`").isalpha()]
+    if len(names) > 9:
         names = names[:8] + ["..."]
     return ", ".join(names), words
+
+
+def _parser_expected(parser: Lark, state) -> set[str] | None:
+    """The terminals the LALR parser can shift in ``state`` (None when unknown)."""
+    try:
+        position = getattr(state, "position", state)  # lark hands over a ParserState or a state number
+        keys = parser.parser.parser._parse_table.states[position].keys()
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return {k for k in keys if k.startswith("$") or k.lstrip("_")[:1].isupper()}  # terminals, not rules
 
 
 def _token_text(tok: Token) -> str:
@@ -253,51 +286,108 @@ def _token_text(tok: Token) -> str:
     if tok.type == "$END":
         return "end of file"
     text = str(tok)
-    return f"`{text[:40]}`"
+    return f"`{text[:40]}{'...' if len(text) > 40 else ''}`"
+
+
+def _unclosed_hint(parser: Lark, line: int) -> str | None:
+    """A hint naming the innermost bracket still open when the error happened on a later line."""
+    opened = getattr(parser.options.postlex, "open", None) or []
+    if opened and opened[-1].line < line:
+        tok = opened[-1]
+        return (f"the `{tok}` at line {tok.line}, column {tok.column} is never closed "
+                f"(a missing `{_CLOSING.get(tok.type, ']')}`?)")
+    return None
 
 
 def _syntax_diagnostic(err: UnexpectedInput, source: str, path: str, parser: Lark) -> Diagnostic:
     line = getattr(err, "line", 0) or 0
     col = getattr(err, "column", 0) or 0
     if isinstance(err, UnexpectedCharacters):
-        ch = source[err.pos_in_stream] if 0 <= err.pos_in_stream < len(source) else "?"
-        expected, words = _expected_text(err.allowed or (), parser)
+        allowed = _parser_expected(parser, getattr(err, "state", None))
+        if allowed is None:
+            allowed = set(err.allowed or ())
+        expected, words = _expected_text(allowed)
         hint = f"expected {expected}" if expected else None
-        shown = repr(ch) if not ch.isprintable() or ch.isspace() else f"`{ch}`"
+        ch = source[err.pos_in_stream] if 0 <= err.pos_in_stream < len(source) else "?"
         word = _word_at(source, err.pos_in_stream)
-        if word and words:
-            guess = did_you_mean(word, words)
-            hint = guess or hint
-            return Diagnostic("E101", f"unexpected `{word}`", Span(line, col, line, col + len(word)), "error", hint, path)
-        return Diagnostic("E100", f"unexpected character {shown}", Span(line, col, line, col + 1), "error", hint, path)
+        if word:
+            if word[0].isdigit() or word[0] in "+-.":
+                what = "a number" if any(t in allowed for t in ("NUMBER", "INT")) else None
+                msg = f"malformed number `{word[:40]}`" if what and not _is_number(word) else f"unexpected `{word[:40]}`"
+                if "INT" in allowed and "NUMBER" not in allowed and _is_number(word):
+                    hint = "expected a whole number (0, 1, 2, ...)"
+                return Diagnostic("E101", msg, Span(line, col, line, col + len(word)), "error",
+                                  _unclosed_hint(parser, line) or hint, path)
+            if ("NAME" in allowed or words) and word[0].isalpha() or word[0] == "_":
+                if allowed & set(_KEYWORD_TERMINALS()) and "NAME" not in allowed:
+                    what = "statement" if allowed & {"_STALK", "_SHEAF", "_EDGE"} else "keyword"
+                    if allowed & {"_RELU", "_AFFINE", "_MAPS"}:
+                        what = "edge kind"
+                    guess = did_you_mean(word, words)
+                    return Diagnostic("E101", f"unknown {what} `{word[:40]}`", Span(line, col, line, col + len(word)),
+                                      "error", guess or _unclosed_hint(parser, line) or hint, path)
+                return Diagnostic("E101", f"unexpected `{word[:40]}`", Span(line, col, line, col + len(word)), "error",
+                                  did_you_mean(word, words) or _unclosed_hint(parser, line) or hint, path)
+        shown = repr(ch) if not ch.isprintable() or ch.isspace() else f"`{ch}`"
+        if ch == '"':
+            return Diagnostic("E100", "unterminated string", Span(line, col, line, col + 1), "error",
+                              'a string is written "..." on one line', path)
+        return Diagnostic("E100", f"unexpected character {shown}", Span(line, col, line, col + 1), "error",
+                          _unclosed_hint(parser, line) or hint, path)
     if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        expected, _ = _expected_text(getattr(err, "expected", ()) or (), parser)
-        lines = source.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
+        expected, _ = _expected_text(getattr(err, "expected", ()) or ())
+        lines = source.split("\n")
+        if len(lines) > 1 and lines[-1] == "":
+            lines.pop()
+        line, col = len(lines), len(lines[-1].rstrip("\r")) + 1
+        opened = getattr(parser.options.postlex, "open", None) or []
+        if opened:
+            tok = opened[-1]
+            return Diagnostic("E102", f"unexpected end of file: the `{tok}` here is never closed", _tspan(tok), "error",
+                              f"add the missing `{_CLOSING.get(tok.type, ']')}`", path)
         return Diagnostic("E102", "unexpected end of file", Span(line, col, line, col + 1), "error",
                           f"expected {expected}" if expected else None, path)
     assert isinstance(err, UnexpectedToken)
     tok = err.token
-    expected, words = _expected_text(err.expected or (), parser)
+    exp = _parser_expected(parser, getattr(err, "state", None)) or set(err.expected or ())
+    expected, words = _expected_text(exp)
     hint = f"expected {expected}" if expected else None
-    if tok.type == "NAME" and words:
-        guess = did_you_mean(str(tok), words)
-        if guess:
-            hint = guess
-    if tok.type == "NAME" and {"RELU", "AFFINE", "MAPS"} <= set(err.expected or ()):
-        return Diagnostic("E101", f"unknown edge kind `{tok}`", _tspan(tok), "error",
-                          did_you_mean(str(tok), A.EDGE_KINDS) or "an edge is one of: " + ", ".join(A.EDGE_KINDS), path)
-    if tok.type == "NAME" and set(err.expected or ()) & {"_NL", "$END"} and str(tok) in STATEMENT_KEYWORDS:
-        hint = "each statement goes on its own line"
     span = _tspan(tok) if tok.type != "_NL" else Span(line, col, line, col + 1)
-    return Diagnostic("E101", f"unexpected {_token_text(tok)}", span, "error", hint, path)
+    unclosed = _unclosed_hint(parser, tok.line or line)
+    if tok.type == "NAME":
+        guess = did_you_mean(str(tok), words) if words else None
+        if {"_RELU", "_AFFINE", "_MAPS"} <= exp:
+            return Diagnostic("E101", f"unknown edge kind `{tok}`", span, "error",
+                              guess or "an edge is one of: " + ", ".join(A.EDGE_KINDS), path)
+        if {"_STALK", "_EDGE", "_SHEAF"} <= exp:
+            return Diagnostic("E101", f"unknown statement `{tok}`", span, "error",
+                              guess or "a statement starts with one of: " + ", ".join(STATEMENT_KEYWORDS), path)
+        hint = guess or hint
+    kw = _KEYWORD_TERMINALS().get(tok.type)
+    if kw in STATEMENT_KEYWORDS and exp & {"_NL", "$END"}:
+        hint = "each statement goes on its own line"
+    if tok.type == "_X" and exp & {"_INIT", "_EQUAL"}:
+        hint = "a parameter is a vector (`param b : N`) or a matrix (`param W : ROWS x COLS`)"
+    if tok.type in ("NUMBER", "DIMS") and "INT" in exp:
+        hint = "expected a whole number (0, 1, 2, ...)" if tok.type == "NUMBER" else hint
+    return Diagnostic("E101", f"unexpected {_token_text(tok)}", span, "error", unclosed or hint, path)
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+        return True
+    except ValueError:
+        return False
+
+
+_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[+-]?[0-9.](?:[A-Za-z0-9_.]|(?<=[eE])[+-])*")
 
 
 def _word_at(source: str, pos: int) -> str:
-    end = pos
-    while end < len(source) and (source[end].isalnum() or source[end] == "_"):
-        end += 1
-    return source[pos:end]
+    """The name or number-like word starting at ``pos`` ('' when there is none)."""
+    m = _WORD_RE.match(source, pos)
+    return m.group(0) if m else ""
 
 
 def decode_source(data: bytes, path: str = "<input>") -> str:
@@ -323,7 +413,7 @@ def decode_source(data: bytes, path: str = "<input>") -> str:
 
 def parse_text(source: str, path: str = "<input>") -> A.Module:
     """Parse source text into a :class:`~sheafdsl.frontend.ast.Module`, or raise SheafError."""
-    if not source.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in source.splitlines()):
+    if not source.strip() or all(not ln.strip() or ln.lstrip().startswith("#") for ln in source.split("\n")):
         raise SheafError(Diagnostic("E104", "file is empty: a model starts with `sheaf NAME`", Span(1, 1, 1, 2),
                                     "error", "add a first line such as `sheaf mymodel`", path), source)
     parser = _lark()
