@@ -394,7 +394,7 @@ class TrainingSession:
                 return (edges_[0] if edges_ else None), f"parameter `{name}` is not finite"
         try:
             discords = self.trainer.edge_discords(self.X_log, self.Y_log)
-        except Exception:  # the state is already broken; the parameter scan above is what we can say
+        except (SheafError, ValueError, ArithmeticError, np.linalg.LinAlgError):  # a broken state may not solve
             discords = {}
         for e, v in discords.items():
             if not _finite(v):
@@ -403,15 +403,16 @@ class TrainingSession:
 
     def _diverged(self, step: int, where: str | None, detail: str, message: str | None = None) -> Outcome:
         """Stop: E640 naming the step and the edge; the last good checkpoint stays as it was."""
-        lr = self.meta.get("config", {}).get("lr")
+        cfg = self.meta.get("config", {})
+        knob = (f"a smaller dt (it is {cfg['dt']:g}; set it in the train block)" if cfg.get("trainer") == "joint"
+                else f"a smaller --lr (it is {cfg['lr']:g})" if cfg.get("lr") else "a smaller --lr")
         kept = (f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.rundir.path}"
                 if self.checkpoint_step >= 0 else "no checkpoint had been saved yet")
         if message is None:
             edge = f" on edge `{where}`" if where else ""
             message = f"training diverged at step {step}{edge}: {detail}"
         err = SheafError(Diagnostic("E640", message, file=self.meta.get("model_file", "<input>"),
-                                    hint=f"{kept}; try a smaller --lr" + (f" (it is {lr:g})" if lr else "")
-                                    + " or add reluctance (weight decay) to the parameters"))
+                                    hint=f"{kept}; try {knob}, or add reluctance (weight decay) to the parameters"))
         self.meta.update(status="diverged", diverged_at=step, diverged_edge=where)
         if self.rundir.meta.exists() or self.checkpoint_step >= 0:
             atomic_write_json(self.rundir.meta, self.meta)  # say so in meta.json; the checkpoint stays as it was
