@@ -288,3 +288,12 @@ def test_doc_code_blocks_run(doc, tmp_path, monkeypatch):
     ns: dict = {"__name__": "__docs__"}
     for i, code in enumerate(blocks):
         exec(compile(code, f"{path}:block{i}", "exec"), ns)
+
+
+@pytest.mark.parametrize("module", ["sheafdsl.ir.graph", "sheafdsl.ir.maps", "sheafdsl.ir.export"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -263,3 +263,12 @@ def test_eigsh_failure_is_a_clear_error(monkeypatch):
     assert e.value.diagnostics[0].code == "E532" and "--dense-cutoff" in e.value.diagnostics[0].hint
     r = run("spectrum", PARABOLOID, "--samples", "1", "--dense-cutoff", "0")
     assert r.exit_code == 1 and "E532" in r.output
+
+
+def test_docstring_examples():
+    import doctest
+
+    from sheafdsl.analysis import spectrum as S
+
+    result = doctest.testmod(S)
+    assert result.attempted > 0 and result.failed == 0
