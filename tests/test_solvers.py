@@ -340,3 +340,38 @@ def test_maxiter_reports_non_convergence_scipy_style():
     x, y = paraboloid_data(20)
     r = solve(G, P, {"x": x, "y": y}, sources=TWO_SIDED, method="diffusion", maxiter=3)
     assert r.info == int((~r.converged).sum()) > 0 and r.iterations == 3
+
+
+def ring(n, twisted=True, seed=0):
+    from sheafdsl.ir import Constant, Identity, add_edge, add_stalk, new_sheaf
+
+    rng = np.random.default_rng(seed)
+    G = new_sheaf("ring")
+    for i in range(n):
+        add_stalk(G, f"v{i}", 2)
+    for i in range(n):
+        Q = np.linalg.qr(rng.normal(size=(2, 2)))[0] if twisted else np.eye(2)
+        add_edge(G, f"e{i}", f"v{i}", f"v{(i + 1) % n}", src_map=Constant(Q), dst_map=Identity())
+    return G
+
+
+def test_large_constant_sheaf_takes_the_sparse_direct_path(monkeypatch):
+    import sheafdsl.solvers.active_set as A
+    from sheafdsl.ir import add_pin
+
+    G = ring(30)
+    add_pin(G, "v0", "value", value=[1.0, -1.0])
+    add_pin(G, "v15", "value", value=[0.5, 2.0])
+    dense = solve(G, {}, {})
+    monkeypatch.setattr(A, "DENSE_LIMIT", 10)
+    calls = []
+    orig = A.SharedSparseFactor.__init__
+    monkeypatch.setattr(A.SharedSparseFactor, "__init__", lambda self, *a: (calls.append(1), orig(self, *a))[1])
+    sparse = solve(G, {}, {})
+    assert calls and sparse.converged.all()
+    np.testing.assert_allclose(sparse.cochain, dense.cochain, atol=1e-12)
+    np.testing.assert_allclose(solve(G, {}, {}, method="cg").cochain, dense.cochain, atol=1e-8)
+    # singular (no pins, trivial holonomy: the constant sections): named, never a LinAlgError/RuntimeError
+    with pytest.raises(SheafError) as e:
+        solve(ring(30, twisted=False), {}, {})
+    assert e.value.codes == ["E504"] and "v" in e.value.diagnostics[0].message

@@ -119,10 +119,11 @@ def cross_entropy(xp, fn: str, z, t):
 # the sparse kit: picked once per array module
 
 
-def sparse_module(xp):
-    """``scipy.sparse`` for numpy, ``cupyx.scipy.sparse`` for cupy (the one place the backend is named)."""
+def sparse_module(xp, linalg: bool = False):
+    """``scipy.sparse`` (``.linalg``) for numpy, ``cupyx.scipy.sparse`` (``.linalg``) for cupy: the one place
+    the backend is named, used once at lowering time."""
     name = "scipy.sparse" if xp.__name__ == "numpy" else "cupyx.scipy.sparse"
-    return importlib.import_module(name)
+    return importlib.import_module(name + (".linalg" if linalg else ""))
 
 
 class _SparseBlock:
@@ -679,30 +680,42 @@ class Problem:
         A = |δ(1)|ᵀ W² |δ(1)| ≥ 0; by Collatz–Wielandt ρ(A) ≤ max_i (A x)_i / x_i for any x > 0 (a few power
         steps make it tight). Cross-entropy Hessians add at most w²/4 (sigmoid) or w²/2 (softmax).
         """
-        ops, s = self.ops, self.s
-        D = np.abs(ops.dense_delta())
-        for e in ops.relu_edges:
-            D[e.rows, e.src] += np.eye(e.dim)
-        keep = np.zeros(ops.M, dtype=bool)
-        keep[s.ls_rows] = True
-        W = np.abs(D[keep][:, s.free_host]) * np.sqrt(to_numpy(ops.w2)[keep])[:, None]
-        if W.size == 0:
-            lam = 0.0
-        else:
-            x = np.ones(W.shape[1])
+        A = self.sparse_W_delta(absolute=True)
+        lam = 0.0
+        if A.nnz:
+            x = np.ones(A.shape[1])
             lam = np.inf
             for _ in range(30):
-                y = W.T @ (W @ x)
+                y = A.T @ (A @ x)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio = np.where(x > 0, y / x, 0.0)
                 lam = min(lam, float(ratio.max()))
                 if not np.all(y > 0):
                     break
                 x = y / y.max()
-        extra = 0.0
-        for e in s.ce_edges:
-            extra = max(extra, e.weight ** 2 * (0.25 if e.src_map.fn == "sigmoid" else 0.5))
+        # cross-entropy Hessians w² Dφ (‖Dφ‖ ≤ 1/4 sigmoid, ≤ 1/2 softmax); summed in case sources overlap
+        extra = sum(e.weight ** 2 * (0.25 if e.src_map.fn == "sigmoid" else 0.5) for e in self.s.ce_edges)
         return lam + extra
+
+    def sparse_W_delta(self, absolute: bool = False):
+        """W δ_Ω on the least-squares rows as a host scipy.sparse matrix (gates 1, nonlinear maps at 0);
+        with ``absolute`` its entrywise absolute value."""
+        import scipy.sparse as sp
+
+        from .assemble import coboundary_matrix
+
+        ops, s = self.ops, self.s
+        A = coboundary_matrix(ops.G, {k: to_numpy(v) for k, v in ops.params.items()}).tocsr()
+        A = A[s.ls_rows][:, s.free_host]
+        if absolute:
+            A = abs(A)
+        return (sp.diags(np.sqrt(to_numpy(ops.w2)[s.ls_rows])) @ A).tocsr()
+
+    def sparse_L_free(self):
+        """L_free = (Wδ_Ω)ᵀ(Wδ_Ω) as a host scipy.sparse CSC matrix; valid when the Hessian is shared by all
+        examples (no free gated coordinate, no cross-entropy term on a free coordinate)."""
+        A = self.sparse_W_delta()
+        return (A.T @ A).tocsc()
 
     # -- diagnosis ----------------------------------------------------------------------------
 

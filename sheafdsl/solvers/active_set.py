@@ -29,10 +29,12 @@ releasing the single most violated unit, for which the Newton step provably ente
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-from ..ir.maps import ReluGate
+from ..ir.maps import ParamMap, ReluGate
 from .result import SolveResult
 
 ON, OFF, SLIDE = 1, 0, 2
@@ -48,17 +50,51 @@ DENSE_LIMIT = 4000
 
 
 def run_sweep(ops, plan, c):
-    """Set each head c_v = F_u(c_u) + o_e along ``plan`` (in place) and return c."""
+    """Set each head c_v = F_u(c_u) + o_e along ``plan`` (in place) and return c.
+
+    Heads are computed as contiguous (B, d_v) arrays and written into the cochain once at the end (matmuls
+    and bias additions on strided column blocks of c are several times slower).
+    """
     xp = ops.xp
+    vals = {}
     for e in plan:
-        x = c[:, e.src]
-        if isinstance(e.src_map, ReluGate):
-            c[:, e.dst] = xp.maximum(x, 0.0)
+        x = vals.get(e.u)
+        if x is None:
+            x = c[:, e.src]
+        m = e.src_map
+        if isinstance(m, ReluGate):
+            y = xp.maximum(x, 0.0)
+        elif isinstance(m, ParamMap):
+            y = x @ ops.params[m.param].T
         else:
-            c[:, e.dst] = ops._map(e, "src", x, nonlinear=True)
+            y = ops._map(e, "src", x, nonlinear=True)
+            if e.bias is not None:
+                y = y.copy() if y is x else y
         if e.bias is not None:
-            c[:, e.dst] += ops.o[e.rows]
+            y += ops.o[e.rows]
+        vals[e.v] = y
+    for v, y in vals.items():
+        c[:, ops.vertex[v]] = y
     return c
+
+
+class _LazyGates(Mapping):
+    """edge -> 1[c_u ≥ 0] at a swept solution, computed on first access (most callers never look)."""
+
+    def __init__(self, c, edges):
+        self._c, self._edges, self._cache = c, {e.name: e for e in edges}, {}
+
+    def __getitem__(self, name):
+        if name not in self._cache:
+            e = self._edges[name]
+            self._cache[name] = (self._c[:, e.src] >= 0).astype(self._c.dtype)
+        return self._cache[name]
+
+    def __iter__(self):
+        return iter(self._edges)
+
+    def __len__(self):
+        return len(self._edges)
 
 
 def sweep(prob, c, *, record_trace=False) -> SolveResult:
@@ -67,10 +103,9 @@ def sweep(prob, c, *, record_trace=False) -> SolveResult:
     xp, ops = prob.xp, prob.ops
     run_sweep(ops, prob.s.sweep, c)
     B = c.shape[0]
-    gates = {e.name: (c[:, e.src] >= 0).astype(c.dtype) for e in ops.relu_edges}
     zeros = xp.zeros(B)
     ones = xp.ones(B, dtype=bool)
-    return SolveResult(c, ones, 1, zeros, zeros.copy(), ones.copy(), gates, 0,
+    return SolveResult(c, ones, 1, zeros, zeros.copy(), ones.copy(), _LazyGates(c, ops.relu_edges), 0,
                        trace=zeros[None, :].copy() if record_trace else None, method="exact", layout=ops.vertex,
                        sliding=xp.zeros(B, dtype=np.int64))
 
@@ -204,11 +239,62 @@ def _masked(H, m, xp):
     return H * m[..., :, None] * m[..., None, :] + xp.eye(H.shape[-1]) * (1.0 - m)[..., None, :]
 
 
-def dense_step(prob, c, state, rhs, mask, fixed):
-    """Δ solving H_S Δ = rhs on the unknowns (mask = 1), Δ = 0 elsewhere; batched, chunked."""
+class SharedSparseFactor:
+    """A sparse LU of L_free (shared by every example: a sheaf without free gates), factored once per solve;
+    the exact solver's path above :data:`DENSE_LIMIT` free coordinates. ``scipy.sparse.linalg.splu`` under
+    numpy, ``cupyx.scipy.sparse.linalg.splu`` under cupy (picked by :func:`sparse_module`)."""
+
+    def __init__(self, prob, mask_host: np.ndarray):
+        import scipy.sparse as sp
+
+        from ..lowering.operators import sparse_module
+
+        L = prob.sparse_L_free()
+        D = sp.diags(mask_host)
+        L = (D @ L @ D + sp.diags(1.0 - mask_host)).tocsc()
+        self.L = L
+        spla, sparse = sparse_module(prob.xp, linalg=True), sparse_module(prob.xp)
+        try:
+            self.lu = spla.splu(sparse.csc_matrix(L))
+            d = np.abs(_host(self.lu.U.diagonal()))
+            ok = d.size == 0 or d.min() > 1e-11 * d.max()
+        except RuntimeError:  # SuperLU: "Factor is exactly singular"
+            ok = False
+        if not ok:
+            raise _sparse_singular(prob, L, mask_host)
+
+    def solve(self, rhs):
+        return self.lu.solve(rhs.T.copy()).T
+
+
+def _sparse_singular(prob, L, mask_host) -> SheafError:
+    """E504 for a large singular L_free: a null direction by shifted inverse iteration (host)."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    n = L.shape[0]
+    shift = 1e-9 * max(float(abs(L).max()), 1e-300)
+    lu = spla.splu((L + shift * sp.identity(n)).tocsc())
+    v = np.random.default_rng(0).normal(size=n) * mask_host
+    for _ in range(4):
+        v = lu.solve(v) * mask_host
+        v /= np.abs(v).max() or 1.0
+    lam = float(v @ (L @ v)) / float(v @ v)
+    return SheafError(Diagnostic(
+        "E504", "L_free is singular: the relative cohomology H⁰(G, U; F) = ker δ_Ω ≠ 0 (Rayleigh quotient "
+        f"{lam:.1e} along the direction found), so the pins do not determine the free stalks; free direction: "
+        f"{prob.describe_directions(v[None, :])}",
+        hint="pin a coordinate along each free direction, add a soft pin (`pin v ~ 0 weight 1`), or add edges"))
+
+
+def dense_step(prob, c, state, rhs, mask, fixed, shared=None):
+    """Δ solving H_S Δ = rhs on the unknowns (mask = 1), Δ = 0 elsewhere; batched, chunked (or one shared
+    sparse factorisation)."""
     xp, s = prob.xp, prob.s
     B, n = rhs.shape
     unit_gate = (state == ON).astype(c.dtype)
+    if shared is not None:
+        return shared.solve(rhs * mask)
     if s.shared_hessian:
         H = _masked(prob.dense_hessian(c[:1], unit_gate[:1], fixed)[0], mask[0], xp)
         check_spd(prob, H, mask[0])
@@ -282,7 +368,10 @@ def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace
     z = c[:, s.gated]
     state = xp.where(z > 0, ON, xp.where(z < 0, OFF, SLIDE)).astype(np.int8)
     denom = scale(prob, c)
-    fixed = prob.dense_fixed() if inner == "dense" else None
+    shared = None
+    if inner == "dense" and s.shared_hessian and n > DENSE_LIMIT:
+        shared = SharedSparseFactor(prob, _host(base_mask))
+    fixed = prob.dense_fixed() if inner == "dense" and shared is None else None
     lam = prob.hessian_bound() if inner == "cg" else None
     if s.shared_hessian and 0 < n <= DENSE_LIMIT:  # a stationary start must not hide a singular L_free
         fixed_h = prob.dense_fixed()
@@ -363,7 +452,7 @@ def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace
         mask[:, gpos] = xp.where(sa == SLIDE, 0.0, 1.0)
         rhs = -g * mask
         if inner == "dense":
-            step = dense_step(prob, ca, sa, rhs, mask, fixed)
+            step = dense_step(prob, ca, sa, rhs, mask, fixed, shared)
         else:
             step, k = cg_step(prob, ca, sa, rhs, mask, cg_tol_factor * da, max(100, 20 * n), lam)
             cg_steps += k
