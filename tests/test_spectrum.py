@@ -272,3 +272,37 @@ def test_docstring_examples():
 
     result = doctest.testmod(S)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_cli_with_targets_uses_the_two_sided_equilibrium():
+    from sheafdsl.solvers import solve
+
+    x = np.array([[0.5, 1.0], [1.0, -1.0], [-1.5, 0.25]])
+    y = np.array([[0.3], [5.0], [-4.0]])
+    r = run("spectrum", PARABOLOID, "--input", json.dumps(x.tolist()), "--target", json.dumps(y.tolist()), "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["mode"] == "inputs+targets"
+    G = from_model(load_text(Path(PARABOLOID).read_text()))
+    P = init_params(G, 0)
+    res = solve(G, P, {"x": x, "y": y}, method="exact", sources=VARIANTS["training"])
+    for i, s in enumerate(out["samples"]):
+        gates = {"act1": np.asarray(res.gates["act1"])[i]}
+        w = np.linalg.eigvalsh(dense_L_free(G, P, VARIANTS["training"], gates=gates)[0])
+        assert s["training"]["lambda_min"] == pytest.approx(w[0], rel=1e-9)
+        assert s["training"]["lambda_max"] == pytest.approx(w[-1], rel=1e-9)
+    # one target row broadcasts over the batch
+    r1 = run("spectrum", PARABOLOID, "--input", json.dumps(x.tolist()), "--target", "[0.3]", "--json")
+    assert r1.exit_code == 0 and json.loads(r1.output)["n_samples"] == 3
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--target", "[1]"], 2, "--target needs --input"),
+    (["--input", "[1, 2]", "--target", "[1, 2]"], 1, "E533"),
+    (["--input", "[1, 2]", "--target", "[1"], 1, "E533"),
+    (["--input", "[1, 2]", "--target", "[NaN]"], 1, "E533"),
+])
+def test_cli_target_errors(args, code, text):
+    r = run("spectrum", PARABOLOID, *args)
+    assert r.exit_code == code, r.output
+    assert text in r.output and "Traceback" not in r.output

@@ -13,7 +13,9 @@ The state-dependent maps are fixed either
 
 - by ``--input`` (same forms as ``sheaf infer --input``): the gates and linearisation points of the
   harmonic extension with the inputs pinned (``solvers.solve(..., method="exact")``; on a network, the
-  forward pass), one spectrum per example; or
+  forward pass), one spectrum per example; with ``--target`` as well (a JSON list, a list of lists,
+  or a .npy/.csv file; the target stalks' coordinates in declaration order, one row per example or
+  one row for all), those of the two-sided (training) equilibrium instead; or
 - by ``--samples N`` (default 100): N random activation patterns, each ReLU unit on or off by a fair coin
   (a generator seeded with ``[seed, 1]``), nonlinear maps linearised at c ~ N(0, I).
 
@@ -47,6 +49,8 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 @model_argument
 @click.option("--input", "input_", metavar="JSON|FILE",
               help="Inputs (as for `sheaf infer`): the spectrum at each example's harmonic extension.")
+@click.option("--target", "target", metavar="JSON|FILE",
+              help="With --input: targets; the gates then come from the two-sided (training) equilibrium.")
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help=f"Number of random activation patterns (default {DEFAULT_SAMPLES}).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the parameters and the patterns.")
@@ -54,7 +58,7 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 @click.option("--dense-cutoff", type=click.IntRange(min=0), default=None,
               help="Largest free dimension solved densely (default 1000); above it, sparse eigsh.")
 @json_option
-def command(file, input_, samples, seed, params_path, dense_cutoff, as_json):
+def command(file, input_, target, samples, seed, params_path, dense_cutoff, as_json):
     """λ_min, λ_max and κ of L_free for FILE, at given inputs or over sampled activation patterns."""
     from ..analysis.spectrum import DENSE_CUTOFF, VARIANTS, sample_states, spectrum, states_at
     from ..ir import is_state_dependent, pinned_stalks
@@ -62,6 +66,8 @@ def command(file, input_, samples, seed, params_path, dense_cutoff, as_json):
 
     if input_ is not None and samples is not None:
         raise click.UsageError("give either --input or --samples, not both")
+    if target is not None and input_ is None:
+        raise click.UsageError("--target needs --input")
     G = load_ir(file)
     params = load_params(G, params_path, seed)
     cutoff = DENSE_CUTOFF if dense_cutoff is None else dense_cutoff
@@ -73,8 +79,12 @@ def command(file, input_, samples, seed, params_path, dense_cutoff, as_json):
         from ..solvers import solve
 
         boundary, _ = parse_input(input_, G)
-        res = solve(G, params, boundary, method="exact", sources=VARIANTS["inference"])
-        states, mode = states_at(res), "inputs"
+        sources = VARIANTS["inference"]
+        if target is not None:
+            boundary.update(_parse_target(target, G, next(iter(boundary.values())).shape[0]))
+            sources = VARIANTS["training"]
+        res = solve(G, params, boundary, method="exact", sources=sources)
+        states, mode = states_at(res), "inputs" if target is None else "inputs+targets"
         bad = int(np.sum(~np.asarray(res.converged, dtype=bool)))
         if bad:
             note = f"{bad} of {res.batch} harmonic extension(s) did not converge; their spectra use the last gates"
@@ -93,6 +103,47 @@ def command(file, input_, samples, seed, params_path, dense_cutoff, as_json):
     _print(G, report, seed, note)
 
 
+def _parse_target(text: str, G, batch: int) -> dict:
+    """{target stalk: (B, d)} from ``--target``: inline JSON, or a .npy/.csv/.json file; one row broadcasts."""
+    import json
+    import os
+
+    from ..ir import pinned_stalks
+
+    names = pinned_stalks(G, "target")
+    if not names:
+        raise _err("E533", "--target was given but no stalk of this model is pinned to target")
+    dims = [G.nodes[v]["dim"] for v in names]
+    path = text.strip()
+    try:
+        ext = os.path.splitext(path)[1].lower()
+        if ext == ".npy":
+            raw = np.load(path, allow_pickle=False)
+        elif ext == ".csv":
+            raw = np.loadtxt(path, delimiter=",", ndmin=2)
+        elif ext == ".json":
+            with open(path, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        else:
+            raw = json.loads(text)
+        a = np.asarray(raw, dtype=float)
+    except (OSError, ValueError, TypeError) as exc:
+        raise _err("E533", f"cannot read --target: {exc}", "a JSON list such as [0.5], a list of lists, or a "
+                   ".npy/.csv file") from None
+    if a.ndim > 2 or not np.all(np.isfinite(a)):
+        raise _err("E533", "--target must be a list of numbers or a list of equal-length lists of finite numbers")
+    a = a.reshape(1, -1) if a.ndim < 2 else a
+    if a.shape[1] != sum(dims) or a.shape[0] not in (1, batch):
+        raise _err("E533", f"--target has shape {a.shape}; expected ({batch}, {sum(dims)}) or (1, {sum(dims)}) for "
+                   "the target stalks " + ", ".join(f"{v}: {d}" for v, d in zip(names, dims)))
+    a = np.broadcast_to(a, (batch, a.shape[1]))
+    out, k = {}, 0
+    for v, d in zip(names, dims):
+        out[v] = np.ascontiguousarray(a[:, k:k + d])
+        k += d
+    return out
+
+
 def _num(x) -> str:
     if x is None:
         return "-"
@@ -107,6 +158,7 @@ def _print(G, report, seed, note) -> None:
     n = len(report.samples)
     how = {"samples": f"{n} random activation pattern{'s' * (n != 1)} (seed {seed})",
            "inputs": f"{n} input example{'s' * (n != 1)} (gates of the harmonic extension)",
+           "inputs+targets": f"{n} example{'s' * (n != 1)} (gates of the two-sided equilibrium)",
            "fixed": "no state-dependent maps: one L_free"}[report.mode]
     console.print(f"sheaf {G.graph.get('name', '')}: spectrum of L_free = δ_Ωᵀ W² δ_Ω over {how}")
     t = Table()
