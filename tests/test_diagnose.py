@@ -54,12 +54,20 @@ def test_grouping_adds_energies_and_shares_sum_to_one():
     assert rep.total == pytest.approx(1.0)
     assert [r.name for r in rep.edges] == ["aff1", "act1", "aff2", "out"]
     assert sum(r.share for r in rep.edges) == pytest.approx(1.0)
-    by_type = {g.group: (g.edges, g.discord) for g in rep.types}
+    by_type = {g.group: (g.edges, g.energy) for g in rep.types}
     assert by_type == {"affine": (["aff1", "aff2"], 0.625), "activation": (["act1"], 0.25), "output": (["out"], 0.125)}
-    by_layer = {g.group: (g.edges, g.discord) for g in rep.layers}
+    by_layer = {g.group: (g.edges, g.energy) for g in rep.layers}
     assert by_layer == {"1": (["aff1", "act1"], 0.75), "2": (["aff2", "out"], 0.25)}
     js = json.loads(json.dumps(rep.to_json()))
     assert js["total"] == pytest.approx(1.0) and len(js["edges"]) == 4
+
+
+def test_edge_weights_scale_the_energy():
+    G = _ir("sheaf w\nstalk a : 1\nstalk b : 1\nstalk c : 1\nedge ab : a -> b identity weight 3\n"
+            "edge bc : b -> c identity\npin a = input\npin c = target\n")
+    rep = diagnose(G, {"ab": 1.0, "bc": 1.0})
+    assert [(r.discord, r.energy) for r in rep.edges] == [(1.0, 9.0), (1.0, 1.0)]
+    assert rep.total == 10.0 and [r.share for r in rep.edges] == [0.9, 0.1]
 
 
 def test_zero_discord_has_zero_shares():

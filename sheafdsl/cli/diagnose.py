@@ -102,29 +102,35 @@ def _print(report, G, source, data_name, split, n, lam, png) -> None:
 
     console.print(f"[bold]{G.graph['name']}[/]: {source}; data {data_name} ({split}, {n} examples); "
                   f"input and target pinned")
-    t = Table(title="discord per edge  (½ w² ‖δc*‖², mean per example)", title_justify="left")
-    for col, just in (("edge", "left"), ("src → dst", "left"), ("type", "left"), ("layer", "right"), ("dim", "right"),
-                      ("discord", "right"), ("share", "right")):
+    weighted = any(r.weight != 1.0 for r in report.edges)
+    title = "discord per edge  (mean per example; energy = ½ w² ‖δc*‖²)" if weighted else \
+        "discord per edge  (energy ½ ‖δc*‖², mean per example)"
+    t = Table(title=title, title_justify="left")
+    cols = [("edge", "left"), ("src → dst", "left"), ("type", "left"), ("layer", "right"), ("dim", "right")]
+    cols += [("weight", "right"), ("½‖δc*‖²", "right"), ("energy", "right")] if weighted else [("energy", "right")]
+    for col, just in cols + [("share", "right")]:
         t.add_column(col, justify=just)
     for r in report.edges:
+        vals = [f"{r.weight:g}", f"{r.discord:.4g}", f"{r.energy:.4g}"] if weighted else [f"{r.energy:.4g}"]
         t.add_row(r.name, f"{r.src} → {r.dst}", r.type, "—" if r.layer is None else str(r.layer), str(r.dim),
-                  f"{r.discord:.4g}", pct(r.share))
+                  *vals, pct(r.share))
     console.print(t)
     t2 = Table(title="per type", title_justify="left")
-    for col in ("type", "edges", "discord", "share"):
+    for col in ("type", "edges", "energy", "share"):
         t2.add_column(col, justify="left" if col in ("type", "edges") else "right")
     for g in report.types:
-        t2.add_row(g.group, ", ".join(g.edges), f"{g.discord:.4g}", pct(g.share))
+        t2.add_row(g.group, ", ".join(g.edges), f"{g.energy:.4g}", pct(g.share))
     console.print(t2)
     if report.layers:
         t3 = Table(title="per layer", title_justify="left")
-        for col in ("layer", "edges", "discord", "share"):
+        for col in ("layer", "edges", "energy", "share"):
             t3.add_column(col, justify="left" if col in ("layer", "edges") else "right")
         for g in report.layers:
-            t3.add_row(g.group, ", ".join(g.edges), f"{g.discord:.4g}", pct(g.share))
+            t3.add_row(g.group, ", ".join(g.edges), f"{g.energy:.4g}", pct(g.share))
         console.print(t3)
     else:
         console.print("per layer: the sheaf has a cycle, so its edges have no layers")
-    console.print(f"total residual energy R = E(c*): {report.total:.4g};  sampled λ_min(L_free): {lam:.4g}")
+    console.print(f"total energy: {report.total:.4g} (the residual R = E(c*) when the output edge is linear); "
+                  f"sampled λ_min(L_free): {lam:.4g}")
     if png is not None:
         err_console.print(f"plot: {png}", markup=False)

@@ -342,10 +342,12 @@ def _print_summary(result, bres, data, session, written, discords, G) -> None:
             cells.append(_fmt(bres.get(key), pct))
         t.add_row(label, *cells)
     console.print(t)
-    total = sum(v for v in discords.values() if v == v)
-    top = max(discords, key=lambda e: discords[e]) if discords else None
-    if top is not None and total > 0:
-        share = 100 * discords[top] / total
-        console.print(f"largest discord: edge [bold]{top}[/] ({share:.0f}% of the residual energy)")
+    from ..training.diagnostics import diagnose
+
+    rows = diagnose(G, discords).edges if discords else []
+    top = max(rows, key=lambda r: r.energy) if rows else None
+    if top is not None and top.share > 0:
+        console.print(f"largest discord: edge [bold]{top.name}[/] ({100 * top.share:.0f}% of the equilibrium energy; "
+                      f"`sheaf diagnose {session.rundir.path}` for more)")
     console.print(f"run directory: {session.rundir.path}  (checkpoint.npz, metrics.jsonl"
                   + "".join(f", {p.name}" for p in written) + ")", markup=False, soft_wrap=True)

@@ -1,7 +1,8 @@
 """Discord diagnostics: where, in a sheaf, the data disagrees with the parameters.
 
 With the input and the target both pinned, the equilibrium cochain c* minimises the Dirichlet
-energy E(c) = ½ Σ_e w_e² ‖(δc)_e‖², and the residual R = E(c*) is spread over the edges. The
+energy E(c) = ½ Σ_e w_e² ‖(δc)_e‖², and the residual R = E(c*) is spread over the edges (a
+classifier's output edge carries a cross-entropy energy instead; its value here is ½‖δc*‖²). The
 share on each edge says which restriction maps the data pushes against hardest; the local
 training rule moves each parameter by its own edge's discord, so an edge with no discord gets no
 update. This module groups the per-edge values
@@ -14,8 +15,9 @@ update. This module groups the per-edge values
   a source stalk up to and including it, so in an MLP layer ℓ holds ``aff ℓ`` and ``act ℓ``, and the
   output edge joins the last layer. Graphs with cycles have no layers (``None``).
 
-Values are added within a group, which is meaningful because the per-edge values are energies
-(additive over edges). It also holds :func:`forward_pass`, the harmonic extension with only the
+The input per edge is the mean over examples of ½‖(δc*)_e‖² (what
+:meth:`Trainer.edge_discords` returns); the energy of the edge is that times w_e², and shares and
+group totals are of energies, which add up over edges to E(c*). It also holds :func:`forward_pass`, the harmonic extension with only the
 inputs pinned for feed-forward sheaves, used to draw learned surfaces and decision boundaries.
 
 >>> from sheafdsl.frontend import load_text
@@ -48,15 +50,16 @@ class EdgeDiagnosis:
     layer: int | None
     dim: int
     weight: float
-    discord: float
-    share: float  # fraction of the total (0 when the total is 0)
+    discord: float  # mean ½‖(δc*)_e‖²
+    energy: float   # mean ½ w_e² ‖(δc*)_e‖²
+    share: float    # fraction of the total energy (0 when the total is 0)
 
 
 @dataclass
 class GroupDiagnosis:
     group: str
     edges: list[str]
-    discord: float
+    energy: float
     share: float
 
 
@@ -116,14 +119,17 @@ def edge_layers(G) -> dict[str, int | None]:
 
 
 def diagnose(G, discords: dict[str, float]) -> Diagnosis:
-    """Group per-edge discord energies by edge, type and layer."""
+    """Group per-edge discords (mean ½‖(δc*)_e‖²) as energies (× w_e²) by edge, type and layer."""
     layers = edge_layers(G)
-    total = float(sum(float(x) for x in discords.values() if np.isfinite(x)))
+    energy = {}
+    for _, _, name, d in edges(G):
+        energy[name] = float(d["weight"]) ** 2 * float(discords.get(name, 0.0))
+    total = float(sum(x for x in energy.values() if np.isfinite(x)))
     rows = []
     for u, v, name, d in edges(G):
-        val = float(discords.get(name, 0.0))
         rows.append(EdgeDiagnosis(name, u, v, d.get("kind", "maps"), edge_type(G, u, v, d), layers[name], int(d["dim"]),
-                                  float(d["weight"]), val, val / total if total > 0 else 0.0))
+                                  float(d["weight"]), float(discords.get(name, 0.0)), energy[name],
+                                  energy[name] / total if total > 0 else 0.0))
 
     def group(key) -> list[GroupDiagnosis]:
         acc: dict = {}
@@ -134,7 +140,7 @@ def diagnose(G, discords: dict[str, float]) -> Diagnosis:
             acc.setdefault(k, []).append(r)
         out = []
         for k, rs in acc.items():
-            s = float(sum(r.discord for r in rs))
+            s = float(sum(r.energy for r in rs))
             out.append(GroupDiagnosis(str(k), [r.name for r in rs], s, s / total if total > 0 else 0.0))
         return out
 

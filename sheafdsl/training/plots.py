@@ -78,7 +78,7 @@ def plot_discord(diagnosis, path, *, title: str = "") -> Path:
     gs = fig.add_gridspec(1, 1 + len(side), width_ratios=[3] + [1.2] * len(side))
     ax = fig.add_subplot(gs[0, 0])
     names = [r.name for r in rows]
-    vals = np.array([r.discord if np.isfinite(r.discord) else 0.0 for r in rows])
+    vals = np.array([r.energy if np.isfinite(r.energy) else 0.0 for r in rows])
     colours = [TYPE_COLOURS.get(r.type, "#7f7f7f") for r in rows]
     y = np.arange(len(rows))
     ax.barh(y, vals, color=colours)
