@@ -348,6 +348,6 @@ def _print_summary(result, bres, data, session, written, discords, G) -> None:
     top = max(rows, key=lambda r: r.energy) if rows else None
     if top is not None and top.share > 0:
         console.print(f"largest discord: edge [bold]{top.name}[/] ({100 * top.share:.0f}% of the equilibrium energy; "
-                      f"`sheaf diagnose {session.rundir.path}` for more)")
+                      f"`sheaf diagnose {session.rundir.path}` for more)", soft_wrap=True)
     console.print(f"run directory: {session.rundir.path}  (checkpoint.npz, metrics.jsonl"
                   + "".join(f", {p.name}" for p in written) + ")", markup=False, soft_wrap=True)
