@@ -37,6 +37,7 @@ DIAGNOSTICS = {
     "E105": "brackets nested too deeply",
     "E106": "number out of range (a float that overflows, an integer that is too large)",
     "E107": "the file cannot be read",
+    "E108": "the file cannot be written (`sheaf fmt -w`)",
     "E200": "missing, misplaced or repeated `sheaf NAME` header",
     "E201": "a name declared twice",
     "E202": "unknown stalk",
