@@ -297,3 +297,15 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_edges_follow_declaration_order_not_source_grouping():
+    """A skip edge declared last stays last in δ's rows, even though its source vertex comes first."""
+    from sheafdsl.frontend import load_text
+    from sheafdsl.ir import edge_offsets, edges, from_model
+
+    G = from_model(load_text(
+        "sheaf s\nstalk a : 1\nstalk b : 1\nstalk c : 1\n"
+        "edge ab : a -> b identity\nedge bc : b -> c identity\nedge ac : a -> c identity\n"))
+    assert [name for _, _, name, _ in edges(G)] == ["ab", "bc", "ac"]
+    assert edge_offsets(G) == {"ab": 0, "bc": 1, "ac": 2}

@@ -259,13 +259,13 @@ def from_json(data: dict) -> nx.MultiDiGraph:
             G.add_node(n["id"], dim=int(n["dim"]), offset=offset, pins=[pin_from_json(p) for p in n["pins"]],
                        anchor=bool(n.get("anchor")))
             offset += int(n["dim"])
-        for e in data["state"]["edges"]:
+        for order, e in enumerate(data["state"]["edges"]):
             for end in ("source", "target"):
                 if e[end] not in G:
                     raise ValueError(f"edge {e['key']!r}: unknown vertex {e[end]!r}")
             G.add_edge(e["source"], e["target"], key=e["key"], kind=e["kind"], src_map=map_from_json(e["src_map"]),
                        dst_map=map_from_json(e["dst_map"]), dim=int(e["dim"]), weight=float(e["weight"]),
-                       bias=e.get("bias"))
+                       bias=e.get("bias"), order=order)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed {FORMAT_NAME} data: {type(exc).__name__}: {exc}") from None
     return G

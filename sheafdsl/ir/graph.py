@@ -115,7 +115,7 @@ def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_
     if not weight > 0:
         raise ValueError(f"edge {name!r}: weight must be positive")
     G.add_edge(src, dst, key=name, kind=kind, src_map=src_map, dst_map=dst_map, dim=int(dim),
-               weight=float(weight), bias=bias)
+               weight=float(weight), bias=bias, order=G.number_of_edges())
 
 
 def _edge_dim(G, src_map, src, dst_map, dst) -> int:
@@ -189,10 +189,12 @@ def stalks(G: nx.MultiDiGraph) -> list[str]:
 
 
 def edges(G: nx.MultiDiGraph) -> list[tuple[str, str, str, dict]]:
-    """``(src, dst, name, attrs)`` in networkx's order: grouped by source vertex (vertices in insertion
-    order), each vertex's out-edges in insertion order. This is declaration order when edges are declared
-    source by source (a plain network); every layout (:func:`edge_offsets`, δ's rows) follows it."""
-    return list(G.edges(keys=True, data=True))
+    """``(src, dst, name, attrs)`` in declaration order (the ``order`` attribute set by :func:`add_edge`).
+
+    Every layout (:func:`edge_offsets`, the rows of δ) follows this order; iterate edges through it,
+    not through ``G.edges``, whose order groups edges by source vertex.
+    """
+    return sorted(G.edges(keys=True, data=True), key=lambda e: e[3].get("order", 0))
 
 
 def total_dim(G: nx.MultiDiGraph) -> int:
