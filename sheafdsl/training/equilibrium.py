@@ -293,10 +293,11 @@ class PatternSolution:
     out_disc: object  # output discord (B, n_out)
     energy: object  # per-example energy (B,)
     newton_ok: object  # (B,) bool
+    rho: object = None  # (B, n_out): the output force w_o²(y − φ(p*)) (a warm start for the next solve)
 
 
 def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_newton: int = 30,
-                  with_energy: bool = True, F=None) -> PatternSolution:
+                  with_energy: bool = True, F=None, rho0=None) -> PatternSolution:
     """Minimise E exactly for fixed unit states ``S`` (dict layer index -> (B, d) int8 in {+1, 0, −1}).
 
     Inactive and sliding units have gate 0; a sliding unit also holds its tail value at 0. Cost: a
@@ -317,7 +318,7 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     deep = [k for k in S if k >= 2]
     slide_masks = {k: S[k] == 0 for k in deep}
     if n_out == 1 and net.output.fn != "softmax" and not any(bool(mk.any()) for mk in slide_masks.values()):
-        return _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol)
+        return _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol, rho0)
     counts = sum((slide_masks[k].sum(axis=1) for k in deep), xp.zeros(B, dtype=np.int64)) if deep else None
     n_slide = int(counts.max()) if deep and B else 0
     R = n_out + n_slide
@@ -379,13 +380,15 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     if out.fn == "linear":
         rho = xp.linalg.solve(eye_lam + K, (t - q)[..., None])[..., 0]
     else:
-        rho, newton_ok = _newton(out.fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp)
+        rho, newton_ok = _newton(out.fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0)
     # discords and equilibrium stalks
     U = [xp.einsum("brd,br->bd", Gs[j], rho) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
-    return _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
+    sol = _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
+    sol.rho = rho[:, :n_out]
+    return sol
 
 
-def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp):
+def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
     """Solve F(ρ) = Λρ + ψ(q + Kρ) − t = 0 (ψ = φ on the output rows, identity on sliding rows).
 
     Without sliding rows F(ρ) = ∇_z g(z) at z = q + Kρ for the convex g(z) = (z − q)ᵀK⁻¹(z − q)/(2w²) +
@@ -394,6 +397,8 @@ def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp):
     """
     B, R = q.shape
     rho = xp.zeros((B, R))
+    if rho0 is not None:  # warm start of the output rows (sliding rows start at 0)
+        rho[:, :n_out] = rho0
     eye = xp.eye(R)
     scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
 
@@ -436,11 +441,11 @@ def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp):
     return rho, ok
 
 
-def _sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60):
+def _sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60, rho0=None):
     """ρ with ρ/w² + s(p_f + k1 ρ) − y = 0 for one sigmoid output: monotone in ρ, bracketed by
     [w²(y − 1), w² y]; safeguarded Newton (bisection when a step leaves the bracket)."""
     lo, hi = w2o * (Y - 1.0), w2o * Y
-    rho = xp.zeros_like(Y)
+    rho = xp.zeros_like(Y) if rho0 is None else xp.clip(rho0, lo, hi)
     scale = 1.0 + float(xp.abs(Y).max()) if Y.shape[0] else 1.0
     ok = xp.ones(Y.shape[0], dtype=bool)
     for _ in range(max_iter):
@@ -458,7 +463,7 @@ def _sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60):
     return rho, ok
 
 
-def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10):
+def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=None):
     """The common case of one output row (linear or sigmoid) and no coupled sliding rows, with (B, d)
     sweeps and no batched solves.
 
@@ -489,20 +494,23 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10):
     k1 = 1.0 / net.output.weight ** 2
     for j in range(1, m + 1):
         gj = Gs[j]
-        k1 = k1 + (gj * gj).sum(axis=-1) / layers[j - 1].weight ** 2
+        w2 = layers[j - 1].weight ** 2
+        k1 = k1 + ((gj * gj).sum(axis=-1) if w2 == 1.0 else (gj * gj).sum(axis=-1) / w2)
     ok = xp.ones(X.shape[0], dtype=bool)
     if out.fn == "linear":
         rho = (Y - p_f) / (k1[:, None] if getattr(k1, "ndim", 0) else k1)
     else:
         kk = k1 - 1.0 / out.weight ** 2
         kk = kk[:, None] if getattr(kk, "ndim", 0) else kk
-        rho, ok = _sigmoid_scalar(p_f, kk, Y, out.weight ** 2, tol, xp)
+        rho, ok = _sigmoid_scalar(p_f, kk, Y, out.weight ** 2, tol, xp, rho0=rho0)
     U = []
     for j in range(1, m + 1):
         u = Gs[j] * rho
         w2 = layers[j - 1].weight ** 2
         U.append(u if w2 == 1.0 else u / w2)
-    return _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
+    sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
+    sol.rho = rho
+    return sol
 
 
 def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
@@ -516,7 +524,8 @@ def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
         U[0] = xp.where(slide[1], -F[1], U[0])
     V = [X]
     for k, layer in enumerate(layers):
-        v = _apply(layer, P, V[-1], gates.get(k)) + U[k]
+        # v_k = A_k v_{k−1} + b_k + u_k (the first layer's input is pinned: reuse the forward value)
+        v = (F[1] if k == 0 else _apply(layer, P, V[-1], gates.get(k))) + U[k]
         if k + 1 in slide:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
             v = xp.where(slide[k + 1], 0.0, v)
         V.append(v)
@@ -540,25 +549,29 @@ def _out_disc(net, P, vm, Y, xp):
 # the active-set loop
 
 
-@dataclass
 class Equilibrium:
     """The two-sided equilibrium of a batch.
 
     ``V``: vertex values v_0..v_m (B, d_k); ``U``: discords u_1..u_m of the chain edges; ``out_disc``:
-    the output edge's discord (y − p); ``energy``: E(c*) per example; ``S``: final unit states per
-    relu layer (+1/0/−1); ``consistent``: (B,) bool, a consistent stationary point was reached;
-    ``sliding``: (B,) number of sliding units; ``iterations``: pattern solves used.
+    the output edge's discord (y − p); ``energy``: E(c*) per example (None when not asked for); ``S``:
+    final unit states per relu layer (+1/0/−1); ``consistent``: (B,) bool, a consistent stationary
+    point was reached; ``sliding``: (B,) number of sliding units; ``iterations``: pattern solves used.
     """
 
-    V: list
-    U: list
-    out_disc: object
-    energy: object
-    S: dict
-    consistent: object
-    sliding: object
-    iterations: int = 0
-    info: dict = field(default_factory=dict)
+    def __init__(self, V, U, out_disc, energy, S, consistent, sliding=None, iterations: int = 0, info=None,
+                 free_layers=None):
+        self.V, self.U, self.out_disc, self.energy, self.S = V, U, out_disc, energy, S
+        self.consistent, self._sliding, self.iterations = consistent, sliding, iterations
+        self.info = info or {}
+        self._free = free_layers
+
+    @property
+    def sliding(self):
+        if self._sliding is None:
+            keys = self._free if self._free is not None else [k for k in self.S if k >= 1]
+            B = self.V[0].shape[0]
+            self._sliding = sum(((self.S[k] == 0).sum(axis=1) for k in keys), np.zeros(B, dtype=np.int64))
+        return self._sliding
 
     @property
     def consistent_fraction(self) -> float:
@@ -639,9 +652,15 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
     Invariant: the current point c is feasible for its states S (active tails ≥ 0, inactive ≤ 0,
     sliding = 0), so E(c) equals the pattern quadratic Q_S(c). Each iteration solves Q_S exactly (c̄)
     and either steps to the first switching surface on the segment c → c̄ (E decreases by convexity
-    of Q_S) or, at c̄, releases the sliding units whose one-sided slopes allow descent. E never
-    increases and strictly decreases between pattern minimisers, so no pattern minimiser repeats; a
-    per-example set of visited patterns guards this numerically.
+    of Q_S), or, at c̄, releases the sliding units whose one-sided slopes allow descent.
+
+    At the surface, a unit that arrived from the interior of its side enters the adjacent piece
+    (its state flips, z = 0): c lies in the closure of both pieces and E is continuous, so
+    E(c) = Q_{S'}(c) and the descent goes on there; if that piece's minimiser puts the unit back on the
+    wrong side, the next ratio test stops at once (t = 0) and the unit slides. A unit already on the
+    surface that is pushed across becomes sliding. E never increases and strictly decreases between
+    pattern minimisers, so no pattern minimiser repeats; a per-example set of visited patterns guards
+    this numerically.
     """
     layers = net.layers
     m = len(layers)
@@ -651,106 +670,117 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
     if init is None:
         V = forward(net, P, X, xp)
         S = {k: xp.where(V[k] >= 0, 1, -1).astype(np.int8) for k in relu}
-    else:
-        V = [X] + [v.copy() for v in init[0][1:]]
-        S = {k: s.copy() for k, s in init[1].items()}
+    else:  # not copied: nothing below writes into the caller's arrays before `own` copies them
+        V = [X] + list(init[0][1:])
+        S = dict(init[1])
     if not free:  # linear in c (or patterns fixed by the input): one exact solve
         sol = solve_pattern(net, P, X, Y, S, xp, tol, with_energy=with_energy)
         return Equilibrium(sol.V, sol.U, sol.out_disc, sol.energy, S, sol.newton_ok, xp.zeros(B, dtype=np.int64), 1)
+    rho_all = None
+    if net.output.fn != "linear" and init is not None:  # warm Newton start: the force at the start point
+        rho_all = net.output.weight ** 2 * _out_disc(net, P, V[m], Y, xp)
     n_units = sum(layers[k].d_in for k in free)
     max_iter = max_iter or (2 * n_units + 20)
-    done = xp.zeros(B, dtype=bool)
-    consistent = xp.zeros(B, dtype=bool)
-    U = out_disc = None
+    eps_z = 1e-12 * (1.0 + float(xp.abs(Y).max())) if B else 0.0
     visited: dict[int, set] = {}
     cycled = 0
-    eps_z = 1e-12 * (1.0 + float(xp.abs(Y).max()) + float(xp.abs(X).max()))
+    owned = False
+    done = consistent = U = out_disc = None
     idx = None  # None: every example is still active
     it = 0
     while it < max_iter:
         it += 1
         if idx is None:
-            Xs, Ys, Ss, Vs = X, Y, S, V
+            Xs, Ys, Ss, Vs, r0 = X, Y, S, V, rho_all
         else:
             Xs, Ys = X[idx], Y[idx]
             Ss = {k: S[k][idx] for k in S}
             Vs = [v[idx] for v in V]
+            r0 = None if rho_all is None else rho_all[idx]
         nb = Xs.shape[0]
-        sol = solve_pattern(net, P, Xs, Ys, Ss, xp, tol, with_energy=False)
-        if U is None:
-            U = [xp.zeros_like(u) for u in sol.U] if idx is not None else [u.copy() for u in sol.U]
-            out_disc = xp.zeros_like(sol.out_disc) if idx is not None else sol.out_disc.copy()
+        sol = solve_pattern(net, P, Xs, Ys, Ss, xp, tol, with_energy=False, rho0=r0)
         # ratio test on the segment c -> c̄
-        tmin = xp.full(nb, np.inf)
+        tmin = None
         viols, tks = {}, {}
         for k in free:
             z, zb, st = Vs[k], sol.V[k], Ss[k]
-            viol = st * zb < -eps_z  # active below 0 or inactive above 0 (sliding: 0)
+            viol = st * zb < -eps_z  # active below 0 or inactive above 0 (sliding: never)
             if bool(viol.any()):
-                tk = xp.where(viol, z / xp.where(viol, z - zb, 1.0), np.inf)
-                tk = xp.maximum(tk, 0.0)
-                tmin = xp.minimum(tmin, tk.min(axis=1))
+                tk = xp.maximum(xp.where(viol, z / xp.where(viol, z - zb, 1.0), np.inf), 0.0)
+                tmk = tk.min(axis=1)
+                tmin = tmk if tmin is None else xp.minimum(tmin, tmk)
                 viols[k], tks[k] = viol, tk
-        move = tmin < 1.0
+        move = tmin < 1.0 if tmin is not None else xp.zeros(nb, dtype=bool)
         at_min = ~move
         newS = dict(Ss)
-        release = xp.zeros(nb, dtype=bool)
+        release = None
         mtol = None
         for k in free:
             sl = Ss[k] == 0
             if not bool(sl.any()):
                 continue
-            sl &= at_min[:, None]
             if mtol is None:
-                mtol = (1e-9 * (1.0 + xp.abs(sol.out_disc).max(axis=1)) * (1.0 + net.output.weight ** 2))[:, None]
-            gL = layers[k - 1].weight ** 2 * sol.U[k - 1]
-            gR = gL - layers[k].weight ** 2 * sol.U[k]
-            vL = xp.where(sl, gL - mtol, 0.0)  # > 0: E descends as z goes below 0
-            vR = xp.where(sl, -gR - mtol, 0.0)  # > 0: E descends as z goes above 0
-            to_neg = (vL > 0) & (vL >= vR)
-            to_pos = (vR > 0) & (vR > vL)
-            newS[k] = xp.where(to_neg, -1, xp.where(to_pos, 1, newS[k])).astype(np.int8)
-            release |= (to_neg | to_pos).any(axis=1)
+                mtol = 1e-9 * (1.0 + float(xp.abs(sol.out_disc).max())) * (1.0 + net.output.weight ** 2)
+            w_in, w_relu = layers[k - 1].weight ** 2, layers[k].weight ** 2
+            gL = sol.U[k - 1] if w_in == 1.0 else w_in * sol.U[k - 1]  # slope of E on the inactive side
+            gR = gL - (sol.U[k] if w_relu == 1.0 else w_relu * sol.U[k])  # ... on the active side
+            want = sl & ((gL > mtol) | (gR < -mtol)) & at_min[:, None]
+            if not bool(want.any()):
+                continue
+            to_neg = want & (gL + gR >= 0)  # the steeper descent: gL − mtol ≥ −gR − mtol
+            newS[k] = xp.where(to_neg, -1, xp.where(want, 1, newS[k])).astype(np.int8)
+            rel = want.any(axis=1)
+            release = rel if release is None else release | rel
         Vn = sol.V
         if bool(move.any()):
             tm = xp.where(move, tmin, 1.0)[:, None]
-            Vn = [vb if j == 0 else xp.where(move[:, None], v + tm * (vb - v), vb) for j, (v, vb) in enumerate(zip(Vs, sol.V))]
+            Vn = [vb if j == 0 else xp.where(move[:, None], v + tm * (vb - v), vb)
+                  for j, (v, vb) in enumerate(zip(Vs, sol.V))]
             for k in viols:
                 hit = viols[k] & (tks[k] <= tm * (1 + 1e-9) + 1e-15) & move[:, None]
-                newS[k] = xp.where(hit, 0, newS[k]).astype(np.int8)
-                Vn[k] = xp.where(newS[k] == 0, 0.0, Vn[k])
-        finished = at_min & ~release
-        cyc = xp.zeros(nb, dtype=bool)
-        if bool(release.any()):  # cycle guard (cannot trigger in exact arithmetic)
-            gid = xp.arange(nb) if idx is None else idx
+                on_surface = Vs[k] == 0
+                st = xp.where(hit & ~on_surface, -Ss[k], xp.where(hit & on_surface, 0, newS[k]))
+                newS[k] = st.astype(np.int8)
+                Vn[k] = xp.where(hit, 0.0, Vn[k])
+        finished = at_min if release is None else at_min & ~release
+        cyc = None
+        if release is not None and bool(release.any()):  # cycle guard (cannot trigger in exact arithmetic)
+            cyc = xp.zeros(nb, dtype=bool)
+            gid = np.arange(nb) if idx is None else np.asarray(idx)
             for i in np.flatnonzero(np.asarray(release)):
                 key = b"".join(np.asarray(newS[k][i]).tobytes() for k in free)
                 seen = visited.setdefault(int(gid[i]), set())
                 if key in seen:
                     finished[i] = cyc[i] = True
-                    release[i] = False
                     cycled += 1
                 seen.add(key)
-        ok = finished & sol.newton_ok & ~cyc
-        if idx is None:
-            V, S = Vn, newS
-            if not bool(finished.all()):
-                for j in range(m):
-                    U[j] = xp.where(finished[:, None], sol.U[j], U[j])
-                out_disc = xp.where(finished[:, None], sol.out_disc, out_disc)
-            consistent = ok.copy()
-            done = finished.copy()
-        else:
-            for j in range(1, len(V)):
-                V[j][idx] = Vn[j]
-            for k in S:
-                S[k][idx] = newS[k]
-            fi = idx[finished]
-            for j in range(m):
-                U[j][fi] = sol.U[j][finished]
-            out_disc[fi] = sol.out_disc[finished]
-            consistent[idx] = ok
-            done[fi] = True
+        ok = sol.newton_ok & finished if cyc is None else sol.newton_ok & finished & ~cyc
+        if idx is None and bool(finished.all()):  # the common case: one solve settles every example
+            energy = equilibrium_energy(net, P, sol.V, sol.U, Y, xp) if with_energy else None
+            return Equilibrium(sol.V, sol.U, sol.out_disc, energy, newS, ok, None, it, {"cycled": cycled}, free)
+        if not owned:
+            V = [V[0]] + [v.copy() for v in V[1:]]
+            S = {k: v.copy() for k, v in S.items()}
+            U = [xp.zeros((B, l.d_out)) for l in layers]
+            out_disc = xp.zeros((B, net.output.d_out))
+            done = xp.zeros(B, dtype=bool)
+            consistent = xp.zeros(B, dtype=bool)
+            if net.output.fn != "linear":
+                rho_all = xp.zeros((B, net.output.d_out)) if rho_all is None else rho_all.copy()
+            owned = True
+        ix = xp.arange(B) if idx is None else idx
+        for j in range(1, m + 1):
+            V[j][ix] = Vn[j]
+        for k in S:
+            S[k][ix] = newS[k]
+        if rho_all is not None and sol.rho is not None:
+            rho_all[ix] = sol.rho
+        fi = ix[finished]
+        for j in range(m):
+            U[j][fi] = sol.U[j][finished]
+        out_disc[fi] = sol.out_disc[finished]
+        consistent[ix] = ok
+        done[fi] = True
         if bool(done.all()):
             break
         idx = xp.flatnonzero(~done)
@@ -765,8 +795,7 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
         out_disc[rest] = sol.out_disc
         consistent[rest] = False
     energy = equilibrium_energy(net, P, V, U, Y, xp) if with_energy else None
-    sliding = sum(((S[k] == 0).sum(axis=1) for k in free), xp.zeros(B, dtype=np.int64))
-    return Equilibrium(V, U, out_disc, energy, S, consistent, sliding, it, {"cycled": cycled})
+    return Equilibrium(V, U, out_disc, energy, S, consistent, None, it, {"cycled": cycled}, free)
 
 
 def equilibrium_energy(net: FeedForward, P, V, U, Y, xp=np):
