@@ -1,0 +1,340 @@
+"""hypothesis strategies for the language: ASTs, and the source text of valid models.
+
+Two families:
+
+- **syntax** (:func:`modules` and the per-statement strategies): any AST the grammar can produce,
+  checkable or not (unknown names, wrong shapes, negative weights, ``inf`` are all fair). For the
+  round trip ``parse(format(ast)) == ast``. Numbers are never NaN (NaN ≠ NaN would make equality
+  meaningless); infinities are allowed.
+- **models** (:func:`model_sources`, :func:`network_sources`, :func:`general_sheaf_sources`): source
+  text that passes ``sheaf check``: ReLU networks (sugar or written out, with literal weights,
+  reluctance, ties and a ``train`` block), and general sheaves on random graphs (literal and
+  parameter restriction maps, identity/linear/affine edges, hard, partial and soft pins, weights).
+  :func:`with_comments` sprinkles comments over any of them.
+
+>>> from hypothesis import given
+>>> from sheafdsl.frontend import load_text
+>>> @given(model_sources())
+... def test_valid(src):
+...     load_text(src)
+"""
+
+from __future__ import annotations
+
+import string
+
+from hypothesis import strategies as st
+
+from ..frontend import ast as A
+from ..frontend.formatter import format_literal, format_number
+from ..frontend.parser import keywords
+
+__all__ = [
+    "names", "numbers", "literal_values", "literals", "headers", "stalk_decls", "init_specs", "param_decls",
+    "edge_decls", "pin_decls", "reluctance_decls", "tie_decls", "network_decls", "train_decls", "statements",
+    "modules", "network_sources", "general_sheaf_sources", "model_sources", "with_comments", "comment_texts",
+]
+
+#: words that are numbers to the lexer (any case), so they cannot be names where a number may stand
+NUMBER_WORDS = ("nan", "inf", "infinity")
+MAX_INT = 10**12 - 1  # the parser takes integers of up to 12 digits
+
+
+def _is_name(s: str) -> bool:
+    return s not in keywords() and s.lower() not in NUMBER_WORDS
+
+
+def names() -> st.SearchStrategy[str]:
+    """Identifiers ``[A-Za-z_][A-Za-z0-9_]*`` that are not keywords and not ``nan``/``inf``."""
+    return st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True).filter(_is_name)
+
+
+def idents() -> st.SearchStrategy[A.Ident]:
+    return names().map(A.Ident)
+
+
+def numbers(allow_infinity: bool = True) -> st.SearchStrategy[float]:
+    """Floats that survive a round trip through text (every float but NaN)."""
+    return st.floats(allow_nan=False, allow_infinity=allow_infinity)
+
+
+def literal_values(max_depth: int = 2) -> st.SearchStrategy:
+    """A number, or nested tuples of numbers (possibly ragged or empty) up to ``max_depth`` deep."""
+    return st.recursive(numbers(), lambda inner: st.lists(inner, max_size=4).map(tuple),
+                        max_leaves=12).filter(lambda v: _depth(v) <= max_depth)
+
+
+def _depth(v) -> int:
+    return 0 if not isinstance(v, tuple) else 1 + max((_depth(x) for x in v), default=0)
+
+
+def literals(max_depth: int = 2) -> st.SearchStrategy[A.Lit]:
+    return literal_values(max_depth).map(A.Lit)
+
+
+def _ints(lo: int = 0, hi: int = MAX_INT) -> st.SearchStrategy[int]:
+    return st.one_of(st.integers(lo, min(hi, 64)), st.integers(lo, hi))
+
+
+def _strings() -> st.SearchStrategy[str]:
+    """The body of a ``"..."`` string: no quote, no line break."""
+    return st.text(st.characters(blacklist_characters='"\r\n\x00', blacklist_categories=("Cs",)), max_size=12)
+
+
+def headers():
+    return st.builds(A.Header, idents())
+
+
+def stalk_decls():
+    return st.builds(A.StalkDecl, idents(), _ints())
+
+
+def init_specs():
+    named = st.builds(lambda k, a: A.InitSpec(A.Ident(k), arg=a), names(), st.none() | numbers())
+    files = st.builds(lambda f, k: A.InitSpec(A.Ident("file"), file=f, key=k), _strings(), st.none() | idents())
+    return named | files
+
+
+def _shapes():
+    return st.lists(_ints(), min_size=1, max_size=2).map(tuple)
+
+
+def param_decls():
+    with_init = st.builds(lambda n, s, i: A.ParamDecl(n, s, init=i), idents(), _shapes(), init_specs())
+    with_value = st.builds(lambda n, s, v: A.ParamDecl(n, s, value=v), idents(), _shapes(), literals(3))
+    return with_init | with_value
+
+
+def edge_decls():
+    map_arg = idents() | literals(2)
+    args = st.one_of(
+        st.tuples(st.just("affine"), st.lists(idents(), min_size=1, max_size=2).map(tuple)),
+        st.tuples(st.just("linear"), st.tuples(idents())),
+        st.tuples(st.sampled_from(["relu", "identity", "sigmoid", "softmax"]), st.just(())),
+        st.tuples(st.just("maps"), st.tuples(map_arg, map_arg)),
+    )
+    return st.builds(lambda n, s, d, ka, w: A.EdgeDecl(n, s, d, ka[0], ka[1], w),
+                     idents(), idents(), idents(), args, st.none() | numbers())
+
+
+def pin_decls():
+    indices = st.none() | st.lists(_ints(), min_size=1, max_size=4).map(tuple)
+    hard = st.builds(lambda s, i, v: A.PinDecl(s, v, i), idents(), indices,
+                     st.sampled_from(["input", "target"]) | literals(2))
+    soft = st.builds(lambda s, i, v, w: A.PinDecl(s, v, i, w), idents(), indices, literals(2), numbers())
+    return hard | soft
+
+
+def reluctance_decls():
+    return st.builds(A.ReluctanceDecl, st.lists(idents(), min_size=1, max_size=4).map(tuple), numbers())
+
+
+def tie_decls():
+    return st.builds(A.TieDecl, idents(), idents(), numbers())
+
+
+def network_decls():
+    return st.builds(A.NetworkDecl, idents(), st.lists(_ints(), min_size=2, max_size=5).map(tuple),
+                     st.none() | idents(), st.none() | idents())
+
+
+def train_decls():
+    value = st.one_of(numbers().map(lambda v: (v, False)), names().map(lambda v: (v, False)),
+                      _strings().map(lambda v: (v, True)))
+    item = st.builds(lambda k, v: A.TrainItem(k, v[0], v[1]), idents(), value)
+    return st.builds(A.TrainDecl, st.lists(item, min_size=1, max_size=4).map(tuple))
+
+
+def statements():
+    """Any one statement the grammar can produce."""
+    return st.one_of(headers(), stalk_decls(), param_decls(), edge_decls(), pin_decls(), reluctance_decls(),
+                     tie_decls(), network_decls(), train_decls())
+
+
+def modules(max_statements: int = 8) -> st.SearchStrategy[A.Module]:
+    """A syntactically valid module (not necessarily one that checks): 1..max_statements statements."""
+    return st.lists(statements(), min_size=1, max_size=max_statements).map(lambda s: A.Module(tuple(s)))
+
+
+# ----------------------------------------------------------------------------------------------
+# valid models, as source text
+
+
+def _values(n: int, lo: float = -3.0, hi: float = 3.0):
+    return st.lists(st.floats(lo, hi, allow_nan=False, allow_infinity=False), min_size=n, max_size=n)
+
+
+def _weights():
+    return st.floats(0.01, 100.0, allow_nan=False, allow_infinity=False)
+
+
+def _matrix(draw, rows: int, cols: int) -> str:
+    return format_literal(tuple(tuple(draw(_values(cols))) for _ in range(rows)))
+
+
+@st.composite
+def _train_line(draw) -> str:
+    items = {"data": draw(st.sampled_from(["paraboloid", "saddle", "circle", "blobs", "digits"]))}
+    if draw(st.booleans()):
+        items["steps"] = str(draw(st.integers(0, 5000)))
+    if draw(st.booleans()):
+        items["lr"] = format_number(draw(st.floats(1e-5, 1.0)))
+    if draw(st.booleans()):
+        items["optimizer"] = draw(st.sampled_from(["sgd", "momentum", "adam"]))
+    if draw(st.booleans()):
+        items["seed"] = str(draw(st.integers(0, 1000)))
+    if draw(st.booleans()):
+        items["standardize"] = draw(st.sampled_from(["true", "false"]))
+    return "train " + " ".join(f"{k}={v}" for k, v in items.items())
+
+
+@st.composite
+def network_sources(draw, max_layers: int = 3, max_width: int = 6) -> str:
+    """A valid ReLU network model: the `network` sugar or the same written out, with extras."""
+    L = draw(st.integers(1, max_layers))
+    widths = [draw(st.integers(1, max_width)) for _ in range(L + 1)]
+    output = draw(st.sampled_from(["identity", "sigmoid", "softmax"]))
+    name = draw(names())
+    lines = [f"sheaf {name}"]
+    sugar = draw(st.booleans())
+    if sugar:
+        act = " relu" if draw(st.booleans()) else ""
+        out = f" output {output}" if output != "identity" or draw(st.booleans()) else ""
+        lines.append(f"network mlp : {' -> '.join(map(str, widths))}{act}{out}")
+        if draw(st.booleans()):  # an explicit parameter replaces the generated one
+            l = draw(st.integers(1, L))
+            lines.append(f"param W{l} : {widths[l]} x {widths[l - 1]} = {_matrix(draw, widths[l], widths[l - 1])}")
+    else:
+        stalks = ["x"] + [s for l in range(1, L + 1) for s in ([f"z{l}"] + ([f"a{l}"] if l < L else []))] + ["y"]
+        dims = [widths[0]] + [widths[l] for l in range(1, L + 1) for _ in ((0,) if l == L else (0, 1))] + [widths[L]]
+        lines += [f"stalk {s} : {d}" for s, d in zip(stalks, dims)]
+        for l in range(1, L + 1):
+            init = draw(st.sampled_from(["he", "xavier", "normal(0.1)", "literal"]))
+            if init == "literal":
+                lines.append(f"param W{l} : {widths[l]} x {widths[l - 1]} = {_matrix(draw, widths[l], widths[l - 1])}")
+            else:
+                lines.append(f"param W{l} : {widths[l]} x {widths[l - 1]} init {init}")
+            lines.append(f"param b{l} : {widths[l]} init zeros")
+        for l in range(1, L + 1):
+            src = "x" if l == 1 else f"a{l - 1}"
+            lines.append(f"edge aff{l} : {src} -> z{l} affine W{l} b{l}")
+            if l < L:
+                lines.append(f"edge act{l} : z{l} -> a{l} relu")
+        lines.append(f"edge out : z{L} -> y {output}")
+        lines += ["pin x = input", "pin y = target"]
+    if draw(st.booleans()):
+        ws = " ".join(f"W{l}" for l in range(1, L + 1) if draw(st.booleans())) or "W1"
+        lines.append(f"reluctance {ws} weight {format_number(draw(_weights()))}")
+    same = [(i, j) for i in range(1, L + 1) for j in range(i + 1, L + 1)
+            if (widths[i], widths[i - 1]) == (widths[j], widths[j - 1])]
+    if same and draw(st.booleans()):
+        i, j = draw(st.sampled_from(same))
+        lines.append(f"tie W{i} ~ W{j} weight {format_number(draw(_weights()))}")
+    if draw(st.booleans()):
+        lines.append(draw(_train_line()))
+    return "\n".join(lines) + "\n"
+
+
+@st.composite
+def general_sheaf_sources(draw, max_vertices: int = 5, max_dim: int = 3, max_edges: int = 6) -> str:
+    """A valid general sheaf: random graph, stalk dimensions, restriction maps, pins and weights."""
+    n = draw(st.integers(1, max_vertices))
+    dims = [draw(st.integers(1, max_dim)) for _ in range(n)]
+    lines = [f"sheaf {draw(names())}"] + [f"stalk v{i} : {d}" for i, d in enumerate(dims)]
+    params: list[tuple[str, tuple[int, ...]]] = []
+    edges: list[str] = []
+
+    def new_param(shape: tuple[int, ...]) -> str:
+        name = f"P{len(params)}"
+        params.append((name, shape))
+        if draw(st.booleans()):
+            lines.append(f"param {name} : {' x '.join(map(str, shape))} "
+                         f"= {format_literal(_shaped(draw, shape))}")
+        else:
+            lines.append(f"param {name} : {' x '.join(map(str, shape))} init "
+                         + ("normal(0.5)" if len(shape) == 1 else draw(st.sampled_from(["he", "xavier", "normal(0.5)"]))))
+        return name
+
+    for k in range(draw(st.integers(0, max_edges))):
+        u = draw(st.integers(0, n - 1))
+        v = draw(st.integers(0, n - 1))
+        du, dv = dims[u], dims[v]
+        kinds = ["maps"] if u == v else ["maps", "linear", "affine"] + (["identity", "relu"] if du == dv else [])
+        kind = draw(st.sampled_from(kinds))
+        if kind == "maps":
+            de = draw(st.integers(1, max_dim))
+
+            def one_map(d: int) -> str:
+                choice = draw(st.sampled_from(["matrix", "param"] + (["scalar"] if d == de else [])))
+                if choice == "scalar":
+                    return format_number(draw(st.floats(-3, 3, allow_nan=False)))
+                if choice == "param":
+                    return new_param((de, d))
+                return _matrix(draw, de, d)
+
+            body = f"maps {one_map(du)} | {one_map(dv)}"
+        elif kind == "linear":
+            body = f"linear {new_param((dv, du))}"
+        elif kind == "affine":
+            W = new_param((dv, du))
+            body = f"affine {W}" + (f" {new_param((dv,))}" if draw(st.booleans()) else "")
+        else:
+            body = kind
+        weight = f" weight {format_number(draw(_weights()))}" if draw(st.booleans()) else ""
+        edges.append(f"edge e{k} : v{u} -> v{v} {body}{weight}")
+    lines += edges
+    for i, d in enumerate(dims):
+        how = draw(st.sampled_from(["none", "whole", "partial", "soft", "soft_partial"]))
+        if how == "whole":
+            lines.append(f"pin v{i} = {format_literal(tuple(draw(_values(d))))}")
+        elif how in ("partial", "soft_partial"):
+            idx = draw(st.lists(st.integers(0, d - 1), min_size=1, max_size=d, unique=True))
+            value = format_literal(tuple(draw(_values(len(idx))))) if draw(st.booleans()) else \
+                format_number(draw(st.floats(-3, 3, allow_nan=False)))
+            target = f"v{i}[{', '.join(map(str, idx))}]"
+            lines.append(f"pin {target} = {value}" if how == "partial" else
+                         f"pin {target} ~ {value} weight {format_number(draw(_weights()))}")
+        elif how == "soft":
+            lines.append(f"pin v{i} ~ {format_number(draw(st.floats(-3, 3, allow_nan=False)))} "
+                         f"weight {format_number(draw(_weights()))}")
+    if params and draw(st.booleans()):
+        chosen = draw(st.lists(st.sampled_from([p for p, _ in params]), min_size=1, unique=True))
+        lines.append(f"reluctance {' '.join(chosen)} weight {format_number(draw(_weights()))}")
+    pairs = [(a, b) for i, (a, sa) in enumerate(params) for b, sb in params[i + 1:] if sa == sb]
+    if pairs and draw(st.booleans()):
+        a, b = draw(st.sampled_from(pairs))
+        lines.append(f"tie {a} ~ {b} weight {format_number(draw(_weights()))}")
+    return "\n".join(lines) + "\n"
+
+
+def _shaped(draw, shape: tuple[int, ...]):
+    if len(shape) == 1:
+        return tuple(draw(_values(shape[0])))
+    return tuple(tuple(draw(_values(shape[1]))) for _ in range(shape[0]))
+
+
+def model_sources() -> st.SearchStrategy[str]:
+    """Source text of a model that passes ``sheaf check``: a network or a general sheaf."""
+    return st.one_of(network_sources(), general_sheaf_sources())
+
+
+def comment_texts() -> st.SearchStrategy[str]:
+    """``# ...`` comments (printable ASCII, quotes and ``#`` included, no trailing space)."""
+    body = st.text(st.sampled_from(string.ascii_letters + string.digits + string.punctuation + " "), max_size=20)
+    return body.map(lambda b: ("# " + b).rstrip())
+
+
+@st.composite
+def with_comments(draw, sources: st.SearchStrategy[str] | None = None) -> str:
+    """A source (default: :func:`model_sources`) with own-line, end-of-line and trailing comments and blank lines."""
+    src = draw(sources if sources is not None else model_sources())
+    out: list[str] = []
+    for line in src.rstrip("\n").split("\n"):
+        for _ in range(draw(st.integers(0, 2))):
+            out.append(draw(comment_texts()) if draw(st.integers(0, 3)) else "")
+        if line.strip() and draw(st.booleans()):
+            line = line + " " * draw(st.integers(1, 4)) + draw(comment_texts())
+        out.append(line)
+    if draw(st.booleans()):
+        out.append(draw(comment_texts()))
+    return "\n".join(out) + "\n"
