@@ -51,6 +51,7 @@ consistent` marks the examples that reached a consistent stationary point.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -92,6 +93,11 @@ class Output:
     param: str | None = None
     bias: str | None = None
     matrix: np.ndarray | None = None
+
+    @cached_property
+    def identity(self) -> bool:
+        m = self.matrix
+        return m is not None and m.shape[0] == m.shape[1] and bool(np.array_equal(m, np.eye(m.shape[0])))
 
 
 @dataclass
@@ -211,6 +217,15 @@ def _apply_T(layer, P, g, gate=None):
     return g @ A
 
 
+def _out_map(out: Output, P, vm):
+    """A v_m + b for a linear output (v_m itself for an identity map without bias)."""
+    if out.param is None and out.bias is None and out.identity:
+        return vm
+    A, b = _out_linear(out, P)
+    p = vm @ A.T
+    return p if b is None else p + b
+
+
 def _out_linear(out: Output, P):
     A = P[out.param] if out.param is not None else out.matrix
     b = P[out.bias] if out.bias is not None else None
@@ -245,8 +260,7 @@ def output_energy(net: FeedForward, P, vm, Y, xp=np):
     out = net.output
     w2 = out.weight ** 2
     if out.fn == "linear":
-        A, b = _out_linear(out, P)
-        p = vm @ A.T + (b if b is not None else 0.0)
+        p = _out_map(out, P, vm)
         disc = Y - p
         return 0.5 * w2 * (disc ** 2).sum(axis=1), disc, p
     phi = _phi(out.fn, vm, xp)
@@ -277,8 +291,7 @@ def predict(net: FeedForward, P, X, xp=np):
     vm = forward(net, P, X, xp)[-1]
     out = net.output
     if out.fn == "linear":
-        A, b = _out_linear(out, P)
-        return vm @ A.T + (b if b is not None else 0.0)
+        return _out_map(out, P, vm)
     return _phi(out.fn, vm, xp)
 
 
@@ -474,10 +487,8 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=N
     m = len(layers)
     out = net.output
     if out.fn == "linear":
-        A_out, b_out = _out_linear(out, P)
-        p_f = F[m] @ A_out.T
-        if b_out is not None:
-            p_f = p_f + b_out
+        A_out, _ = _out_linear(out, P)
+        p_f = _out_map(out, P, F[m])
         g = A_out[0]  # (d_m,): the same for every example until a gate or map varies it
     else:
         p_f = F[m]
@@ -540,8 +551,7 @@ def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
 def _out_disc(net, P, vm, Y, xp):
     out = net.output
     if out.fn == "linear":
-        A, b = _out_linear(out, P)
-        return Y - (vm @ A.T + (b if b is not None else 0.0))
+        return Y - _out_map(out, P, vm)
     return Y - _phi(out.fn, vm, xp)
 
 

@@ -356,11 +356,10 @@ class JointTrainer(Trainer):
 
 
 def _output(net, P, vm, xp):
-    from .equilibrium import _out_linear, _phi
+    from .equilibrium import _out_map, _phi
 
     if net.output.fn == "linear":
-        A, b = _out_linear(net.output, P)
-        return vm @ A.T + (b if b is not None else 0.0)
+        return _out_map(net.output, P, vm)
     return _phi(net.output.fn, vm, xp)
 
 
