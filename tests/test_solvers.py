@@ -375,3 +375,23 @@ def test_large_constant_sheaf_takes_the_sparse_direct_path(monkeypatch):
     with pytest.raises(SheafError) as e:
         solve(ring(30, twisted=False), {}, {})
     assert e.value.codes == ["E504"] and "v" in e.value.diagnostics[0].message
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["exact", "cg", "diffusion"])
+def test_cupy_backend_agrees_with_numpy(method):
+    from sheafdsl.lowering import cupy_available, to_numpy
+
+    if not cupy_available():
+        pytest.skip("needs CuPy and an NVIDIA GPU")
+    import cupy
+
+    G = from_model(load_file(MODELS / "paraboloid.sheaf"))
+    P = init_params(G, 0)
+    x, y = paraboloid_data(64)
+    for sources, bnd in ((("input", "value"), {"x": x}), (TWO_SIDED, {"x": x, "y": y})):
+        ref = solve(G, P, bnd, sources=sources, method=method)
+        gpu = solve(G, P, {k: cupy.asarray(v) for k, v in bnd.items()}, sources=sources, method=method, xp=cupy)
+        assert isinstance(gpu.cochain, cupy.ndarray)
+        np.testing.assert_allclose(to_numpy(gpu.cochain), ref.cochain, atol=1e-8)
+        assert bool(to_numpy(gpu.consistent).all())

@@ -382,6 +382,7 @@ def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace
     single = np.zeros(B, dtype=bool)
     stall = np.zeros(B, dtype=np.int64)
     changed = np.ones(B, dtype=bool)
+    E_prev = np.full(B, np.inf)
     best = np.full(B, np.inf)
     seen = [set() for _ in range(B)]
     trace = [] if record_trace else None
@@ -394,15 +395,18 @@ def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace
             break
         idx = xp.asarray(idx_h)
         ca, sa, da = c[idx], state[idx], denom[idx]
-        g, g_on, g_off, _ = piece_gradient(prob, ca, sa)
+        g, g_on, g_off, r_a = piece_gradient(prob, ca, sa)
+        E_now = _host(prob.energy(ca, r=r_a))
         gm, gp, right, left = filippov(g, g_on, g_off, sa, gpos, xp)
         res = _host(xp.sqrt((gm * gm).sum(axis=1)) / da)
         pres = _host(xp.sqrt((gp * gp).sum(axis=1)) / da)
         done = res <= rtol
         converged[idx_h[done]] = True
-        # the piece is minimised when its gradient is below rtol, or no longer halves while the states stay
-        # put (rounding); then either release sliding units, or stop (converged, or stagnated)
-        fresh = changed[idx_h] | (pres < 0.5 * best[idx_h])
+        # the piece is minimised when its gradient is below rtol, or when neither it halves nor the energy
+        # falls while the states stay put (a rounding floor); then release sliding units, or stop
+        progress = E_prev[idx_h] - E_now > 1e-13 * (1.0 + np.abs(E_now))
+        E_prev[idx_h] = E_now
+        fresh = changed[idx_h] | (pres < 0.5 * best[idx_h]) | progress
         stall[idx_h] = np.where(fresh, 0, stall[idx_h] + 1)
         best[idx_h] = np.where(changed[idx_h], pres, np.minimum(best[idx_h], pres))
         piece_done = (pres <= rtol) | (stall[idx_h] >= 3)
