@@ -544,7 +544,11 @@ class _Checker:
         if p.soft:
             w = self.weight(p.weight, p.weight_span, "soft pin weight")
             if ok:
-                name = f"pin_{stalk.name}" + ("_" + "_".join(map(str, indices)) if indices else "")
+                base = f"pin_{stalk.name}" + ("_" + "_".join(map(str, indices)) if indices else "")
+                taken = set(self.names) | {sp.name for sp in self.soft_pins}
+                name, k = base, 2
+                while name in taken:  # a unique name for the anchor and its edge
+                    name, k = f"{base}_{k}", k + 1
                 self.soft_pins.append(SoftPin(name, stalk.name, values, w, indices, p.span))
             return
         if ok:
@@ -666,7 +670,7 @@ def _range_text(key: str, lo, hi, closed: bool) -> str:
         return "in [0, 1)"
     if hi == math.inf:
         return f"{'at least' if closed else 'greater than'} {lo}"
-    return f"a whole number from {lo} to {hi:,}"
+    return f"a whole number from {lo} to {hi}"
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
