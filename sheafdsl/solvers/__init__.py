@@ -3,7 +3,7 @@
 >>> from sheafdsl.solvers import solve, SolveResult
 """
 
-from .core import METHODS, boundary_cochain, solve
+from .core import DIAGNOSTICS, METHODS, boundary_cochain, solve
 from .result import SolveResult
 
-__all__ = ["solve", "SolveResult", "METHODS", "boundary_cochain"]
+__all__ = ["solve", "SolveResult", "METHODS", "DIAGNOSTICS", "boundary_cochain"]
