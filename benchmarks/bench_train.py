@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="override the 3000 steps of paraboloid/circle/blobs")
     ap.add_argument("--coupling", type=float, nargs="*", default=[0.1],
                     help="extra paraboloid runs with this output-edge weight w_o")
-    ap.add_argument("--digits-steps", type=int, default=1000)
+    ap.add_argument("--digits-steps", type=int, default=500)
     ap.add_argument("--digits-batch", type=int, default=None)
     ap.add_argument("--joint-steps", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 300 steps, 2,000 joint steps")

@@ -282,7 +282,7 @@ def forward(net: FeedForward, P, X, xp=np):
     V = [X]
     for layer in net.layers:
         v = V[-1]
-        V.append(_apply(layer, P, v, (v >= 0).astype(v.dtype) if layer.kind == "relu" else None))
+        V.append(xp.maximum(v, 0.0) if layer.kind == "relu" else _apply(layer, P, v))
     return V
 
 
@@ -320,7 +320,7 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     B = X.shape[0]
     layers = net.layers
     m = len(layers)
-    gates = {k: (S[k] == 1).astype(X.dtype) for k in S}
+    gates = {k: S[k] == 1 for k in S}  # boolean masks (a float times a bool is the gated value)
     if F is None:  # the forward pass at the pattern (the caller may pass it when S is the forward pattern)
         F = [X]
         for k, layer in enumerate(layers):
@@ -656,6 +656,9 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     return _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy)
 
 
+SUBSET_WORK = 2_000_000  # batch × stalk width × outputs above which the loop solves only unsettled examples
+
+
 def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equilibrium:
     """The primal active-set loop of :func:`exact_equilibrium` (see the module docstring).
 
@@ -697,6 +700,11 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
     owned = False
     done = consistent = U = out_disc = None
     idx = None  # None: every example is still active
+    # Small problems re-solve the whole batch each iteration (numpy's per-call overhead, not FLOPs, is
+    # the cost there; a settled example re-solves to itself); large ones solve the unsettled subset.
+    width = sum(l.d_out for l in layers) + net.output.d_out
+    subsets = B * width * net.output.d_out > SUBSET_WORK
+    frozen = None  # examples stopped by the cycle guard (full-batch mode)
     it = 0
     while it < max_iter:
         it += 1
@@ -721,6 +729,8 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
                 tmin = tmk if tmin is None else xp.minimum(tmin, tmk)
                 viols[k], tks[k] = viol, tk
         move = tmin < 1.0 if tmin is not None else xp.zeros(nb, dtype=bool)
+        if frozen is not None:
+            move &= ~frozen
         at_min = ~move
         newS = dict(Ss)
         release = None
@@ -735,6 +745,8 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
             gL = sol.U[k - 1] if w_in == 1.0 else w_in * sol.U[k - 1]  # slope of E on the inactive side
             gR = gL - (sol.U[k] if w_relu == 1.0 else w_relu * sol.U[k])  # ... on the active side
             want = sl & ((gL > mtol) | (gR < -mtol)) & at_min[:, None]
+            if frozen is not None:
+                want &= ~frozen[:, None]
             if not bool(want.any()):
                 continue
             to_neg = want & (gL + gR >= 0)  # the steeper descent: gL − mtol ≥ −gR − mtol
@@ -744,8 +756,11 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
         Vn = sol.V
         if bool(move.any()):
             tm = xp.where(move, tmin, 1.0)[:, None]
-            Vn = [vb if j == 0 else xp.where(move[:, None], v + tm * (vb - v), vb)
-                  for j, (v, vb) in enumerate(zip(Vs, sol.V))]
+            # only the tails of the relu edges matter for the next iteration (feasibility, ratio test):
+            # the pattern solve itself does not depend on the current point
+            Vn = list(sol.V)
+            for k in free:
+                Vn[k] = Vs[k] + tm * (sol.V[k] - Vs[k])
             for k in viols:
                 hit = viols[k] & (tks[k] <= tm * (1 + 1e-9) + 1e-15) & move[:, None]
                 on_surface = Vs[k] == 0
@@ -764,10 +779,22 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
                     finished[i] = cyc[i] = True
                     cycled += 1
                 seen.add(key)
-        ok = sol.newton_ok & finished if cyc is None else sol.newton_ok & finished & ~cyc
-        if idx is None and bool(finished.all()):  # the common case: one solve settles every example
+        if cyc is not None and not subsets:
+            frozen = cyc if frozen is None else frozen | cyc
+        bad = frozen if not subsets else cyc
+        ok = sol.newton_ok & finished if bad is None else sol.newton_ok & finished & ~bad
+        if idx is None and bool(finished.all()):  # one solve settled every example (the common case)
             energy = equilibrium_energy(net, P, sol.V, sol.U, Y, xp) if with_energy else None
             return Equilibrium(sol.V, sol.U, sol.out_disc, energy, newS, ok, None, it, {"cycled": cycled}, free)
+        if not subsets:
+            V, S = Vn, newS
+            if rho_all is not None and sol.rho is not None:
+                rho_all = sol.rho
+            if it == max_iter:  # out of iterations: the current pattern's solution, not consistent
+                return Equilibrium(sol.V, sol.U, sol.out_disc,
+                                   equilibrium_energy(net, P, sol.V, sol.U, Y, xp) if with_energy else None,
+                                   S, ok, None, it, {"cycled": cycled}, free)
+            continue
         if not owned:
             V = [V[0]] + [v.copy() for v in V[1:]]
             S = {k: v.copy() for k, v in S.items()}
