@@ -372,3 +372,19 @@ def test_ties_pull_parameters_together():
     Pm = {**P, "W2": P["W2"].copy()}
     Pm["W2"][0, 1] -= h
     assert (E(Pp) - E(Pm)) / (2 * h) == pytest.approx(g["W2"][0, 1], rel=1e-6)
+
+
+def test_a_verified_guess_is_accepted_and_a_wrong_one_is_repaired(parab):
+    from sheafdsl.training.equilibrium import kkt_ok
+
+    G, net, P, X, Y = parab
+    eq = exact_equilibrium(net, P, X, Y)
+    again = exact_equilibrium(net, P, X, Y, guess=eq.S)
+    assert again.iterations == 1 and again.consistent.all()
+    np.testing.assert_allclose(again.energy, eq.energy, rtol=1e-12)
+    assert kkt_ok(net, eq.S, solve_pattern(net, P, X, Y, eq.S)).all()
+    wrong = {1: -eq.S[1]}  # every state flipped: KKT fails, the active set takes over
+    assert not kkt_ok(net, wrong, solve_pattern(net, P, X, Y, wrong)).all()
+    fixed = exact_equilibrium(net, P, X, Y, guess=wrong)
+    assert fixed.consistent.all() and fixed.info.get("guessed", 0) < X.shape[0]
+    np.testing.assert_allclose(fixed.energy, eq.energy, rtol=1e-9)

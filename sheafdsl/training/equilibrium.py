@@ -36,16 +36,28 @@ sliding unit's tail value is a constraint row with infinite weight in the same o
 (its discord on the incoming edge becomes −(pre-activation)). The pattern loop is a primal
 active-set method that descends E monotonically, so it cannot cycle:
 
-1. start at the forward pass (a feasible point for its own pattern);
+1. start at a feasible point: the forward pass, or (in training) the example's equilibrium at the
+   previous step with its states, which stays feasible when θ moves;
 2. solve the pattern's quadratic exactly (c̄); move from c towards c̄ until the first unit crosses
-   z = 0 (ratio test); crossing units become sliding;
+   z = 0 (ratio test). A unit arriving from the interior of its side enters the adjacent piece (its
+   state flips at z = 0); a unit already on the surface that is pushed across becomes sliding;
 3. at c̄ (no crossing), check the KKT conditions of each sliding unit: with g_L = ∂E/∂z_i from the
    inactive side (= w_{in}² u_{in,i}) and g_R = g_L − w_relu² a_i from the active side, a consistent
    stationary point (a local minimum of E) needs g_L ≤ 0 ≤ g_R; a violating unit is released to the
-   side of descent.
+   side of steeper descent.
 
-A repeated pattern (hash per example) or the iteration bound stops an example; :attr:`Equilibrium.
-consistent` marks the examples that reached a consistent stationary point.
+E never increases and strictly decreases between pattern minimisers, so the loop cannot cycle; a
+repeated pattern (per example) or the iteration bound stops an example all the same, and
+:attr:`Equilibrium.consistent` marks the examples that reached a consistent stationary point.
+
+E is not convex (the ReLU edge has a concave kink where a > 0), so an example can have several
+consistent stationary points; a descent method stops at one of them, and two descent methods (this
+loop, the heat equation, :func:`sheafdsl.solvers.solve`) from the same start usually, but not
+always, stop at the same one. Each is a valid equilibrium for the envelope theorem.
+
+Small problems re-solve the whole batch in every iteration (the cost there is numpy's per-call
+overhead, and a settled example re-solves to itself); large ones (``SUBSET_WORK``) solve only the
+examples that have not settled.
 """
 
 from __future__ import annotations
@@ -58,6 +70,7 @@ import numpy as np
 from ..errors import Diagnostic, SheafError
 from ..ir import ZERO, edges, pinned_stalks
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled
+from ..lowering.backend import to_numpy
 
 # ----------------------------------------------------------------------------------------------
 # structure
@@ -635,6 +648,7 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
         if bool(ok.all()):
             return eq
         bad = xp.flatnonzero(~ok)
+        n_guessed = int(ok.sum())
         Sf = {k: xp.where(Vf[k][bad] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers}
         rest = _active_set(net, P, X[bad], Y[bad], xp, tol, max_iter, ([v[bad] for v in Vf], Sf), with_energy)
         for j in range(len(eq.V)):
@@ -649,7 +663,7 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
         eq.consistent[bad] = rest.consistent
         eq.sliding[bad] = rest.sliding
         eq.iterations = 1 + rest.iterations
-        eq.info = dict(rest.info, guessed=int(ok.sum()))
+        eq.info = dict(rest.info, guessed=n_guessed)
         return eq
     if init is None and forward_values is not None:
         init = (forward_values, {k: xp.where(forward_values[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
@@ -771,9 +785,10 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
         cyc = None
         if release is not None and bool(release.any()):  # cycle guard (cannot trigger in exact arithmetic)
             cyc = xp.zeros(nb, dtype=bool)
-            gid = np.arange(nb) if idx is None else np.asarray(idx)
-            for i in np.flatnonzero(np.asarray(release)):
-                key = b"".join(np.asarray(newS[k][i]).tobytes() for k in free)
+            gid = np.arange(nb) if idx is None else to_numpy(idx)
+            host = {k: to_numpy(newS[k]) for k in free}
+            for i in np.flatnonzero(to_numpy(release)):
+                key = b"".join(host[k][i].tobytes() for k in free)
                 seen = visited.setdefault(int(gid[i]), set())
                 if key in seen:
                     finished[i] = cyc[i] = True
@@ -855,7 +870,7 @@ def lipschitz_bound(net: FeedForward, P, xp=np) -> float:
         if layer.kind == "relu":
             return 1.0
         A = P[layer.param] if layer.kind == "param" else layer.matrix
-        return float(np.linalg.norm(np.asarray(A if not hasattr(A, "get") else A.get()), 2)) ** 2
+        return float(np.linalg.norm(to_numpy(A), 2)) ** 2
 
     layers = net.layers
     out = net.output
@@ -1017,9 +1032,9 @@ def parameter_sheaf_energy(G, P) -> float:
     for a, b, d in H.edges(data=True):
         if ZERO in (a, b):
             p = a if b == ZERO else b
-            e += 0.5 * float((np.asarray(d["weight"]) ** 2 * np.asarray(P[p]) ** 2).sum())
+            e += 0.5 * float((np.asarray(d["weight"]) ** 2 * to_numpy(P[p]) ** 2).sum())
         else:
-            e += 0.5 * float((np.asarray(d["weight"]) ** 2 * (np.asarray(P[a]) - np.asarray(P[b])) ** 2).sum())
+            e += 0.5 * float((np.asarray(d["weight"]) ** 2 * (to_numpy(P[a]) - to_numpy(P[b])) ** 2).sum())
     return e
 
 

@@ -15,6 +15,13 @@ and the optimiser, so their numbers compare like for like.
 - **backprop.** Gradient of mean_i w_o² ℓ(p_i, y_i) at the forward pass by the chain rule, plus the
   parameter sheaf's gradient.
 
+What the sheaf rule minimises. At a fixed ReLU pattern the residual is R = ½ rᵀ(I/w_o² + K)⁻¹ r,
+r = y − f(x), K = Σ_k J_k J_kᵀ / w_k² (see :mod:`.equilibrium`): not the squared error. As the
+output edge's weight w_o → 0 (weak clamping) R → w_o²·½‖r‖² and the local update tends to backprop's
+gradient times w_o² (optimisers like Adam are invariant to that scale); with w_o = 1 examples are
+weighted by their sensitivity and R can also be lowered by inflating K (the later layers' weights).
+The coupling w_o is part of the model (``edge out : z -> y identity weight 0.1``).
+
 Losses reported by :meth:`Trainer.step` and :meth:`Trainer.evaluate` are task losses of the forward
 pass (inference): MSE (mean over examples and outputs) for regression, mean binary cross-entropy,
 mean cross-entropy.
