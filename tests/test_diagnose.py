@@ -95,6 +95,34 @@ def test_forward_pass_is_the_network(rng=np.random.default_rng(3)):
     np.testing.assert_allclose(forward_pass(G, Pm, X), p, rtol=1e-13, atol=1e-15)
 
 
+def test_forward_pass_is_the_harmonic_extension():
+    """Cross-check against the independent solver: with only the input pinned, the harmonic
+    extension of a feed-forward sheaf is the forward pass (for sigmoid outputs too)."""
+    from sheafdsl.solvers import solve
+
+    rng = np.random.default_rng(5)
+    for text in ("sheaf a\nnetwork n : 2 -> 6 -> 3 -> 1\n", "sheaf b\nnetwork n : 2 -> 5 -> 1 relu output sigmoid\n"):
+        G = _ir(text)
+        Pm = {k: v + 0.2 * rng.normal(size=v.shape) for k, v in init_params(G, 1).items()}
+        X = rng.normal(size=(9, 2))
+        want = solve(G, Pm, {"x": X}, method="exact", sources=("input", "value")).stalk("y")
+        np.testing.assert_allclose(forward_pass(G, Pm, X), want, rtol=1e-9, atol=1e-10)
+
+
+def test_predictor_uses_the_solver_for_general_sheaves():
+    from sheafdsl.frontend import load_file
+    from sheafdsl.solvers import solve
+    from sheafdsl.training.diagnostics import predictor
+
+    G = from_model(load_file("models/residual.sheaf"))
+    Pm = init_params(G, 0)
+    X = np.random.default_rng(0).normal(size=(6, 2))
+    assert forward_pass(G, Pm, X) is None  # a skip connection: a2 has two incoming edges
+    want = solve(G, Pm, {"x": X}, method="exact", sources=("input", "value")).stalk("y")
+    np.testing.assert_allclose(predictor(G, Pm)(X), want)
+    assert predictor(_triangle(), {}) is not None and predictor(new_sheaf("empty"), {}) is None
+
+
 def test_forward_pass_declines_what_is_not_feed_forward():
     assert forward_pass(_triangle(), {}, np.zeros((2, 1))) is None
     G = _ir("sheaf m\nnetwork n : 2 -> 3 -> 1\npin z1 ~ 0 weight 2\n")  # a soft pin changes the extension

@@ -15,12 +15,9 @@ from sheafdsl.training.run import MetricsLog
 
 PARABOLOID = "models/paraboloid.sheaf"
 
-CLASSIFIER = """\
-# a small binary classifier for the circle task
-sheaf ring
-network n : 2 -> 8 -> 1 relu output sigmoid
-train data=circle n=120 n_test=60 steps=30 optimizer=adam lr=0.05 seed=1
-"""
+CIRCLE = "models/circle.sheaf"  # sigmoid output, binary
+BLOBS = "models/blobs.sheaf"  # softmax output, 4 classes
+RESIDUAL = "models/residual.sheaf"  # a skip connection: not a feed-forward chain
 
 
 def invoke(args, monkeypatch=None):
@@ -120,19 +117,33 @@ def test_backprop_trainer_json(tmp_path):
 
 
 def test_classification_end_to_end(tmp_path):
-    model = tmp_path / "ring.sheaf"
-    model.write_text(CLASSIFIER)
-    out = tmp_path / "ring-run"
-    res = invoke([str(model), "--out", str(out), "--log-every", "10"])
+    out = tmp_path / "circle-run"
+    res = invoke([CIRCLE, "--out", str(out), "--steps", "30", "--n", "120", "--log-every", "10"])
     no_traceback(res)
     assert res.exit_code == 0, res.output
-    assert "test accuracy" in res.stdout
+    assert "test accuracy" in res.stdout and "test MSE" not in res.stdout
     assert (out / "boundary.png").is_file() and not (out / "surface.png").exists()
-    res = invoke([str(model), "--out", str(tmp_path / "ring-json"), "--json", "--no-plots"])
+    summ = json.loads((out / "summary.json").read_text())
+    assert 0.5 < summ["trainer"]["test_accuracy"] <= 1 and 0 < summ["baseline"]["test_accuracy"] <= 1
+    res = invoke([BLOBS, "--out", str(tmp_path / "blobs-json"), "--steps", "10", "--n", "80", "--json", "--no-plots"])
     line = json_line(res)
     assert set(line) == {"trainer", "steps", "seconds", "train_loss", "test_loss", "test_accuracy",
                          "consistent_fraction"}
-    assert line["steps"] == 30 and 0 <= line["test_accuracy"] <= 1
+    assert line["steps"] == 10 and 0 <= line["test_accuracy"] <= 1
+
+
+def test_a_general_sheaf_trains_without_a_baseline(tmp_path):
+    """A skip connection is not a chain: no backprop baseline (a note says why), but the sheaf rule
+    trains it and the surface comes from the harmonic extension."""
+    out = tmp_path / "res"
+    res = invoke([RESIDUAL, "--out", str(out), "--steps", "4", "--n", "60", "--log-every", "2"])
+    no_traceback(res)
+    assert res.exit_code == 0, res.output
+    assert "no backprop baseline" in res.stderr and "backprop (baseline)" not in res.stdout
+    assert json.loads((out / "meta.json").read_text())["baseline"] is None
+    assert (out / "surface.png").is_file()
+    res = invoke([RESIDUAL, "--out", str(tmp_path / "res2"), "--steps", "1", "--baseline", "--no-plots"])
+    assert res.exit_code == 1 and "models/residual.sheaf: error[E612]" in res.stderr
 
 
 def test_existing_run_is_not_overwritten(para_run):
@@ -234,7 +245,7 @@ def test_divergence_error_from_the_trainer(tmp_path, monkeypatch):
     ([PARABOLOID, "--lr", "nan"], 2, "positive"),
     ([PARABOLOID, "--steps", "-3"], 2, "steps"),
     ([PARABOLOID, "--batch", "0"], 2, "batch"),
-    ([PARABOLOID, "--data", "circle", "--steps", "1"], 1, "E603"),
+    ([PARABOLOID, "--data", "circle", "--steps", "1"], 1, "models/paraboloid.sheaf: error[E603]"),
     ([PARABOLOID, "--resume"], 1, "--out"),
 ])
 def test_bad_input(tmp_path, args, code, needle):

@@ -29,6 +29,13 @@ from .common import console, emit_json, err_console, json_option
 @json_option
 def command(target, data, split, seed, plot_path, no_plot, as_json):
     """Per-edge, per-layer and per-type discord of a trained run (RUN_DIR) or of a model's initial parameters (FILE)."""
+    from .train import located
+
+    with located(target):
+        _diagnose(target, data, split, seed, plot_path, no_plot, as_json)
+
+
+def _diagnose(target, data, split, seed, plot_path, no_plot, as_json):
     from ..frontend import load_text
     from ..ir import from_model
     from ..training.checkpoint import load_checkpoint

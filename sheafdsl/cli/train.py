@@ -8,6 +8,7 @@ with ``--json``). See docs/training.md for the run directory, resume and the fau
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -66,8 +67,19 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed,
     overrides = {"data": data, "steps": steps, "batch": batch, "optimizer": optimizer, "lr": lr,
                  "trainer": trainer_name, "solver": solver, "seed": seed, "n": n, "log_every": log_every,
                  "backend": backend}
-    code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json)
+    with located(file):
+        code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json)
     raise SystemExit(code)
+
+
+@contextlib.contextmanager
+def located(file: str):
+    """Errors from the layers below that name no file (data, trainer, solver) are about FILE: say so."""
+    try:
+        yield
+    except SheafError as exc:
+        exc.diagnostics = [dataclasses.replace(d, file=file) if d.file == "<input>" else d for d in exc.diagnostics]
+        raise
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,7 +165,14 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
             base = make_trainer(G, bconfig, data, params={k: v.copy() for k, v in ck.params.items()})
             base.load_state_dict(ck.baseline)  # its own parameters and optimiser state
         else:  # the same initial parameters as the trainer's, copied
-            base = make_trainer(G, bconfig, data, params={k: to_numpy(v).copy() for k, v in trainer.params.items()})
+            try:
+                base = make_trainer(G, bconfig, data,
+                                    params={k: to_numpy(v).copy() for k, v in trainer.params.items()})
+            except SheafError as exc:  # e.g. backprop needs a feed-forward chain; a skip connection is not one
+                if baseline:  # asked for explicitly
+                    raise
+                if not as_json:
+                    click.echo(f"note: no backprop baseline for this model ({exc.diagnostics[0].message})", err=True)
 
     if ck is None:
         rundir = RunDir(out if out is not None else default_run_dir(G.graph["name"])).create()
@@ -294,7 +313,7 @@ def _finish(session, config, data, G, plots: bool, as_json: bool) -> dict:
 def _plots(session, G, data, records, discords, config) -> list:
     from ..lowering import to_numpy
     from ..training import plots as P
-    from ..training.diagnostics import diagnose, forward_pass
+    from ..training.diagnostics import diagnose, predictor
 
     rd, name = session.rundir, G.graph["name"]
     out = [P.plot_loss(records, rd.file("loss.png"), title=f"{name}: {config.trainer} trainer vs backprop"
@@ -303,9 +322,8 @@ def _plots(session, G, data, records, discords, config) -> list:
     out.append(P.plot_discord(diagnose(G, discords), rd.file("discord.png"),
                               title=f"{name}: equilibrium discord per edge at step {session.trainer.step_count}"))
     if data.n_inputs == 2:
-        params = {k: to_numpy(v) for k, v in session.trainer.params.items()}
-        predict = lambda X: forward_pass(G, params, X)  # noqa: E731
-        if predict(data.X_test[:2]) is not None:
+        predict = predictor(G, {k: to_numpy(v) for k, v in session.trainer.params.items()})
+        if predict is not None:
             if data.task == "regression" and data.n_outputs == 1:
                 out.append(P.plot_surface(predict, data, rd.file("surface.png"), title=f"{name}: learned surface"))
             elif data.task != "regression":

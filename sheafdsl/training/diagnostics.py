@@ -217,5 +217,28 @@ def forward_pass(G, params: dict, X, xp=np):
     return xp.concatenate([vals[t] for t in targets], axis=1)
 
 
+def predictor(G, params: dict):
+    """A function X -> prediction (the target stalks with only the inputs and constants pinned).
+
+    Feed-forward sheaves use :func:`forward_pass`; any other sheaf (skip connections, soft pins,
+    literal maps) uses the harmonic extension from :func:`sheafdsl.solvers.solve` (exact, inference
+    pins). Returns None when the sheaf has no single input and target stalk.
+    """
+    inputs, targets = pinned_stalks(G, "input"), pinned_stalks(G, "target")
+    if len(inputs) != 1 or len(targets) != 1:
+        return None
+
+    def predict(X):
+        out = forward_pass(G, params, X)
+        if out is not None:
+            return out
+        from ..solvers import solve
+
+        return np.asarray(solve(G, params, {inputs[0]: np.asarray(X, dtype=float)}, method="exact",
+                                sources=("input", "value"), xp=np).stalk(targets[0]))
+
+    return predict
+
+
 __all__ = ["TYPES", "EdgeDiagnosis", "GroupDiagnosis", "Diagnosis", "edge_type", "edge_layers", "diagnose",
-           "forward_pass"]
+           "forward_pass", "predictor"]
