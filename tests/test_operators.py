@@ -234,3 +234,20 @@ def test_missing_parameter_and_unsupported_maps_are_sheaf_errors():
     with pytest.raises(SheafError) as e:
         ops.restrict(("input", "value"))
     assert e.value.codes == ["E503"]
+
+
+def test_dense_hessian_when_one_coordinate_gates_two_relu_edges():
+    G = from_model(load_text("sheaf two\nparam W : 3 x 2 init he\nstalk x : 2\nstalk z : 3\nstalk a : 3\nstalk b : 3\n"
+                             "stalk y : 3\nedge l : x -> z linear W\nedge r1 : z -> a relu\nedge r2 : z -> b relu weight 2\n"
+                             "edge s : a -> y identity\nedge t : b -> y maps 1 | 3\npin x = input\npin y = [1, -1, 0.5]\n"))
+    P = init_params(G, 0)
+    prob = SheafOperators(G, P).restrict(("input", "value"))
+    fixed = prob.dense_fixed()
+    assert not fixed["unique"]  # the shared-source path
+    rng = np.random.default_rng(0)
+    state = rng.normal(size=(4, prob.ops.N))
+    gates = (state[:, prob.s.gated_host] >= 0).astype(float)
+    H = prob.dense_hessian(state, gates, fixed)
+    f = prob.s.free_host
+    for b in range(4):
+        np.testing.assert_allclose(H[b], laplacian_matrix(G, P, state[b]).toarray()[np.ix_(f, f)], atol=1e-12)

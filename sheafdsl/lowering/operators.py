@@ -614,41 +614,55 @@ class Problem:
         return -ops.delta_T(ops.w2 * r, gates, state)[:, self.s.free]
 
     def dense_fixed(self):
-        """(D_Ω, H_rest): the fixed part of δ on the free columns (host → xp) and the Hessian of every
-        least-squares edge that is not a ReLU edge, (n, n)."""
+        """The per-call constant part of the dense Hessians (see :meth:`dense_hessian`).
+
+        With δ_Ω(g) = D − G P on the free columns (D: every map except the free ReLU gates; G P: the gate g_k at
+        (row k, free source column col_k) of each ReLU row k whose source is free):
+
+            δ_Ω(g)ᵀ W² δ_Ω(g) = Dᵀ W² D − X(g) − X(g)ᵀ + Pᵀ diag(w_k² g_k²) P,   X(g) = Dᵀ W² G P,
+
+        where X(g) has column col_k = g_k w_k² D[k, :]ᵀ. Returns a dict with H0 = Dᵀ W² D (least-squares rows),
+        and for the gated rows: their columns, units, weights and X0 = (w_k² D[k, :])_k (n, K).
+        """
         xp, ops, s = self.xp, self.ops, self.s
         D = ops.dense_delta()[:, s.free_host]
-        relu_rows = np.zeros(ops.M, dtype=bool)
-        for e in ops.relu_edges:
-            relu_rows[e.rows] = True
-        keep = np.zeros(ops.M, dtype=bool)
-        keep[s.ls_rows] = True
-        rest = keep & ~relu_rows
         w2 = to_numpy(ops.w2)
-        H_rest = (D[rest].T * w2[rest]) @ D[rest]
-        return D, H_rest, relu_rows & keep
+        rows = s.ls_rows
+        H0 = (D[rows].T * w2[rows]) @ D[rows]
+        krows, kunits = [], []
+        for e, loc, units in s.relu_units:
+            loc_h, units_h = np.asarray(_host(loc)), np.asarray(_host(units))
+            krows.extend(e.rows.start + loc_h)
+            kunits.extend(units_h)
+        krows = np.array(krows, dtype=np.int64)
+        kcols = s.pos[s.gated_host[np.array(kunits, dtype=np.int64)]] if len(kunits) else np.zeros(0, dtype=np.int64)
+        return {"H0": xp.asarray(H0), "cols": xp.asarray(kcols), "units": xp.asarray(np.array(kunits, dtype=np.int64)),
+                "w2": xp.asarray(w2[krows]), "X0": xp.asarray(D[krows].T * w2[krows]),
+                "unique": len(set(kcols.tolist())) == len(kcols), "onehot": xp.asarray(np.eye(s.n)[kcols])}
 
     def dense_hessian(self, c, unit_gate, fixed=None):
         """Per-example Hessians of the objective over c_Ω (B, n, n) at cochain c with free unit gates
-        ``unit_gate`` (B, units):  δ_Ω(g)ᵀ W² δ_Ω(g)  +  Σ_ce w² Dφ(c_u) on the free source coordinates."""
-        xp, ops, s = self.xp, self.ops, self.s
-        D, H_rest, relu_rows = fixed if fixed is not None else self.dense_fixed()
+        ``unit_gate`` (B, units):  δ_Ω(g)ᵀ W² δ_Ω(g)  +  Σ_ce w² Dφ(c_u) on the free source coordinates
+        (assembled by the rank-structured update of :meth:`dense_fixed`, no batched matmul)."""
+        xp, s = self.xp, self.s
+        f = fixed if fixed is not None else self.dense_fixed()
         B = c.shape[0]
-        H = xp.broadcast_to(xp.asarray(H_rest), (B, s.n, s.n)).copy()
-        if relu_rows.any():
-            # J_b = D_R − diag(g_b) P on the ReLU rows, P: row -> free source column
-            idx_rows = np.flatnonzero(relu_rows)
-            J = xp.broadcast_to(xp.asarray(D[idx_rows]), (B, len(idx_rows), s.n)).copy()
-            row_of = {int(r): k for k, r in enumerate(idx_rows)}
-            gates = self.gates_from(c, unit_gate)
-            for e in ops.relu_edges:
-                ks = np.array([row_of[e.rows.start + i] for i in range(e.dim)])
-                cols = s.pos[e.src.start: e.src.stop]
-                ok = cols >= 0
-                if ok.any():
-                    J[:, xp.asarray(ks[ok]), xp.asarray(cols[ok])] -= gates[e.name][:, xp.asarray(np.flatnonzero(ok))]
-            w2R = ops.w2[xp.asarray(idx_rows)]
-            H += xp.matmul(xp.swapaxes(J, 1, 2) * w2R, J)
+        H = xp.broadcast_to(f["H0"], (B, s.n, s.n)).copy()
+        K = f["cols"].shape[0]
+        if K:
+            g = unit_gate[:, f["units"]]  # (B, K)
+            X = f["X0"][None, :, :] * g[:, None, :]  # (B, n, K): column k is g_k w_k² D[k, :]ᵀ
+            d = f["w2"] * g * g
+            if f["unique"]:
+                cols = f["cols"]
+                H[:, :, cols] -= X
+                H[:, cols, :] -= xp.swapaxes(X, 1, 2)
+                H[:, cols, cols] += d
+            else:  # a coordinate gating several ReLU edges: accumulate through the one-hot map P
+                P = f["onehot"]
+                XP = xp.matmul(X, P)
+                H -= XP + xp.swapaxes(XP, 1, 2)
+                H += xp.matmul(xp.swapaxes(P, 0, 1)[None] * d[:, None, :], P)
         for e in s.ce_edges:
             cols = s.pos[e.src.start: e.src.stop]
             ok = np.flatnonzero(cols >= 0)
@@ -738,6 +752,11 @@ class Problem:
             more = int((np.abs(v) >= 1e-3).sum()) - len(names)
             out.append(", ".join(names) + (f", … {more} more" if more > 0 else ""))
         return "; ".join(f"[{t}]" for t in out)
+
+
+def _host(a):
+    get = getattr(a, "get", None)
+    return get() if callable(get) else np.asarray(a)
 
 
 def lower(G, params: dict, xp=np) -> SheafOperators:

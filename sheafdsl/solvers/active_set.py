@@ -52,29 +52,22 @@ DENSE_LIMIT = 4000
 def run_sweep(ops, plan, c):
     """Set each head c_v = F_u(c_u) + o_e along ``plan`` (in place) and return c.
 
-    Heads are computed as contiguous (B, d_v) arrays and written into the cochain once at the end (matmuls
-    and bias additions on strided column blocks of c are several times slower).
+    Matmuls and ReLUs write straight into the head's column block (contiguous when c is column-major, as
+    :func:`solve` allocates it for a sweep; any layout is correct).
     """
     xp = ops.xp
-    vals = {}
     for e in plan:
-        x = vals.get(e.u)
-        if x is None:
-            x = c[:, e.src]
+        x = c[:, e.src]
+        out = c[:, e.dst]
         m = e.src_map
         if isinstance(m, ReluGate):
-            y = xp.maximum(x, 0.0)
+            xp.maximum(x, 0.0, out=out)
         elif isinstance(m, ParamMap):
-            y = x @ ops.params[m.param].T
+            xp.matmul(x, ops.params[m.param].T, out=out)
         else:
-            y = ops._map(e, "src", x, nonlinear=True)
-            if e.bias is not None:
-                y = y.copy() if y is x else y
+            out[...] = ops._map(e, "src", x, nonlinear=True)
         if e.bias is not None:
-            y += ops.o[e.rows]
-        vals[e.v] = y
-    for v, y in vals.items():
-        c[:, ops.vertex[v]] = y
+            out += ops.o[e.rows]
     return c
 
 
@@ -211,23 +204,44 @@ def singular_error(prob, H, mask=None, example: int | None = None) -> SheafError
 
 
 def check_spd(prob, H, mask=None, offset: int = 0):
-    """Raise :func:`singular_error` unless every H[b] is numerically positive definite (Cholesky pivots)."""
+    """The Cholesky factor of H (n, n) or (B, n, n); raises :func:`singular_error` unless every H[b] is
+    numerically positive definite (finite pivots with p² > 1e-11 · max diag)."""
     xp = prob.xp
-    bad = None
+    bad, Lc = None, None
     try:
         Lc = xp.linalg.cholesky(H)
         piv = xp.diagonal(Lc, axis1=-2, axis2=-1) ** 2
         dmax = xp.diagonal(H, axis1=-2, axis2=-1).max(axis=-1)
         ok = xp.all(xp.isfinite(piv), axis=-1) & (piv.min(axis=-1) > 1e-11 * dmax)
         if not bool(xp.all(ok)):
-            bad = int(xp.flatnonzero(~ok)[0])
+            bad = int(xp.flatnonzero(xp.atleast_1d(~ok))[0])
     except np.linalg.LinAlgError:
         w = xp.linalg.eigvalsh(H)
         ok = w.min(axis=-1) > 1e-11 * xp.abs(w).max(axis=-1)
-        bad = int(xp.flatnonzero(~ok)[0])
+        bad = int(xp.flatnonzero(xp.atleast_1d(~ok))[0])
     if bad is not None:
         m = None if mask is None else (mask[bad] if mask.ndim == 2 else mask)
         raise singular_error(prob, H[bad] if H.ndim == 3 else H, m, None if H.ndim == 2 else bad + offset)
+    return Lc
+
+
+def cho_solve(Lc, b, xp):
+    """Solve (L Lᵀ) x = b for a batch of lower Cholesky factors L (B, n, n) and b (B, n).
+
+    Forward and back substitution, O(B n²) (a batched LU solve would redo O(B n³) work); for large n
+    the O(n) Python steps lose to LAPACK, so there it solves with the factor directly.
+    """
+    n = b.shape[1]
+    if n > 192:
+        y = xp.linalg.solve(Lc, b[..., None])
+        return xp.linalg.solve(xp.swapaxes(Lc, -1, -2), y)[..., 0]
+    y = xp.empty_like(b)
+    for i in range(n):
+        y[:, i] = (b[:, i] - (Lc[:, i, :i] * y[:, :i]).sum(axis=1)) / Lc[:, i, i]
+    x = xp.empty_like(b)
+    for i in range(n - 1, -1, -1):
+        x[:, i] = (y[:, i] - (Lc[:, i + 1:, i] * x[:, i + 1:]).sum(axis=1)) / Lc[:, i, i]
+    return x
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,8 +249,18 @@ def check_spd(prob, H, mask=None, offset: int = 0):
 
 
 def _masked(H, m, xp):
-    """Rows/columns of fixed coordinates (m = 0) replaced by the identity."""
+    """Rows/columns of fixed coordinates (m = 0) replaced by the identity (a copy)."""
     return H * m[..., :, None] * m[..., None, :] + xp.eye(H.shape[-1]) * (1.0 - m)[..., None, :]
+
+
+def _fix_inplace(H, m, xp):
+    """In place on a batch H (B, n, n): the rows/columns where m (B, n) is 0 become those of the identity."""
+    b, t = xp.nonzero(m == 0)
+    if b.shape[0]:
+        H[b, t, :] = 0.0
+        H[b, :, t] = 0.0
+        H[b, t, t] = 1.0
+    return H
 
 
 class SharedSparseFactor:
@@ -299,14 +323,14 @@ def dense_step(prob, c, state, rhs, mask, fixed, shared=None):
         H = _masked(prob.dense_hessian(c[:1], unit_gate[:1], fixed)[0], mask[0], xp)
         check_spd(prob, H, mask[0])
         return xp.linalg.solve(H, (rhs * mask).T).T
-    n_rows = int(fixed[2].sum())
-    chunk = max(1, int(2e7 // (n * n + n * max(n_rows, 1))))
+    K = int(fixed["cols"].shape[0])
+    chunk = max(1, int(2e7 // (n * n + n * max(K, 1))))
     out = xp.empty_like(rhs)
     for a in range(0, B, chunk):
         sl = slice(a, min(B, a + chunk))
-        H = _masked(prob.dense_hessian(c[sl], unit_gate[sl], fixed), mask[sl], xp)
-        check_spd(prob, H, mask[sl], offset=a)
-        out[sl] = xp.linalg.solve(H, (rhs[sl] * mask[sl])[..., None])[..., 0]
+        H = _fix_inplace(prob.dense_hessian(c[sl], unit_gate[sl], fixed), mask[sl], xp)
+        Lc = check_spd(prob, H, mask[sl], offset=a)
+        out[sl] = cho_solve(Lc, rhs[sl] * mask[sl], xp)
     return out
 
 

@@ -71,7 +71,7 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
     return SheafError(Diagnostic(code, msg, hint=hint))
 
 
-def boundary_cochain(prob, boundary: dict, xp) -> tuple[object, int]:
+def boundary_cochain(prob, boundary: dict, xp, order: str = "C") -> tuple[object, int]:
     """The (B, N) cochain holding every pin of ``prob``'s sources (data from ``boundary``, constants from the
     IR), zeros elsewhere; and B.
 
@@ -112,7 +112,7 @@ def boundary_cochain(prob, boundary: dict, xp) -> tuple[object, int]:
             raise _err("E508", f"the boundary value of `{name}` holds NaN or infinite entries")
         arrays[name] = a
     B = 1 if B is None else B
-    c = xp.zeros((B, ops.N))
+    c = xp.zeros((B, ops.N), order=order)
     for name, a in arrays.items():
         c[:, ops.vertex[name]] = a
     if "value" in sources:
@@ -177,7 +177,9 @@ def solve(G, params, boundary, *, method: str = "exact", sources=("input", "valu
         ops = SheafOperators(G, params, xp)
     xp = ops.xp
     prob = ops.restrict(sources)
-    c0, B = boundary_cochain(prob, boundary, xp)
+    fast = method == "exact" and x0 is None and prob.s.sweep is not None
+    # the sweep writes each head straight into its column block: column-major keeps the blocks contiguous
+    c0, B = boundary_cochain(prob, boundary, xp, order="F" if fast else "C")
     from .active_set import active_set, sweep
     from .diffusion import diffusion
 
@@ -187,7 +189,7 @@ def solve(G, params, boundary, *, method: str = "exact", sources=("input", "valu
             raise _err("E507", f"x0 has shape {tuple(x0.shape)}, expected {tuple(c0.shape)}")
         c = x0.copy()
         c[:, prob.s.pinned] = c0[:, prob.s.pinned]
-    elif method == "exact" and prob.s.sweep is not None:
+    elif fast:
         return sweep(prob, c0, record_trace=record_trace)
     else:
         c = initial_guess(prob, c0)
