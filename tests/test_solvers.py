@@ -163,6 +163,30 @@ def test_paraboloid_two_sided_sliding_equilibria():
     assert cycling[sliding].mean() > 0.5 and not cycling[~sliding].any()
 
 
+def test_filippov_heat_equation_is_monotone_where_plain_euler_chatters():
+    G = from_model(load_file(MODELS / "paraboloid.sheaf"))
+    P = init_params(G, 0)
+    x, y = paraboloid_data(120)
+    bnd = {"x": x, "y": y}
+    r = solve(G, P, bnd, sources=TWO_SIDED, method="diffusion", record_trace=True)
+    sliding = r.sliding > 0
+    assert sliding.any() and r.converged.all()
+    assert np.all(np.diff(r.trace, axis=0) <= 1e-12 * (1 + r.trace[:-1]))  # the energy never rises
+    # explicit Euler on the gradient with gates 1[z >= 0], same step, many more steps: it settles where
+    # nothing slides, and chatters across z = 0 where something does
+    from sheafdsl.solvers.active_set import scale
+    from sheafdsl.solvers.core import initial_guess
+
+    prob = SheafOperators(G, P).restrict(TWO_SIDED)
+    c = initial_guess(prob, boundary_cochain(prob, bnd, np)[0])
+    den, alpha = scale(prob, c), 1.0 / prob.hessian_bound()
+    for _ in range(4 * r.iterations):
+        c[:, prob.s.free] -= alpha * prob.gradient(c, prob.gates_from(c))[0][:, prob.s.free]
+    res = np.linalg.norm(prob.gradient(c, prob.gates_from(c))[0][:, prob.s.free], axis=1) / den
+    assert res[~sliding].max() < 1e-9
+    assert np.median(res[sliding]) > 1e-4
+
+
 small_arch = st.tuples(st.lists(st.integers(1, 4), min_size=2, max_size=4), st.sampled_from(["identity", "sigmoid", "softmax"]))
 
 
