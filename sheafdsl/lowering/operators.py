@@ -433,6 +433,7 @@ class _Structure:
         self.ls_edges = [e for e in ops.edges if e.name not in self.skip]
         self.ls_rows = np.concatenate([np.arange(e.rows.start, e.rows.stop) for e in self.ls_edges]) \
             if self.ls_edges else np.zeros(0, dtype=np.int64)
+        self.ls_rows_x = xp.asarray(self.ls_rows)
         # eliminated head stalks are not unknowns of the solve
         elim = np.zeros(ops.N, dtype=bool)
         for e in self.head_edges:
@@ -559,7 +560,8 @@ class Problem:
         xp, ops = self.xp, self.ops
         if r is None:
             r = ops.discord(c, gates)
-        E = 0.5 * (ops.w2[self.s.ls_rows] * r[:, self.s.ls_rows] ** 2).sum(axis=1)
+        rows = self.s.ls_rows_x
+        E = 0.5 * (ops.w2[rows] * r[:, rows] ** 2).sum(axis=1)
         for e in self.s.ce_edges:
             t = self._target(e, c)
             E = E + e.weight ** 2 * cross_entropy(xp, e.src_map.fn, c[:, e.src], t)
