@@ -229,7 +229,7 @@ def command(file, input_, pins, solver, params_path, seed, rtol, maxiter, as_jso
     inputs = pinned_stalks(G, "input")
     if inputs and input_ is None:
         raise _err("E521", "this model has input stalk" + "s" * (len(inputs) > 1) + " " + ", ".join(f"`{v}`" for v in inputs)
-                   + "; give their values with --input", "e.g. --input '[" + ", ".join(["0.0"] * sum(G.nodes[v]["dim"] for v in inputs)) + "]'")
+                   + "; give " + ("their values" if len(inputs) > 1 else "its value") + " with --input", "e.g. --input '[" + ", ".join(["0.0"] * sum(G.nodes[v]["dim"] for v in inputs)) + "]'")
     boundary, batch = (parse_input(input_, G) if input_ is not None else ({}, False))
     if input_ is not None and not inputs:
         raise _err("E521", "--input was given but no stalk is pinned to input")
