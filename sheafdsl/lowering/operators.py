@@ -33,7 +33,7 @@ for CG, and the *sweep plan* when δ_Ω is unitriangular (see :meth:`Problem.swe
 >>> G = from_model(load_text("sheaf t\\nnetwork n : 2 -> 3 -> 1\\n"))
 >>> ops = SheafOperators(G, init_params(G, 0))
 >>> ops.N, ops.M
-(10, 10)
+(10, 8)
 >>> c = np.random.default_rng(0).normal(size=(4, ops.N))
 >>> bool(np.allclose(ops.energy(c), 0.5 * (ops.w2 * ops.discord(c) ** 2).sum(1)))
 True
