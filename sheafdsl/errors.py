@@ -62,33 +62,38 @@ class Diagnostic:
             out["hint"] = self.hint
         return out
 
-    def render(self, source: str | None = None) -> str:
-        """``FILE:LINE:COL: severity[CODE]: message``, the source line, a caret, and a hint."""
+    def render(self, source: str | None = None, *, lines: Sequence[str] | None = None) -> str:
+        """``FILE:LINE:COL: severity[CODE]: message``, the source line, a caret, and a hint.
+
+        ``lines`` (``source.split("\\n")``) may be given instead of ``source`` to render many
+        diagnostics of one file without splitting it each time.
+        """
         where = f"{self.file}:{self.span.line}:{self.span.col}" if self.span.known else self.file
-        lines = [f"{where}: {self.severity}[{self.code}]: {self.message}"]
-        if source is not None and self.span.known:
+        out = [f"{where}: {self.severity}[{self.code}]: {self.message}"]
+        if lines is None and source is not None:
             # lark counts lines by "\n" only, so split the same way (not str.splitlines, which also
             # breaks at form feeds and other separators)
-            src_lines = source.split("\n")
-            if 1 <= self.span.line <= len(src_lines):
-                text = src_lines[self.span.line - 1].rstrip("\r\n").replace("\t", " ")
-                text = "".join(ch if ch.isprintable() else "?" for ch in text)
+            lines = source.split("\n")
+        if lines is not None and self.span.known:
+            if 1 <= self.span.line <= len(lines):
+                text = lines[self.span.line - 1]
                 start = max(self.span.col - 1, 0)
                 width = 1
                 if self.span.end_line == self.span.line and self.span.end_col > self.span.col:
                     width = self.span.end_col - self.span.col
                 # a window of at most SHOW columns around the spot, so that long lines stay readable
                 lo = 0 if start < SHOW - 40 else start - 40
-                shown = text[lo:lo + SHOW]
+                shown = text[lo:lo + SHOW].rstrip("\r\n")
+                shown = "".join(ch if ch.isprintable() else " " if ch == "\t" else "?" for ch in shown)
                 prefix = "... " if lo > 0 else ""
-                suffix = " ..." if lo + SHOW < len(text) else ""
+                suffix = " ..." if lo + SHOW < len(text.rstrip("\r\n")) else ""
                 caret_at = min(start - lo, len(shown))
                 width = max(1, min(width, len(shown) - caret_at))
-                lines.append("    " + prefix + shown + suffix)
-                lines.append("    " + " " * (len(prefix) + caret_at) + "^" * width)
+                out.append("    " + prefix + shown + suffix)
+                out.append("    " + " " * (len(prefix) + caret_at) + "^" * width)
         if self.hint:
-            lines.append(f"  hint: {self.hint}")
-        return "\n".join(lines)
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
 
 
 class SheafError(Exception):
@@ -102,7 +107,11 @@ class SheafError(Exception):
             diagnostics = [diagnostics]
         self.diagnostics: list[Diagnostic] = list(diagnostics)
         self.source = source
-        super().__init__(self.render())
+        first = self.diagnostics[0] if self.diagnostics else None
+        super().__init__(f"{first.code}: {first.message}" if first else "invalid input")
+
+    def __str__(self) -> str:  # rendered on demand: a file with thousands of errors stays cheap to check
+        return self.render()
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -113,7 +122,8 @@ class SheafError(Exception):
         return [d.code for d in self.diagnostics]
 
     def render(self) -> str:
-        return "\n".join(d.render(self.source) for d in self.diagnostics)
+        lines = self.source.split("\n") if self.source is not None else None
+        return "\n".join(d.render(lines=lines) for d in self.diagnostics)
 
 
 def error(code: str, message: str, span: Span = NOSPAN, hint: str | None = None, file: str = "<input>") -> SheafError:

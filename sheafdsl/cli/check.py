@@ -29,8 +29,9 @@ def command(file, as_json):
                     source = fh.read()
             except OSError:
                 source = None
+        lines = source.split("\n") if source is not None else None
         for d in diags:
-            click.echo(d.render(source), err=True)
+            click.echo(d.render(lines=lines), err=True)
         n_err = sum(d.severity == "error" for d in diags)
         if ok:
             click.echo(f"{file}: ok" + (f" ({len(diags)} warning{'s' * (len(diags) != 1)})" if diags else ""))

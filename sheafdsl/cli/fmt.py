@@ -73,18 +73,24 @@ def command(file, check_only, expand, write, as_json):
         raise click.UsageError("--check and --write exclude each other")
     if check_only and expand:
         raise click.UsageError("--check compares FILE with its canonical layout; drop --expand")
+    if as_json:
+        try:
+            module = parse_file(file)
+            text = format_module(expand_sugar(module) if expand else module)
+            canonical = text == module.source
+            out = {"ok": canonical or not check_only, "file": file, "canonical": canonical, "diagnostics": []}
+            if not check_only:
+                out["text"] = text
+            if write and not canonical:
+                write_atomic(file, text)
+                out["written"] = True
+        except SheafError as exc:
+            out = {"ok": False, "file": file, "diagnostics": [d.to_json() for d in exc.diagnostics]}
+        emit_json(out)
+        raise SystemExit(0 if out["ok"] else 1)
     module = parse_file(file)  # a SheafError here is rendered by the CLI and exits 1
     text = format_module(expand_sugar(module) if expand else module)
     canonical = text == module.source
-    if as_json:
-        out = {"ok": canonical or not check_only, "file": file, "canonical": canonical, "diagnostics": []}
-        if not check_only:
-            out["text"] = text
-        if write and not canonical:
-            write_atomic(file, text)
-            out["written"] = True
-        emit_json(out)
-        raise SystemExit(0 if out["ok"] else 1)
     if check_only:
         if canonical:
             click.echo(f"{file}: canonical")
