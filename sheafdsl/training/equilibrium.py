@@ -323,7 +323,7 @@ class PatternSolution:
 
 
 def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_newton: int = 30,
-                  with_energy: bool = True, F=None, rho0=None) -> PatternSolution:
+                  with_energy: bool = True, F=None, rho0=None, pre1=None) -> PatternSolution:
     """Minimise E exactly for fixed unit states ``S`` (dict layer index -> (B, d) int8 in {+1, 0, −1}).
 
     Inactive and sliding units have gate 0; a sliding unit also holds its tail value at 0. Cost: a
@@ -337,7 +337,10 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     if F is None:  # the forward pass at the pattern (the caller may pass it when S is the forward pattern)
         F = [X]
         for k, layer in enumerate(layers):
-            F.append(_apply(layer, P, F[-1], gates.get(k)))
+            if k == 0 and pre1 is not None:  # v_1's value does not depend on the pattern: x is pinned
+                F.append(pre1)
+            else:
+                F.append(_apply(layer, P, F[-1], gates.get(k)))
     n_out = net.output.d_out
     # sliding rows: a unit of relu layer k (tail vertex k) whose own tail value depends on free
     # discords upstream (k >= 2) becomes a constraint row; for k == 1 the row decouples (below).
@@ -667,13 +670,14 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
         return eq
     if init is None and forward_values is not None:
         init = (forward_values, {k: xp.where(forward_values[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
-    return _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy)
+    pre1 = forward_values[1] if forward_values is not None and len(forward_values) > 1 else None
+    return _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy, pre1)
 
 
 SUBSET_WORK = 2_000_000  # batch × stalk width × outputs above which the loop solves only unsettled examples
 
 
-def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equilibrium:
+def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=None) -> Equilibrium:
     """The primal active-set loop of :func:`exact_equilibrium` (see the module docstring).
 
     Invariant: the current point c is feasible for its states S (active tails ≥ 0, inactive ≤ 0,
@@ -703,6 +707,10 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
     if not free:  # linear in c (or patterns fixed by the input): one exact solve
         sol = solve_pattern(net, P, X, Y, S, xp, tol, with_energy=with_energy)
         return Equilibrium(sol.V, sol.U, sol.out_disc, sol.energy, S, sol.newton_ok, xp.zeros(B, dtype=np.int64), 1)
+    if layers[0].kind != "relu":  # the first layer's output is the same for every pattern
+        pre1 = _apply(layers[0], P, X) if pre1 is None else pre1
+    else:
+        pre1 = None
     rho_all = None
     if net.output.fn != "linear" and init is not None:  # warm Newton start: the force at the start point
         rho_all = net.output.weight ** 2 * _out_disc(net, P, V[m], Y, xp)
@@ -723,14 +731,15 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True) -> Equi
     while it < max_iter:
         it += 1
         if idx is None:
-            Xs, Ys, Ss, Vs, r0 = X, Y, S, V, rho_all
+            Xs, Ys, Ss, Vs, r0, p1 = X, Y, S, V, rho_all, pre1
         else:
             Xs, Ys = X[idx], Y[idx]
             Ss = {k: S[k][idx] for k in S}
             Vs = [v[idx] for v in V]
             r0 = None if rho_all is None else rho_all[idx]
+            p1 = None if pre1 is None else pre1[idx]
         nb = Xs.shape[0]
-        sol = solve_pattern(net, P, Xs, Ys, Ss, xp, tol, with_energy=False, rho0=r0)
+        sol = solve_pattern(net, P, Xs, Ys, Ss, xp, tol, with_energy=False, rho0=r0, pre1=p1)
         # ratio test on the segment c -> c̄
         tmin = None
         viols, tks = {}, {}

@@ -298,7 +298,8 @@ class SheafTrainer(Trainer):
         if self.config.solver == "diffusion":
             eq = diffusion_equilibrium(net, P, X, Y, xp, tol=max(self.config.tol, 1e-9), init=init[0])
         else:
-            eq = exact_equilibrium(net, P, X, Y, xp, tol=self.config.tol, init=init, with_energy=False)
+            eq = exact_equilibrium(net, P, X, Y, xp, tol=self.config.tol, init=init, with_energy=False,
+                                   forward_values=V)
         if idx is None:
             self.warm = ([None] + [v for v in eq.V[1:]], eq.S)
         else:
