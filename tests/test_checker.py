@@ -212,3 +212,9 @@ def test_nonlinear_edges_need_equal_dims_but_maps_loops_are_fine():
 def test_lit_shape():
     assert lit_shape(1.0) == () and lit_shape((1.0, 2.0)) == (2,) and lit_shape(((1.0,), (2.0,))) == (2, 1)
     assert lit_shape(((1.0,), (2.0, 3.0))) is None and lit_shape(((1.0,), 2.0)) is None and lit_shape(()) == (0,)
+
+
+def test_an_invalid_network_does_not_cascade():
+    src = "sheaf t\nnetwork m : 2 -> 0 -> 1\nreluctance W1 W2 weight 1\nedge e : z1 -> a1 relu\npin y ~ 0 weight 1\n"
+    assert codes(src) == ["E210"]
+    assert codes("sheaf t\nnetwork m : 2 -> 1\nnetwork n : 2 -> 1\n") == ["E270"]

@@ -214,3 +214,11 @@ def test_fmt_of_a_bad_file_exits_1_with_the_diagnostic(runner, tmp_path):
     assert r.exit_code == 1 and "m.sheaf:2:11: error[E101]" in r.output and "Traceback" not in r.output
     r = runner.invoke(cli, ["fmt", "--json", str(tmp_path / "missing.sheaf")])
     assert r.exit_code == 1 and json.loads(r.output)["diagnostics"][0]["code"] == "E107"
+
+
+def test_fmt_expand_of_an_invalid_network_exits_1(runner, tmp_path):
+    r = runner.invoke(cli, ["fmt", "--expand", _write(tmp_path, "sheaf t\nnetwork m : 2 -> 3 -> 1 output tanh\n")])
+    assert r.exit_code == 1 and "error[E271]" in r.output
+    # an error elsewhere does not stop --expand (it helps to see the generated names)
+    r = runner.invoke(cli, ["fmt", "--expand", _write(tmp_path, "sheaf t\nnetwork m : 2 -> 1\npin z3 = 0\n")])
+    assert r.exit_code == 0 and "stalk z1 : 1" in r.output

@@ -19,6 +19,7 @@ import click
 from ..errors import Diagnostic, SheafError
 from ..frontend import parse_file
 from ..frontend.checker import expand as expand_sugar
+from ..frontend.checker import network_diagnostics
 from ..frontend.formatter import format_module
 from .common import emit_json, json_option, model_argument
 
@@ -53,6 +54,14 @@ def write_atomic(path: str, text: str) -> None:
         raise SheafError(Diagnostic("E108", f"cannot write `{path}`: {exc.strerror or exc}", file=path)) from None
 
 
+def _expanded(module):
+    """The module with its `network` expanded; a network that is itself invalid has no expansion."""
+    bad = network_diagnostics(module)
+    if bad:
+        raise SheafError(bad, module.source)
+    return expand_sugar(module)
+
+
 @click.command("fmt")
 @model_argument
 @click.option("--check", "check_only", is_flag=True, help="Exit 1 if FILE is not in canonical layout; change nothing.")
@@ -76,7 +85,7 @@ def command(file, check_only, expand, write, as_json):
     if as_json:
         try:
             module = parse_file(file)
-            text = format_module(expand_sugar(module) if expand else module)
+            text = format_module(_expanded(module) if expand else module)
             canonical = text == module.source
             out = {"ok": canonical or not check_only, "file": file, "canonical": canonical, "diagnostics": []}
             if not check_only:
@@ -89,7 +98,7 @@ def command(file, check_only, expand, write, as_json):
         emit_json(out)
         raise SystemExit(0 if out["ok"] else 1)
     module = parse_file(file)  # a SheafError here is rendered by the CLI and exits 1
-    text = format_module(expand_sugar(module) if expand else module)
+    text = format_module(_expanded(module) if expand else module)
     canonical = text == module.source
     if check_only:
         if canonical:

@@ -156,6 +156,26 @@ def network_statements(net: A.NetworkDecl) -> list:
     return stmts
 
 
+def generated_names(layers: int) -> list[str]:
+    """Every name the ``network`` sugar declares for ``layers`` affine layers (stalks, params, edges)."""
+    L = max(layers, 1)
+    out = ["x", "y", "out"]
+    for l in range(1, L + 1):
+        out += [f"z{l}", f"W{l}", f"b{l}", f"aff{l}"] + ([f"a{l}", f"act{l}"] if l < L else [])
+    return out
+
+
+def network_diagnostics(module: A.Module) -> list:
+    """The errors of the ``network`` statements alone (widths, activation, output, count)."""
+    c = _Checker(module)
+    nets = module.of_type(A.NetworkDecl)
+    for n in nets[1:]:
+        c.d.error("E270", "a file holds at most one `network` statement", n.span)
+    for n in nets:
+        c.check_network(n)
+    return c.d.sorted()
+
+
 def expand(module: A.Module) -> A.Module:
     """Replace each ``network`` statement by its plain statements.
 
@@ -312,7 +332,12 @@ class _Checker:
         self.net_spans = {n.span for n in nets}
         if nets:
             network = self.check_network(nets[0])
-        expanded = expand(self.m).statements
+            if not (len(nets[0].widths) >= 2 and all(w >= 1 for w in nets[0].widths)):
+                # not expanded: its names are known to be broken, so uses of them are not errors again
+                self.invalid |= set(generated_names(len(nets[0].widths) - 1))
+        # only the first `network` is expanded (a second is E270, not a cascade of duplicate names)
+        expanded = expand(A.Module(tuple(s for s in stmts if not (isinstance(s, A.NetworkDecl) and s is not nets[0])),
+                                   self.m.path, self.m.source)).statements
         order = (A.StalkDecl, A.ParamDecl, A.EdgeDecl, A.PinDecl, A.ReluctanceDecl, A.TieDecl, A.TrainDecl)
         # declarations first, so that statements may refer to names declared further down
         for cls in order:
