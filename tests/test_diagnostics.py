@@ -101,6 +101,8 @@ CASES = [
     ("stalk-too-large", "sheaf t\nstalk x : 2000000\n", "E211", 2, 11),
     ("param-too-large", "sheaf t\nparam W : 100000 x 100000 init zeros\n", "E211", 2, 11),
     ("weight-shape", XY + "param W : 2 x 2 init he\nedge e : x -> y linear W\n", "E220", 5, 24),
+    ("network-override-shape", "sheaf t\nnetwork m : 2 -> 3 -> 1\nparam W1 : 3 x 3 init he\n", "E220", 3, 7),
+    ("network-override-bias", "sheaf t\nnetwork m : 2 -> 3 -> 1\nparam b2 : 2 init zeros\n", "E221", 3, 7),
     ("bias-shape", XY + "param W : 3 x 2 init he\nparam b : 2 init zeros\nedge e : x -> y affine W b\n", "E221", 6, 26),
     ("weight-not-matrix", XY + "param W : 3 init zeros\nedge e : x -> y linear W\n", "E222", 5, 24),
     ("bias-not-vector", XY + "param W : 3 x 2 init he\nparam b : 3 x 1 init zeros\nedge e : x -> y affine W b\n",

@@ -127,6 +127,9 @@ def test_expand_prints_the_sugar_expansion():
     assert "edge out  : z2 -> y   sigmoid" in out and "param W1 : 3 x 2  init he" in out
     assert out.endswith("pin x = input\npin y = target\nreluctance W1 weight 0.1\n")
     assert format_source(out) == out
+    # the network's end-of-line comment goes above the expansion, not onto its first stalk
+    out = format_source("sheaf t\nnetwork m : 2 -> 1  # the net\n", expand=True)
+    assert out.startswith("sheaf t\n# the net\nstalk x  : 2\n")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -456,7 +456,7 @@ class _Checker:
                     ok = False
                 elif src is not None and dst is not None and W.shape != (dst.dim, src.dim):
                     self.d.error("E220", f"`{W.name}` is {_fmt_shape(W.shape)} but edge `{e.name.value}` maps "
-                                 f"`{src.name}` ({src.dim}) to `{dst.name}` ({dst.dim})", e.args[0].span,
+                                 f"`{src.name}` ({src.dim}) to `{dst.name}` ({dst.dim})", self._use_span(e, W, 0),
                                  f"declare `param {W.name} : {dst.dim} x {src.dim}`")
                     ok = False
             if b is not None:
@@ -465,7 +465,7 @@ class _Checker:
                     ok = False
                 elif dst is not None and b.shape[0] != dst.dim:
                     self.d.error("E221", f"bias `{b.name}` has {b.shape[0]} entries but `{dst.name}` has dimension {dst.dim}",
-                                 e.args[1].span, f"declare `param {b.name} : {dst.dim}`")
+                                 self._use_span(e, b, 1), f"declare `param {b.name} : {dst.dim}`")
                     ok = False
             kw = dict(W=W.name if W else None, b=b.name if b else None)
         elif e.kind in ("relu", "identity", "sigmoid", "softmax"):
@@ -488,6 +488,13 @@ class _Checker:
             kw = dict(src_map=ref_s, dst_map=ref_d)
         if declared and ok:
             self.edges[e.name.value] = Edge(e.name.value, src.name, dst.name, e.kind, dim, weight, span=e.name.span, **kw)
+
+    def _use_span(self, e: A.EdgeDecl, p: Param, k: int) -> Span:
+        """Where to report a parameter that does not fit an edge: at the use, unless the edge comes
+        from the `network` sugar and the parameter is the user's override (then at its declaration)."""
+        if e.span in self.net_spans and p.span.known and p.span not in self.net_spans:
+            return p.span
+        return e.args[k].span
 
     def map_ref(self, arg, stalk: Stalk | None) -> tuple[int | None, MapRef | None]:
         """(rows, MapRef) of one restriction map of a `maps` edge; rows None when unknown."""

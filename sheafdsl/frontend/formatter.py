@@ -219,6 +219,11 @@ def _items(module: A.Module, comments: list[Comment]) -> list[_Item]:
             continue
         nxt = next((i for i, r in enumerate(ranges) if r and r[0] > c.line), None)
         (leading[nxt] if nxt is not None else tail).append(c)
+    for i in range(len(stmts) - 1):
+        if trailing[i] is not None and ranges[i] and ranges[i] == ranges[i + 1]:
+            # statements expanded from one `network`: its end-of-line comment goes above them all
+            leading[i].append(trailing[i])
+            trailing[i] = None
     items: list[_Item] = []
     for i, s in enumerate(stmts):
         for c in leading[i]:
