@@ -189,3 +189,23 @@ def test_grammar_ships_with_the_package():
     import sheafdsl.grammars  # noqa: F401  (the installed package data)
 
     assert "start:" in grammar_text()
+
+
+def test_every_example_in_the_language_reference_parses():
+    """The code blocks of docs/language.md are valid syntax (the full examples also check)."""
+    import os
+    import re
+
+    from sheafdsl.frontend import load_text
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "language.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 10
+    for block in blocks:
+        src = block if re.search(r"^sheaf ", block, re.M) else "sheaf doc\n" + block
+        parse_text(src)
+    # the expansion shown for `network mlp : 2 -> 30 -> 1` is exactly what the sugar means
+    expansion = next(b for b in blocks if b.startswith("stalk x  : 2\nstalk z1 : 30"))
+    a = load_text("sheaf t\nnetwork mlp : 2 -> 30 -> 1 relu output identity\n")
+    b = load_text("sheaf t\n" + expansion)
+    assert (a.stalks, a.params, a.edges, a.pins) == (b.stalks, b.params, b.edges, b.pins)
