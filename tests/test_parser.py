@@ -209,3 +209,22 @@ def test_every_example_in_the_language_reference_parses():
     a = load_text("sheaf t\nnetwork mlp : 2 -> 30 -> 1 relu output identity\n")
     b = load_text("sheaf t\n" + expansion)
     assert (a.stalks, a.params, a.edges, a.pins) == (b.stalks, b.params, b.edges, b.pins)
+
+
+def test_parsing_is_thread_safe():
+    """The lark parser is shared; its bracket tracking must not leak between threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    good = "sheaf t\nparam W : 2 x 2 = [[1, 2],\n  [3, 4]]\nstalk x : 2\n"
+    bad = "sheaf t\npin x = [1,\n 2\nstalk y : 2\n"
+
+    def work(i):
+        if i % 2:
+            return parse_text(good).statements[1].value.value
+        with pytest.raises(SheafError):
+            parse_text(bad)
+        return None
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(400)))
+    assert all(r == ((1, 2), (3, 4)) for r in results[1::2])

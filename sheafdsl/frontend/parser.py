@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -43,21 +44,27 @@ class _Brackets:
     always_accept = ("_NL",)
 
     def __init__(self):
-        self.open: list[Token] = []
+        self._local = threading.local()  # the parser is shared; each thread's parse has its own stack
+
+    @property
+    def open(self) -> list[Token]:
+        """The brackets still open in this thread's latest parse, innermost last."""
+        return getattr(self._local, "open", [])
 
     def process(self, stream):
-        self.open = []
+        stack: list[Token] = []
+        self._local.open = stack
         for tok in stream:
             if tok.type == "_NL":
-                if not self.open:
+                if not stack:
                     yield tok
                 continue
             if tok.type in ("_LSQB", "_LPAR"):
-                self.open.append(tok)
-                if len(self.open) > MAX_NESTING:
+                stack.append(tok)
+                if len(stack) > MAX_NESTING:
                     raise _NestingError(tok, f"brackets nested deeper than {MAX_NESTING} levels")
-            elif tok.type in ("_RSQB", "_RPAR") and self.open:
-                self.open.pop()
+            elif tok.type in ("_RSQB", "_RPAR") and stack:
+                stack.pop()
             yield tok
 
 
