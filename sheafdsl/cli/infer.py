@@ -5,7 +5,7 @@ declaration order), constants come from the file, stalks pinned to ``target`` ar
 overrides hard pins (``--pin y=[0.3]`` pins the output too: the two-sided equilibrium).
 
 ``--input`` is one of
-- a JSON list of numbers: one example, filling the input stalks in declaration order;
+- a JSON list of numbers: one example, filling the input stalks in the order they are declared;
 - a JSON list of such lists: a batch;
 - a JSON object ``{"x": [...], ...}`` naming the input stalks (each a vector or a list of vectors);
 - a ``.npy`` or ``.csv`` file (rows are examples, columns the input coordinates), or a ``.json`` file.
@@ -209,16 +209,23 @@ def load_params(G, path: str | None, seed: int) -> dict:
 
 @click.command("infer")
 @model_argument
-@click.option("--input", "input_", metavar="JSON|FILE", help="Values of the input stalks: JSON, or a .npy/.csv/.json batch.")
+@click.option("--input", "input_", metavar="JSON|FILE", help="Values of the stalks pinned to input, concatenated in the order the stalks are declared: "
+              "JSON ([..] one example, [[..], ..] a batch, {\"x\": [..]} by name), or a .npy/.csv/.json file (a batch).")
 @click.option("--pin", "pins", multiple=True, metavar="NAME=JSON", help="Hard-pin a stalk (or NAME[i,j]) to values; repeatable.")
-@click.option("--solver", type=click.Choice(["exact", "diffusion", "cg"]), default="exact", show_default=True)
+@click.option("--solver", type=click.Choice(["exact", "diffusion", "cg"]), default="exact", show_default=True,
+              help="exact: forward sweep or active-set direct solves; cg: matrix-free conjugate gradients; "
+              "diffusion: the (Filippov) heat equation.")
 @click.option("--params", "params_path", metavar="FILE.npz", help="Parameter values (e.g. a training checkpoint).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialising parameters.")
 @click.option("--rtol", type=float, default=1e-10, show_default=True, help="Relative gradient-norm tolerance.")
 @click.option("--maxiter", type=int, default=None, help="Iteration limit (solver-specific default).")
 @json_option
 def command(file, input_, pins, solver, params_path, seed, rtol, maxiter, as_json):
-    """The harmonic extension of the pins of FILE: the values of the free stalks."""
+    """The harmonic extension of the pins of FILE: the values of the free stalks.
+
+    Stalks pinned to input take --input; stalks pinned to target are free (pin them with --pin for the
+    two-sided equilibrium, e.g. --pin y=[0.3]).
+    """
     from ..solvers import solve
 
     G = load_ir(file)
