@@ -455,6 +455,16 @@ class _Structure:
         # the Hessian is shared by all examples iff no gate and no cross-entropy term acts on a free coordinate
         self.shared_hessian = len(gated) == 0 and not any(np.any(~mask[e.src]) for e in self.ce_edges)
         self.sweep = self._sweep_plan(ops, mask, touching)
+        # a warm start: the sweep of the problem with every pin on a head stalk released (targets, pins on
+        # hidden stalks, soft-pin anchors); the solvers start there when the problem itself is no sweep
+        self.warm = None
+        if self.sweep is None:
+            heads = np.zeros(ops.N, dtype=bool)
+            for e in ops.edges:
+                heads[e.dst] = True
+            relaxed = mask & ~heads
+            if relaxed.any() or not mask.any():
+                self.warm = self._sweep_plan(ops, relaxed, touching)
 
     @staticmethod
     def _sweep_plan(ops, mask, touching):

@@ -200,18 +200,17 @@ def solve(G, params, boundary, *, method: str = "exact", sources=("input", "valu
 
 
 def initial_guess(prob, c0):
-    """The starting cochain: the forward sweep of the input-only problem when δ_Ω is unitriangular there
-    (a feedforward network pinned at both ends starts from its forward pass), else c_Ω = 0.
+    """The starting cochain: when the problem is not itself a sweep but becomes one once the pins on head
+    stalks are released (a network pinned at both ends, or at a hidden stalk, or soft-pinned), the forward
+    sweep of that relaxed problem with the pins then restored; else c_Ω = 0.
 
-    A sweepable problem itself starts from c_Ω = 0 (for the iterative methods; exact returns the sweep).
+    A sweepable problem starts from c_Ω = 0 (for the iterative methods; exact returns the sweep itself).
     """
     s = prob.s
     c = c0.copy()
-    if s.sweep is None and "target" in s.sources:
-        inner = prob.ops.restrict(tuple(x for x in s.sources if x != "target"))
-        if inner.s.sweep is not None:
-            from .active_set import run_sweep
+    if s.sweep is None and s.warm is not None:
+        from .active_set import run_sweep
 
-            run_sweep(prob.ops, inner.s.sweep, c)
-            c[:, s.pinned] = c0[:, s.pinned]
+        run_sweep(prob.ops, s.warm, c)
+        c[:, s.pinned] = c0[:, s.pinned]
     return c
