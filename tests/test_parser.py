@@ -166,8 +166,15 @@ def test_unclosed_bracket_is_named_where_it_opens():
     assert d.hint == "the `(` at line 2, column 24 is never closed (a missing `)`?)"
 
 
-def test_decode_source():
+def test_decode_source(monkeypatch):
     assert decode_source("\ufeffsheaf t\n".encode("utf-8")) == "sheaf t\n"
+    from sheafdsl.frontend import parser
+
+    monkeypatch.setattr(parser, "MAX_SOURCE_BYTES", 100)
+    with pytest.raises(SheafError) as info:
+        decode_source(b"#" * 101, "big.sheaf")
+    assert info.value.codes == ["E103"] and "the limit is 100" in info.value.diagnostics[0].message
+    monkeypatch.undo()
     for data in (b"\x80abc", b"sheaf t\n\x00", bytes(range(256))):
         with pytest.raises(SheafError) as info:
             decode_source(data)
@@ -228,3 +235,14 @@ def test_parsing_is_thread_safe():
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(work, range(400)))
     assert all(r == ((1, 2), (3, 4)) for r in results[1::2])
+
+
+@pytest.mark.parametrize("src, hint", [
+    ("reluctance W1 W2 wieght 1", "did you mean `weight` instead of `wieght`?"),
+    ("network m : 2 -> 1 outptu sigmoid", "did you mean `output` instead of `outptu`?"),
+    ("param W : 2 x 2 int he", "did you mean `init`?"),
+    ("pin x = inptu", "did you mean `input`?"),
+    ("stalk x 2", "expected `:`"),
+])
+def test_misspelt_keywords_get_a_hint(src, hint):
+    assert syntax_error("sheaf t\n" + src + "\n").hint == hint

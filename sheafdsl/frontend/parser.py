@@ -370,6 +370,12 @@ def _syntax_diagnostic(err: UnexpectedInput, source: str, path: str, parser: Lar
             return Diagnostic("E101", f"unknown statement `{tok}`", span, "error",
                               guess or "a statement starts with one of: " + ", ".join(STATEMENT_KEYWORDS), path)
         hint = guess or hint
+    prev = _word_before(source, tok.start_pos) if tok.start_pos is not None else ""
+    if prev and words and prev not in words and tok.type != "_NL":
+        # `reluctance W1 wieght 1`: the misspelt keyword was read as a name; the next token fails
+        guess = did_you_mean(prev, words)
+        if guess:
+            hint = f"{guess[:-1]} instead of `{prev}`?"
     kw = _KEYWORD_TERMINALS().get(tok.type)
     if kw in STATEMENT_KEYWORDS and exp & {"_NL", "$END"}:
         hint = "each statement goes on its own line"
@@ -389,6 +395,18 @@ def _is_number(word: str) -> bool:
 
 
 _WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[+-]?[0-9.](?:[A-Za-z0-9_.]|(?<=[eE])[+-])*")
+
+
+def _word_before(source: str, pos: int) -> str:
+    """The name just before ``pos`` on the same line (spaces between allowed), or ''."""
+    end = pos
+    while end > 0 and source[end - 1] in " \t":
+        end -= 1
+    start = end
+    while start > 0 and (source[start - 1].isalnum() or source[start - 1] == "_") and source[start - 1].isascii():
+        start -= 1
+    word = source[start:end]
+    return word if word[:1].isalpha() or word[:1] == "_" else ""
 
 
 def _word_at(source: str, pos: int) -> str:
