@@ -225,3 +225,12 @@ def test_fmt_expand_of_an_invalid_network_exits_1(runner, tmp_path):
     # an error elsewhere does not stop --expand (it helps to see the generated names)
     r = runner.invoke(cli, ["fmt", "--expand", _write(tmp_path, "sheaf t\nnetwork m : 2 -> 1\npin z3 = 0\n")])
     assert r.exit_code == 0 and "stalk z1 : 1" in r.output
+
+
+def test_crlf_and_tabs_become_canonical(runner, tmp_path):
+    p = tmp_path / "w.sheaf"
+    p.write_bytes(b"sheaf t\r\n\tstalk x : 2\t# c\r\npin x = input\r\n")
+    assert runner.invoke(cli, ["fmt", "--check", str(p)]).exit_code == 1
+    assert runner.invoke(cli, ["fmt", "-w", str(p)]).exit_code == 0
+    assert p.read_bytes() == b"sheaf t\nstalk x : 2  # c\npin x = input\n"
+    assert runner.invoke(cli, ["fmt", "--check", str(p)]).exit_code == 0
