@@ -402,7 +402,7 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
         rho = ((Y - p_f) / (lam[:, :1] + k1[:, None]))
         U = [Gs[j][:, 0, :] * (rho / layers[j - 1].weight ** 2) for j in range(1, m + 1)]
         return _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
-    K = sum(xp.einsum("brd,bsd->brs", Gs[j], Gs[j]) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
+    K = sum((Gs[j] @ Gs[j].transpose(0, 2, 1)) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
     t = xp.zeros((B, R))
     t[:, :n_out] = Y
     eye_lam = xp.eye(R)[None] * lam[:, :, None]
