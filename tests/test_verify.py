@@ -270,6 +270,23 @@ def test_a_cycle_of_parameter_maps_is_checked_numerically():
     assert rel.status == "failed" and rel.method.startswith("exact") and rel.witness["exact"] == {"b": ["1"], "c": ["1"]}
 
 
+def test_exact_decision_is_local_to_the_free_columns():
+    """A ReLU edge between pinned stalks does not enter δ_Ω, so a rational cycle among the free stalks is still
+    decided exactly over ℚ (and refuted: b = c is a free direction)."""
+    G = new_sheaf("mixed")
+    for v, d in (("p", 1), ("q", 1), ("b", 1), ("c", 1)):
+        add_stalk(G, v, d)
+    add_edge(G, "pq", "p", "q", src_map=ReluGate(), dst_map=Identity())
+    add_edge(G, "bc", "b", "c", src_map=Identity(), dst_map=Identity())
+    add_edge(G, "cb", "c", "b", src_map=Identity(), dst_map=Identity())
+    add_pin(G, "p", "input")
+    add_pin(G, "q", "value", value=[0.0])
+    r = verify(G)
+    rel = r.claim("relative_cohomology_vanishes")
+    assert rel.status == "failed" and rel.method.startswith("exact")
+    assert rel.witness["exact"] == {"b": ["1"], "c": ["1"]} and r.relative_h0 == 1
+
+
 def test_past_the_symbolic_limit_every_claim_is_checked_and_says_so():
     r = verify(from_model(load_file(str(MODELS / "tiny.sheaf"))), symbolic_limit=0)
     s = statuses(r)

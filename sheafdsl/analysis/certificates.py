@@ -127,6 +127,7 @@ def symbolic_coboundary(G, sources) -> SymbolicCoboundary:
     rows, row_labels, zero_rows = [], [], []
     for u, v, name, d in edges(G):
         block: dict = {}
+        seen: dict = {}
         for m, vert, sign in ((d["src_map"], u, -1), (d["dst_map"], v, 1)):
             nd = G.nodes[vert]
             for (i, j), x in _symbolic_block(m, d["dim"], nd["dim"], name, specs.__getitem__, syms).items():
@@ -134,7 +135,10 @@ def symbolic_coboundary(G, sources) -> SymbolicCoboundary:
                 if c is None:
                     continue
                 row = block.setdefault(i, {})
-                row[c] = sympy.expand(row.get(c, 0) + sign * x)
+                row[c] = -x if sign < 0 else x
+                if (i, c) in seen:  # a self-loop: both maps act on the same column
+                    row[c] = sympy.expand(seen[i, c] + row[c])
+                seen[i, c] = row[c]
         for i in range(d["dim"]):
             row = {c: x for c, x in block.get(i, {}).items() if x != 0}
             if row:
@@ -152,6 +156,27 @@ def symbolic_coboundary(G, sources) -> SymbolicCoboundary:
             by_kind[kind].append(s)
     return SymbolicCoboundary(rows, row_labels, col_labels, zero_rows, by_kind["weight"], by_kind["gate"],
                               by_kind["jacobian"])
+
+
+def restrict_columns(S: SymbolicCoboundary, keep_labels) -> SymbolicCoboundary:
+    """The symbolic δ_Ω of a larger boundary from that of a smaller one: keep the columns whose labels are in
+    ``keep_labels`` (in their order) and drop rows left with no entry (pinning more deletes columns)."""
+    pos = {lab: k for k, lab in enumerate(S.col_labels)}
+    new_of = {pos[lab]: k for k, lab in enumerate(keep_labels)}
+    rows, row_labels, zero_rows = [], [], list(S.zero_rows)
+    for row, lab in zip(S.rows, S.row_labels):
+        r = {new_of[c]: x for c, x in row.items() if c in new_of}
+        if r:
+            rows.append(r)
+            row_labels.append(lab)
+        else:
+            zero_rows.append(lab)
+    used = set()
+    for row in rows:
+        for x in row.values():
+            used |= x.free_symbols
+    return SymbolicCoboundary(rows, row_labels, list(keep_labels), zero_rows, [s for s in S.weights if s in used],
+                              [s for s in S.gates if s in used], [s for s in S.jacobians if s in used])
 
 
 def numeric_rows(A) -> list:
@@ -276,4 +301,4 @@ def berkowitz_det(S: SymbolicCoboundary, e: Elimination):
     return sympy.expand(A.det(method="berkowitz"))
 
 
-__all__ = ["SymbolicCoboundary", "symbolic_coboundary", "Elimination", "eliminate", "numeric_rows", "berkowitz_det"]
+__all__ = ["SymbolicCoboundary", "symbolic_coboundary", "restrict_columns", "Elimination", "eliminate", "numeric_rows", "berkowitz_det"]

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import free_indices, param_specs, stalks, total_dim
-from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
+from ..ir.maps import Nonlinear, ParamMap, ReluGate
 from ..lowering import coboundary_matrix, init_params
 
 #: training boundary: input, target and constant pins are hard

@@ -26,7 +26,7 @@ BOUNDARIES = {"training": ("input", "target", "value"), "inference": ("input", "
 @click.command("verify")
 @model_argument
 @click.option("--symbolic-limit", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Largest free dimension handled symbolically (default 64); past it, numeric checks.")
+              help="Largest free dimension handled symbolically (default 512); past it, numeric checks.")
 @click.option("--samples", type=click.IntRange(min=1), default=None, metavar="N",
               help="Activation patterns sampled when they are too many to enumerate (default 256).")
 @click.option("--seed", type=int, default=0, show_default=True,
