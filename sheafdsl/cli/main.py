@@ -46,11 +46,15 @@ class LazyGroup(click.Group):
             return None
         return importlib.import_module(f"sheafdsl.cli.{COMMANDS[name]}").command
 
+    def parse_args(self, ctx, args):
+        ctx.meta["sheaf.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except SheafError as exc:
-            report_error(exc, json_mode="--json" in sys.argv[1:])
+            report_error(exc, json_mode="--json" in ctx.meta.get("sheaf.argv", ()))
             ctx.exit(EXIT_USER)
 
 
