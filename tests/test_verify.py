@@ -297,6 +297,17 @@ def test_past_the_symbolic_limit_every_claim_is_checked_and_says_so():
     assert float(pd.detail.split("min λ_min(L_free) = ")[1].split()[0]) > 0
 
 
+def test_the_numeric_fallback_still_refutes_the_counterexamples():
+    r = verify(from_model(load_file(str(MODELS / "residual.sheaf"))), symbolic_limit=0)
+    u = r.claim("coboundary_unitriangular")
+    assert u.status == "failed" and u.witness["extra_rows"] == {"skip": [0, 1, 2]}
+    assert statuses(r)["laplacian_positive_definite"] == "checked"
+    r = verify(from_model(load_file(str(MODELS / "unconstrained.sheaf"))), symbolic_limit=0)
+    rel = r.claim("relative_cohomology_vanishes")
+    assert rel.status == "failed" and rel.method.startswith("numeric") and rel.witness["stalks"] == ["memo"]
+    assert r.relative_h0 == 2
+
+
 def test_sampled_patterns_when_too_many_to_enumerate():
     r = verify(net((2, 6, 1)), symbolic_limit=0, samples=10)
     assert "10 of the 2^6 activation patterns" in r.claim("laplacian_positive_definite").detail

@@ -420,7 +420,7 @@ def claim_unitriangular(ctx) -> Claim:
                          f"unitriangular, so det δ_Ω = 1 as a polynomial identity ({how}), for every weight and "
                          f"every activation pattern{note}",
                          ordering=_ordering(S, e))
-        return _unitriangular_failure(name, S, e, sym)
+        return _unitriangular_failure(name, S, e, sym, _edges_with_pinned_head(G, ctx.inf))
     # past the symbolic limit: the ordering from one generic sample, checked at every sample
     num = ctx.numeric()
     u = num["unitri"]
@@ -433,7 +433,7 @@ def claim_unitriangular(ctx) -> Claim:
                  ordering={"blocks": u["blocks"]})
 
 
-def _unitriangular_failure(name, S, e, sym) -> Claim:
+def _unitriangular_failure(name, S, e, sym, heads_pinned=()) -> Claim:
     m, n = S.shape
     w: dict = {"shape": [m, n]}
     reasons = []
@@ -441,10 +441,16 @@ def _unitriangular_failure(name, S, e, sym) -> Claim:
         reasons.append(f"δ_Ω (input pinned, target free) is {m}×{n}, not square")
     if e.extra_rows:
         w["extra_rows"] = _rows_by_edge(S, e.extra_rows)
+        pinned = [x for x in w["extra_rows"] if x in heads_pinned]
+        why = []
+        if pinned:
+            why.append("the head coordinates of " + ", ".join(f"`{x}`" for x in pinned) + " are pinned")
+        if len(pinned) < len(w["extra_rows"]):
+            why.append("a head already determined by another edge, as with a skip/residual edge")
         reasons.append("the rows of edge" + "s" * (len(w["extra_rows"]) > 1) + " "
                        + ", ".join(f"`{x}`" for x in w["extra_rows"])
-                       + " are left over once every free coordinate has its defining row (more edges than unknowns:"
-                       " a skip/residual edge over-determines its head)")
+                       + " are left over once every free coordinate has its defining row (more equations than "
+                       "unknowns: " + "; ".join(why) + ")")
     if e.uncovered and not e.stuck_rows:
         w["unconstrained"] = _group([S.col_labels[c] for c in e.uncovered])
         reasons.append("no row determines the free coordinates of " + ", ".join(f"`{x}`" for x in w["unconstrained"]))
@@ -598,7 +604,18 @@ def _model_lambda_min(ctx) -> float | None:
 
 
 def _cap(s: str) -> str:
-    return s[:1].upper() + s[1:]
+    return s[:1].upper() + s[1:] if s[:1].isascii() else s
+
+
+def _edges_with_pinned_head(G, sources) -> set:
+    """Edges whose head stalk has a pinned coordinate at the boundary ``sources``."""
+    pinned = set(np.setdiff1d(np.arange(total_dim(G)), free_indices(G, sources)).tolist())
+    out = set()
+    for _, v, name, _ in edges(G):
+        o = G.nodes[v]["offset"]
+        if any(o + i in pinned for i in range(G.nodes[v]["dim"])):
+            out.add(name)
+    return out
 
 
 def claim_positive_definite(ctx, inj: _Injectivity) -> Claim:
