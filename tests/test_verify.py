@@ -468,3 +468,27 @@ def test_cli_symbolic_limit_and_usage_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sheafdsl.cli.main", "verify", str(bad), "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and json.loads(proc.stdout)["ok"] is False
+
+
+def test_cli_boundary_and_params(tmp_path):
+    G = from_model(load_file(str(MODELS / "residual.sheaf")))
+    P = init_params(G, 3)
+    path = tmp_path / "p.npz"
+    np.savez(path, **P)
+    res = run("verify", str(MODELS / "residual.sheaf"), "--json", "--params", str(path), "--boundary", "inference")
+    out = json.loads(res.output)
+    assert out["boundary"] == ["input", "value"]
+    pd = next(c for c in out["claims"] if c["name"] == "laplacian_positive_definite")
+    assert pd["status"] == "proved" and "input/value pinned" in pd["detail"]
+    # the forward-pass witness is computed with the given parameters
+    fw = next(c for c in out["claims"] if c["name"] == "forward_pass_is_harmonic_extension")
+    from sheafdsl.solvers import solve
+    x = np.array([fw["witness"]["input"]["x"]])
+    assert float(solve(G, P, {"x": x}).energy[0]) == pytest.approx(fw["witness"]["energy"], rel=1e-6)
+
+
+def test_too_large_for_the_dense_checks_is_a_user_error():
+    from sheafdsl.errors import SheafError
+    with pytest.raises(SheafError) as e:
+        verify(net((2, 2100, 1)))
+    assert e.value.codes == ["E651"]
