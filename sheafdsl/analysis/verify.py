@@ -336,31 +336,9 @@ def _numeric_pass(ctx) -> dict:
                      "first": first, "desc": desc, "labels": labels}}
 
 
-def _scan(ctx, sources) -> dict:
-    """λ_min(L_free) over the samples for an arbitrary boundary: min, singular samples and the first kernel."""
-    if tuple(sources) == ctx.sources:
-        return ctx.numeric()["scan"]
-    samples, desc = ctx.samples()
-    labels = _labels(ctx.G, sources)
-    lam_min, lam_max, worst = np.inf, 0.0, None
-    singular, first = 0, None
-    for s in samples:
-        A = ctx.w[:, None] * ctx.delta_free(s, sources)
-        n = A.shape[1]
-        U, sv, Vt = np.linalg.svd(A, full_matrices=True)
-        smax = float(sv[0]) if sv.size else 0.0
-        tol = max(A.shape) * np.finfo(float).eps * smax
-        rank = int(np.sum(sv > tol))
-        lmin = float(sv[-1] ** 2) if (sv.size == n and n) else 0.0
-        lam_max = max(lam_max, smax ** 2)
-        if lmin < lam_min:
-            lam_min, worst = lmin, s
-        if rank < n:
-            singular += 1
-            if first is None:
-                first = (s, Vt[rank:].T, tol ** 2, n - rank)
-    return {"lambda_min": lam_min, "lambda_max": lam_max, "n": len(samples), "singular": singular, "first": first,
-            "desc": desc, "labels": labels, "worst": worst}
+def _scan(ctx) -> dict:
+    """λ_min(L_free) over the samples at the report's boundary: min, singular samples and the first kernel."""
+    return ctx.numeric()["scan"]
 
 
 def _numeric_witness(first, labels) -> dict:
@@ -536,7 +514,7 @@ def _injectivity(ctx) -> _Injectivity:
             w["valid_for"] = "exactly" + (at or " (no parameter enters δ_Ω)")
             return _Injectivity("failed", "exact rational (sympy, over ℚ)",
                                 f"rank δ_Ω = {rank} < {n} over ℚ{at}: dim ker δ_Ω = {n - rank}", n - rank, w)
-    scan = _scan(ctx, sources)
+    scan = _scan(ctx)
     lead = ("no triangular certificate (the elimination is stuck or a pivot may vanish): " if ctx.symbolic else
             f"free dimension {max(ctx.n_inf, ctx.n_b)} > symbolic limit {ctx.symbolic_limit}: ")
     if scan["singular"]:
