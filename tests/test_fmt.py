@@ -185,7 +185,7 @@ def test_fmt_write_failure_leaves_the_file_alone(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fmt_cmd.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(SheafError) as info:
         fmt_cmd.write_atomic(path, CLEAN)
     assert info.value.codes == ["E108"]

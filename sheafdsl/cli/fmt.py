@@ -11,12 +11,11 @@ Formatting needs only a file that parses; ``sheaf check`` is what checks names a
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 import click
 
 from ..errors import Diagnostic, SheafError
+from ..fileio import atomic_write_text
 from ..frontend import parse_file
 from ..frontend.checker import expand as expand_sugar
 from ..frontend.checker import network_diagnostics
@@ -25,32 +24,10 @@ from .common import emit_json, json_option, model_argument
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    The file keeps its permission bits. A reader sees the old file or the new one, never a part.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
+    """Rewrite ``path`` atomically (see :mod:`sheafdsl.fileio`); a failure is E108 and leaves it untouched."""
     try:
-        mode = os.stat(path).st_mode & 0o7777
-    except OSError:
-        mode = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".sheaf-fmt-", suffix=".tmp", dir=folder)
+        atomic_write_text(path, text)
     except OSError as exc:
-        raise SheafError(Diagnostic("E108", f"cannot write `{path}`: {exc.strerror or exc}", file=path)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise SheafError(Diagnostic("E108", f"cannot write `{path}`: {exc.strerror or exc}", file=path)) from None
 
 

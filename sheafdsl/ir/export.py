@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
+from ..fileio import atomic_write_text
 from .graph import (ZERO, ParamSpec, PinSpec, edge_dim, edges, is_state_dependent, new_sheaf, param_specs,
                     pinned_indices, stalks, total_dim)
 from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select, describe
@@ -389,24 +388,6 @@ def dumps_dot(G: nx.MultiDiGraph) -> str:
 def format_of(path) -> str | None:
     """The export format implied by a path's extension, or None."""
     return FORMATS.get(Path(path).suffix.lower())
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same directory, then os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def dumps(G: nx.MultiDiGraph, fmt: str) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
+from ..fileio import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 #: the codes of the training product (run directory, checkpoints, resume, diagnose, faults): E630–E649
 DIAGNOSTICS = {
@@ -53,51 +54,6 @@ SUMMARY = "summary.json"
 
 # ----------------------------------------------------------------------------------------------
 # atomic writes
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Write a file atomically: ``write(fileobj)`` fills a temporary file, which then replaces ``path``.
-
-    The temporary file lives in the target's directory (so ``os.replace`` is a rename on one file
-    system), is fsync'ed before the rename, and is removed if ``write`` raises; the old ``path``,
-    if any, is then untouched.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
