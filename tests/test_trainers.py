@@ -275,13 +275,18 @@ def test_reluctance_is_exactly_l2_in_a_training_step(small_data):
         np.testing.assert_allclose(T1.params[k], T0.params[k] + extra, rtol=1e-13, atol=1e-15)
 
 
-def test_joint_step_is_the_papers_euler_flow(parab, small_data):
-    c = cfg(trainer="joint", optimizer="sgd", dt=0.005, alpha=1.0)
+@pytest.mark.parametrize("init", ["zeros", "forward"])
+def test_joint_step_is_the_papers_euler_flow(parab, small_data, init):
+    c = cfg(trainer="joint", optimizer="sgd", dt=0.005, alpha=1.0, joint_init=init)
     T = make_trainer(parab, c, small_data)
     net = T.net
     P = {k: v.copy() for k, v in T.params.items()}
     X, Y = small_data.X_train, small_data.Y_train
     V = forward(net, P, X)
+    if init == "zeros":
+        V = [X] + [np.zeros_like(v) for v in V[1:]]
+    for j, s in enumerate(T.stalks):
+        np.testing.assert_array_equal(s, V[j + 1])
     grads_c, U, disc, _ = energy_gradient(net, P, V, Y)
 
     class Q:

@@ -15,7 +15,8 @@ Meaning of the fields:
 - ``steps``, ``batch`` (None: full batch), ``optimizer`` (sgd | momentum | adam), ``lr``, ``momentum``;
 - ``trainer``: ``sheaf`` (exact two-sided equilibrium, then the local edge update), ``joint`` (the
   paper's simultaneous forward-Euler flow of stalks and weights with ``alpha``, ``beta`` (None:
-  1/n_train) and step ``dt``), ``backprop`` (the baseline);
+  1/n_train) and step ``dt``; ``joint_init``: its stalks start at ``zeros`` or at the ``forward``
+  pass), ``backprop`` (the baseline);
 - ``solver``: the fast phase of the sheaf trainer, ``exact`` or ``diffusion`` (the heat equation);
   ``tol`` its tolerance; ``seed`` initialises the parameters and orders the mini-batches;
 - ``log_every`` (for the run loop), ``backend`` (numpy | cupy | auto).
@@ -63,6 +64,7 @@ class TrainConfig:
     tol: float = 1e-10
     backend: str = "numpy"
     data_seed: int = 42
+    joint_init: str = "zeros"
 
     @classmethod
     def from_sources(cls, model_defaults: dict | None = None, overrides: dict | None = None) -> "TrainConfig":
@@ -131,6 +133,7 @@ class TrainConfig:
         choice("trainer", TRAINERS)
         choice("solver", SOLVERS)
         choice("backend", BACKENDS)
+        choice("joint_init", ("zeros", "forward"))
         if not isinstance(self.standardize, bool):
             raise _bad("standardize", self.standardize, "true or false")
         return self

@@ -10,7 +10,8 @@ and the optimiser, so their numbers compare like for like.
 - **joint.** The paper's simultaneous forward-Euler flow of stalks and weights:
   c ← c − dt·α ∇_c E,  θ ← θ − dt·(β Σ_i ∂E_i/∂θ + ∂E_H/∂θ) with β = 1/n_train by default, gates
   σ = 1[z ≥ 0] read from the current stalks, stalks warm-started across steps (one stored cochain
-  per training example; initialised at the forward pass). The optimiser's step size is ``dt``
+  per training example), starting at zero (``joint_init="zeros"``, which reproduces the peer's
+  paraboloid numbers) or at the forward pass (``"forward"``). The optimiser's step size is ``dt``
   (``sgd`` is then exactly forward Euler); ``lr`` is not used.
 - **backprop.** Gradient of mean_i w_o² ℓ(p_i, y_i) at the forward pass by the chain rule, plus the
   parameter sheaf's gradient.
@@ -330,7 +331,8 @@ class JointTrainer(Trainer):
         super().__init__(G, config, data, params)
         self.beta = config.beta if config.beta is not None else 1.0 / self.n_train
         V = forward(self.net, self.params, self.Xtr, self.xp)
-        self.stalks = [v.copy() for v in V[1:]]
+        init = getattr(config, "joint_init", "zeros")
+        self.stalks = [v.copy() if init == "forward" else self.xp.zeros_like(v) for v in V[1:]]
 
     def _step_size(self) -> float:
         return self.config.dt
