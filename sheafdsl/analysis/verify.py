@@ -321,7 +321,7 @@ def _numeric_pass(ctx) -> dict:
         n = A.shape[1]
         if n == 0:
             continue
-        _, sv, Vt = np.linalg.svd(A, full_matrices=True)
+        sv = np.linalg.svd(A, compute_uv=False)  # singular values only; vectors only for a witness
         smax = float(sv[0]) if sv.size else 0.0
         tol = max(A.shape) * np.finfo(float).eps * smax
         rank = int(np.sum(sv > tol))
@@ -330,6 +330,7 @@ def _numeric_pass(ctx) -> dict:
         if rank < n:
             singular += 1
             if first is None:
+                Vt = np.linalg.svd(A, full_matrices=True)[2]
                 first = (s, Vt[rank:].T, tol ** 2, n - rank)
     return {"unitri": unitri, "n": len(samples), "desc": desc,
             "scan": {"lambda_min": lam_min, "lambda_max": lam_max, "n": len(samples), "singular": singular,
