@@ -154,6 +154,18 @@ def test_general_sheaves_symbolic_matrix_and_verdicts_agree_with_exact_ranks(dat
     assert r.claim("cohomology").status == "proved" and (r.h0, r.h1) == (c.h0, c.h1)
 
 
+@settings(max_examples=15, deadline=None)
+@given(networks(outputs=("identity", "softmax")))
+def test_more_pins_is_a_column_subset_of_the_symbolic_coboundary(case):
+    from sheafdsl.analysis.certificates import restrict_columns
+    from sheafdsl.analysis.cohomology import free_labels
+    S_inf = symbolic_coboundary(case.G, INFERENCE)
+    direct = symbolic_coboundary(case.G, TRAINING)
+    derived = restrict_columns(S_inf, free_labels(case.G, TRAINING))
+    assert derived.row_labels == direct.row_labels and derived.col_labels == direct.col_labels
+    assert derived.rows == direct.rows and set(derived.weights) == set(direct.weights)
+
+
 # ----------------------------------------------------------------------------------------------
 # the counterexamples
 
