@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import free_indices, param_specs, stalks, total_dim
+from ..ir import edges, free_indices, param_specs, stalks, total_dim
 from ..ir.maps import Nonlinear, ParamMap, ReluGate
 from ..lowering import coboundary_matrix, init_params
 
@@ -183,7 +183,7 @@ def rational_blocker(G, gates: dict | None = None) -> str | None:
     """
     specs = param_specs(G)
     gates = gates or {}
-    for _, _, name, d in G.edges(keys=True, data=True):
+    for _, _, name, d in edges(G):
         for m in (d["src_map"], d["dst_map"]):
             if isinstance(m, Nonlinear):
                 return f"edge `{name}` has the nonlinear map {m.fn}"
@@ -196,7 +196,7 @@ def rational_blocker(G, gates: dict | None = None) -> str | None:
 
 def undefined_reason(G) -> str | None:
     """Why h⁰ and h¹ are undefined for ``G`` (affine offsets or state-dependent maps), or None."""
-    for _, _, name, d in G.edges(keys=True, data=True):
+    for _, _, name, d in edges(G):
         if d.get("bias") is not None:
             return (f"edge `{name}` has the affine offset `{d['bias']}`: the sections δc = o form an affine space, "
                     "not a vector space, so H⁰ and H¹ are undefined")
