@@ -334,6 +334,97 @@ def dense_step(prob, c, state, rhs, mask, fixed, shared=None):
     return out
 
 
+class Elimination:
+    """The exact piece solve by elimination along a unitriangular structure (DESIGN.md §1, "a lead").
+
+    Applies when releasing the pins on head stalks makes the problem a sweep (plan T: δ over the relaxed
+    free coordinates Ω₀ is unitriangular), every edge is least squares, and no nonlinear map acts on a
+    coordinate of Ω₀. For a fixed piece the discords r = T c_Ω₀ + q are then in bijection with c_Ω₀, and the
+    constraints (released pins c_R = values, sliding units c_t = 0) read J r = h with J = E_R T⁻¹ (one
+    transposed sweep per constraint, batched) and h = values − f_R (f: the sweep with zero discords). So
+
+        min ½ ‖W r‖²  s.t.  J r = h   ⇒   r = W⁻² Jᵀ λ,   (J W⁻² Jᵀ) λ = h,
+
+    a k × k system per example (k = released pins + sliding units, far below the n free coordinates), and
+    c = the sweep with discords r. J has full row rank (T is invertible), so J W⁻² Jᵀ ≻ 0 always.
+    The result is the same piece minimiser as the dense Newton step, at a fraction of the cost.
+    """
+
+    def __init__(self, prob):
+        ops, st = prob.ops, prob.s
+        self.prob, self.plan = prob, st.warm
+        heads = np.zeros(ops.N, dtype=bool)
+        for e in ops.edges:
+            heads[e.dst] = True
+        relaxed_pinned = st.pinned_mask & ~heads
+        self.released = np.flatnonzero(st.pinned_mask & heads)  # pins that become constraints
+        self.free_src = {e.name: bool(np.any(~relaxed_pinned[e.src])) for e in ops.edges}
+
+    @staticmethod
+    def applies(prob) -> bool:
+        st = prob.s
+        if st.sweep is not None or st.warm is None or st.ce_edges or st.head_edges:
+            return False
+        heads = np.zeros(prob.ops.N, dtype=bool)
+        for e in prob.ops.edges:
+            heads[e.dst] = True
+        relaxed_pinned = st.pinned_mask & ~heads
+        return all(np.all(relaxed_pinned[e.src]) for e in prob.ops.nonlinear_edges)
+
+    def _sweep(self, c, gates, r=None):
+        """The sweep along the plan with the given gates and discords r (zero when None), in place."""
+        ops, xp = self.prob.ops, self.prob.xp
+        for e in self.plan:
+            x = c[:, e.src]
+            if isinstance(e.src_map, ReluGate):
+                y = x * gates[e.name]
+            else:
+                y = ops._map(e, "src", x, nonlinear=True)
+            if e.bias is not None:
+                y = y + ops.o[e.rows]
+            if r is not None:
+                y = y + r[:, e.rows]
+            c[:, e.dst] = y
+        return c
+
+    def solve(self, c, state):
+        """The minimiser of the piece of ``state`` (B, units) over the face through c (B, N)."""
+        prob, ops, xp, st = self.prob, self.prob.ops, self.prob.xp, self.prob.s
+        B = c.shape[0]
+        gates = prob.gates_from(c, (state == ON).astype(c.dtype))
+        slide_any = np.flatnonzero(_host(xp.any(state == SLIDE, axis=0)))
+        rows_g = np.concatenate([self.released, st.gated_host[slide_any]]).astype(np.int64)
+        k, n_rel = len(rows_g), len(self.released)
+        f = self._sweep(c.copy(), gates)
+        if k == 0:
+            return f
+        # J = E_R T⁻¹ by transposed sweeps: acc holds T⁻ᵀ e_j restricted to the stalks not yet processed
+        acc = xp.zeros((B, k, ops.N))
+        acc[:, xp.arange(k), xp.asarray(rows_g)] = 1.0
+        J = xp.zeros((B, k, ops.M))
+        for e in reversed(self.plan):
+            y = acc[:, :, e.dst]
+            J[:, :, e.rows] = y
+            if self.free_src[e.name]:
+                g = gates[e.name][:, None, :] if isinstance(e.src_map, ReluGate) else None
+                acc[:, :, e.src] += ops._map(e, "src", y, gate=g, nonlinear=False, transpose=True)
+        w2 = ops.w2
+        K = xp.matmul(J / w2, xp.swapaxes(J, 1, 2))
+        h = -f[:, xp.asarray(rows_g)]
+        h[:, :n_rel] += c[:, xp.asarray(self.released)]
+        if len(slide_any):  # a unit row is a constraint only where that unit slides
+            m = xp.ones((B, k))
+            m[:, n_rel:] = (state[:, xp.asarray(slide_any)] == SLIDE).astype(c.dtype)
+            h = h * m
+            K = _fix_inplace(K, m, xp)
+        Lc = check_spd(prob, K)
+        lam = cho_solve(Lc, h, xp)
+        r = xp.matmul(lam[:, None, :], J)[:, 0, :] / w2
+        out = self._sweep(c.copy(), gates, r)
+        out[:, st.pinned] = c[:, st.pinned]
+        return out
+
+
 def cg_step(prob, c, state, rhs, mask, tol, maxit, lam):
     """Matrix-free batched conjugate gradients for H_S Δ = rhs on the unknowns; returns (Δ, steps)."""
     xp = prob.xp
@@ -395,7 +486,8 @@ def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace
     shared = None
     if inner == "dense" and s.shared_hessian and n > DENSE_LIMIT:
         shared = SharedSparseFactor(prob, _host(base_mask))
-    fixed = prob.dense_fixed() if inner == "dense" and shared is None else None
+    elim = Elimination(prob) if inner == "dense" and shared is None and quadratic and Elimination.applies(prob) else None
+    fixed = prob.dense_fixed() if inner == "dense" and shared is None and elim is None else None
     lam = prob.hessian_bound() if inner == "cg" else None
     if s.shared_hessian and 0 < n <= DENSE_LIMIT:  # a stationary start must not hide a singular L_free
         fixed_h = prob.dense_fixed()
@@ -479,7 +571,9 @@ def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace
         mask = xp.broadcast_to(base_mask, (len(sub), n)).copy()
         mask[:, gpos] = xp.where(sa == SLIDE, 0.0, 1.0)
         rhs = -g * mask
-        if inner == "dense":
+        if elim is not None:
+            step = (elim.solve(ca, sa) - ca)[:, s.free]
+        elif inner == "dense":
             step = dense_step(prob, ca, sa, rhs, mask, fixed, shared)
         else:
             step, k = cg_step(prob, ca, sa, rhs, mask, cg_tol_factor * da, max(100, 20 * n), lam)
