@@ -15,8 +15,9 @@ edges with pinned heads), and agrees there with the true, piecewise energy. One 
 2. if c minimises the piece (‖g‖ small on the non-sliding coordinates) *release* the sliding units that can
    still descend (g_on < 0: to on; g_off > 0: to off); stop when none can: c is a consistent
    (Filippov-stationary) point;
-3. take the Newton step Δ = −H_S⁻¹ g on the free, non-sliding coordinates (``inner="dense"``: batched
-   Cholesky-checked dense solves; ``inner="cg"``: matrix-free batched conjugate gradients);
+3. take the Newton step Δ = −H_S⁻¹ g on the free, non-sliding coordinates (``inner="dense"``: the
+   piece minimiser by :class:`Elimination` where it applies, else batched Cholesky-checked dense solves,
+   or a shared sparse LU; ``inner="cg"``: matrix-free batched conjugate gradients);
 4. ratio test: the largest α ≤ 1 that keeps on units ≥ 0 and off units ≤ 0 (with an Armijo backtracking
    when cross-entropy terms make the piece non-quadratic); the units that block become sliding (c_t = 0).
 

@@ -22,8 +22,11 @@ g_on) ∈ [0, 1], the Filippov convex combination). With two-sided pins such sli
 Methods (``method=``):
 
 - ``exact``: with a unitriangular δ_Ω (a feedforward network with only its input pinned) one forward
-  sweep, E = 0. Otherwise a primal active-set method over the pieces, each step an exact (dense, batched)
-  Newton solve on the current piece; see :func:`sheafdsl.solvers.active_set.active_set`.
+  sweep, E = 0. Otherwise a primal active-set method over the pieces, each step an exact solve of the
+  current piece: by elimination along the unitriangular structure when releasing the pins on head stalks
+  makes the problem a sweep (a k × k system per example, k = those pins + sliding units; a network pinned
+  at both ends), else a batched dense Newton step (Cholesky-checked), or one sparse LU for a large sheaf
+  without gates; see :mod:`sheafdsl.solvers.active_set`.
 - ``cg``: the same active-set method with matrix-free batched conjugate gradients as the inner solver.
 - ``diffusion``: the heat equation ċ_Ω = −α ∇E, explicit Euler with α = 1/λ̄ (λ̄ ≥ λ_max of every piece),
   Filippov-aware (projected onto the current piece, so it slides on c_t = 0 instead of chattering).
