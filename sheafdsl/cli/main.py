@@ -8,6 +8,7 @@ as diagnostics and exits 1; click's usage errors exit 2; anything else is a bug 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import sys
