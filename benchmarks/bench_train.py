@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sheafdsl.frontend import load_file, load_text  # noqa: E402
+from sheafdsl.frontend import load_text  # noqa: E402
 from sheafdsl.ir import from_model  # noqa: E402
 from sheafdsl.training.config import TrainConfig  # noqa: E402
 from sheafdsl.training.data import dataset_for  # noqa: E402
