@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -50,12 +51,13 @@ MODELS = {
 
 
 def paraboloid_model(coupling: float | None = None):
+    """models/paraboloid.sheaf, with its output edge's weight w_o replaced by ``coupling`` when given."""
     src = (ROOT / "models" / "paraboloid.sheaf").read_text()
     if coupling is not None:
-        old = "edge out  : z2 -> y   identity"
-        if old not in src:
+        src, n = re.subn(r"^(edge out\s*:\s*z2\s*->\s*y\s+identity)(\s+weight\s+\S+)?",
+                         rf"\g<1> weight {coupling:g}", src, flags=re.M)
+        if n != 1:
             raise SystemExit("models/paraboloid.sheaf changed: cannot set the output coupling")
-        src = src.replace(old, f"{old} weight {coupling:g}")
     return from_model(load_text(src, str(ROOT / "models" / "paraboloid.sheaf")))
 
 
@@ -131,7 +133,7 @@ def bench_digits(args) -> dict:
 
 
 def bench_joint(args) -> dict:
-    G = paraboloid_model()
+    G = paraboloid_model(1.0)  # the paper's sheaf: unit weights
     steps = args.joint_steps
     cfg = TrainConfig.from_sources(G.graph.get("train") or {}, {"trainer": "joint", "optimizer": "sgd", "steps": steps,
                                                                  "alpha": 1.0, "dt": 0.005, "seed": 0})
@@ -176,7 +178,7 @@ def main(argv=None) -> int:
                     help="comma-separated: paraboloid, circle, blobs, digits, joint")
     ap.add_argument("--repeats", type=int, default=2, help="alternating timing rounds (median)")
     ap.add_argument("--steps", type=int, default=None, help="override the 3000 steps of paraboloid/circle/blobs")
-    ap.add_argument("--coupling", type=float, nargs="*", default=[0.1],
+    ap.add_argument("--coupling", type=float, nargs="*", default=[1.0],
                     help="extra paraboloid runs with this output-edge weight w_o")
     ap.add_argument("--digits-steps", type=int, default=500)
     ap.add_argument("--digits-batch", type=int, default=None)

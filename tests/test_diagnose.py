@@ -49,7 +49,9 @@ def test_layers_and_types_of_an_mlp():
 
 def test_grouping_adds_energies_and_shares_sum_to_one():
     G = _paraboloid()
-    disc = {"aff1": 0.5, "act1": 0.25, "aff2": 0.125, "out": 0.125}
+    w_out = next(d["weight"] for *_, name, d in G.edges(keys=True, data=True) if name == "out")
+    # an edge's energy is w_e² times its mean ½‖discord‖²: the out edge has weight 0.1 in the model
+    disc = {"aff1": 0.5, "act1": 0.25, "aff2": 0.125, "out": 0.125 / w_out ** 2}
     rep = diagnose(G, disc)
     assert rep.total == pytest.approx(1.0)
     assert [r.name for r in rep.edges] == ["aff1", "act1", "aff2", "out"]
@@ -211,7 +213,8 @@ def test_diagnose_a_file_uses_the_seeded_initial_parameters(tmp_path):
     want = _expected_discords(init_params(_paraboloid(), 3), seed=3)
     got = {e["name"]: e["discord"] for e in out["edges"]}
     assert got == pytest.approx(want, rel=1e-12)
-    assert out["total"] == pytest.approx(sum(want.values()))
+    w2 = {name: d["weight"] ** 2 for *_, name, d in _paraboloid().edges(keys=True, data=True)}
+    assert out["total"] == pytest.approx(sum(w2[k] * v for k, v in want.items()))  # energy: w_e² · discord
     assert {g["group"] for g in out["types"]} == {"affine", "activation", "output"}
     assert [g["group"] for g in out["layers"]] == ["1", "2"]
     assert out["lambda_min"] > 0 and out["plot"] == str(png)

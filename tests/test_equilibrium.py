@@ -22,7 +22,7 @@ def model(text: str):
 
 @pytest.fixture(scope="module")
 def parab():
-    G = from_model(load_file("models/paraboloid.sheaf"))
+    G = from_model(load_file("models/paraboloid_paper.sheaf"))
     d = load_dataset("paraboloid", n=60, n_test=10)
     return G, feedforward(G), init_params(G, 0), d.X_train, d.Y_train
 

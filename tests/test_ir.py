@@ -155,7 +155,7 @@ def build_paraboloid_in_python():
     add_edge(G, "aff1", "x", "z1", kind="affine", src_map=ParamMap("W1"), dst_map=Identity(), bias="b1")
     add_edge(G, "act1", "z1", "a1", kind="relu", src_map=ReluGate(), dst_map=Identity())
     add_edge(G, "aff2", "a1", "z2", kind="affine", src_map=ParamMap("W2"), dst_map=Identity(), bias="b2")
-    add_edge(G, "out", "z2", "y", kind="identity", src_map=Identity(), dst_map=Identity())
+    add_edge(G, "out", "z2", "y", kind="identity", src_map=Identity(), dst_map=Identity(), weight=0.1)
     add_pin(G, "x", "input")
     add_pin(G, "y", "target")
     G.graph["train"] = dict(data="paraboloid", n=300, n_test=100, steps=3000, optimizer="adam", lr=0.01, seed=0)

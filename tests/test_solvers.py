@@ -137,7 +137,7 @@ def assert_stationary(G, P, res, sources=TWO_SIDED, h=1e-5):
 def test_paraboloid_two_sided_sliding_equilibria():
     """DESIGN.md's measured pitfall: about a quarter of the examples slide at He init, and every method
     still reaches the same consistent stationary point; naive gate re-solving cycles on exactly those."""
-    G = from_model(load_file(MODELS / "paraboloid.sheaf"))
+    G = from_model(load_file(MODELS / "paraboloid_paper.sheaf"))
     P = init_params(G, 0)
     x, y = paraboloid_data()
     res = {m: solve(G, P, {"x": x, "y": y}, sources=TWO_SIDED, method=m) for m in ("exact", "cg", "diffusion")}
@@ -166,7 +166,7 @@ def test_paraboloid_two_sided_sliding_equilibria():
 
 
 def test_filippov_heat_equation_is_monotone_where_plain_euler_chatters():
-    G = from_model(load_file(MODELS / "paraboloid.sheaf"))
+    G = from_model(load_file(MODELS / "paraboloid_paper.sheaf"))
     P = init_params(G, 0)
     x, y = paraboloid_data(120)
     bnd = {"x": x, "y": y}
@@ -367,7 +367,7 @@ def test_bad_method_is_a_sheaf_error():
 
 
 def test_maxiter_reports_non_convergence_scipy_style():
-    G = from_model(load_file(MODELS / "paraboloid.sheaf"))
+    G = from_model(load_file(MODELS / "paraboloid_paper.sheaf"))
     P = init_params(G, 0)
     x, y = paraboloid_data(20)
     r = solve(G, P, {"x": x, "y": y}, sources=TWO_SIDED, method="diffusion", maxiter=3)
@@ -418,7 +418,7 @@ def test_cupy_backend_agrees_with_numpy(method):
         pytest.skip("needs CuPy and an NVIDIA GPU")
     import cupy
 
-    G = from_model(load_file(MODELS / "paraboloid.sheaf"))
+    G = from_model(load_file(MODELS / "paraboloid_paper.sheaf"))
     P = init_params(G, 0)
     x, y = paraboloid_data(64)
     for sources, bnd in ((("input", "value"), {"x": x}), (TWO_SIDED, {"x": x, "y": y})):

@@ -19,7 +19,7 @@ from sheafdsl.training.trainers import (BackpropTrainer, DivergenceError, JointT
 
 @pytest.fixture(scope="module")
 def parab():
-    return from_model(load_file("models/paraboloid.sheaf"))
+    return from_model(load_file("models/paraboloid_paper.sheaf"))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_weak_output_coupling_recovers_backprop(parab, small_data):
     backprop's (the equilibrium-propagation limit)."""
     from sheafdsl.training.equilibrium import exact_equilibrium
 
-    G = from_model(load_text(load_file("models/paraboloid.sheaf").source.replace(
+    G = from_model(load_text(load_file("models/paraboloid_paper.sheaf").source.replace(
         "out  : z2 -> y   identity", "out  : z2 -> y   identity weight 0.001")))
     net = feedforward(G)
     P = init_params(G, 0)

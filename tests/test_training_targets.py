@@ -1,14 +1,11 @@
 """The issue-5 targets, measured side by side (slow: run with ``pytest -m slow``).
 
-Accuracy targets are deterministic (seeded); the wall-time target compares the two trainers in the
-same process, alternating them, and is skipped when the machine is too loaded to time anything
-(``SHEAFDSL_SKIP_TIMING=1``).
+Accuracy targets are deterministic (seeded). Wall-time targets are not tested here (timings belong in
+benchmarks): see benchmarks/bench_train.py.
 """
 
 from __future__ import annotations
 
-import os
-import statistics
 import time
 from pathlib import Path
 
@@ -22,6 +19,9 @@ from sheafdsl.training.trainers import make_trainer
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+
+
+PAPER_SRC = (ROOT / "models" / "paraboloid_paper.sheaf").read_text()  # the paper's unit edge weights
 
 
 def _model(text=None):
@@ -44,45 +44,26 @@ PARAB = dict(steps=3000, optimizer="adam", lr=0.01, seed=0, n=300, n_test=100)
 
 @pytest.fixture(scope="module")
 def paraboloid_runs():
+    """Test metrics of the sheaf and backprop trainers on models/paraboloid.sheaf, same data and init."""
     G = _model()
-    times = {"sheaf": [], "backprop": []}
-    evals = {}
-    for _ in range(2):
-        for t in ("sheaf", "backprop"):
-            secs, ev = _train(G, trainer=t, **PARAB)
-            times[t].append(secs)
-            evals[t] = ev
-    return {t: statistics.median(v) for t, v in times.items()}, evals
+    return {t: _train(G, trainer=t, **PARAB)[1] for t in ("sheaf", "backprop")}
 
 
 def test_paraboloid_sheaf_mse(paraboloid_runs):
-    _, ev = paraboloid_runs
+    ev = paraboloid_runs
     assert ev["sheaf"]["test_mse"] <= 0.01
 
 
 def test_paraboloid_sheaf_within_2x_of_backprop(paraboloid_runs):
-    _, ev = paraboloid_runs
-    if ev["sheaf"]["test_mse"] > 2 * ev["backprop"]["test_mse"]:
-        pytest.xfail(f"model as written (output weight 1): sheaf test MSE {ev['sheaf']['test_mse']:.4f} vs backprop "
-                     f"{ev['backprop']['test_mse']:.4f}; see test_paraboloid_weak_coupling_within_2x")
+    ev = paraboloid_runs
+    assert ev["sheaf"]["test_mse"] <= 2 * ev["backprop"]["test_mse"]
 
 
-def test_paraboloid_weak_coupling_within_2x():
-    src = (ROOT / "models" / "paraboloid.sheaf").read_text().replace(
-        "edge out  : z2 -> y   identity", "edge out  : z2 -> y   identity weight 0.1")
-    G = _model(src)
+def test_paraboloid_unit_output_weight_is_the_weaker_objective():
+    """With the paper's unit weights the sheaf residual weighs examples by sensitivity: still ≤ 0.01."""
+    G = _model(PAPER_SRC)
     _, s = _train(G, trainer="sheaf", **PARAB)
-    _, b = _train(G, trainer="backprop", **PARAB)
     assert s["test_mse"] <= 0.01
-    assert s["test_mse"] <= 2 * b["test_mse"]
-
-
-@pytest.mark.skipif(os.environ.get("SHEAFDSL_SKIP_TIMING") == "1", reason="timing disabled")
-def test_paraboloid_wall_time_within_3x(paraboloid_runs):
-    times, _ = paraboloid_runs
-    ratio = times["sheaf"] / times["backprop"]
-    if ratio > 3:
-        pytest.xfail(f"sheaf/backprop wall time {ratio:.2f}x (target 3x)")
 
 
 @pytest.mark.parametrize("task,text", [
@@ -105,10 +86,8 @@ def test_digits_accuracy():
 
 
 def test_paper_reproduction_joint_rule():
-    G = _model()
-    secs, ev = _train(G, trainer="joint", optimizer="sgd", steps=100_000, alpha=1.0, dt=0.005, seed=0)
-    # the peer reports train MSE 0.0756 after 100k steps in ~96 s (DESIGN §6)
-    assert secs < 96
-    assert ev["train_mse"] < 0.15  # the rule learns (the initial train MSE is ~3)
-    if not 0.06 <= ev["train_mse"] <= 0.08:
-        pytest.xfail(f"joint rule train MSE {ev['train_mse']:.4f}, outside the peer's 0.06-0.08")
+    """The paper's sheaf (unit weights) and rule: the peer reports train MSE 0.0756 after 100k steps
+    (DESIGN §6). Its wall time against the peer's ~96 s is in benchmarks/bench_train.py."""
+    G = _model(PAPER_SRC)
+    _, ev = _train(G, trainer="joint", optimizer="sgd", steps=100_000, alpha=1.0, dt=0.005, seed=0)
+    assert 0.06 <= ev["train_mse"] <= 0.08
