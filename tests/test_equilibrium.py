@@ -388,3 +388,46 @@ def test_a_verified_guess_is_accepted_and_a_wrong_one_is_repaired(parab):
     fixed = exact_equilibrium(net, P, X, Y, guess=wrong)
     assert fixed.consistent.all() and fixed.info.get("guessed", 0) < X.shape[0]
     np.testing.assert_allclose(fixed.energy, eq.energy, rtol=1e-9)
+
+
+@pytest.mark.parametrize("text", ["paper", DEEP, SIG])
+def test_unsettled_subset_solves_match_solving_each_example_alone(text, monkeypatch):
+    """After the first whole-batch iteration only the unsettled examples are re-solved; the result is
+    what each example gets when solved on its own (a batch of one never takes the subset path)."""
+    import sheafdsl.training.equilibrium as eqm
+
+    if text == "paper":
+        G = from_model(load_file("models/paraboloid_paper.sheaf"))
+        d = load_dataset("paraboloid", n=60, n_test=10)
+        X, Y = d.X_train, d.Y_train
+    else:
+        G = model(text)
+        X, Y = _data(G, 60, seed=3)
+    net = feedforward(G)
+    P = init_params(G, 0)
+    prev = exact_equilibrium(net, P, X, Y)
+    # a small parameter step: warm-started from the previous equilibrium, a few examples change pieces
+    rng = np.random.default_rng(4)
+    P2 = {k: v + 0.05 * rng.normal(size=v.shape) for k, v in P.items()}
+    init = (prev.V, prev.S)
+    sizes = []
+    real = eqm.solve_pattern
+
+    def spy(net_, P_, X_, *a, **k):
+        sizes.append(X_.shape[0])
+        return real(net_, P_, X_, *a, **k)
+
+    monkeypatch.setattr(eqm, "solve_pattern", spy)
+    eq = exact_equilibrium(net, P2, X, Y, init=init)
+    rtol = 1e-10 if net.output.fn == "linear" else 1e-7  # Newton stops at a batch-wide tolerance
+    assert sizes[0] == X.shape[0] and any(0 < s < X.shape[0] for s in sizes[1:]), sizes
+    for i in range(X.shape[0]):
+        one = exact_equilibrium(net, P2, X[i:i + 1], Y[i:i + 1],
+                                init=([v[i:i + 1] for v in prev.V], {k: s[i:i + 1] for k, s in prev.S.items()}))
+        assert one.consistent[0] == eq.consistent[i]
+        for k in eq.S:
+            assert np.array_equal(one.S[k][0], eq.S[k][i])
+        for a, b in zip(one.V[1:] + one.U + [one.out_disc], eq.V[1:] + eq.U + [eq.out_disc]):
+            np.testing.assert_allclose(a[0], b[i], rtol=rtol, atol=rtol * 1e-2)
+        np.testing.assert_allclose(one.energy[0], eq.energy[i], rtol=rtol, atol=rtol * 1e-4)
+    assert eq.consistent.all()

@@ -55,9 +55,10 @@ consistent stationary points; a descent method stops at one of them, and two des
 loop, the heat equation, :func:`sheafdsl.solvers.solve`) from the same start usually, but not
 always, stop at the same one. Each is a valid equilibrium for the envelope theorem.
 
-Small problems re-solve the whole batch in every iteration (the cost there is numpy's per-call
-overhead, and a settled example re-solves to itself); large ones (``SUBSET_WORK``) solve only the
-examples that have not settled.
+The first iteration solves the whole batch; later ones solve only the examples that have not
+settled (a settled example would re-solve to itself). Small problems, where numpy's per-call
+overhead rather than FLOPs is the cost, stay on the whole batch while most of it still moves; large
+ones (``SUBSET_WORK``) go to the subset at once.
 """
 
 from __future__ import annotations
@@ -719,14 +720,14 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
     eps_z = 1e-12 * (1.0 + float(xp.abs(Y).max())) if B else 0.0
     visited: dict[int, set] = {}
     cycled = 0
-    owned = False
     done = consistent = U = out_disc = None
     idx = None  # None: every example is still active
-    # Small problems re-solve the whole batch each iteration (numpy's per-call overhead, not FLOPs, is
-    # the cost there; a settled example re-solves to itself); large ones solve the unsettled subset.
+    # The first iteration solves the whole batch; later ones solve only the unsettled examples (a
+    # settled example would re-solve to itself). Small problems (numpy's per-call overhead, not FLOPs,
+    # is the cost there) stay on the whole batch while most of it still moves.
     width = sum(l.d_out for l in layers) + net.output.d_out
     subsets = B * width * net.output.d_out > SUBSET_WORK
-    frozen = None  # examples stopped by the cycle guard (full-batch mode)
+    frozen = None  # examples stopped by the cycle guard (whole-batch iterations)
     it = 0
     while it < max_iter:
         it += 1
@@ -752,7 +753,7 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
                 tmin = tmk if tmin is None else xp.minimum(tmin, tmk)
                 viols[k], tks[k] = viol, tk
         move = tmin < 1.0 if tmin is not None else xp.zeros(nb, dtype=bool)
-        if frozen is not None:
+        if frozen is not None and idx is None:
             move &= ~frozen
         at_min = ~move
         newS = dict(Ss)
@@ -768,7 +769,7 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
             gL = sol.U[k - 1] if w_in == 1.0 else w_in * sol.U[k - 1]  # slope of E on the inactive side
             gR = gL - (sol.U[k] if w_relu == 1.0 else w_relu * sol.U[k])  # ... on the active side
             want = sl & ((gL > mtol) | (gR < -mtol)) & at_min[:, None]
-            if frozen is not None:
+            if frozen is not None and idx is None:
                 want &= ~frozen[:, None]
             if not bool(want.any()):
                 continue
@@ -803,33 +804,34 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
                     finished[i] = cyc[i] = True
                     cycled += 1
                 seen.add(key)
-        if cyc is not None and not subsets:
+        if cyc is not None and idx is None:
             frozen = cyc if frozen is None else frozen | cyc
-        bad = frozen if not subsets else cyc
+        bad = frozen if idx is None else cyc
         ok = sol.newton_ok & finished if bad is None else sol.newton_ok & finished & ~bad
-        if idx is None and bool(finished.all()):  # one solve settled every example (the common case)
-            energy = equilibrium_energy(net, P, sol.V, sol.U, Y, xp) if with_energy else None
-            return Equilibrium(sol.V, sol.U, sol.out_disc, energy, newS, ok, None, it, {"cycled": cycled}, free)
-        if not subsets:
-            V, S = Vn, newS
+        if idx is None:
+            if bool(finished.all()):  # one solve settled every example (the common case)
+                energy = equilibrium_energy(net, P, sol.V, sol.U, Y, xp) if with_energy else None
+                return Equilibrium(sol.V, sol.U, sol.out_disc, energy, newS, ok, None, it, {"cycled": cycled}, free)
+            if not subsets and 2 * int(finished.sum()) < nb:  # most examples still move: the whole batch again
+                V, S = Vn, newS
+                if rho_all is not None and sol.rho is not None:
+                    rho_all = sol.rho
+                if it == max_iter:  # out of iterations: the current pattern's solution, not consistent
+                    return Equilibrium(sol.V, sol.U, sol.out_disc,
+                                       equilibrium_energy(net, P, sol.V, sol.U, Y, xp) if with_energy else None,
+                                       S, ok, None, it, {"cycled": cycled}, free)
+                continue
+            # From here on only the unsettled examples are solved. This iteration's arrays (fresh from
+            # the solve) hold the settled examples' results and the others' current point and states.
+            V = [X] + list(Vn[1:])
+            S = {k: v.copy() for k, v in newS.items()}  # newS may hold the caller's arrays
+            U, out_disc = list(sol.U), sol.out_disc
+            consistent, done = ok, finished.copy()
             if rho_all is not None and sol.rho is not None:
                 rho_all = sol.rho
-            if it == max_iter:  # out of iterations: the current pattern's solution, not consistent
-                return Equilibrium(sol.V, sol.U, sol.out_disc,
-                                   equilibrium_energy(net, P, sol.V, sol.U, Y, xp) if with_energy else None,
-                                   S, ok, None, it, {"cycled": cycled}, free)
+            idx = xp.flatnonzero(~done)
             continue
-        if not owned:
-            V = [V[0]] + [v.copy() for v in V[1:]]
-            S = {k: v.copy() for k, v in S.items()}
-            U = [xp.zeros((B, l.d_out)) for l in layers]
-            out_disc = xp.zeros((B, net.output.d_out))
-            done = xp.zeros(B, dtype=bool)
-            consistent = xp.zeros(B, dtype=bool)
-            if net.output.fn != "linear":
-                rho_all = xp.zeros((B, net.output.d_out)) if rho_all is None else rho_all.copy()
-            owned = True
-        ix = xp.arange(B) if idx is None else idx
+        ix = idx
         for j in range(1, m + 1):
             V[j][ix] = Vn[j]
         for k in S:
