@@ -321,6 +321,7 @@ class PatternSolution:
     energy: object  # per-example energy (B,)
     newton_ok: object  # (B,) bool
     rho: object = None  # (B, n_out): the output force w_o²(y − φ(p*)) (a warm start for the next solve)
+    slide: dict | None = None  # relu tail vertex k -> (B, d) bool sliding mask, only where some unit slides
 
 
 def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_newton: int = 30,
@@ -334,7 +335,8 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     B = X.shape[0]
     layers = net.layers
     m = len(layers)
-    gates = {k: S[k] == 1 for k in S}  # boolean masks (a float times a bool is the gated value)
+    # 0/1 gates as floats: a product with them is exactly the gated value (and faster than with a bool)
+    gates = {k: (S[k] == 1).astype(X.dtype) for k in S}
     if F is None:  # the forward pass at the pattern (the caller may pass it when S is the forward pattern)
         F = [X]
         for k, layer in enumerate(layers):
@@ -510,20 +512,31 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=N
     else:
         p_f = F[m]
         g = xp.ones(1)
+    # backward sweep; a row stays one vector shared by the batch until a relu gate makes it (B, d).
+    # gated[j]: J_j = σ ⊙ J_{j+1} with J_{j+1} that shared vector, so ‖J_j‖² = σ · (J_{j+1})² (a
+    # matrix-vector product) and J_j ρ = σ ⊙ (J_{j+1} ρ), exactly (σ is 0/1)
     Gs = [None] * (m + 1)
+    gated = [False] * (m + 1)
     for j in range(m, 0, -1):
         Gs[j] = g
         if j > 1:
             layer = layers[j - 1]
             if layer.kind == "relu":
+                gated[j - 1] = getattr(g, "ndim", 0) == 1
                 g = g * gates[j - 1]
             else:
                 g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
     k1 = 1.0 / net.output.weight ** 2
     for j in range(1, m + 1):
         gj = Gs[j]
+        if gated[j]:
+            n2 = gates[j] @ (Gs[j + 1] * Gs[j + 1])
+        elif gj.ndim == 1:
+            n2 = gj @ gj
+        else:
+            n2 = xp.einsum("bd,bd->b", gj, gj)
         w2 = layers[j - 1].weight ** 2
-        k1 = k1 + ((gj * gj).sum(axis=-1) if w2 == 1.0 else (gj * gj).sum(axis=-1) / w2)
+        k1 = k1 + (n2 if w2 == 1.0 else n2 / w2)
     ok = xp.ones(X.shape[0], dtype=bool)
     if out.fn == "linear":
         rho = (Y - p_f) / (k1[:, None] if getattr(k1, "ndim", 0) else k1)
@@ -531,11 +544,12 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=N
         kk = k1 - 1.0 / out.weight ** 2
         kk = kk[:, None] if getattr(kk, "ndim", 0) else kk
         rho, ok = _sigmoid_scalar(p_f, kk, Y, out.weight ** 2, tol, xp, rho0=rho0)
-    U = []
-    for j in range(1, m + 1):
-        u = Gs[j] * rho
+    U = [None] * m
+    raw = None  # J_{j+1} ρ
+    for j in range(m, 0, -1):
+        raw = raw * gates[j] if gated[j] else Gs[j] * rho
         w2 = layers[j - 1].weight ** 2
-        U.append(u if w2 == 1.0 else u / w2)
+        U[j - 1] = raw if w2 == 1.0 else raw / w2
     sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
     sol.rho = rho
     return sol
@@ -548,13 +562,13 @@ def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
     # relu layer 1 (tail v_1 fed by the pinned input): a sliding unit's incoming discord is −pre
     slide = {k: S[k] == 0 for k in S if k >= 1}
     slide = {k: mk for k, mk in slide.items() if bool(mk.any())}
-    if 1 in slide:
+    if 1 in slide:  # then v_1 = pre + (−pre) is exactly 0 on the sliding units
         U[0] = xp.where(slide[1], -F[1], U[0])
     V = [X]
     for k, layer in enumerate(layers):
         # v_k = A_k v_{k−1} + b_k + u_k (the first layer's input is pinned: reuse the forward value)
         v = (F[1] if k == 0 else _apply(layer, P, V[-1], gates.get(k))) + U[k]
-        if k + 1 in slide:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
+        if k >= 1 and k + 1 in slide:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
             v = xp.where(slide[k + 1], 0.0, v)
         V.append(v)
     if with_energy:
@@ -562,7 +576,9 @@ def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
         energy = e_out + sum(0.5 * layers[k].weight ** 2 * (U[k] ** 2).sum(axis=1) for k in range(m))
     else:
         out_disc, energy = _out_disc(net, P, V[m], Y, xp), None
-    return PatternSolution(V, U, out_disc, energy, newton_ok)
+    sol = PatternSolution(V, U, out_disc, energy, newton_ok)
+    sol.slide = slide
+    return sol
 
 
 def _out_disc(net, P, vm, Y, xp):
@@ -760,8 +776,8 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
         release = None
         mtol = None
         for k in free:
-            sl = Ss[k] == 0
-            if not bool(sl.any()):
+            sl = sol.slide.get(k)  # the pattern's sliding units (None: none at this vertex)
+            if sl is None:
                 continue
             if mtol is None:
                 mtol = 1e-9 * (1.0 + float(xp.abs(sol.out_disc).max())) * (1.0 + net.output.weight ** 2)
