@@ -759,15 +759,22 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
         sol = solve_pattern(net, P, Xs, Ys, Ss, xp, tol, with_energy=False, rho0=r0, pre1=p1)
         # ratio test on the segment c -> c̄
         tmin = None
-        viols, tks = {}, {}
+        viols = {}  # layer -> (rows, cols, t) of the violating units (few): their crossing fractions
         for k in free:
             z, zb, st = Vs[k], sol.V[k], Ss[k]
             viol = st * zb < -eps_z  # active below 0 or inactive above 0 (sliding: never)
             if bool(viol.any()):
-                tk = xp.maximum(xp.where(viol, z / xp.where(viol, z - zb, 1.0), np.inf), 0.0)
-                tmk = tk.min(axis=1)
+                r, c = xp.nonzero(viol)
+                zr = z[r, c]
+                t = xp.maximum(zr / (zr - zb[r, c]), 0.0)
+                order = xp.lexsort(xp.stack([t, r]))  # by example, then t: the first of each example is its min
+                rs = r[order]
+                first = xp.ones(rs.shape[0], dtype=bool)
+                first[1:] = rs[1:] != rs[:-1]
+                tmk = xp.full(nb, np.inf)
+                tmk[rs[first]] = t[order][first]
                 tmin = tmk if tmin is None else xp.minimum(tmin, tmk)
-                viols[k], tks[k] = viol, tk
+                viols[k] = (r, c, t)
         move = tmin < 1.0 if tmin is not None else xp.zeros(nb, dtype=bool)
         if frozen is not None and idx is None:
             move &= ~frozen
@@ -801,12 +808,14 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
             Vn = list(sol.V)
             for k in free:
                 Vn[k] = Vs[k] + tm * (sol.V[k] - Vs[k])
-            for k in viols:
-                hit = viols[k] & (tks[k] <= tm * (1 + 1e-9) + 1e-15) & move[:, None]
-                on_surface = Vs[k] == 0
-                st = xp.where(hit & ~on_surface, -Ss[k], xp.where(hit & on_surface, 0, newS[k]))
-                newS[k] = st.astype(np.int8)
-                Vn[k] = xp.where(hit, 0.0, Vn[k])
+            for k, (r, c, t) in viols.items():  # the units that reach the surface at tm
+                hit = (t <= tm[r, 0] * (1 + 1e-9) + 1e-15) & move[r]
+                rh, ch = r[hit], c[hit]
+                st = newS[k].copy()  # newS may hold the caller's array
+                # from the interior: enter the adjacent piece; already on the surface: slide
+                st[rh, ch] = xp.where(Vs[k][rh, ch] == 0, 0, -Ss[k][rh, ch])
+                newS[k] = st
+                Vn[k][rh, ch] = 0.0  # Vn[k] is fresh (the interpolation above)
         finished = at_min if release is None else at_min & ~release
         cyc = None
         if release is not None and bool(release.any()):  # cycle guard (cannot trigger in exact arithmetic)
@@ -1014,20 +1023,24 @@ def local_gradients(net: FeedForward, P, eq: Equilibrium, reduce: str = "mean", 
     def acc(name, g):
         grads[name] = grads[name] + g if name in grads else g
 
+    ones = None  # sums over the batch as products with a ones vector (a BLAS call, not a reduction loop)
     for k, layer in enumerate(net.layers):
         if layer.kind != "param":
             continue
-        wu = (-c * layer.weight ** 2) * eq.U[k]
-        acc(layer.param, wu.T @ eq.V[k])
+        s = -c * layer.weight ** 2  # scales the small (d_out, d_in) result, not the (B, d) discords
+        u = eq.U[k]
+        acc(layer.param, (u.T @ eq.V[k]) * s)
         if layer.bias is not None:
-            acc(layer.bias, wu.sum(axis=0))
+            ones = xp.ones(B) if ones is None else ones
+            acc(layer.bias, (ones @ u) * s)
     out = net.output
     if out.fn == "linear" and (out.param is not None or out.bias is not None):
-        wd = (-c * out.weight ** 2) * eq.out_disc
+        s = -c * out.weight ** 2
         if out.param is not None:
-            acc(out.param, wd.T @ eq.V[-1])
+            acc(out.param, (eq.out_disc.T @ eq.V[-1]) * s)
         if out.bias is not None:
-            acc(out.bias, wd.sum(axis=0))
+            ones = xp.ones(B) if ones is None else ones
+            acc(out.bias, (ones @ eq.out_disc) * s)
     for name in P:
         if name not in grads:
             grads[name] = xp.zeros_like(P[name])
