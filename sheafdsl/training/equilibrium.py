@@ -767,12 +767,9 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
                 r, c = xp.nonzero(viol)
                 zr = z[r, c]
                 t = xp.maximum(zr / (zr - zb[r, c]), 0.0)
-                order = xp.lexsort(xp.stack([t, r]))  # by example, then t: the first of each example is its min
-                rs = r[order]
-                first = xp.ones(rs.shape[0], dtype=bool)
-                first[1:] = rs[1:] != rs[:-1]
-                tmk = xp.full(nb, np.inf)
-                tmk[rs[first]] = t[order][first]
+                tk = xp.full(z.shape, np.inf)
+                tk[r, c] = t
+                tmk = tk.min(axis=1)
                 tmin = tmk if tmin is None else xp.minimum(tmin, tmk)
                 viols[k] = (r, c, t)
         move = tmin < 1.0 if tmin is not None else xp.zeros(nb, dtype=bool)
@@ -791,7 +788,10 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
             w_in, w_relu = layers[k - 1].weight ** 2, layers[k].weight ** 2
             gL = sol.U[k - 1] if w_in == 1.0 else w_in * sol.U[k - 1]  # slope of E on the inactive side
             gR = gL - (sol.U[k] if w_relu == 1.0 else w_relu * sol.U[k])  # ... on the active side
-            want = sl & ((gL > mtol) | (gR < -mtol)) & at_min[:, None]
+            want = sl & ((gL > mtol) | (gR < -mtol))
+            if not bool(want.any()):  # the common case: every sliding unit satisfies its KKT conditions
+                continue
+            want &= at_min[:, None]
             if frozen is not None and idx is None:
                 want &= ~frozen[:, None]
             if not bool(want.any()):
