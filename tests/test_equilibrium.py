@@ -431,3 +431,13 @@ def test_unsettled_subset_solves_match_solving_each_example_alone(text, monkeypa
             np.testing.assert_allclose(a[0], b[i], rtol=rtol, atol=rtol * 1e-2)
         np.testing.assert_allclose(one.energy[0], eq.energy[i], rtol=rtol, atol=rtol * 1e-4)
     assert eq.consistent.all()
+    # out of iterations after the first subset solve: every example still gets the exact solution of
+    # the pattern it reports, and the unsettled ones are not called consistent
+    short = exact_equilibrium(net, P2, X, Y, init=init, max_iter=2)
+    again = solve_pattern(net, P2, X, Y, short.S)
+    for a, b in zip(short.V[1:] + short.U, again.V[1:] + again.U):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * 1e-2)
+    assert not (short.consistent & ~eq.consistent).any()
+    settled = short.consistent
+    for k in eq.S:
+        assert np.array_equal(short.S[k][settled], eq.S[k][settled])

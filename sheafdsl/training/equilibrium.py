@@ -749,12 +749,7 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
         it += 1
         if idx is None:
             Xs, Ys, Ss, Vs, r0, p1 = X, Y, S, V, rho_all, pre1
-        else:
-            Xs, Ys = X[idx], Y[idx]
-            Ss = {k: S[k][idx] for k in S}
-            Vs = [v[idx] for v in V]
-            r0 = None if rho_all is None else rho_all[idx]
-            p1 = None if pre1 is None else pre1[idx]
+        # else: the unsettled examples' own arrays (Xs, Ys, Ss, Vs, r0, p1), kept from the last iteration
         nb = Xs.shape[0]
         sol = solve_pattern(net, P, Xs, Ys, Ss, xp, tol, with_energy=False, rho0=r0, pre1=p1)
         # ratio test on the segment c -> c̄
@@ -855,25 +850,41 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
             if rho_all is not None and sol.rho is not None:
                 rho_all = sol.rho
             idx = xp.flatnonzero(~done)
+            Xs, Ys, Ss = X[idx], Y[idx], {k: v[idx] for k, v in S.items()}
+            Vs = [Xs] + [v[idx] for v in V[1:]]
+            r0 = None if rho_all is None else rho_all[idx]
+            p1 = None if pre1 is None else pre1[idx]
             continue
-        ix = idx
-        for j in range(1, m + 1):
-            V[j][ix] = Vn[j]
-        for k in S:
-            S[k][ix] = newS[k]
-        if rho_all is not None and sol.rho is not None:
-            rho_all[ix] = sol.rho
-        fi = ix[finished]
-        for j in range(m):
-            U[j][fi] = sol.U[j][finished]
-        out_disc[fi] = sol.out_disc[finished]
-        consistent[ix] = ok
-        done[fi] = True
-        if bool(done.all()):
-            break
-        idx = xp.flatnonzero(~done)
+        # subset iteration: write the examples that finished into the batch's arrays; the others carry
+        # their point, states and Newton start to the next iteration in their own (small) arrays
+        if bool(finished.any()):
+            fi = idx[finished]
+            for j in range(1, m + 1):
+                V[j][fi] = Vn[j][finished]
+            for k in S:
+                S[k][fi] = newS[k][finished]
+            for j in range(m):
+                U[j][fi] = sol.U[j][finished]
+            out_disc[fi] = sol.out_disc[finished]
+            consistent[fi] = ok[finished]
+            done[fi] = True
+            keep = ~finished
+            if not bool(keep.any()):
+                break
+            idx, Xs, Ys = idx[keep], Xs[keep], Ys[keep]
+            Ss = {k: v[keep] for k, v in newS.items()}
+            Vs = [Xs] + [v[keep] for v in Vn[1:]]
+            if rho_all is not None and sol.rho is not None:
+                r0 = sol.rho[keep]
+            p1 = None if p1 is None else p1[keep]
+        else:
+            Ss, Vs = newS, [Xs] + list(Vn[1:])
+            if rho_all is not None and sol.rho is not None:
+                r0 = sol.rho
     if not bool(done.all()):
         # out of iterations: the exact solution at the current pattern (reported not consistent)
+        for k in S:
+            S[k][idx] = Ss[k]
         rest = xp.flatnonzero(~done)
         sol = solve_pattern(net, P, X[rest], Y[rest], {k: S[k][rest] for k in S}, xp, tol, with_energy=False)
         for j in range(m):
