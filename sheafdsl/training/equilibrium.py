@@ -562,8 +562,9 @@ def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
     # relu layer 1 (tail v_1 fed by the pinned input): a sliding unit's incoming discord is −pre
     slide = {k: S[k] == 0 for k in S if k >= 1}
     slide = {k: mk for k, mk in slide.items() if bool(mk.any())}
-    if 1 in slide:  # then v_1 = pre + (−pre) is exactly 0 on the sliding units
-        U[0] = xp.where(slide[1], -F[1], U[0])
+    if 1 in slide:  # then v_1 = pre + (−pre) is exactly 0 on the sliding units (few: index them)
+        r, c = xp.nonzero(slide[1])
+        U[0][r, c] = -F[1][r, c]  # U[0] is fresh from the sweep
     V = [X]
     for k, layer in enumerate(layers):
         # v_k = A_k v_{k−1} + b_k + u_k (the first layer's input is pinned: reuse the forward value)
