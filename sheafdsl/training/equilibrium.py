@@ -523,7 +523,8 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=N
             layer = layers[j - 1]
             if layer.kind == "relu":
                 gated[j - 1] = getattr(g, "ndim", 0) == 1
-                g = g * gates[j - 1]
+                # a gated row is only formed when the sweep goes on below it (J_1 never is)
+                g = g * gates[j - 1] if j - 1 > 1 or not gated[j - 1] else None
             else:
                 g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
     k1 = 1.0 / net.output.weight ** 2
@@ -547,7 +548,12 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=N
     U = [None] * m
     raw = None  # J_{j+1} ρ
     for j in range(m, 0, -1):
-        raw = raw * gates[j] if gated[j] else Gs[j] * rho
+        if gated[j]:
+            raw = raw * gates[j]
+        elif Gs[j].ndim == 1 and rho.shape[1] == 1:  # an outer product (faster than broadcasting)
+            raw = xp.einsum("b,d->bd", rho[:, 0], Gs[j])
+        else:
+            raw = Gs[j] * rho
         w2 = layers[j - 1].weight ** 2
         U[j - 1] = raw if w2 == 1.0 else raw / w2
     sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
