@@ -550,7 +550,7 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=N
     for j in range(m, 0, -1):
         if gated[j]:
             raw = raw * gates[j]
-        elif Gs[j].ndim == 1 and rho.shape[1] == 1:  # an outer product (faster than broadcasting)
+        elif Gs[j].ndim == 1 and Gs[j].shape[0] > 1 and rho.shape[1] == 1:  # outer product: faster than broadcasting
             raw = xp.einsum("b,d->bd", rho[:, 0], Gs[j])
         else:
             raw = Gs[j] * rho
