@@ -584,7 +584,7 @@ def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace
         zt = ca[:, s.gated]
         dz = step[:, gpos]
         on, off = sa == ON, sa == OFF
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # an overflowing ratio: no crossing
             t = xp.where(on & (dz < 0), zt / xp.where(dz < 0, -dz, 1.0),
                          xp.where(off & (dz > 0), -zt / xp.where(dz > 0, dz, 1.0), np.inf))
         amax = t.min(axis=1) if nu else xp.full(len(sub), np.inf)
