@@ -178,18 +178,11 @@ def test_plots_are_written(tmp_path):
 
 
 def _cli(args):
-    import sys
-
     from click.testing import CliRunner
 
     from sheafdsl.cli.main import cli
 
-    old = sys.argv
-    sys.argv = ["sheaf", *args]
-    try:
-        res = CliRunner().invoke(cli, args)
-    finally:
-        sys.argv = old
+    res = CliRunner().invoke(cli, args)
     assert "Traceback" not in res.output
     return res
 

@@ -22,12 +22,7 @@ COMMON = ["--batch", "64", "--log-every", "10", "--no-plots", "--baseline"]
 
 def invoke(args):
     args = ["train", *args]
-    old = sys.argv
-    sys.argv = ["sheaf", *args]
-    try:
-        res = CliRunner().invoke(cli, args)
-    finally:
-        sys.argv = old
+    res = CliRunner().invoke(cli, args)
     assert "Traceback" not in res.output
     return res
 

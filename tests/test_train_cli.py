@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -21,14 +20,9 @@ RESIDUAL = "models/residual.sheaf"  # a skip connection: not a feed-forward chai
 
 
 def invoke(args, monkeypatch=None):
-    """Run the CLI in-process, with sys.argv set as a shell would (the --json error path reads it)."""
+    """Run the CLI in-process."""
     args = ["train", *args]
-    old = sys.argv
-    sys.argv = ["sheaf", *args]
-    try:
-        return CliRunner().invoke(cli, args, catch_exceptions=True)
-    finally:
-        sys.argv = old
+    return CliRunner().invoke(cli, args, catch_exceptions=True)
 
 
 def no_traceback(res):
