@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-from ..ir import edges, free_indices, param_specs, pinned_stalks, stalks, total_dim
+from ..ir import edges, free_indices, param_specs, pinned_stalks, stalks, total_dim, vertex_slice
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
 from ..lowering import coboundary_matrix, edge_weight_vector, init_params, offset_vector, sigmoid, softmax
 from .certificates import berkowitz_det, eliminate, numeric_rows, restrict_columns, symbolic_coboundary
@@ -710,17 +710,21 @@ def _lstsq_extension(G, params, c_ref, sources) -> np.ndarray:
     return out
 
 
-def _energy(G, params, c) -> np.ndarray:
-    """E(c) per example with the maps evaluated (not linearised)."""
-    w = {name: d["weight"] for _, _, name, d in edges(G)}
-    E = np.zeros(c.shape[0])
+def _edge_discords(G, params, c):
+    """Yield (edge name, attrs, (B, d_e) discord) with the maps evaluated (not linearised)."""
     for u, v, name, d in edges(G):
-        cu = c[:, G.nodes[u]["offset"]:G.nodes[u]["offset"] + G.nodes[u]["dim"]]
-        cv = c[:, G.nodes[v]["offset"]:G.nodes[v]["offset"] + G.nodes[v]["dim"]]
-        r = apply_map(d["dst_map"], cv, params) - apply_map(d["src_map"], cu, params)
+        r = (apply_map(d["dst_map"], c[:, vertex_slice(G, v)], params)
+             - apply_map(d["src_map"], c[:, vertex_slice(G, u)], params))
         if d.get("bias") is not None:
             r = r - np.asarray(params[d["bias"]], dtype=float)
-        E += 0.5 * w[name] ** 2 * np.sum(r * r, axis=1)
+        yield name, d, r
+
+
+def _energy(G, params, c) -> np.ndarray:
+    """E(c) per example with the maps evaluated (not linearised)."""
+    E = np.zeros(c.shape[0])
+    for _, d, r in _edge_discords(G, params, c):
+        E += 0.5 * d["weight"] ** 2 * np.sum(r * r, axis=1)
     return E
 
 
@@ -836,12 +840,7 @@ def claim_forward(ctx, unitri: Claim) -> Claim:
 def _discord_edges(G, params, c) -> dict:
     """{edge: ‖discord‖} for the edges with a nonzero discord at one cochain."""
     out = {}
-    for u, v, name, d in edges(G):
-        cu = c[:, G.nodes[u]["offset"]:G.nodes[u]["offset"] + G.nodes[u]["dim"]]
-        cv = c[:, G.nodes[v]["offset"]:G.nodes[v]["offset"] + G.nodes[v]["dim"]]
-        r = apply_map(d["dst_map"], cv, params) - apply_map(d["src_map"], cu, params)
-        if d.get("bias") is not None:
-            r = r - np.asarray(params[d["bias"]], dtype=float)
+    for name, _, r in _edge_discords(G, params, c):
         n = float(np.linalg.norm(r))
         if n > 1e-9:
             out[name] = n
