@@ -390,11 +390,14 @@ def test_a_verified_guess_is_accepted_and_a_wrong_one_is_repaired(parab):
     np.testing.assert_allclose(fixed.energy, eq.energy, rtol=1e-9)
 
 
-@pytest.mark.parametrize("text", ["paper", DEEP, SIG])
-def test_unsettled_subset_solves_match_solving_each_example_alone(text, monkeypatch):
+@pytest.mark.parametrize("text,kernel", [("paper", "general"), (DEEP, "general"), (SIG, "general"),
+                                         ("paper", "auto"), (SIG, "auto")])
+def test_unsettled_subset_solves_match_solving_each_example_alone(text, kernel, monkeypatch):
     """After the first whole-batch iteration only the unsettled examples are re-solved; the result is
-    what each example gets when solved on its own (a batch of one never takes the subset path)."""
+    what each example gets when solved on its own (a batch of one never takes the subset path).
+    ``auto`` runs the shallow kernel on these one-hidden-layer chains, ``general`` the general loop."""
     import sheafdsl.training.equilibrium as eqm
+    import sheafdsl.training.shallow as shm
 
     if text == "paper":
         G = from_model(load_file("models/paraboloid_paper.sheaf"))
@@ -411,18 +414,20 @@ def test_unsettled_subset_solves_match_solving_each_example_alone(text, monkeypa
     P2 = {k: v + 0.05 * rng.normal(size=v.shape) for k, v in P.items()}
     init = (prev.V, prev.S)
     sizes = []
-    real = eqm.solve_pattern
+    mod, fname = (eqm, "solve_pattern") if kernel == "general" else (shm, "_force")
+    assert kernel == "general" or shm.is_shallow(net)
+    real = getattr(mod, fname)
 
-    def spy(net_, P_, X_, *a, **k):
-        sizes.append(X_.shape[0])
-        return real(net_, P_, X_, *a, **k)
+    def spy(*a, **k):
+        sizes.append(a[2].shape[0])  # solve_pattern(net, P, X, ...) / _force(net, C, gates, ...)
+        return real(*a, **k)
 
-    monkeypatch.setattr(eqm, "solve_pattern", spy)
-    eq = exact_equilibrium(net, P2, X, Y, init=init)
+    monkeypatch.setattr(mod, fname, spy)
+    eq = exact_equilibrium(net, P2, X, Y, init=init, kernel=kernel)
     rtol = 1e-10 if net.output.fn == "linear" else 1e-7  # Newton stops at a batch-wide tolerance
     assert sizes[0] == X.shape[0] and any(0 < s < X.shape[0] for s in sizes[1:]), sizes
     for i in range(X.shape[0]):
-        one = exact_equilibrium(net, P2, X[i:i + 1], Y[i:i + 1],
+        one = exact_equilibrium(net, P2, X[i:i + 1], Y[i:i + 1], kernel=kernel,
                                 init=([v[i:i + 1] for v in prev.V], {k: s[i:i + 1] for k, s in prev.S.items()}))
         assert one.consistent[0] == eq.consistent[i]
         for k in eq.S:
@@ -433,7 +438,7 @@ def test_unsettled_subset_solves_match_solving_each_example_alone(text, monkeypa
     assert eq.consistent.all()
     # out of iterations after the first subset solve: every example still gets the exact solution of
     # the pattern it reports, and the unsettled ones are not called consistent
-    short = exact_equilibrium(net, P2, X, Y, init=init, max_iter=2)
+    short = exact_equilibrium(net, P2, X, Y, init=init, max_iter=2, kernel=kernel)
     again = solve_pattern(net, P2, X, Y, short.S)
     for a, b in zip(short.V[1:] + short.U, again.V[1:] + again.U):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * 1e-2)

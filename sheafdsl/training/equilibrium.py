@@ -72,6 +72,7 @@ from ..errors import Diagnostic, SheafError
 from ..ir import ZERO, edges, pinned_stalks
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled
 from ..lowering.backend import to_numpy
+from .shallow import is_shallow, shallow_active_set
 
 # ----------------------------------------------------------------------------------------------
 # structure
@@ -626,7 +627,7 @@ class Equilibrium:
     @property
     def consistent_fraction(self) -> float:
         c = self.consistent
-        return float(c.mean()) if c.shape[0] else 1.0
+        return int(c.nonzero()[0].shape[0]) / c.shape[0] if c.shape[0] else 1.0
 
 
 def kkt_ok(net: FeedForward, S, sol: PatternSolution, xp=np):
@@ -654,7 +655,8 @@ def kkt_ok(net: FeedForward, S, sol: PatternSolution, xp=np):
 
 
 def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_iter: int | None = None,
-                      init=None, guess=None, forward_values=None, with_energy: bool = True) -> Equilibrium:
+                      init=None, guess=None, forward_values=None, with_energy: bool = True,
+                      kernel: str = "auto") -> Equilibrium:
     """The two-sided equilibrium by the exact pattern solve and the sliding-aware active-set loop.
 
     ``guess``: optional unit states (dict layer -> (B, d) int8), e.g. each example's final pattern at
@@ -662,8 +664,12 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     the KKT check (:func:`kkt_ok`): it is then a consistent stationary point whatever its origin. The
     other examples go through the active-set loop from the forward pass. ``forward_values``: the
     forward pass [v_0..v_m] when the caller has it. ``init``: (V, S) start of the loop (V feasible
-    for S: tail signs agree, sliding tails 0); default the forward pass.
+    for S: tail signs agree, sliding tails 0); default the forward pass. ``kernel``: "auto" runs the
+    loop of :mod:`sheafdsl.training.shallow` on the chains it covers (one ReLU layer, one output row),
+    "general" always runs the general loop (the same equilibrium, up to round-off).
     """
+    if kernel not in ("auto", "general"):
+        raise ValueError(f"kernel must be 'auto' or 'general', not {kernel!r}")
     if guess is not None and net.relu_layers:
         Vf = forward_values if forward_values is not None else forward(net, P, X, xp)
         sol = solve_pattern(net, P, X, Y, guess, xp, tol, with_energy=with_energy)
@@ -677,7 +683,8 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
         bad = xp.flatnonzero(~ok)
         n_guessed = int(ok.sum())
         Sf = {k: xp.where(Vf[k][bad] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers}
-        rest = _active_set(net, P, X[bad], Y[bad], xp, tol, max_iter, ([v[bad] for v in Vf], Sf), with_energy)
+        rest = _active_set(net, P, X[bad], Y[bad], xp, tol, max_iter, ([v[bad] for v in Vf], Sf), with_energy,
+                           kernel=kernel)
         for j in range(len(eq.V)):
             eq.V[j][bad] = rest.V[j]
         for j in range(len(eq.U)):
@@ -695,13 +702,13 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     if init is None and forward_values is not None:
         init = (forward_values, {k: xp.where(forward_values[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
     pre1 = forward_values[1] if forward_values is not None and len(forward_values) > 1 else None
-    return _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy, pre1)
+    return _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy, pre1, kernel)
 
 
 SUBSET_WORK = 2_000_000  # batch × stalk width × outputs above which the loop solves only unsettled examples
 
 
-def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=None) -> Equilibrium:
+def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=None, kernel="auto") -> Equilibrium:
     """The primal active-set loop of :func:`exact_equilibrium` (see the module docstring).
 
     Invariant: the current point c is feasible for its states S (active tails ≥ 0, inactive ≤ 0,
@@ -717,6 +724,8 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
     pattern minimisers, so no pattern minimiser repeats; a per-example set of visited patterns guards
     this numerically.
     """
+    if kernel == "auto" and is_shallow(net):
+        return shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy, pre1)
     layers = net.layers
     m = len(layers)
     B = X.shape[0]
