@@ -446,3 +446,35 @@ def test_unsettled_subset_solves_match_solving_each_example_alone(text, kernel, 
     settled = short.consistent
     for k in eq.S:
         assert np.array_equal(short.S[k][settled], eq.S[k][settled])
+
+
+@settings(max_examples=200, deadline=None)
+@given(p_f=st.floats(-50, 50), k1=st.floats(0, 1e4), w=st.sampled_from([0.03, 0.3, 1.0, 3.0]),
+       y=st.sampled_from([0.0, 1.0, 0.3]), warm=st.one_of(st.none(), st.floats(-20, 20)))
+def test_the_sigmoid_output_equation_is_solved_from_any_start(p_f, k1, w, y, warm):
+    """ρ/w² + s(p_f + k1 ρ) = y has one root; the safeguarded Newton finds it from a cold or any warm
+    start (plain Newton inside the bracket can stall: the steps must keep halving)."""
+    from sheafdsl.training.equilibrium import _sigmoid_scalar
+
+    w2 = w * w
+    rho, ok = _sigmoid_scalar(np.array([[p_f]]), np.array([[k1]]), np.array([[y]]), w2, 1e-10, np,
+                              rho0=None if warm is None else np.array([[warm]]))
+    assert ok.all()
+    r = rho[0, 0]
+    assert w2 * (y - 1) <= r <= w2 * y
+    assert abs(r / w2 + 1 / (1 + np.exp(-(p_f + k1 * r))) - y) <= 1e-9 * 2
+
+
+@pytest.mark.parametrize("w2", [0.0009, 0.09, 1.0, 9.0])
+def test_the_sigmoid_output_equation_converges_on_a_large_random_batch(w2):
+    """Regression: plain Newton-with-bisection-on-exit stalled on about 1 in 7,000 of these (e.g.
+    p_f = −2.84, k1 = 4.10, y = 1, w² = 9) and reported the example not converged."""
+    from sheafdsl.training.equilibrium import _sigmoid_scalar
+
+    rng = np.random.default_rng(0)
+    n = 50_000
+    p, k, y = rng.uniform(-50, 50, (n, 1)), 10 ** rng.uniform(-2, 4, (n, 1)), rng.choice([0.0, 1.0], (n, 1))
+    rho, ok = _sigmoid_scalar(p, k, y, w2, 1e-10, np)
+    assert ok.all()
+    F = rho / w2 + 1 / (1 + np.exp(-(p + k * rho))) - y
+    assert np.abs(F).max() <= 2e-10

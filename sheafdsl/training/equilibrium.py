@@ -475,12 +475,15 @@ def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None)
 
 
 def _sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60, rho0=None):
-    """ρ with ρ/w² + s(p_f + k1 ρ) − y = 0 for one sigmoid output: monotone in ρ, bracketed by
-    [w²(y − 1), w² y]; safeguarded Newton (bisection when a step leaves the bracket)."""
+    """ρ with ρ/w² + s(p_f + k1 ρ) − y = 0 for one sigmoid output: increasing in ρ, bracketed by
+    [w²(y − 1), w² y]; safeguarded Newton (rtsafe): bisection when a step would leave the bracket or
+    does not halve the previous step, so the bracket at least halves every other iteration."""
     lo, hi = w2o * (Y - 1.0), w2o * Y
     rho = xp.zeros_like(Y) if rho0 is None else xp.clip(rho0, lo, hi)
     scale = 1.0 + float(xp.abs(Y).max()) if Y.shape[0] else 1.0
     ok = xp.ones(Y.shape[0], dtype=bool)
+    last = hi - lo  # the step before the previous one
+    step = last
     for _ in range(max_iter):
         s = _phi("sigmoid", p_f + k1 * rho, xp)
         Fv = rho / w2o + s - Y
