@@ -62,22 +62,21 @@ def shallow_chain(net, P, xp) -> ShallowChain:
         g, beta = A_out[0], (float(b_out[0]) if b_out is not None else 0.0)
     else:
         g, beta = xp.ones(1), 0.0
-    rows = []  # built from J_m down to J_2
+    rows = []  # J_j / w_j², built from J_m down to J_2
     c0 = 1.0 / out.weight ** 2
-    for layer in layers[:1:-1]:  # e_m .. e_3: J_j = J_{j+1} A_j; β picks up g · b_j on the way
-        r = g / layer.weight ** 2
+    for layer in layers[:0:-1]:  # e_m .. e_2: J_j = J_{j+1} A_j; β picks up g · b_j on the way
+        w2 = layer.weight ** 2
+        r = g if w2 == 1.0 else g / w2
         rows.append(r)
         c0 += float(g @ r)
-        A = P[layer.param] if layer.kind == "param" else layer.matrix
+        if layer.kind == "relu":
+            break
         if layer.bias is not None:
             beta += float(g @ P[layer.bias])
-        g = g @ A
-    r = g / layers[1].weight ** 2  # the ReLU edge e_2: u_2 = J_2 ρ / w_2²
-    rows.append(r)
-    c0 += float(g @ r)
+        g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
     rows.reverse()
     w_in2 = layers[0].weight ** 2
-    g_in = g / w_in2
+    g_in = g if w_in2 == 1.0 else g / w_in2
     return ShallowChain(g, g_in, g * g_in, rows, c0, beta, w_in2, out.weight ** 2)
 
 
@@ -115,6 +114,7 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
     mscale = 1e-9 * (1.0 + C.w_o2)
     # the loop's arrays hold the unsettled examples (global indices gid; None: the whole batch)
     gid, zs, ss, ps, ys, r0 = None, z, s, pre, Y, rho0
+    unsettled = None
     visited: dict[int, set] = {}
     cycled = 0
     it = 0
@@ -202,8 +202,8 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
                 V1, U1, rho_all, S_all, cons, sig_all = zb, u1, rho, ss, ok, sigf
                 break
             # the whole batch's results; later iterations overwrite the unsettled examples' rows
-            V1, U1, rho_all, S_all, cons, sig_all = zb, u1, rho, newS, ok, None
-            keep = gid = (~finished).nonzero()[0]
+            V1, U1, rho_all, S_all, cons, sig_all = zb, u1, rho, newS, ok, sigf
+            keep = gid = unsettled = (~finished).nonzero()[0]
         else:
             fi = finished.nonzero()[0]
             if fi.shape[0]:
@@ -224,8 +224,8 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
             break
         zs, ss, ps, ys = zn[keep], newS[keep], pre[gid], Y[gid]
         r0 = None if r0 is None else rho[keep]
-    if sig_all is None:
-        sig_all = (S_all == 1).astype(pre.dtype)
+    if unsettled is not None:  # the gates of the examples the first solve did not settle
+        sig_all[unsettled] = S_all[unsettled] == 1
     V, U = [X, V1], [U1]
     for j, layer in enumerate(net.layers[1:], start=1):  # u_j = J_j ρ / w_j², v_j = A_j v_{j−1} + b_j + u_j
         u = rho_all * C.rows[j - 1]
