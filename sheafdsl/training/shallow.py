@@ -206,10 +206,13 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
             keep = gid = unsettled = (~finished).nonzero()[0]
         else:
             fi = finished.nonzero()[0]
-            if fi.shape[0]:
-                g_fi = gid[fi]
-                V1[g_fi], U1[g_fi], rho_all[g_fi] = zb[fi], u1[fi], rho[fi]
-                S_all[g_fi], cons[g_fi] = newS[fi], ok[fi]
+            if fi.shape[0] == 0 and it < max_iter:  # nobody settled: the same examples go on as they are
+                zs, ss = zn, newS
+                r0 = None if r0 is None else rho
+                continue
+            g_fi = gid[fi]
+            V1[g_fi], U1[g_fi], rho_all[g_fi] = zb[fi], u1[fi], rho[fi]
+            S_all[g_fi], cons[g_fi] = newS[fi], ok[fi]
             keep = (~finished).nonzero()[0]
             gid = gid[keep]
         if gid.shape[0] == 0:
