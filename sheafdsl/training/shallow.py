@@ -123,7 +123,8 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
         nb = ss.shape[0]
         sigf = (ss == 1).astype(pre.dtype)
         rho, solved = _force(net, C, sigf, ps, ys, tol, xp, r0)
-        u1 = sigf * (rho * C.g_in)  # the discord into v_1 (inactive units: 0)
+        a = rho * C.g_in  # how far an active unit moves: v_1 = pre + a
+        u1 = sigf * a  # the discord into v_1 (inactive units: 0)
         fs = (ss == 0).ravel().nonzero()[0]  # sliding units: u_1 = −pre, v_1 = 0
         if fs.shape[0]:
             u1.ravel()[fs] = -ps.ravel()[fs]
@@ -148,12 +149,15 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
         newS = ss
         release = None
         if fs.shape[0]:  # KKT at a pattern minimiser: a sliding unit whose one-sided slopes allow descent leaves
-            rs = fs // d
-            gL = -C.w_in2 * ps.ravel()[fs]
-            gR = gL - C.g[fs - rs * d] * rho[rs, 0]
-            want = (gL > 0) | (gR < 0)  # candidates; the tolerance (a reduction) only when there are any
-            fw = want.nonzero()[0]
+            # slopes g_L = −w_1² pre and g_R = g_L − g ρ = −w_1² (pre + a): candidates have g_L > 0 or
+            # g_R < 0, and only those are held to the tolerance
+            p_s = ps.ravel()[fs]
+            za = p_s + a.ravel()[fs]
+            fw = ((p_s < 0) | (za > 0)).nonzero()[0]
             if fw.shape[0]:
+                fs, p_s, za = fs[fw], p_s[fw], za[fw]
+                rs = fs // d
+                gL, gR = -C.w_in2 * p_s, -C.w_in2 * za
                 mtol = mscale * (1.0 + xp.abs(rho[rs, 0]) / C.w_o2)  # per example: |y − p| = |ρ|/w_o²
                 want = (gL > mtol) | (gR < -mtol)
                 if move is not None:
