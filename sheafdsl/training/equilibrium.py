@@ -492,7 +492,12 @@ def _sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60, rho0=None):
         lo = xp.where(Fv < 0, rho, lo)
         hi = xp.where(Fv > 0, rho, hi)
         new = rho - Fv / (1.0 / w2o + k1 * s * (1.0 - s))
-        rho = xp.where((new <= lo) | (new >= hi), 0.5 * (lo + hi), new)
+        slow = xp.abs(new - rho) > 0.5 * xp.abs(last)
+        bis = (new <= lo) | (new >= hi) | slow
+        last = step
+        new = xp.where(bis, 0.5 * (lo + hi), new)
+        step = new - rho
+        rho = new
     else:
         s = _phi("sigmoid", p_f + k1 * rho, xp)
         ok = (xp.abs(rho / w2o + s - Y) <= max(tol * 1e3, 1e-8) * scale)[:, 0]
