@@ -360,15 +360,15 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     seeds: dict[int, object] = {}
     if out.fn == "linear":
         A_out, b_out = _out_linear(out, P)
-        seed_m = xp.broadcast_to(A_out, (B, n_out, out.d_in))
+        seed_m = A_out
         p_f = F[m] @ A_out.T + (b_out if b_out is not None else 0.0)
     else:
-        seed_m = xp.broadcast_to(xp.eye(n_out), (B, n_out, out.d_in))
+        seed_m = xp.eye(n_out)
         p_f = F[m]
     if n_slide:
-        seed_m = xp.concatenate([seed_m, xp.zeros((B, n_slide, out.d_in))], axis=1)
-    else:
-        seed_m = xp.ascontiguousarray(seed_m)
+        seed_m = xp.concatenate([xp.broadcast_to(seed_m, (B, n_out, out.d_in)), xp.zeros((B, n_slide, out.d_in))],
+                                axis=1)
+    # else the rows stay one (R, d) matrix shared by the batch until the sweep meets a gate
     seeds[m] = seed_m
     q = xp.zeros((B, R))
     q[:, :n_out] = p_f
@@ -392,21 +392,32 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
             lam[b_idx, slot] = 0.0
             offset = offset + mask.sum(axis=1)
     # backward sweep: sensitivity of the rows to vertex j (= to the discord u_j entering it)
+    # Gs[j]: (R, d_j) while shared, (B, R, d_j) after a gate; parent[j]: the shared rows a gate at
+    # vertex j was applied to (J_j = parent ⊙ σ_j, so J_j J_jᵀ = J_j parentᵀ and J_jᵀρ = σ_j ⊙ parentᵀρ)
     Gs: dict[int, object] = {}
+    parent: dict[int, object] = {}
     g = seeds[m]
     for j in range(m, 0, -1):
         Gs[j] = g
         if j > 1:
-            g = _apply_T(layers[j - 1], P, g, gates.get(j - 1))
+            layer = layers[j - 1]
+            if layer.kind == "relu" and g.ndim == 2:
+                parent[j - 1] = g
+            g = _apply_T(layer, P, g, gates.get(j - 1))
             if j - 1 in seeds and j - 1 != m:
                 g = g + seeds[j - 1]
     newton_ok = xp.ones(B, dtype=bool)
-    if R == 1 and out.fn == "linear":  # one output row: K is a scalar per example
-        k1 = sum((Gs[j][:, 0, :] ** 2).sum(axis=1) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
-        rho = ((Y - p_f) / (lam[:, :1] + k1[:, None]))
-        U = [Gs[j][:, 0, :] * (rho / layers[j - 1].weight ** 2) for j in range(1, m + 1)]
-        return _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
-    K = sum((Gs[j] @ Gs[j].transpose(0, 2, 1)) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
+
+    def gram(j):
+        Gj = Gs[j]
+        if Gj.ndim == 2:
+            return Gj @ Gj.T
+        if j in parent:  # one (B·R, d) × (d, R) product instead of B small ones
+            return (Gj.reshape(B * R, -1) @ parent[j].T).reshape(B, R, R)
+        return Gj @ Gj.transpose(0, 2, 1)
+
+    K = sum(gram(j) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
+    K = xp.broadcast_to(K, (B, R, R))
     t = xp.zeros((B, R))
     t[:, :n_out] = Y
     eye_lam = xp.eye(R)[None] * lam[:, :, None]
@@ -415,7 +426,15 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     else:
         rho, newton_ok = _newton(out.fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0)
     # discords and equilibrium stalks
-    U = [xp.einsum("brd,br->bd", Gs[j], rho) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
+    def pull(j):  # J_jᵀ ρ per example
+        Gj = Gs[j]
+        if Gj.ndim == 2:
+            return rho @ Gj
+        if j in parent:
+            return (rho @ parent[j]) * gates[j]
+        return xp.einsum("brd,br->bd", Gj, rho)
+
+    U = [pull(j) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
     sol = _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
     sol.rho = rho[:, :n_out]
     return sol
