@@ -478,3 +478,31 @@ def test_the_sigmoid_output_equation_converges_on_a_large_random_batch(w2):
     assert ok.all()
     F = rho / w2 + 1 / (1 + np.exp(-(p + k * rho))) - y
     assert np.abs(F).max() <= 2e-10
+
+
+def test_a_converged_example_stays_put_while_the_batch_iterates():
+    """Regression: an example warm-started at its root was bisected away (a Newton step of zero
+    length counted as leaving the bracket) whenever another example kept the batch iterating, and
+    took ~30 more iterations to come back; late in circle training that was most of the calls."""
+    from sheafdsl.training import equilibrium as eqm
+
+    p, k, w2 = np.array([[0.84], [-30.0]]), np.array([[4.9], [400.0]]), 1.0
+    y = np.array([[0.0], [1.0]])
+    root, _ = eqm._sigmoid_scalar(p[:1], k[:1], y[:1], w2, 1e-10, np)  # example 0 alone
+    calls = []
+    real = eqm._phi
+
+    def counting(fn, z, xp):
+        calls.append(1)
+        return real(fn, z, xp)
+
+    eqm._phi = counting
+    try:
+        eqm._sigmoid_scalar(p[1:], k[1:], y[1:], w2, 1e-10, np, rho0=np.array([[0.0]]))  # example 1 alone
+        alone = len(calls)
+        calls.clear()
+        rho, ok = eqm._sigmoid_scalar(p, k, y, w2, 1e-10, np, rho0=np.array([[root[0, 0]], [0.0]]))
+    finally:
+        eqm._phi = real
+    assert ok.all() and rho[0, 0] == root[0, 0]  # not moved at all
+    assert len(calls) == alone  # the batch takes as long as its slowest example, no longer

@@ -496,7 +496,8 @@ def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None)
 def _sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60, rho0=None):
     """ρ with ρ/w² + s(p_f + k1 ρ) − y = 0 for one sigmoid output: increasing in ρ, bracketed by
     [w²(y − 1), w² y]; safeguarded Newton (rtsafe): bisection when a step would leave the bracket or
-    does not halve the previous step, so the bracket at least halves every other iteration."""
+    does not halve the previous step, so the bracket at least halves every other iteration. An
+    example stays where it is once it has converged (the batch iterates until every one has)."""
     lo, hi = w2o * (Y - 1.0), w2o * Y
     rho = xp.zeros_like(Y) if rho0 is None else xp.clip(rho0, lo, hi)
     scale = 1.0 + float(xp.abs(Y).max()) if Y.shape[0] else 1.0
@@ -506,7 +507,8 @@ def _sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60, rho0=None):
     for _ in range(max_iter):
         s = _phi("sigmoid", p_f + k1 * rho, xp)
         Fv = rho / w2o + s - Y
-        if float(xp.abs(Fv).max()) <= tol * scale:
+        done = xp.abs(Fv) <= tol * scale
+        if bool(done.all()):
             break
         lo = xp.where(Fv < 0, rho, lo)
         hi = xp.where(Fv > 0, rho, hi)
@@ -514,7 +516,7 @@ def _sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60, rho0=None):
         slow = xp.abs(new - rho) > 0.5 * xp.abs(last)
         bis = (new <= lo) | (new >= hi) | slow
         last = step
-        new = xp.where(bis, 0.5 * (lo + hi), new)
+        new = xp.where(done, rho, xp.where(bis, 0.5 * (lo + hi), new))
         step = new - rho
         rho = new
     else:
