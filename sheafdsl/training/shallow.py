@@ -9,7 +9,8 @@ the chains where the whole pattern solve collapses to one scalar per example. It
 - every later edge is linear, and the output edge has one row (linear, or a sigmoid logit).
 
 Then the row sensitivities J_j of the output to the discord entering v_j are fixed vectors for j ≥ 2
-(g := J_2 ∈ ℝ^d is the linear chain v_2 → output as a row) and J_1 = σ ⊙ g, so with r = w_o²(y − p):
+(g := J_2 ∈ ℝ^d is the linear chain v_2 → output as a row) and J_1 = σ ⊙ g, so the output force
+ρ = w_o²(y − p) solves
 
     p_f = g · (σ ⊙ pre) + β,      k(σ) = 1/w_o² + Σ_{j≥2} ‖J_j‖²/w_j² + Σ_i σ_i g_i² / w_1²,
     ρ = (y − p_f) / k(σ)   (linear output; a monotone scalar equation for a sigmoid),
