@@ -257,15 +257,15 @@ def _phi(fn, z, xp):
     return z
 
 
-def _dphi(fn, z, xp):
-    """Dφ(z) as a batch of matrices (B, K, K)."""
+def _dphi(fn, z, xp, phi=None):
+    """Dφ(z) as a batch of matrices (B, K, K); ``phi``: φ(z) when the caller has it."""
     K = z.shape[-1]
     eye = xp.eye(K)
     if fn == "sigmoid":
-        s = _phi(fn, z, xp)
+        s = _phi(fn, z, xp) if phi is None else phi
         return eye * (s * (1 - s))[:, None, :]
     if fn == "softmax":
-        p = _phi(fn, z, xp)
+        p = _phi(fn, z, xp) if phi is None else phi
         return eye * p[:, None, :] - p[:, :, None] * p[:, None, :]
     return xp.broadcast_to(eye, (z.shape[0], K, K))
 
@@ -454,22 +454,33 @@ def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None)
     eye = xp.eye(R)
     scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
 
+    y_mass = Y.sum(axis=1) if fn == "softmax" else None
+
     def evaluate(rho):
         pz = q + xp.einsum("brs,bs->br", K, rho)
-        ph = _phi(fn, pz[:, :n_out], xp)
+        z = pz[:, :n_out]
+        if fn == "softmax":  # φ and the CE from one exponential: CE = (max + log Σe)·Σy − y·z
+            top = z.max(axis=1, keepdims=True)
+            e = xp.exp(z - top)
+            total = e.sum(axis=1, keepdims=True)
+            ph = e / total
+        else:
+            ph = _phi(fn, z, xp)
         psi = ph if n_slide == 0 else xp.concatenate([ph, pz[:, n_out:]], axis=1)
         Fv = lam * rho + psi - t
         if n_slide == 0:
-            merit = 0.5 * lam[:, 0] * (rho * (pz - q)).sum(axis=1) + cross_entropy(fn, pz, Y, xp)
+            ce = ((top[:, 0] + xp.log(total[:, 0])) * y_mass - (Y * z).sum(axis=1) if fn == "softmax"
+                  else cross_entropy(fn, z, Y, xp))
+            merit = 0.5 * lam[:, 0] * (rho * (pz - q)).sum(axis=1) + ce
         else:
             merit = 0.5 * (Fv ** 2).sum(axis=1)
-        return pz, Fv, merit
+        return pz, ph, Fv, merit
 
-    pz, Fv, merit = evaluate(rho)
+    pz, ph, Fv, merit = evaluate(rho)
     for _ in range(max_newton):
         if float(xp.abs(Fv).max()) <= tol * scale:
             break
-        D = _dphi(fn, pz[:, :n_out], xp)
+        D = _dphi(fn, pz[:, :n_out], xp, ph)
         if n_slide:
             Dfull = xp.broadcast_to(eye, (B, R, R)).copy()
             Dfull[:, :n_out, :n_out] = D
@@ -483,12 +494,12 @@ def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None)
         alpha = xp.ones(B)
         for _ in range(30):
             cand = rho - alpha[:, None] * step
-            pz_c, F_c, m_c = evaluate(cand)
+            pz_c, ph_c, F_c, m_c = evaluate(cand)
             bad = ~(m_c <= merit + 1e-4 * alpha * slope + 1e-13 * (1.0 + xp.abs(merit)))
             if not bool(bad.any()):
                 break
             alpha = xp.where(bad, 0.5 * alpha, alpha)
-        rho, pz, Fv, merit = cand, pz_c, F_c, m_c
+        rho, pz, ph, Fv, merit = cand, pz_c, ph_c, F_c, m_c
     ok = xp.abs(Fv).max(axis=1) <= max(tol * 1e3, 1e-8) * scale
     return rho, ok
 
