@@ -624,9 +624,7 @@ def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
         energy = e_out + sum(0.5 * layers[k].weight ** 2 * (U[k] ** 2).sum(axis=1) for k in range(m))
     else:
         out_disc, energy = _out_disc(net, P, V[m], Y, xp), None
-    sol = PatternSolution(V, U, out_disc, energy, newton_ok)
-    sol.slide = slide
-    return sol
+    return PatternSolution(V, U, out_disc, energy, newton_ok, slide=slide)
 
 
 def _out_disc(net, P, vm, Y, xp):
@@ -745,6 +743,30 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     return _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy, pre1, kernel)
 
 
+def loop_limits(n_units: int, Y, max_iter, xp):
+    """(iteration bound, ε_z) of the active-set loops: ``max_iter`` or 2·(free units) + 20 pattern
+    solves; a tail counts as on the wrong side of z = 0 beyond ε_z = 1e-12 (1 + max|y|)."""
+    eps_z = 1e-12 * (1.0 + float(xp.abs(Y).max())) if Y.shape[0] else 0.0
+    return max_iter or (2 * n_units + 20), eps_z
+
+
+def cycle_guard(visited: dict, release, ids, key) -> list:
+    """The active-set loops' per-example cycle guard (it cannot trigger in exact arithmetic).
+
+    For each example i flagged in ``release`` (its states just changed at a pattern minimiser), the
+    new pattern ``key(i)`` (bytes) is recorded under the example's batch index ``ids[i]``; returns
+    the i whose pattern had been seen before, which the caller stops as not consistent.
+    """
+    repeated = []
+    for i in to_numpy(release).nonzero()[0]:
+        seen = visited.setdefault(int(ids[i]), set())
+        k = key(i)
+        if k in seen:
+            repeated.append(i)
+        seen.add(k)
+    return repeated
+
+
 SUBSET_WORK = 2_000_000  # batch × stalk width × outputs above which the loop solves only unsettled examples
 
 
@@ -788,8 +810,7 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
     if net.output.fn != "linear" and init is not None:  # warm Newton start: the force at the start point
         rho_all = net.output.weight ** 2 * _out_disc(net, P, V[m], Y, xp)
     n_units = sum(layers[k].d_in for k in free)
-    max_iter = max_iter or (2 * n_units + 20)
-    eps_z = 1e-12 * (1.0 + float(xp.abs(Y).max())) if B else 0.0
+    max_iter, eps_z = loop_limits(n_units, Y, max_iter, xp)
     visited: dict[int, set] = {}
     cycled = 0
     done = consistent = U = out_disc = None
@@ -873,13 +894,9 @@ def _active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=No
             cyc = xp.zeros(nb, dtype=bool)
             gid = np.arange(nb) if idx is None else to_numpy(idx)
             host = {k: to_numpy(newS[k]) for k in free}
-            for i in np.flatnonzero(to_numpy(release)):
-                key = b"".join(host[k][i].tobytes() for k in free)
-                seen = visited.setdefault(int(gid[i]), set())
-                if key in seen:
-                    finished[i] = cyc[i] = True
-                    cycled += 1
-                seen.add(key)
+            for i in cycle_guard(visited, release, gid, lambda i: b"".join(host[k][i].tobytes() for k in free)):
+                finished[i] = cyc[i] = True
+                cycled += 1
         if cyc is not None and idx is None:
             frozen = cyc if frozen is None else frozen | cyc
         bad = frozen if idx is None else cyc

@@ -90,6 +90,20 @@ def _force(net, C: ShallowChain, sigf, pre, Y, tol, xp, rho0):
     return _eq._sigmoid_scalar(p_f[:, None], (k - 1.0 / C.w_o2)[:, None], Y, C.w_o2, tol, xp, rho0=rho0)
 
 
+def _solve(net, C: ShallowChain, ss, ps, ys, tol, xp, rho0):
+    """The exact solve at states ``ss`` (B, d): (0/1 gates, ρ (B, 1), scalar-solver flags, a = ρ g_in,
+    u_1, v_1 = pre + u_1, flat indices of the sliding units). Active units move by a, inactive ones
+    not at all, sliding ones take u_1 = −pre so that v_1 is exactly 0."""
+    sigf = (ss == 1).astype(ps.dtype)
+    rho, solved = _force(net, C, sigf, ps, ys, tol, xp, rho0)
+    a = rho * C.g_in
+    u1 = sigf * a
+    fs = (ss == 0).ravel().nonzero()[0]
+    if fs.shape[0]:
+        u1.ravel()[fs] = -ps.ravel()[fs]
+    return sigf, rho, solved, a, u1, ps + u1, fs
+
+
 def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, pre1=None):
     """The active-set loop of ``equilibrium._active_set`` for a shallow chain (:func:`is_shallow`).
 
@@ -100,7 +114,6 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
     surface are handled as short index lists (numpy's per-call cost, not arithmetic, dominates here).
     """
     C = shallow_chain(net, P, xp)
-    B = X.shape[0]
     pre = _eq._apply(net.layers[0], P, X) if pre1 is None else pre1
     if init is None:
         z, s = pre, xp.where(pre >= 0, 1, -1).astype(np.int8)
@@ -110,8 +123,7 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
     if net.output.fn != "linear" and init is not None:  # warm start of the scalar solve
         rho0 = C.w_o2 * _eq._out_disc(net, P, init[0][-1], Y, xp)
     d = pre.shape[1]
-    max_iter = max_iter or (2 * d + 20)
-    eps_z = 1e-12 * (1.0 + float(xp.abs(Y).max())) if B else 0.0
+    max_iter, eps_z = _eq.loop_limits(d, Y, max_iter, xp)
     mscale = 1e-9 * (1.0 + C.w_o2)
     # the loop's arrays hold the unsettled examples (global indices gid; None: the whole batch)
     gid, zs, ss, ps, ys, r0 = None, z, s, pre, Y, rho0
@@ -122,14 +134,7 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
     while True:
         it += 1
         nb = ss.shape[0]
-        sigf = (ss == 1).astype(pre.dtype)
-        rho, solved = _force(net, C, sigf, ps, ys, tol, xp, r0)
-        a = rho * C.g_in  # how far an active unit moves: v_1 = pre + a
-        u1 = sigf * a  # the discord into v_1 (inactive units: 0)
-        fs = (ss == 0).ravel().nonzero()[0]  # sliding units: u_1 = −pre, v_1 = 0
-        if fs.shape[0]:
-            u1.ravel()[fs] = -ps.ravel()[fs]
-        zb = ps + u1
+        sigf, rho, solved, a, u1, zb, fs = _solve(net, C, ss, ps, ys, tol, xp, r0)
         # ratio test on the segment z -> zb: the first unit to reach z = 0 from its side
         fv = (ss * zb < -eps_z).ravel().nonzero()[0]
         move = None
@@ -187,16 +192,12 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
             finished = xp.ones(nb, dtype=bool)
         if release is not None:
             finished &= ~release
-            cyc = xp.zeros(nb, dtype=bool)  # cycle guard (cannot trigger in exact arithmetic)
-            ids = np.arange(nb) if gid is None else to_numpy(gid)
+            cyc = xp.zeros(nb, dtype=bool)
             host = to_numpy(newS)
-            for i in to_numpy(release).nonzero()[0]:
-                seen = visited.setdefault(int(ids[i]), set())
-                key = host[i].tobytes()
-                if key in seen:
-                    finished[i] = cyc[i] = True
-                    cycled += 1
-                seen.add(key)
+            for i in _eq.cycle_guard(visited, release, np.arange(nb) if gid is None else to_numpy(gid),
+                                     lambda i: host[i].tobytes()):
+                finished[i] = cyc[i] = True
+                cycled += 1
             ok = finished & ~cyc
         else:
             ok = finished
@@ -223,12 +224,9 @@ def shallow_active_set(net, P, X, Y, xp, tol, max_iter, init, with_energy=True, 
         if gid.shape[0] == 0:
             break
         if it >= max_iter:  # out of iterations: the current pattern's solution, not consistent
-            ss, ps = newS[keep], pre[gid]
-            sigf = (ss == 1).astype(pre.dtype)
-            rho, _ = _force(net, C, sigf, ps, Y[gid], tol, xp, None if r0 is None else rho[keep])
-            u1 = sigf * (rho * C.g_in)
-            u1[ss == 0] = -ps[ss == 0]
-            V1[gid], U1[gid], rho_all[gid], S_all[gid], cons[gid] = ps + u1, u1, rho, ss, False
+            ss = newS[keep]
+            _, rho, _, _, u1, zb, _ = _solve(net, C, ss, pre[gid], Y[gid], tol, xp, None if r0 is None else rho[keep])
+            V1[gid], U1[gid], rho_all[gid], S_all[gid], cons[gid] = zb, u1, rho, ss, False
             break
         zs, ss, ps, ys = zn[keep], newS[keep], pre[gid], Y[gid]
         r0 = None if r0 is None else rho[keep]
