@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codes import codes_between
 from ..errors import Diagnostic, SheafError, did_you_mean
 from ..ir import constant_pins, pinned_stalks
 from ..lowering.backend import array_module
@@ -48,26 +49,8 @@ from .result import SolveResult
 
 METHODS = ("exact", "diffusion", "cg")
 
-#: the numerics and inference diagnostics (E500–E529), and what each means
-DIAGNOSTICS = {
-    "E500": "unknown or unusable array backend (lowering.backend)",
-    "E501": "a state-dependent map (relu, sigmoid, softmax) on the head side of an edge",
-    "E502": "no value for a parameter that a restriction map or bias uses",
-    "E503": "a nonlinear edge whose free head is not a leaf (a non-convex least-squares energy)",
-    "E504": "L_free is singular: relative H⁰(G, U; F) ≠ 0; the message names the free directions",
-    "E505": "a boundary value for a stalk that is not a stalk, or not pinned to data here",
-    "E506": "no boundary value for a stalk pinned to data",
-    "E507": "a boundary value (or x0) of the wrong shape, or batch sizes that disagree",
-    "E508": "a boundary value holding NaN or infinite entries",
-    "E509": "unknown solver method, or a non-positive rtol",
-    "E510": "too many free coordinates for the dense exact solver (use cg)",
-    "E520": "sheaf infer: --input/--pin value that is not JSON numbers (or holds NaN/inf)",
-    "E521": "sheaf infer: --input of the wrong length, naming unknown stalks, or missing",
-    "E522": "sheaf infer: an --input file that is missing, unreadable or of an unsupported type",
-    "E523": "sheaf infer: a malformed --pin (unknown stalk, bad index, wrong number of values)",
-    "E524": "sheaf infer: a --params file that is missing, unreadable, or does not fit the model",
-    "E525": "sheaf infer: --rtol not positive or --maxiter below 1",
-}
+#: the numerics and inference diagnostics (E500–E529), and what each means (a view of :data:`sheafdsl.codes.CODES`)
+DIAGNOSTICS = codes_between("E500", "E529")
 
 
 def _err(code: str, msg: str, hint: str | None = None) -> SheafError:

@@ -31,19 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codes import codes_between
 from ..errors import Diagnostic, SheafError
 from ..fileio import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 #: the codes of the training product (run directory, checkpoints, resume, diagnose, faults): E630–E649
-DIAGNOSTICS = {
-    "E630": "the run directory is a file, is not writable, or already holds a run (without --resume)",
-    "E631": "--resume without --out, or a run directory that does not exist or has no checkpoint",
-    "E632": "a checkpoint that is damaged, of another format, or not a sheafdsl checkpoint",
-    "E633": "--resume with a model whose text differs from the run's model.sheaf",
-    "E634": "--resume with a flag that changes the trajectory, a changed data file, or --baseline the run lacked",
-    "E635": "sheaf diagnose: a target that is neither a run directory nor a model file",
-    "E640": "training diverged (NaN or infinity): the message names the step and the edge",
-}
+DIAGNOSTICS = codes_between("E630", "E649")
 
 CHECKPOINT = "checkpoint.npz"
 META = "meta.json"

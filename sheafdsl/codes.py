@@ -1,0 +1,135 @@
+"""Every diagnostic code sheafdsl emits, and what it means: the one registry.
+
+A code is a letter (``E`` error, ``W`` warning) and three digits; its range names the layer that
+emits it:
+
+======  ===============================================================
+range   layer
+======  ===============================================================
+E1xx    the parser (syntax and file errors; it stops at the first)
+E2xx    the checker (names, shapes, pins, weights; all reported at once)
+W3xx    the checker's warnings
+E5xx    numerics and command-line input (E500–E529 lowering/solvers/infer, E530–E549 compile/spectrum)
+E6xx    training (E600–E629 data, config, trainers; E630–E649 run directories; E650–E659 verify)
+======  ===============================================================
+
+Adding a code is one entry here plus one row in the table of docs/language.md;
+``tests/test_codes.py`` fails when a code is emitted anywhere in the source but not registered, or
+registered but not documented.
+
+>>> CODES["E202"]
+'unknown stalk'
+>>> sorted(codes_between("E630", "E635"))
+['E630', 'E631', 'E632', 'E633', 'E634', 'E635']
+"""
+
+from __future__ import annotations
+
+CODES: dict[str, str] = {
+    # the parser
+    "E100": "unexpected character",
+    "E101": "unexpected token (a syntax error), including an unknown edge kind",
+    "E102": "unexpected end of file",
+    "E103": "not a text file: invalid UTF-8, a NUL byte, or too large",
+    "E104": "empty file",
+    "E105": "brackets nested too deeply",
+    "E106": "number out of range (a float that overflows, an integer that is too large)",
+    "E107": "the file cannot be read",
+    "E108": "the file cannot be written (`sheaf fmt -w`)",
+    # the checker (and the IR builders, which validate the same way)
+    "E200": "missing, misplaced or repeated `sheaf NAME` header",
+    "E201": "a name declared twice",
+    "E202": "unknown stalk",
+    "E203": "unknown parameter",
+    "E210": "a dimension or width below 1",
+    "E211": "a dimension or parameter too large",
+    "E220": "weight matrix shape does not fit the edge's stalks",
+    "E221": "bias shape does not fit the edge's target stalk",
+    "E222": "a weight must be a matrix and a bias a vector",
+    "E223": "relu, identity, sigmoid and softmax edges need stalks of equal dimension",
+    "E224": "a restriction map literal is not a rectangular matrix or a scalar",
+    "E225": "restriction map sizes do not fit their stalks or each other",
+    "E230": "parameter literal does not match the declared shape",
+    "E231": "a literal matrix is not rectangular",
+    "E232": "a value is NaN or infinite",
+    "E233": "unknown or malformed initialiser",
+    "E234": "he/xavier initialisers need a matrix parameter",
+    "E235": "initialiser file does not exist",
+    "E236": "a parameter file's entry is missing, unreadable or of the wrong shape (when parameters are loaded)",
+    "E240": "a pin value has the wrong length or shape",
+    "E241": "a pin index is out of range",
+    "E242": "a coordinate is pinned twice",
+    "E243": "input/target pins take a whole stalk",
+    "E250": "a weight is not a positive finite number",
+    "E260": "a parameter listed twice for reluctance",
+    "E261": "tied parameters have different shapes",
+    "E262": "a parameter tied to itself",
+    "E270": "more than one `network` statement",
+    "E271": "unsupported activation or output in `network`",
+    "E280": "unknown `train` option",
+    "E281": "a `train` option (or statement) given twice",
+    "E282": "a `train` option has a value of the wrong type",
+    "E283": "a `train` option is out of range (e.g. `n=0`, `lr=-1`, `momentum=1`)",
+    "E290": "an edge from a stalk to itself",
+    "W300": "a parameter that nothing uses",
+    "W301": "a stalk with no edges and no pins",
+    # numerics: lowering and solvers
+    "E500": "unknown or unusable array backend (lowering.backend)",
+    "E501": "a state-dependent map (relu, sigmoid, softmax) on the head side of an edge",
+    "E502": "no value for a parameter that a restriction map or bias uses",
+    "E503": "a nonlinear edge whose free head is not a leaf (a non-convex least-squares energy)",
+    "E504": "L_free is singular: relative H⁰(G, U; F) ≠ 0; the message names the free directions",
+    "E505": "a boundary value for a stalk that is not a stalk, or not pinned to data here",
+    "E506": "no boundary value for a stalk pinned to data",
+    "E507": "a boundary value (or x0) of the wrong shape, or batch sizes that disagree",
+    "E508": "a boundary value holding NaN or infinite entries",
+    "E509": "unknown solver method, or a non-positive rtol",
+    "E510": "too many free coordinates for the dense exact solver (use cg)",
+    # inference input (the CLI's --input/--pin/--params and the API's infer)
+    "E520": "an --input/--pin value that is not numbers (or holds NaN/inf)",
+    "E521": "--input of the wrong length, naming unknown stalks, or missing",
+    "E522": "an --input file that is missing, unreadable or of an unsupported type",
+    "E523": "a malformed --pin (unknown stalk, bad index, wrong number of values)",
+    "E524": "a --params file (or parameter dict) that is missing, unreadable, or does not fit the model",
+    "E525": "--rtol not positive or --maxiter below 1",
+    # compile and spectrum
+    "E530": "sheaf compile: the output file cannot be written",
+    "E531": "sheaf spectrum: --input for a model with no input pins",
+    "E532": "sheaf spectrum: the sparse eigensolver failed",
+    "E533": "sheaf spectrum: a --target that is unreadable, of the wrong shape, or for a model with no target pins",
+    # training: data, config, trainers
+    "E600": "unknown data set",
+    "E601": "a data file that is missing, unreadable or malformed",
+    "E602": "the model's input/target stalks do not fit the data",
+    "E603": "the data's task (regression, binary, multiclass) differs from the model's output edge",
+    "E604": "a built-in data set needs an optional dependency that is not installed",
+    "E605": "a data set too small for the requested n / n_test",
+    "E610": "an unknown or invalid training option (trainer, optimiser, config value)",
+    "E611": "a saved trainer state that does not fit the trainer (another trainer, missing or misshapen parameters)",
+    "E612": "the trainer needs a feed-forward network sheaf",
+    "E620": "a trainer step diverged (a non-finite value); the run loop reports it as E640",
+    # training: run directories, checkpoints, resume, diagnose, faults
+    "E630": "the run directory is a file, is not writable, or already holds a run (without --resume)",
+    "E631": "--resume without --out, or a run directory that does not exist or has no checkpoint",
+    "E632": "a checkpoint that is damaged, of another format, or not a sheafdsl checkpoint",
+    "E633": "--resume with a model whose text differs from the run's model.sheaf",
+    "E634": "--resume with a flag that changes the trajectory, a changed data file, or --baseline the run lacked",
+    "E635": "sheaf diagnose: a target that is neither a run directory nor a model file",
+    "E640": "training diverged (NaN or infinity): the message names the step and the edge",
+    # verify
+    "E650": "verify: a parameter holding NaN or infinite values",
+    "E651": "verify: a free dimension too large for the dense checks",
+}
+
+
+def codes_between(lo: str, hi: str) -> dict[str, str]:
+    """The registered codes ``lo <= code <= hi`` (same letter), with their meanings: one layer's share."""
+    return {c: m for c, m in CODES.items() if c[0] == lo[0] and lo <= c <= hi}
+
+
+def meaning(code: str) -> str:
+    """What ``code`` means; a KeyError for an unregistered code (a bug in the emitter)."""
+    return CODES[code]
+
+
+__all__ = ["CODES", "codes_between", "meaning"]
