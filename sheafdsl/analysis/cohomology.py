@@ -52,14 +52,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import edges, free_indices, param_specs, stalks, total_dim
+from ..ir import INFERENCE, TRAINING, edges, free_indices, param_specs, stalks, total_dim
 from ..ir.maps import Nonlinear, ParamMap, ReluGate
 from ..lowering import coboundary_matrix, init_params
 
-#: training boundary: input, target and constant pins are hard
-TRAINING = ("input", "target", "value")
-#: inference boundary: a target stalk is free
-INFERENCE = ("input", "value")
 #: parameter initialisers whose value is written in the file (exact rationals)
 EXACT_INITS = ("literal", "zeros", "ones")
 #: above this many matrix entries (M·N) the ``auto`` method uses floating point even for rational sheaves

@@ -60,12 +60,12 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..errors import Diagnostic, SheafError
-from ..ir import ReluGate, edges, free_indices, is_state_dependent, stalks, total_dim
+from ..ir import BOUNDARIES, ReluGate, edges, free_indices, is_state_dependent, stalks, total_dim
 from ..ir.maps import Nonlinear
 from ..lowering import laplacian_matrix
 
 #: variant name -> the pin sources that are hard in it
-VARIANTS = {"training": ("input", "target", "value"), "inference": ("input", "value")}
+VARIANTS = BOUNDARIES
 #: free dimensions up to this use dense eigvalsh; above it sparse eigsh
 DENSE_CUTOFF = 1000
 #: the shift-invert point for λ_min in the sparse path, as a fraction of −λ_max

@@ -14,13 +14,14 @@ from pathlib import Path
 import click
 
 from ..errors import Diagnostic, SheafError
+from ..options import SPLITS
 from .common import console, emit_json, err_console, json_option
 
 
 @click.command("diagnose")
 @click.argument("target", type=click.Path())
 @click.option("--data", metavar="NAME|PATH", help="Data set (default: the run's, or the model's train block).")
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True,
               help="Which examples to pin.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial parameters (FILE only).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),

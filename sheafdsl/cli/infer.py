@@ -26,6 +26,7 @@ import click
 import numpy as np
 
 from ..errors import Diagnostic, SheafError, did_you_mean
+from ..options import SOLVE_METHODS
 from ..ir import PinSpec, param_specs, pinned_stalks, stalks
 from .common import console, emit_json, json_option, load_ir, model_argument
 
@@ -212,7 +213,7 @@ def load_params(G, path: str | None, seed: int) -> dict:
 @click.option("--input", "input_", metavar="JSON|FILE", help="Values of the stalks pinned to input, concatenated in the order the stalks are declared: "
               "JSON ([..] one example, [[..], ..] a batch, {\"x\": [..]} by name), or a .npy/.csv/.json file (a batch).")
 @click.option("--pin", "pins", multiple=True, metavar="NAME=JSON", help="Hard-pin a stalk (or NAME[i,j]) to values; repeatable.")
-@click.option("--solver", type=click.Choice(["exact", "diffusion", "cg"]), default="exact", show_default=True,
+@click.option("--solver", type=click.Choice(SOLVE_METHODS), default="exact", show_default=True,
               help="exact: forward sweep or active-set direct solves; cg: matrix-free conjugate gradients; "
               "diffusion: the (Filippov) heat equation.")
 @click.option("--params", "params_path", metavar="FILE.npz", help="Parameter values (e.g. a training checkpoint).")

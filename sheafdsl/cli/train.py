@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from ..errors import Diagnostic, SheafError
+from ..options import BACKENDS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
 from .common import console, emit_json, err_console, json_option, load_model, model_argument
 
 LOSS_LABEL = {"regression": "training MSE (batch, forward pass)", "binary": "training cross-entropy (batch)",
@@ -39,15 +40,15 @@ def _positive_float(ctx, param, value):
               help="Built-in task (paraboloid, saddle, circle, blobs, digits) or a .csv/.npz file.")
 @click.option("--steps", type=click.IntRange(min=0), help="Total optimiser steps (a resumed run continues up to this).")
 @click.option("--batch", type=click.IntRange(min=1), help="Mini-batch size (default: the full training set).")
-@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), help="Optimiser on the local gradients.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimiser on the local gradients.")
 @click.option("--lr", type=float, callback=_positive_float, help="Learning rate.")
-@click.option("--trainer", "trainer_name", type=click.Choice(["sheaf", "joint", "backprop"]),
+@click.option("--trainer", "trainer_name", type=click.Choice(TRAINERS),
               help="sheaf: exact equilibrium + local update; joint: the paper's Euler flow; backprop: the baseline.")
-@click.option("--solver", type=click.Choice(["exact", "diffusion"]), help="Fast-phase solver of the sheaf trainer.")
+@click.option("--solver", type=click.Choice(TRAIN_SOLVERS), help="Fast-phase solver of the sheaf trainer.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial parameters and the mini-batch order.")
 @click.option("--n", "n", type=click.IntRange(min=1), help="Number of training examples.")
 @click.option("--log-every", type=click.IntRange(min=1), help="Log metrics and checkpoint every K steps.")
-@click.option("--backend", type=click.Choice(["numpy", "cupy", "auto"]), help="Array backend.")
+@click.option("--backend", type=click.Choice(BACKENDS), help="Array backend.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: runs/<model>-<timestamp>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--baseline/--no-baseline", default=None,

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import click
 
+from ..ir import BOUNDARIES
+from ..options import BOUNDARY_NAMES
 from .common import console, emit_json, json_option, load_ir, model_argument
 
 STYLE = {"proved": "bold green", "checked": "cyan", "failed": "bold red", "skipped": "dim"}
-BOUNDARIES = {"training": ("input", "target", "value"), "inference": ("input", "value")}
 
 
 @click.command("verify")
@@ -32,7 +33,7 @@ BOUNDARIES = {"training": ("input", "target", "value"), "inference": ("input", "
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the parameters (where not written in the file) and the samples.")
 @click.option("--params", "params_path", metavar="FILE.npz", help="Parameter values (e.g. a training checkpoint).")
-@click.option("--boundary", type=click.Choice(sorted(BOUNDARIES)), default="training", show_default=True,
+@click.option("--boundary", type=click.Choice(BOUNDARY_NAMES), default="training", show_default=True,
               help="Hard pins of the positive-definiteness and relative-cohomology claims.")
 @json_option
 @click.pass_context

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from ..codes import codes_between
+from ..options import TRAIN_OPTIONS, problem
 from ..errors import DiagnosticSink, SheafError, Span, did_you_mean
 from . import ast as A
 from .model import Edge, MapRef, Model, NetworkInfo, Param, Pin, Reluctance, SoftPin, Stalk, Tie
@@ -31,48 +32,6 @@ MAX_PARAM_SIZE = 100_000_000
 #: every diagnostic code the front end can emit, with what it means (a view of :data:`sheafdsl.codes.CODES`;
 #: E236 is in the checker's range but is emitted when parameters are loaded, by :mod:`sheafdsl.lowering.params`)
 DIAGNOSTICS = {c: m for c, m in {**codes_between("E100", "E299"), **codes_between("W300", "W399")}.items() if c != "E236"}
-
-#: options of the ``train`` statement: name -> (type, allowed values or None)
-TRAIN_OPTIONS: dict[str, tuple[type, tuple | None]] = {
-    "data": (str, None),
-    "n": (int, None),
-    "n_test": (int, None),
-    "noise": (float, None),
-    "steps": (int, None),
-    "batch": (int, None),
-    "optimizer": (str, ("sgd", "momentum", "adam")),
-    "lr": (float, None),
-    "momentum": (float, None),
-    "trainer": (str, ("sheaf", "joint", "backprop")),
-    "solver": (str, ("exact", "diffusion")),
-    "seed": (int, None),
-    "standardize": (bool, None),
-    "log_every": (int, None),
-    "alpha": (float, None),
-    "beta": (float, None),
-    "dt": (float, None),
-    "tol": (float, None),
-    "backend": (str, ("numpy", "cupy", "auto")),
-    "data_seed": (int, None),
-}
-
-#: the range of each numeric ``train`` option: (low, high, low inclusive?); checked by E283
-TRAIN_RANGES: dict[str, tuple[float, float, bool]] = {
-    "n": (1, 2**31 - 1, True),
-    "n_test": (1, 2**31 - 1, True),
-    "steps": (0, 2**31 - 1, True),
-    "batch": (1, 2**31 - 1, True),
-    "seed": (0, 2**32 - 1, True),
-    "data_seed": (0, 2**32 - 1, True),
-    "log_every": (1, 2**31 - 1, True),
-    "noise": (0.0, math.inf, True),
-    "lr": (0.0, math.inf, False),
-    "momentum": (0.0, 1.0, True),  # [0, 1)
-    "alpha": (0.0, math.inf, False),
-    "beta": (0.0, math.inf, False),
-    "dt": (0.0, math.inf, False),
-    "tol": (0.0, math.inf, False),
-}
 
 OUTPUTS = ("identity", "sigmoid", "softmax")
 ACTIVATIONS = ("relu",)
@@ -599,22 +558,17 @@ class _Checker:
                 self.d.error("E280", f"unknown train option `{key}`", item.key.span,
                              did_you_mean(key, TRAIN_OPTIONS) or "options: " + ", ".join(TRAIN_OPTIONS))
                 continue
-            typ, allowed = TRAIN_OPTIONS[key]
-            value = _coerce(item.value, typ)
-            if value is None or (allowed is not None and value not in allowed):
-                want = " | ".join(allowed) if allowed else {int: "a whole number", float: "a number",
-                                                             str: "a name or a quoted string", bool: "true or false"}[typ]
+            opt = TRAIN_OPTIONS[key]
+            value = _coerce(item.value, opt.type)
+            if value is None or opt.choices is not None and problem(key, value):
                 shown = f'"{item.value}"' if item.quoted else _fmt_value(item.value)
-                self.d.error("E282", f"train option `{key}` wants {want}, not `{shown}`", item.span,
-                             did_you_mean(str(item.value), allowed) if allowed and isinstance(item.value, str) else None)
+                self.d.error("E282", f"train option `{key}` wants {opt.kind()}, not `{shown}`", item.span,
+                             did_you_mean(str(item.value), opt.choices)
+                             if opt.choices and isinstance(item.value, str) else None)
                 continue
-            if key in TRAIN_RANGES:
-                lo, hi, closed = TRAIN_RANGES[key]
-                inside = (value >= lo if closed else value > lo) and (value < hi if key == "momentum" else value <= hi)
-                if not inside:
-                    self.d.error("E283", f"train option `{key}` must be {_range_text(key, lo, hi, closed)}, not "
-                                 f"{_fmt_value(value)}", item.span)
-                    continue
+            if problem(key, value):
+                self.d.error("E283", f"train option `{key}` must be {opt.want()}, not {_fmt_value(value)}", item.span)
+                continue
             self.train[key] = value
 
     def warnings(self) -> None:
@@ -652,14 +606,6 @@ def _fmt_value(v) -> str:
     if isinstance(v, float) and math.isfinite(v) and v == int(v) and abs(v) < 1e16:
         return str(int(v))
     return str(v)
-
-
-def _range_text(key: str, lo, hi, closed: bool) -> str:
-    if key == "momentum":
-        return "in [0, 1)"
-    if hi == math.inf:
-        return f"{'at least' if closed else 'greater than'} {lo}"
-    return f"a whole number from {lo} to {hi}"
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:

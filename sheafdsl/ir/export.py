@@ -39,13 +39,10 @@ import networkx as nx
 import numpy as np
 
 from ..fileio import atomic_write_text
-from .graph import (ZERO, ParamSpec, PinSpec, edge_dim, edges, is_state_dependent, new_sheaf, param_specs,
+from .graph import (INFERENCE, TRAINING, ZERO, ParamSpec, PinSpec, edge_dim, edges, is_state_dependent, new_sheaf, param_specs,
                     pinned_indices, stalks, total_dim)
 from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select, describe
 
-#: pin sources that are hard while training, and at inference (a target is free at inference)
-TRAINING_SOURCES = ("input", "target", "value")
-INFERENCE_SOURCES = ("input", "value")
 
 #: file extension -> format name
 FORMATS = {".json": "json", ".graphml": "graphml", ".dot": "dot", ".gv": "dot"}
@@ -69,8 +66,8 @@ def summary(G: nx.MultiDiGraph) -> dict:
     ``edge_dim`` is M = Σ_e d_e (the 1-cochain length); ``params`` is the number of scalar parameters.
     """
     N = total_dim(G)
-    pinned = len(pinned_indices(G, TRAINING_SOURCES))
-    pinned_inf = len(pinned_indices(G, INFERENCE_SOURCES))
+    pinned = len(pinned_indices(G, TRAINING))
+    pinned_inf = len(pinned_indices(G, INFERENCE))
     specs = param_specs(G)
     H = G.graph["parameter_sheaf"]
     kinds = [d.get("kind") for _, _, d in H.edges(data=True)]
@@ -337,7 +334,7 @@ def dumps_dot(G: nx.MultiDiGraph) -> str:
         attrs = {}
         pins = d["pins"]
         if pins:
-            sources = sorted({p.source for p in pins}, key=TRAINING_SOURCES.index)
+            sources = sorted({p.source for p in pins}, key=TRAINING.index)
             parts = []
             for p in pins:
                 where = "" if p.indices is None else str(list(p.indices))

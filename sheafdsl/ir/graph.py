@@ -39,6 +39,12 @@ from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Sel
 
 ZERO = "__zero__"
 PIN_SOURCES = ("input", "target", "value")
+#: the hard pins of the two boundaries: training pins input, target and constants (the two-sided
+#: equilibrium); inference leaves a target stalk free (the harmonic extension of the inputs)
+TRAINING = ("input", "target", "value")
+INFERENCE = ("input", "value")
+#: boundary name -> its pin sources (the choices of `--boundary` and of the API)
+BOUNDARIES = {"training": TRAINING, "inference": INFERENCE}
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,7 +227,7 @@ def vertex_slice(G: nx.MultiDiGraph, v: str) -> slice:
     return slice(d["offset"], d["offset"] + d["dim"])
 
 
-def pinned_indices(G: nx.MultiDiGraph, sources=("input", "target", "value")) -> np.ndarray:
+def pinned_indices(G: nx.MultiDiGraph, sources=TRAINING) -> np.ndarray:
     """Global cochain indices pinned by pins whose source is in ``sources``, sorted."""
     idx: list[int] = []
     for v, d in G.nodes(data=True):
@@ -232,7 +238,7 @@ def pinned_indices(G: nx.MultiDiGraph, sources=("input", "target", "value")) -> 
     return np.array(sorted(set(idx)), dtype=np.int64)
 
 
-def free_indices(G: nx.MultiDiGraph, sources=("input", "target", "value")) -> np.ndarray:
+def free_indices(G: nx.MultiDiGraph, sources=TRAINING) -> np.ndarray:
     """The complement of :func:`pinned_indices`: the coordinates of c_Ω."""
     mask = np.ones(total_dim(G), dtype=bool)
     mask[pinned_indices(G, sources)] = False

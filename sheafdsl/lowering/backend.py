@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-
-BACKENDS = ("numpy", "cupy", "auto")
+from ..options import BACKENDS  # noqa: F401 (re-exported: the one list of backend names)
 
 
 def cupy_available() -> bool:

@@ -41,13 +41,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..codes import codes_between
+from ..options import SOLVE_METHODS
 from ..errors import Diagnostic, SheafError, did_you_mean
 from ..ir import constant_pins, pinned_stalks
 from ..lowering.backend import array_module
 from ..lowering.operators import SheafOperators
 from .result import SolveResult
 
-METHODS = ("exact", "diffusion", "cg")
+METHODS = SOLVE_METHODS
 
 #: the numerics and inference diagnostics (E500–E529), and what each means (a view of :data:`sheafdsl.codes.CODES`)
 DIAGNOSTICS = codes_between("E500", "E529")
