@@ -184,13 +184,23 @@ def main(argv=None) -> int:
     ap.add_argument("--digits-batch", type=int, default=None)
     ap.add_argument("--joint-steps", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 300 steps, 2,000 joint steps")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS threads (threadpoolctl; default 1, as `sheaf train`): small batched arrays "
+                         "oversubscribe the cores with more, and the ratios then depend on the machine's load")
     ap.add_argument("--json", metavar="PATH", help="also write the JSON here")
     args = ap.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=args.threads):
+        return _main(ap, args)
+
+
+def _main(ap, args) -> int:
     if args.quick:
         args.steps, args.digits_steps, args.joint_steps, args.repeats = 300, 100, 2000, 1
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     results: dict = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                                 "cpus": os.cpu_count()}}
+                                 "cpus": os.cpu_count(), "blas_threads": args.threads}}
     for t in tasks:
         t0 = time.perf_counter()
         if t == "paraboloid":

@@ -180,9 +180,11 @@ def test_resume_refuses_a_changed_data_file(tmp_path):
     assert res.exit_code == 1 and "E634" in res.stderr and "changed" in res.stderr
 
 
-def test_interrupt_inside_a_step_keeps_the_last_checkpoint(straight, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cadence, kept", [("0", 10), ("3600", 0)])
+def test_interrupt_inside_a_step_keeps_the_last_checkpoint(straight, tmp_path, monkeypatch, cadence, kept):
     """A KeyboardInterrupt raised mid-step (a second Ctrl-C) may leave the trainer torn: nothing new is
-    saved, the checkpoint of step 10 stays, and resuming from it is still exact."""
+    saved, the last checkpoint stays (step 10 when every log step checkpoints, step 0 when the
+    wall-time cadence has not come round yet), and resuming from it is still exact."""
     from sheafdsl.training import trainers
 
     real = trainers.make_trainer
@@ -203,10 +205,10 @@ def test_interrupt_inside_a_step_keeps_the_last_checkpoint(straight, tmp_path, m
 
     monkeypatch.setattr(trainers, "make_trainer", make)
     out = tmp_path / "torn-step"
-    res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), *COMMON])
+    res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), "--checkpoint-every", cadence, *COMMON])
     assert res.exit_code == 130, res.output
-    assert "interrupted inside a step; the checkpoint at step 10 is kept" in res.stderr
-    assert load_checkpoint(out / "checkpoint.npz").step == 10
+    assert f"interrupted inside a step; the checkpoint at step {kept} is kept" in res.stderr
+    assert load_checkpoint(out / "checkpoint.npz").step == kept
     monkeypatch.undo()
     assert invoke([PARABOLOID, "--out", str(out), "--resume", "--no-plots"]).exit_code == 0
     assert_same_state(straight, out)
@@ -237,3 +239,84 @@ def test_ctrl_c_in_json_mode_prints_one_json_line(tmp_path, monkeypatch):
     assert len(lines) == 1
     line = json.loads(lines[0])
     assert line == {"ok": False, "interrupted": True, "step": 4, "checkpoint_step": 4, "out": str(out)}
+
+
+# ----------------------------------------------------------------------------------------------
+# the cadence: checkpoints by wall time, λ_min scaled with the run's length
+
+
+def test_checkpoints_go_by_wall_time(tmp_path, monkeypatch):
+    """With --checkpoint-every S, a log step checkpoints only when S seconds passed since the last save;
+    step 0 and the last step always do. The saved steps are counted on a fake clock."""
+    from sheafdsl.training import run as R
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(R.time, "monotonic", lambda: clock["t"])
+    saved = []
+    real_save = R.TrainingSession.save
+
+    def save(self, status):
+        saved.append(int(self.trainer.step_count))
+        real_save(self, status)
+
+    monkeypatch.setattr(R.TrainingSession, "save", save)
+    real_log = R.TrainingSession.log
+
+    def log(self, *a, **k):
+        clock["t"] += 4.0  # every log step is 4 s after the previous one
+        return real_log(self, *a, **k)
+
+    monkeypatch.setattr(R.TrainingSession, "log", log)
+    out = tmp_path / "cadence"
+    res = invoke([PARABOLOID, "--steps", "60", "--log-every", "5", "--checkpoint-every", "10", "--out", str(out),
+                  "--no-plots", "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    # logs at 0, 5, ..., 60 (t = 4, 8, ...); saves at 0 (t=4), then when ≥ 10 s passed: 15 (t=16), 30, 45, and 60
+    assert saved == [0, 15, 30, 45, 60]
+    assert [r["step"] for r in MetricsLog(out / "metrics.jsonl").read()] == list(range(0, 61, 5))
+
+
+def test_resume_from_a_wall_time_checkpoint_is_exact(straight, tmp_path, monkeypatch):
+    """A run stopped by a signal between two wall-time checkpoints saves where it stopped; resumed,
+    it ends bitwise where the uninterrupted run does, and its metrics have no gap or repeat."""
+    from sheafdsl.training import trainers
+
+    real = trainers.make_trainer
+
+    def make(*a, **k):
+        tr = real(*a, **k)
+        if tr.config.trainer != "backprop":
+            step = tr.step
+
+            def interrupted():
+                if tr.step_count == 26:
+                    signal.raise_signal(signal.SIGTERM)
+                return step()
+
+            tr.step = interrupted
+        return tr
+
+    monkeypatch.setattr(trainers, "make_trainer", make)
+    out = tmp_path / "term"
+    res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), "--checkpoint-every", "3600", *COMMON])
+    assert res.exit_code == 143, res.output
+    assert load_checkpoint(out / "checkpoint.npz").step == 27
+    monkeypatch.undo()
+    assert invoke([PARABOLOID, "--out", str(out), "--resume", "--no-plots"]).exit_code == 0
+    assert_same_state(straight, out)
+    assert [r["step"] for r in MetricsLog(out / "metrics.jsonl").read()] == [0, 10, 20, 30, 40]
+
+
+def test_lambda_min_is_sampled_on_a_scaled_interval(tmp_path):
+    from sheafdsl.training.run import lambda_interval
+
+    out = tmp_path / "lam"
+    res = invoke([PARABOLOID, "--steps", "200", "--log-every", "2", "--out", str(out), "--no-plots", "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    every = lambda_interval(200, 2)
+    assert every == 8
+    recs = MetricsLog(out / "metrics.jsonl").read()
+    assert len(recs) == 101
+    sampled = [r["step"] for r in recs if "lambda_min" in r]
+    assert sampled == [s for s in range(0, 201, 2) if s % every == 0 or s == 200]
+    assert all(r["lambda_min"] > 0 for r in recs if "lambda_min" in r)

@@ -47,7 +47,12 @@ def _positive_float(ctx, param, value):
 @click.option("--solver", type=click.Choice(TRAIN_SOLVERS), help="Fast-phase solver of the sheaf trainer.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial parameters and the mini-batch order.")
 @click.option("--n", "n", type=click.IntRange(min=1), help="Number of training examples.")
-@click.option("--log-every", type=click.IntRange(min=1), help="Log metrics and checkpoint every K steps.")
+@click.option("--log-every", type=click.IntRange(min=1), help="Log metrics every K steps.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="Checkpoint at the first log step this long after the last checkpoint (and at the end, and on "
+                   "Ctrl-C); 0: at every log step.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="BLAS threads (small batched arrays run fastest on one).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Array backend.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: runs/<model>-<timestamp>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
@@ -55,8 +60,8 @@ def _positive_float(ctx, param, value):
               help="Train a backprop baseline beside the trainer (default: on, except with --json).")
 @click.option("--plots/--no-plots", default=True, help="Write PNG plots into the run directory (default: on).")
 @json_option
-def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed, n, log_every, backend, out, resume,
-            baseline, plots, as_json):
+def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed, n, log_every, checkpoint_every,
+            threads, backend, out, resume, baseline, plots, as_json):
     """Train FILE; write metrics, checkpoints and plots to a run directory.
 
     \b
@@ -68,8 +73,9 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed,
     overrides = {"data": data, "steps": steps, "batch": batch, "optimizer": optimizer, "lr": lr,
                  "trainer": trainer_name, "solver": solver, "seed": seed, "n": n, "log_every": log_every,
                  "backend": backend}
-    with located(file):
-        code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json)
+    with located(file), blas_threads(threads):
+        code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json,
+                          checkpoint_every=checkpoint_every)
     raise SystemExit(code)
 
 
@@ -81,6 +87,19 @@ def located(file: str):
     except SheafError as exc:
         exc.diagnostics = [dataclasses.replace(d, file=file) if d.file == "<input>" else d for d in exc.diagnostics]
         raise
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None):
+    """Limit the BLAS (and OpenMP) thread pools to ``n`` threads inside the block (None: leave them)."""
+    if n is None:
+        yield
+        return
+    import numpy  # noqa: F401  (threadpoolctl limits the pools of the libraries already loaded)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=int(n)):
+        yield
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,7 +135,8 @@ def _resume_config(ck, overrides: dict, baseline_flag, file: str):
     return TrainConfig.from_sources(saved, free)
 
 
-def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=None, plots=True, as_json=False) -> int:
+def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=None, plots=True, as_json=False,
+               checkpoint_every: float = 30.0) -> int:
     """The body of ``sheaf train`` (returns the exit code; SheafError propagates to the CLI -> exit 1)."""
     from ..ir import from_model
     from ..lowering import to_numpy
@@ -198,7 +218,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         seconds, bseconds = float(ck.meta.get("seconds") or 0.0), float(ck.meta.get("baseline_seconds") or 0.0)
 
     session = TrainingSession(rundir, G, trainer, data, meta=meta, baseline=base, log_every=config.log_every,
-                              seconds=seconds, baseline_seconds=bseconds)
+                              seconds=seconds, baseline_seconds=bseconds, checkpoint_every=checkpoint_every)
     if not as_json:
         what = f"{config.trainer} trainer" + (f" ({config.solver} solver)" if config.trainer == "sheaf" else "")
         start = "" if ck is None else f", resuming at step {ck.step}"

@@ -13,8 +13,16 @@ Layout of a run directory (``--out DIR``, default ``runs/<model>-<YYYYmmdd-HHMMS
 Every file except ``metrics.jsonl`` is written atomically: the bytes go to a temporary file in the
 same directory, which is flushed and fsync'ed, then ``os.replace``'d over the target, and finally
 the directory is fsync'ed. A crash at any moment leaves either the old file or the new one, never a
-mixture. ``metrics.jsonl`` is append-only; a crash can at worst cut its last line short, which
-:meth:`MetricsLog.read` skips.
+mixture. ``metrics.jsonl`` is append-only (flushed at each record, fsync'ed before each checkpoint);
+a crash can at worst cut its last line short, which :meth:`MetricsLog.read` skips, and a resumed
+run drops the records past its checkpoint.
+
+Cadence. Metrics are logged every ``log_every`` steps; λ_min (the costliest entry) on every
+``lambda_every``-th step, which :func:`lambda_interval` scales with the run's length so that a run
+samples it about :data:`LAMBDA_SAMPLES` times. A checkpoint (five fsyncs: the file, its folder, and
+the same for ``meta.json``, plus the metrics log) is taken by wall time: at the first log step at
+least ``checkpoint_every`` seconds (default 30) after the previous one, at the last step, and on an
+interrupt; plus one at step 0, so that a divergence at step 1 has a checkpoint to go back to.
 """
 
 from __future__ import annotations
@@ -43,6 +51,21 @@ META = "meta.json"
 MODEL = "model.sheaf"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+
+#: about how many λ_min samples a run's metrics hold (see :func:`lambda_interval`)
+LAMBDA_SAMPLES = 30
+#: default seconds of wall time between two checkpoints
+CHECKPOINT_EVERY = 30.0
+
+
+def lambda_interval(steps: int, log_every: int, samples: int = LAMBDA_SAMPLES) -> int:
+    """Steps between two λ_min samples: a multiple of ``log_every``, about ``steps / samples``.
+
+    >>> lambda_interval(3000, 50), lambda_interval(100_000, 50), lambda_interval(40, 10)
+    (100, 3350, 10)
+    """
+    per = max(1, -(-int(steps) // (int(log_every) * samples)))
+    return per * int(log_every)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,11 +185,13 @@ class RunDir:
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per logged step, appended and fsync'ed as it is written.
+    """``metrics.jsonl``: one JSON object per logged step, appended and flushed as it is written;
+    :meth:`sync` fsyncs it (before each checkpoint).
 
     A record has at least ``step``; ``sheaf train`` writes ``loss``, ``edge_discord`` (edge -> value),
-    ``lambda_min``, ``consistent_fraction``, ``elapsed`` (seconds in trainer steps so far) and, when a
-    baseline runs, ``baseline_loss``. Non-finite numbers are written as null.
+    ``lambda_min`` (on the steps where it is sampled), ``consistent_fraction``, ``elapsed`` (seconds
+    in trainer steps so far) and, when a baseline runs, ``baseline_loss``. Non-finite numbers are
+    written as null.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -176,8 +201,15 @@ class MetricsLog:
         line = json.dumps(_finite_json(record), default=_json_default, allow_nan=False)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+
+    def sync(self) -> None:
+        """fsync the log (what was appended so far survives a crash of the machine)."""
+        if self.path.is_file():
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def read(self) -> list[dict]:
         """Every complete record (a line cut short by a crash is skipped)."""
@@ -278,7 +310,10 @@ class TrainingSession:
 
     Each step calls ``trainer.step()`` (timed: ``seconds`` counts only the time inside trainer steps,
     so logging, checkpoints and the baseline do not inflate it). Every ``log_every`` steps and at
-    the last step it appends a metrics record and saves a checkpoint. Faults:
+    the last step it appends a metrics record (λ_min on every ``lambda_every``-th step: None scales it
+    with the run's length, :func:`lambda_interval`); it saves a checkpoint at step 0, at the first
+    log step ``checkpoint_every`` seconds after the previous save, at the last step and on an
+    interrupt (the module docstring). Faults:
 
     - a :class:`~sheafdsl.training.trainers.DivergenceError` (or a non-finite loss or parameter)
       ends the run with status "diverged" and an E640 error naming the step and the edge; the last
@@ -292,7 +327,8 @@ class TrainingSession:
     """
 
     def __init__(self, rundir: RunDir, G, trainer, data, *, meta: dict, baseline=None, log_every: int = 50,
-                 seconds: float = 0.0, baseline_seconds: float = 0.0, discord_rows: int = 512, lambda_k: int = 16):
+                 seconds: float = 0.0, baseline_seconds: float = 0.0, discord_rows: int = 512, lambda_k: int = 16,
+                 checkpoint_every: float = CHECKPOINT_EVERY, lambda_every: int | None = None):
         self.rundir, self.G, self.trainer, self.data, self.baseline = rundir, G, trainer, data, baseline
         self.meta = dict(meta)
         self.log_every = int(log_every)
@@ -301,6 +337,9 @@ class TrainingSession:
         self.X_log = data.X_train[:discord_rows]
         self.Y_log = data.Y_train[:discord_rows]
         self.lambda_k = lambda_k
+        self.checkpoint_every = float(checkpoint_every)
+        self.lambda_every = lambda_every
+        self._saved_at = time.monotonic()
         self.checkpoint_step = int(meta.get("step", -1)) if rundir.has_checkpoint() else -1
         self.warnings: list[str] = []
 
@@ -314,18 +353,28 @@ class TrainingSession:
                          updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                          baseline_step=None if self.baseline is None else int(self.baseline.step_count),
                          baseline_seconds=None if self.baseline is None else self.baseline_seconds)
+        self.metrics.sync()
         save_checkpoint(self.rundir.checkpoint, params=self.trainer.params, state=self.trainer.state_dict(),
                         meta=self.meta, baseline=None if self.baseline is None else self.baseline.state_dict())
         atomic_write_json(self.rundir.meta, self.meta)
         self.checkpoint_step = step
+        self._saved_at = time.monotonic()
 
-    def log(self, last: dict, baseline_last: dict | None) -> dict:
+    def checkpoint_due(self) -> bool:
+        """Whether ``checkpoint_every`` seconds of wall time have passed since the last save."""
+        return time.monotonic() - self._saved_at >= self.checkpoint_every
+
+    def log(self, last: dict, baseline_last: dict | None, steps: int | None = None) -> dict:
+        """Append the metrics record of the current step (λ_min when it is due: step 0, every
+        ``lambda_every`` steps and the last step ``steps``)."""
+        step = int(self.trainer.step_count)
         discords = self.trainer.edge_discords(self.X_log, self.Y_log)
-        rec = {"step": int(self.trainer.step_count), "loss": json_number(last.get("loss")),
-               "edge_discord": {k: json_number(v) for k, v in discords.items()},
-               "lambda_min": json_number(self.trainer.lambda_min_sample(self.X_log, k=self.lambda_k)),
-               "consistent_fraction": json_number(last.get("consistent_fraction")),
-               "elapsed": self.seconds}
+        rec = {"step": step, "loss": json_number(last.get("loss")),
+               "edge_discord": {k: json_number(v) for k, v in discords.items()}}
+        every = self.lambda_every or lambda_interval(steps if steps is not None else step, self.log_every)
+        if step % every == 0 or step == steps:
+            rec["lambda_min"] = json_number(self.trainer.lambda_min_sample(self.X_log, k=self.lambda_k))
+        rec.update(consistent_fraction=json_number(last.get("consistent_fraction")), elapsed=self.seconds)
         if baseline_last is not None:
             rec["baseline_loss"] = json_number(baseline_last.get("loss"))
             rec["baseline_elapsed"] = self.baseline_seconds
@@ -390,7 +439,7 @@ class TrainingSession:
             try:
                 if self.checkpoint_step < 0:  # a fresh run: record the start, so curves begin at the initialisation
                     self.log({"loss": tr.evaluate()["train_loss"]},
-                             None if bl is None else {"loss": bl.evaluate()["train_loss"]})
+                             None if bl is None else {"loss": bl.evaluate()["train_loss"]}, steps)
                     self.save("running")  # step 0: a divergence at step 1 still leaves a checkpoint to go back to
                 while tr.step_count < steps:
                     t0 = time.perf_counter()
@@ -426,8 +475,9 @@ class TrainingSession:
                     if step % self.log_every == 0 or step == steps:
                         if not self._params_finite():  # never checkpoint a broken state
                             return self._diverged(step, *self._nonfinite_where())
-                        self.log(last, blast)
-                        self.save("finished" if step == steps else "running")
+                        self.log(last, blast, steps)
+                        if step == steps or self.checkpoint_due():
+                            self.save("finished" if step == steps else "running")
                     if sigint.requested:
                         if self.checkpoint_step != step:
                             self.save("interrupted")
@@ -476,6 +526,6 @@ class TrainingSession:
         return None
 
 
-__all__ = ["DIAGNOSTICS", "CHECKPOINT", "META", "MODEL", "METRICS", "SUMMARY", "atomic_write", "atomic_write_bytes",
+__all__ = ["DIAGNOSTICS", "CHECKPOINT", "LAMBDA_SAMPLES", "CHECKPOINT_EVERY", "lambda_interval", "META", "MODEL", "METRICS", "SUMMARY", "atomic_write", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "json_number", "default_run_dir", "RunDir", "MetricsLog",
            "TrainingSession", "Outcome"]

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-from ..ir import edges, free_indices, total_dim
+from ..ir import edges, free_indices
 from ..lowering import get_backend, init_params, to_numpy
 from .backprop import backprop_gradients
 from .config import TrainConfig
@@ -193,28 +193,15 @@ class Trainer:
         """min over the first ``k`` examples of λ_min(L_free) at their forward-pass patterns.
 
         L_free = δ_Ωᵀ W² δ_Ω with x and y pinned (training pins), ReLU gates at the example's forward
-        pattern and sigmoid/softmax maps linearised there; dense ``eigvalsh`` per example.
+        pattern and sigmoid/softmax maps linearised there; matrix-free, by Lanczos on L_free⁻¹
+        through the chain's sweeps (:func:`~sheafdsl.training.conditioning.lambda_min_free`).
         """
-        from ..lowering import laplacian_matrix
+        from .conditioning import lambda_min_free
 
-        X = np.asarray(to_numpy(X), dtype=float)[:k]
-        P = {n: to_numpy(v) for n, v in self.params.items()}
-        V = forward(self.net, P, X, np)
-        G = self.G
-        N = total_dim(G)
-        free = free_indices(G, ("input", "target", "value"))
-        if free.size == 0:
+        X = self.xp.asarray(X, dtype=float)[:k]
+        if X.shape[0] == 0:
             return float("inf")
-        names = self.net.vertices
-        lam = np.inf
-        for i in range(X.shape[0]):
-            c = np.zeros(N)
-            for j, v in enumerate(names):
-                off = G.nodes[v]["offset"]
-                c[off: off + G.nodes[v]["dim"]] = V[j][i]
-            L = laplacian_matrix(G, P, state=c).toarray()
-            lam = min(lam, float(np.linalg.eigvalsh(L[np.ix_(free, free)])[0]))
-        return lam
+        return float(lambda_min_free(self.net, self.params, X, self.xp).min())
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to resume exactly: parameters, optimiser state, step count, trainer state."""
