@@ -42,6 +42,7 @@ import numpy as np
 
 from ..ir import edges, free_indices, param_specs, stalks
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
+from ..nonlinearities import TABLE as NONLINEARITIES
 from .cohomology import to_rational
 
 
@@ -106,7 +107,7 @@ def _symbolic_block(m, d_e: int, d_v: int, edge: str, spec_of, syms: dict) -> di
     if isinstance(m, ReluGate):
         return {(i, i): sym(f"g_{edge}[{i}]", "gate") for i in range(d_v)}
     if isinstance(m, Nonlinear):
-        if m.fn == "sigmoid":
+        if NONLINEARITIES[m.fn].kind != "joint":  # elementwise φ: Dφ = diag(φ'(c))
             return {(i, i): sym(f"J_{edge}[{i},{i}]", "jacobian") for i in range(d_v)}
         return {(i, j): sym(f"J_{edge}[{i},{j}]", "jacobian") for i in range(d_e) for j in range(d_v)}
     raise TypeError(f"not a restriction map: {m!r}")

@@ -56,7 +56,8 @@ import numpy as np
 from ..errors import Diagnostic, SheafError
 from ..ir import edges, free_indices, param_specs, pinned_stalks, stalks, total_dim, vertex_slice
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
-from ..lowering import coboundary_matrix, edge_weight_vector, init_params, offset_vector, sigmoid, softmax
+from ..lowering import coboundary_matrix, edge_weight_vector, init_params, offset_vector
+from ..lowering.maps import apply as apply_restriction
 from .certificates import berkowitz_det, eliminate, numeric_rows, restrict_columns, symbolic_coboundary
 from .cohomology import (EXACT_INITS, INFERENCE, TRAINING, cohomology, kernel_witness, to_rational,
                          undefined_reason)
@@ -631,24 +632,9 @@ def claim_relative(ctx, inj: _Injectivity) -> Claim:
 
 
 def apply_map(m, c, params):
-    """F(c) for one restriction map, evaluated (ReLU, sigmoid and softmax are applied, not linearised);
-    ``c`` is (B, d_v)."""
-    if isinstance(m, Identity):
-        return c
-    if isinstance(m, Scaled):
-        return m.scale * c
-    if isinstance(m, Constant):
-        return c @ m.matrix.T
-    if isinstance(m, ParamMap):
-        W = np.asarray(params[m.param], dtype=float)
-        return c @ (W.reshape(W.shape[0], -1)).T
-    if isinstance(m, Select):
-        return c[:, list(m.indices)]
-    if isinstance(m, ReluGate):
-        return np.maximum(c, 0.0)
-    if isinstance(m, Nonlinear):
-        return sigmoid(c) if m.fn == "sigmoid" else softmax(c, axis=-1)
-    raise TypeError(f"not a restriction map: {m!r}")
+    """F(c) for one restriction map, evaluated (ReLU and every registry nonlinearity applied, not
+    linearised); ``c`` is (B, d_v). The one implementation, :func:`sheafdsl.lowering.maps.apply`."""
+    return apply_restriction(m, np.asarray(c, dtype=float), {k: np.asarray(v, dtype=float) for k, v in params.items()}, np)
 
 
 def forward_order(G, blocks: list[str], sources=INFERENCE) -> list[tuple[str, str]] | None:

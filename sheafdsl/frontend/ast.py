@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from ..errors import NOSPAN, Span
+from ..nonlinearities import NAMES
 
 LitValue = Union[float, tuple]
 
@@ -91,7 +92,8 @@ class ParamDecl:
     shape_span: Span = _span()
 
 
-EDGE_KINDS = ("affine", "linear", "relu", "identity", "sigmoid", "softmax", "maps")
+#: affine and linear, every nonlinearity of the registry (identity, relu, ..., softmax), maps
+EDGE_KINDS = ("affine", "linear") + NAMES + ("maps",)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ class EdgeDecl:
     """``edge NAME : SRC -> DST KIND ARGS [weight W]``
 
     ``args`` holds, by kind: affine (W, b?) and linear (W,) as Idents; maps (M_src, M_dst), each an
-    Ident (a parameter) or a Lit; nothing for relu, identity, sigmoid and softmax.
+    Ident (a parameter) or a Lit; the numeric argument as a Lit for a registry entry that takes one
+    (``leaky_relu SLOPE``); nothing for the other nonlinearities (relu, identity, tanh, ...).
     """
 
     name: Ident

@@ -22,6 +22,8 @@ from pathlib import Path
 from ..codes import codes_between
 from ..options import TRAIN_OPTIONS, problem
 from ..errors import DiagnosticSink, SheafError, Span, did_you_mean
+from ..nonlinearities import HIDDEN, TABLE as NONLINEARITIES
+from ..nonlinearities import OUTPUTS as OUTPUT_MAPS
 from . import ast as A
 from .model import Edge, MapRef, Model, NetworkInfo, Param, Pin, Reluctance, SoftPin, Stalk, Tie
 from .parser import parse_file, parse_text
@@ -33,8 +35,9 @@ MAX_PARAM_SIZE = 100_000_000
 #: E236 is in the checker's range but is emitted when parameters are loaded, by :mod:`sheafdsl.lowering.params`)
 DIAGNOSTICS = {c: m for c, m in {**codes_between("E100", "E299"), **codes_between("W300", "W399")}.items() if c != "E236"}
 
-OUTPUTS = ("identity", "sigmoid", "softmax")
-ACTIVATIONS = ("relu",)
+#: the names the ``network`` sugar takes for its output and hidden layers (from the nonlinearity registry)
+OUTPUTS = tuple(a.name for a in OUTPUT_MAPS)
+ACTIVATIONS = tuple(a.name for a in HIDDEN)
 NAMED_INITS = ("he", "xavier", "zeros", "ones", "normal")
 
 
@@ -384,11 +387,21 @@ class _Checker:
                                  self._use_span(e, b, 1), f"declare `param {b.name} : {dst.dim}`")
                     ok = False
             kw = dict(W=W.name if W else None, b=b.name if b else None)
-        elif e.kind in ("relu", "identity", "sigmoid", "softmax"):
+        elif e.kind in NONLINEARITIES:
             if src is not None and dst is not None and src.dim != dst.dim:
                 self.d.error("E223", f"a {e.kind} edge needs stalks of equal dimension; `{src.name}` has {src.dim}, "
                              f"`{dst.name}` has {dst.dim}", e.kind_span)
                 ok = False
+            entry = NONLINEARITIES[e.kind]
+            if entry.arg is not None:
+                arg = e.args[0]
+                lo, hi = entry.arg_range
+                if not (math.isfinite(arg.value) and lo < arg.value < hi):
+                    self.d.error("E226", f"the {entry.arg} of a {e.kind} edge must be a number in ({lo:g}, {hi:g}), "
+                                 f"not {_fmt_value(arg.value)}", arg.span,
+                                 f"{entry.formula}; slope 0 is `relu`, slope 1 is `identity`")
+                    ok = False
+                kw = dict(arg=float(arg.value))
         elif e.kind == "maps":
             ms, md = e.args
             rs, ref_s = self.map_ref(ms, src)

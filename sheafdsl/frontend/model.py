@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import NOSPAN, Span
+from ..nonlinearities import NAMES, NONLINEAR
 
-#: the edges whose restriction map on the source is a fixed nonlinearity (not a linear map)
-NONLINEAR_KINDS = ("sigmoid", "softmax")
+#: the edges whose restriction map on the source is a fixed nonlinearity (not a linear map or the ReLU gate)
+NONLINEAR_KINDS = NONLINEAR
 #: the edges that map their head (dst) vertex by the identity
-HEAD_IDENTITY_KINDS = ("affine", "linear", "relu", "identity", "sigmoid", "softmax")
+HEAD_IDENTITY_KINDS = ("affine", "linear") + NAMES
 INIT_KINDS = ("he", "xavier", "zeros", "ones", "normal", "file", "literal")
 
 
@@ -75,11 +76,12 @@ class Edge:
     linear   c_dst − W c_src                         W | I
     relu     c_dst − diag(1[c_src ≥ 0]) c_src        gate | I
     identity c_dst − c_src                           I | I
-    sigmoid  c_dst − σ(c_src)                        nonlinear | I
-    softmax  c_dst − softmax(c_src)                  nonlinear | I
+    φ        c_dst − φ(c_src)                        nonlinear | I
     maps     M_dst c_dst − M_src c_src               M_src | M_dst
     ======== ===================================== ===========================
 
+    φ is any other entry of the nonlinearity registry (:mod:`sheafdsl.nonlinearities`: leaky_relu,
+    tanh, gelu, softplus, sigmoid, softmax); ``arg`` is its numeric argument (the leaky_relu slope).
     ``dim`` is the edge stalk dimension d_e; ``weight`` is w_e, so the edge's energy is ½ w_e² ‖(δc)_e‖².
     """
 
@@ -93,6 +95,7 @@ class Edge:
     b: str | None = None
     src_map: MapRef | None = None
     dst_map: MapRef | None = None
+    arg: float | None = None
     span: Span = field(default=NOSPAN, compare=False)
 
 

@@ -18,6 +18,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from ..errors import Diagnostic, SheafError, Span, did_you_mean
+from ..nonlinearities import NAMES as NONLINEARITY_NAMES
 from . import ast as A
 
 MAX_NESTING = 16  # brackets; a literal is at most a matrix, so this is generous
@@ -168,12 +169,11 @@ class ToAST(Transformer):
 
     affine = _kind("affine")
     linear = _kind("linear")
-    relu = _kind("relu")
-    identity = _kind("identity")
-    sigmoid = _kind("sigmoid")
-    softmax = _kind("softmax")
     maps = _kind("maps")
-    del _kind
+    # one edge kind per entry of the nonlinearity registry (relu, identity, tanh, ..., softmax)
+    for _name in NONLINEARITY_NAMES:
+        locals()[_name] = _kind(_name)
+    del _kind, _name
 
     def weight(self, meta, c):
         return c[0].value, c[0].span

@@ -109,7 +109,7 @@ def map_to_json(m) -> dict:
     if isinstance(m, ReluGate):
         return {"kind": "relu"}
     if isinstance(m, Nonlinear):
-        return {"kind": "nonlinear", "fn": m.fn}
+        return {"kind": "nonlinear", "fn": m.fn} if m.arg is None else {"kind": "nonlinear", "fn": m.fn, "arg": m.arg}
     raise TypeError(f"not a restriction map: {m!r}")
 
 
@@ -128,7 +128,7 @@ def map_from_json(d: dict):
     if kind == "relu":
         return ReluGate()
     if kind == "nonlinear":
-        return Nonlinear(d["fn"])
+        return Nonlinear(d["fn"], d.get("arg"))
     raise ValueError(f"unknown restriction map kind {kind!r}")
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select, map_rows
+from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select, map_rows, nonlinear_map
 
 ZERO = "__zero__"
 PIN_SOURCES = ("input", "target", "value")
@@ -284,12 +284,10 @@ def from_model(model) -> nx.MultiDiGraph:
         src_map, dst_map, bias = Identity(), Identity(), None
         if e.kind in ("affine", "linear"):
             src_map, bias = ParamMap(e.W), e.b
-        elif e.kind == "relu":
-            src_map = ReluGate()
-        elif e.kind in ("sigmoid", "softmax"):
-            src_map = Nonlinear(e.kind)
         elif e.kind == "maps":
             src_map, dst_map = _map(e.src_map), _map(e.dst_map)
+        else:  # an entry of the nonlinearity registry; an unknown one raises in Nonlinear (E511)
+            src_map = nonlinear_map(e.kind, getattr(e, "arg", None))
         add_edge(G, e.name, e.src, e.dst, kind=e.kind, src_map=src_map, dst_map=dst_map, dim=e.dim,
                  weight=e.weight, bias=bias)
     for p in model.pins:

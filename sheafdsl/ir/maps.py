@@ -8,7 +8,8 @@ A map is one of
 - :class:`ParamMap`: the matrix held by a named parameter (affine, linear, parameterised maps);
 - :class:`Select`: rows of the identity (c ↦ c[indices]), used by partial soft pins;
 - :class:`ReluGate`: diag(1[c_v ≥ 0]), state-dependent;
-- :class:`Nonlinear`: c ↦ φ(c) for φ = sigmoid | softmax, state-dependent and not linear.
+- :class:`Nonlinear`: c ↦ φ(c) for a registry nonlinearity (tanh, gelu, softplus, sigmoid, softmax,
+  leaky_relu SLOPE), state-dependent and not linear.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..errors import Diagnostic, SheafError
+from ..nonlinearities import NAMES, NONLINEAR, TABLE
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,50 @@ class ReluGate:
 
 @dataclass(frozen=True)
 class Nonlinear:
-    fn: str  # "sigmoid" | "softmax"
+    """c ↦ φ(c) for a nonlinearity of the registry (:mod:`sheafdsl.nonlinearities`) that is neither I nor
+    the ReLU gate; ``arg`` is its numeric argument (the slope of ``leaky_relu``), None for the others.
+
+    An unknown name, or a missing or superfluous argument, is a SheafError (E511) here, when the IR is built.
+
+    >>> Nonlinear("gelu"), describe(Nonlinear("leaky_relu", 0.1))
+    (Nonlinear(fn='gelu', arg=None, kind='nonlinear'), 'leaky_relu(0.1)')
+    >>> Nonlinear("relu")
+    Traceback (most recent call last):
+    ...
+    sheafdsl.errors.SheafError: <input>: error[E511]: `relu` is not a nonlinear restriction map (use ReluGate())
+    """
+
+    fn: str
+    arg: float | None = None
     kind: str = field(default="nonlinear", init=False)
+
+    def __post_init__(self):
+        entry = TABLE.get(self.fn)
+        if entry is None:
+            raise SheafError(Diagnostic("E511", f"unknown nonlinearity `{self.fn}`", hint="known: " + ", ".join(NAMES)))
+        if self.fn not in NONLINEAR:
+            other = "ReluGate()" if entry.kind == "gate" else "Identity()"
+            raise SheafError(Diagnostic("E511", f"`{self.fn}` is not a nonlinear restriction map (use {other})"))
+        if (entry.arg is None) != (self.arg is None):
+            need = f"takes its {entry.arg} as arg" if entry.arg else "takes no arg"
+            raise SheafError(Diagnostic("E511", f"nonlinearity `{self.fn}` {need}"))
+        if self.arg is not None:
+            object.__setattr__(self, "arg", float(self.arg))
+
+
+def nonlinear_map(name: str, arg: float | None = None):
+    """The restriction map of registry entry ``name`` (its source side): Identity for ``identity``,
+    ReluGate for ``relu``, else Nonlinear(name, arg); SheafError E511 for a name the registry lacks.
+
+    >>> nonlinear_map("relu"), nonlinear_map("tanh")
+    (ReluGate(kind='relu'), Nonlinear(fn='tanh', arg=None, kind='nonlinear'))
+    """
+    entry = TABLE.get(name)
+    if entry is not None and entry.kind == "linear":
+        return Identity()
+    if entry is not None and entry.kind == "gate":
+        return ReluGate()
+    return Nonlinear(name, arg)
 
 
 RestrictionMap = Identity | Scaled | Constant | ParamMap | Select | ReluGate | Nonlinear
@@ -98,7 +144,7 @@ def describe(m) -> str:
     if isinstance(m, ReluGate):
         return "relu"
     if isinstance(m, Nonlinear):
-        return m.fn
+        return m.fn if m.arg is None else f"{m.fn}({m.arg:g})"
     raise TypeError(f"not a restriction map: {m!r}")
 
 

@@ -23,55 +23,30 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..ir import edge_offsets, edges, total_dim
-from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
+from . import maps, nonlinear
 from .backend import array_module, to_numpy
 
 
 def sigmoid(z):
-    """σ(z) = 1 / (1 + e^{−z}), computed without overflow."""
-    xp = array_module(z)
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    """σ(z) = 1 / (1 + e^{−z}), computed without overflow (on z's array module)."""
+    return nonlinear.sigmoid(array_module(z), z)
 
 
 def softmax(z, axis=-1):
     """softmax over ``axis``, shifted by the max for stability."""
     xp = array_module(z)
-    e = xp.exp(z - z.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    return xp.moveaxis(nonlinear.softmax(xp, xp.moveaxis(z, axis, -1)), -1, axis)
 
 
-def nonlinear_jacobian(fn: str, z: np.ndarray) -> np.ndarray:
-    """Dφ(z) for one example: sigmoid -> diag(s(1−s)); softmax -> diag(p) − p pᵀ."""
+def nonlinear_jacobian(fn: str, z: np.ndarray, arg: float | None = None) -> np.ndarray:
+    """Dφ(z) for one example of the registry nonlinearity ``fn`` (sigmoid: diag(s(1−s)); softmax: diag(p) − p pᵀ)."""
     z = np.asarray(z, dtype=float)
-    if fn == "sigmoid":
-        s = sigmoid(z)
-        return np.diag(s * (1 - s))
-    p = softmax(z)
-    return np.diag(p) - np.outer(p, p)
+    return nonlinear.kernel(fn).jacobian(np, z[None, :], arg)[0]
 
 
 def restriction_matrix(m, d_v: int, params: dict, state_v=None, gate=None) -> sp.csr_matrix:
-    """The linear map F_{v◁e} (or its linearisation) as a sparse d_e × d_v matrix."""
-    if isinstance(m, Identity):
-        return sp.identity(d_v, format="csr")
-    if isinstance(m, Scaled):
-        return (m.scale * sp.identity(d_v, format="csr")).tocsr()
-    if isinstance(m, Constant):
-        return sp.csr_matrix(m.matrix)
-    if isinstance(m, ParamMap):
-        return sp.csr_matrix(to_numpy(params[m.param]))
-    if isinstance(m, Select):
-        rows = np.arange(len(m.indices))
-        return sp.csr_matrix((np.ones(len(m.indices)), (rows, np.array(m.indices))), shape=(len(m.indices), d_v))
-    if isinstance(m, ReluGate):
-        if gate is None:
-            gate = np.ones(d_v) if state_v is None else (np.asarray(state_v) >= 0).astype(float)
-        return sp.diags(np.asarray(gate, dtype=float), format="csr")
-    if isinstance(m, Nonlinear):
-        z = np.zeros(d_v) if state_v is None else np.asarray(state_v, dtype=float)
-        return sp.csr_matrix(nonlinear_jacobian(m.fn, z))
-    raise TypeError(f"not a restriction map: {m!r}")
+    """The linear map F_{v◁e} (or its linearisation) as a sparse d_e × d_v matrix (:func:`.maps.matrix`)."""
+    return sp.csr_matrix(maps.matrix(m, d_v, params, state=state_v, gate=gate))
 
 
 def coboundary_matrix(G, params: dict, state=None, gates: dict | None = None) -> sp.csr_matrix:

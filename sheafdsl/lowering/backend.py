@@ -41,6 +41,14 @@ def get_backend(name: str = "numpy"):
     raise SheafError(Diagnostic("E500", f"unknown backend `{name}`", hint="use numpy, cupy or auto"))
 
 
+def scipy_module(xp, name: str):
+    """``scipy.<name>`` for numpy, ``cupyx.scipy.<name>`` for cupy (e.g. ``sparse``, ``sparse.linalg``,
+    ``special``): the one place the backend is named, used once per lowering or per nonlinearity."""
+    import importlib
+
+    return importlib.import_module(("scipy." if xp.__name__ == "numpy" else "cupyx.scipy.") + name)
+
+
 def to_numpy(a):
     """A host (numpy) copy of an array from any backend."""
     get = getattr(a, "get", None)

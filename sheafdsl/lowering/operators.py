@@ -41,7 +41,6 @@ True
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,70 +48,67 @@ import numpy as np
 from ..errors import Diagnostic, SheafError
 from ..ir import edge_offsets, edges, pinned_indices, stalks, total_dim
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
-from .backend import to_numpy
+from ..nonlinearities import OUTPUTS
+from ..nonlinearities import TABLE as NONLINEARITIES
+from .backend import scipy_module, to_numpy
+from . import maps
+from .nonlinear import hessian_weight, kernel
 
-CONSTANT_MAPS = (Identity, Scaled, Constant, Select)
+CONSTANT_MAPS = (Identity, Scaled, Constant, Select)  # the maps lowered into the one constant block
 
 #: when at least this many restriction maps are constant, they are applied as one sparse matrix
 SPARSE_THRESHOLD = 32
 
 
 # ----------------------------------------------------------------------------------------------
-# elementwise helpers on any xp
+# nonlinear maps: the registry's numerics (sheafdsl.lowering.nonlinear)
 
 
-def _sigmoid(xp, z):
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+def _kernel(m):
+    """(numerics, argument) of a Nonlinear map, or of a registry name without argument."""
+    return (kernel(m), None) if isinstance(m, str) else (kernel(m.fn), m.arg)
 
 
-def _softmax(xp, z):
-    e = xp.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def phi(xp, m, z):
+    """φ(z) of a :class:`~sheafdsl.ir.maps.Nonlinear` map ``m`` (or a registry name), batched over the last
+    axis (softmax per row)."""
+    k, arg = _kernel(m)
+    return k.phi(xp, z, arg)
 
 
-def _softplus(xp, z):
-    return xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+def phi_jvp(xp, m, z, x):
+    """Dφ(z) x, batched. Dφ is symmetric for every registry entry, so this is also Dφᵀ x."""
+    k, arg = _kernel(m)
+    return k.jvp(xp, z, x, arg)
 
 
-def _logsumexp(xp, z):
-    m = z.max(axis=-1, keepdims=True)
-    return (m + xp.log(xp.exp(z - m).sum(axis=-1, keepdims=True)))[..., 0]
-
-
-def phi(xp, fn: str, z):
-    """The nonlinear restriction map φ(z), batched over the last axis (softmax per row)."""
-    return _sigmoid(xp, z) if fn == "sigmoid" else _softmax(xp, z)
-
-
-def phi_jvp(xp, fn: str, z, x):
-    """Dφ(z) x, batched: sigmoid s(1−s)⊙x; softmax p⊙x − p (pᵀx). Dφ is symmetric, so this is also Dφᵀ x."""
-    if fn == "sigmoid":
-        s = _sigmoid(xp, z)
-        return s * (1.0 - s) * x
-    p = _softmax(xp, z)
-    return p * x - p * (p * x).sum(axis=-1, keepdims=True)
-
-
-def phi_jacobian(xp, fn: str, z):
+def phi_jacobian(xp, m, z):
     """Dφ(z) as (B, d, d)."""
-    if fn == "sigmoid":
-        s = _sigmoid(xp, z)
-        return (s * (1.0 - s))[:, :, None] * xp.eye(z.shape[-1])[None]
-    p = _softmax(xp, z)
-    return p[:, :, None] * xp.eye(z.shape[-1])[None] - p[:, :, None] * p[:, None, :]
+    k, arg = _kernel(m)
+    return k.jacobian(xp, z, arg)
 
 
-def cross_entropy(xp, fn: str, z, t):
-    """The cross-entropy energy of a nonlinear edge with a pinned head, per example (before the w² factor).
+def cross_entropy(xp, m, z, t):
+    """The cross-entropy energy ℓ(z; t) of a nonlinear edge with a pinned head, per example (before the w²
+    factor); its gradient in z is :func:`cross_entropy_grad` (φ(z) − t for a one-hot t). See
+    :mod:`sheafdsl.lowering.nonlinear` for each output; E503 for a map without one."""
+    k, _ = _kernel(m)
+    if k.energy is None:
+        raise _ce_missing(m)
+    return k.energy(xp, z, t)
 
-    sigmoid: Σ softplus(z) − t·z (= binary cross-entropy for t ∈ {0, 1});
-    softmax: logsumexp(z) − t·z (= cross-entropy for a one-hot t).
-    Either way its gradient in z is φ(z) − t, the trainer's convention.
-    """
-    if fn == "sigmoid":
-        return (_softplus(xp, z) - t * z).sum(axis=-1)
-    return _logsumexp(xp, z) - (t * z).sum(axis=-1)
+
+def cross_entropy_grad(xp, m, z, t):
+    """∂ℓ/∂z of :func:`cross_entropy`, (B, d)."""
+    k, _ = _kernel(m)
+    if k.energy_grad is None:
+        raise _ce_missing(m)
+    return k.energy_grad(xp, z, t)
+
+
+def _ce_missing(m) -> SheafError:
+    return SheafError(Diagnostic("E503", f"`{getattr(m, 'fn', m)}` has no output energy, so its head cannot be pinned to a target",
+                                 hint="outputs: " + ", ".join(a.name for a in OUTPUTS)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,10 +116,9 @@ def cross_entropy(xp, fn: str, z, t):
 
 
 def sparse_module(xp, linalg: bool = False):
-    """``scipy.sparse`` (``.linalg``) for numpy, ``cupyx.scipy.sparse`` (``.linalg``) for cupy: the one place
-    the backend is named, used once at lowering time."""
-    name = "scipy.sparse" if xp.__name__ == "numpy" else "cupyx.scipy.sparse"
-    return importlib.import_module(name + (".linalg" if linalg else ""))
+    """``scipy.sparse`` (``.linalg``) for numpy, ``cupyx.scipy.sparse`` (``.linalg``) for cupy (named by
+    :func:`~sheafdsl.lowering.backend.scipy_module`), used once at lowering time."""
+    return scipy_module(xp, "sparse.linalg" if linalg else "sparse")
 
 
 class _SparseBlock:
@@ -198,12 +193,8 @@ class SheafOperators:
             e = EdgeOp(name, u, v, self.vertex[u], self.vertex[v], slice(eoff[name], eoff[name] + d["dim"]),
                        d["dim"], d["weight"], d["src_map"], d["dst_map"], d.get("bias"))
             for side, m, vert in (("src", e.src_map, u), ("dst", e.dst_map, v)):
-                if isinstance(m, Constant):
-                    e.const[side] = xp.asarray(m.matrix)
-                elif isinstance(m, Select):
-                    S = np.zeros((len(m.indices), G.nodes[vert]["dim"]))
-                    S[np.arange(len(m.indices)), list(m.indices)] = 1.0
-                    e.const[side] = xp.asarray(S)
+                if isinstance(m, (Constant, Select)):
+                    e.const[side] = xp.asarray(maps.matrix(m, G.nodes[vert]["dim"], {}))
             self.edges.append(e)
         self.M = sum(e.dim for e in self.edges)
         w = np.concatenate([np.full(e.dim, e.weight) for e in self.edges]) if self.edges else np.zeros(0)
@@ -217,8 +208,8 @@ class SheafOperators:
         if len(const_sides) >= sparse_threshold:
             rows, cols, vals = [], [], []
             for e, s in const_sides:
-                F = self._host_matrix(getattr(e, s + "_map"), (e.dst if s == "dst" else e.src).stop
-                                      - (e.dst if s == "dst" else e.src).start)
+                F = maps.matrix(getattr(e, s + "_map"), (e.dst if s == "dst" else e.src).stop
+                                - (e.dst if s == "dst" else e.src).start, {})
                 r, k = np.nonzero(F)
                 rows.append(r + e.rows.start)
                 cols.append(k + (e.dst if s == "dst" else e.src).start)
@@ -254,42 +245,17 @@ class SheafOperators:
         new._bind(params)
         return new
 
-    @staticmethod
-    def _host_matrix(m, d_v: int) -> np.ndarray:
-        if isinstance(m, Identity):
-            return np.eye(d_v)
-        if isinstance(m, Scaled):
-            return m.scale * np.eye(d_v)
-        if isinstance(m, Constant):
-            return np.asarray(m.matrix)
-        S = np.zeros((len(m.indices), d_v))
-        S[np.arange(len(m.indices)), list(m.indices)] = 1.0
-        return S
-
     # -- one restriction map ----------------------------------------------------------------
 
     def _map(self, e: EdgeOp, side: str, x, *, gate=None, state=None, nonlinear: bool, transpose: bool = False):
         """F x (or Fᵀ x) for the ``side`` map of edge ``e``; ``nonlinear`` applies φ itself instead of Dφ(state)."""
         m = e.src_map if side == "src" else e.dst_map
-        if isinstance(m, Identity):
-            return x
-        if isinstance(m, Scaled):
-            return m.scale * x
-        if isinstance(m, (Constant, Select)):
-            A = e.const[side]
-            return x @ A if transpose else x @ A.T
-        if isinstance(m, ParamMap):
-            P = self.params[m.param]
-            return x @ P if transpose else x @ P.T
-        if isinstance(m, ReluGate):
-            if gate is None:
-                gate = 1.0 if state is None else (state >= 0)
-            return x * gate
-        # Nonlinear
+        const = e.const.get(side)
+        if transpose:
+            return maps.apply_T(m, x, self.params, self.xp, state=state, gate=gate, const=const)
         if nonlinear:
-            return phi(self.xp, m.fn, x)
-        z = self.xp.zeros_like(x) if state is None else state
-        return phi_jvp(self.xp, m.fn, z, x)
+            return maps.apply(m, x, self.params, self.xp, const)
+        return maps.apply_lin(m, x, self.params, self.xp, state=state, gate=gate, const=const)
 
     def _gate(self, e: EdgeOp, gates, c):
         if gates is not None and e.name in gates:
@@ -364,11 +330,9 @@ class SheafOperators:
         for e in self.edges:
             for side, sl, sign in (("dst", e.dst, 1.0), ("src", e.src, -1.0)):
                 m = e.dst_map if side == "dst" else e.src_map
-                if isinstance(m, (ReluGate, Nonlinear)):
+                if maps.is_state_dependent(m):
                     continue
-                d_v = sl.stop - sl.start
-                F = to_numpy(self.params[m.param]) if isinstance(m, ParamMap) else self._host_matrix(m, d_v)
-                D[e.rows, sl] += sign * F
+                D[e.rows, sl] += sign * maps.matrix(m, sl.stop - sl.start, self.params)
         return D
 
     # -- boundary -----------------------------------------------------------------------------
@@ -416,17 +380,13 @@ class _Structure:
         for e in ops.nonlinear_edges:
             if fully(e.src, True):
                 self.role[e.name] = "linear"  # φ(c_u) is data: an offset
-            elif fully(e.dst, True):
+            elif fully(e.dst, True) and NONLINEARITIES[e.src_map.fn].energy == "cross_entropy":
                 self.role[e.name] = "ce"
             elif fully(e.dst, False) and touching[e.v] == [e.name] and isinstance(e.dst_map, (Identity, Scaled)) \
                     and getattr(e.dst_map, "scale", 1.0) != 0:
                 self.role[e.name] = "head"
             else:
-                raise SheafError(Diagnostic(
-                    "E503", f"nonlinear edge `{e.name}` ({e.src_map.fn}): its head `{e.v}` is free but not a leaf "
-                    "(or only partly pinned), so the energy is a non-convex least-squares problem the solvers do "
-                    "not handle",
-                    hint=f"pin `{e.v}` (cross-entropy convention), or make `{e.v}` touched by `{e.name}` only"))
+                self.role[e.name] = "hidden"  # least squares, non-convex: only a forward sweep solves it here
         self.ce_edges = [e for e in ops.nonlinear_edges if self.role[e.name] == "ce"]
         self.head_edges = [e for e in ops.nonlinear_edges if self.role[e.name] == "head"]
         self.skip = {e.name for e in self.ce_edges + self.head_edges}  # not in the least-squares part
@@ -455,6 +415,15 @@ class _Structure:
         # the Hessian is shared by all examples iff no gate and no cross-entropy term acts on a free coordinate
         self.shared_hessian = len(gated) == 0 and not any(np.any(~mask[e.src]) for e in self.ce_edges)
         self.sweep = self._sweep_plan(ops, mask, touching)
+        hidden = [e for e in ops.nonlinear_edges if self.role[e.name] == "hidden"]
+        if hidden and self.sweep is None:
+            e = hidden[0]
+            raise SheafError(Diagnostic(
+                "E503", f"nonlinear edge `{e.name}` ({e.src_map.fn}): its head `{e.v}` is free but not a leaf "
+                "(or only partly pinned), and the problem is not a forward sweep, so the energy is a non-convex "
+                "least-squares problem the general solvers do not handle",
+                hint=f"pin only the input (inference is then the forward pass), train a feed-forward chain "
+                     f"(`sheaf train` solves its two-sided equilibrium by Gauss-Newton), or pin `{e.v}`"))
         # a warm start: the sweep of the problem with every pin on a head stalk released (targets, pins on
         # hidden stalks, soft-pin anchors); the solvers start there when the problem itself is no sweep
         self.warm = None
@@ -507,15 +476,19 @@ class Problem:
 
         E(c) = ½ Σ_{e least-squares} w_e² ‖r_e(c)‖²  +  Σ_{e cross-entropy} w_e² ℓ_φ(c_u; t_e)
 
-    Nonlinear edges u → v (φ = sigmoid | softmax) take one of three roles, decided from the pins:
+    Nonlinear edges u → v (φ from the registry: sigmoid, softmax, tanh, gelu, ...) take one of four roles,
+    decided from the pins:
 
     - ``linear``: c_u pinned, so φ(c_u) is data and the edge is least squares in c_v;
-    - ``ce``: c_v pinned (training), the target t_e = F_v c_v − o_e; energy w² ℓ_φ with ∇_{c_u} = w² (φ(c_u) − t_e)
+    - ``ce``: c_v pinned (training) and φ an output with a cross-entropy energy (sigmoid, softmax), the target
+      t_e = F_v c_v − o_e; energy w² ℓ_φ with ∇_{c_u} = w² (φ(c_u) − t_e) for a one-hot target
       (:func:`cross_entropy`), convex in c_u;
     - ``head``: c_v free and touched by this edge only (inference): its discord is zero at the optimum, so c_v
       is eliminated and set to F_v⁻¹(φ(c_u) + o_e) after the solve.
 
-    Any other nonlinear configuration raises SheafError E503.
+    - ``hidden``: anything else (a smooth hidden layer, a tanh edge with a pinned head): least squares and
+      non-convex. Allowed only when the whole problem is a forward sweep (inference of a feed-forward
+      network: E = 0 at the sweep, the global minimum); otherwise SheafError E503.
     """
 
     def __init__(self, ops: SheafOperators, structure: _Structure):
@@ -542,7 +515,7 @@ class Problem:
         """Set each eliminated head c_v = (φ(c_u) + o_e) / s so its discord is zero (in place)."""
         xp = self.xp
         for e in self.s.head_edges:
-            val = phi(xp, e.src_map.fn, c[:, e.src]) + self.ops.o[e.rows]
+            val = phi(xp, e.src_map, c[:, e.src]) + self.ops.o[e.rows]
             c[:, e.dst] = val / getattr(e.dst_map, "scale", 1.0)
         return c
 
@@ -574,7 +547,7 @@ class Problem:
         E = 0.5 * (ops.w2[rows] * r[:, rows] ** 2).sum(axis=1)
         for e in self.s.ce_edges:
             t = self._target(e, c)
-            E = E + e.weight ** 2 * cross_entropy(xp, e.src_map.fn, c[:, e.src], t)
+            E = E + e.weight ** 2 * cross_entropy(xp, e.src_map, c[:, e.src], t)
         return E
 
     def _target(self, e, c):
@@ -592,7 +565,7 @@ class Problem:
                 wr[:, e.rows] = 0.0
         g = ops.delta_T(wr, gates, c)
         for e in self.s.ce_edges:
-            g[:, e.src] += e.weight ** 2 * (phi(self.xp, e.src_map.fn, c[:, e.src]) - self._target(e, c))
+            g[:, e.src] += e.weight ** 2 * cross_entropy_grad(self.xp, e.src_map, c[:, e.src], self._target(e, c))
         return g, r
 
     def slide_strength(self, r):
@@ -678,7 +651,7 @@ class Problem:
         for e in s.ce_edges:
             cols = s.pos[e.src.start: e.src.stop]
             ok = np.flatnonzero(cols >= 0)
-            Jp = phi_jacobian(xp, e.src_map.fn, c[:, e.src])[:, ok][:, :, ok]
+            Jp = phi_jacobian(xp, e.src_map, c[:, e.src])[:, ok][:, :, ok]
             ci = xp.asarray(cols[ok])
             H[:, ci[:, None], ci[None, :]] += e.weight ** 2 * Jp
         return H
@@ -696,7 +669,7 @@ class Problem:
                 dv[:, e.rows] = 0.0
         out = ops.delta_T(ops.w2 * dv, gates, c)
         for e in s.ce_edges:
-            out[:, e.src] += e.weight ** 2 * phi_jvp(xp, e.src_map.fn, c[:, e.src], full[:, e.src])
+            out[:, e.src] += e.weight ** 2 * phi_jvp(xp, e.src_map, c[:, e.src], full[:, e.src])
         return out[:, s.free]
 
     def hessian_bound(self) -> float:
@@ -720,7 +693,7 @@ class Problem:
                     break
                 x = y / y.max()
         # cross-entropy Hessians w² Dφ (‖Dφ‖ ≤ 1/4 sigmoid, ≤ 1/2 softmax); summed in case sources overlap
-        extra = sum(e.weight ** 2 * (0.25 if e.src_map.fn == "sigmoid" else 0.5) for e in self.s.ce_edges)
+        extra = sum(e.weight ** 2 * hessian_weight(e.src_map.fn) for e in self.s.ce_edges)
         return lam + extra
 
     def sparse_W_delta(self, absolute: bool = False):
@@ -776,5 +749,5 @@ def lower(G, params: dict, xp=np) -> SheafOperators:
     return SheafOperators(G, params, xp)
 
 
-__all__ = ["SheafOperators", "Problem", "EdgeOp", "lower", "phi", "phi_jvp", "phi_jacobian", "cross_entropy",
+__all__ = ["SheafOperators", "Problem", "EdgeOp", "lower", "phi", "phi_jvp", "phi_jacobian", "cross_entropy", "cross_entropy_grad",
            "sparse_module", "SPARSE_THRESHOLD"]

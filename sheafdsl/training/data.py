@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
+from ..nonlinearities import TASKS
 
 TASKS = ("paraboloid", "saddle", "circle", "blobs", "digits")
 TASK_KIND = {"paraboloid": "regression", "saddle": "regression", "circle": "binary", "blobs": "multiclass",
@@ -304,8 +305,8 @@ def load_dataset(spec: str, *, n: int = 300, n_test: int = 100, seed: int = 42, 
 def model_task(G) -> tuple[str, int, int]:
     """(task, input dim, output dim) that a model expects, read from its pins and output edge.
 
-    The task is "binary" when the edge into the target stalk is ``sigmoid``, "multiclass" for
-    ``softmax`` and "regression" otherwise.
+    The task is the registry's task of the output map into the target stalk (``sigmoid``: "binary",
+    ``softmax``: "multiclass"), "regression" otherwise.
     """
     from ..ir import pinned_stalks
 
@@ -315,8 +316,8 @@ def model_task(G) -> tuple[str, int, int]:
                    f"(found {len(ins)} and {len(outs)})", "E602",
                    hint="add `pin x = input` and `pin y = target`")
     into = [d for _, _, d in G.in_edges(outs[0], data=True)] + [d for _, _, d in G.out_edges(outs[0], data=True)]
-    kinds = {d["kind"] for d in into}
-    task = "binary" if "sigmoid" in kinds else "multiclass" if "softmax" in kinds else "regression"
+    tasks = {TASKS[d["kind"]] for d in into if d["kind"] in TASKS} - {"regression"}
+    task = tasks.pop() if len(tasks) == 1 else "regression"
     return task, G.nodes[ins[0]]["dim"], G.nodes[outs[0]]["dim"]
 
 

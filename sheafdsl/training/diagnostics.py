@@ -34,6 +34,7 @@ import numpy as np
 
 from ..ir import edges, pinned_stalks
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
+from ..lowering.maps import apply as apply_map
 
 TYPES = ("affine", "activation", "output", "soft pin", "other")
 
@@ -153,26 +154,6 @@ def diagnose(G, discords: dict[str, float]) -> Diagnosis:
 # the forward pass (harmonic extension with only the inputs pinned) for feed-forward sheaves
 
 
-def _apply(m, c, params, xp):
-    if isinstance(m, Identity):
-        return c
-    if isinstance(m, Scaled):
-        return m.scale * c
-    if isinstance(m, Constant):
-        return c @ xp.asarray(m.matrix).T
-    if isinstance(m, ParamMap):
-        return c @ params[m.param].T
-    if isinstance(m, Select):
-        return c[:, list(m.indices)]
-    if isinstance(m, ReluGate):
-        return c * (c >= 0)
-    if isinstance(m, Nonlinear):
-        from ..lowering import sigmoid, softmax
-
-        return sigmoid(c) if m.fn == "sigmoid" else softmax(c, axis=1)
-    raise TypeError(f"not a restriction map: {m!r}")
-
-
 def forward_pass(G, params: dict, X, xp=np):
     """The values of the target-pinned stalks when only the inputs (and constants) are pinned.
 
@@ -210,7 +191,7 @@ def forward_pass(G, params: dict, X, xp=np):
         u, _, _, d = ins[0]
         if d.get("kind") == "soft_pin" or not isinstance(d["dst_map"], Identity) or u not in vals:
             return None
-        c = _apply(d["src_map"], vals[u], params, xp)
+        c = apply_map(d["src_map"], vals[u], params, xp)
         if d.get("bias") is not None:
             c = c + params[d["bias"]]
         vals[v] = c

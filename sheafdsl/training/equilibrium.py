@@ -72,6 +72,8 @@ from ..errors import Diagnostic, SheafError
 from ..ir import ZERO, edges, pinned_stalks
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled
 from ..lowering.backend import to_numpy
+from ..lowering.nonlinear import kernel
+from ..nonlinearities import TASKS
 from .shallow import is_shallow, shallow_active_set
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ class FeedForward:
 
     @property
     def task(self) -> str:
-        return {"linear": "regression", "sigmoid": "binary", "softmax": "multiclass"}[self.output.fn]
+        return TASKS["identity" if self.output.fn == "linear" else self.output.fn]
 
 
 def _linear_src(m, d_v, name):
@@ -247,27 +249,21 @@ def _out_linear(out: Output, P):
     return A, b
 
 
+def _kernel(fn):
+    """The registry numerics of an output map (the chain's "linear" output is the registry's identity)."""
+    return kernel("identity" if fn == "linear" else fn)
+
+
 def _phi(fn, z, xp):
-    if fn == "sigmoid":
-        e = xp.exp(-xp.abs(z))
-        return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    if fn == "softmax":
-        e = xp.exp(z - z.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
-    return z
+    return _kernel(fn).phi(xp, z)
 
 
 def _dphi(fn, z, xp, phi=None):
     """Dφ(z) as a batch of matrices (B, K, K); ``phi``: φ(z) when the caller has it."""
-    K = z.shape[-1]
-    eye = xp.eye(K)
-    if fn == "sigmoid":
-        s = _phi(fn, z, xp) if phi is None else phi
-        return eye * (s * (1 - s))[:, None, :]
-    if fn == "softmax":
-        p = _phi(fn, z, xp) if phi is None else phi
-        return eye * p[:, None, :] - p[:, :, None] * p[:, None, :]
-    return xp.broadcast_to(eye, (z.shape[0], K, K))
+    k = _kernel(fn)
+    if phi is not None and k.jacobian_phi is not None:
+        return k.jacobian_phi(xp, phi)
+    return k.jacobian(xp, z)
 
 
 def output_energy(net: FeedForward, P, vm, Y, xp=np):
@@ -283,13 +279,11 @@ def output_energy(net: FeedForward, P, vm, Y, xp=np):
 
 
 def cross_entropy(fn, z, Y, xp=np):
-    """Per-example CE of logits z: softmax −Σ y log p; sigmoid Σ BCE (stable log-sum-exp forms)."""
-    if fn == "softmax":
-        m = z.max(axis=1, keepdims=True)
-        lse = m[:, 0] + xp.log(xp.exp(z - m).sum(axis=1))
-        return lse * Y.sum(axis=1) - (Y * z).sum(axis=1)
-    # BCE: log(1 + e^z) − y z
-    return (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z))) - Y * z).sum(axis=1)
+    """Per-example CE of logits z from the registry: softmax −Σ y log p; sigmoid Σ BCE (stable forms)."""
+    k = _kernel(fn)
+    if k.energy is None:
+        raise SheafError(Diagnostic("E612", f"the output `{fn}` has no cross-entropy energy"))
+    return k.energy(xp, z, Y)
 
 
 def forward(net: FeedForward, P, X, xp=np):
@@ -303,7 +297,11 @@ def forward(net: FeedForward, P, X, xp=np):
 
 def predict(net: FeedForward, P, X, xp=np):
     """The network output at inference: A v_m + b (linear) or φ(v_m)."""
-    vm = forward(net, P, X, xp)[-1]
+    return predict_from(net, P, forward(net, P, X, xp)[-1], xp)
+
+
+def predict_from(net: FeedForward, P, vm, xp=np):
+    """The output map at the last vertex value v_m: A v_m + b (linear) or φ(v_m)."""
     out = net.output
     if out.fn == "linear":
         return _out_map(out, P, vm)
@@ -454,23 +452,15 @@ def _newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None)
     eye = xp.eye(R)
     scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
 
-    y_mass = Y.sum(axis=1) if fn == "softmax" else None
+    k = _kernel(fn)
 
     def evaluate(rho):
         pz = q + xp.einsum("brs,bs->br", K, rho)
         z = pz[:, :n_out]
-        if fn == "softmax":  # φ and the CE from one exponential: CE = (max + log Σe)·Σy − y·z
-            top = z.max(axis=1, keepdims=True)
-            e = xp.exp(z - top)
-            total = e.sum(axis=1, keepdims=True)
-            ph = e / total
-        else:
-            ph = _phi(fn, z, xp)
+        ph, ce = k.phi_energy(xp, z, Y)  # one exponential for softmax
         psi = ph if n_slide == 0 else xp.concatenate([ph, pz[:, n_out:]], axis=1)
         Fv = lam * rho + psi - t
         if n_slide == 0:
-            ce = ((top[:, 0] + xp.log(total[:, 0])) * y_mass - (Y * z).sum(axis=1) if fn == "softmax"
-                  else cross_entropy(fn, z, Y, xp))
             merit = 0.5 * lam[:, 0] * (rho * (pz - q)).sum(axis=1) + ce
         else:
             merit = 0.5 * (Fv ** 2).sum(axis=1)

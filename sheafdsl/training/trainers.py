@@ -353,11 +353,9 @@ class JointTrainer(Trainer):
 
 
 def _output(net, P, vm, xp):
-    from .equilibrium import _out_map, _phi
+    from .equilibrium import predict_from
 
-    if net.output.fn == "linear":
-        return _out_map(net.output, P, vm)
-    return _phi(net.output.fn, vm, xp)
+    return predict_from(net, P, vm, xp)
 
 
 class GeneralSheafTrainer(Trainer):
