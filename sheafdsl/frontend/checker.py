@@ -37,7 +37,7 @@ DIAGNOSTICS = {c: m for c, m in {**codes_between("E100", "E299"), **codes_betwee
 
 #: the names the ``network`` sugar takes for its output and hidden layers (from the nonlinearity registry)
 OUTPUTS = tuple(a.name for a in OUTPUT_MAPS)
-ACTIVATIONS = tuple(a.name for a in HIDDEN)
+ACTIVATIONS = tuple(a.name for a in HIDDEN if a.arg is None)
 NAMED_INITS = ("he", "xavier", "zeros", "ones", "normal")
 
 
@@ -51,6 +51,7 @@ def network_statements(net: A.NetworkDecl) -> list:
     w = net.widths
     L = len(w) - 1
     out_kind = net.output.value if net.output is not None else "identity"
+    act = net.activation.value if net.activation is not None else "relu"
 
     def ident(s: str) -> A.Ident:
         return A.Ident(s, sp)
@@ -68,7 +69,7 @@ def network_statements(net: A.NetworkDecl) -> list:
         src = "x" if l == 1 else f"a{l - 1}"
         stmts.append(A.EdgeDecl(ident(f"aff{l}"), ident(src), ident(f"z{l}"), "affine", (ident(f"W{l}"), ident(f"b{l}")), None, sp, sp))
         if l < L:
-            stmts.append(A.EdgeDecl(ident(f"act{l}"), ident(f"z{l}"), ident(f"a{l}"), "relu", (), None, sp, sp))
+            stmts.append(A.EdgeDecl(ident(f"act{l}"), ident(f"z{l}"), ident(f"a{l}"), act, (), None, sp, sp))
     stmts.append(A.EdgeDecl(ident("out"), ident(f"z{L}"), ident("y"), out_kind, (), None, sp, sp))
     stmts.append(A.PinDecl(ident("x"), "input", span=sp))
     stmts.append(A.PinDecl(ident("y"), "target", span=sp))

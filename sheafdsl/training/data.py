@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-from ..nonlinearities import TASKS
+from ..nonlinearities import TASKS as OUTPUT_TASKS
 
 TASKS = ("paraboloid", "saddle", "circle", "blobs", "digits")
 TASK_KIND = {"paraboloid": "regression", "saddle": "regression", "circle": "binary", "blobs": "multiclass",
@@ -316,7 +316,7 @@ def model_task(G) -> tuple[str, int, int]:
                    f"(found {len(ins)} and {len(outs)})", "E602",
                    hint="add `pin x = input` and `pin y = target`")
     into = [d for _, _, d in G.in_edges(outs[0], data=True)] + [d for _, _, d in G.out_edges(outs[0], data=True)]
-    tasks = {TASKS[d["kind"]] for d in into if d["kind"] in TASKS} - {"regression"}
+    tasks = {OUTPUT_TASKS[d["kind"]] for d in into if d["kind"] in OUTPUT_TASKS} - {"regression"}
     task = tasks.pop() if len(tasks) == 1 else "regression"
     return task, G.nodes[ins[0]]["dim"], G.nodes[outs[0]]["dim"]
 
