@@ -94,6 +94,7 @@ CODES: dict[str, str] = {
     "E523": "a malformed --pin (unknown stalk, bad index, wrong number of values)",
     "E524": "a --params file (or parameter dict) that is missing, unreadable, or does not fit the model",
     "E525": "--rtol not positive or --maxiter below 1",
+    "E526": "a Python API argument that is not one of its choices, of the wrong type, or out of range",
     # compile and spectrum
     "E530": "sheaf compile: the output file cannot be written",
     "E531": "sheaf spectrum: --input for a model with no input pins",

@@ -40,6 +40,9 @@ BOUNDARY_NAMES = ("training", "inference")
 #: which examples ``sheaf diagnose --split`` pins
 SPLITS = ("train", "test")
 
+#: activation patterns ``sheaf spectrum`` samples when no inputs fix the gates
+SPECTRUM_SAMPLES = 100
+
 INT_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 1
 
@@ -139,4 +142,4 @@ def problem(name: str, value) -> str | None:
 
 
 __all__ = ["SOLVE_METHODS", "TRAIN_SOLVERS", "TRAINERS", "OPTIMIZERS", "BACKENDS", "JOINT_INITS", "BOUNDARY_NAMES",
-           "SPLITS", "Option", "TRAIN_OPTIONS", "problem"]
+           "SPLITS", "SPECTRUM_SAMPLES", "Option", "TRAIN_OPTIONS", "problem"]

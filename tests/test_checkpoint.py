@@ -207,7 +207,7 @@ def test_every_code_is_listed_documented_and_tested():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    mine = ["sheafdsl/training/run.py", "sheafdsl/training/checkpoint.py", "sheafdsl/cli/train.py",
+    mine = ["sheafdsl/training/run.py", "sheafdsl/training/checkpoint.py", "sheafdsl/training/fit.py", "sheafdsl/cli/train.py",
             "sheafdsl/cli/diagnose.py"]
     used = {c for f in mine for c in re.findall(r'"(E6[3-4]\d)"', re.sub(r"codes_between\([^)]*\)", "", (root / f).read_text()))}
     assert used == set(R.DIAGNOSTICS)

@@ -60,12 +60,15 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..errors import Diagnostic, SheafError
+from ..options import SPECTRUM_SAMPLES
 from ..ir import BOUNDARIES, ReluGate, edges, free_indices, is_state_dependent, stalks, total_dim
 from ..ir.maps import Nonlinear
 from ..lowering import laplacian_matrix
 
 #: variant name -> the pin sources that are hard in it
 VARIANTS = BOUNDARIES
+#: random activation patterns sampled when no inputs fix the gates
+DEFAULT_SAMPLES = SPECTRUM_SAMPLES
 #: free dimensions up to this use dense eigvalsh; above it sparse eigsh
 DENSE_CUTOFF = 1000
 #: the shift-invert point for λ_min in the sparse path, as a fraction of −λ_max
@@ -220,10 +223,11 @@ class SpectrumReport:
     samples: list[dict]  # per sample: variant -> Extremes
     worst: dict
     state_dependent: bool
+    warning: str | None = None  # e.g. some harmonic extensions did not converge
 
     def to_json(self) -> dict:
         t = self.worst["training"]
-        return {
+        out = {
             "variant": "training",
             "lambda_min": t["lambda_min"], "lambda_max": t["lambda_max"], "kappa": _finite(t["kappa"]),
             "singular": t["singular"], "free_dim": t["free_dim"],
@@ -231,6 +235,9 @@ class SpectrumReport:
             "mode": self.mode, "n_samples": len(self.samples), "state_dependent": self.state_dependent,
             "samples": [{k: e.to_json() for k, e in s.items()} for s in self.samples],
         }
+        if self.warning:
+            out["warning"] = self.warning
+        return out
 
 
 def _finite(x):

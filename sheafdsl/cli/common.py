@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from ..errors import SheafError
-from ..frontend import check_diagnostics, load_file, parse_file
+from ..frontend import check_with_warnings, parse_file
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -19,8 +19,7 @@ model_argument = click.argument("file", type=click.Path(dir_okay=False))
 
 def load_model(path: str):
     """Parse and check a model file; warnings go to stderr, errors raise SheafError (exit 1)."""
-    model = load_file(path)
-    warnings = [d for d in check_diagnostics(parse_file(path)) if d.severity == "warning"]
+    model, warnings = check_with_warnings(parse_file(path))
     for w in warnings:
         click.echo(w.render(model.source), err=True)
     return model

@@ -15,7 +15,7 @@ import click
 
 from ..errors import Diagnostic, SheafError
 from ..options import SPLITS
-from .common import console, emit_json, err_console, json_option
+from .common import console, emit_json, err_console, json_option, load_model
 
 
 @click.command("diagnose")
@@ -37,52 +37,19 @@ def command(target, data, split, seed, plot_path, no_plot, as_json):
 
 
 def _diagnose(target, data, split, seed, plot_path, no_plot, as_json):
-    from ..frontend import load_text
-    from ..ir import from_model
-    from ..training.checkpoint import load_checkpoint
-    from ..training.config import TrainConfig
-    from ..training.data import dataset_for
-    from ..training.diagnostics import diagnose
+    from ..api import Sheaf, diagnose_run
     from ..training.run import RunDir
-    from ..training.trainers import make_trainer
-    from .common import load_model
 
     path = Path(target)
     if path.is_dir():
-        rd = RunDir(path)
-        if not rd.has_checkpoint():
-            raise SheafError(Diagnostic("E635", f"`{target}` is a directory but not a run directory "
-                                                "(no checkpoint.npz)",
-                                        hint="pass the --out directory of a `sheaf train` run, or a .sheaf file"))
-        ck = load_checkpoint(rd.checkpoint)
-        try:
-            text = rd.model.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SheafError(Diagnostic("E635", f"run directory `{target}` has no readable model.sheaf: "
-                                                f"{exc.strerror}")) from None
-        # resolve relative paths in the model (e.g. `init "w.npz":W`) against the original file's directory
-        G = from_model(load_text(text, path=ck.meta.get("model_path") or str(rd.model)))
-        config = TrainConfig.from_sources(ck.meta.get("config") or {}, {"data": data})
-        params = ck.params
-        source = f"run {target} at step {ck.step}"
-        default_png = rd.file("diagnose.png")
+        report = diagnose_run(path, data=data, split=split)
+        default_png = RunDir(path).file("diagnose.png")
     elif path.exists() or path.suffix == ".sheaf":
-        model = load_model(target)
-        G = from_model(model)
-        config = TrainConfig.from_sources(G.graph.get("train") or {}, {"data": data, "seed": seed})
-        params = None
-        source = f"{target}, initial parameters (seed {config.seed})"
-        default_png = Path("runs") / f"{G.graph['name']}-diagnose.png"
+        report = Sheaf._from_model(load_model(target)).diagnose(data=data, split=split, seed=seed)
+        default_png = Path("runs") / f"{report.sheaf}-diagnose.png"
     else:
         raise SheafError(Diagnostic("E635", f"`{target}` does not exist",
                                     hint="pass a run directory (from `sheaf train --out`) or a .sheaf file"))
-
-    ds = dataset_for(G, config)
-    trainer = make_trainer(G, config, ds, params=params)
-    X, Y = (ds.X_train, ds.Y_train) if split == "train" else (ds.X_test, ds.Y_test)
-    discords = trainer.edge_discords(X, Y)
-    lam = trainer.lambda_min_sample(X, k=16)
-    report = diagnose(G, discords)
 
     png = None
     if not no_plot:
@@ -93,22 +60,23 @@ def _diagnose(target, data, split, seed, plot_path, no_plot, as_json):
             png.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SheafError(Diagnostic("E635", f"cannot create `{png.parent}`: {exc.strerror}")) from None
-        plot_discord(report, png, title=f"{G.graph['name']}: discord per edge ({source})")
+        plot_discord(report.diagnosis, png, title=f"{report.sheaf}: discord per edge ({report.source})")
 
     if as_json:
-        emit_json({"ok": True, "source": source, "data": ds.name, "split": split, "n": int(len(X)),
-                   "lambda_min": float(lam), **report.to_json(), "plot": None if png is None else os.fspath(png)})
+        emit_json({"ok": True, **report.to_json(), "plot": None if png is None else os.fspath(png)})
         return
-    _print(report, G, source, ds.name, split, len(X), lam, png)
+    _print(report, png)
 
 
-def _print(report, G, source, data_name, split, n, lam, png) -> None:
+def _print(rep, png) -> None:
     from rich.table import Table
+
+    report, source, data_name, split, n, lam = rep.diagnosis, rep.source, rep.data, rep.split, rep.n, rep.lambda_min
 
     def pct(x):
         return f"{100 * x:.1f}%"
 
-    console.print(f"[bold]{G.graph['name']}[/]: {source}; data {data_name} ({split}, {n} examples); "
+    console.print(f"[bold]{rep.sheaf}[/]: {source}; data {data_name} ({split}, {n} examples); "
                   f"input and target pinned")
     weighted = any(r.weight != 1.0 for r in report.edges)
     title = "discord per edge  (mean per example; energy = ½ w² ‖δc*‖²)" if weighted else \

@@ -35,9 +35,9 @@ import click
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
+from ..options import SPECTRUM_SAMPLES
 from .common import console, emit_json, json_option, load_ir, model_argument
 
-DEFAULT_SAMPLES = 100
 SAMPLE_ROWS = 10
 
 
@@ -52,7 +52,7 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 @click.option("--target", "target", metavar="JSON|FILE",
               help="With --input: targets; the gates then come from the two-sided (training) equilibrium.")
 @click.option("--samples", type=click.IntRange(min=1), default=None,
-              help=f"Number of random activation patterns (default {DEFAULT_SAMPLES}).")
+              help=f"Number of random activation patterns (default {SPECTRUM_SAMPLES}).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the parameters and the patterns.")
 @click.option("--params", "params_path", metavar="FILE.npz", help="Parameter values (e.g. a training checkpoint).")
 @click.option("--dense-cutoff", type=click.IntRange(min=0), default=None,
@@ -60,9 +60,10 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 @json_option
 def command(file, input_, target, samples, seed, params_path, dense_cutoff, as_json):
     """λ_min, λ_max and κ of L_free for FILE, at given inputs or over sampled activation patterns."""
-    from ..analysis.spectrum import DENSE_CUTOFF, VARIANTS, sample_states, spectrum, states_at
-    from ..ir import is_state_dependent, pinned_stalks
-    from .infer import load_params, parse_input
+    from ..api import spectrum_report
+    from ..inputs import parse_input, parse_target
+    from ..ir import pinned_stalks
+    from ..lowering import load_params
 
     if input_ is not None and samples is not None:
         raise click.UsageError("give either --input or --samples, not both")
@@ -70,78 +71,23 @@ def command(file, input_, target, samples, seed, params_path, dense_cutoff, as_j
         raise click.UsageError("--target needs --input")
     G = load_ir(file)
     params = load_params(G, params_path, seed)
-    cutoff = DENSE_CUTOFF if dense_cutoff is None else dense_cutoff
-    note = None
+    boundary = targets = None
     if input_ is not None:
         if not pinned_stalks(G, "input"):
             raise _err("E531", "--input was given but no stalk of this model is pinned to input",
                        "use --samples N to sample activation patterns instead")
-        from ..solvers import solve
-
         boundary, _ = parse_input(input_, G)
-        sources = VARIANTS["inference"]
         if target is not None:
-            boundary.update(_parse_target(target, G, next(iter(boundary.values())).shape[0]))
-            sources = VARIANTS["training"]
-        res = solve(G, params, boundary, method="exact", sources=sources)
-        states, mode = states_at(res), "inputs" if target is None else "inputs+targets"
-        bad = int(np.sum(~np.asarray(res.converged, dtype=bool)))
-        if bad:
-            note = f"{bad} of {res.batch} harmonic extension(s) did not converge; their spectra use the last gates"
-    else:
-        n = DEFAULT_SAMPLES if samples is None else samples
-        states = sample_states(G, n, np.random.default_rng([seed, 1]))
-        mode = "samples" if is_state_dependent(G) else "fixed"
-    report = spectrum(G, params, states, dense_cutoff=cutoff, mode=mode)
+            targets = parse_target(target, G, next(iter(boundary.values())).shape[0])
+    report = spectrum_report(G, params, boundary=boundary, targets=targets, samples=samples, seed=seed,
+                             dense_cutoff=dense_cutoff)
+    note = report.warning
     if as_json:
         out = report.to_json()
         out["seed"] = seed
-        if note:
-            out["warning"] = note
         emit_json(out)
         return
     _print(G, report, seed, note)
-
-
-def _parse_target(text: str, G, batch: int) -> dict:
-    """{target stalk: (B, d)} from ``--target``: inline JSON, or a .npy/.csv/.json file; one row broadcasts."""
-    import json
-    import os
-
-    from ..ir import pinned_stalks
-
-    names = pinned_stalks(G, "target")
-    if not names:
-        raise _err("E533", "--target was given but no stalk of this model is pinned to target")
-    dims = [G.nodes[v]["dim"] for v in names]
-    path = text.strip()
-    try:
-        ext = os.path.splitext(path)[1].lower()
-        if ext == ".npy":
-            raw = np.load(path, allow_pickle=False)
-        elif ext == ".csv":
-            raw = np.loadtxt(path, delimiter=",", ndmin=2)
-        elif ext == ".json":
-            with open(path, encoding="utf-8") as fh:
-                raw = json.load(fh)
-        else:
-            raw = json.loads(text)
-        a = np.asarray(raw, dtype=float)
-    except (OSError, ValueError, TypeError) as exc:
-        raise _err("E533", f"cannot read --target: {exc}", "a JSON list such as [0.5], a list of lists, or a "
-                   ".npy/.csv file") from None
-    if a.ndim > 2 or not np.all(np.isfinite(a)):
-        raise _err("E533", "--target must be a list of numbers or a list of equal-length lists of finite numbers")
-    a = a.reshape(1, -1) if a.ndim < 2 else a
-    if a.shape[1] != sum(dims) or a.shape[0] not in (1, batch):
-        raise _err("E533", f"--target has shape {a.shape}; expected ({batch}, {sum(dims)}) or (1, {sum(dims)}) for "
-                   "the target stalks " + ", ".join(f"{v}: {d}" for v, d in zip(names, dims)))
-    a = np.broadcast_to(a, (batch, a.shape[1]))
-    out, k = {}, 0
-    for v, d in zip(names, dims):
-        out[v] = np.ascontiguousarray(a[:, k:k + d])
-        k += d
-    return out
 
 
 def _num(x) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import click
 
-from ..ir import BOUNDARIES
 from ..options import BOUNDARY_NAMES
 from .common import console, emit_json, json_option, load_ir, model_argument
 
@@ -39,13 +38,12 @@ STYLE = {"proved": "bold green", "checked": "cyan", "failed": "bold red", "skipp
 @click.pass_context
 def command(ctx, file, symbolic_limit, samples, seed, params_path, boundary, as_json):
     """Prove, check or refute the structural claims of FILE (exit 1 if any claim failed)."""
-    from ..analysis.verify import DEFAULT_SAMPLES, DEFAULT_SYMBOLIC_LIMIT, verify
-    from .infer import load_params
+    from ..api import Sheaf
+    from ..lowering import load_params
 
     G = load_ir(file)
-    params = load_params(G, params_path, seed)
-    report = verify(G, params, symbolic_limit=DEFAULT_SYMBOLIC_LIMIT if symbolic_limit is None else symbolic_limit,
-                    sources=BOUNDARIES[boundary], samples=DEFAULT_SAMPLES if samples is None else samples, seed=seed)
+    report = Sheaf(G).verify(load_params(G, params_path, seed), seed=seed, boundary=boundary,
+                             symbolic_limit=symbolic_limit, samples=samples)
     if as_json:
         emit_json(report.to_json())
     else:

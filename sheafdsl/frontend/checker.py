@@ -646,6 +646,13 @@ def check_diagnostics(module: A.Module) -> list:
     return c.d.sorted()
 
 
+def check_with_warnings(module: A.Module) -> tuple[Model, list]:
+    """:func:`check`, and the warnings it found (sorted): one pass for a command that shows both."""
+    c = _Checker(module)
+    model = c.run()
+    return model, [d for d in c.d.sorted() if d.severity == "warning"]
+
+
 def load_text(source: str, path: str = "<input>") -> Model:
     """Parse and check source text."""
     return check(parse_text(source, path))

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import Diagnostic, SheafError
 from ..ir import param_specs
+from .backend import to_numpy
 
 
 def init_param(name: str, spec, rng: np.random.Generator) -> np.ndarray:
@@ -70,3 +71,60 @@ def init_params(G, seed: int = 0, xp=np) -> dict:
     """
     rng = np.random.default_rng(seed)
     return {name: xp.asarray(init_param(name, spec, rng)) for name, spec in param_specs(G).items()}
+
+
+def check_params(G, params, *, where: str = "params", file: str = "<input>") -> dict:
+    """Validate a parameter mapping against the declared names and shapes; float64 host copies.
+
+    ``params`` maps every declared parameter name to an array of its declared shape, with finite
+    numbers only (an npz's entries with a ``/`` in their name or starting with ``__``, a checkpoint's
+    trainer state, are skipped). Anything else is a SheafError E524, naming ``where``.
+    """
+    specs = param_specs(G)
+    if not hasattr(params, "keys"):
+        raise SheafError(Diagnostic("E524", f"{where} must map parameter names to arrays, not "
+                                    f"{type(params).__name__}", file=file))
+    arrays = {k: params[k] for k in params.keys() if not (isinstance(k, str) and ("/" in k or k.startswith("__")))}
+    unknown = [k for k in arrays if k not in specs]
+    if unknown:
+        from ..errors import did_you_mean
+
+        raise SheafError(Diagnostic("E524", f"{where} holds `{unknown[0]}`, which is not a parameter of the model",
+                                    hint=did_you_mean(str(unknown[0]), specs) or "parameters: " + ", ".join(specs),
+                                    file=file))
+    missing = [k for k in specs if k not in arrays]
+    if missing:
+        raise SheafError(Diagnostic("E524", f"{where} has no value for parameter" + "s" * (len(missing) > 1) + " "
+                                    + ", ".join(f"`{k}`" for k in missing), file=file))
+    out = {}
+    for k, spec in specs.items():
+        try:
+            a = to_numpy(arrays[k])
+        except (TypeError, ValueError):
+            raise SheafError(Diagnostic("E524", f"{where}: parameter `{k}` is not an array of numbers", file=file)) from None
+        if a.dtype.kind not in "fiu" or a.shape != tuple(spec.shape):
+            raise SheafError(Diagnostic("E524", f"{where}: parameter `{k}` has shape {a.shape} (dtype {a.dtype}), the "
+                                        f"model declares {tuple(spec.shape)}", file=file))
+        a = a.astype(float)
+        if not np.all(np.isfinite(a)):
+            raise SheafError(Diagnostic("E524", f"{where}: parameter `{k}` holds NaN or infinite values", file=file))
+        out[k] = a
+    return out
+
+
+def load_params(G, path: str | os.PathLike | None = None, seed: int = 0, *, file: str = "<command line>") -> dict:
+    """Parameters from an ``.npz`` of name -> array (e.g. a training checkpoint), validated by
+    :func:`check_params`; or, without a path, :func:`init_params` from ``seed``."""
+    if path is None:
+        return init_params(G, seed)
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise SheafError(Diagnostic("E524", f"parameter file `{path}` does not exist", file=file))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files if "/" not in k and not k.startswith("__")}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise SheafError(Diagnostic("E524", f"cannot read parameter file `{path}` (an .npz of name -> array): {exc}",
+                                    file=file)) from None
+    return check_params(G, arrays, where=f"`{path}`", file=file)
+

@@ -236,6 +236,26 @@ class MetricsLog:
         return keep
 
 
+class MemoryLog:
+    """The metrics of a run without a directory (``sheafdsl.train(..., out=None)``): the records in a list."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def append(self, record: dict) -> None:
+        self.records.append(_finite_json(record))
+
+    def sync(self) -> None:
+        pass
+
+    def read(self) -> list[dict]:
+        return list(self.records)
+
+    def truncate_after(self, step: int) -> list[dict]:
+        self.records = [r for r in self.records if int(r["step"]) <= step]
+        return self.read()
+
+
 def _finite_json(obj):
     if isinstance(obj, dict):
         return {k: _finite_json(v) for k, v in obj.items()}
@@ -323,7 +343,8 @@ class TrainingSession:
     - a diverging *baseline* is dropped with a warning; the trainer goes on.
 
     ``meta`` is the run's metadata (config, model hash, ...); ``step``, ``seconds``, ``status`` and
-    ``updated`` are filled in at each save.
+    ``updated`` are filled in at each save. With ``rundir=None`` the run is in memory: metrics go to a
+    :class:`MemoryLog`, and nothing is written.
     """
 
     def __init__(self, rundir: RunDir, G, trainer, data, *, meta: dict, baseline=None, log_every: int = 50,
@@ -333,14 +354,14 @@ class TrainingSession:
         self.meta = dict(meta)
         self.log_every = int(log_every)
         self.seconds, self.baseline_seconds = float(seconds), float(baseline_seconds)
-        self.metrics = MetricsLog(rundir.metrics)
+        self.metrics = MetricsLog(rundir.metrics) if rundir is not None else MemoryLog()
         self.X_log = data.X_train[:discord_rows]
         self.Y_log = data.Y_train[:discord_rows]
         self.lambda_k = lambda_k
         self.checkpoint_every = float(checkpoint_every)
         self.lambda_every = lambda_every
         self._saved_at = time.monotonic()
-        self.checkpoint_step = int(meta.get("step", -1)) if rundir.has_checkpoint() else -1
+        self.checkpoint_step = int(meta.get("step", -1)) if rundir is not None and rundir.has_checkpoint() else -1
         self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ saving
@@ -354,6 +375,9 @@ class TrainingSession:
                          baseline_step=None if self.baseline is None else int(self.baseline.step_count),
                          baseline_seconds=None if self.baseline is None else self.baseline_seconds)
         self.metrics.sync()
+        if self.rundir is None:  # in memory: the state is the trainer's
+            self.checkpoint_step = step
+            return
         save_checkpoint(self.rundir.checkpoint, params=self.trainer.params, state=self.trainer.state_dict(),
                         meta=self.meta, baseline=None if self.baseline is None else self.baseline.state_dict())
         atomic_write_json(self.rundir.meta, self.meta)
@@ -415,7 +439,8 @@ class TrainingSession:
         cfg = self.meta.get("config", {})
         knob = (f"a smaller dt (it is {cfg['dt']:g}; set it in the train block)" if cfg.get("trainer") == "joint"
                 else f"a smaller --lr (it is {cfg['lr']:g})" if cfg.get("lr") else "a smaller --lr")
-        kept = (f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.rundir.path}"
+        kept = ("no run directory (give one to keep checkpoints)" if self.rundir is None else
+                f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.rundir.path}"
                 if self.checkpoint_step >= 0 else "no checkpoint had been saved yet")
         if message is None:
             edge = f" on edge `{where}`" if where else ""
@@ -423,7 +448,7 @@ class TrainingSession:
         err = SheafError(Diagnostic("E640", message, file=self.meta.get("model_file", "<input>"),
                                     hint=f"{kept}; try {knob}, or add reluctance (weight decay) to the parameters"))
         self.meta.update(status="diverged", diverged_at=step, diverged_edge=where)
-        if self.rundir.meta.exists() or self.checkpoint_step >= 0:
+        if self.rundir is not None and (self.rundir.meta.exists() or self.checkpoint_step >= 0):
             atomic_write_json(self.rundir.meta, self.meta)  # say so in meta.json; the checkpoint stays as it was
         return Outcome("diverged", step, self.checkpoint_step, saved=False, error=err, warnings=self.warnings)
 
@@ -498,7 +523,8 @@ class TrainingSession:
 
     def _mark(self, status: str) -> None:
         self.meta["status"] = status
-        atomic_write_json(self.rundir.meta, self.meta)
+        if self.rundir is not None:
+            atomic_write_json(self.rundir.meta, self.meta)
 
     def _params_finite(self) -> bool:
         from ..lowering import to_numpy
@@ -528,4 +554,4 @@ class TrainingSession:
 
 __all__ = ["DIAGNOSTICS", "CHECKPOINT", "LAMBDA_SAMPLES", "CHECKPOINT_EVERY", "lambda_interval", "META", "MODEL", "METRICS", "SUMMARY", "atomic_write", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "json_number", "default_run_dir", "RunDir", "MetricsLog",
-           "TrainingSession", "Outcome"]
+           "MemoryLog", "TrainingSession", "Outcome"]

@@ -1,0 +1,448 @@
+"""The Python API: one object per model, over the same functions the ``sheaf`` commands use.
+
+>>> import sheafdsl as sd
+>>> sh = sd.loads("sheaf t\\nnetwork mlp : 2 -> 4 -> 1\\n")
+>>> p = sh.init_params(seed=0)
+>>> r = sh.infer({"x": [[0.5, -1.0], [0.0, 2.0]]}, params=p)
+>>> r.stalks["y"].shape
+(2, 1)
+
+See docs/api.md for every method. Bad input raises :class:`~sheafdsl.errors.SheafError` with the
+same codes as the checker and the commands (``e.codes``). Heavy modules (sympy, scipy, the trainers,
+matplotlib) are imported by the methods that need them, so ``import sheafdsl`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+
+from .errors import Diagnostic, SheafError
+from .options import BOUNDARY_NAMES, SPLITS
+
+API = "<python>"
+
+
+def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
+    return SheafError(Diagnostic(code, msg, hint=hint, file=API))
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise _err("E526", f"`{name}` must be one of {', '.join(map(str, choices))}, not {value!r}")
+
+
+def _count(name: str, value, low: int, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _err("E526", f"`{name}` must be a whole number >= {low}, not {value!r}")
+
+
+def load(path: str | os.PathLike) -> "Sheaf":
+    """Parse and check a ``.sheaf`` file (a SheafError with every diagnostic when it is invalid)."""
+    from .frontend import load_file
+
+    return Sheaf._from_model(load_file(os.fspath(path)))
+
+
+def loads(text: str, path: str = "<string>") -> "Sheaf":
+    """Parse and check model text; relative file paths in it (``init "w.npz"``) resolve against ``path``'s folder."""
+    from .frontend import load_text
+
+    if not isinstance(text, str):
+        raise _err("E103", f"model text must be a str, not {type(text).__name__}")
+    return Sheaf._from_model(load_text(text, path=path))
+
+
+@dataclass
+class Inference:
+    """A batch of harmonic extensions (see :class:`sheafdsl.solvers.SolveResult`).
+
+    ``stalks``: every stalk's values, (B, d_v) numpy arrays; ``energy``, ``residual`` (B,) floats;
+    ``converged``, ``consistent`` (B,) bools; ``batch``: whether the input was a batch (a single
+    example still has B = 1).
+    """
+
+    stalks: dict
+    energy: object
+    converged: object
+    consistent: object
+    residual: object
+    iterations: int
+    solver: str
+    batch: bool
+    result: object = field(repr=False, default=None)
+
+    def to_json(self) -> dict:
+        """What ``sheaf infer --json`` prints (one example unwrapped unless the input was a batch)."""
+        if self.batch:
+            return {"stalks": {v: a.tolist() for v, a in self.stalks.items()}, "energy": self.energy.tolist(),
+                    "converged": self.converged.tolist(), "iterations": self.iterations,
+                    "residual": self.residual.tolist(), "consistent": self.consistent.tolist(),
+                    "batch": int(self.energy.shape[0]), "solver": self.solver}
+        return {"stalks": {v: a[0].tolist() for v, a in self.stalks.items()}, "energy": float(self.energy[0]),
+                "converged": bool(self.converged[0]), "iterations": self.iterations,
+                "residual": float(self.residual[0]), "consistent": bool(self.consistent[0]), "solver": self.solver}
+
+
+@dataclass
+class DiagnoseReport:
+    """Where the equilibrium discord sits (input and target pinned): per edge, layer and type."""
+
+    diagnosis: object  # sheafdsl.training.diagnostics.Diagnosis
+    lambda_min: float
+    data: str
+    split: str
+    n: int
+    source: str
+    sheaf: str = "sheaf"  # the model's name
+
+    @property
+    def edges(self):
+        return self.diagnosis.edges
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "data": self.data, "split": self.split, "n": self.n,
+                "lambda_min": float(self.lambda_min), **self.diagnosis.to_json()}
+
+
+@dataclass
+class Fit:
+    """A finished training run.
+
+    ``params``: name -> numpy array; ``history``: the metrics records (``step``, ``loss``,
+    ``edge_discord``, ``lambda_min``, ``consistent_fraction``, ``elapsed``; ``baseline_loss`` with a
+    baseline), one every ``log_every`` steps and at the start and the end; ``metrics``: ``train_loss``,
+    ``test_loss``, ``test_mse`` (regression) or ``test_accuracy``, ``consistent_fraction``, ``steps``,
+    ``seconds`` (inside the steps); ``baseline``: the baseline's metrics or None; ``out``: the run
+    directory, or None.
+    """
+
+    params: dict
+    history: list
+    metrics: dict
+    config: object
+    baseline: dict | None = None
+    out: object = None
+    sheaf: "Sheaf | None" = field(default=None, repr=False)
+
+
+class Sheaf:
+    """A checked sheaf model: its IR (``graph``, a networkx MultiDiGraph) and what can be done with it."""
+
+    def __init__(self, graph, model=None):
+        self.graph = graph
+        self.model = model
+
+    @classmethod
+    def _from_model(cls, model) -> "Sheaf":
+        from .ir import from_model
+
+        return cls(from_model(model), model)
+
+    @classmethod
+    def from_graph(cls, graph) -> "Sheaf":
+        """Wrap an IR built from Python (``sheafdsl.ir.new_sheaf``, ``add_stalk``, ...)."""
+        return cls(graph)
+
+    # ------------------------------------------------------------------ what it is
+    @property
+    def name(self) -> str:
+        return self.graph.graph.get("name", "sheaf")
+
+    @property
+    def path(self) -> str:
+        return self.graph.graph.get("path") or API
+
+    @property
+    def source(self) -> str:
+        return self.graph.graph.get("source") or ""
+
+    @property
+    def stalks(self) -> dict:
+        """Stalk name -> dimension, in cochain order (soft-pin anchors left out)."""
+        from .ir import stalks
+
+        return {v: self.graph.nodes[v]["dim"] for v in stalks(self.graph) if not self.graph.nodes[v].get("anchor")}
+
+    @property
+    def param_shapes(self) -> dict:
+        """Parameter name -> shape, in declaration order."""
+        from .ir import param_specs
+
+        return {k: tuple(s.shape) for k, s in param_specs(self.graph).items()}
+
+    def __repr__(self) -> str:
+        return f"Sheaf({self.name!r}: {len(self.stalks)} stalks, {self.graph.number_of_edges()} edges)"
+
+    def compile(self):
+        """The IR: the networkx ``MultiDiGraph`` of the sheaf (shared, not a copy; see docs/ir.md)."""
+        return self.graph
+
+    # ------------------------------------------------------------------ parameters
+    def init_params(self, seed: int = 0) -> dict:
+        """Every parameter's initial value (its declared initialiser), seeded: name -> numpy array."""
+        from .lowering import init_params
+
+        _count("seed", seed, 0, allow_none=False)
+        return init_params(self.graph, seed)
+
+    def load_params(self, path) -> dict:
+        """Parameters from an ``.npz`` of name -> array (e.g. a run's ``checkpoint.npz``), checked (E524)."""
+        from .lowering import load_params
+
+        return load_params(self.graph, path, file=API)
+
+    def _params(self, params, seed: int = 0) -> dict:
+        from .lowering import check_params
+
+        if params is None:
+            return self.init_params(seed)
+        if isinstance(params, (str, os.PathLike)):
+            return self.load_params(params)
+        return check_params(self.graph, params, file=API)
+
+    # ------------------------------------------------------------------ inference
+    def infer(self, inputs=None, *, params=None, seed: int = 0, pins: dict | None = None, solver: str = "exact",
+              rtol: float = 1e-10, maxiter: int | None = None) -> Inference:
+        """The harmonic extension of the pins (``sheaf infer``): stalks pinned to input take ``inputs``,
+        constants come from the model, stalks pinned to target are free.
+
+        ``inputs``: ``{"x": (B, d) array}`` (or a list of numbers / a (B, Σd) array filling the input
+        stalks in declaration order; see :mod:`sheafdsl.inputs`). ``pins``: ``{stalk: value}`` or
+        ``{stalk: (indices, value)}``, extra hard pins (``{"y": [0.3]}`` solves the two-sided
+        equilibrium). ``params``: a dict, an ``.npz`` path, or None (``init_params(seed)``).
+        """
+        from .inputs import apply_pin, parse_input
+        from .ir import pinned_stalks
+
+        G = self.graph
+        if pins:
+            if not hasattr(pins, "items"):
+                raise _err("E523", "`pins` must map stalk names to values")
+            G = copy.deepcopy(G)
+            for name, value in pins.items():
+                indices = None
+                if isinstance(value, tuple) and len(value) == 2:
+                    indices, value = value
+                apply_pin(G, name, value, indices, file=API)
+        P = self._params(params, seed)
+        names = pinned_stalks(G, "input")
+        if names and inputs is None:
+            raise _err("E521", "this model has input stalk" + "s" * (len(names) > 1) + " "
+                       + ", ".join(f"`{v}`" for v in names) + "; give " + ("their values" if len(names) > 1 else
+                                                                           "its value") + " as `inputs`")
+        if inputs is not None and not names:
+            raise _err("E521", "`inputs` was given but no stalk is pinned to input")
+        boundary, batch = parse_input(inputs, G, what="inputs", file=API) if inputs is not None else ({}, False)
+        return harmonic_extension(G, P, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter, file=API)
+
+    # ------------------------------------------------------------------ analysis
+    def verify(self, params=None, *, seed: int = 0, boundary: str = "training", symbolic_limit: int | None = None,
+               samples: int | None = None):
+        """Prove, check or refute the structural claims (``sheaf verify``; docs/verify.md).
+
+        Returns a :class:`sheafdsl.analysis.verify.VerifyReport`: ``claims`` (each with ``name``,
+        ``status`` ∈ proved | checked | failed | skipped, ``method``, ``detail``), ``h0``, ``h1``,
+        ``relative_h0``, ``failed``.
+        """
+        from .analysis.verify import DEFAULT_SAMPLES, DEFAULT_SYMBOLIC_LIMIT, verify
+        from .ir import BOUNDARIES
+
+        _choice("boundary", boundary, BOUNDARY_NAMES)
+        _count("symbolic_limit", symbolic_limit, 0)
+        _count("samples", samples, 1)
+        _count("seed", seed, 0, allow_none=False)
+        P = self._params(params, seed)
+        return verify(self.graph, P, symbolic_limit=DEFAULT_SYMBOLIC_LIMIT if symbolic_limit is None else symbolic_limit,
+                      sources=BOUNDARIES[boundary], samples=DEFAULT_SAMPLES if samples is None else samples, seed=seed)
+
+    def spectrum(self, params=None, *, seed: int = 0, inputs=None, targets=None, samples: int | None = None,
+                 dense_cutoff: int | None = None):
+        """λ_min, λ_max and κ of L_free (``sheaf spectrum``), in the training and inference variants.
+
+        The state-dependent maps are fixed by ``inputs`` (the harmonic extension's gates per example;
+        with ``targets``, the two-sided equilibrium's), or by ``samples`` random activation patterns
+        (default 100). Returns a :class:`sheafdsl.analysis.spectrum.SpectrumReport` (``worst``,
+        ``samples``, ``warning``).
+        """
+        from .inputs import parse_input, parse_target
+        from .ir import pinned_stalks
+
+        if inputs is not None and samples is not None:
+            raise _err("E526", "give either `inputs` or `samples`, not both")
+        if targets is not None and inputs is None:
+            raise _err("E526", "`targets` needs `inputs`")
+        _count("seed", seed, 0, allow_none=False)
+        G = self.graph
+        P = self._params(params, seed)
+        boundary = target = None
+        if inputs is not None:
+            if not pinned_stalks(G, "input"):
+                raise _err("E531", "`inputs` were given but no stalk of this model is pinned to input",
+                           "sample activation patterns instead (samples=N)")
+            boundary, _ = parse_input(inputs, G, what="inputs", file=API)
+            if targets is not None:
+                target = parse_target(targets, G, next(iter(boundary.values())).shape[0], what="targets", file=API)
+        return spectrum_report(G, P, boundary=boundary, targets=target, samples=samples, seed=seed,
+                               dense_cutoff=dense_cutoff)
+
+    def cohomology(self, params=None, *, seed: int = 0, boundary: str = "training", method: str = "auto"):
+        """h⁰, h¹ and relative h⁰ of the boundary (:func:`sheafdsl.analysis.cohomology.cohomology`)."""
+        from .analysis.cohomology import cohomology
+        from .ir import BOUNDARIES
+
+        _choice("boundary", boundary, BOUNDARY_NAMES)
+        _choice("method", method, ("auto", "exact", "numeric"))
+        P = self._params(params, seed)
+        try:
+            return cohomology(self.graph, P, sources=BOUNDARIES[boundary], method=method)
+        except ValueError as exc:  # method="exact" on a sheaf with non-rational maps
+            raise _err("E526", str(exc)) from None
+
+    # ------------------------------------------------------------------ training
+    def train(self, **kw) -> Fit:
+        """``sheafdsl.train(self, **kw)``."""
+        return train(self, **kw)
+
+    def diagnose(self, params=None, *, data: str | None = None, split: str = "train", seed: int | None = None,
+                 config=None) -> DiagnoseReport:
+        """The discord per edge, layer and type at the two-sided equilibrium (``sheaf diagnose``).
+
+        With ``params=None`` the initial parameters (seeded by the ``train`` statement or ``seed``);
+        ``data`` overrides the model's data set; ``split`` picks the examples.
+        """
+        from .training.config import TrainConfig
+
+        _choice("split", split, SPLITS)
+        if config is None:
+            config = TrainConfig.from_sources(self.graph.graph.get("train") or {}, {"data": data, "seed": seed})
+        P = None if params is None else self._params(params)
+        return _diagnose(self.graph, config, P, split, source=f"{self.path}, " + (
+            f"initial parameters (seed {config.seed})" if params is None else "given parameters"))
+
+
+def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, solver: str = "exact",
+                       rtol: float = 1e-10, maxiter: int | None = None, file: str = API) -> Inference:
+    """Solve for the harmonic extension of ``boundary`` (checked values of the input stalks) with the
+    inference pins, and gather every stalk's values on the host (``Sheaf.infer``, ``sheaf infer``)."""
+    import numpy as np
+
+    from .ir import INFERENCE, stalks
+    from .lowering import to_numpy
+    from .solvers import solve
+
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0 or (
+            maxiter is not None and (isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1)):
+        raise SheafError(Diagnostic("E525", "rtol must be positive and maxiter a whole number >= 1", file=file))
+    res = solve(G, params, boundary, method=solver, sources=INFERENCE, rtol=float(rtol), maxiter=maxiter)
+    vals = {v: np.asarray(to_numpy(res.stalk(v))) for v in stalks(G) if not G.nodes[v].get("anchor")}
+    host = lambda a: np.asarray(to_numpy(a))  # noqa: E731
+    return Inference(vals, host(res.energy), host(res.converged), host(res.consistent), host(res.residual),
+                     int(res.iterations), solver, batch, res)
+
+
+def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: dict | None = None,
+                    samples: int | None = None, seed: int = 0, dense_cutoff: int | None = None):
+    """The spectrum of L_free at the gates of ``boundary``'s harmonic extension (with ``targets``: of
+    the two-sided equilibrium), or over ``samples`` random activation patterns (``Sheaf.spectrum``,
+    ``sheaf spectrum``); ``report.warning`` says when some extension did not converge."""
+    import numpy as np
+
+    from .analysis.spectrum import DEFAULT_SAMPLES, DENSE_CUTOFF, VARIANTS, sample_states, spectrum, states_at
+    from .ir import is_state_dependent
+
+    _count("samples", samples, 1)
+    _count("dense_cutoff", dense_cutoff, 0)
+    note = None
+    if boundary is not None:
+        from .solvers import solve
+
+        sources = VARIANTS["inference"]
+        if targets is not None:
+            boundary = {**boundary, **targets}
+            sources = VARIANTS["training"]
+        res = solve(G, params, boundary, method="exact", sources=sources)
+        states, mode = states_at(res), "inputs" if targets is None else "inputs+targets"
+        bad = int(np.sum(~np.asarray(res.converged, dtype=bool)))
+        if bad:
+            note = f"{bad} of {res.batch} harmonic extension(s) did not converge; their spectra use the last gates"
+    else:
+        n = DEFAULT_SAMPLES if samples is None else samples
+        states = sample_states(G, n, np.random.default_rng([seed, 1]))
+        mode = "samples" if is_state_dependent(G) else "fixed"
+    report = spectrum(G, params, states, dense_cutoff=DENSE_CUTOFF if dense_cutoff is None else dense_cutoff,
+                      mode=mode)
+    report.warning = note
+    return report
+
+
+def _diagnose(G, config, params, split: str, source: str) -> DiagnoseReport:
+    from .training.data import dataset_for
+    from .training.diagnostics import diagnose
+    from .training.trainers import make_trainer
+
+    ds = dataset_for(G, config)
+    trainer = make_trainer(G, config, ds, params=params)
+    X, Y = (ds.X_train, ds.Y_train) if split == "train" else (ds.X_test, ds.Y_test)
+    discords = trainer.edge_discords(X, Y)
+    lam = trainer.lambda_min_sample(X, k=16)
+    return DiagnoseReport(diagnose(G, discords), float(lam), ds.name, split, int(len(X)), source,
+                          G.graph.get("name", "sheaf"))
+
+
+def open_run(path) -> tuple[Sheaf, dict, object]:
+    """A run directory (``sheaf train --out``): its model as a :class:`Sheaf`, its checkpoint's
+    parameters, and the :class:`sheafdsl.training.fit.SavedRun` (config, step, meta)."""
+    from .training.fit import load_run
+
+    saved = load_run(path)
+    return Sheaf(saved.G), saved.params, saved
+
+
+def diagnose_run(path, *, data: str | None = None, split: str = "train") -> DiagnoseReport:
+    """``sheaf diagnose RUN_DIR``: the discord of a run's checkpoint, on its data (or ``data``)."""
+    from .training.fit import load_run
+
+    _choice("split", split, SPLITS)
+    saved = load_run(path, data=data)
+    return _diagnose(saved.G, saved.config, saved.params, split, source=f"run {path} at step {saved.step}")
+
+
+def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool = False, plots: bool | None = None,
+          on_step=None, **options) -> Fit:
+    """Train ``sheaf`` (a :class:`Sheaf`, or a model path) as ``sheaf train`` does; return a :class:`Fit`.
+
+    ``options`` are the training options (``steps``, ``lr``, ``trainer``, ``seed``, ``data``... every
+    field of :class:`sheafdsl.training.config.TrainConfig`), over the model's ``train`` statement.
+    ``params``: initial parameters (default: seeded). ``out``: a run directory to write (checkpoints,
+    metrics.jsonl, summary.json, plots); without it the run stays in memory. ``resume`` continues the
+    run in ``out``. ``baseline``: train backprop beside it (``Fit.baseline``). ``on_step(step, loss,
+    baseline_loss)`` is called after each step. A divergence raises SheafError E640; Ctrl-C raises
+    KeyboardInterrupt after saving a checkpoint (with ``out``).
+    """
+    from .lowering import to_numpy
+    from .training.fit import finish_run, start_run
+
+    if isinstance(sheaf, (str, os.PathLike)):
+        sheaf = load(sheaf)
+    if not isinstance(sheaf, Sheaf):
+        raise _err("E526", f"train needs a Sheaf (sheafdsl.load(...)) or a model path, not {type(sheaf).__name__}")
+    if resume and params is not None:
+        raise _err("E634", "cannot resume with new initial parameters: a resumed run continues from its checkpoint")
+    run = start_run(sheaf.graph, file=sheaf.path, overrides=options, out=out, resume=resume, baseline=baseline,
+                    params=params, record=out is not None)
+    outcome = run.session.run(run.config.steps, on_step=on_step)
+    if outcome.status == "diverged":
+        raise outcome.error
+    if outcome.status == "interrupted":
+        raise KeyboardInterrupt(f"training interrupted at step {outcome.step}")
+    done = finish_run(run, plots=out is not None if plots is None else plots, discords=False)
+    P = {k: to_numpy(v).copy() for k, v in run.session.trainer.params.items()}
+    return Fit(P, run.session.metrics.read(), done.result, run.config, done.summary.get("baseline"),
+               None if run.rundir is None else run.rundir.path, sheaf)
+
+
+__all__ = ["load", "loads", "train", "open_run", "diagnose_run", "harmonic_extension", "spectrum_report", "Sheaf", "Inference", "Fit", "DiagnoseReport"]

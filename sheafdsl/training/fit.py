@@ -1,0 +1,311 @@
+"""A training run from start to finish: config, resume, run directory and metadata, evaluation, plots.
+
+What ``sheaf train`` and ``sheafdsl.train`` share (the CLI adds only the progress bar and the
+printing):
+
+- :func:`start_run` merges the options (flags over the model's ``train`` statement over the
+  defaults of :class:`~sheafdsl.training.config.TrainConfig`), or, with ``resume``, reopens a run
+  directory and checks that the model, the data and every trajectory-changing option are those the
+  run started with (E631, E633, E634); it builds the trainer (and the backprop baseline beside it,
+  from the same initial parameters) and a :class:`~sheafdsl.training.run.TrainingSession`, with a run
+  directory (``model.sheaf``, ``meta.json``, checkpoints, ``metrics.jsonl``) or, with ``out=None``
+  and ``record=False``, in memory;
+- :func:`finish_run` evaluates, writes ``summary.json`` and the plots, and returns the result row;
+- :func:`load_run` reopens a run directory for ``sheaf diagnose``: the model saved with it, its
+  config and its checkpoint's parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import Diagnostic, SheafError
+
+#: options that may differ from the checkpoint's config on resume (they do not change the trajectory)
+RESUME_FREE = ("steps", "log_every", "backend")
+
+LOSS_LABEL = {"regression": "training MSE (batch, forward pass)", "binary": "training cross-entropy (batch)",
+              "multiclass": "training cross-entropy (batch)"}
+
+
+@dataclass
+class Run:
+    """A prepared run: the session to drive, and what it was made from."""
+
+    G: object
+    config: object
+    data: object
+    session: object
+    file: str
+    checkpoint: object = None  # the checkpoint resumed from, or None
+    notes: list[str] = field(default_factory=list)  # things the user should know (e.g. no baseline)
+
+    @property
+    def rundir(self):
+        return self.session.rundir
+
+    @property
+    def baseline(self):
+        return self.session.baseline
+
+    @property
+    def start_step(self) -> int:
+        return 0 if self.checkpoint is None else int(self.checkpoint.step)
+
+
+def data_fingerprint(spec: str) -> dict:
+    """``{"spec": ...}`` plus the file's sha256 when the data set is a file."""
+    from .checkpoint import sha256_file
+    from .data import TASKS
+
+    out = {"spec": spec}
+    if spec not in TASKS and os.path.isfile(spec):
+        out["sha256"] = sha256_file(spec)
+    return out
+
+
+def resume_config(ck, overrides: dict, baseline_flag, file: str):
+    """The config a resumed run continues with: the saved one, with only :data:`RESUME_FREE` changed (E634)."""
+    from .config import TrainConfig
+
+    saved = dict(ck.meta.get("config") or {})
+    for key, value in overrides.items():
+        if value is None or key in RESUME_FREE:
+            continue
+        if key in saved and saved[key] != value:
+            flag = "--" + key.replace("_", "-")
+            raise SheafError(Diagnostic(
+                "E634", f"cannot resume with {flag} {value}: the run in `{Path(ck.path).parent}` was started with "
+                        f"{flag} {saved[key]}", file=file,
+                hint="a resumed run continues the same trajectory; start a new run (another --out) to change it"))
+    if baseline_flag is True and not ck.baseline:
+        raise SheafError(Diagnostic("E634", "cannot resume with --baseline: the run was started without a baseline",
+                                    file=file, hint="drop --baseline, or start a new run"))
+    free = {k: v for k, v in overrides.items() if k in RESUME_FREE and v is not None}
+    return TrainConfig.from_sources(saved, free)
+
+
+def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: bool = False, baseline=None,
+              params: dict | None = None, record: bool = True, command: list | None = None,
+              checkpoint_every: float | None = None) -> Run:
+    """Prepare a run of the IR ``G`` (built from the model text ``G.graph["source"]`` of ``file``).
+
+    ``overrides``: option -> value (None: not given). ``baseline``: True/False, or None for "if the
+    trainer is not backprop and the model allows it". ``params``: initial parameters instead of the
+    seeded ones (validated). ``record=False`` with ``out=None``: no run directory (in memory).
+    ``checkpoint_every``: seconds of wall time between checkpoints (None: the session's default).
+    """
+    from ..lowering import check_params, to_numpy
+    from .checkpoint import load_checkpoint, sha256_text, versions
+    from .config import TrainConfig
+    from .data import dataset_for
+    from .run import MetricsLog, RunDir, TrainingSession, atomic_write_text, default_run_dir
+    from .trainers import make_trainer
+
+    overrides = dict(overrides or {})
+    text = G.graph.get("source") or ""
+    model_sha = sha256_text(text)
+    notes: list[str] = []
+    ck = None
+    if resume:
+        if out is None:
+            raise SheafError(Diagnostic("E631", "--resume needs --out DIR: the run directory to continue", file=file,
+                                        hint="e.g. `sheaf train FILE --out runs/my-run --resume`"))
+        rundir = RunDir(out).require_checkpoint()
+        ck = load_checkpoint(rundir.checkpoint)
+        if ck.meta.get("model_sha256") != model_sha:
+            raise SheafError(Diagnostic(
+                "E633", f"cannot resume: `{file}` is not the model the run in `{out}` was trained on "
+                        "(the model text differs)", file=file,
+                hint=f"compare with `{rundir.model}`; resume with that file, or start a new run"))
+        config = resume_config(ck, overrides, baseline, file)
+        use_baseline = bool(ck.baseline) and baseline is not False
+    else:
+        config = TrainConfig.from_sources(G.graph.get("train") or {}, overrides)
+        use_baseline = (True if baseline is None else baseline) and config.trainer != "backprop"
+
+    data = dataset_for(G, config)
+    fingerprint = data_fingerprint(config.data)
+    if ck is not None and (ck.meta.get("data") or {}).get("sha256") != fingerprint.get("sha256"):
+        raise SheafError(Diagnostic("E634", f"cannot resume: the data file `{config.data}` changed since the run "
+                                            "started",
+                                    file=file, hint="resume with the original data, or start a new run"))
+
+    if ck is not None:
+        initial = ck.params
+    elif params is not None:
+        initial = check_params(G, params, file=file)
+    else:
+        initial = None
+    trainer = make_trainer(G, config, data, params=initial)
+    if ck is not None:
+        trainer.load_state_dict(ck.state)
+    base = None
+    if use_baseline:
+        bconfig = dataclasses.replace(config, trainer="backprop")
+        if ck is not None:
+            base = make_trainer(G, bconfig, data, params={k: v.copy() for k, v in ck.params.items()})
+            base.load_state_dict(ck.baseline)  # its own parameters and optimiser state
+        else:  # the same initial parameters as the trainer's, copied
+            try:
+                base = make_trainer(G, bconfig, data,
+                                    params={k: to_numpy(v).copy() for k, v in trainer.params.items()})
+            except SheafError as exc:  # e.g. backprop needs a feed-forward chain; a skip connection is not one
+                if baseline:  # asked for explicitly
+                    raise
+                notes.append(f"no backprop baseline for this model ({exc.diagnostics[0].message})")
+
+    if ck is None:
+        if out is None and not record:
+            rundir = None
+        else:
+            rundir = RunDir(out if out is not None else default_run_dir(G.graph["name"])).create()
+            atomic_write_text(rundir.model, text)
+            MetricsLog(rundir.metrics).truncate_after(-1)  # a fresh (empty) log
+        data_meta = {**fingerprint, "name": data.name, "task": data.task, "n_train": int(len(data.X_train)),
+                     "n_test": int(len(data.X_test))}
+        path = G.graph.get("path") or file
+        meta = {"model": G.graph["name"], "model_file": file,
+                "model_path": os.path.abspath(path) if os.path.exists(path) else path,
+                "model_sha256": model_sha, "config": config.to_dict(), "seed": config.seed, "data": data_meta,
+                "baseline": "backprop" if base is not None else None, "versions": versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}
+        seconds = bseconds = 0.0
+    else:
+        meta = dict(ck.meta)
+        meta.pop("format", None)
+        meta["config"] = config.to_dict()
+        meta["model_file"] = file
+        meta["versions"] = versions()
+        meta.setdefault("resumed", []).append({"from_step": ck.step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        MetricsLog(rundir.metrics).truncate_after(ck.step)
+        seconds, bseconds = float(ck.meta.get("seconds") or 0.0), float(ck.meta.get("baseline_seconds") or 0.0)
+
+    timing = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
+    session = TrainingSession(rundir, G, trainer, data, meta=meta, baseline=base, log_every=config.log_every,
+                              seconds=seconds, baseline_seconds=bseconds, **timing)
+    return Run(G, config, data, session, file, ck, notes)
+
+
+def cli_command() -> list | None:
+    """``["sheaf", *argv]`` when running as the ``sheaf`` command (recorded in meta.json), else None."""
+    return ["sheaf", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("sheaf") else None
+
+
+def metric_row(ev: dict, task: str) -> dict:
+    """The headline metrics of an evaluation: losses, and test MSE (regression) or test accuracy."""
+    out = {"train_loss": ev.get("train_loss"), "test_loss": ev.get("test_loss")}
+    if task == "regression":
+        out["test_mse"] = ev.get("test_mse")
+    else:
+        out["test_accuracy"] = ev.get("test_accuracy")
+    return out
+
+
+@dataclass
+class Finished:
+    """What :func:`finish_run` computed: the result row, the summary, the plots written, the discords."""
+
+    result: dict
+    summary: dict
+    plots: list
+    discords: dict
+    evaluation: dict
+
+
+def finish_run(run: Run, *, plots: bool = True, discords: bool = True) -> Finished:
+    """Evaluate the trainer (and the baseline), write ``summary.json`` and the plots; return the result."""
+    from .run import atomic_write_json, json_number
+
+    session, config, data = run.session, run.config, run.data
+    tr, base = session.trainer, session.baseline
+    ev = tr.evaluate()
+    cf = ev.get("consistent_fraction")
+    records = session.metrics.read()
+    if cf is None and records:
+        cf = records[-1].get("consistent_fraction")
+    result = {"trainer": config.trainer, "steps": int(tr.step_count), "seconds": round(session.seconds, 6),
+              **{k: json_number(v) for k, v in metric_row(ev, data.task).items()},
+              "consistent_fraction": json_number(cf)}
+    summary = {"trainer": {**result, "evaluate": {k: json_number(v) if isinstance(v, (int, float)) else v
+                                                  for k, v in ev.items()}}}
+    if base is not None:
+        bev = base.evaluate()
+        summary["baseline"] = {"trainer": "backprop", "steps": int(base.step_count),
+                               "seconds": round(session.baseline_seconds, 6),
+                               **{k: json_number(v) for k, v in metric_row(bev, data.task).items()}}
+    plots = plots and session.rundir is not None
+    edge = tr.edge_discords(data.X_train, data.Y_train) if (plots or discords) else {}
+    written = write_plots(run, records, edge) if plots else []
+    summary["plots"] = [p.name for p in written]
+    if session.rundir is not None:
+        atomic_write_json(session.rundir.summary, summary)
+    return Finished(result, summary, written, edge, ev)
+
+
+def write_plots(run: Run, records: list, discords: dict) -> list:
+    """loss.png, discord.png and, for 2-D inputs, surface.png or boundary.png in the run directory."""
+    from ..lowering import to_numpy
+    from . import plots as P
+    from .diagnostics import diagnose, predictor
+
+    session, G, data, config = run.session, run.G, run.data, run.config
+    rd, name = session.rundir, G.graph["name"]
+    out = [P.plot_loss(records, rd.file("loss.png"), title=f"{name}: {config.trainer} trainer vs backprop"
+                       if session.baseline is not None else f"{name}: {config.trainer} trainer",
+                       main_label=config.trainer, ylabel=LOSS_LABEL.get(data.task, "training loss"))]
+    out.append(P.plot_discord(diagnose(G, discords), rd.file("discord.png"),
+                              title=f"{name}: equilibrium discord per edge at step {session.trainer.step_count}"))
+    if data.n_inputs == 2:
+        predict = predictor(G, {k: to_numpy(v) for k, v in session.trainer.params.items()})
+        if predict is not None:
+            if data.task == "regression" and data.n_outputs == 1:
+                out.append(P.plot_surface(predict, data, rd.file("surface.png"), title=f"{name}: learned surface"))
+            elif data.task != "regression":
+                out.append(P.plot_boundary(predict, data, rd.file("boundary.png"), title=f"{name}"))
+    return out
+
+
+@dataclass
+class SavedRun:
+    """A run directory reopened: its IR (from the model saved with it), config, parameters and step."""
+
+    G: object
+    config: object
+    params: dict
+    step: int
+    meta: dict
+    rundir: object
+
+
+def load_run(path, *, data: str | None = None) -> SavedRun:
+    """Reopen run directory ``path`` (E635 when it is not one); ``data`` overrides the run's data set."""
+    from ..frontend import load_text
+    from ..ir import from_model
+    from .checkpoint import load_checkpoint
+    from .config import TrainConfig
+    from .run import RunDir
+
+    rd = RunDir(path)
+    if not rd.has_checkpoint():
+        raise SheafError(Diagnostic("E635", f"`{path}` is a directory but not a run directory (no checkpoint.npz)",
+                                    hint="pass the --out directory of a `sheaf train` run, or a .sheaf file"))
+    ck = load_checkpoint(rd.checkpoint)
+    try:
+        text = rd.model.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SheafError(Diagnostic("E635", f"run directory `{path}` has no readable model.sheaf: "
+                                            f"{exc.strerror}")) from None
+    # resolve relative paths in the model (e.g. `init "w.npz":W`) against the original file's directory
+    G = from_model(load_text(text, path=ck.meta.get("model_path") or str(rd.model)))
+    config = TrainConfig.from_sources(ck.meta.get("config") or {}, {"data": data})
+    return SavedRun(G, config, ck.params, int(ck.step), dict(ck.meta), rd)
+
+
+__all__ = ["RESUME_FREE", "LOSS_LABEL", "Run", "Finished", "SavedRun", "data_fingerprint", "resume_config",
+           "start_run", "cli_command", "metric_row", "finish_run", "write_plots", "load_run"]
