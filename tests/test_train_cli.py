@@ -73,6 +73,9 @@ def test_paraboloid_metrics(para_run):
         assert all(v >= 0 for v in r["edge_discord"].values())
         assert r["loss"] > 0 and r["baseline_loss"] > 0
         assert r["lambda_min"] > 0  # the relative cohomology vanishes: L_free is positive definite
+        assert r["test_loss"] > 0 and r["baseline_test_loss"] > 0 and "test_accuracy" not in r
+    assert recs[0]["test_loss"] == recs[0]["baseline_test_loss"]  # the same initial parameters
+    assert recs[-1]["test_loss"] < recs[0]["test_loss"]  # it learns
     assert recs[0]["consistent_fraction"] is None and recs[0]["elapsed"] == 0  # step 0: no step taken yet
     assert recs[0]["loss"] == recs[0]["baseline_loss"]  # the same initial parameters
     for r in recs[1:]:
@@ -119,6 +122,9 @@ def test_classification_end_to_end(tmp_path):
     assert (out / "boundary.png").is_file() and not (out / "surface.png").exists()
     summ = json.loads((out / "summary.json").read_text())
     assert 0.5 < summ["trainer"]["test_accuracy"] <= 1 and 0 < summ["baseline"]["test_accuracy"] <= 1
+    last = MetricsLog(out / "metrics.jsonl").read()[-1]  # the accuracy curves end at the summary's numbers
+    assert last["test_accuracy"] == summ["trainer"]["test_accuracy"]
+    assert last["baseline_test_accuracy"] == summ["baseline"]["test_accuracy"]
     res = invoke([BLOBS, "--out", str(tmp_path / "blobs-json"), "--steps", "10", "--n", "80", "--json", "--no-plots"])
     line = json_line(res)
     assert set(line) == {"trainer", "steps", "seconds", "train_loss", "test_loss", "test_accuracy",

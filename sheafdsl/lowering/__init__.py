@@ -1,10 +1,23 @@
-"""Lowering: from the IR to operators on an array backend (numpy | cupy)."""
+"""Lowering: from the IR to operators on an array backend (numpy | cupy).
 
-from .assemble import (coboundary_matrix, edge_weight_vector, laplacian_matrix, nonlinear_jacobian, offset_vector,
-                       restriction_matrix, sigmoid, softmax)
+The assembled (scipy.sparse) forms in :mod:`.assemble` load on first use: the training path of a
+feed-forward network never needs scipy, and importing it costs a noticeable part of a short run.
+"""
+
 from .backend import BACKENDS, array_module, cupy_available, get_backend, to_numpy
 from .params import check_params, init_param, init_params, load_params
 
-__all__ = ["coboundary_matrix", "edge_weight_vector", "laplacian_matrix", "nonlinear_jacobian", "offset_vector",
-           "restriction_matrix", "sigmoid", "softmax", "BACKENDS", "array_module", "cupy_available", "get_backend",
-           "to_numpy", "check_params", "init_param", "init_params", "load_params"]
+_ASSEMBLE = ("coboundary_matrix", "edge_weight_vector", "laplacian_matrix", "nonlinear_jacobian", "offset_vector",
+             "restriction_matrix", "sigmoid", "softmax")
+
+
+def __getattr__(name: str):
+    if name in _ASSEMBLE:
+        from . import assemble
+
+        return getattr(assemble, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [*_ASSEMBLE, "BACKENDS", "array_module", "cupy_available", "get_backend", "to_numpy", "check_params",
+           "init_param", "init_params", "load_params"]

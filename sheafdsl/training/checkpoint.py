@@ -71,13 +71,18 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def versions() -> dict[str, str]:
-    """Versions of what produced the numbers: sheafdsl, python, numpy, scipy."""
-    import scipy
+    """Versions of what produced the numbers: sheafdsl, python, numpy, scipy (read from the installed
+    package's metadata: importing scipy only for its version would cost more than a short run's step)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from .. import __version__
 
+    try:
+        scipy_version = version("scipy")
+    except PackageNotFoundError:  # pragma: no cover - scipy is a core dependency
+        scipy_version = None
     return {"sheafdsl": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__}
+            "scipy": scipy_version}
 
 
 def _host(name: str, value) -> np.ndarray:

@@ -29,8 +29,8 @@ from ..errors import Diagnostic, SheafError
 #: options that may differ from the checkpoint's config on resume (they do not change the trajectory)
 RESUME_FREE = ("steps", "log_every", "backend")
 
-LOSS_LABEL = {"regression": "training MSE (batch, forward pass)", "binary": "training cross-entropy (batch)",
-              "multiclass": "training cross-entropy (batch)"}
+#: the task loss of the prediction (the harmonic extension with the input pinned), per task
+LOSS_LABEL = {"regression": "MSE", "binary": "cross-entropy", "multiclass": "cross-entropy"}
 
 
 @dataclass
@@ -256,9 +256,10 @@ def write_plots(run: Run, records: list, discords: dict) -> list:
 
     session, G, data, config = run.session, run.G, run.data, run.config
     rd, name = session.rundir, G.graph["name"]
+    loss = LOSS_LABEL.get(data.task, "loss")
     out = [P.plot_loss(records, rd.file("loss.png"), title=f"{name}: {config.trainer} trainer vs backprop"
                        if session.baseline is not None else f"{name}: {config.trainer} trainer",
-                       main_label=config.trainer, ylabel=LOSS_LABEL.get(data.task, "training loss"))]
+                       main_label=config.trainer, ylabel=f"{loss} (batch)", test_label=f"{loss} (test set)")]
     out.append(P.plot_discord(diagnose(G, discords), rd.file("discord.png"),
                               title=f"{name}: equilibrium discord per edge at step {session.trainer.step_count}"))
     if data.n_inputs == 2:

@@ -1,6 +1,8 @@
 """PNG plots of a training run (matplotlib, Agg; no pyplot, so no global backend is touched).
 
-- :func:`plot_loss`: the loss per logged step, the trainer against the baseline when one ran;
+- :func:`plot_loss` (``loss.png``): the training curves from ``metrics.jsonl``: the training loss
+  and the test loss (and, for a classifier, the test accuracy) per logged step, the trainer against
+  the baseline when one ran; below them λ_min(L_free) and each edge's discord over training;
 - :func:`plot_discord`: per-edge discord energy as bars, coloured by edge type, with the per-layer
   totals beside them;
 - :func:`plot_surface`: for a regression with a 2-D input and a 1-D output, the learned function
@@ -8,7 +10,9 @@
 - :func:`plot_boundary`: for a classification with a 2-D input, the decision regions with the test
   points (misclassified ones circled in red).
 
-Every function writes its PNG atomically and returns the path.
+Every function writes its PNG atomically and returns the path. Figures are laid out by hand
+(fixed margins and gaps in inches) rather than by matplotlib's constrained layout, which measures
+every tick label again and costs more than drawing the figure.
 """
 
 from __future__ import annotations
@@ -23,14 +27,19 @@ from .run import atomic_write_bytes
 TYPE_COLOURS = {"affine": "#1f77b4", "activation": "#ff7f0e", "output": "#2ca02c", "soft pin": "#9467bd",
                 "other": "#7f7f7f"}
 MAIN_COLOUR, BASE_COLOUR = "#1f77b4", "#d62728"
+EDGE_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+                "#17becf"]
 
 
-def _figure(w: float, h: float):
+def _figure(w: float, h: float, *, left=0.8, right=0.25, bottom=0.6, top=0.45, wspace=0.3, hspace=0.4):
+    """A w × h inch figure; margins in inches, gaps between panels as fractions of the panel size."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h), dpi=110, layout="constrained")
+    fig = Figure(figsize=(w, h), dpi=100)
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace,
+                        hspace=hspace)
     return fig
 
 
@@ -46,25 +55,97 @@ def _finite_xy(steps, values):
     return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
 
 
-def plot_loss(records: list[dict], path, *, title: str = "", main_label: str = "sheaf",
-              baseline_label: str = "backprop (baseline)", ylabel: str = "training loss (batch)") -> Path:
-    """Loss against step (log scale) from metrics records (``step``, ``loss``, optional ``baseline_loss``)."""
-    fig = _figure(7, 4.2)
-    ax = fig.add_subplot()
+def _ticks(ax, axis: str = "x", n: int = 5) -> None:
+    """At most about ``n`` labelled ticks, written compactly (``0.02``, ``1e-05``), on a linear or a
+    log axis: tick labels never run together, and a log axis spanning less than a decade still
+    gets labels (at 1, 2 and 5, or every digit, times a power of ten)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    if a.get_scale() == "log":
+        lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+        decades = np.log10(hi / lo) if lo > 0 else n
+        subs = tuple(range(1, 10)) if decades < 0.7 else (1.0, 2.0, 5.0) if decades < 2 else (1.0,)
+        a.set_major_locator(LogLocator(base=10, subs=subs, numticks=n + 1))
+        a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        a.set_minor_formatter(NullFormatter())
+    else:
+        a.set_major_locator(MaxNLocator(nbins=n, steps=[1, 2, 2.5, 5, 10]))
+
+
+def _curve(ax, records, key, label, colour, ls="-"):
     steps = [r["step"] for r in records]
-    xs, ys = _finite_xy(steps, [r.get("loss") for r in records])
-    ax.plot(xs, ys, color=MAIN_COLOUR, lw=1.8, marker="o" if len(xs) < 30 else None, ms=3, label=main_label)
-    bx, by = _finite_xy(steps, [r.get("baseline_loss") for r in records])
-    if bx:
-        ax.plot(bx, by, color=BASE_COLOUR, lw=1.5, ls="--", marker="s" if len(bx) < 30 else None, ms=3,
-                label=baseline_label)
-    if ys and min(ys + by) > 0:
+    xs, ys = _finite_xy(steps, [r.get(key) for r in records])
+    if xs:
+        ax.plot(xs, ys, color=colour, lw=1.6, ls=ls, marker="o" if len(xs) < 30 else None, ms=3, label=label)
+    return ys
+
+
+def _panel(ax, records, key, title, ylabel, main_label, baseline_label, log=True):
+    ys = _curve(ax, records, key, main_label, MAIN_COLOUR)
+    bys = _curve(ax, records, "baseline_" + key, baseline_label, BASE_COLOUR, ls="--")
+    if log and ys and min(ys + bys) > 0:
         ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title or "training loss")
+    if not ys and not bys:
+        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_xlabel("step", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    _ticks(ax, "x")
+    _ticks(ax, "y")
+    if ys and bys:
+        ax.legend(fontsize=8)
+
+
+def plot_loss(records: list[dict], path, *, title: str = "", main_label: str = "sheaf",
+              baseline_label: str = "backprop (baseline)", ylabel: str = "training loss (batch)",
+              test_label: str = "test loss") -> Path:
+    """The training curves of a run from its metrics records (see the module docstring).
+
+    Records carry ``step`` and any of ``loss``, ``test_loss``, ``test_accuracy`` (each also with a
+    ``baseline_`` prefix), ``lambda_min`` and ``edge_discord`` (edge -> ½‖(δc*)_e‖²); a missing or
+    non-finite value is skipped.
+    """
+    accuracy = any(r.get("test_accuracy") is not None for r in records)
+    top = 3 if accuracy else 2
+    fig = _figure(11, 7.2, left=0.8, bottom=0.55, top=0.7, wspace=1.1, hspace=0.45)
+    gs = fig.add_gridspec(2, 6)
+    span = 6 // top
+    axes = [fig.add_subplot(gs[0, k * span:(k + 1) * span]) for k in range(top)]
+    _panel(axes[0], records, "loss", "training loss", ylabel, main_label, baseline_label)
+    _panel(axes[1], records, "test_loss", "test loss", test_label, main_label, baseline_label)
+    if accuracy:
+        _panel(axes[2], records, "test_accuracy", "test accuracy", "accuracy", main_label, baseline_label, log=False)
+    ax = fig.add_subplot(gs[1, 0:3])
+    ys = _curve(ax, records, "lambda_min", "λ_min", "#444444")
+    if ys and min(ys) > 0:
+        ax.set_yscale("log")
+    ax.set_title("λ_min(L_free), 16 training examples at their forward pattern", fontsize=10)
+    ax.set_ylabel("λ_min", fontsize=9)
+    ax.set_xlabel("step", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    _ticks(ax, "x")
+    _ticks(ax, "y")
+    ax = fig.add_subplot(gs[1, 3:6])
+    names = list(dict.fromkeys(k for r in records for k in (r.get("edge_discord") or {})))
+    steps = [r["step"] for r in records]
+    positive = True
+    for i, e in enumerate(names):
+        xs, ys = _finite_xy(steps, [(r.get("edge_discord") or {}).get(e) for r in records])
+        if xs:
+            ax.plot(xs, ys, color=EDGE_PALETTE[i % len(EDGE_PALETTE)], lw=1.4, label=e)
+            positive = positive and min(ys) > 0
+    if names and positive and ax.lines:
+        ax.set_yscale("log")
+    ax.set_title("discord per edge  ½‖(δc*)_e‖² (mean)", fontsize=10)
+    ax.set_xlabel("step", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    _ticks(ax, "x")
+    _ticks(ax, "y")
+    if ax.lines:
+        ax.legend(fontsize=7, ncol=2 if len(ax.lines) > 5 else 1, loc="best")
+    fig.suptitle(title or "training curves", fontsize=11)
     return _save(fig, path)
 
 
@@ -74,10 +155,13 @@ def plot_discord(diagnosis, path, *, title: str = "") -> Path:
 
     rows = diagnosis.edges
     side = [("per type", diagnosis.types, True)] + ([("per layer", diagnosis.layers, False)] if diagnosis.layers else [])
-    fig = _figure(6 + 2.3 * len(side), max(3.0, 0.35 * len(rows) + 1.6))
-    gs = fig.add_gridspec(1, 1 + len(side), width_ratios=[3] + [1.2] * len(side))
-    ax = fig.add_subplot(gs[0, 0])
+    width = 6.5 + 2.4 * len(side)
     names = [r.name for r in rows]
+    left = 0.35 + 0.075 * max([len(n) for n in names] + [4])  # room for the edge names
+    height = max(3.2, 0.35 * len(rows) + 1.9)
+    fig = _figure(width, height, left=left, right=0.2, bottom=1.0, top=0.45, wspace=0.55)
+    gs = fig.add_gridspec(1, 1 + len(side), width_ratios=[3.2] + [1.2] * len(side))
+    ax = fig.add_subplot(gs[0, 0])
     vals = np.array([r.energy if np.isfinite(r.energy) else 0.0 for r in rows])
     colours = [TYPE_COLOURS.get(r.type, "#7f7f7f") for r in rows]
     y = np.arange(len(rows))
@@ -87,25 +171,32 @@ def plot_discord(diagnosis, path, *, title: str = "") -> Path:
     positive = vals[vals > 0]
     if positive.size and positive.max() / positive.min() > 100:
         ax.set_xscale("log")
-        ax.set_xlim(positive.min() / 3, positive.max() * 3)
+        ax.set_xlim(positive.min() / 3, positive.max() * 30)  # room for the value labels
+    elif positive.size:
+        ax.set_xlim(0, positive.max() * 1.45)
+    _ticks(ax, "x", n=5)
+    if ax.get_xscale() == "linear":
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
     for yi, (r, v) in enumerate(zip(rows, vals)):
         if v > 0:
             ax.text(v, yi, f" {v:.3g} ({100 * r.share:.0f}%)", va="center", fontsize=8)
-    ax.set_xlabel("discord energy  ½ w² ‖δc*‖²  (mean per example)")
-    ax.set_title(title or "discord per edge", loc="left")
+    ax.set_xlabel("discord energy  ½ w² ‖δc*‖²  (mean per example)", fontsize=9)
+    ax.set_title(title or "discord per edge", loc="left", fontsize=10)
     used = [t for t in TYPE_COLOURS if any(r.type == t for r in rows)]
-    ax.legend(handles=[Patch(color=TYPE_COLOURS[t], label=t) for t in used], loc="best", fontsize=8, framealpha=0.9)
+    ax.legend(handles=[Patch(color=TYPE_COLOURS[t], label=t) for t in used], loc="lower right", fontsize=8,
+              framealpha=0.9)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.margins(x=0.25)
     for k, (label, groups, by_type) in enumerate(side, start=1):
         axk = fig.add_subplot(gs[0, k])
         colours = [TYPE_COLOURS.get(g.group, "#7f7f7f") for g in groups] if by_type else "#8c564b"
         axk.bar([g.group if by_type else f"layer {g.group}" for g in groups], [100 * g.share for g in groups],
                 color=colours)
-        axk.set_ylabel("share of the residual (%)")
+        axk.set_ylabel("share of the residual (%)", fontsize=9)
         axk.set_ylim(0, 105)
-        axk.set_title(label)
-        axk.tick_params(axis="x", rotation=45)
+        axk.set_title(label, fontsize=10)
+        axk.tick_params(axis="x", rotation=45, labelsize=8)
+        for lab in axk.get_xticklabels():
+            lab.set_horizontalalignment("right")
         axk.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -121,18 +212,19 @@ def _grid(X: np.ndarray, n: int = 120):
 
 def plot_surface(predict, data, path, *, title: str = "") -> Path:
     """Regression, 2-D input: the learned f̂ over the data's box, and predicted vs true on the test set."""
-    fig = _figure(10, 4.4)
-    ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    fig = _figure(11, 4.6, left=0.7, right=0.25, bottom=0.6, top=0.45)
+    gs = fig.add_gridspec(1, 4, width_ratios=[1, 0.05, 0.42, 1], wspace=0.08)
+    ax, cax, ax2 = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1]), fig.add_subplot(gs[0, 3])
     A, B, P = _grid(np.asarray(data.X_train))
     F = np.asarray(predict(P))[:, 0].reshape(A.shape)
     cs = ax.contourf(A, B, F, levels=20, cmap="viridis")
     ax.contour(A, B, F, levels=10, colors="k", linewidths=0.4, alpha=0.5)
-    fig.colorbar(cs, ax=ax, label="learned f̂(x)")
+    fig.colorbar(cs, cax=cax, label="learned f̂(x)")
     Xt = np.asarray(data.X_train)
     ax.scatter(Xt[:, 0], Xt[:, 1], s=6, c="white", edgecolors="k", linewidths=0.3, label="training points")
     ax.set_xlabel("x₁")
     ax.set_ylabel("x₂")
-    ax.set_title(title or "learned surface")
+    ax.set_title(title or "learned surface", fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
     Xs, Ys = np.asarray(data.X_test), np.asarray(data.Y_test).reshape(len(data.X_test), -1)[:, 0]
     pred = np.asarray(predict(Xs))[:, 0]
@@ -142,7 +234,7 @@ def plot_surface(predict, data, path, *, title: str = "") -> Path:
     mse = float(np.mean((pred - Ys) ** 2))
     ax2.set_xlabel("true y (test)")
     ax2.set_ylabel("predicted ŷ")
-    ax2.set_title(f"test set: MSE {mse:.4g}")
+    ax2.set_title(f"test set: MSE {mse:.4g}", fontsize=10)
     ax2.grid(True, alpha=0.3)
     return _save(fig, path)
 
@@ -165,7 +257,7 @@ def plot_boundary(predict, data, path, *, title: str = "") -> Path:
     """Classification, 2-D input: decision regions of the model, test points coloured by true class."""
     from matplotlib.colors import ListedColormap
 
-    fig = _figure(6.4, 5.2)
+    fig = _figure(6.4, 5.4, left=0.7, right=0.2, bottom=0.6, top=0.45)
     ax = fig.add_subplot()
     A, B, P = _grid(np.vstack([np.asarray(data.X_train), np.asarray(data.X_test)]), n=200)
     out = np.asarray(predict(P))

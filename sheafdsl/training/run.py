@@ -190,8 +190,9 @@ class MetricsLog:
 
     A record has at least ``step``; ``sheaf train`` writes ``loss``, ``edge_discord`` (edge -> value),
     ``lambda_min`` (on the steps where it is sampled), ``consistent_fraction``, ``elapsed`` (seconds
-    in trainer steps so far) and, when a baseline runs, ``baseline_loss``. Non-finite numbers are
-    written as null.
+    in trainer steps so far), ``test_loss`` (and ``test_accuracy`` for a classifier) and, when a
+    baseline runs, ``baseline_loss``, ``baseline_test_loss`` (``baseline_test_accuracy``) and
+    ``baseline_elapsed``. Non-finite numbers are written as null.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -321,6 +322,12 @@ class _DeferredInterrupt:
         return False
 
 
+def _test_metrics(trainer) -> dict:
+    """The test split's loss and accuracy (classification) of ``trainer``'s current parameters, for the log."""
+    ev = trainer.evaluate(("test",))
+    return {k: json_number(ev[k]) for k in ("test_loss", "test_accuracy") if k in ev}
+
+
 def _finite(x) -> bool:
     return x is not None and math.isfinite(float(x))
 
@@ -399,8 +406,10 @@ class TrainingSession:
         if step % every == 0 or step == steps:
             rec["lambda_min"] = json_number(self.trainer.lambda_min_sample(self.X_log, k=self.lambda_k))
         rec.update(consistent_fraction=json_number(last.get("consistent_fraction")), elapsed=self.seconds)
-        if baseline_last is not None:
+        rec.update(_test_metrics(self.trainer))
+        if baseline_last is not None and self.baseline is not None:
             rec["baseline_loss"] = json_number(baseline_last.get("loss"))
+            rec.update({f"baseline_{k}": v for k, v in _test_metrics(self.baseline).items()})
             rec["baseline_elapsed"] = self.baseline_seconds
         self.metrics.append(rec)
         return rec

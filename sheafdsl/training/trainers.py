@@ -161,11 +161,14 @@ class Trainer:
     def _gradients(self, X, Y, idx):
         raise NotImplementedError
 
-    def evaluate(self) -> dict:
-        """Task losses of the forward pass on both splits, with test MSE or accuracies."""
+    def evaluate(self, splits=("train", "test")) -> dict:
+        """Task losses of the forward pass on ``splits``, with their MSE (regression) or accuracy:
+        ``{"train_loss", "train_mse" | "train_accuracy", "test_loss", ...}``."""
         task = self.data.task
         out = {}
-        for split, X, Y in (("train", self.Xtr, self.Ytr), ("test", self.Xte, self.Yte)):
+        data = {"train": (self.Xtr, self.Ytr), "test": (self.Xte, self.Yte)}
+        for split in splits:
+            X, Y = data[split]
             pred = self._predict(X)
             out[f"{split}_loss"] = task_loss(task, pred, Y, self.xp)
             if task == "regression":
