@@ -8,6 +8,7 @@ on a shared or noisy machine. Tasks (DESIGN.md §6):
   also the same network with a weak output coupling (``--coupling``: the output edge's weight w_o,
   declared in the model text: R = E(c*) → w_o² · ½ MSE as w_o → 0);
 - ``circle`` ([2, 25, 1] sigmoid) and ``blobs`` ([2, 25, 4] softmax): test accuracy, sheaf vs backprop;
+- ``deep`` ([2, 30, 30, 30, 1] ReLU, ``network`` sugar, w_o = 1) on the paraboloid: in-step time;
 - ``digits`` ([64, 64, 10] softmax, 1437 train / 360 test): sheaf test accuracy;
 - ``joint``: the paper's rule (``--trainer joint --optimizer sgd``, α = 1, β = 1/300, dt = 0.005,
   100,000 steps) on the paraboloid: train MSE and seconds.
@@ -17,6 +18,7 @@ Usage::
     python benchmarks/bench_train.py                      # everything (several minutes)
     python benchmarks/bench_train.py --tasks paraboloid --repeats 3
     python benchmarks/bench_train.py --quick              # short smoke run (fewer steps)
+    python benchmarks/bench_train.py --threads 2          # BLAS threads (default 1, stated in the JSON)
     python benchmarks/bench_train.py --json out.json
 
 Prints a table, then one JSON document (also written to ``--json`` when given).
@@ -47,6 +49,7 @@ MODELS = {
     "circle": "sheaf circle\nnetwork mlp : 2 -> 25 -> 1 relu output sigmoid\n",
     "blobs": "sheaf blobs\nnetwork mlp : 2 -> 25 -> 4 relu output softmax\n",
     "digits": "sheaf digits\nnetwork mlp : 64 -> 64 -> 10 relu output softmax\n",
+    "deep": "sheaf deep\nnetwork mlp : 2 -> 30 -> 30 -> 30 -> 1 relu\n",
 }
 
 
@@ -110,6 +113,20 @@ def bench_paraboloid(args) -> dict:
     return res
 
 
+def bench_deep(args) -> dict:
+    """A [2, 30, 30, 30, 1] ReLU net (the ``network`` sugar, output weight 1) on the paraboloid: the deep
+    chain path (sliding units on hidden layers 2-3 make coupled rows in the output-space solve)."""
+    G = from_model(load_text(MODELS["deep"]))
+    base = {"data": "paraboloid", "steps": args.deep_steps, "optimizer": "adam", "lr": 0.01, "seed": 0, "n": 300,
+            "n_test": 100}
+    res = side_by_side(G, base, args.repeats)
+    res["settings"] = base
+    res["mse_ratio"] = res["sheaf"]["test_mse"] / res["backprop"]["test_mse"]
+    res["time_ratio"] = res["sheaf"]["seconds_median"] / res["backprop"]["seconds_median"]
+    res["cpu_ratio"] = res["sheaf"]["cpu_min"] / res["backprop"]["cpu_min"]
+    return res
+
+
 def bench_classification(task: str, args) -> dict:
     G = from_model(load_text(MODELS[task]))
     base = {"data": task, "steps": args.steps or 3000, "optimizer": "adam", "lr": 0.01, "seed": 0}
@@ -155,6 +172,13 @@ def table(results: dict) -> str:
                              f"{r[t]['seconds_median']:.2f}",
                              f"ratio mse {r['mse_ratio']:.2f}, wall {r['time_ratio']:.2f}, cpu {r['cpu_ratio']:.2f}"
                              if t == "sheaf" else ""))
+    r = results.get("deep")
+    if r:
+        for t in ("sheaf", "backprop"):
+            rows.append(("deep [2,30,30,30,1]", t, f"mse {r[t]['test_mse']:.5f}", f"mse {r[t]['train_mse']:.5f}",
+                         f"{r[t]['seconds_median']:.2f}",
+                         f"ratio mse {r['mse_ratio']:.2f}, wall {r['time_ratio']:.2f}, cpu {r['cpu_ratio']:.2f}"
+                         if t == "sheaf" else ""))
     for task in ("circle", "blobs", "digits"):
         r = results.get(task)
         if r:
@@ -174,12 +198,13 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tasks", default="paraboloid,circle,blobs,digits,joint",
-                    help="comma-separated: paraboloid, circle, blobs, digits, joint")
+    ap.add_argument("--tasks", default="paraboloid,deep,circle,blobs,digits,joint",
+                    help="comma-separated: paraboloid, deep, circle, blobs, digits, joint")
     ap.add_argument("--repeats", type=int, default=2, help="alternating timing rounds (median)")
     ap.add_argument("--steps", type=int, default=None, help="override the 3000 steps of paraboloid/circle/blobs")
     ap.add_argument("--coupling", type=float, nargs="*", default=[1.0],
                     help="extra paraboloid runs with this output-edge weight w_o")
+    ap.add_argument("--deep-steps", type=int, default=1000)
     ap.add_argument("--digits-steps", type=int, default=500)
     ap.add_argument("--digits-batch", type=int, default=None)
     ap.add_argument("--joint-steps", type=int, default=100_000)
@@ -197,7 +222,7 @@ def main(argv=None) -> int:
 
 def _main(ap, args) -> int:
     if args.quick:
-        args.steps, args.digits_steps, args.joint_steps, args.repeats = 300, 100, 2000, 1
+        args.steps, args.deep_steps, args.digits_steps, args.joint_steps, args.repeats = 300, 100, 100, 2000, 1
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     results: dict = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                                  "cpus": os.cpu_count(), "blas_threads": args.threads}}
@@ -209,6 +234,8 @@ def _main(ap, args) -> int:
             results[t] = bench_classification(t, args)
         elif t == "digits":
             results[t] = bench_digits(args)
+        elif t == "deep":
+            results[t] = bench_deep(args)
         elif t == "joint":
             results[t] = bench_joint(args)
         else:

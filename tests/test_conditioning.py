@@ -12,7 +12,7 @@ from sheafdsl.ir import free_indices, from_model, total_dim
 from sheafdsl.lowering import init_params, laplacian_matrix
 from sheafdsl.testing import networks, widths
 from sheafdsl.training.conditioning import FreeInverse, lambda_min_free, lanczos_max
-from sheafdsl.training.equilibrium import feedforward, forward
+from sheafdsl.lowering.chain import feedforward, forward
 
 
 def dense_lambda_min(G, P, X):

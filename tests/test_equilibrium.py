@@ -11,9 +11,9 @@ from sheafdsl.frontend import load_file, load_text
 from sheafdsl.ir import from_model, free_indices, pinned_indices, total_dim
 from sheafdsl.lowering import coboundary_matrix, edge_weight_vector, init_params, offset_vector
 from sheafdsl.training.data import load_dataset
-from sheafdsl.training.equilibrium import (_filippov, diffusion_equilibrium, energy_gradient, equilibrium_energy,
-                                           exact_equilibrium, feedforward, forward, local_gradients,
-                                           parameter_sheaf_energy, parameter_sheaf_gradients, solve_pattern)
+from sheafdsl.lowering.chain import energy_gradient, equilibrium_energy, feedforward, forward
+from sheafdsl.solvers.chain import _filippov, diffusion_equilibrium, exact_equilibrium, solve_pattern
+from sheafdsl.training.update import local_gradients, parameter_sheaf_energy, parameter_sheaf_gradients
 
 
 def model(text: str):
@@ -375,7 +375,7 @@ def test_ties_pull_parameters_together():
 
 
 def test_a_verified_guess_is_accepted_and_a_wrong_one_is_repaired(parab):
-    from sheafdsl.training.equilibrium import kkt_ok
+    from sheafdsl.solvers.chain import kkt_ok
 
     G, net, P, X, Y = parab
     eq = exact_equilibrium(net, P, X, Y)
@@ -396,8 +396,8 @@ def test_unsettled_subset_solves_match_solving_each_example_alone(text, kernel, 
     """After the first whole-batch iteration only the unsettled examples are re-solved; the result is
     what each example gets when solved on its own (a batch of one never takes the subset path).
     ``auto`` runs the shallow kernel on these one-hidden-layer chains, ``general`` the general loop."""
-    import sheafdsl.training.equilibrium as eqm
-    import sheafdsl.training.shallow as shm
+    import sheafdsl.solvers.chain as eqm
+    import sheafdsl.solvers.shallow as shm
 
     if text == "paper":
         G = from_model(load_file("models/paraboloid_paper.sheaf"))
@@ -454,7 +454,7 @@ def test_unsettled_subset_solves_match_solving_each_example_alone(text, kernel, 
 def test_the_sigmoid_output_equation_is_solved_from_any_start(p_f, k1, w, y, warm):
     """ρ/w² + s(p_f + k1 ρ) = y has one root; the safeguarded Newton finds it from a cold or any warm
     start (plain Newton inside the bracket can stall: the steps must keep halving)."""
-    from sheafdsl.training.equilibrium import _sigmoid_scalar
+    from sheafdsl.solvers.output import sigmoid_scalar as _sigmoid_scalar
 
     w2 = w * w
     rho, ok = _sigmoid_scalar(np.array([[p_f]]), np.array([[k1]]), np.array([[y]]), w2, 1e-10, np,
@@ -469,7 +469,7 @@ def test_the_sigmoid_output_equation_is_solved_from_any_start(p_f, k1, w, y, war
 def test_the_sigmoid_output_equation_converges_on_a_large_random_batch(w2):
     """Regression: plain Newton-with-bisection-on-exit stalled on about 1 in 7,000 of these (e.g.
     p_f = −2.84, k1 = 4.10, y = 1, w² = 9) and reported the example not converged."""
-    from sheafdsl.training.equilibrium import _sigmoid_scalar
+    from sheafdsl.solvers.output import sigmoid_scalar as _sigmoid_scalar
 
     rng = np.random.default_rng(0)
     n = 50_000
@@ -484,25 +484,25 @@ def test_a_converged_example_stays_put_while_the_batch_iterates():
     """Regression: an example warm-started at its root was bisected away (a Newton step of zero
     length counted as leaving the bracket) whenever another example kept the batch iterating, and
     took ~30 more iterations to come back; late in circle training that was most of the calls."""
-    from sheafdsl.training import equilibrium as eqm
+    from sheafdsl.solvers import output as eqm
 
     p, k, w2 = np.array([[0.84], [-30.0]]), np.array([[4.9], [400.0]]), 1.0
     y = np.array([[0.0], [1.0]])
-    root, _ = eqm._sigmoid_scalar(p[:1], k[:1], y[:1], w2, 1e-10, np)  # example 0 alone
+    root, _ = eqm.sigmoid_scalar(p[:1], k[:1], y[:1], w2, 1e-10, np)  # example 0 alone
     calls = []
-    real = eqm._phi
+    real = eqm.phi
 
     def counting(fn, z, xp):
         calls.append(1)
         return real(fn, z, xp)
 
-    eqm._phi = counting
+    eqm.phi = counting
     try:
-        eqm._sigmoid_scalar(p[1:], k[1:], y[1:], w2, 1e-10, np, rho0=np.array([[0.0]]))  # example 1 alone
+        eqm.sigmoid_scalar(p[1:], k[1:], y[1:], w2, 1e-10, np, rho0=np.array([[0.0]]))  # example 1 alone
         alone = len(calls)
         calls.clear()
-        rho, ok = eqm._sigmoid_scalar(p, k, y, w2, 1e-10, np, rho0=np.array([[root[0, 0]], [0.0]]))
+        rho, ok = eqm.sigmoid_scalar(p, k, y, w2, 1e-10, np, rho0=np.array([[root[0, 0]], [0.0]]))
     finally:
-        eqm._phi = real
+        eqm.phi = real
     assert ok.all() and rho[0, 0] == root[0, 0]  # not moved at all
     assert len(calls) == alone  # the batch takes as long as its slowest example, no longer

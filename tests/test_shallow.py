@@ -12,8 +12,9 @@ from sheafdsl.ir import from_model
 from sheafdsl.lowering import init_params
 from sheafdsl.training.config import TrainConfig
 from sheafdsl.training.data import load_dataset
-from sheafdsl.training.equilibrium import exact_equilibrium, feedforward, kkt_ok, solve_pattern
-from sheafdsl.training.shallow import is_shallow, shallow_chain
+from sheafdsl.lowering.chain import feedforward
+from sheafdsl.solvers.chain import exact_equilibrium, kkt_ok, solve_pattern
+from sheafdsl.solvers.shallow import is_shallow, shallow_chain
 from sheafdsl.training.trainers import make_trainer
 
 
@@ -157,7 +158,7 @@ def test_chain_constants_are_the_chain():
 
 def test_training_with_the_kernel_follows_the_general_loop(monkeypatch):
     """Fifty Adam steps of the sheaf trainer on the paraboloid: the same parameters either way."""
-    import sheafdsl.training.equilibrium as eqm
+    import sheafdsl.solvers.chain as eqm
 
     G = from_model(load_file("models/paraboloid.sheaf"))
     cfg = TrainConfig.from_sources(G.graph.get("train") or {}, {"steps": 50, "n": 100, "n_test": 10})

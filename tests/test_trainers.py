@@ -12,7 +12,8 @@ from sheafdsl.lowering import init_params
 from sheafdsl.training.backprop import backprop_gradients
 from sheafdsl.training.config import TrainConfig
 from sheafdsl.training.data import load_dataset
-from sheafdsl.training.equilibrium import energy_gradient, feedforward, forward, local_gradients
+from sheafdsl.lowering.chain import energy_gradient, feedforward, forward
+from sheafdsl.training.update import local_gradients
 from sheafdsl.training.optim import make_optimizer
 from sheafdsl.training.trainers import (BackpropTrainer, DivergenceError, JointTrainer, SheafTrainer, make_trainer)
 
@@ -130,7 +131,7 @@ def test_backprop_gradient_matches_finite_differences(text):
 def test_weak_output_coupling_recovers_backprop(parab, small_data):
     """R = E(c*) → w_o² · (the backprop loss) as w_o → 0: the local update's direction tends to
     backprop's (the equilibrium-propagation limit)."""
-    from sheafdsl.training.equilibrium import exact_equilibrium
+    from sheafdsl.solvers.chain import exact_equilibrium
 
     G = from_model(load_text(load_file("models/paraboloid_paper.sheaf").source.replace(
         "out  : z2 -> y   identity", "out  : z2 -> y   identity weight 0.001")))
@@ -356,7 +357,7 @@ def test_general_sheaves_train_with_the_edge_local_rule(small_data):
 def test_general_edge_rule_is_the_gradient_of_the_residual(small_data):
     from sheafdsl.lowering.operators import SheafOperators
     from sheafdsl.solvers import solve
-    from sheafdsl.training.equilibrium import edge_gradients
+    from sheafdsl.training.update import edge_gradients
 
     G = from_model(load_text(SKIP))
     P = init_params(G, 1)

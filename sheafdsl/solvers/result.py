@@ -1,10 +1,13 @@
-"""The result of a solve (shared by every method)."""
+"""The results of a solve: :class:`SolveResult` (a cochain, every method) and :class:`Equilibrium` (a
+feed-forward chain's stalks and discords, from the chain piece solvers)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..lowering.backend import array_module
 
 
 @dataclass
@@ -63,6 +66,37 @@ class SolveResult:
     @property
     def fraction_consistent(self) -> float:
         return float(np.mean(_host(self.consistent))) if self.batch else 1.0
+
+
+class Equilibrium:
+    """The two-sided equilibrium of a batch.
+
+    ``V``: vertex values v_0..v_m (B, d_k); ``U``: discords u_1..u_m of the chain edges; ``out_disc``:
+    the output edge's discord (y − p); ``energy``: E(c*) per example (None when not asked for); ``S``:
+    final unit states per relu layer (+1/0/−1); ``consistent``: (B,) bool, a consistent stationary
+    point was reached; ``sliding``: (B,) number of sliding units; ``iterations``: pattern solves used.
+    """
+
+    def __init__(self, V, U, out_disc, energy, S, consistent, sliding=None, iterations: int = 0, info=None,
+                 free_layers=None):
+        self.V, self.U, self.out_disc, self.energy, self.S = V, U, out_disc, energy, S
+        self.consistent, self._sliding, self.iterations = consistent, sliding, iterations
+        self.info = info or {}
+        self._free = free_layers
+
+    @property
+    def sliding(self):
+        if self._sliding is None:
+            keys = self._free if self._free is not None else [k for k in self.S if k >= 1]
+            B = self.V[0].shape[0]
+            xp = array_module(self.V[0])
+            self._sliding = sum(((self.S[k] == 0).sum(axis=1) for k in keys), xp.zeros(B, dtype=np.int64))
+        return self._sliding
+
+    @property
+    def consistent_fraction(self) -> float:
+        c = self.consistent
+        return int(c.nonzero()[0].shape[0]) / c.shape[0] if c.shape[0] else 1.0
 
 
 def _host(a):

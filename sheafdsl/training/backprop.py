@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .equilibrium import FeedForward, _apply, _apply_T, _out_linear, output_energy
+from ..lowering.chain import FeedForward, apply, apply_T, out_linear, output_energy
 
 
 def backprop_gradients(net: FeedForward, P, X, Y, xp=np):
@@ -24,7 +24,7 @@ def backprop_gradients(net: FeedForward, P, X, Y, xp=np):
         v = V[-1]
         if layer.kind == "relu":
             gates[k] = (v >= 0).astype(v.dtype)
-        V.append(_apply(layer, P, v, gates.get(k)))
+        V.append(apply(layer, P, v, gates.get(k)))
     B = X.shape[0]
     out = net.output
     e, disc, pred = output_energy(net, P, V[-1], Y, xp)
@@ -36,7 +36,7 @@ def backprop_gradients(net: FeedForward, P, X, Y, xp=np):
 
     # dL/dv_m
     if out.fn == "linear":
-        A, _ = _out_linear(out, P)
+        A, _ = out_linear(out, P)
         gp = (-w2 / B) * disc  # dL/dp
         if out.param is not None:
             acc(out.param, gp.T @ V[-1])
@@ -52,7 +52,7 @@ def backprop_gradients(net: FeedForward, P, X, Y, xp=np):
             if layer.bias is not None:
                 acc(layer.bias, g.sum(axis=0))
         if k > 0:
-            g = _apply_T(layer, P, g[:, None, :], gates.get(k))[:, 0, :]
+            g = apply_T(layer, P, g[:, None, :], gates.get(k))[:, 0, :]
     for name in P:
         if name not in grads:
             grads[name] = xp.zeros_like(P[name])

@@ -1,7 +1,7 @@
 r"""λ_min(L_free) of a network sheaf without assembling L_free: Lanczos on L_free⁻¹, batched.
 
 With x and y pinned (the training pins) and the unit states fixed, the free stalks v_1..v_m of a
-feed-forward chain (:class:`~.equilibrium.FeedForward`) carry the quadratic form
+feed-forward chain (:class:`~sheafdsl.lowering.chain.FeedForward`) carry the quadratic form
 
     vᵀ L_free v = Σ_k w_k² ‖v_k − A_k v_{k−1}‖² + w_o² ‖B v_m‖²,   v_0 = 0,
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .equilibrium import FeedForward, _apply_T, _dphi, _out_linear, forward
+from ..lowering.chain import FeedForward, apply_T, dphi, forward, out_linear
 
 
 def _gates(net: FeedForward, V, xp):
@@ -77,7 +77,7 @@ class FreeInverse:
         m = len(layers)
         u = [None] * m
         for k in range(m - 1, -1, -1):  # (Mᵀu)_k = w_k u_k − w_{k+1} A_{k+1}ᵀ u_{k+1}
-            rhs = g[k] if k == m - 1 else g[k] + layers[k + 1].weight * _apply_T(layers[k + 1], P, u[k + 1], gates[k + 1])
+            rhs = g[k] if k == m - 1 else g[k] + layers[k + 1].weight * apply_T(layers[k + 1], P, u[k + 1], gates[k + 1])
             u[k] = rhs / layers[k].weight
         v = []
         for k in range(m):  # v_k = u_k / w_k + A_k v_{k−1}, v_{-1} = 0 (the pinned input)
@@ -156,10 +156,10 @@ def lambda_min_free(net: FeedForward, P, X, xp=np, tol: float = 1e-10) -> np.nda
     V = forward(net, P, X, xp)
     out = net.output
     if out.fn == "linear":
-        A, _ = _out_linear(out, P)
+        A, _ = out_linear(out, P)
         Bmap = xp.broadcast_to(xp.asarray(A, dtype=float), (B, *A.shape))
     else:
-        Bmap = _dphi(out.fn, V[-1], xp)
+        Bmap = dphi(out.fn, V[-1], xp)
     op = FreeInverse(net, P, _gates(net, V, xp), Bmap, xp)
     top = lanczos_max(lambda q: op.apply(q[:, None, :])[:, 0, :], B, op.N, xp, tol=tol)
     return 1.0 / top

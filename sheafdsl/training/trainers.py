@@ -17,7 +17,7 @@ and the optimiser, so their numbers compare like for like.
   parameter sheaf's gradient.
 
 What the sheaf rule minimises. At a fixed ReLU pattern the residual is R = ½ rᵀ(I/w_o² + K)⁻¹ r,
-r = y − f(x), K = Σ_k J_k J_kᵀ / w_k² (see :mod:`.equilibrium`): not the squared error. As the
+r = y − f(x), K = Σ_k J_k J_kᵀ / w_k² (see :mod:`sheafdsl.solvers.chain`): not the squared error. As the
 output edge's weight w_o → 0 (weak clamping) R → w_o²·½‖r‖² and the local update tends to backprop's
 gradient times w_o² (optimisers like Adam are invariant to that scale); with w_o = 1 examples are
 weighted by their sensitivity and R can also be lowered by inflating K (the later layers' weights).
@@ -42,8 +42,9 @@ from ..lowering import get_backend, init_params, to_numpy
 from .backprop import backprop_gradients
 from .config import TrainConfig
 from .data import Dataset, check_compatible
-from .equilibrium import (diffusion_equilibrium, energy_gradient, exact_equilibrium, feedforward,
-                          forward, local_gradients, parameter_sheaf_gradients, predict, unsupported)
+from ..lowering.chain import energy_gradient, feedforward, forward, predict, unsupported
+from ..solvers.chain import diffusion_equilibrium, exact_equilibrium
+from .update import edge_gradients, local_gradients, parameter_sheaf_gradients
 from .optim import make_optimizer
 
 
@@ -356,7 +357,7 @@ class JointTrainer(Trainer):
 
 
 def _output(net, P, vm, xp):
-    from .equilibrium import predict_from
+    from ..lowering.chain import predict_from
 
     return predict_from(net, P, vm, xp)
 
@@ -366,7 +367,7 @@ class GeneralSheafTrainer(Trainer):
     soft pins, …): the two-sided equilibrium from the general solver
     (:func:`sheafdsl.solvers.solve`, ``sources=("input", "target", "value")``, warm-started per training
     example), then the local update written once, edge by edge, from the IR
-    (:func:`~sheafdsl.training.equilibrium.edge_gradients`). Predictions are the harmonic extension
+    (:func:`~sheafdsl.training.update.edge_gradients`). Predictions are the harmonic extension
     with the target stalk free (``sources=("input", "value")``)."""
 
     name = "sheaf"
@@ -398,8 +399,6 @@ class GeneralSheafTrainer(Trainer):
         return self._solve(self.xp.asarray(X, dtype=float), self.xp.asarray(Y, dtype=float))
 
     def _gradients(self, X, Y, idx):
-        from .equilibrium import edge_gradients
-
         loss = task_loss(self.data.task, self._predict(X), Y, self.xp)
         x0 = None if self.warm is None else (self.warm if idx is None else self.warm[idx])
         res = self._solve(X, Y, x0)

@@ -1,0 +1,556 @@
+"""Chain elimination: the exact pattern solve of a feed-forward chain, a piece solver of the driver.
+
+The chain (x = v_0 → v_1 → … → v_m → ŷ, read from the IR by :func:`sheafdsl.lowering.chain.feedforward`)
+pinned at both ends: x to the data, ŷ to the target y. The equilibrium c* minimises the energy
+E(c) = ½ Σ_e w_e² ‖(δc)_e‖² over the free stalks (the output edge of a classifier uses the cross-entropy
+energy w_o² CE(y, φ(z)) instead), and the training residual is R(θ; x, y) = E(c*).
+
+Exact solve for a fixed pattern (:func:`solve_pattern`)
+-------------------------------------------------------
+Because every free vertex is the head of exactly one identity-headed edge, the free stalks are in
+bijection with the discords u_k = (δc)_{e_k}: v_k = A_k v_{k−1} + b_k + u_k. Eliminating them
+(unitriangular), the output is p = p_f + J u with p_f the forward pass at the pattern and J the map
+from edge discords to the output. Minimising ½ Σ_k w_k²‖u_k‖² + w_o² ℓ(p) gives
+
+    u_k = J_kᵀ ρ / w_k²,   ρ = w_o² (y − φ(p)),   p = p_f + K ρ,   K = Σ_k J_k J_kᵀ / w_k²,
+
+so only an n_L × n_L problem remains (the output-space Schur complement): (I/w_o² + K) ρ = y − p_f for a
+linear output (u = Jᵀ(I + JJᵀ)⁻¹ r with unit weights), a few Newton steps for sigmoid/softmax
+(:mod:`.output`). J is formed by n_L backward sweeps through the chain (vectorised as one sweep of an
+(B, n_L, d) tensor, kept one shared (n_L, d) matrix until the sweep meets a gate), then one more sweep
+gives u. A sliding unit of a deep ReLU layer (z_t = 0 held) is one more constraint row with infinite
+weight in the same system (its discord on the incoming edge becomes −(pre-activation)).
+
+This solver is **exact, not local**: the sweeps carry information across edges. The local reference is
+the heat equation (:mod:`.diffusion`), which must reach the same point; the parameter update that follows
+(:func:`sheafdsl.training.update.local_gradients`) is local either way.
+
+The pattern loop around it (ratio test, release rule, cycle guard, iteration limits, subset compaction)
+is the driver's (:mod:`.driver`); :class:`ChainPiece` plugs the pattern solve into it, and the shallow
+kernel (:mod:`.shallow`) replaces it on the chains where the solve is one scalar per example.
+
+E is not convex (the ReLU edge has a concave kink where a > 0), so an example can have several
+consistent stationary points; a descent method stops at one of them. Each is a valid equilibrium for
+the envelope theorem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..lowering.backend import to_numpy
+from ..lowering.chain import (FeedForward, Layer, apply, apply_T, energy_gradient, equilibrium_energy, forward,
+                              out_linear, out_map, output_discord, output_energy)
+from .driver import ON, SLIDE, active_set, loop_limits
+from .output import newton, sigmoid_scalar
+from .result import Equilibrium
+from .shallow import ShallowPiece, is_shallow
+
+#: batch × stalk width × outputs above which the chain loop compacts to the unsettled examples at once
+SUBSET_WORK = 2_000_000
+
+
+@dataclass
+class PatternSolution:
+    V: list  # equilibrium vertex values v_0..v_m at this pattern (sliding tails exactly 0)
+    U: list  # discords u_1..u_m
+    out_disc: object  # output discord (B, n_out)
+    energy: object  # per-example energy (B,)
+    newton_ok: object  # (B,) bool
+    rho: object = None  # (B, n_out): the output force w_o²(y − φ(p*)) (a warm start for the next solve)
+    slide: dict | None = None  # relu tail vertex k -> (B, d) bool sliding mask, only where some unit slides
+
+
+def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_newton: int = 30,
+                  with_energy: bool = True, F=None, rho0=None, pre1=None) -> PatternSolution:
+    """Minimise E exactly for fixed unit states ``S`` (dict layer index -> (B, d) int8 in {+1, 0, −1}).
+
+    Inactive and sliding units have gate 0; a sliding unit also holds its tail value at 0. Cost: a
+    forward pass, one batched backward sweep of the (B, n_out + n_slide, d) sensitivity tensor, an
+    (n_out + n_slide)-dimensional solve per example (Newton for sigmoid/softmax), and one more sweep.
+    """
+    B = X.shape[0]
+    layers = net.layers
+    m = len(layers)
+    # 0/1 gates as floats: a product with them is exactly the gated value (and faster than with a bool)
+    gates = {k: (S[k] == 1).astype(X.dtype) for k in S}
+    if F is None:  # the forward pass at the pattern (the caller may pass it when S is the forward pattern)
+        F = [X]
+        for k, layer in enumerate(layers):
+            if k == 0 and pre1 is not None:  # v_1's value does not depend on the pattern: x is pinned
+                F.append(pre1)
+            else:
+                F.append(apply(layer, P, F[-1], gates.get(k)))
+    n_out = net.output.d_out
+    # sliding rows: a unit of relu layer k (tail vertex k) whose own tail value depends on free
+    # discords upstream (k >= 2) becomes a constraint row; for k == 1 the row decouples (below).
+    deep = [k for k in S if k >= 2]
+    slide_masks = {k: S[k] == 0 for k in deep}
+    if n_out == 1 and net.output.fn != "softmax" and not any(bool(mk.any()) for mk in slide_masks.values()):
+        return _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol, rho0)
+    counts = sum((slide_masks[k].sum(axis=1) for k in deep), xp.zeros(B, dtype=np.int64)) if deep else None
+    n_slide = int(counts.max()) if deep and B else 0
+    R = n_out + n_slide
+    out = net.output
+    # seeds at each vertex: (B, R, d_j)
+    seeds: dict[int, object] = {}
+    if out.fn == "linear":
+        A_out, b_out = out_linear(out, P)
+        seed_m = A_out
+        p_f = F[m] @ A_out.T + (b_out if b_out is not None else 0.0)
+    else:
+        seed_m = xp.eye(n_out)
+        p_f = F[m]
+    if n_slide:
+        seed_m = xp.concatenate([xp.broadcast_to(seed_m, (B, n_out, out.d_in)), xp.zeros((B, n_slide, out.d_in))],
+                                axis=1)
+    # else the rows stay one (R, d) matrix shared by the batch until the sweep meets a gate
+    seeds[m] = seed_m
+    q = xp.zeros((B, R))
+    q[:, :n_out] = p_f
+    lam = xp.ones((B, R))
+    lam[:, :n_out] = 1.0 / out.weight ** 2
+    if n_slide:
+        offset = xp.zeros(B, dtype=np.int64)
+        for k in deep:
+            mask = slide_masks[k]
+            b_idx, i_idx = xp.nonzero(mask)
+            slot = n_out + offset[b_idx] + (xp.cumsum(mask, axis=1) - 1)[b_idx, i_idx]
+            sd = seeds.get(k)
+            if sd is None:
+                sd = xp.zeros((B, R, layers[k].d_in))
+                seeds[k] = sd
+            else:
+                sd = sd.copy()
+                seeds[k] = sd
+            sd[b_idx, slot, i_idx] = 1.0
+            q[b_idx, slot] = F[k][b_idx, i_idx]
+            lam[b_idx, slot] = 0.0
+            offset = offset + mask.sum(axis=1)
+    # backward sweep: sensitivity of the rows to vertex j (= to the discord u_j entering it)
+    # Gs[j]: (R, d_j) while shared, (B, R, d_j) after a gate; parent[j]: the shared rows a gate at
+    # vertex j was applied to (J_j = parent ⊙ σ_j, so J_j J_jᵀ = J_j parentᵀ and J_jᵀρ = σ_j ⊙ parentᵀρ)
+    Gs: dict[int, object] = {}
+    parent: dict[int, object] = {}
+    g = seeds[m]
+    for j in range(m, 0, -1):
+        Gs[j] = g
+        if j > 1:
+            layer = layers[j - 1]
+            if layer.kind == "relu" and g.ndim == 2:
+                parent[j - 1] = g
+            g = apply_T(layer, P, g, gates.get(j - 1))
+            if j - 1 in seeds and j - 1 != m:
+                g = g + seeds[j - 1]
+    newton_ok = xp.ones(B, dtype=bool)
+
+    def gram(j):
+        Gj = Gs[j]
+        if Gj.ndim == 2:
+            return Gj @ Gj.T
+        if j in parent:  # one (B·R, d) × (d, R) product instead of B small ones
+            return (Gj.reshape(B * R, -1) @ parent[j].T).reshape(B, R, R)
+        return Gj @ Gj.transpose(0, 2, 1)
+
+    K = sum(gram(j) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
+    K = xp.broadcast_to(K, (B, R, R))
+    t = xp.zeros((B, R))
+    t[:, :n_out] = Y
+    eye_lam = xp.eye(R)[None] * lam[:, :, None]
+    if out.fn == "linear":
+        rho = xp.linalg.solve(eye_lam + K, (t - q)[..., None])[..., 0]
+    else:
+        rho, newton_ok = newton(out.fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0)
+    # discords and equilibrium stalks
+    def pull(j):  # J_jᵀ ρ per example
+        Gj = Gs[j]
+        if Gj.ndim == 2:
+            return rho @ Gj
+        if j in parent:
+            return (rho @ parent[j]) * gates[j]
+        return xp.einsum("brd,br->bd", Gj, rho)
+
+    U = [pull(j) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
+    sol = _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
+    sol.rho = rho[:, :n_out]
+    return sol
+
+
+def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=None):
+    """The common case of one output row (linear or sigmoid) and no coupled sliding rows, with (B, d)
+    sweeps and no batched solves.
+
+    Linear: ρ = (y − p_f) / (1/w_o² + Σ_k ‖J_k‖²/w_k²); sigmoid: the scalar equation of
+    :func:`_sigmoid_scalar`; then u_k = J_kᵀ ρ / w_k².
+    """
+    layers = net.layers
+    m = len(layers)
+    out = net.output
+    if out.fn == "linear":
+        A_out, _ = out_linear(out, P)
+        p_f = out_map(out, P, F[m])
+        g = A_out[0]  # (d_m,): the same for every example until a gate or map varies it
+    else:
+        p_f = F[m]
+        g = xp.ones(1)
+    # backward sweep; a row stays one vector shared by the batch until a relu gate makes it (B, d).
+    # gated[j]: J_j = σ ⊙ J_{j+1} with J_{j+1} that shared vector, so ‖J_j‖² = σ · (J_{j+1})² (a
+    # matrix-vector product) and J_j ρ = σ ⊙ (J_{j+1} ρ), exactly (σ is 0/1)
+    Gs = [None] * (m + 1)
+    gated = [False] * (m + 1)
+    for j in range(m, 0, -1):
+        Gs[j] = g
+        if j > 1:
+            layer = layers[j - 1]
+            if layer.kind == "relu":
+                gated[j - 1] = getattr(g, "ndim", 0) == 1
+                # a gated row is only formed when the sweep goes on below it (J_1 never is)
+                g = g * gates[j - 1] if j - 1 > 1 or not gated[j - 1] else None
+            else:
+                g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
+    k1 = 1.0 / net.output.weight ** 2
+    for j in range(1, m + 1):
+        gj = Gs[j]
+        if gated[j]:
+            n2 = gates[j] @ (Gs[j + 1] * Gs[j + 1])
+        elif gj.ndim == 1:
+            n2 = gj @ gj
+        else:
+            n2 = xp.einsum("bd,bd->b", gj, gj)
+        w2 = layers[j - 1].weight ** 2
+        k1 = k1 + (n2 if w2 == 1.0 else n2 / w2)
+    ok = xp.ones(X.shape[0], dtype=bool)
+    if out.fn == "linear":
+        rho = (Y - p_f) / (k1[:, None] if getattr(k1, "ndim", 0) else k1)
+    else:
+        kk = k1 - 1.0 / out.weight ** 2
+        kk = kk[:, None] if getattr(kk, "ndim", 0) else kk
+        rho, ok = sigmoid_scalar(p_f, kk, Y, out.weight ** 2, tol, xp, rho0=rho0)
+    U = [None] * m
+    raw = None  # J_{j+1} ρ
+    for j in range(m, 0, -1):
+        if gated[j]:
+            raw = raw * gates[j]
+        elif Gs[j].ndim == 1 and Gs[j].shape[0] > 1 and rho.shape[1] == 1:  # outer product: faster than broadcasting
+            raw = xp.einsum("b,d->bd", rho[:, 0], Gs[j])
+        else:
+            raw = Gs[j] * rho
+        w2 = layers[j - 1].weight ** 2
+        U[j - 1] = raw if w2 == 1.0 else raw / w2
+    sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
+    sol.rho = rho
+    return sol
+
+
+def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
+    """Discords -> equilibrium stalks (and the energy)."""
+    layers = net.layers
+    m = len(layers)
+    # relu layer 1 (tail v_1 fed by the pinned input): a sliding unit's incoming discord is −pre
+    slide = {k: S[k] == 0 for k in S if k >= 1}
+    slide = {k: mk for k, mk in slide.items() if bool(mk.any())}
+    if 1 in slide:  # then v_1 = pre + (−pre) is exactly 0 on the sliding units (few: index them)
+        r, c = xp.nonzero(slide[1])
+        U[0][r, c] = -F[1][r, c]  # U[0] is fresh from the sweep
+    V = [X]
+    for k, layer in enumerate(layers):
+        # v_k = A_k v_{k−1} + b_k + u_k (the first layer's input is pinned: reuse the forward value)
+        v = (F[1] if k == 0 else apply(layer, P, V[-1], gates.get(k))) + U[k]
+        if k >= 1 and k + 1 in slide:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
+            v = xp.where(slide[k + 1], 0.0, v)
+        V.append(v)
+    if with_energy:
+        e_out, out_disc, _ = output_energy(net, P, V[m], Y, xp)
+        energy = e_out + sum(0.5 * layers[k].weight ** 2 * (U[k] ** 2).sum(axis=1) for k in range(m))
+    else:
+        out_disc, energy = output_discord(net, P, V[m], Y, xp), None
+    return PatternSolution(V, U, out_disc, energy, newton_ok, slide=slide)
+
+
+def kkt_ok(net: FeedForward, S, sol: PatternSolution, xp=np):
+    """(B,) bool: the pattern solution ``sol`` for states ``S`` is a consistent stationary point.
+
+    Active units have z ≥ 0, inactive z ≤ 0 (both to round-off), sliding units satisfy
+    g_L = w_in² u_in ≤ 0 ≤ g_R = g_L − w_relu² a (to a relative tolerance), and Newton converged.
+    """
+    ok = sol.newton_ok.copy()
+    layers = net.layers
+    scale_m = 1e-9 * (1.0 + xp.abs(sol.out_disc).max(axis=1)) * (1.0 + net.output.weight ** 2)
+    for k in net.relu_layers:
+        if k == 0:
+            continue
+        z, s = sol.V[k], S[k]
+        eps = 1e-12 * (1.0 + xp.abs(z).max(axis=1, keepdims=True))
+        bad = ((s == 1) & (z < -eps)) | ((s == -1) & (z > eps))
+        sl = s == 0
+        if bool(sl.any()):
+            gL = layers[k - 1].weight ** 2 * sol.U[k - 1]
+            gR = gL - layers[k].weight ** 2 * sol.U[k]
+            bad |= sl & ((gL > scale_m[:, None]) | (gR < -scale_m[:, None]))
+        ok &= ~bad.any(axis=1)
+    return ok
+
+class ChainPiece:
+    """The driver's piece solver for a chain: :func:`solve_pattern`. The unit values are the tails of the free
+    ReLU layers (k ≥ 1; a ReLU fed by the pinned input never moves), concatenated (B, u)."""
+
+    def __init__(self, net, P, X, Y, xp, tol, eps_z, pre1=None):
+        self.net, self.P, self.X, self.Y, self.xp, self.tol, self.eps_z = net, P, X, Y, xp, tol, eps_z
+        layers = net.layers
+        self.free = [k for k in net.relu_layers if k >= 1]
+        self.slices, a = {}, 0
+        for k in self.free:
+            self.slices[k] = slice(a, a + layers[k].d_in)
+            a += layers[k].d_in
+        self.units = a
+        # a ReLU on the pinned input: its states are fixed by the data
+        self.fixed = {0: xp.where(X >= 0, ON, -1).astype(np.int8)} if 0 in net.relu_layers else {}
+        self.pre1 = (apply(layers[0], P, X) if pre1 is None else pre1) if layers[0].kind != "relu" else None
+        width = sum(l.d_out for l in layers) + net.output.d_out
+        self.subsets = X.shape[0] * width * net.output.d_out > SUBSET_WORK
+        self._rows = self._data = None
+
+    def states(self, S) -> dict:
+        """The per-layer view {k: (B, d_k)} of concatenated states S (B, u), with the fixed layer's."""
+        out = {k: S[:, sl] for k, sl in self.slices.items()}
+        if self.fixed:
+            out[0] = self.fixed[0]
+        return out
+
+    def join(self, per_layer: dict):
+        """Per-layer values {k: (B, d_k)} concatenated to (B, u) (no copy for one free layer)."""
+        if len(self.free) == 1:
+            return per_layer[self.free[0]]
+        if not self.free:
+            return self.xp.zeros((self.X.shape[0], 0))
+        return self.xp.concatenate([per_layer[k] for k in self.free], axis=1)
+
+    def _gather(self, rows):
+        if rows is None:
+            return self.X, self.Y, self.pre1, self.fixed.get(0)
+        if rows is not self._rows:
+            f0 = self.fixed.get(0)
+            self._rows, self._data = rows, (self.X[rows], self.Y[rows], None if self.pre1 is None else self.pre1[rows],
+                                            None if f0 is None else f0[rows])
+        return self._data
+
+    def solve(self, S, rows, warm, fs):
+        Xs, Ys, p1, f0 = self._gather(rows)
+        Sd = {k: S[:, sl] for k, sl in self.slices.items()}
+        if f0 is not None:
+            Sd[0] = f0
+        sol = solve_pattern(self.net, self.P, Xs, Ys, Sd, self.xp, self.tol, with_energy=False, rho0=warm, pre1=p1)
+        fields = {f"V{j}": v for j, v in enumerate(sol.V) if j > 0}
+        fields.update({f"U{j}": u for j, u in enumerate(sol.U, start=1)})
+        fields["out"] = sol.out_disc
+        z = self.join({k: sol.V[k] for k in self.free}) if self.free else self.xp.zeros((Xs.shape[0], 0))
+        return _ChainSolution(z, sol.newton_ok, fields, sol.rho if warm is not None else None, sol, self)
+
+    def result(self, dr, with_energy=True) -> Equilibrium:
+        net, F = self.net, dr.fields
+        m = len(net.layers)
+        V = [self.X] + [F[f"V{j}"] for j in range(1, m + 1)]
+        U = [F[f"U{j}"] for j in range(1, m + 1)]
+        energy = equilibrium_energy(net, self.P, V, U, self.Y, self.xp) if with_energy else None
+        return Equilibrium(V, U, F["out"], energy, self.states(dr.S), dr.consistent, None, dr.iterations,
+                           {"cycled": dr.cycled}, self.free)
+
+
+class _ChainSolution:
+    __slots__ = ("z", "ok", "fields", "warm", "_sol", "_piece")
+
+    def __init__(self, z, ok, fields, warm, sol, piece):
+        self.z, self.ok, self.fields, self.warm, self._sol, self._piece = z, ok, fields, warm, sol, piece
+
+    def slopes(self, fs):
+        """g_L = w_in² u_in (the inactive side's slope of E in z) and g_R = g_L − w_relu² a at the sliding
+        units ``fs`` (flat indices into the concatenated (nb, u) units)."""
+        piece, U, xp = self._piece, self._sol.U, self._piece.xp
+        layers = piece.net.layers
+        r, c = fs // piece.units, fs % piece.units
+        if len(piece.free) == 1:
+            k = piece.free[0]
+            gL = layers[k - 1].weight ** 2 * U[k - 1][r, c]
+            return gL, gL - layers[k].weight ** 2 * U[k][r, c]
+        gL, gR = xp.empty(r.shape[0]), xp.empty(r.shape[0])
+        for k, sl in piece.slices.items():
+            m = (c >= sl.start) & (c < sl.stop)
+            if bool(m.any()):
+                rr, cc = r[m], c[m] - sl.start
+                g = layers[k - 1].weight ** 2 * U[k - 1][rr, cc]
+                gL[m], gR[m] = g, g - layers[k].weight ** 2 * U[k][rr, cc]
+        return gL, gR
+
+    def scale(self, r):
+        """(1 + w_o²)(1 + max|y − p|) per example."""
+        w2 = self._piece.net.output.weight ** 2
+        return (1.0 + w2) * (1.0 + abs(self._sol.out_disc[r]).max(axis=1))
+
+
+def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_iter: int | None = None,
+                      init=None, guess=None, forward_values=None, with_energy: bool = True,
+                      kernel: str = "auto") -> Equilibrium:
+    """The two-sided equilibrium by the exact pattern solve and the active-set driver.
+
+    ``guess``: optional unit states (dict layer -> (B, d) int8), e.g. each example's final pattern at
+    the previous training step. The guess is solved once and kept for the examples where it passes
+    the KKT check (:func:`kkt_ok`): it is then a consistent stationary point whatever its origin. The
+    other examples go through the active-set loop from the forward pass. ``forward_values``: the
+    forward pass [v_0..v_m] when the caller has it. ``init``: (V, S) start of the loop (V feasible
+    for S: tail signs agree, sliding tails 0); default the forward pass. ``kernel``: "auto" uses the
+    shallow piece solver (:mod:`.shallow`) on the chains it covers (one ReLU layer, one output row),
+    "general" always chain elimination (the same equilibrium, up to round-off).
+    """
+    if kernel not in ("auto", "general"):
+        raise ValueError(f"kernel must be 'auto' or 'general', not {kernel!r}")
+    if guess is not None and net.relu_layers:
+        Vf = forward_values if forward_values is not None else forward(net, P, X, xp)
+        sol = solve_pattern(net, P, X, Y, guess, xp, tol, with_energy=with_energy)
+        ok = kkt_ok(net, guess, sol, xp)
+        B = X.shape[0]
+        free = [k for k in net.relu_layers if k >= 1]
+        sliding = sum(((guess[k] == 0).sum(axis=1) for k in free), xp.zeros(B, dtype=np.int64))
+        eq = Equilibrium(sol.V, sol.U, sol.out_disc, sol.energy, {k: v.copy() for k, v in guess.items()}, ok, sliding, 1)
+        if bool(ok.all()):
+            return eq
+        bad = xp.flatnonzero(~ok)
+        n_guessed = int(ok.sum())
+        Sf = {k: xp.where(Vf[k][bad] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers}
+        rest = exact_equilibrium(net, P, X[bad], Y[bad], xp, tol, max_iter, ([v[bad] for v in Vf], Sf),
+                                 with_energy=with_energy, kernel=kernel)
+        for j in range(len(eq.V)):
+            eq.V[j][bad] = rest.V[j]
+        for j in range(len(eq.U)):
+            eq.U[j][bad] = rest.U[j]
+        eq.out_disc[bad] = rest.out_disc
+        if with_energy:
+            eq.energy[bad] = rest.energy
+        for k in eq.S:
+            eq.S[k][bad] = rest.S[k]
+        eq.consistent[bad] = rest.consistent
+        eq.sliding[bad] = rest.sliding
+        eq.iterations = 1 + rest.iterations
+        eq.info = dict(rest.info, guessed=n_guessed)
+        return eq
+    if init is None and forward_values is not None:
+        init = (forward_values, {k: xp.where(forward_values[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
+    pre1 = forward_values[1] if forward_values is not None and len(forward_values) > 1 else None
+    if init is None:
+        V = forward(net, P, X, xp)
+        S = {k: xp.where(V[k] >= 0, ON, -1).astype(np.int8) for k in net.relu_layers}
+        pre1 = V[1] if pre1 is None and net.layers[0].kind != "relu" else pre1
+    else:  # not copied: the driver does not write into the caller's arrays
+        V, S = [X] + list(init[0][1:]), dict(init[1])
+    pins_max = float(xp.abs(Y).max()) if Y.shape[0] else 0.0
+    shallow = kernel == "auto" and is_shallow(net)
+    free = [k for k in net.relu_layers if k >= 1]
+    maxiter, eps_z = loop_limits(sum(net.layers[k].d_in for k in free), pins_max, max_iter)
+    if shallow:
+        piece = ShallowPiece(net, P, X, Y, xp, tol, eps_z, pre1)
+        z, S0 = V[1], S[1]
+    else:
+        piece = ChainPiece(net, P, X, Y, xp, tol, eps_z, pre1)
+        z, S0 = piece.join({k: V[k] for k in free}), piece.join({k: S[k] for k in free})
+        if not free:
+            S0 = xp.zeros((X.shape[0], 0), dtype=np.int8)
+    warm = None
+    if net.output.fn != "linear" and init is not None:  # warm Newton start: the force at the start point
+        warm = net.output.weight ** 2 * output_discord(net, P, V[-1], Y, xp)
+    dr = active_set(piece, z, S0, maxiter=maxiter, warm=warm)
+    return piece.result(dr, with_energy)
+
+
+# ----------------------------------------------------------------------------------------------
+# the heat equation of a chain (the local reference)
+
+
+def lipschitz_bound(net: FeedForward, P, xp=np) -> float:
+    """An upper bound on λ_max of the energy's Hessian in the free stalks (any pattern).
+
+    Each row block of δ touches two vertices, so ‖W δ c‖² ≤ 2 max_v Σ_{e ∋ v} w_e² ‖F_{v◁e}‖² ‖c‖².
+    The cross-entropy Hessian is bounded by that of ½‖·‖² (Dφ ≼ I).
+    """
+    def norm2(layer):
+        if layer.kind == "relu":
+            return 1.0
+        A = P[layer.param] if layer.kind == "param" else layer.matrix
+        return float(np.linalg.norm(to_numpy(A), 2)) ** 2
+
+    layers = net.layers
+    out = net.output
+    per_vertex = []
+    for j in range(1, len(layers) + 1):
+        s = layers[j - 1].weight ** 2  # head of e_j by the identity
+        if j < len(layers):
+            s += layers[j].weight ** 2 * norm2(layers[j])
+        else:
+            s += out.weight ** 2 * (norm2(Layer("o", "param" if out.param else "fixed", "", "", 0, 0, 1.0, out.param,
+                                               None, out.matrix)) if out.fn == "linear" else 1.0)
+        per_vertex.append(s)
+    return 2.0 * max(per_vertex)
+
+
+def _filippov(net: FeedForward, V, grads, U, xp=np):
+    """Replace the z-gradient of units exactly on a switching surface by the Filippov selection.
+
+    At z_i = 0 the one-sided slopes are g_R (active side, what the 1[z ≥ 0] gate gives) and
+    g_L = g_R + w_relu² a_i (inactive side). The flow leaves the surface on the side where it descends
+    (g_R < 0: up; g_L > 0: down) and otherwise slides: ż_i = 0.
+    """
+    for k in net.relu_layers:
+        if k == 0:
+            continue
+        on = V[k] == 0
+        if not bool(on.any()):
+            continue
+        gR = grads[k - 1]
+        gL = gR + net.layers[k].weight ** 2 * U[k]
+        grads[k - 1] = xp.where(on, xp.where(gR < 0, gR, xp.where(gL > 0, gL, 0.0)), gR)
+    return grads
+
+
+def diffusion_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-8, max_iter: int = 50000,
+                          init=None, dt: float | None = None) -> Equilibrium:
+    """The heat equation ċ_Ω = −∇_{c_Ω} E (explicit Euler, step 1/L), from the forward pass.
+
+    Each step uses only each edge's own discord and endpoint stalks (local). Switching surfaces are
+    handled as a Filippov system: a unit whose z crosses 0 in a step stops at z = 0, and a unit at 0
+    leaves it only on the side where E descends (see :func:`_filippov`), so sliding solutions are
+    reached instead of chattered around. An example is consistent when the (Filippov) gradient
+    satisfies ‖∇E‖∞ ≤ tol·(1 + ‖y‖∞).
+    """
+    V = forward(net, P, X, xp) if init is None else [v.copy() for v in init]
+    V[0] = X
+    step = dt if dt is not None else 1.0 / lipschitz_bound(net, P, xp)
+    B = X.shape[0]
+    thresh = tol * (1.0 + float(xp.abs(Y).max()))
+    tails = [k for k in net.relu_layers if k >= 1]
+
+    def grad(V):
+        grads, U, disc, energy = energy_gradient(net, P, V, Y, xp)
+        grads = _filippov(net, V, grads, U, xp)
+        gmax = xp.zeros(B)
+        for g in grads:
+            gmax = xp.maximum(gmax, xp.abs(g).max(axis=1))
+        return grads, U, disc, energy, gmax
+
+    it = 0
+    for it in range(1, max_iter + 1):
+        grads, U, disc, energy, gmax = grad(V)
+        if bool((gmax <= thresh).all()):
+            break
+        old = {k: V[k] for k in tails}
+        for j in range(1, len(V)):
+            V[j] = V[j] - step * grads[j - 1]
+        for k in tails:  # a crossing stops on the surface
+            V[k] = xp.where(old[k] * V[k] < 0, 0.0, V[k])
+    grads, U, disc, energy, gmax = grad(V)
+    S = {k: xp.where(V[k] > 0, 1, xp.where(V[k] < 0, -1, 0)).astype(np.int8) for k in net.relu_layers}
+    sliding = sum(((S[k] == 0).sum(axis=1) for k in tails), xp.zeros(B, dtype=np.int64))
+    return Equilibrium(V, U, disc, energy, S, gmax <= thresh, sliding, it,
+                       {"grad_max": float(gmax.max()) if B else 0.0, "dt": step})
+
+
+# ----------------------------------------------------------------------------------------------

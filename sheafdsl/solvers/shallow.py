@@ -1,0 +1,162 @@
+"""The fast phase of a shallow network: one ReLU layer on the input side, one output row.
+
+A piece solver of the active-set driver (:mod:`.driver`: the same start, ratio test, release rule and
+cycle guard as every other piece solver, so the same equilibrium up to round-off) for the chains where
+the whole pattern solve collapses to one scalar per example. It applies when
+
+- the first edge e_1 : x → v_1 is linear (pre-activation pre = A_1 x + b_1, fixed: x is pinned),
+- the second edge e_2 : v_1 → v_2 is the only ReLU gate (states s ∈ {+1, 0, −1}^d, σ = [s = +1]),
+- every later edge is linear, and the output edge has one row (linear, or a sigmoid logit).
+
+Then the row sensitivities J_j of the output to the discord entering v_j are fixed vectors for j ≥ 2
+(g := J_2 ∈ ℝ^d is the linear chain v_2 → output as a row) and J_1 = σ ⊙ g, so the output force
+ρ = w_o²(y − p) solves
+
+    p_f = g · (σ ⊙ pre) + β,      k(σ) = 1/w_o² + Σ_{j≥2} ‖J_j‖²/w_j² + Σ_i σ_i g_i² / w_1²,
+    ρ = (y − p_f) / k(σ)   (linear output; a monotone scalar equation for a sigmoid),
+    v_1 = pre + σ ⊙ g ρ / w_1²   (inactive units: pre; sliding units: 0),
+
+β being the output of the chain v_2 → ŷ at v_2 = 0 (its biases). The loop needs only v_1, the states
+and ρ; a sliding unit's one-sided slopes are g_L = −w_1² pre_i and g_R = g_L − g_i ρ. The other
+stalks and discords (u_2 = g ρ / w_2², u_j = J_j ρ / w_j², v_{j+1} = A_j v_j + b_j + u_j) are formed
+once, for the whole batch, from the final states and ρ. Each iteration is a handful of (B, d)
+array operations, against a forward pass, a backward sweep and a reconstruction in the chain
+elimination (:mod:`.chain`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..lowering.chain import apply, equilibrium_energy, out_linear, output_discord
+from .driver import ON
+from .output import sigmoid_scalar
+from .result import Equilibrium
+
+
+@dataclass
+class ShallowChain:
+    """Per-parameter constants of a shallow chain (see the module docstring); shapes (d,) unless noted."""
+
+    g: object  # J_2: the row v_2 → output
+    g_in: object  # g / w_1²: v_1 moves by g_in ρ on active units
+    g2_in: object  # g² / w_1²: active units' share of k(σ)
+    rows: list  # J_j / w_j² for j = 2..m: u_j = rows[j − 2] ρ
+    c0: float  # 1/w_o² + Σ_{j≥2} ‖J_j‖²/w_j²
+    beta: float  # the chain's output at v_2 = 0
+    w_in2: float  # w_1²
+    w_o2: float  # w_o²
+
+
+def is_shallow(net) -> bool:
+    """The chain has the shape this module solves (parameter-independent)."""
+    layers = net.layers
+    return (len(layers) >= 2 and layers[0].kind != "relu" and layers[1].kind == "relu"
+            and all(l.kind != "relu" for l in layers[2:])
+            and net.output.d_out == 1 and net.output.fn in ("linear", "sigmoid"))
+
+
+def shallow_chain(net, P, xp) -> ShallowChain:
+    """The constants of :class:`ShallowChain` for parameters ``P``."""
+    layers, out = net.layers, net.output
+    if out.fn == "linear":
+        A_out, b_out = out_linear(out, P)
+        g, beta = A_out[0], (float(b_out[0]) if b_out is not None else 0.0)
+    else:
+        g, beta = xp.ones(1), 0.0
+    rows = []  # J_j / w_j², built from J_m down to J_2
+    c0 = 1.0 / out.weight ** 2
+    for layer in layers[:0:-1]:  # e_m .. e_2: J_j = J_{j+1} A_j; β picks up g · b_j on the way
+        w2 = layer.weight ** 2
+        r = g if w2 == 1.0 else g / w2
+        rows.append(r)
+        c0 += float(g @ r)
+        if layer.kind == "relu":
+            break
+        if layer.bias is not None:
+            beta += float(g @ P[layer.bias])
+        g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
+    rows.reverse()
+    w_in2 = layers[0].weight ** 2
+    g_in = g if w_in2 == 1.0 else g / w_in2
+    return ShallowChain(g, g_in, g * g_in, rows, c0, beta, w_in2, out.weight ** 2)
+
+
+def _force(net, C: ShallowChain, sigf, pre, Y, tol, xp, rho0):
+    """ρ (B, 1) and the scalar solver's success flags (B,; None for a linear output) for gates ``sigf``."""
+    k = sigf @ C.g2_in + C.c0
+    p_f = (sigf * pre) @ C.g + C.beta
+    if net.output.fn == "linear":
+        return ((Y[:, 0] - p_f) / k)[:, None], None
+    return sigmoid_scalar(p_f[:, None], (k - 1.0 / C.w_o2)[:, None], Y, C.w_o2, tol, xp, rho0=rho0)
+
+
+class ShallowPiece:
+    """The driver's piece solver for a shallow chain (:func:`is_shallow`): the unit values are v_1 (B, d)."""
+
+    subsets = True  # a few (B, d) operations per solve: compact at once
+
+    def __init__(self, net, P, X, Y, xp, tol, eps_z, pre=None):
+        self.net, self.P, self.X, self.Y, self.xp, self.tol, self.eps_z = net, P, X, Y, xp, tol, eps_z
+        self.C = shallow_chain(net, P, xp)
+        self.pre = apply(net.layers[0], P, X) if pre is None else pre
+        self._rows = self._data = None
+
+    def _gather(self, rows):
+        if rows is None:
+            return self.pre, self.Y
+        if rows is not self._rows:
+            self._rows, self._data = rows, (self.pre[rows], self.Y[rows])
+        return self._data
+
+    def solve(self, S, rows, warm, fs):
+        """The exact solve at states S (nb, d): ρ, then v_1 = pre + u_1 with u_1 = σ ⊙ g ρ / w_1² (inactive
+        units: 0; sliding units: −pre, so that v_1 is exactly 0)."""
+        xp, C = self.xp, self.C
+        ps, ys = self._gather(rows)
+        sigf = (S == ON).astype(ps.dtype)
+        rho, solved = _force(self.net, C, sigf, ps, ys, self.tol, xp, warm)
+        a = rho * C.g_in
+        u1 = sigf * a
+        if fs.shape[0]:
+            u1.ravel()[fs] = -ps.ravel()[fs]
+        v1 = ps + u1
+        return _ShallowSolution(v1, solved, {"V1": v1, "U1": u1, "rho": rho, "gate": sigf},
+                                rho if warm is not None else None, ps, a, rho, C)
+
+    def result(self, dr, with_energy=True):
+        """The :class:`~sheafdsl.solvers.chain.Equilibrium` of the driver's result ``dr``: the other stalks and
+        discords (u_j = J_j ρ / w_j², v_j = A_j v_{j−1} + b_j + u_j) from the final states and ρ."""
+        net, P, xp, C = self.net, self.P, self.xp, self.C
+        rho_all = dr.fields["rho"]
+        sig = dr.fields["gate"]
+        V, U = [self.X, dr.fields["V1"]], [dr.fields["U1"]]
+        for j, layer in enumerate(net.layers[1:], start=1):
+            u = rho_all * C.rows[j - 1]
+            U.append(u)
+            V.append(apply(layer, P, V[-1], sig if j == 1 else None) + u)
+        out_disc = output_discord(net, P, V[-1], self.Y, xp)
+        energy = equilibrium_energy(net, P, V, U, self.Y, xp) if with_energy else None
+        return Equilibrium(V, U, out_disc, energy, {1: dr.S}, dr.consistent, None, dr.iterations,
+                           {"cycled": dr.cycled}, [1])
+
+
+class _ShallowSolution:
+    __slots__ = ("z", "ok", "fields", "warm", "_pre", "_a", "_rho", "_C")
+
+    def __init__(self, z, ok, fields, warm, pre, a, rho, C):
+        self.z, self.ok, self.fields, self.warm = z, ok, fields, warm
+        self._pre, self._a, self._rho, self._C = pre, a, rho, C
+
+    def slopes(self, fs):
+        """g_L = −w_1² pre and g_R = g_L − g ρ = −w_1² (pre + a) at the sliding units ``fs``."""
+        w = self._C.w_in2
+        p = self._pre.ravel()[fs]
+        return -w * p, -w * (p + self._a.ravel()[fs])
+
+    def scale(self, r):
+        """(1 + w_o²)(1 + |y − p|) per example: |y − p| = |ρ| / w_o²."""
+        C = self._C
+        return (1.0 + C.w_o2) * (1.0 + abs(self._rho[r, 0]) / C.w_o2)
