@@ -7,7 +7,7 @@ stays cheap:
 
 >>> import sheafdsl as sd
 >>> sd.loads("sheaf t\\nnetwork mlp : 2 -> 3 -> 1\\n").stalks
-{'x': 2, 'z1': 3, 'a1': 3, 'y': 1}
+{'x': 2, 'z1': 3, 'a1': 3, 'z2': 1, 'y': 1}
 """
 
 from __future__ import annotations

@@ -43,6 +43,12 @@ SPLITS = ("train", "test")
 #: activation patterns ``sheaf spectrum`` samples when no inputs fix the gates
 SPECTRUM_SAMPLES = 100
 
+#: parameter initialisers (``init he`` ..., a file entry, or a literal written in the model)
+INIT_KINDS = ("he", "xavier", "zeros", "ones", "normal", "file", "literal")
+#: the largest stalk dimension or width, and the most entries a parameter may have (E211)
+MAX_DIM = 1_000_000
+MAX_PARAM_SIZE = 100_000_000
+
 INT_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 1
 
@@ -142,4 +148,4 @@ def problem(name: str, value) -> str | None:
 
 
 __all__ = ["SOLVE_METHODS", "TRAIN_SOLVERS", "TRAINERS", "OPTIMIZERS", "BACKENDS", "JOINT_INITS", "BOUNDARY_NAMES",
-           "SPLITS", "SPECTRUM_SAMPLES", "Option", "TRAIN_OPTIONS", "problem"]
+           "SPLITS", "SPECTRUM_SAMPLES", "INIT_KINDS", "MAX_DIM", "MAX_PARAM_SIZE", "Option", "TRAIN_OPTIONS", "problem"]

@@ -215,13 +215,3 @@ def test_witness_names_stalks_and_coordinates():
 def test_cohomology_uses_init_params_by_default():
     G = from_model(load_text("sheaf t\nnetwork n : 2 -> 2 -> 1\n"))
     assert cohomology(G).relative_h0 == cohomology(G, init_params(G, 0)).relative_h0 == 0
-
-
-@pytest.mark.parametrize("module", ["sheafdsl.analysis.cohomology", "sheafdsl.analysis.certificates",
-                                    "sheafdsl.analysis.verify", "sheafdsl.testing.sheaves"])
-def test_docstring_examples(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -265,15 +265,6 @@ def test_eigsh_failure_is_a_clear_error(monkeypatch):
     assert r.exit_code == 1 and "E532" in r.output
 
 
-def test_docstring_examples():
-    import doctest
-
-    from sheafdsl.analysis import spectrum as S
-
-    result = doctest.testmod(S)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_cli_with_targets_uses_the_two_sided_equilibrium():
     from sheafdsl.solvers import solve
 

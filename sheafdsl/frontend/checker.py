@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..codes import codes_between
-from ..options import TRAIN_OPTIONS, problem
+from ..options import MAX_DIM, MAX_PARAM_SIZE, TRAIN_OPTIONS, problem
 from ..errors import DiagnosticSink, SheafError, Span, did_you_mean
 from ..nonlinearities import HIDDEN, TABLE as NONLINEARITIES
 from ..nonlinearities import OUTPUTS as OUTPUT_MAPS
@@ -28,8 +28,6 @@ from . import ast as A
 from .model import Edge, MapRef, Model, NetworkInfo, Param, Pin, Reluctance, SoftPin, Stalk, Tie
 from .parser import parse_file, parse_text
 
-MAX_DIM = 1_000_000
-MAX_PARAM_SIZE = 100_000_000
 
 #: every diagnostic code the front end can emit, with what it means (a view of :data:`sheafdsl.codes.CODES`;
 #: E236 is in the checker's range but is emitted when parameters are loaded, by :mod:`sheafdsl.lowering.params`)

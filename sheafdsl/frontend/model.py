@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 
 from ..errors import NOSPAN, Span
 from ..nonlinearities import NAMES, NONLINEAR
+from ..options import INIT_KINDS  # noqa: F401 (re-exported: the one list of initialisers)
 
 #: the edges whose restriction map on the source is a fixed nonlinearity (not a linear map or the ReLU gate)
 NONLINEAR_KINDS = NONLINEAR
 #: the edges that map their head (dst) vertex by the identity
 HEAD_IDENTITY_KINDS = ("affine", "linear") + NAMES
-INIT_KINDS = ("he", "xavier", "zeros", "ones", "normal", "file", "literal")
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,14 @@ Build one from Python, without any text:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 
+from ..errors import Diagnostic, SheafError, did_you_mean
+from ..options import INIT_KINDS, MAX_DIM, MAX_PARAM_SIZE
 from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select, map_rows, nonlinear_map
 
 ZERO = "__zero__"
@@ -72,9 +75,76 @@ class ParamSpec:
     base_dir: str = "."
 
 
+class InvalidSheaf(SheafError, ValueError):
+    """A builder call that would make an invalid sheaf: a :class:`SheafError` with the checker's code
+    (and a ValueError, for callers that catch that)."""
+
+
+PYTHON = "<python>"
+
+
+def _err(code: str, message: str, hint: str | None = None) -> InvalidSheaf:
+    return InvalidSheaf(Diagnostic(code, message, hint=hint, file=PYTHON))
+
+
+def _name(what: str, name) -> str:
+    if not isinstance(name, str) or not name:
+        raise _err("E201", f"a {what} name must be a non-empty string, not {name!r}")
+    return name
+
+
+def _whole(what: str, n, low: int = 1, code: str = "E210") -> int:
+    """A whole number >= low (a bool, a float or a string is refused, however integral)."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < low:
+        raise _err(code, f"{what} needs a whole-number dimension >= {low}, not {n!r}")
+    if n > MAX_DIM:
+        raise _err("E211", f"{what} has dimension {n:,}, above the limit {MAX_DIM:,}")
+    return int(n)
+
+
+def _weight(what: str, w) -> float:
+    try:
+        w = float(w)
+    except (TypeError, ValueError):
+        raise _err("E250", f"{what}: weight must be a positive finite number, not {w!r}") from None
+    if not (w > 0 and math.isfinite(w)):
+        raise _err("E250", f"{what}: weight must be a positive finite number, not {w!r}")
+    return w
+
+
+def _values(what: str, value, n: int) -> np.ndarray:
+    """n finite floats (a number broadcasts): E240 for the wrong length, E232 for NaN/inf."""
+    try:
+        a = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise _err("E240", f"{what}: the value must be a number or a list of {n} numbers") from None
+    if a.ndim > 1 or (a.ndim == 1 and a.shape[0] != n):
+        raise _err("E240", f"{what} takes {n} value(s), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise _err("E232", f"{what}: the value holds NaN or infinite entries")
+    return np.broadcast_to(a, (n,)).copy()
+
+
+def _indices(what: str, indices, dim: int) -> tuple[int, ...] | None:
+    if indices is None:
+        return None
+    try:
+        idx = tuple(indices)
+    except TypeError:
+        raise _err("E241", f"{what}: indices must be a list of whole numbers, not {indices!r}") from None
+    if not idx or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) for i in idx):
+        raise _err("E241", f"{what}: indices must be a non-empty list of whole numbers, not {indices!r}")
+    bad = [int(i) for i in idx if not 0 <= i < dim]
+    if bad:
+        raise _err("E241", f"{what}: index {bad[0]} is out of range 0..{dim - 1}")
+    if len(set(idx)) != len(idx):
+        raise _err("E242", f"{what}: an index is listed twice")
+    return tuple(int(i) for i in idx)
+
+
 def new_sheaf(name: str = "sheaf") -> nx.MultiDiGraph:
     """An empty state sheaf with an empty parameter sheaf attached."""
-    G = nx.MultiDiGraph(name=name, kind="state", network=None, train={}, source="", path="<python>")
+    G = nx.MultiDiGraph(name=_name("sheaf", name), kind="state", network=None, train={}, source="", path=PYTHON)
     H = nx.MultiGraph(kind="parameters")
     H.add_node(ZERO, anchor=True, shape=None)
     G.graph["parameter_sheaf"] = H
@@ -82,20 +152,40 @@ def new_sheaf(name: str = "sheaf") -> nx.MultiDiGraph:
 
 
 def add_stalk(G: nx.MultiDiGraph, name: str, dim: int, *, anchor: bool = False) -> None:
-    """Add a vertex with stalk R^dim; its offset follows the vertices already there."""
-    if name in G:
-        raise ValueError(f"stalk {name!r} already exists")
-    if dim < 1:
-        raise ValueError(f"stalk {name!r} needs dim >= 1")
-    G.add_node(name, dim=int(dim), offset=total_dim(G), pins=[], anchor=anchor)
+    """Add a vertex with stalk R^dim; its offset follows the vertices already there.
+
+    The checker's codes: E201 a name taken, E210 a dimension that is not a whole number >= 1, E211 too large.
+    """
+    _name("stalk", name)
+    if name in G or any(k == name for _, _, k in G.edges(keys=True)):
+        raise _err("E201", f"`{name}` already exists")
+    dim = _whole(f"stalk `{name}`", dim)
+    G.add_node(name, dim=dim, offset=total_dim(G), pins=[], anchor=anchor)
 
 
 def add_param(G: nx.MultiDiGraph, name: str, shape, init: str = "he", **kw) -> None:
-    """Declare a parameter (a vertex of the parameter sheaf)."""
+    """Declare a parameter (a vertex of the parameter sheaf): a matrix (rows, cols) or a vector (n,).
+
+    E201 a name taken, E210/E211 a bad shape, E233 an unknown initialiser, E234 he/xavier on a vector.
+    """
     H = G.graph["parameter_sheaf"]
-    if name in H:
-        raise ValueError(f"parameter {name!r} already exists")
-    H.add_node(name, spec=ParamSpec(tuple(int(n) for n in shape), init, **kw), anchor=False)
+    _name("parameter", name)
+    if name in H or name in G:
+        raise _err("E201", f"`{name}` already exists")
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = (shape,)
+    if len(dims) not in (1, 2):
+        raise _err("E222", f"parameter `{name}` must be a matrix (rows, cols) or a vector (n,), not shape {shape!r}")
+    dims = tuple(_whole(f"parameter `{name}`", d) for d in dims)
+    if math.prod(dims) > MAX_PARAM_SIZE:
+        raise _err("E211", f"parameter `{name}` has {math.prod(dims):,} entries; the limit is {MAX_PARAM_SIZE:,}")
+    if init not in INIT_KINDS:
+        raise _err("E233", f"unknown initialiser `{init}` for parameter `{name}`", "initialisers: " + ", ".join(INIT_KINDS))
+    if init in ("he", "xavier") and len(dims) != 2:
+        raise _err("E234", f"`{init}` needs a matrix parameter; `{name}` is a vector", "use zeros, ones or normal")
+    H.add_node(name, spec=ParamSpec(dims, init, **kw), anchor=False)
 
 
 def param_specs(G: nx.MultiDiGraph) -> dict[str, ParamSpec]:
@@ -104,49 +194,103 @@ def param_specs(G: nx.MultiDiGraph) -> dict[str, ParamSpec]:
     return {p: d["spec"] for p, d in H.nodes(data=True) if p != ZERO}
 
 
+def _map_shape(G, m, v: str, side: str, edge: str) -> tuple[int | None, int]:
+    """(rows or None when they follow the edge, columns) of map ``m`` on stalk ``v``; checks its columns."""
+    dim = G.nodes[v]["dim"]
+    if isinstance(m, ParamMap):
+        spec = G.graph["parameter_sheaf"].nodes[m.param]["spec"]
+        if len(spec.shape) != 2:
+            raise _err("E222", f"edge `{edge}`: the {side} map `{m.param}` must be a matrix parameter, not a vector")
+        if spec.shape[1] != dim:
+            raise _err("E220", f"edge `{edge}`: `{m.param}` is {spec.shape[0]} x {spec.shape[1]} but stalk `{v}` has "
+                       f"dimension {dim}", f"it needs {dim} columns")
+        return spec.shape[0], dim
+    if isinstance(m, Constant):
+        if m.matrix.ndim != 2:
+            raise _err("E224", f"edge `{edge}`: the {side} map is not a matrix (shape {m.matrix.shape})")
+        if m.matrix.shape[1] != dim:
+            raise _err("E225", f"edge `{edge}`: the {side} map has {m.matrix.shape[1]} columns but stalk `{v}` has "
+                       f"dimension {dim}")
+        if not np.all(np.isfinite(m.matrix)):
+            raise _err("E232", f"edge `{edge}`: the {side} map holds NaN or infinite entries")
+        return m.matrix.shape[0], dim
+    if isinstance(m, Scaled) and not math.isfinite(m.scale):
+        raise _err("E232", f"edge `{edge}`: the {side} map's scale is not finite")
+    if isinstance(m, Select):
+        return len(_indices(f"edge `{edge}`: the {side} map", m.indices, dim)), dim
+    if not isinstance(m, (Identity, Scaled, ReluGate, Nonlinear)):
+        raise _err("E224", f"edge `{edge}`: the {side} map is not a restriction map ({type(m).__name__})",
+                   "use Identity, Scaled, Constant, ParamMap, Select, ReluGate or Nonlinear (sheafdsl.ir.maps)")
+    return map_rows(m, dim), dim
+
+
 def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_map, kind: str = "maps",
              dim: int | None = None, weight: float = 1.0, bias: str | None = None) -> None:
-    """Add edge ``name`` with discord F_dst c_dst − F_src c_src − bias and energy ½ w² ‖discord‖²."""
+    """Add edge ``name`` with discord F_dst c_dst − F_src c_src − bias and energy ½ w² ‖discord‖².
+
+    Validated as the checker validates an ``edge`` statement: E202 an unknown stalk, E203 an unknown
+    parameter, E201 a name taken, E220/E222/E224/E225 maps that do not fit their stalks or each other,
+    E221 a bias of the wrong length, E250 a weight that is not positive and finite, E290 a loop that
+    is not a ``maps`` edge.
+    """
+    _name("edge", name)
     for v in (src, dst):
-        if v not in G:
-            raise ValueError(f"edge {name!r}: unknown stalk {v!r}")
+        if not isinstance(v, str) or v not in G:
+            raise _err("E202", f"edge `{name}`: unknown stalk `{v}`",
+                       did_you_mean(str(v), [u for u in G if not G.nodes[u].get("anchor")]))
     H = G.graph["parameter_sheaf"]
     for p in [m.param for m in (src_map, dst_map) if isinstance(m, ParamMap)] + ([bias] if bias is not None else []):
         if p not in H or p == ZERO:
-            raise ValueError(f"edge {name!r}: unknown parameter {p!r}")
-    if any(k == name for _, _, k in G.edges(keys=True)):
-        raise ValueError(f"edge {name!r} already exists")
-    if dim is None:
-        dim = _edge_dim(G, src_map, src, dst_map, dst)
-    if not weight > 0:
-        raise ValueError(f"edge {name!r}: weight must be positive")
-    G.add_edge(src, dst, key=name, kind=kind, src_map=src_map, dst_map=dst_map, dim=int(dim),
-               weight=float(weight), bias=bias, order=G.number_of_edges())
-
-
-def _edge_dim(G, src_map, src, dst_map, dst) -> int:
-    H = G.graph["parameter_sheaf"]
-    for m, v in ((dst_map, dst), (src_map, src)):
-        if isinstance(m, ParamMap):
-            return H.nodes[m.param]["spec"].shape[0]
-        rows = map_rows(m, G.nodes[v]["dim"])
-        if rows is not None:
-            return rows
-    raise ValueError("cannot infer the edge dimension")
+            raise _err("E203", f"edge `{name}`: unknown parameter `{p}`", did_you_mean(str(p), param_specs(G)))
+    # one namespace, as in the checker; a soft pin's edge is named after its own anchor vertex
+    own_anchor = kind == "soft_pin" and dst == name
+    if any(k == name for _, _, k in G.edges(keys=True)) or (not own_anchor and (name in G or name in H)):
+        raise _err("E201", f"`{name}` already exists")
+    if src == dst and kind not in ("maps", "soft_pin"):
+        raise _err("E290", f"edge `{name}` goes from `{src}` to itself", "only a `maps` edge may be a loop")
+    w = _weight(f"edge `{name}`", weight)
+    rows_src, _ = _map_shape(G, src_map, src, "source", name)
+    rows_dst, _ = _map_shape(G, dst_map, dst, "target", name)
+    rows = {r for r in (rows_src, rows_dst) if r is not None}
+    if dim is not None:
+        dim = _whole(f"edge `{name}`", dim)
+        rows.add(dim)
+    if len(rows) > 1:
+        raise _err("E225", f"edge `{name}`: the maps give {rows_src} and {rows_dst} rows" +
+                   ("" if dim is None else f" for an edge of dimension {dim}"), "both sides map into one edge stalk")
+    if not rows:
+        raise _err("E225", f"edge `{name}`: cannot tell the edge dimension from the maps; give dim=")
+    d_e = rows.pop()
+    if bias is not None:
+        spec = H.nodes[bias]["spec"]
+        if spec.shape != (d_e,):
+            raise _err("E221", f"edge `{name}`: bias `{bias}` has shape {spec.shape}; the edge has dimension {d_e}")
+    G.add_edge(src, dst, key=name, kind=kind, src_map=src_map, dst_map=dst_map, dim=d_e,
+               weight=w, bias=bias, order=G.number_of_edges())
 
 
 def add_pin(G: nx.MultiDiGraph, stalk: str, source: str = "value", *, indices=None, value=None) -> None:
-    """Hard-pin a stalk (or coordinates ``indices`` of it) to data or to a constant ``value``."""
+    """Hard-pin a stalk (or coordinates ``indices`` of it) to data or to a constant ``value``.
+
+    E202 an unknown stalk, E241/E242 bad indices, E243 indices on an input/target pin, E240/E232 a bad
+    value, E242 a coordinate that another pin already holds.
+    """
     if source not in PIN_SOURCES:
-        raise ValueError(f"pin source must be one of {PIN_SOURCES}")
-    if stalk not in G:
-        raise ValueError(f"pin: unknown stalk {stalk!r}")
+        raise _err("E243", f"pin source must be one of {', '.join(PIN_SOURCES)}, not {source!r}")
+    if not isinstance(stalk, str) or stalk not in G:
+        raise _err("E202", f"pin: unknown stalk `{stalk}`", did_you_mean(str(stalk), list(G)))
     dim = G.nodes[stalk]["dim"]
-    idx = None if indices is None else tuple(int(i) for i in indices)
+    idx = _indices(f"pin `{stalk}`", indices, dim)
+    if idx is not None and source != "value":
+        raise _err("E243", f"an {source} pin takes the whole stalk `{stalk}`, not indices")
     n = dim if idx is None else len(idx)
-    val = None
-    if source == "value":
-        val = np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy()
+    val = _values(f"pin `{stalk}`", value, n) if source == "value" else None
+    taken = set()
+    for p in G.nodes[stalk]["pins"]:
+        taken |= set(range(dim)) if p.indices is None else set(p.indices)
+    clash = sorted(taken & (set(range(dim)) if idx is None else set(idx)))
+    if clash:
+        raise _err("E242", f"coordinate {clash[0]} of `{stalk}` is pinned twice")
     G.nodes[stalk]["pins"].append(PinSpec(source, idx, val))
 
 
@@ -155,34 +299,51 @@ def add_soft_pin(G: nx.MultiDiGraph, name: str, stalk: str, value, weight: float
 
     Energy ½ w² ‖value − c_stalk[indices]‖².
     """
+    if not isinstance(stalk, str) or stalk not in G:
+        raise _err("E202", f"soft pin: unknown stalk `{stalk}`", did_you_mean(str(stalk), list(G)))
     dim = G.nodes[stalk]["dim"]
-    n = dim if indices is None else len(indices)
+    idx = _indices(f"soft pin `{name}`", indices, dim)
+    n = dim if idx is None else len(idx)
+    val = _values(f"soft pin `{name}`", value, n)
+    _weight(f"soft pin `{name}`", weight)
     add_stalk(G, name, n, anchor=True)
-    add_pin(G, name, "value", value=value)
-    src_map = Identity() if indices is None else Select(tuple(int(i) for i in indices))
+    add_pin(G, name, "value", value=val)
+    src_map = Identity() if idx is None else Select(idx)
     add_edge(G, name, stalk, name, kind="soft_pin", src_map=src_map, dst_map=Identity(), dim=n, weight=weight)
 
 
 def add_reluctance(G: nx.MultiDiGraph, param: str, weight: float) -> None:
-    """An edge of weight √λ = ``weight`` from a parameter to the zero anchor (weight decay λ)."""
+    """An edge of weight √λ = ``weight`` from a parameter to the zero anchor (weight decay λ).
+
+    E203 an unknown parameter, E260 a second reluctance on it, E250 a bad weight.
+    """
     _check_param(G, param)
-    G.graph["parameter_sheaf"].add_edge(param, ZERO, key=f"reluctance_{param}", kind="reluctance", weight=float(weight))
+    H = G.graph["parameter_sheaf"]
+    if H.has_edge(param, ZERO, key=f"reluctance_{param}"):
+        raise _err("E260", f"`{param}` already has a reluctance")
+    H.add_edge(param, ZERO, key=f"reluctance_{param}", kind="reluctance", weight=_weight(f"reluctance `{param}`", weight))
 
 
 def add_tie(G: nx.MultiDiGraph, a: str, b: str, weight: float) -> None:
-    """An identity edge between two same-shaped parameters (soft sharing)."""
+    """An identity edge between two same-shaped parameters (soft sharing).
+
+    E203 an unknown parameter, E262 a parameter tied to itself, E261 different shapes, E250 a bad weight.
+    """
     _check_param(G, a)
     _check_param(G, b)
+    if a == b:
+        raise _err("E262", f"`{a}` is tied to itself")
     H = G.graph["parameter_sheaf"]
     if H.nodes[a]["spec"].shape != H.nodes[b]["spec"].shape:
-        raise ValueError(f"tie {a!r} ~ {b!r}: shapes {H.nodes[a]['spec'].shape} and {H.nodes[b]['spec'].shape} differ")
-    G.graph["parameter_sheaf"].add_edge(a, b, key=f"tie_{a}_{b}", kind="tie", weight=float(weight))
+        raise _err("E261", f"cannot tie `{a}` {H.nodes[a]['spec'].shape} to `{b}` {H.nodes[b]['spec'].shape}: the "
+                   "shapes differ", "a tie is an identity map, so both parameters need the same shape")
+    H.add_edge(a, b, key=f"tie_{a}_{b}", kind="tie", weight=_weight(f"tie `{a}` ~ `{b}`", weight))
 
 
 def _check_param(G: nx.MultiDiGraph, param: str) -> None:
     H = G.graph["parameter_sheaf"]
-    if param not in H or param == ZERO:
-        raise ValueError(f"unknown parameter {param!r}")
+    if not isinstance(param, str) or param not in H or param == ZERO:
+        raise _err("E203", f"unknown parameter `{param}`", did_you_mean(str(param), param_specs(G)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ array([[-0.1,  0. ,  2. ]])
 Traceback (most recent call last):
 ...
 sheafdsl.errors.SheafError: <input>: error[E511]: unknown nonlinearity `swish`
+  hint: known: identity, relu, ...
 """
 
 from __future__ import annotations
