@@ -112,9 +112,10 @@ class DiagnoseReport:
 class Fit:
     """A finished training run.
 
-    ``params``: name -> numpy array; ``history``: the metrics records (``step``, ``loss``,
-    ``edge_discord``, ``lambda_min``, ``consistent_fraction``, ``elapsed``; ``baseline_loss`` with a
-    baseline), one every ``log_every`` steps and at the start and the end; ``metrics``: ``train_loss``,
+    ``params``: name -> numpy array; ``history``: the metrics records, as in ``metrics.jsonl``
+    (``step``, ``loss``, ``test_loss``, ``edge_discord``, ``lambda_min`` where sampled,
+    ``consistent_fraction``, ``elapsed``; ``baseline_loss`` with a baseline), one every ``log_every``
+    steps and at the start and the end; ``metrics``: ``train_loss``,
     ``test_loss``, ``test_mse`` (regression) or ``test_accuracy``, ``consistent_fraction``, ``steps``,
     ``seconds`` (inside the steps); ``baseline``: the baseline's metrics or None; ``out``: the run
     directory, or None.
