@@ -50,10 +50,13 @@ class Diagnostic:
     file: str = "<input>"
 
     def to_json(self) -> dict:
+        """``file``, ``line``, ``col`` (1-based; null when the diagnostic is not tied to a place),
+        ``severity``, ``code``, ``message`` and, when there is one, ``hint``."""
+        known = self.span.known
         out = {
             "file": self.file,
-            "line": self.span.line,
-            "col": self.span.col,
+            "line": self.span.line if known else None,
+            "col": self.span.col if known else None,
             "severity": self.severity,
             "code": self.code,
             "message": self.message,

@@ -35,11 +35,11 @@ def run(*args):
 
 
 def check_schema(out: dict) -> None:
-    assert set(out) == {"ok", "diagnostics"} and isinstance(out["ok"], bool)
+    assert set(out) == {"ok", "diagnostics", "file"} and isinstance(out["ok"], bool)
     for d in out["diagnostics"]:
         assert {"file", "line", "col", "severity", "message", "code"} <= set(d) <= \
             {"file", "line", "col", "severity", "message", "code", "hint"}
-        assert isinstance(d["line"], int) and isinstance(d["col"], int)
+        assert (isinstance(d["line"], int) and isinstance(d["col"], int)) or d["line"] is d["col"] is None
         assert d["severity"] in ("error", "warning") and isinstance(d["message"], str)
 
 

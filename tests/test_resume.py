@@ -238,7 +238,8 @@ def test_ctrl_c_in_json_mode_prints_one_json_line(tmp_path, monkeypatch):
     lines = res.stdout.splitlines()
     assert len(lines) == 1
     line = json.loads(lines[0])
-    assert line == {"ok": False, "interrupted": True, "step": 4, "checkpoint_step": 4, "out": str(out)}
+    assert line == {"ok": False, "diagnostics": [], "interrupted": True, "step": 4, "checkpoint_step": 4,
+                    "out": str(out)}
 
 
 # ----------------------------------------------------------------------------------------------

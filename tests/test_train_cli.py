@@ -98,7 +98,8 @@ def test_json_line_regression(tmp_path):
     no_traceback(res)
     assert res.exit_code == 0, res.output
     line = json_line(res)
-    assert set(line) == {"trainer", "steps", "seconds", "train_loss", "test_loss", "test_mse", "consistent_fraction"}
+    assert set(line) == {"ok", "diagnostics", "trainer", "steps", "seconds", "train_loss", "test_loss", "test_mse",
+                         "consistent_fraction"}
     assert line["trainer"] == "sheaf" and line["steps"] == 12 and line["seconds"] > 0
     assert line["test_mse"] > 0 and 0 <= line["consistent_fraction"] <= 1
     assert json.loads((tmp_path / "j" / "meta.json").read_text())["baseline"] is None  # off by default with --json
@@ -127,8 +128,8 @@ def test_classification_end_to_end(tmp_path):
     assert last["baseline_test_accuracy"] == summ["baseline"]["test_accuracy"]
     res = invoke([BLOBS, "--out", str(tmp_path / "blobs-json"), "--steps", "10", "--n", "80", "--json", "--no-plots"])
     line = json_line(res)
-    assert set(line) == {"trainer", "steps", "seconds", "train_loss", "test_loss", "test_accuracy",
-                         "consistent_fraction"}
+    assert set(line) == {"ok", "diagnostics", "trainer", "steps", "seconds", "train_loss", "test_loss",
+                         "test_accuracy", "consistent_fraction"}
     assert line["steps"] == 10 and 0 <= line["test_accuracy"] <= 1
 
 

@@ -21,7 +21,7 @@ def command(file, as_json):
         diags, source = exc.diagnostics, exc.source
     ok = not any(d.severity == "error" for d in diags)
     if as_json:
-        emit_json({"ok": ok, "diagnostics": [d.to_json() for d in diags]})
+        emit_json({"file": file}, ok=ok, diagnostics=diags)
     else:
         if source is None:
             try:

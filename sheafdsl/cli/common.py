@@ -1,13 +1,22 @@
-"""Helpers shared by the subcommands: loading a model, JSON output, the console."""
+"""Helpers shared by the subcommands: loading a model, JSON output, the console.
+
+Every ``--json`` output is one JSON object on stdout (docs/cli.md):
+``{"ok": bool, "diagnostics": [...], ...the command's own fields}``. ``ok`` is true exactly when the
+command exits 0; ``diagnostics`` holds every error and warning (:meth:`sheafdsl.errors.Diagnostic.to_json`;
+``line``/``col`` are null for a diagnostic that is not tied to a place in the model). Numbers are
+finite: NaN and infinities are written as null, so every output is strict JSON.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 
 import click
 from rich.console import Console
 
-from ..errors import SheafError
+from ..errors import Diagnostic, SheafError
 from ..frontend import check_with_warnings, parse_file
 
 console = Console(highlight=False)
@@ -22,6 +31,9 @@ def load_model(path: str):
     model, warnings = check_with_warnings(parse_file(path))
     for w in warnings:
         click.echo(w.render(model.source), err=True)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # --json lists them too
+        ctx.find_root().meta.setdefault("sheaf.warnings", []).extend(warnings)
     return model
 
 
@@ -32,18 +44,40 @@ def load_ir(path: str):
     return from_model(load_model(path))
 
 
-def emit_json(obj) -> None:
-    click.echo(json.dumps(obj, default=_default))
+def json_envelope(payload: dict | None = None, *, ok: bool = True, diagnostics=()) -> dict:
+    """The one shape of every ``--json`` output: ``ok``, ``diagnostics`` (with the warnings of the
+    models loaded by this command first), then the command's fields."""
+    ctx = click.get_current_context(silent=True)
+    seen = list(ctx.find_root().meta.get("sheaf.warnings", ())) if ctx is not None else []
+    diags = seen + [d for d in diagnostics if d not in seen]
+    out = {"ok": bool(ok), "diagnostics": [d.to_json() if isinstance(d, Diagnostic) else d for d in diags]}
+    for k, v in (payload or {}).items():
+        if k not in out:
+            out[k] = v
+    return out
 
 
-def _default(o):
-    import numpy as np
+def emit_json(payload: dict | None = None, *, ok: bool = True, diagnostics=()) -> None:
+    """Print :func:`json_envelope` as one line of strict JSON (non-finite numbers become null)."""
+    click.echo(json.dumps(_plain(json_envelope(payload, ok=ok, diagnostics=diagnostics)), allow_nan=False))
 
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
+
+def _plain(o):
+    """JSON-ready: numpy arrays and scalars as Python values, NaN and ±inf as None."""
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, (str, int, bool)) or o is None:
+        return o
+    tolist = getattr(o, "tolist", None)  # numpy (or cupy) arrays and scalars
+    if callable(tolist):
+        return _plain(tolist())
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-__all__ = ["console", "err_console", "json_option", "model_argument", "load_model", "load_ir", "emit_json", "SheafError"]
+__all__ = ["console", "err_console", "json_option", "model_argument", "load_model", "load_ir", "json_envelope", "emit_json", "SheafError"]

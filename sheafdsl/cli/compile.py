@@ -5,7 +5,7 @@ restriction maps). ``-o PATH`` writes the IR in the format named by the extensio
 :mod:`sheafdsl.ir.export`): ``.json`` (lossless node-link data plus the parameter sheaf), ``.graphml``
 (scalar attributes), ``.dot``/``.gv`` (Graphviz). An unknown extension is a usage error (exit 2).
 
-``--json`` prints the summary as JSON: ``vertices``, ``edges``, ``free_dim``, ``pinned_dim``, ``edge_dim``,
+``--json`` prints the summary in the common envelope (docs/cli.md: ``ok``, ``diagnostics``): ``vertices``, ``edges``, ``free_dim``, ``pinned_dim``, ``edge_dim``,
 ``params`` (see :func:`sheafdsl.ir.export.summary`: free/pinned are **as at training time**, when input,
 target and constant pins are all hard), plus ``free_dim_inference``, ``pinned_dim_inference``,
 ``total_dim``, ``anchors``, ``state_dependent``, ``param_shapes``, ``reluctance_edges``, ``tie_edges``, and

@@ -63,7 +63,7 @@ def _diagnose(target, data, split, seed, plot_path, no_plot, as_json):
         plot_discord(report.diagnosis, png, title=f"{report.sheaf}: discord per edge ({report.source})")
 
     if as_json:
-        emit_json({"ok": True, **report.to_json(), "plot": None if png is None else os.fspath(png)})
+        emit_json({**report.to_json(), "plot": None if png is None else os.fspath(png)})
         return
     _print(report, png)
 

@@ -64,16 +64,17 @@ def command(file, check_only, expand, write, as_json):
             module = parse_file(file)
             text = format_module(_expanded(module) if expand else module)
             canonical = text == module.source
-            out = {"ok": canonical or not check_only, "file": file, "canonical": canonical, "diagnostics": []}
+            ok, diags = canonical or not check_only, []
+            out = {"file": file, "canonical": canonical}
             if not check_only:
                 out["text"] = text
             if write and not canonical:
                 write_atomic(file, text)
                 out["written"] = True
         except SheafError as exc:
-            out = {"ok": False, "file": file, "diagnostics": [d.to_json() for d in exc.diagnostics]}
-        emit_json(out)
-        raise SystemExit(0 if out["ok"] else 1)
+            ok, diags, out = False, exc.diagnostics, {"file": file}
+        emit_json(out, ok=ok, diagnostics=diags)
+        raise SystemExit(0 if ok else 1)
     module = parse_file(file)  # a SheafError here is rendered by the CLI and exits 1
     text = format_module(_expanded(module) if expand else module)
     canonical = text == module.source

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import sys
 
@@ -62,7 +61,9 @@ class LazyGroup(click.Group):
 def report_error(exc: SheafError, json_mode: bool = False) -> None:
     """Diagnostics to stderr (text), or a JSON object to stdout when --json was given."""
     if json_mode:
-        click.echo(json.dumps({"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics]}))
+        from .common import emit_json
+
+        emit_json(ok=False, diagnostics=exc.diagnostics)
     else:
         click.echo(exc.render(), err=True)
 

@@ -149,8 +149,8 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         resume_line = f"\nresume with: {cmd}" if outcome.checkpoint_step >= 0 else ""
         click.echo(f"interrupted: {how} in {rundir.path}{resume_line}", err=True)  # unwrapped: copy-pasteable
         if as_json:
-            emit_json({"ok": False, "interrupted": True, "step": outcome.step,
-                       "checkpoint_step": outcome.checkpoint_step, "out": str(rundir.path)})
+            emit_json({"interrupted": True, "step": outcome.step, "checkpoint_step": outcome.checkpoint_step,
+                       "out": str(rundir.path)}, ok=False)
         return 128 + int(outcome.signum)  # 130 for Ctrl-C, 143 for SIGTERM
 
     done = finish_run(run, plots=plots, discords=not as_json)

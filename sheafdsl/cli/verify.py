@@ -6,11 +6,13 @@ docs/verify.md): ``coboundary_unitriangular``, ``laplacian_positive_definite``,
 ``proved`` (symbolic, for every weight and activation pattern; or exact over ℚ), ``checked`` (numeric, with
 what was sampled), ``failed`` (with a witness) or ``skipped`` (with the reason).
 
-``--json`` prints ``{"h0": int|null, "h1": int|null, "relative_h0": int, "claims": [{"name", "status",
-"method", "detail", "witness"?, "ordering"?}], "sheaf", "boundary", "symbolic_limit", "elapsed_s"}``.
+``--json`` prints the common envelope (docs/cli.md: ``ok``, false when a claim failed, and
+``diagnostics``) with ``"h0": int|null, "h1": int|null, "relative_h0": int, "claims": [{"name",
+"status", "method", "detail", "witness"?, "ordering"?}], "sheaf", "boundary", "symbolic_limit",
+"elapsed_s"``.
 
 Exit status: 0 when no claim failed, 1 when some claim failed (the JSON is printed either way; an input
-error also exits 1 but prints ``{"ok": false, "diagnostics": [...]}`` instead), 2 for usage errors.
+error also exits 1 and prints only ``{"ok": false, "diagnostics": [...]}``), 2 for usage errors.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def command(ctx, file, symbolic_limit, samples, seed, params_path, boundary, as_
     report = Sheaf(G).verify(load_params(G, params_path, seed), seed=seed, boundary=boundary,
                              symbolic_limit=symbolic_limit, samples=samples)
     if as_json:
-        emit_json(report.to_json())
+        emit_json(report.to_json(), ok=not report.failed)
     else:
         _print(report)
     if report.failed:
