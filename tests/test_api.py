@@ -143,3 +143,28 @@ def test_bad_model_text_has_the_checker_codes():
     with pytest.raises(SheafError) as e:
         sd.load("no/such/file.sheaf")
     assert e.value.codes == ["E107"]
+
+
+def test_library_functions_validate_parameter_values():
+    """solve() on a parameter dict of the wrong shape or type: E524, not a raw numpy error."""
+    from sheafdsl.solvers import solve
+
+    sh = sd.loads(NET)
+    P = sh.init_params()
+    x = {"x": np.zeros((1, 2))}
+    for bad in ({**P, "W1": np.zeros((2, 4))}, {**P, "b1": "abc"}, {**P, "W2": np.zeros((1, 4, 1))}):
+        with pytest.raises(SheafError) as e:
+            solve(sh.graph, bad, x)
+        assert e.value.codes == ["E524"]
+    with pytest.raises(SheafError) as e:
+        solve(sh.graph, {"W1": P["W1"]}, x)
+    assert e.value.codes == ["E502"]
+
+
+def test_boundary_constants():
+    from sheafdsl.ir import BOUNDARIES, INFERENCE, TRAINING
+
+    assert sd.TRAINING is TRAINING == ("input", "target", "value") and sd.INFERENCE is INFERENCE == ("input", "value")
+    assert BOUNDARIES == {"training": TRAINING, "inference": INFERENCE}
+    rep = sd.loads(NET).verify(boundary="inference", samples=4)
+    assert tuple(rep.boundary) == INFERENCE

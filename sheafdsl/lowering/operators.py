@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-from ..ir import edge_offsets, edges, pinned_indices, stalks, total_dim
+from ..ir import INFERENCE, edge_offsets, edges, param_specs, pinned_indices, stalks, total_dim
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
 from ..nonlinearities import OUTPUTS
 from ..nonlinearities import TABLE as NONLINEARITIES
@@ -182,6 +182,7 @@ class SheafOperators:
     def __init__(self, G, params: dict | None = None, xp=np, *, sparse_threshold: int = SPARSE_THRESHOLD):
         self.G, self.xp = G, xp
         self.N, self.names = total_dim(G), stalks(G)
+        self.specs = param_specs(G)
         self.vertex = {v: slice(G.nodes[v]["offset"], G.nodes[v]["offset"] + G.nodes[v]["dim"]) for v in self.names}
         eoff = edge_offsets(G)
         self.edges: list[EdgeOp] = []
@@ -230,13 +231,23 @@ class SheafOperators:
         o = xp.zeros(self.M)
         for e in self.edges:
             for m in (e.src_map, e.dst_map):
-                if isinstance(m, ParamMap) and m.param not in self.params:
-                    raise SheafError(Diagnostic("E502", f"no value for parameter `{m.param}` (edge `{e.name}`)"))
+                if isinstance(m, ParamMap):
+                    if m.param not in self.params:
+                        raise SheafError(Diagnostic("E502", f"no value for parameter `{m.param}` (edge `{e.name}`)"))
+                    self._check_value(m.param)
             if e.bias is not None:
                 if e.bias not in self.params:
                     raise SheafError(Diagnostic("E502", f"no value for parameter `{e.bias}` (bias of edge `{e.name}`)"))
+                self._check_value(e.bias)
                 o[e.rows] = self.params[e.bias]
         self.o = o
+
+    def _check_value(self, name: str) -> None:
+        """A parameter value of its declared shape, holding numbers (E524), so that no raw numpy error follows."""
+        a, spec = self.params[name], self.specs[name]
+        if a.shape != tuple(spec.shape) or a.dtype.kind not in "biuf":
+            raise SheafError(Diagnostic("E524", f"parameter `{name}` has shape {tuple(a.shape)} (dtype {a.dtype}), "
+                                        f"the model declares {tuple(spec.shape)}"))
 
     def with_params(self, params: dict) -> "SheafOperators":
         """The same lowered structure with new parameter values (cheap: no graph traversal)."""
@@ -337,7 +348,7 @@ class SheafOperators:
 
     # -- boundary -----------------------------------------------------------------------------
 
-    def restrict(self, sources=("input", "value")) -> "Problem":
+    def restrict(self, sources=INFERENCE) -> "Problem":
         """The free/pinned split for pins whose source is in ``sources`` (the structure is cached)."""
         key = tuple(sorted(sources))
         if key not in self._structures:

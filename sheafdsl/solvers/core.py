@@ -43,7 +43,7 @@ import numpy as np
 from ..codes import codes_between
 from ..options import SOLVE_METHODS
 from ..errors import Diagnostic, SheafError, did_you_mean
-from ..ir import constant_pins, pinned_stalks
+from ..ir import INFERENCE, constant_pins, pinned_stalks
 from ..lowering.backend import array_module
 from ..lowering.operators import SheafOperators
 from .result import SolveResult
@@ -109,7 +109,7 @@ def boundary_cochain(prob, boundary: dict, xp, order: str = "C") -> tuple[object
     return c, B
 
 
-def solve(G, params, boundary, *, method: str = "exact", sources=("input", "value"), rtol: float = 1e-10,
+def solve(G, params, boundary, *, method: str = "exact", sources=INFERENCE, rtol: float = 1e-10,
           maxiter: int | None = None, xp=None, record_trace: bool = False, x0=None) -> SolveResult:
     """The harmonic extension of the pins whose source is in ``sources`` (see the module docstring).
 
@@ -123,8 +123,8 @@ def solve(G, params, boundary, *, method: str = "exact", sources=("input", "valu
     boundary : dict stalk -> (B, d_v) array
         Values of the stalks pinned to data (input; and target when "target" is in ``sources``).
     method : "exact" | "diffusion" | "cg"
-    sources : pin sources that are hard: inference ("input", "value"): stalks pinned to target are free;
-        two-sided (training) ("input", "target", "value").
+    sources : pin sources that are hard: ``INFERENCE`` = ("input", "value"): stalks pinned to target are free;
+        ``TRAINING`` = ("input", "target", "value"): two-sided (:data:`sheafdsl.ir.BOUNDARIES`).
     rtol : tolerance on the relative Filippov gradient norm (:attr:`SolveResult.residual`).
     maxiter : exact/cg: active-set iterations (default 50 + 4·units); diffusion: steps (default 200 000).
     xp : array module (default: that of the boundary arrays).

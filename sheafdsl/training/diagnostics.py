@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import networkx as nx
 import numpy as np
 
-from ..ir import edges, pinned_stalks
+from ..ir import INFERENCE, edges, pinned_stalks
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
 from ..lowering.maps import apply as apply_map
 
@@ -216,7 +216,7 @@ def predictor(G, params: dict):
         from ..solvers import solve
 
         return np.asarray(solve(G, params, {inputs[0]: np.asarray(X, dtype=float)}, method="exact",
-                                sources=("input", "value"), xp=np).stalk(targets[0]))
+                                sources=INFERENCE, xp=np).stalk(targets[0]))
 
     return predict
 

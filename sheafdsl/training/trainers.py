@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-from ..ir import edges, free_indices
+from ..ir import INFERENCE, TRAINING, edges, free_indices
 from ..lowering import get_backend, init_params, to_numpy
 from .backprop import backprop_gradients
 from .config import TrainConfig
@@ -365,10 +365,10 @@ def _output(net, P, vm, xp):
 class GeneralSheafTrainer(Trainer):
     """The sheaf rule for any sheaf that is not a feed-forward chain (skip connections, literal maps,
     soft pins, …): the two-sided equilibrium from the general solver
-    (:func:`sheafdsl.solvers.solve`, ``sources=("input", "target", "value")``, warm-started per training
+    (:func:`sheafdsl.solvers.solve`, ``sources=TRAINING``, warm-started per training
     example), then the local update written once, edge by edge, from the IR
     (:func:`~sheafdsl.training.update.edge_gradients`). Predictions are the harmonic extension
-    with the target stalk free (``sources=("input", "value")``)."""
+    with the target stalk free (``sources=INFERENCE``)."""
 
     name = "sheaf"
     general_ok = True
@@ -388,9 +388,9 @@ class GeneralSheafTrainer(Trainer):
         ops = self.ops.with_params(self.params)
         method = self.config.solver
         if Y is None:
-            return solve(ops, None, {self.input: X}, method=method, sources=("input", "value"), xp=self.xp)
+            return solve(ops, None, {self.input: X}, method=method, sources=INFERENCE, xp=self.xp)
         return solve(ops, None, {self.input: X, self.target: Y}, method=method,
-                     sources=("input", "target", "value"), rtol=max(self.config.tol, 1e-12), xp=self.xp, x0=x0)
+                     sources=TRAINING, rtol=max(self.config.tol, 1e-12), xp=self.xp, x0=x0)
 
     def _predict(self, X):
         return self._solve(X).stalk(self.target)
@@ -431,7 +431,7 @@ class GeneralSheafTrainer(Trainer):
         res = self._solve(self.xp.asarray(X))
         C = np.asarray(to_numpy(res.cochain))
         P = {n: to_numpy(v) for n, v in self.params.items()}
-        free = free_indices(self.G, ("input", "target", "value"))
+        free = free_indices(self.G, TRAINING)
         lam = np.inf
         for i in range(C.shape[0]):
             L = laplacian_matrix(self.G, P, state=C[i]).toarray()
