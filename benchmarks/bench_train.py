@@ -2,7 +2,7 @@
 
 Every comparison builds both trainers from the same model, data, seed and optimiser and times their
 ``step()`` loops alternately (``--repeats`` rounds, median wall time), so the ratio is meaningful
-on a shared or noisy machine. Tasks (DESIGN.md §6):
+on a shared or noisy machine. Tasks (docs/tasks.md):
 
 - ``paraboloid``: models/paraboloid.sheaf ([2, 30, 1]), 300 points, adam lr 0.01, 3000 steps, seed 0;
   also the same network with a weak output coupling (``--coupling``: the output edge's weight w_o,
@@ -158,7 +158,7 @@ def bench_joint(args) -> dict:
     return {"settings": {"trainer": "joint", "optimizer": "sgd", "alpha": 1.0, "beta": "1/n_train", "dt": 0.005,
                          "steps": steps}, "seconds": secs, **ev,
             "reference": {"train_mse": 0.0756, "test_mse": 0.0884, "seconds": 96.0,
-                          "source": "DESIGN.md §6: the paper's code, measured on a 2-core machine"}}
+                          "source": "docs/tasks.md: the paper's code, measured on a 2-core machine"}}
 
 
 def table(results: dict) -> str:

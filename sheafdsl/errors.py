@@ -134,6 +134,15 @@ def error(code: str, message: str, span: Span = NOSPAN, hint: str | None = None,
     return SheafError(Diagnostic(code, message, span, "error", hint, file))
 
 
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article: ``an affine``, ``an identity``, ``a relu``, ``a softmax``.
+
+    >>> a_or_an("affine"), a_or_an("relu")
+    ('an affine', 'a relu')
+    """
+    return ("an " if word[:1].lower() in "aeio" else "a ") + word
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A hint naming the closest candidate (difflib), or None."""
     match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)

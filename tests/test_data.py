@@ -1,4 +1,4 @@
-"""Data sets: the DESIGN §6 definitions, files, splits, standardisation, compatibility errors."""
+"""Data sets: the docs/tasks.md definitions, files, splits, standardisation, compatibility errors."""
 
 from __future__ import annotations
 

@@ -195,7 +195,7 @@ def test_sliding_occurs_at_he_init_and_solutions_are_stationary(parab):
     eq = exact_equilibrium(net, P, X, Y)
     assert eq.consistent.all()
     frac = float((eq.sliding > 0).mean())
-    assert 0.05 < frac < 0.6, frac  # DESIGN: about a quarter of examples
+    assert 0.05 < frac < 0.6, frac  # docs/maths.md: about a quarter of examples
     # the Filippov (subgradient) gradient vanishes: every sliding unit has g_L ≤ 0 ≤ g_R
     grads, U, _, _ = energy_gradient(net, P, eq.V, Y)
     grads = _filippov(net, eq.V, grads, U)

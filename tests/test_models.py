@@ -14,7 +14,7 @@ from sheafdsl.frontend.formatter import format_module
 MODELS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "models", "*.sheaf")))
 NAMES = [os.path.basename(p)[:-6] for p in MODELS]
 
-#: DESIGN.md §6: task -> (widths, output)
+#: docs/tasks.md: task -> (widths, output)
 TASKS = {
     "paraboloid": ((2, 30, 1), "identity"),
     "saddle": ((2, 30, 1), "identity"),

@@ -135,7 +135,7 @@ def assert_stationary(G, P, res, sources=TWO_SIDED, h=1e-5):
 
 
 def test_paraboloid_two_sided_sliding_equilibria():
-    """DESIGN.md's measured pitfall: about a quarter of the examples slide at He init, and every method
+    """docs/maths.md's measured pitfall: about a quarter of the examples slide at He init, and every method
     still reaches the same consistent stationary point; naive gate re-solving cycles on exactly those."""
     G = from_model(load_file(MODELS / "paraboloid_paper.sheaf"))
     P = init_params(G, 0)

@@ -64,7 +64,7 @@ def test_network_L_free_positive_definite(widths, seed, output):
             assert ext.lambda_max == pytest.approx(w[-1], rel=1e-9)
             assert ext.kappa == pytest.approx(w[-1] / w[0], rel=1e-8)
             if variant == "inference":
-                # δ_Ω is square and unitriangular (DESIGN §1): det L_free = det(δ_Ω)² = 1 with unit weights
+                # δ_Ω is square and unitriangular (docs/maths.md): det L_free = det(δ_Ω)² = 1 with unit weights
                 assert D.shape[0] == D.shape[1]
                 assert np.sum(np.log(w)) == pytest.approx(0.0, abs=1e-8)
 

@@ -87,7 +87,7 @@ def test_digits_accuracy():
 
 def test_paper_reproduction_joint_rule():
     """The paper's sheaf (unit weights) and rule: the peer reports train MSE 0.0756 after 100k steps
-    (DESIGN §6). Its wall time against the peer's ~96 s is in benchmarks/bench_train.py."""
+    (docs/tasks.md). Its wall time against the peer's ~96 s is in benchmarks/bench_train.py."""
     G = _model(PAPER_SRC)
     _, ev = _train(G, trainer="joint", optimizer="sgd", steps=100_000, alpha=1.0, dt=0.005, seed=0)
     assert 0.06 <= ev["train_mse"] <= 0.08

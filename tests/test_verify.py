@@ -180,7 +180,9 @@ def test_residual_edge_refutes_unitriangularity_but_not_positive_definiteness():
     assert s["laplacian_positive_definite"] == s["relative_cohomology_vanishes"] == "proved"
     f = r.claim("forward_pass_is_harmonic_extension")
     assert f.status == "failed" and f.witness["energy"] > 1e-6
-    assert "skip" in f.witness["edges"]
+    # docs/verify.md: the edges that share the mismatch, with their discord norms; aff3 and out carry none
+    assert set(f.witness["edges"]) == {"aff1", "act1", "aff2", "act2", "skip"}
+    assert all(v > 0 for v in f.witness["edges"].values())
     # the witness is real: the minimum energy at that input is positive (an independent dense solve)
     x = np.array([f.witness["input"]["x"]])
     P = init_params(G, 0)

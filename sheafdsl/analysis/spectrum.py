@@ -22,7 +22,7 @@ softmax edge is linearised, F ≈ Dφ(c_u) (so L_free is the Gauss–Newton matr
 spectrum is taken either at a given state (gates and linearisation point from a solve), or over
 sampled states: each ReLU unit's gate is an independent fair 0/1 coin and the linearisation point is
 c ~ N(0, I). (For a sigmoid/softmax edge this is the quadratic model of the least-squares energy
-E = ½ Σ w² ‖r‖² of DESIGN §1; a solver that scores a pinned nonlinear head by cross-entropy has a
+E = ½ Σ w² ‖r‖² of docs/maths.md; a solver that scores a pinned nonlinear head by cross-entropy has a
 different Hessian there.)
 
 **Eigenvalues.** Up to :data:`DENSE_CUTOFF` free coordinates: ``scipy.linalg.eigvalsh`` of the dense

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..codes import codes_between
 from ..options import MAX_DIM, MAX_PARAM_SIZE, TRAIN_OPTIONS, problem
-from ..errors import DiagnosticSink, SheafError, Span, did_you_mean
+from ..errors import DiagnosticSink, SheafError, Span, a_or_an, did_you_mean
 from ..nonlinearities import HIDDEN, TABLE as NONLINEARITIES
 from ..nonlinearities import OUTPUTS as OUTPUT_MAPS
 from . import ast as A
@@ -370,7 +370,7 @@ class _Checker:
             ok &= W is not None and (len(e.args) < 2 or b is not None)
             if W is not None:
                 if len(W.shape) != 2:
-                    self.d.error("E222", f"weight `{W.name}` of a {e.kind} edge must be a matrix, not shape {_fmt_shape(W.shape)}", e.args[0].span)
+                    self.d.error("E222", f"weight `{W.name}` of {a_or_an(e.kind)} edge must be a matrix, not shape {_fmt_shape(W.shape)}", e.args[0].span)
                     ok = False
                 elif src is not None and dst is not None and W.shape != (dst.dim, src.dim):
                     self.d.error("E220", f"`{W.name}` is {_fmt_shape(W.shape)} but edge `{e.name.value}` maps "
@@ -388,7 +388,7 @@ class _Checker:
             kw = dict(W=W.name if W else None, b=b.name if b else None)
         elif e.kind in NONLINEARITIES:
             if src is not None and dst is not None and src.dim != dst.dim:
-                self.d.error("E223", f"a {e.kind} edge needs stalks of equal dimension; `{src.name}` has {src.dim}, "
+                self.d.error("E223", f"{a_or_an(e.kind)} edge needs stalks of equal dimension; `{src.name}` has {src.dim}, "
                              f"`{dst.name}` has {dst.dim}", e.kind_span)
                 ok = False
             entry = NONLINEARITIES[e.kind]
@@ -396,7 +396,7 @@ class _Checker:
                 arg = e.args[0]
                 lo, hi = entry.arg_range
                 if not (math.isfinite(arg.value) and lo < arg.value < hi):
-                    self.d.error("E226", f"the {entry.arg} of a {e.kind} edge must be a number in ({lo:g}, {hi:g}), "
+                    self.d.error("E226", f"the {entry.arg} of {a_or_an(e.kind)} edge must be a number in ({lo:g}, {hi:g}), "
                                  f"not {_fmt_value(arg.value)}", arg.span,
                                  f"{entry.formula}; slope 0 is `relu`, slope 1 is `identity`")
                     ok = False

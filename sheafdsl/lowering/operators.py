@@ -3,7 +3,7 @@
 Shapes: ``B`` independent examples, ``N = Σ_v d_v`` (0-cochains), ``M = Σ_e d_e`` (1-cochains), ``n`` free
 coordinates. Every operator acts on a leading batch axis: a cochain is ``(B, N)``, a discord ``(B, M)``.
 
-The maths (DESIGN.md §1). For an edge e = (u → v)::
+The maths (docs/maths.md). For an edge e = (u → v)::
 
     (δc)_e   = F_{v◁e} c_v − F_{u◁e} c_u                  (the linear part, no offset)
     r_e(c)   = F_{v◁e} c_v − F_{u◁e}(c_u) − o_e           (the discord, with the affine offset o_e)

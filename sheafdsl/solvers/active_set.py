@@ -336,7 +336,7 @@ def dense_step(prob, c, state, rhs, mask, fixed, shared=None):
 
 
 class Elimination:
-    """The exact piece solve by elimination along a unitriangular structure (DESIGN.md §1, "a lead").
+    """The exact piece solve by elimination along a unitriangular structure (docs/maths.md, "Exact solves").
 
     Applies when releasing the pins on head stalks makes the problem a sweep (plan T: δ over the relaxed
     free coordinates Ω₀ is unitriangular), every edge is least squares, and no nonlinear map acts on a

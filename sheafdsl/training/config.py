@@ -11,7 +11,7 @@ One field per option of :data:`sheafdsl.options.TRAIN_OPTIONS` (the table the ch
 statement reads too), with its default; validation uses the same table. Meaning of the fields:
 
 - ``data`` (a built-in task or a ``.csv``/``.npz`` path), ``n``/``n_test`` (train/test sizes),
-  ``noise`` (None: the task's default), ``data_seed`` (the data's seed, 42 as in DESIGN §6),
+  ``noise`` (None: the task's default), ``data_seed`` (the data's seed, 42 as in docs/tasks.md),
   ``standardize`` (inputs to zero mean, unit variance, fitted on the training split);
 - ``steps``, ``batch`` (None: full batch), ``optimizer`` (sgd | momentum | adam), ``lr``, ``momentum``;
 - ``trainer``: ``sheaf`` (exact two-sided equilibrium, then the local edge update), ``joint`` (the

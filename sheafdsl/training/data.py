@@ -1,4 +1,4 @@
-"""Data sets: the built-in benchmark tasks of DESIGN.md §6, and ``.csv`` / ``.npz`` files.
+"""Data sets: the built-in benchmark tasks of docs/tasks.md, and ``.csv`` / ``.npz`` files.
 
 Built-in tasks (``load_dataset("paraboloid")``...). Each draws ``n + n_test`` examples from one
 ``numpy.random.default_rng(seed)`` and splits them in order (the first ``n`` train):
@@ -10,7 +10,7 @@ paraboloid    x ~ U[−2, 2]², y = x1² + x2² − 2/3 + ε, ε ~ N(0, noise²)
 saddle        x ~ U[0, 2]², y = x1² − x2² + 0.5 sin(2 x1) + ε, noise 0.02           regression
 circle        class 0: angle ~ U[0, 2π), radius √U + N(0, noise²) (noise 0.1);      binary
               class 1: uniform (in area) on the annulus 1.5 < r < 2.5
-blobs         4 anisotropic Gaussians (centres and covariances of DESIGN §6)        multiclass
+blobs         4 anisotropic Gaussians (centres and covariances of docs/tasks.md)        multiclass
 digits        scikit-learn's bundled 8×8 digits, pixels / 16, a seeded shuffle      multiclass
 ============  ===================================================================  ==========
 
