@@ -105,7 +105,6 @@ CODES: dict[str, str] = {
     "E601": "a data file that is missing, unreadable or malformed",
     "E602": "the model's input/target stalks do not fit the data",
     "E603": "the data's task (regression, binary, multiclass) differs from the model's output edge",
-    "E604": "a built-in data set needs an optional dependency that is not installed",
     "E605": "a data set too small for the requested n / n_test",
     "E610": "an unknown or invalid training option (trainer, optimiser, config value)",
     "E611": "a saved trainer state that does not fit the trainer (another trainer, missing or misshapen parameters)",

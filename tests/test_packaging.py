@@ -50,7 +50,8 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
 
 
 def test_wheel_ships_the_grammar(tmp_path):
-    """Build a wheel, install it (no deps) into a fresh folder and parse a model from outside the repo."""
+    """Build a wheel, install it (no deps) into a fresh folder, parse a model from outside the repo and
+    read the bundled digits data."""
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel_dir), str(ROOT)],
                    check=True, capture_output=True)
@@ -59,11 +60,13 @@ def test_wheel_ships_the_grammar(tmp_path):
                    check=True, capture_output=True)
     code = ("import sheafdsl.grammars, sheafdsl.frontend as f; "
             "assert sheafdsl.grammars.__file__.startswith(%r), sheafdsl.grammars.__file__; "
-            "m = f.load_file(%r); print(len(m.edges))") % (str(target), str(ROOT / "models" / "paraboloid.sheaf"))
+            "m = f.load_file(%r); print(len(m.edges)); "
+            "from sheafdsl.training.data import digits_arrays; print(digits_arrays()[0].shape)"
+            ) % (str(target), str(ROOT / "models" / "paraboloid.sheaf"))
     env = dict(os.environ, PYTHONPATH=str(target))
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "4"
+    assert out.stdout.split() == ["4", "(1797,", "64)"]  # the digits data ships too: no scikit-learn needed
 
 
 @pytest.mark.parametrize("command", ["check", "fmt", "compile", "infer", "spectrum", "verify", "train", "diagnose"])

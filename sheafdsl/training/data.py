@@ -11,7 +11,8 @@ saddle        x ~ U[0, 2]², y = x1² − x2² + 0.5 sin(2 x1) + ε, noise 0.02 
 circle        class 0: angle ~ U[0, 2π), radius √U + N(0, noise²) (noise 0.1);      binary
               class 1: uniform (in area) on the annulus 1.5 < r < 2.5
 blobs         4 anisotropic Gaussians (centres and covariances of docs/tasks.md)        multiclass
-digits        scikit-learn's bundled 8×8 digits, pixels / 16, a seeded shuffle      multiclass
+digits        the 8×8 UCI digits (as scikit-learn bundles them; shipped here),      multiclass
+              pixels / 16, a seeded shuffle
 ============  ===================================================================  ==========
 
 Classification tasks are balanced: class k gets ``n_total // K`` examples (the first
@@ -127,18 +128,27 @@ def _blobs(rng, total, noise):
     return X[p], np.eye(4)[y[p]]
 
 
+#: the digits images, shipped with sheafdsl (no scikit-learn needed): ``pixels`` (1797, 64) uint8 in 0..16
+#: and ``labels`` (1797,) uint8, the UCI optical handwritten digits test set exactly as scikit-learn's
+#: ``load_digits()`` returns it (tests/test_data.py compares them), in its order
+DIGITS_FILE = "digits.npz"
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (1797, 64) in 0..16, labels (1797,)) of the bundled digits."""
+    from importlib import resources
+
+    with resources.files(__package__).joinpath(DIGITS_FILE).open("rb") as fh, np.load(fh) as f:
+        return f["pixels"].astype(float), f["labels"].astype(int)
+
+
 def _digits(rng, total, noise):
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise _err("the digits task needs scikit-learn, which is not installed", "E604",
-                   hint="install it with `pip install 'sheafdsl[test]'` or `pip install scikit-learn`") from None
-    d = load_digits()
-    if total > len(d.target):
-        raise _err(f"digits has {len(d.target)} examples; n + n_test = {total} is too many", "E605",
+    pixels, labels = digits_arrays()
+    if total > len(labels):
+        raise _err(f"digits has {len(labels)} examples; n + n_test = {total} is too many", "E605",
                    hint="e.g. n=1437 n_test=360")
-    p = rng.permutation(len(d.target))[:total]
-    return d.data[p] / 16.0, np.eye(10)[d.target[p]]
+    p = rng.permutation(len(labels))[:total]
+    return pixels[p] / 16.0, np.eye(10)[labels[p]]
 
 
 _BUILTIN = {"paraboloid": (_paraboloid, 0.02), "saddle": (_saddle, 0.02), "circle": (_circle, 0.1),
