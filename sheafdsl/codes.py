@@ -50,6 +50,7 @@ CODES: dict[str, str] = {
     "E224": "a restriction map literal is not a rectangular matrix or a scalar",
     "E225": "restriction map sizes do not fit their stalks or each other",
     "E226": "a nonlinearity's argument is out of range (the `leaky_relu` slope must lie in (0, 1))",
+    "E227": "a multiclass output map (softmax) on 1-dimensional stalks: constant, it carries no information",
     "E230": "parameter literal does not match the declared shape",
     "E231": "a literal matrix is not rectangular",
     "E232": "a value is NaN or infinite",

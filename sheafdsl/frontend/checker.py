@@ -392,6 +392,11 @@ class _Checker:
                              f"`{dst.name}` has {dst.dim}", e.kind_span)
                 ok = False
             entry = NONLINEARITIES[e.kind]
+            if entry.task == "multiclass" and src is not None and src.dim < 2:  # a distribution over one class
+                self.d.error("E227", f"{a_or_an(e.kind)} edge on {src.dim}-dimensional stalks is constant: "
+                             f"{e.kind} of a single number is always 1, so the edge carries no information",
+                             e.kind_span, "a two-class output is `sigmoid` on 1 dimension (or softmax on 2)")
+                ok = False
             if entry.arg is not None:
                 arg = e.args[0]
                 lo, hi = entry.arg_range
