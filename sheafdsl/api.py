@@ -315,11 +315,11 @@ class Sheaf:
         With ``params=None`` the initial parameters (seeded by the ``train`` statement or ``seed``);
         ``data`` overrides the model's data set; ``split`` picks the examples.
         """
-        from .training.config import TrainConfig
+        from .training.fit import model_config
 
         _choice("split", split, SPLITS)
         if config is None:
-            config = TrainConfig.from_sources(self.graph.graph.get("train") or {}, {"data": data, "seed": seed})
+            config = model_config(self.graph, {"data": data, "seed": seed})
         P = None if params is None else self._params(params)
         return _diagnose(self.graph, config, P, split, source=f"{self.path}, " + (
             f"initial parameters (seed {config.seed})" if params is None else "given parameters"))

@@ -75,7 +75,7 @@ def test_explicit_param_and_pin_override_the_sugar():
 
 
 def test_expand_keeps_other_statements_in_place_and_is_checkable():
-    mod = parse_text("sheaf t\nnetwork m : 2 -> 1 output softmax\nreluctance W1 weight 0.1\n")
+    mod = parse_text("sheaf t\nnetwork m : 2 -> 3 output softmax\nreluctance W1 weight 0.1\n")
     ex = expand(mod)
     kinds = [type(s).__name__ for s in ex.statements]
     assert kinds[0] == "Header" and kinds[-1] == "ReluctanceDecl" and "NetworkDecl" not in kinds

@@ -110,6 +110,7 @@ CASES = [
     ("relu-dims", XY + "edge e : x -> y relu\n", "E223", 4, 17),
     ("softmax-dims", XY + "edge e : x -> y softmax\n", "E223", 4, 17),
     ("leaky-slope", "sheaf t\nstalk x : 1\nstalk y : 1\nedge e : x -> y leaky_relu 1.5\n", "E226", 4, 28),
+    ("softmax-one", "sheaf t\nstalk x : 1\nstalk y : 1\nedge e : x -> y softmax\n", "E227", 4, 17),
     ("map-is-vector", XY + "edge e : x -> y maps [1, 2] | 1\n", "E224", 4, 22),
     ("map-param-is-vector", XY + "param M : 2 init zeros\nedge e : x -> y maps M | 1\n", "E224", 5, 22),
     ("map-columns", XY + "edge e : x -> y maps [[1, 2, 3]] | [[1, 2, 3]]\n", "E225", 4, 22),

@@ -102,3 +102,109 @@ def test_docs_hold_what_the_code_cites():
     assert cited == []
     assert "Two-sided pinning and training" in open("docs/maths.md").read()
     assert "Blob centres and covariances" in open("docs/tasks.md").read()
+
+
+@pytest.mark.parametrize("src", ["sheaf s\nnetwork mlp : 2 -> 3 -> 1 relu output softmax\n",
+                                 "sheaf s\nstalk z : 1\nstalk y : 1\nedge o : z -> y softmax\n"])
+def test_a_softmax_of_one_number_is_rejected(tmp_path, src):
+    res = run("check", "--json", write(tmp_path, "s.sheaf", src))
+    out = json.loads(res.stdout)
+    assert res.exit_code == 1 and [d["code"] for d in out["diagnostics"]] == ["E227"]
+    assert "sigmoid" in out["diagnostics"][0]["hint"]
+    two = src.replace("-> 1 relu", "-> 2 relu").replace("z : 1\nstalk y : 1", "z : 2\nstalk y : 2")
+    assert run("check", write(tmp_path, "t.sheaf", two)).exit_code == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# training and its run directory
+
+
+def test_data_paths_resolve_against_the_model_folder(tmp_path, monkeypatch):
+    """`train data="data.csv"` names the file beside the model; the run stores it absolute, so
+    `sheaf diagnose RUN` and `--resume` work from any directory."""
+    import numpy as np
+
+    proj = tmp_path / "proj" / "models"
+    proj.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (60, 2))
+    np.savetxt(proj / "data.csv", np.c_[X, X.sum(1)], delimiter=",")
+    (proj / "lin.sheaf").write_text('sheaf lin\nnetwork mlp : 2 -> 4 -> 1 relu output identity\n'
+                                    'train data="data.csv" n=40 n_test=20 steps=6 log_every=3\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(tmp_path / "proj")  # not the model's folder
+    res = run("train", "models/lin.sheaf", "--out", "runs/r", "--no-plots", "--steps", "3")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "proj" / "runs" / "r" / "meta.json").read_text())
+    assert meta["config"]["data"] == str(proj / "data.csv")
+    monkeypatch.chdir(elsewhere)
+    run_dir = str(tmp_path / "proj" / "runs" / "r")
+    res = run("diagnose", run_dir, "--no-plot", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["data"] == "data"
+    res = run("train", str(proj / "lin.sheaf"), "--out", run_dir, "--resume", "--no-plots", "--steps", "6")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "proj" / "runs" / "r" / "meta.json").read_text())["step"] == 6
+    # --data on the command line is the shell's path: relative to the working directory
+    np.savetxt(elsewhere / "mine.csv", np.c_[X, -X.sum(1)], delimiter=",")
+    res = run("train", str(proj / "lin.sheaf"), "--data", "mine.csv", "--out", "r2", "--no-plots", "--steps", "1")
+    assert res.exit_code == 0, res.output
+    assert json.loads((elsewhere / "r2" / "meta.json").read_text())["config"]["data"] == str(elsewhere / "mine.csv")
+
+
+def test_a_model_without_data_trains_on_the_task_that_fits_it(tmp_path):
+    m = write(tmp_path, "sm.sheaf", "sheaf sm\nnetwork mlp : 2 -> 5 -> 4 relu output softmax\n")
+    res = run("train", m, "--steps", "2", "--out", str(tmp_path / "r"), "--no-plots", "--json")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert meta["data"]["name"] == "blobs" and meta["data"]["task"] == "multiclass"  # never the paraboloid
+    sig = write(tmp_path, "sig.sheaf", "sheaf sig\nnetwork mlp : 2 -> 5 -> 1 relu output sigmoid\n")
+    res = run("train", sig, "--steps", "1", "--out", str(tmp_path / "c"), "--no-plots", "--json")
+    assert res.exit_code == 0 and json.loads((tmp_path / "c" / "meta.json").read_text())["data"]["name"] == "circle"
+    odd = write(tmp_path, "odd.sheaf", "sheaf odd\nnetwork mlp : 2 -> 5 -> 3 relu output softmax\n")
+    res = run("train", odd, "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and "E602" in res.stderr and "no built-in task fits" in res.stderr
+    assert "--data" in res.stderr and not (tmp_path / "o").exists()
+    assert run("diagnose", odd, "--no-plot").exit_code == 1
+
+
+def test_an_unconstrained_stalk_is_refused_before_the_run_starts(tmp_path):
+    out = tmp_path / "u"
+    res = run("train", "models/unconstrained.sheaf", "--out", str(out))
+    assert res.exit_code == 1 and "E504" in res.stderr and "memo" in res.stderr
+    assert not out.exists()  # no half-made run directory
+
+
+@pytest.mark.parametrize("trainer", ["backprop", "joint"])
+def test_solver_is_not_silently_ignored(tmp_path, trainer):
+    out = tmp_path / "s"
+    res = run("train", "models/paraboloid.sheaf", "--trainer", trainer, "--solver", "diffusion", "--out", str(out))
+    assert res.exit_code == 1 and "E610" in res.stderr and "--solver" in res.stderr and trainer in res.stderr
+    assert not out.exists()
+    res = run("train", "models/paraboloid.sheaf", "--trainer", "sheaf", "--solver", "exact", "--steps", "1",
+              "--out", str(out), "--no-plots")
+    assert res.exit_code == 0, res.output
+
+
+def test_json_with_baseline_reports_the_baseline(tmp_path):
+    res = run("train", "models/paraboloid.sheaf", "--steps", "3", "--json", "--baseline", "--out", str(tmp_path / "b"))
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout)
+    assert line["trainer"] == "sheaf" and line["baseline"]["trainer"] == "backprop" and line["baseline"]["steps"] == 3
+    assert line["baseline"]["test_mse"] > 0
+    plain = json.loads(run("train", "models/paraboloid.sheaf", "--steps", "3", "--json", "--out",
+                           str(tmp_path / "n")).stdout)
+    assert "baseline" not in plain  # --json alone trains no baseline
+
+
+def test_infer_takes_a_run_directory_as_params(tmp_path):
+    out = tmp_path / "run"
+    assert run("train", "models/paraboloid.sheaf", "--steps", "3", "--out", str(out), "--no-plots").exit_code == 0
+    by_dir = run("infer", "models/paraboloid.sheaf", "--params", str(out), "--input", "[1, 2]", "--json")
+    by_file = run("infer", "models/paraboloid.sheaf", "--params", str(out / "checkpoint.npz"), "--input", "[1, 2]",
+                  "--json")
+    assert by_dir.exit_code == 0, by_dir.output
+    assert json.loads(by_dir.stdout) == json.loads(by_file.stdout)
+    res = run("infer", "models/paraboloid.sheaf", "--params", str(tmp_path), "--input", "[1, 2]")
+    assert res.exit_code == 1 and "E524" in res.stderr and "not a run directory" in res.stderr

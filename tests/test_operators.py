@@ -52,6 +52,8 @@ widths_st = st.lists(st.integers(1, 5), min_size=2, max_size=4)
 @settings(max_examples=25, deadline=None)
 @given(widths=widths_st, seed=st.integers(0, 10_000), output=st.sampled_from(["identity", "sigmoid", "softmax"]))
 def test_delta_matches_assembled_on_networks(widths, seed, output):
+    if output == "softmax" and widths[-1] < 2:  # a softmax of one number is constant (E227)
+        widths = [*widths[:-1], 2]
     G = network(widths, output)
     P = init_params(G, seed)
     ops = SheafOperators(G, P)
@@ -167,6 +169,8 @@ def test_free_laplacian_and_boundary_coupling(widths, seed, sources):
 @settings(max_examples=15, deadline=None)
 @given(widths=widths_st, seed=st.integers(0, 10_000), output=st.sampled_from(["identity", "sigmoid", "softmax"]))
 def test_gradient_matches_finite_differences(widths, seed, output):
+    if output == "softmax" and widths[-1] < 2:  # a softmax of one number is constant (E227)
+        widths = [*widths[:-1], 2]
     G = network(widths, output)
     P = init_params(G, seed)
     ops = SheafOperators(G, P)

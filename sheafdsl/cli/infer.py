@@ -47,7 +47,8 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 @click.option("--solver", type=click.Choice(SOLVE_METHODS), default="exact", show_default=True,
               help="exact: forward sweep or active-set direct solves; cg: matrix-free conjugate gradients; "
               "diffusion: the (Filippov) heat equation.")
-@click.option("--params", "params_path", metavar="FILE.npz", help="Parameter values (e.g. a training checkpoint).")
+@click.option("--params", "params_path", metavar="FILE.npz|RUN_DIR",
+              help="Parameter values: an .npz (e.g. a training checkpoint) or a `sheaf train` run directory.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialising parameters.")
 @click.option("--rtol", type=float, default=1e-10, show_default=True, help="Relative gradient-norm tolerance.")
 @click.option("--maxiter", type=int, default=None, help="Iteration limit (solver-specific default).")

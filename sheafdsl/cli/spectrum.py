@@ -54,7 +54,8 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help=f"Number of random activation patterns (default {SPECTRUM_SAMPLES}).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the parameters and the patterns.")
-@click.option("--params", "params_path", metavar="FILE.npz", help="Parameter values (e.g. a training checkpoint).")
+@click.option("--params", "params_path", metavar="FILE.npz|RUN_DIR",
+              help="Parameter values: an .npz (e.g. a training checkpoint) or a `sheaf train` run directory.")
 @click.option("--dense-cutoff", type=click.IntRange(min=0), default=None,
               help="Largest free dimension solved densely (default 1000); above it, sparse eigsh.")
 @json_option

@@ -155,7 +155,10 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
 
     done = finish_run(run, plots=plots, discords=not as_json)
     if as_json:
-        emit_json(done.result)
+        line = dict(done.result)
+        if done.summary.get("baseline") is not None:  # asked for with --baseline: it is part of the answer
+            line["baseline"] = done.summary["baseline"]
+        emit_json(line)
     else:
         _print_summary(done.result, done.summary.get("baseline"), data, session, done.plots, done.discords, G)
     return 0

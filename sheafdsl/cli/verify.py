@@ -33,7 +33,8 @@ STYLE = {"proved": "bold green", "checked": "cyan", "failed": "bold red", "skipp
               help="Activation patterns sampled when they are too many to enumerate (default 256).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the parameters (where not written in the file) and the samples.")
-@click.option("--params", "params_path", metavar="FILE.npz", help="Parameter values (e.g. a training checkpoint).")
+@click.option("--params", "params_path", metavar="FILE.npz|RUN_DIR",
+              help="Parameter values: an .npz (e.g. a training checkpoint) or a `sheaf train` run directory.")
 @click.option("--boundary", type=click.Choice(BOUNDARY_NAMES), default="training", show_default=True,
               help="Hard pins of the positive-definiteness and relative-cohomology claims.")
 @json_option

@@ -112,12 +112,24 @@ def check_params(G, params, *, where: str = "params", file: str = "<input>") -> 
     return out
 
 
+#: the checkpoint file of a ``sheaf train`` run directory (it holds each parameter under its own name)
+RUN_CHECKPOINT = "checkpoint.npz"
+
+
 def load_params(G, path: str | os.PathLike | None = None, seed: int = 0, *, file: str = "<command line>") -> dict:
-    """Parameters from an ``.npz`` of name -> array (e.g. a training checkpoint), validated by
-    :func:`check_params`; or, without a path, :func:`init_params` from ``seed``."""
+    """Parameters from an ``.npz`` of name -> array (e.g. a training checkpoint), or from a run
+    directory (its ``checkpoint.npz``), validated by :func:`check_params`; or, without a path,
+    :func:`init_params` from ``seed``."""
     if path is None:
         return init_params(G, seed)
     path = os.fspath(path)
+    if os.path.isdir(path):
+        ck = os.path.join(path, RUN_CHECKPOINT)
+        if not os.path.isfile(ck):
+            raise SheafError(Diagnostic("E524", f"`{path}` is a directory without a {RUN_CHECKPOINT}: not a run "
+                                                "directory", file=file,
+                                        hint="pass the --out directory of a `sheaf train` run, or an .npz file"))
+        path = ck
     if not os.path.exists(path):
         raise SheafError(Diagnostic("E524", f"parameter file `{path}` does not exist", file=file))
     try:

@@ -194,6 +194,8 @@ def network_sources(draw, max_layers: int = 3, max_width: int = 6) -> str:
     L = draw(st.integers(1, max_layers))
     widths = [draw(st.integers(1, max_width)) for _ in range(L + 1)]
     output = draw(st.sampled_from(["identity", "sigmoid", "softmax"]))
+    if output == "softmax" and widths[-1] < 2:  # a softmax of one number is constant (E227)
+        widths[-1] = 2
     name = draw(names())
     lines = [f"sheaf {name}"]
     sugar = draw(st.booleans())

@@ -272,6 +272,11 @@ def _check_xy(X, path):
 # entry points
 
 
+def is_data_file(spec: str) -> bool:
+    """Whether a data spec names a file (``.csv``/``.npz``, or a path), not a built-in task."""
+    return spec.lower().endswith((".csv", ".npz")) or os.path.sep in spec
+
+
 def load_dataset(spec: str, *, n: int = 300, n_test: int = 100, seed: int = 42, noise: float | None = None,
                  standardize: bool = False, task: str | None = None, n_outputs: int | None = None) -> Dataset:
     """A built-in task by name, or a ``.csv``/``.npz`` file (see the module docstring).
@@ -290,7 +295,7 @@ def load_dataset(spec: str, *, n: int = 300, n_test: int = 100, seed: int = 42, 
         k = None if kind == "regression" else (2 if kind == "binary" else Y.shape[1])
         Xtr, Ytr, Xte, Yte = X[:n], Y[:n], X[n:], Y[n:]
         name = spec
-    elif spec.lower().endswith((".csv", ".npz")) or os.path.sep in spec:
+    elif is_data_file(spec):
         Xtr, Ytr, Xte, Yte, kind, k = _load_file(spec, n, n_test, seed, task, n_outputs)
         name = os.path.splitext(os.path.basename(spec))[0]
     else:
@@ -329,6 +334,32 @@ def model_task(G) -> tuple[str, int, int]:
     tasks = {OUTPUT_TASKS[d["kind"]] for d in into if d["kind"] in OUTPUT_TASKS} - {"regression"}
     task = tasks.pop() if len(tasks) == 1 else "regression"
     return task, G.nodes[ins[0]]["dim"], G.nodes[outs[0]]["dim"]
+
+
+#: (input width, output width) of each built-in task
+TASK_WIDTHS = {"paraboloid": (2, 1), "saddle": (2, 1), "circle": (2, 1), "blobs": (2, 4), "digits": (64, 10)}
+
+
+def default_data(G) -> str:
+    """The built-in task that a model naming no data set trains on: the first of :data:`TASKS` whose
+    task (regression | binary | multiclass, from the output edge) and widths fit the model; E602 when
+    none does (a softmax model is never handed the paraboloid)."""
+    task, din, dout = model_task(G)
+    for name in TASKS:
+        if TASK_KIND[name] == task and TASK_WIDTHS[name] == (din, dout):
+            return name
+    builtin = ", ".join(f"{n} ({TASK_KIND[n]}, {a} -> {b})" for n, (a, b) in TASK_WIDTHS.items())
+    raise _err(f"the model names no data set (`train data=...`), and no built-in task fits it: it is a {task} "
+               f"model with {din} input(s) and {dout} output(s)", "E602",
+               hint=f"pass --data FILE.csv|FILE.npz, or add `train data=...` to the model; built-in: {builtin}")
+
+
+def resolve_data(spec: str, base_dir: str) -> str:
+    """``spec`` as an absolute path when it names a data file (relative paths against ``base_dir``);
+    a built-in task's name unchanged."""
+    if spec in _BUILTIN or os.path.isabs(spec) or not is_data_file(spec):
+        return spec
+    return os.path.normpath(os.path.join(base_dir, spec))
 
 
 def check_compatible(G, data: Dataset) -> None:

@@ -58,6 +58,31 @@ class Run:
         return 0 if self.checkpoint is None else int(self.checkpoint.step)
 
 
+def model_dir(G) -> str:
+    """The folder of the model file ``G`` was built from (the working directory for text or Python)."""
+    path = G.graph.get("path") or "<python>"
+    return os.getcwd() if path.startswith("<") else os.path.dirname(os.path.abspath(path))
+
+
+def model_config(G, overrides: dict | None = None):
+    """The training config of a fresh run of ``G``: ``overrides`` over its ``train`` statement over the
+    defaults. A data file named in the model resolves against the model's folder, one given in
+    ``overrides`` (``--data``) against the working directory; both are stored absolute, so the run's
+    metadata works from any directory (``sheaf diagnose RUN``, ``--resume``). With no data named, the
+    built-in task that fits the model (:func:`~sheafdsl.training.data.default_data`)."""
+    from .config import TrainConfig
+    from .data import default_data, resolve_data
+
+    train, over = dict(G.graph.get("train") or {}), dict(overrides or {})
+    if over.get("data") is not None:
+        over["data"] = resolve_data(over["data"], os.getcwd())
+    elif train.get("data") is not None:
+        train["data"] = resolve_data(train["data"], model_dir(G))
+    else:
+        over["data"] = default_data(G)
+    return TrainConfig.from_sources(train, over)
+
+
 def data_fingerprint(spec: str) -> dict:
     """``{"spec": ...}`` plus the file's sha256 when the data set is a file."""
     from .checkpoint import sha256_file
@@ -102,7 +127,6 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
     """
     from ..lowering import check_params, to_numpy
     from .checkpoint import load_checkpoint, sha256_text, versions
-    from .config import TrainConfig
     from .data import dataset_for
     from .run import MetricsLog, RunDir, TrainingSession, atomic_write_text, default_run_dir
     from .trainers import make_trainer
@@ -123,12 +147,23 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
                 "E633", f"cannot resume: `{file}` is not the model the run in `{out}` was trained on "
                         "(the model text differs)", file=file,
                 hint=f"compare with `{rundir.model}`; resume with that file, or start a new run"))
+        if overrides.get("data") is not None:  # compared with the run's (absolute) data path
+            from .data import resolve_data
+
+            overrides["data"] = resolve_data(overrides["data"], os.getcwd())
         config = resume_config(ck, overrides, baseline, file)
         use_baseline = bool(ck.baseline) and baseline is not False
     else:
-        config = TrainConfig.from_sources(G.graph.get("train") or {}, overrides)
+        config = model_config(G, overrides)
         use_baseline = (True if baseline is None else baseline) and config.trainer != "backprop"
 
+    if overrides.get("solver") is not None and config.trainer != "sheaf":
+        raise SheafError(Diagnostic(
+            "E610", f"--solver {overrides['solver']} has no effect on the `{config.trainer}` trainer: the solver is the "
+                    "sheaf trainer's fast phase (the two-sided equilibrium), and "
+                    + ("backprop solves no equilibrium" if config.trainer == "backprop" else
+                       "the joint flow moves the stalks by its own Euler steps (dt, alpha)"),
+            file=file, hint="drop --solver, or use --trainer sheaf"))
     data = dataset_for(G, config)
     fingerprint = data_fingerprint(config.data)
     if ck is not None and (ck.meta.get("data") or {}).get("sha256") != fingerprint.get("sha256"):
@@ -145,6 +180,7 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
     trainer = make_trainer(G, config, data, params=initial)
     if ck is not None:
         trainer.load_state_dict(ck.state)
+    trainer.preflight()  # a model the run cannot train fails here, before its run directory is made
     base = None
     if use_baseline:
         bconfig = dataclasses.replace(config, trainer="backprop")
@@ -290,6 +326,7 @@ def load_run(path, *, data: str | None = None) -> SavedRun:
     from ..ir import from_model
     from .checkpoint import load_checkpoint
     from .config import TrainConfig
+    from .data import resolve_data
     from .run import RunDir
 
     rd = RunDir(path)
@@ -304,9 +341,13 @@ def load_run(path, *, data: str | None = None) -> SavedRun:
                                             f"{exc.strerror}")) from None
     # resolve relative paths in the model (e.g. `init "w.npz":W`) against the original file's directory
     G = from_model(load_text(text, path=ck.meta.get("model_path") or str(rd.model)))
-    config = TrainConfig.from_sources(ck.meta.get("config") or {}, {"data": data})
+    saved = dict(ck.meta.get("config") or {})
+    if saved.get("data") is not None:  # a run recorded before data paths were stored absolute
+        saved["data"] = resolve_data(saved["data"], model_dir(G))
+    config = TrainConfig.from_sources(saved, {"data": None if data is None else resolve_data(data, os.getcwd())})
     return SavedRun(G, config, ck.params, int(ck.step), dict(ck.meta), rd)
 
 
-__all__ = ["RESUME_FREE", "LOSS_LABEL", "Run", "Finished", "SavedRun", "data_fingerprint", "resume_config",
+__all__ = ["RESUME_FREE", "LOSS_LABEL", "Run", "Finished", "SavedRun", "model_dir", "model_config", "data_fingerprint",
+           "resume_config",
            "start_run", "cli_command", "metric_row", "finish_run", "write_plots", "load_run"]

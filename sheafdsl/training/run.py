@@ -42,11 +42,12 @@ import numpy as np
 from ..codes import codes_between
 from ..errors import Diagnostic, SheafError
 from ..fileio import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from ..lowering.params import RUN_CHECKPOINT
 
 #: the codes of the training product (run directory, checkpoints, resume, diagnose, faults): E630–E649
 DIAGNOSTICS = codes_between("E630", "E649")
 
-CHECKPOINT = "checkpoint.npz"
+CHECKPOINT = RUN_CHECKPOINT  # one name for the file (lowering.load_params reads it from a run directory)
 META = "meta.json"
 MODEL = "model.sheaf"
 METRICS = "metrics.jsonl"

@@ -186,6 +186,10 @@ class Trainer:
             return diffusion_equilibrium(self.net, self.params, X, Y, xp, tol=max(self.config.tol, 1e-9))
         return exact_equilibrium(self.net, self.params, X, Y, xp, tol=self.config.tol)
 
+    def preflight(self) -> None:
+        """Raise now what the first step would (a SheafError), before a run directory exists. A
+        feed-forward chain cannot fail here: its L_free is unitriangular, so positive definite."""
+
     def edge_discords(self, X, Y) -> dict[str, float]:
         """Mean over examples of ½‖(δc*)_e‖² per edge at the two-sided equilibrium."""
         eq = self.equilibrium(X, Y)
@@ -397,6 +401,12 @@ class GeneralSheafTrainer(Trainer):
 
     def equilibrium(self, X, Y):
         return self._solve(self.xp.asarray(X, dtype=float), self.xp.asarray(Y, dtype=float))
+
+    def preflight(self) -> None:
+        """Solve one training example with the training pins and with the inference pins: a sheaf whose
+        pins leave free directions (a stalk no edge touches, relative H⁰ ≠ 0) fails here with E504."""
+        self._solve(self.Xtr[:1], self.Ytr[:1])
+        self._predict(self.Xtr[:1])
 
     def _gradients(self, X, Y, idx):
         loss = task_loss(self.data.task, self._predict(X), Y, self.xp)
