@@ -41,7 +41,7 @@ def test_check_reports_each_of_many_files(tmp_path):
     assert out["ok"] is False and [f["file"] for f in out["files"]] == [a, b]
     assert [f["ok"] for f in out["files"]] == [True, False] and out["files"][1]["diagnostics"][0]["code"] == "E202"
     one = json.loads(run("check", "--json", a).stdout)  # one file: one object, as before
-    assert one == {"ok": True, "diagnostics": []}
+    assert one == {"ok": True, "diagnostics": [], "file": a}
 
 
 def test_check_every_shipped_model_in_one_call():

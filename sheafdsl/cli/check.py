@@ -69,6 +69,6 @@ def command(files, as_json):
             emit_json({"files": [{"ok": ok, "file": f, "diagnostics": [d.to_json() for d in diags]}
                                  for f, ok, diags in results]}, ok=all_ok, diagnostics=everything)
     elif len(files) > 1:
-        bad = sum(not r["ok"] for r in results)
+        bad = sum(not ok for _, ok, _ in results)
         click.echo(f"{len(files)} files: " + ("all ok" if all_ok else f"{bad} with errors"), err=not all_ok)
     raise SystemExit(0 if all_ok else 1)
