@@ -18,7 +18,7 @@ import copy
 import os
 from dataclasses import dataclass, field
 
-from .errors import Diagnostic, SheafError
+from .errors import Diagnostic, SheafError, located
 from .options import BOUNDARY_NAMES, SPLITS
 
 API = "<python>"
@@ -321,8 +321,9 @@ class Sheaf:
         if config is None:
             config = model_config(self.graph, {"data": data, "seed": seed})
         P = None if params is None else self._params(params)
-        return _diagnose(self.graph, config, P, split, source=f"{self.path}, " + (
-            f"initial parameters (seed {config.seed})" if params is None else "given parameters"))
+        with located(self.path):
+            return _diagnose(self.graph, config, P, split, source=f"{self.path}, " + (
+                f"initial parameters (seed {config.seed})" if params is None else "given parameters"))
 
 
 def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, solver: str = "exact",
@@ -433,14 +434,15 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
         raise _err("E526", f"train needs a Sheaf (sheafdsl.load(...)) or a model path, not {type(sheaf).__name__}")
     if resume and params is not None:
         raise _err("E634", "cannot resume with new initial parameters: a resumed run continues from its checkpoint")
-    run = start_run(sheaf.graph, file=sheaf.path, overrides=options, out=out, resume=resume, baseline=baseline,
-                    params=params, record=out is not None)
-    outcome = run.session.run(run.config.steps, on_step=on_step)
-    if outcome.status == "diverged":
-        raise outcome.error
-    if outcome.status == "interrupted":
-        raise KeyboardInterrupt(f"training interrupted at step {outcome.step}")
-    done = finish_run(run, plots=out is not None if plots is None else plots, discords=False)
+    with located(sheaf.path):
+        run = start_run(sheaf.graph, file=sheaf.path, overrides=options, out=out, resume=resume, baseline=baseline,
+                        params=params, record=out is not None)
+        outcome = run.session.run(run.config.steps, on_step=on_step)
+        if outcome.status == "diverged":
+            raise outcome.error
+        if outcome.status == "interrupted":
+            raise KeyboardInterrupt(f"training interrupted at step {outcome.step}")
+        done = finish_run(run, plots=out is not None if plots is None else plots, discords=False)
     P = {k: to_numpy(v).copy() for k, v in run.session.trainer.params.items()}
     return Fit(P, run.session.metrics.read(), done.result, run.config, done.summary.get("baseline"),
                None if run.rundir is None else run.rundir.path, sheaf)

@@ -13,6 +13,8 @@ and exits 1. Nothing in this module knows about parsing or numerics.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -141,6 +143,16 @@ def a_or_an(word: str) -> str:
     ('an affine', 'a relu')
     """
     return ("an " if word[:1].lower() in "aeio" else "a ") + word
+
+
+@contextlib.contextmanager
+def located(file: str):
+    """Errors from the layers below that name no file (data, trainer, solver) are about ``file``: say so."""
+    try:
+        yield
+    except SheafError as exc:
+        exc.diagnostics = [dataclasses.replace(d, file=file) if d.file == "<input>" else d for d in exc.diagnostics]
+        raise
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:

@@ -168,3 +168,19 @@ def test_boundary_constants():
     assert BOUNDARIES == {"training": TRAINING, "inference": INFERENCE}
     rep = sd.loads(NET).verify(boundary="inference", samples=4)
     assert tuple(rep.boundary) == INFERENCE
+
+
+def test_training_errors_name_the_model_file(in_repo):
+    with pytest.raises(SheafError) as e:
+        sd.train(sd.load("models/triangle.sheaf"), steps=3)  # no input/target pins
+    assert e.value.codes == ["E602"] and e.value.diagnostics[0].file == "models/triangle.sheaf"
+
+
+def test_readme_python_example_runs(in_repo):
+    import re
+
+    readme = (MODELS.parent / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "import sheafdsl" in b]
+    ns: dict = {}
+    exec(compile(block.replace("steps=500", "steps=5"), "README.md", "exec"), ns)
+    assert ns["r"].stalks["y"].shape == (1, 1) and "test_mse" in ns["fit"].metrics and ns["report"].claims

@@ -30,7 +30,7 @@ from .common import console, emit_json, err_console, json_option, load_model
 @json_option
 def command(target, data, split, seed, plot_path, no_plot, as_json):
     """Per-edge, per-layer and per-type discord of a trained run (RUN_DIR) or of a model's initial parameters (FILE)."""
-    from .train import located
+    from ..errors import located
 
     with located(target):
         _diagnose(target, data, split, seed, plot_path, no_plot, as_json)

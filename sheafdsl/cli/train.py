@@ -9,12 +9,11 @@ with ``--json``). See docs/training.md for the run directory, resume and the fau
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 
 import click
 
-from ..errors import SheafError
+from ..errors import located
 from ..options import BACKENDS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
 from .common import console, emit_json, err_console, json_option, load_model, model_argument
 
@@ -68,16 +67,6 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed,
         code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json,
                           checkpoint_every=checkpoint_every)
     raise SystemExit(code)
-
-
-@contextlib.contextmanager
-def located(file: str):
-    """Errors from the layers below that name no file (data, trainer, solver) are about FILE: say so."""
-    try:
-        yield
-    except SheafError as exc:
-        exc.diagnostics = [dataclasses.replace(d, file=file) if d.file == "<input>" else d for d in exc.diagnostics]
-        raise
 
 
 @contextlib.contextmanager
