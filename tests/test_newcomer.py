@@ -208,3 +208,29 @@ def test_infer_takes_a_run_directory_as_params(tmp_path):
     assert json.loads(by_dir.stdout) == json.loads(by_file.stdout)
     res = run("infer", "models/paraboloid.sheaf", "--params", str(tmp_path), "--input", "[1, 2]")
     assert res.exit_code == 1 and "E524" in res.stderr and "not a run directory" in res.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+
+
+@pytest.mark.parametrize("columns", ["80", "40"])
+def test_tables_never_cut_a_number_short(monkeypatch, columns):
+    """Piped (no terminal) or in a narrow terminal, a table wraps its text but prints every number
+    whole: nothing ends in "…", and each value of the --json output appears in the text."""
+    monkeypatch.setenv("COLUMNS", columns)
+    from sheafdsl.cli import common
+
+    monkeypatch.setattr(common.console, "_width", int(columns))  # as rich sees a terminal of that width
+    res = run("diagnose", "models/paraboloid.sheaf", "--no-plot")
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.stdout
+    js = json.loads(run("diagnose", "models/paraboloid.sheaf", "--no-plot", "--json").stdout)
+    for e in js["edges"]:
+        assert f"{e['energy']:.4g}" in res.stdout and f"{e['discord']:.4g}" in res.stdout
+        assert f"{100 * e['share']:.1f}%" in res.stdout
+    res = run("spectrum", "models/digits.sheaf", "--samples", "2")
+    assert res.exit_code == 0 and "…" not in res.stdout
+    js = json.loads(run("spectrum", "models/digits.sheaf", "--samples", "2", "--json").stdout)
+    for s in js["samples"]:
+        assert f"{s['training']['lambda_min']:g}" in res.stdout and f"{s['inference']['kappa']:g}" in res.stdout

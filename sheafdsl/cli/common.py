@@ -57,6 +57,35 @@ def json_envelope(payload: dict | None = None, *, ok: bool = True, diagnostics=(
     return out
 
 
+def print_table(table, con=None) -> None:
+    """Print a rich table so that no number is cut short: right-justified (numeric) columns never
+    wrap or shrink, text columns wrap instead of ending in "…", and a table that cannot fit the
+    terminal (or the 80 columns rich assumes when the output is piped) is printed at its natural
+    width rather than truncated."""
+    from rich.measure import Measurement
+
+    con = console if con is None else con
+    for col in table.columns:
+        if col.justify == "right":  # a number is never wrapped or cut, and nor is its header
+            col.no_wrap = True
+            texts = [str(cell) for cell in [*col.cells]] + str(col.header).split("\n")
+            col.min_width = max([len(t) for t in texts] + [col.min_width or 0])
+        else:  # wrap between words; a word is folded only if it is longer than the column can be
+            col.overflow = "fold"
+            words = [w for cell in [col.header, *col.cells] for w in str(cell).split()]
+            col.min_width = max([len(w) for w in words if len(w) <= 24] + [col.min_width or 0])
+    need = Measurement.get(con, con.options.update(max_width=10_000), table).minimum
+    if need <= con.width:
+        con.print(table)
+        return
+    width = con.width
+    con.width = need  # Console.print(width=...) cannot go past the console's width
+    try:
+        con.print(table, crop=False)
+    finally:
+        con.width = width
+
+
 def emit_json(payload: dict | None = None, *, ok: bool = True, diagnostics=()) -> None:
     """Print :func:`json_envelope` as one line of strict JSON (non-finite numbers become null)."""
     click.echo(json.dumps(_plain(json_envelope(payload, ok=ok, diagnostics=diagnostics)), allow_nan=False))
@@ -80,4 +109,4 @@ def _plain(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-__all__ = ["console", "err_console", "json_option", "model_argument", "load_model", "load_ir", "json_envelope", "emit_json", "SheafError"]
+__all__ = ["console", "err_console", "print_table", "json_option", "model_argument", "load_model", "load_ir", "json_envelope", "emit_json", "SheafError"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import click
 
 from ..errors import Diagnostic, SheafError
-from .common import console, emit_json, json_option, load_ir, model_argument
+from .common import console, emit_json, json_option, load_ir, model_argument, print_table
 
 
 def _check_output(ctx, param, value):
@@ -71,7 +71,7 @@ def _print(G, info) -> None:
         d = G.nodes[v]
         pins = ", ".join(p.source + ("" if p.indices is None else str(list(p.indices))) for p in d["pins"])
         t.add_row(v + (" (anchor)" if d.get("anchor") else ""), str(d["dim"]), str(d["offset"]), pins or "-")
-    console.print(t)
+    print_table(t)
     e = Table(title_justify="left")
     for col, just in (("edge", "left"), ("kind", "left"), ("from -> to", "left"), ("F_src | F_dst", "left"),
                       ("bias", "left"), ("dim", "right"), ("weight", "right")):
@@ -79,7 +79,7 @@ def _print(G, info) -> None:
     for u, v, name, d in edges(G):
         maps = f"{_short(describe(d['src_map']))} | {_short(describe(d['dst_map']))}"
         e.add_row(name, d["kind"], f"{u} -> {v}", maps, d.get("bias") or "-", str(d["dim"]), f"{d['weight']:g}")
-    console.print(e)
+    print_table(e)
     s = Table(show_header=False, title_justify="left")
     s.add_column(justify="left")
     s.add_column(justify="right")
@@ -95,7 +95,7 @@ def _print(G, info) -> None:
     ]
     for k, v in rows:
         s.add_row(k, str(v))
-    console.print(s)
+    print_table(s)
 
 
 def _short(text: str, n: int = 32) -> str:

@@ -15,7 +15,7 @@ import click
 
 from ..errors import Diagnostic, SheafError
 from ..options import SPLITS
-from .common import console, emit_json, err_console, json_option, load_model
+from .common import console, emit_json, err_console, json_option, load_model, print_table
 
 
 @click.command("diagnose")
@@ -90,20 +90,20 @@ def _print(rep, png) -> None:
         vals = [f"{r.weight:g}", f"{r.discord:.4g}", f"{r.energy:.4g}"] if weighted else [f"{r.energy:.4g}"]
         t.add_row(r.name, f"{r.src} → {r.dst}", r.type, "—" if r.layer is None else str(r.layer), str(r.dim),
                   *vals, pct(r.share))
-    console.print(t)
+    print_table(t)
     t2 = Table(title="per type", title_justify="left")
     for col in ("type", "edges", "energy", "share"):
         t2.add_column(col, justify="left" if col in ("type", "edges") else "right")
     for g in report.types:
         t2.add_row(g.group, ", ".join(g.edges), f"{g.energy:.4g}", pct(g.share))
-    console.print(t2)
+    print_table(t2)
     if report.layers:
         t3 = Table(title="per layer", title_justify="left")
         for col in ("layer", "edges", "energy", "share"):
             t3.add_column(col, justify="left" if col in ("layer", "edges") else "right")
         for g in report.layers:
             t3.add_row(g.group, ", ".join(g.edges), f"{g.energy:.4g}", pct(g.share))
-        console.print(t3)
+        print_table(t3)
     else:
         console.print("per layer: the sheaf has a cycle, so its edges have no layers")
     console.print(f"total energy: {report.total:.4g} (the residual R = E(c*) when the output edge is linear); "

@@ -26,7 +26,7 @@ from ..errors import Diagnostic, SheafError
 from ..inputs import apply_pin, parse_input, parse_pin
 from ..ir import pinned_stalks
 from ..options import SOLVE_METHODS
-from .common import console, emit_json, json_option, load_ir, model_argument
+from .common import console, emit_json, json_option, load_ir, model_argument, print_table
 
 TABLE_ROWS = 20
 
@@ -115,7 +115,7 @@ def _print(G, res, vals, batch, solver):
         t.add_column("values")
         for v, a in vals.items():
             t.add_row(v, _role(G, v), str(a.shape[1]), _fmt(a[0]))
-        console.print(t)
+        print_table(t)
         console.print(summary)
         return
     targets = pinned_stalks(G, "target")
@@ -127,7 +127,7 @@ def _print(G, res, vals, batch, solver):
     t.add_column("energy", justify="right")
     for i in range(min(res.batch, TABLE_ROWS)):
         t.add_row(str(i), *[_fmt(vals[v][i]) for v in cols], f"{float(res.energy[i]):.3g}")
-    console.print(t)
+    print_table(t)
     if res.batch > TABLE_ROWS:
         console.print(f"… {res.batch - TABLE_ROWS} more rows (use --json for all)")
     console.print(summary)

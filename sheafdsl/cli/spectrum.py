@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import Diagnostic, SheafError
 from ..options import SPECTRUM_SAMPLES
-from .common import console, emit_json, json_option, load_ir, model_argument
+from .common import console, emit_json, json_option, load_ir, model_argument, print_table
 
 SAMPLE_ROWS = 10
 
@@ -115,7 +115,7 @@ def _print(G, report, seed, note) -> None:
         sing = f"{w.get('singular_samples', 0)}/{n}" if w["lambda_min"] is not None else "-"
         t.add_row(v, str(w["free_dim"]), _num(w["lambda_min"]), _num(w["lambda_max"]),
                   _num(w["kappa"]), sing)
-    console.print(t)
+    print_table(t)
     console.print("hard pins: " + "; ".join(f"{v}: {', '.join(VARIANTS[v])}" for v in report.worst))
     if 1 < n <= SAMPLE_ROWS:
         s = Table(title="per sample", title_justify="left")
@@ -126,7 +126,7 @@ def _print(G, report, seed, note) -> None:
         for i, row in enumerate(report.samples):
             s.add_row(str(i), *[_num(x) for v in report.worst for x in
                                 (row[v].lambda_min, row[v].lambda_max, row[v].kappa)])
-        console.print(s)
+        print_table(s)
     elif n > SAMPLE_ROWS:
         for v in report.worst:
             k = np.array([row[v].kappa for row in report.samples if row[v].kappa is not None], dtype=float)

@@ -15,7 +15,7 @@ import click
 
 from ..errors import located
 from ..options import BACKENDS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
-from .common import console, emit_json, err_console, json_option, load_model, model_argument
+from .common import console, emit_json, err_console, json_option, load_model, model_argument, print_table
 
 
 def _positive_float(ctx, param, value):
@@ -210,7 +210,7 @@ def _print_summary(result, bres, data, session, written, discords, G) -> None:
         if bres:
             cells.append(_fmt(bres.get(key), pct))
         t.add_row(label, *cells)
-    console.print(t)
+    print_table(t)
     from ..training.diagnostics import diagnose
 
     rows = diagnose(G, discords).edges if discords else []

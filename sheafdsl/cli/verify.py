@@ -20,7 +20,7 @@ from __future__ import annotations
 import click
 
 from ..options import BOUNDARY_NAMES
-from .common import console, emit_json, json_option, load_ir, model_argument
+from .common import console, emit_json, json_option, load_ir, model_argument, print_table
 
 STYLE = {"proved": "bold green", "checked": "cyan", "failed": "bold red", "skipped": "dim"}
 
@@ -66,7 +66,7 @@ def _print(report) -> None:
     t.add_column("method")
     for c in report.claims:
         t.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", c.method)
-    console.print(t)
+    print_table(t)
     for c in report.claims:
         console.print(f"[bold]{c.name}[/bold] ([{STYLE[c.status]}]{c.status}[/]): {c.detail}", highlight=False)
         if c.ordering and "blocks" in c.ordering:
