@@ -184,3 +184,37 @@ def test_readme_python_example_runs(in_repo):
     ns: dict = {}
     exec(compile(block.replace("steps=500", "steps=5"), "README.md", "exec"), ns)
     assert ns["r"].stalks["y"].shape == (1, 1) and "test_mse" in ns["fit"].metrics and ns["report"].claims
+
+
+@pytest.mark.parametrize("call", ["coboundary", "laplacian", "cohomology", "verify", "spectrum", "solve"])
+def test_analysis_and_lowering_refuse_misshapen_parameters(call):
+    """A parameter of the wrong shape was reshaped silently (or failed inside numpy): now E524."""
+    from sheafdsl.analysis.cohomology import cohomology
+    from sheafdsl.analysis.spectrum import sample_states, spectrum
+    from sheafdsl.analysis.verify import verify
+    from sheafdsl.lowering import coboundary_matrix, laplacian_matrix
+    from sheafdsl.solvers import solve
+
+    sh = sd.loads(NET)
+    G, bad = sh.graph, {**sh.init_params(), "W1": np.zeros((2, 2))}
+    f = {"coboundary": lambda: coboundary_matrix(G, bad), "laplacian": lambda: laplacian_matrix(G, bad),
+         "cohomology": lambda: cohomology(G, bad), "verify": lambda: verify(G, bad),
+         "spectrum": lambda: spectrum(G, bad, sample_states(G, 2, np.random.default_rng(0))),
+         "solve": lambda: solve(G, bad, {"x": np.zeros((1, 2))})}[call]
+    with pytest.raises(SheafError) as e:
+        f()
+    assert e.value.codes == ["E524"]
+
+
+def test_library_seeds_and_boundary_values_are_checked():
+    from sheafdsl.lowering import init_params
+    from sheafdsl.solvers import solve
+
+    sh = sd.loads(NET)
+    for seed in (-1, 1.5, "0", True):
+        with pytest.raises(SheafError) as e:
+            init_params(sh.graph, seed)
+        assert e.value.codes == ["E526"]
+    with pytest.raises(SheafError) as e:
+        solve(sh.graph, sh.init_params(), {"x": "ab"})
+    assert e.value.codes == ["E520"]

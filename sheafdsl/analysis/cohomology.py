@@ -54,7 +54,7 @@ import numpy as np
 
 from ..ir import INFERENCE, TRAINING, edges, free_indices, param_specs, stalks, total_dim
 from ..ir.maps import Nonlinear, ParamMap, ReluGate
-from ..lowering import coboundary_matrix, init_params
+from ..lowering import check_shapes, coboundary_matrix, init_params
 
 #: parameter initialisers whose value is written in the file (exact rationals)
 EXACT_INITS = ("literal", "zeros", "ones")
@@ -328,6 +328,7 @@ def cohomology(G, params: dict | None = None, *, sources=TRAINING, method: str =
         raise ValueError(f"method must be auto, exact or numeric, not {method!r}")
     if params is None:
         params = init_params(G, 0)
+    check_shapes(G, params)
     sources = tuple(sources)
     N, free = total_dim(G), free_indices(G, sources)
     labels = free_labels(G, sources)

@@ -56,7 +56,7 @@ import numpy as np
 from ..errors import Diagnostic, SheafError
 from ..ir import edges, free_indices, param_specs, pinned_stalks, stalks, total_dim, vertex_slice
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
-from ..lowering import coboundary_matrix, edge_weight_vector, init_params, offset_vector
+from ..lowering import check_shapes, coboundary_matrix, edge_weight_vector, init_params, offset_vector
 from ..lowering.maps import apply as apply_restriction
 from .certificates import berkowitz_det, eliminate, numeric_rows, restrict_columns, symbolic_coboundary
 from .cohomology import (EXACT_INITS, INFERENCE, TRAINING, cohomology, kernel_witness, to_rational,
@@ -894,6 +894,7 @@ def verify(G, params: dict | None = None, *, symbolic_limit: int = DEFAULT_SYMBO
         raise ValueError("samples must be >= 1")
     if params is None:
         params = init_params(G, seed)
+    check_shapes(G, params)
     params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
     _check_finite(G, params)
     ctx = _Ctx(G, params, sources, symbolic_limit, samples, weight_draws, seed)

@@ -5,7 +5,7 @@ feed-forward network never needs scipy, and importing it costs a noticeable part
 """
 
 from .backend import BACKENDS, array_module, cupy_available, get_backend, to_numpy
-from .params import check_params, init_param, init_params, load_params
+from .params import check_params, check_shapes, init_param, init_params, load_params
 
 _ASSEMBLE = ("coboundary_matrix", "edge_weight_vector", "laplacian_matrix", "nonlinear_jacobian", "offset_vector",
              "restriction_matrix", "sigmoid", "softmax")
@@ -19,5 +19,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [*_ASSEMBLE, "BACKENDS", "array_module", "cupy_available", "get_backend", "to_numpy", "check_params",
+__all__ = [*_ASSEMBLE, "BACKENDS", "array_module", "cupy_available", "get_backend", "to_numpy", "check_params", "check_shapes",
            "init_param", "init_params", "load_params"]

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from ..ir import edge_offsets, edges, total_dim
 from . import maps, nonlinear
 from .backend import array_module, to_numpy
+from .params import check_shapes
 
 
 def sigmoid(z):
@@ -51,6 +52,7 @@ def restriction_matrix(m, d_v: int, params: dict, state_v=None, gate=None) -> sp
 
 def coboundary_matrix(G, params: dict, state=None, gates: dict | None = None) -> sp.csr_matrix:
     """δ ∈ R^{M×N} for one example (see the module docstring for how gates are linearised)."""
+    check_shapes(G, params)
     gates = gates or {}
     state = None if state is None else to_numpy(state)
     N = total_dim(G)

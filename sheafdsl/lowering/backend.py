@@ -38,7 +38,7 @@ def get_backend(name: str = "numpy"):
             return np
         raise SheafError(Diagnostic("E500", "the cupy backend needs CuPy and an NVIDIA GPU, and none is usable",
                                     hint="install the extra with `pip install 'sheafdsl[cuda]'`, or use --backend numpy"))
-    raise SheafError(Diagnostic("E500", f"unknown backend `{name}`", hint="use numpy, cupy or auto"))
+    raise SheafError(Diagnostic("E500", f"unknown backend `{name}`", hint="use one of: " + ", ".join(BACKENDS)))
 
 
 def scipy_module(xp, name: str):

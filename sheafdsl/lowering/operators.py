@@ -46,13 +46,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-from ..ir import INFERENCE, edge_offsets, edges, param_specs, pinned_indices, stalks, total_dim
+from ..ir import INFERENCE, edge_offsets, edges, pinned_indices, stalks, total_dim
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
 from ..nonlinearities import OUTPUTS
 from ..nonlinearities import TABLE as NONLINEARITIES
 from .backend import scipy_module, to_numpy
 from . import maps
 from .nonlinear import hessian_weight, kernel
+from .params import check_shapes
 
 CONSTANT_MAPS = (Identity, Scaled, Constant, Select)  # the maps lowered into the one constant block
 
@@ -182,7 +183,6 @@ class SheafOperators:
     def __init__(self, G, params: dict | None = None, xp=np, *, sparse_threshold: int = SPARSE_THRESHOLD):
         self.G, self.xp = G, xp
         self.N, self.names = total_dim(G), stalks(G)
-        self.specs = param_specs(G)
         self.vertex = {v: slice(G.nodes[v]["offset"], G.nodes[v]["offset"] + G.nodes[v]["dim"]) for v in self.names}
         eoff = edge_offsets(G)
         self.edges: list[EdgeOp] = []
@@ -227,6 +227,7 @@ class SheafOperators:
 
     def _bind(self, params: dict) -> None:
         xp = self.xp
+        check_shapes(self.G, params)
         self.params = {k: xp.asarray(v) for k, v in params.items()}
         o = xp.zeros(self.M)
         for e in self.edges:
@@ -234,20 +235,11 @@ class SheafOperators:
                 if isinstance(m, ParamMap):
                     if m.param not in self.params:
                         raise SheafError(Diagnostic("E502", f"no value for parameter `{m.param}` (edge `{e.name}`)"))
-                    self._check_value(m.param)
             if e.bias is not None:
                 if e.bias not in self.params:
                     raise SheafError(Diagnostic("E502", f"no value for parameter `{e.bias}` (bias of edge `{e.name}`)"))
-                self._check_value(e.bias)
                 o[e.rows] = self.params[e.bias]
         self.o = o
-
-    def _check_value(self, name: str) -> None:
-        """A parameter value of its declared shape, holding numbers (E524), so that no raw numpy error follows."""
-        a, spec = self.params[name], self.specs[name]
-        if a.shape != tuple(spec.shape) or a.dtype.kind not in "biuf":
-            raise SheafError(Diagnostic("E524", f"parameter `{name}` has shape {tuple(a.shape)} (dtype {a.dtype}), "
-                                        f"the model declares {tuple(spec.shape)}"))
 
     def with_params(self, params: dict) -> "SheafOperators":
         """The same lowered structure with new parameter values (cheap: no graph traversal)."""

@@ -69,8 +69,33 @@ def init_params(G, seed: int = 0, xp=np) -> dict:
     >>> {k: v.shape for k, v in P.items()}
     {'W1': (3, 2), 'b1': (3,), 'W2': (1, 3), 'b2': (1,)}
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SheafError(Diagnostic("E526", f"seed must be a whole number >= 0, not {seed!r}"))
     rng = np.random.default_rng(seed)
     return {name: xp.asarray(init_param(name, spec, rng)) for name, spec in param_specs(G).items()}
+
+
+def check_shapes(G, params: dict) -> None:
+    """Every given value of a declared parameter has its declared shape and holds numbers (E524).
+
+    Cheap (no copy, no pass over the data): for the functions that take a parameter dict as it is.
+    Missing parameters are left to the caller (E502 where a map needs one).
+    """
+    specs = param_specs(G)
+    for k, v in params.items():
+        spec = specs.get(k)
+        if spec is None:
+            continue
+        shape, kind = getattr(v, "shape", None), getattr(getattr(v, "dtype", None), "kind", None)
+        if shape is None:
+            try:
+                a = np.asarray(v)
+            except (TypeError, ValueError):
+                a = np.asarray(None)
+            shape, kind = a.shape, a.dtype.kind
+        if tuple(shape) != tuple(spec.shape) or kind not in "biuf":
+            raise SheafError(Diagnostic("E524", f"parameter `{k}` has shape {tuple(shape)} (dtype kind {kind!r}), the "
+                                        f"model declares {tuple(spec.shape)} of numbers"))
 
 
 def check_params(G, params, *, where: str = "params", file: str = "<input>") -> dict:

@@ -84,7 +84,10 @@ def boundary_cochain(prob, boundary: dict, xp, order: str = "C") -> tuple[object
                    + ", ".join(f"`{v}`" for v in missing))
     arrays, B = {}, None
     for name in data_stalks:
-        a = xp.asarray(boundary[name], dtype=float)
+        try:
+            a = xp.asarray(boundary[name], dtype=float)
+        except (TypeError, ValueError):
+            raise _err("E520", f"the boundary value of `{name}` is not an array of numbers") from None
         d = ops.vertex[name].stop - ops.vertex[name].start
         if a.ndim == 1:
             a = a[None, :]

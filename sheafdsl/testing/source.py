@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from ..frontend import ast as A
 from ..frontend.formatter import format_literal, format_number
 from ..frontend.parser import keywords
+from ..options import OPTIMIZERS
 
 __all__ = [
     "names", "numbers", "literal_values", "literals", "headers", "stalk_decls", "init_specs", "param_decls",
@@ -180,7 +181,7 @@ def _train_line(draw) -> str:
     if draw(st.booleans()):
         items["lr"] = format_number(draw(st.floats(1e-5, 1.0)))
     if draw(st.booleans()):
-        items["optimizer"] = draw(st.sampled_from(["sgd", "momentum", "adam"]))
+        items["optimizer"] = draw(st.sampled_from(OPTIMIZERS))
     if draw(st.booleans()):
         items["seed"] = str(draw(st.integers(0, 1000)))
     if draw(st.booleans()):

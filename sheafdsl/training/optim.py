@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
+from ..options import OPTIMIZERS
 
 
 class Optimizer:
@@ -121,10 +122,10 @@ def _host(a):
 
 
 def make_optimizer(name: str, lr: float, momentum: float = 0.9, xp=np) -> Optimizer:
-    """sgd | momentum | adam."""
+    """One of :data:`sheafdsl.options.OPTIMIZERS`: sgd | momentum | adam."""
     opt = {"sgd": lambda: SGD(lr), "momentum": lambda: Momentum(lr, momentum), "adam": lambda: Adam(lr)}.get(name)
     if opt is not None:
         o = opt()
         o.xp = xp
         return o
-    raise SheafError(Diagnostic("E610", f"unknown optimizer `{name}`", hint="use sgd, momentum or adam"))
+    raise SheafError(Diagnostic("E610", f"unknown optimizer `{name}`", hint="use one of: " + ", ".join(OPTIMIZERS)))

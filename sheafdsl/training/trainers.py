@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import Diagnostic, SheafError
 from ..ir import INFERENCE, TRAINING, edges, free_indices
+from ..options import TRAINERS as TRAINER_NAMES
 from ..lowering import get_backend, init_params, to_numpy
 from .backprop import backprop_gradients
 from .config import TrainConfig
@@ -462,7 +463,7 @@ def make_trainer(G, config: TrainConfig, data: Dataset, params: dict | None = No
     """The trainer that ``config.trainer`` names (sheaf | joint | backprop)."""
     cls = TRAINERS.get(config.trainer)
     if cls is None:
-        raise SheafError(Diagnostic("E610", f"unknown trainer `{config.trainer}`", hint="use sheaf, joint or backprop"))
+        raise SheafError(Diagnostic("E610", f"unknown trainer `{config.trainer}`", hint="use one of: " + ", ".join(TRAINER_NAMES)))
     if feedforward(G) is None:
         if config.trainer != "sheaf":
             raise SheafError(Diagnostic(
