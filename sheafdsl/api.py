@@ -216,8 +216,7 @@ class Sheaf:
         ``{stalk: (indices, value)}``, extra hard pins (``{"y": [0.3]}`` solves the two-sided
         equilibrium). ``params``: a dict, an ``.npz`` path, or None (``init_params(seed)``).
         """
-        from .inputs import apply_pin, parse_input
-        from .ir import pinned_stalks
+        from .inputs import apply_pin, input_boundary
 
         G = self.graph
         if pins:
@@ -230,14 +229,7 @@ class Sheaf:
                     indices, value = value
                 apply_pin(G, name, value, indices, file=API)
         P = self._params(params, seed)
-        names = pinned_stalks(G, "input")
-        if names and inputs is None:
-            raise _err("E521", "this model has input stalk" + "s" * (len(names) > 1) + " "
-                       + ", ".join(f"`{v}`" for v in names) + "; give " + ("their values" if len(names) > 1 else
-                                                                           "its value") + " as `inputs`")
-        if inputs is not None and not names:
-            raise _err("E521", "`inputs` was given but no stalk is pinned to input")
-        boundary, batch = parse_input(inputs, G, what="inputs", file=API) if inputs is not None else ({}, False)
+        boundary, batch = input_boundary(inputs, G, what="inputs", file=API)
         return harmonic_extension(G, P, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter, file=API)
 
     # ------------------------------------------------------------------ analysis
@@ -269,9 +261,6 @@ class Sheaf:
         (default 100). Returns a :class:`sheafdsl.analysis.spectrum.SpectrumReport` (``worst``,
         ``samples``, ``warning``).
         """
-        from .inputs import parse_input, parse_target
-        from .ir import pinned_stalks
-
         if inputs is not None and samples is not None:
             raise _err("E526", "give either `inputs` or `samples`, not both")
         if targets is not None and inputs is None:
@@ -279,14 +268,7 @@ class Sheaf:
         _count("seed", seed, 0, allow_none=False)
         G = self.graph
         P = self._params(params, seed)
-        boundary = target = None
-        if inputs is not None:
-            if not pinned_stalks(G, "input"):
-                raise _err("E531", "`inputs` were given but no stalk of this model is pinned to input",
-                           "sample activation patterns instead (samples=N)")
-            boundary, _ = parse_input(inputs, G, what="inputs", file=API)
-            if targets is not None:
-                target = parse_target(targets, G, next(iter(boundary.values())).shape[0], what="targets", file=API)
+        boundary, target = spectrum_boundary(G, inputs, targets, names=("inputs", "targets"), file=API)
         return spectrum_report(G, P, boundary=boundary, targets=target, samples=samples, seed=seed,
                                dense_cutoff=dense_cutoff)
 
@@ -344,6 +326,23 @@ def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, s
     host = lambda a: np.asarray(to_numpy(a))  # noqa: E731
     return Inference(vals, host(res.energy), host(res.converged), host(res.consistent), host(res.residual),
                      int(res.iterations), solver, batch, res)
+
+
+def spectrum_boundary(G, inputs, targets, *, names=("--input", "--target"), file: str = "<command line>"):
+    """(boundary, targets) dicts for :func:`spectrum_report` from user values (None, None without inputs);
+    E531 when the model has no input stalks, E533 for bad targets."""
+    from .inputs import parse_input, parse_target
+    from .ir import pinned_stalks
+
+    if inputs is None:
+        return None, None
+    if not pinned_stalks(G, "input"):
+        raise SheafError(Diagnostic("E531", f"{names[0]} was given but no stalk of this model is pinned to input",
+                                    hint="sample activation patterns instead", file=file))
+    boundary, _ = parse_input(inputs, G, what=names[0], file=file)
+    if targets is None:
+        return boundary, None
+    return boundary, parse_target(targets, G, next(iter(boundary.values())).shape[0], what=names[1], file=file)
 
 
 def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: dict | None = None,
@@ -448,4 +447,4 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
                None if run.rundir is None else run.rundir.path, sheaf)
 
 
-__all__ = ["load", "loads", "train", "open_run", "diagnose_run", "harmonic_extension", "spectrum_report", "Sheaf", "Inference", "Fit", "DiagnoseReport"]
+__all__ = ["load", "loads", "train", "open_run", "diagnose_run", "harmonic_extension", "spectrum_boundary", "spectrum_report", "Sheaf", "Inference", "Fit", "DiagnoseReport"]

@@ -141,6 +141,20 @@ def parse_input(value, G, *, what: str = "--input", file: str = COMMAND_LINE) ->
     return out, batch
 
 
+def input_boundary(value, G, *, what: str = "--input", file: str = COMMAND_LINE) -> tuple[dict, bool]:
+    """:func:`parse_input`, or ``({}, False)`` for a model without input stalks and no value; E521 when
+    the model has input stalks and no value was given, or a value was given and it has none."""
+    names = pinned_stalks(G, "input")
+    if names and value is None:
+        dims = sum(G.nodes[v]["dim"] for v in names)
+        raise _err("E521", "this model has input stalk" + "s" * (len(names) > 1) + " " + ", ".join(f"`{v}`" for v in names)
+                   + "; give " + ("their values" if len(names) > 1 else "its value") + f" with {what}",
+                   f"e.g. {what} '[" + ", ".join(["0.0"] * dims) + "]'" if what.startswith("--") else None, file)
+    if value is not None and not names:
+        raise _err("E521", f"{what} was given but no stalk is pinned to input", file=file)
+    return parse_input(value, G, what=what, file=file) if value is not None else ({}, False)
+
+
 def parse_target(value, G, batch: int, *, what: str = "--target", file: str = COMMAND_LINE) -> dict:
     """{target stalk: (B, d)}: the target stalks' coordinates in declaration order, one row per example or
     one row for all (it broadcasts); text is JSON or a ``.npy``/``.csv``/``.json`` path. Errors are E533."""
@@ -233,5 +247,5 @@ def apply_pin(G, name: str, value, indices=None, *, file: str = COMMAND_LINE) ->
     G.nodes[name]["pins"] = kept
 
 
-__all__ = ["COMMAND_LINE", "parse_json", "numeric", "read_values", "parse_input", "parse_target", "parse_pin",
+__all__ = ["COMMAND_LINE", "parse_json", "numeric", "read_values", "parse_input", "input_boundary", "parse_target", "parse_pin",
            "apply_pin"]

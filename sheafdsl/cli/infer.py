@@ -22,17 +22,12 @@ import copy
 import click
 import numpy as np
 
-from ..errors import Diagnostic, SheafError
-from ..inputs import apply_pin, parse_input, parse_pin
+from ..inputs import apply_pin, input_boundary, parse_pin
 from ..ir import pinned_stalks
 from ..options import SOLVE_METHODS
 from .common import console, emit_json, json_option, load_ir, model_argument, print_table
 
 TABLE_ROWS = 20
-
-
-def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
-    return SheafError(Diagnostic(code, msg, hint=hint, file="<command line>"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,15 +62,7 @@ def command(file, input_, pins, solver, params_path, seed, rtol, maxiter, as_jso
         name, idx, value = parse_pin(spec)
         apply_pin(G, name, value, idx)
     params = load_params(G, params_path, seed)
-    inputs = pinned_stalks(G, "input")
-    if inputs and input_ is None:
-        raise _err("E521", "this model has input stalk" + "s" * (len(inputs) > 1) + " " + ", ".join(f"`{v}`" for v in inputs)
-                   + "; give " + ("their values" if len(inputs) > 1 else "its value") + " with --input", "e.g. --input '[" + ", ".join(["0.0"] * sum(G.nodes[v]["dim"] for v in inputs)) + "]'")
-    boundary, batch = (parse_input(input_, G) if input_ is not None else ({}, False))
-    if input_ is not None and not inputs:
-        raise _err("E521", "--input was given but no stalk is pinned to input")
-    if rtol <= 0 or (maxiter is not None and maxiter < 1):
-        raise _err("E525", "--rtol must be positive and --maxiter at least 1")
+    boundary, batch = input_boundary(input_, G)
     out = harmonic_extension(G, params, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter,
                              file="<command line>")
     res, vals = out.result, out.stalks

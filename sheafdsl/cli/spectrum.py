@@ -34,15 +34,10 @@ import math
 import click
 import numpy as np
 
-from ..errors import Diagnostic, SheafError
 from ..options import SPECTRUM_SAMPLES
 from .common import console, emit_json, json_option, load_ir, model_argument, print_table
 
 SAMPLE_ROWS = 10
-
-
-def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
-    return SheafError(Diagnostic(code, msg, hint=hint, file="<command line>"))
 
 
 @click.command("spectrum")
@@ -61,9 +56,7 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 @json_option
 def command(file, input_, target, samples, seed, params_path, dense_cutoff, as_json):
     """λ_min, λ_max and κ of L_free for FILE, at given inputs or over sampled activation patterns."""
-    from ..api import spectrum_report
-    from ..inputs import parse_input, parse_target
-    from ..ir import pinned_stalks
+    from ..api import spectrum_boundary, spectrum_report
     from ..lowering import load_params
 
     if input_ is not None and samples is not None:
@@ -72,14 +65,7 @@ def command(file, input_, target, samples, seed, params_path, dense_cutoff, as_j
         raise click.UsageError("--target needs --input")
     G = load_ir(file)
     params = load_params(G, params_path, seed)
-    boundary = targets = None
-    if input_ is not None:
-        if not pinned_stalks(G, "input"):
-            raise _err("E531", "--input was given but no stalk of this model is pinned to input",
-                       "use --samples N to sample activation patterns instead")
-        boundary, _ = parse_input(input_, G)
-        if target is not None:
-            targets = parse_target(target, G, next(iter(boundary.values())).shape[0])
+    boundary, targets = spectrum_boundary(G, input_, target)
     report = spectrum_report(G, params, boundary=boundary, targets=targets, samples=samples, seed=seed,
                              dense_cutoff=dense_cutoff)
     note = report.warning
