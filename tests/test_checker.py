@@ -52,7 +52,7 @@ param b2 : 1 init zeros
 edge aff1 : x -> z1 affine W1 b1
 edge act1 : z1 -> a1 relu
 edge aff2 : a1 -> z2 affine W2 b2
-edge out : z2 -> y identity
+edge out : z2 -> y identity weight 0.03
 pin x = input
 pin y = target
 """)

@@ -27,7 +27,7 @@ def parab():
     return G, feedforward(G), init_params(G, 0), d.X_train, d.Y_train
 
 
-DEEP = "sheaf deep\nnetwork mlp : 2 -> 6 -> 5 -> 1\n"
+DEEP = "sheaf deep\nnetwork mlp : 2 -> 6 -> 5 -> 1 output identity weight 1\n"
 SIG = "sheaf sig\nnetwork mlp : 2 -> 6 -> 1 relu output sigmoid\n"
 SOFT = "sheaf soft\nnetwork mlp : 2 -> 6 -> 5 -> 3 relu output softmax\n"
 

@@ -133,3 +133,12 @@ def test_one_map_implementation_agrees_with_itself(name):
     np.testing.assert_allclose(maps.apply_lin(m, x, {}, np, state=state), x @ F.T)
     np.testing.assert_allclose(maps.apply_T(m, y, {}, np, state=state), y @ F)
     np.testing.assert_allclose(maps.apply(m, state, {}, np), kernel(name).phi(np, state, ARGS.get(name)))
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_second_derivative_matches_finite_differences(name):
+    k, arg = kernel(name), ARGS.get(name)
+    z = np.linspace(-4, 4, 81)[None, :] + 1e-3
+    h = 1e-5
+    fd = (k.dphi(np, z + h, arg) - k.dphi(np, z - h, arg)) / (2 * h)
+    np.testing.assert_allclose(k.d2phi(np, z, arg), fd, atol=1e-6)

@@ -31,7 +31,7 @@ def run(*args):
 
 
 def network(widths, output="identity"):
-    text = "sheaf n\nnetwork n : " + " -> ".join(map(str, widths)) + f" relu output {output}\n"
+    text = "sheaf n\nnetwork n : " + " -> ".join(map(str, widths)) + f" relu output {output} weight 1\n"  # unit weights
     return from_model(load_text(text))
 
 

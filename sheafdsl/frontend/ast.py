@@ -161,8 +161,24 @@ class TieDecl:
 
 
 @dataclass(frozen=True)
+class LayerActivation:
+    """A hidden layer's activation in the ``network`` sugar: a registry name and its argument, if any
+    (``tanh``, ``leaky_relu 0.1``)."""
+
+    name: Ident
+    arg: Lit | None = None
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
 class NetworkDecl:
-    """``network NAME : N0 -> N1 -> ... -> NL [relu] [output identity|sigmoid|softmax]``"""
+    """``network NAME : N0 -> N1 [ACT] -> ... -> NL [ACT] [output OUT [weight W]]``
+
+    ``layers``: one :class:`LayerActivation` or None per hidden width N1..N(L−1), as written after it;
+    ``activation`` and ``activation_arg``: the one written after the last width NL, the default of the
+    hidden layers that name none (relu when absent); ``output``: the output map (identity when absent),
+    ``output_weight``: the output edge's weight w_o when given.
+    """
 
     name: Ident
     widths: tuple[int, ...]
@@ -170,6 +186,17 @@ class NetworkDecl:
     output: Ident | None = None
     span: Span = _span()
     width_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)
+    layers: tuple = ()
+    activation_arg: Lit | None = None
+    output_weight: float | None = None
+    output_weight_span: Span = _span()
+
+    def layer_activations(self) -> list:
+        """(name Ident, arg Lit | None) of each hidden layer 1..L−1, defaults filled in (None: relu)."""
+        L = len(self.widths) - 1
+        own = list(self.layers) + [None] * max(0, L - 1 - len(self.layers))
+        dflt = (self.activation, self.activation_arg) if self.activation is not None else None
+        return [(a.name, a.arg) if a is not None else dflt for a in own[:max(0, L - 1)]]
 
 
 @dataclass(frozen=True)

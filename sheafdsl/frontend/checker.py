@@ -35,7 +35,7 @@ DIAGNOSTICS = {c: m for c, m in {**codes_between("E100", "E299"), **codes_betwee
 
 #: the names the ``network`` sugar takes for its output and hidden layers (from the nonlinearity registry)
 OUTPUTS = tuple(a.name for a in OUTPUT_MAPS)
-ACTIVATIONS = tuple(a.name for a in HIDDEN if a.arg is None)
+ACTIVATIONS = tuple(a.name for a in HIDDEN)
 NAMED_INITS = ("he", "xavier", "zeros", "ones", "normal")
 
 
@@ -49,7 +49,8 @@ def network_statements(net: A.NetworkDecl) -> list:
     w = net.widths
     L = len(w) - 1
     out_kind = net.output.value if net.output is not None else "identity"
-    act = net.activation.value if net.activation is not None else "relu"
+    acts = [(a[0].value, a[1]) if a is not None else ("relu", None) for a in net.layer_activations()]
+    w_o = net.output_weight if net.output_weight is not None else default_output_weight(w, out_kind)
 
     def ident(s: str) -> A.Ident:
         return A.Ident(s, sp)
@@ -67,11 +68,28 @@ def network_statements(net: A.NetworkDecl) -> list:
         src = "x" if l == 1 else f"a{l - 1}"
         stmts.append(A.EdgeDecl(ident(f"aff{l}"), ident(src), ident(f"z{l}"), "affine", (ident(f"W{l}"), ident(f"b{l}")), None, sp, sp))
         if l < L:
-            stmts.append(A.EdgeDecl(ident(f"act{l}"), ident(f"z{l}"), ident(f"a{l}"), act, (), None, sp, sp))
-    stmts.append(A.EdgeDecl(ident("out"), ident(f"z{L}"), ident("y"), out_kind, (), None, sp, sp))
+            kind, arg = acts[l - 1]
+            stmts.append(A.EdgeDecl(ident(f"act{l}"), ident(f"z{l}"), ident(f"a{l}"), kind,
+                                    () if arg is None else (arg,), None, sp, sp))
+    stmts.append(A.EdgeDecl(ident("out"), ident(f"z{L}"), ident("y"), out_kind, (), None if w_o == 1.0 else w_o, sp,
+                            sp, net.output_weight_span if net.output_weight is not None else sp))
     stmts.append(A.PinDecl(ident("x"), "input", span=sp))
     stmts.append(A.PinDecl(ident("y"), "target", span=sp))
     return stmts
+
+
+#: the output weight w_o the ``network`` sugar gives an ``identity`` (regression) output when none is
+#: written: measured best on the paraboloid at one and three hidden layers (benchmarks/bench_output_weight.py,
+#: docs/training.md "The network sugar's default output weight")
+DEFAULT_REGRESSION_WEIGHT = 0.03
+
+
+def default_output_weight(widths, output: str) -> float:
+    """The output edge's weight w_o that ``network`` declares when none is written: 0.03 for an
+    ``identity`` output (the sheaf rule then trains like backprop at any depth, where w_o = 1 weighs each
+    example by 1/(1/w_o² + K) with a sensitivity K that grows with depth), 1 for the cross-entropy
+    outputs (sigmoid, softmax). See docs/training.md."""
+    return DEFAULT_REGRESSION_WEIGHT if output == "identity" else 1.0
 
 
 def generated_names(layers: int) -> list[str]:
@@ -278,17 +296,49 @@ class _Checker:
         spans = n.width_spans or (n.span,) * len(n.widths)
         for w, sp in zip(n.widths, spans):
             ok &= self.dim(w, sp, "a network width")
-        act = n.activation.value if n.activation else "relu"
         out = n.output.value if n.output else "identity"
-        if act not in ACTIVATIONS:
-            ok = False
-            self.d.error("E271", f"unsupported activation `{act}`", n.activation.span,
-                         did_you_mean(act, ACTIVATIONS + OUTPUTS) or "the sheaf of a network is built on relu gates")
+        written = list(n.layers) + ([A.LayerActivation(n.activation, n.activation_arg, n.activation.span)]
+                                    if n.activation is not None else [])
+        for a in written:
+            if a is not None:
+                ok &= self.check_activation(a)
         if out not in OUTPUTS:
             ok = False
             self.d.error("E271", f"unsupported output `{out}`", n.output.span,
                          did_you_mean(out, OUTPUTS) or "the output is one of: " + ", ".join(OUTPUTS))
-        return NetworkInfo(n.name.value, n.widths, act, out) if ok else None
+        if n.output_weight is not None:
+            self.weight(n.output_weight, n.output_weight_span, "output weight")
+            ok &= math.isfinite(n.output_weight) and n.output_weight > 0
+        if not ok:
+            return None
+        acts = tuple((a[0].value, None if a[1] is None else float(a[1].value)) if a is not None else ("relu", None)
+                     for a in n.layer_activations())
+        w_o = n.output_weight if n.output_weight is not None else default_output_weight(n.widths, out)
+        common = acts[0][0] if acts and len(set(acts)) == 1 and acts[0][1] is None else (
+            "relu" if not acts else "mixed")
+        return NetworkInfo(n.name.value, n.widths, common, out, acts, float(w_o))
+
+    def check_activation(self, a: A.LayerActivation) -> bool:
+        """A hidden layer's activation in `network`: a hidden entry of the registry, with its argument."""
+        name = a.name.value
+        entry = NONLINEARITIES.get(name)
+        if name not in ACTIVATIONS:
+            self.d.error("E271", f"unsupported activation `{name}`", a.name.span,
+                         did_you_mean(name, ACTIVATIONS) or "a hidden layer is one of: " + ", ".join(ACTIVATIONS))
+            return False
+        if entry.arg is not None and a.arg is None:
+            self.d.error("E271", f"`{name}` takes its {entry.arg}: e.g. `{name} 0.1`", a.name.span)
+            return False
+        if entry.arg is None and a.arg is not None:
+            self.d.error("E271", f"`{name}` takes no argument", a.arg.span)
+            return False
+        if a.arg is not None:
+            lo, hi = entry.arg_range
+            if not (math.isfinite(a.arg.value) and lo < a.arg.value < hi):
+                self.d.error("E226", f"the {entry.arg} of {name} must be a number in ({lo:g}, {hi:g}), not "
+                             f"{_fmt_value(a.arg.value)}", a.arg.span, f"{entry.formula}")
+                return False
+        return True
 
     def check_StalkDecl(self, s: A.StalkDecl) -> None:
         if self.declare(s.name, "stalk"):
@@ -356,7 +406,9 @@ class _Checker:
     def check_EdgeDecl(self, e: A.EdgeDecl) -> None:
         declared = self.declare(e.name, "edge")
         src, dst = self.stalk(e.src), self.stalk(e.dst)
-        weight = self.weight(e.weight, e.weight_span, f"weight of edge `{e.name.value}`")
+        sugar = e.span in self.net_spans  # its activation and output weight were checked with the `network`
+        weight = (e.weight if e.weight is not None and math.isfinite(e.weight) and e.weight > 0 else 1.0) if sugar \
+            else self.weight(e.weight, e.weight_span, f"weight of edge `{e.name.value}`")
         ok = src is not None and dst is not None
         if src is not None and dst is not None and src.name == dst.name and e.kind != "maps":
             self.d.error("E290", f"edge `{e.name.value}` goes from `{src.name}` to itself", e.dst.span,
@@ -397,10 +449,10 @@ class _Checker:
                              f"{e.kind} of a single number is always 1, so the edge carries no information",
                              e.kind_span, "a two-class output is `sigmoid` on 1 dimension (or softmax on 2)")
                 ok = False
-            if entry.arg is not None:
+            if entry.arg is not None and e.args:  # (missing only from a `network` already reported: E271)
                 arg = e.args[0]
                 lo, hi = entry.arg_range
-                if not (math.isfinite(arg.value) and lo < arg.value < hi):
+                if not (math.isfinite(arg.value) and lo < arg.value < hi) and not sugar:
                     self.d.error("E226", f"the {entry.arg} of {a_or_an(e.kind)} edge must be a number in ({lo:g}, {hi:g}), "
                                  f"not {_fmt_value(arg.value)}", arg.span,
                                  f"{entry.formula}; slope 0 is `relu`, slope 1 is `identity`")

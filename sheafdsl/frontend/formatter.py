@@ -178,11 +178,20 @@ def format_statement(s, widths: tuple[int, ...] = ()) -> list[str]:
     if isinstance(s, A.TieDecl):
         return [f"tie {col[0]} ~ {s.b.value} weight {format_number(s.weight)}"]
     if isinstance(s, A.NetworkDecl):
-        text = f"network {s.name.value} : " + " -> ".join(str(n) for n in s.widths)
+        def act(name, arg):
+            return " " + name.value + ("" if arg is None else " " + format_number(arg.value))
+
+        widths = [str(n) for n in s.widths]
+        for k, a in enumerate(s.layers[: max(0, len(widths) - 2)]):
+            if a is not None:
+                widths[k + 1] += act(a.name, a.arg)
+        text = f"network {s.name.value} : " + " -> ".join(widths)
         if s.activation is not None:
-            text += " " + s.activation.value
+            text += act(s.activation, s.activation_arg)
         if s.output is not None:
             text += " output " + s.output.value
+            if s.output_weight is not None:
+                text += " weight " + format_number(s.output_weight)
         return [text]
     if isinstance(s, A.TrainDecl):
         return ["train " + " ".join(f"{i.key.value}={_train_value(i)}" for i in s.items)]

@@ -150,12 +150,16 @@ class Tie:
 
 @dataclass(frozen=True)
 class NetworkInfo:
-    """What the ``network`` sugar declared: the widths [n0, ..., nL] and the output nonlinearity."""
+    """What the ``network`` sugar declared: the widths [n0, ..., nL], the hidden activation (``mixed``
+    when the layers differ), the output nonlinearity, each hidden layer's (activation, argument) and
+    the output edge's weight."""
 
     name: str
     widths: tuple[int, ...]
     activation: str = "relu"
     output: str = "identity"
+    layers: tuple = ()
+    output_weight: float = 1.0
 
 
 @dataclass

@@ -210,18 +210,24 @@ class ToAST(Transformer):
         return A.TieDecl(_ident(c[0]), _ident(c[1]), c[2].value, _mspan(meta), c[2].span)
 
     def network(self, meta, c):
-        name, *rest = c
-        widths = [t for t in rest if isinstance(t, Token) and t.type == "INT"]
-        tail = [t for t in rest if not (isinstance(t, Token) and t.type == "INT")]
-        activation, output = tail if len(tail) == 2 else (None, None)
-        return A.NetworkDecl(_ident(name), tuple(_to_int(t) for t in widths), activation, output,
-                             _mspan(meta), tuple(_tspan(t) for t in widths))
+        name, first, *layers, output = c
+        widths = [first] + [w for w, _ in layers]
+        acts = [a for _, a in layers]
+        last = acts.pop() if acts else None  # after the last width: the default of every hidden layer
+        out, (w, wspan) = output if output is not None else (None, (None, Span()))
+        return A.NetworkDecl(_ident(name), tuple(_to_int(t) for t in widths), last.name if last else None, out,
+                             _mspan(meta), tuple(_tspan(t) for t in widths),
+                             layers=tuple(acts) if any(a is not None for a in acts) else (),
+                             activation_arg=last.arg if last else None, output_weight=w, output_weight_span=wspan)
+
+    def net_layer(self, meta, c):
+        return c[0], c[1]
 
     def activation(self, meta, c):
-        return _ident(c[0])
+        return A.LayerActivation(_ident(c[0]), c[1], _mspan(meta))
 
     def output(self, meta, c):
-        return _ident(c[0])
+        return _ident(c[0]), (c[1] if c[1] is not None else (None, Span()))
 
     def train(self, meta, c):
         return A.TrainDecl(tuple(c), _mspan(meta))

@@ -165,7 +165,8 @@ def spec_from_json(d: dict) -> ParamSpec:
 def _network_to_json(net):
     if net is None:
         return None
-    return {"name": net.name, "widths": list(net.widths), "activation": net.activation, "output": net.output}
+    return {"name": net.name, "widths": list(net.widths), "activation": net.activation, "output": net.output,
+            "layers": [list(a) for a in net.layers], "output_weight": net.output_weight}
 
 
 def _network_from_json(d):
@@ -175,7 +176,8 @@ def _network_from_json(d):
     from ..frontend.model import NetworkInfo
 
     return NetworkInfo(d["name"], tuple(int(w) for w in d["widths"]), d.get("activation", "relu"),
-                       d.get("output", "identity"))
+                       d.get("output", "identity"), tuple(tuple(a) for a in d.get("layers", ())),
+                       float(d.get("output_weight", 1.0)))
 
 
 def _jsonable(o):

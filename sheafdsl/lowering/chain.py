@@ -3,7 +3,9 @@ the backprop baseline share (one forward pass, the maps A_k and their transposes
 
 Read from the IR edges (not from the ``network`` sugar): a chain x = v_0 → v_1 → … → v_m → ŷ whose
 edges e_1..e_m each map their head by the identity and their tail by a linear map A_k (``affine``
-W, b / ``linear`` W / a constant or scaled map / ``identity``) or a ReLU gate diag(σ_k), and whose
+W, b / ``linear`` W / a constant or scaled map / ``identity``), a ReLU gate diag(σ_k), or an
+elementwise registry nonlinearity φ_k (tanh, gelu, softplus, sigmoid, leaky_relu: a "nonlinear" layer,
+whose Jacobian diag(φ'_k) plays the gate's part in :func:`apply_T`), and whose
 last edge (v_m → ŷ) is linear (squared-error energy) or ``sigmoid`` / ``softmax`` (cross-entropy
 energy w²·CE(y, φ(z)), whose gradient in z is w²(φ(z) − y), as in the paper's code).
 
@@ -21,6 +23,7 @@ from ..errors import Diagnostic, SheafError
 from ..ir import edges, pinned_stalks
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled
 from ..nonlinearities import TASKS
+from .backend import array_module
 from .nonlinear import kernel
 
 
@@ -29,7 +32,7 @@ class Layer:
     """One edge e_k : v_{k−1} → v_k of the chain, discord v_k − A_k v_{k−1} − b_k."""
 
     name: str
-    kind: str  # "param" (A = W), "fixed" (A = constant matrix), "relu" (A = diag σ)
+    kind: str  # "param" (A = W), "fixed" (A = constant matrix), "relu" (A = diag σ), "nonlinear" (φ, smooth)
     tail: str
     head: str
     d_in: int
@@ -38,6 +41,7 @@ class Layer:
     param: str | None = None
     bias: str | None = None
     matrix: np.ndarray | None = None
+    map: object = None  # the Nonlinear restriction map of a "nonlinear" layer
 
 
 @dataclass
@@ -79,8 +83,25 @@ class FeedForward:
         return [k for k, l in enumerate(self.layers) if l.kind == "relu"]
 
     @property
+    def nonlinear_layers(self) -> list[int]:
+        """The layers whose tail map is a registry nonlinearity other than the ReLU gate (tanh, gelu, ...)."""
+        return [k for k, l in enumerate(self.layers) if l.kind == "nonlinear"]
+
+    def gates(self, V, xp=np) -> dict:
+        """The layer Jacobian diagonals at vertex values V: 1[v ≥ 0] for relu layers, φ'(v) for nonlinear
+        ones (what :func:`apply_T` multiplies by)."""
+        return {k: layer_gate(l, V[k], xp) for k, l in enumerate(self.layers) if l.kind in ("relu", "nonlinear")}
+
+    @property
     def task(self) -> str:
         return TASKS["identity" if self.output.fn == "linear" else self.output.fn]
+
+
+def layer_gate(layer: Layer, v, xp=np):
+    """The Jacobian diagonal of a relu (1[v ≥ 0]) or nonlinear (φ'(v)) layer at its tail value v (B, d)."""
+    if layer.kind == "relu":
+        return (v >= 0).astype(v.dtype)
+    return kernel(layer.map.fn).dphi(xp, v, layer.map.arg)
 
 
 def _linear_src(m, d_v, name):
@@ -144,6 +165,10 @@ def feedforward(G) -> FeedForward | None:
             if d_in != d_out or d.get("bias") is not None:
                 return None
             layers.append(Layer(name, "relu", cur, v, d_in, d_out, d["weight"]))
+        elif isinstance(src, Nonlinear):
+            if d_in != d_out or d.get("bias") is not None or kernel(src.fn).dphi is None:
+                return None  # softmax inside the chain: not elementwise
+            layers.append(Layer(name, "nonlinear", cur, v, d_in, d_out, d["weight"], map=src))
         else:
             lin = _linear_src(src, d_in, name)
             if lin is None:
@@ -160,9 +185,12 @@ def feedforward(G) -> FeedForward | None:
 
 
 def apply(layer, P, v, gate=None):
-    """A_k v_{k−1} + b_k (batched, v: (B, d_in)); ``gate`` (B, d) 0/1 for a relu layer."""
+    """A_k v_{k−1} + b_k (batched, v: (B, d_in)); ``gate`` (B, d) 0/1 for a relu layer; φ(v) for a
+    nonlinear layer."""
     if layer.kind == "relu":
         return v * gate
+    if layer.kind == "nonlinear":
+        return kernel(layer.map.fn).phi(array_module(v), v, layer.map.arg)
     A = P[layer.param] if layer.kind == "param" else layer.matrix
     out = v @ A.T
     if layer.bias is not None:
@@ -171,8 +199,9 @@ def apply(layer, P, v, gate=None):
 
 
 def apply_T(layer, P, g, gate=None):
-    """A_kᵀ applied to row sensitivities g (B, R, d_out) -> (B, R, d_in)."""
-    if layer.kind == "relu":
+    """A_kᵀ applied to row sensitivities g (B, R, d_out) -> (B, R, d_in); ``gate``: the layer's Jacobian
+    diagonal (1[v ≥ 0] for relu, φ'(v) for a nonlinear layer, :meth:`FeedForward.gates`)."""
+    if layer.kind in ("relu", "nonlinear"):
         return g * gate[:, None, :]
     A = P[layer.param] if layer.kind == "param" else layer.matrix
     return g @ A
@@ -280,7 +309,7 @@ def energy_gradient(net: FeedForward, P, V, Y, xp=np):
     """(∇_{v_1..v_m} E, discords U, output discord, energy) at vertex values V, gates from the state."""
     layers = net.layers
     m = len(layers)
-    gates = {k: (V[k] >= 0).astype(V[k].dtype) for k in net.relu_layers}
+    gates = net.gates(V, xp)
     U = [V[k + 1] - apply(layers[k], P, V[k], gates.get(k)) for k in range(m)]
     grads = [layers[j - 1].weight ** 2 * U[j - 1] for j in range(1, m + 1)]
     for j in range(1, m):

@@ -6,11 +6,14 @@ per row (softmax) or elementwise (the rest).
 
 - ``phi(xp, z, arg)``: φ(z);
 - ``dphi(xp, z, arg)``: the elementwise derivative φ'(z) (None for softmax, whose Dφ is not diagonal);
+- ``d2phi(xp, z, arg)``: the elementwise second derivative φ''(z) (0 for the piecewise linear ones, None
+  for softmax), for the exact Newton step of :mod:`sheafdsl.solvers.smooth`;
 - ``jvp(xp, z, x, arg)``: Dφ(z) x (Dφ is symmetric for every entry, so this is also Dφᵀ x);
 - ``jacobian(xp, z, arg)``: Dφ(z) as (..., d, d);
 - ``jacobian_phi(xp, p)``: Dφ from p = φ(z) when that is cheaper (sigmoid, softmax, tanh), else None;
 - for outputs with a cross-entropy energy at a pinned head, ``energy(xp, z, t)`` = ℓ(z; t) per row,
-  ``energy_grad(xp, z, t)`` = ∂ℓ/∂z, and ``phi_energy(xp, z, t)`` = (φ(z), ℓ(z; t)) from one evaluation:
+  ``energy_grad(xp, z, t)`` = ∂ℓ/∂z, ``energy_hessian(xp, z, t)`` = ∂²ℓ/∂z² (B, d, d), and
+  ``phi_energy(xp, z, t)`` = (φ(z), ℓ(z; t)) from one evaluation:
   sigmoid ℓ = Σ softplus(z) − t·z, ∂ℓ = σ(z) − t (binary cross-entropy for t ∈ {0, 1});
   softmax ℓ = logsumexp(z)·Σt − t·z, ∂ℓ = softmax(z)·Σt − t (cross-entropy for a one-hot t, ∂ℓ = φ − t).
 
@@ -82,12 +85,14 @@ class Kernel:
     name: str
     phi: Callable
     dphi: Callable | None
+    d2phi: Callable | None
     jvp: Callable
     jacobian: Callable
     energy: Callable | None = None
     energy_grad: Callable | None = None
     jacobian_phi: Callable | None = None
     phi_energy_fn: Callable | None = None
+    energy_hessian: Callable | None = None
 
     def phi_energy(self, xp, z, t):
         """(φ(z), ℓ(z; t)) per row; one exponential for softmax."""
@@ -96,11 +101,12 @@ class Kernel:
         return self.phi(xp, z), self.energy(xp, z, t)
 
 
-def _elementwise(name, phi, dphi, energy=None, energy_grad=None, dphi_of_phi=None) -> Kernel:
-    return Kernel(name, phi, dphi,
+def _elementwise(name, phi, dphi, d2phi, energy=None, energy_grad=None, dphi_of_phi=None,
+                 energy_hessian=None) -> Kernel:
+    return Kernel(name, phi, dphi, d2phi,
                   jvp=lambda xp, z, x, arg=None: dphi(xp, z, arg) * x,
                   jacobian=lambda xp, z, arg=None: _diag(xp, dphi(xp, z, arg)),
-                  energy=energy, energy_grad=energy_grad,
+                  energy=energy, energy_grad=energy_grad, energy_hessian=energy_hessian,
                   jacobian_phi=None if dphi_of_phi is None else (lambda xp, p: _diag(xp, dphi_of_phi(p))))
 
 
@@ -120,6 +126,24 @@ def _gelu_d(xp, z, arg=None):
 def _tanh_d(xp, z, arg=None):
     t = xp.tanh(z)
     return 1.0 - t * t
+
+
+def _tanh_d2(xp, z, arg=None):
+    t = xp.tanh(z)
+    return -2.0 * t * (1.0 - t * t)
+
+
+def _sigmoid_d2(xp, z, arg=None):
+    s = sigmoid(xp, z)
+    return s * (1.0 - s) * (1.0 - 2.0 * s)
+
+
+def _gelu_d2(xp, z, arg=None):
+    return xp.exp(-0.5 * z * z) * _INV_SQRT2PI * (2.0 - z * z)
+
+
+def _zero(xp, z, arg=None):
+    return xp.zeros_like(z)
 
 
 def _softmax_jvp(xp, z, x, arg=None):
@@ -149,21 +173,24 @@ def _softmax_phi_energy(xp, z, t):
 
 
 KERNELS: dict[str, Kernel] = {k.name: k for k in (
-    _elementwise("identity", lambda xp, z, arg=None: z, lambda xp, z, arg=None: xp.ones_like(z)),
+    _elementwise("identity", lambda xp, z, arg=None: z, lambda xp, z, arg=None: xp.ones_like(z), _zero),
     _elementwise("relu", lambda xp, z, arg=None: xp.maximum(z, 0.0),
-                 lambda xp, z, arg=None: (z >= 0).astype(z.dtype)),
+                 lambda xp, z, arg=None: (z >= 0).astype(z.dtype), _zero),
     _elementwise("leaky_relu", lambda xp, z, arg: xp.where(z >= 0, z, arg * z),
-                 lambda xp, z, arg: xp.where(z >= 0, 1.0, arg).astype(z.dtype)),
-    _elementwise("tanh", lambda xp, z, arg=None: xp.tanh(z), _tanh_d, dphi_of_phi=lambda t: 1.0 - t * t),
-    _elementwise("gelu", _gelu, _gelu_d),
-    _elementwise("softplus", lambda xp, z, arg=None: softplus(xp, z), lambda xp, z, arg=None: sigmoid(xp, z)),
-    _elementwise("sigmoid", lambda xp, z, arg=None: sigmoid(xp, z), _sigmoid_d,
+                 lambda xp, z, arg: xp.where(z >= 0, 1.0, arg).astype(z.dtype), _zero),
+    _elementwise("tanh", lambda xp, z, arg=None: xp.tanh(z), _tanh_d, _tanh_d2, dphi_of_phi=lambda t: 1.0 - t * t),
+    _elementwise("gelu", _gelu, _gelu_d, _gelu_d2),
+    _elementwise("softplus", lambda xp, z, arg=None: softplus(xp, z), lambda xp, z, arg=None: sigmoid(xp, z),
+                 _sigmoid_d),
+    _elementwise("sigmoid", lambda xp, z, arg=None: sigmoid(xp, z), _sigmoid_d, _sigmoid_d2,
                  energy=lambda xp, z, t: (softplus(xp, z) - t * z).sum(axis=-1),
-                 energy_grad=lambda xp, z, t: sigmoid(xp, z) - t, dphi_of_phi=lambda s: s * (1.0 - s)),
-    Kernel("softmax", lambda xp, z, arg=None: softmax(xp, z), None, _softmax_jvp, _softmax_jacobian,
+                 energy_grad=lambda xp, z, t: sigmoid(xp, z) - t, dphi_of_phi=lambda s: s * (1.0 - s),
+                 energy_hessian=lambda xp, z, t: _diag(xp, _sigmoid_d(xp, z))),
+    Kernel("softmax", lambda xp, z, arg=None: softmax(xp, z), None, None, _softmax_jvp, _softmax_jacobian,
            energy=_softmax_energy, energy_grad=_softmax_energy_grad,
            jacobian_phi=lambda xp, p: _diag(xp, p) - p[..., :, None] * p[..., None, :],
-           phi_energy_fn=_softmax_phi_energy),
+           phi_energy_fn=_softmax_phi_energy,
+           energy_hessian=lambda xp, z, t: t.sum(axis=-1)[..., None, None] * _softmax_jacobian(xp, z)),
 )}
 
 assert tuple(KERNELS) == NAMES, "lowering.nonlinear.KERNELS must list exactly sheafdsl.nonlinearities.TABLE"

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..lowering.backend import to_numpy
+from ..nonlinearities import TABLE as NONLINEARITIES
 from ..lowering.chain import (FeedForward, Layer, apply, apply_T, energy_gradient, equilibrium_energy, forward,
                               out_linear, out_map, output_discord, output_energy)
 from .driver import ON, SLIDE, active_set, loop_limits
@@ -405,6 +406,10 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     """
     if kernel not in ("auto", "general"):
         raise ValueError(f"kernel must be 'auto' or 'general', not {kernel!r}")
+    if net.nonlinear_layers:  # smooth hidden maps: Gauss-Newton from the forward pass (solvers.smooth)
+        from .smooth import smooth_fast_phase
+
+        return smooth_fast_phase(net, P, X, Y, xp, tol, with_energy)
     if guess is not None and net.relu_layers:
         Vf = forward_values if forward_values is not None else forward(net, P, X, xp)
         sol = solve_pattern(net, P, X, Y, guess, xp, tol, with_energy=with_energy)
@@ -475,6 +480,9 @@ def lipschitz_bound(net: FeedForward, P, xp=np) -> float:
     def norm2(layer):
         if layer.kind == "relu":
             return 1.0
+        if layer.kind == "nonlinear":  # ‖diag φ'‖ ≤ max |φ'| (the registry's bound)
+            lo, hi = NONLINEARITIES[layer.map.fn].dphi_bounds(layer.map.arg)
+            return max(abs(lo), abs(hi)) ** 2
         A = P[layer.param] if layer.kind == "param" else layer.matrix
         return float(np.linalg.norm(to_numpy(A), 2)) ** 2
 

@@ -65,9 +65,10 @@ def widths(*, min_layers: int = 1, max_layers: int = 3, min_width: int = 1, max_
 
 
 def network_source(widths_, output: str = "identity", name: str = "net") -> str:
-    """The ``.sheaf`` text of a network: ``sheaf NAME`` and ``network mlp : n0 -> ... -> nL [output F]``."""
+    """The ``.sheaf`` text of a network: ``sheaf NAME`` and ``network mlp : n0 -> ... -> nL output F weight 1``
+    (every edge weight 1, whatever the sugar's default output weight)."""
     arrows = " -> ".join(str(n) for n in widths_)
-    tail = "" if output == "identity" else f" output {output}"
+    tail = f" output {output} weight 1"
     return f"sheaf {name}\nnetwork mlp : {arrows}{tail}\n"
 
 

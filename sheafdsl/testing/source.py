@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from ..frontend import ast as A
 from ..frontend.formatter import format_literal, format_number
 from ..frontend.parser import keywords
+from ..nonlinearities import TABLE as NONLINEARITIES
 from ..options import OPTIMIZERS
 
 __all__ = [
@@ -111,7 +112,9 @@ def edge_decls():
     args = st.one_of(
         st.tuples(st.just("affine"), st.lists(idents(), min_size=1, max_size=2).map(tuple)),
         st.tuples(st.just("linear"), st.tuples(idents())),
-        st.tuples(st.sampled_from(["relu", "identity", "sigmoid", "softmax"]), st.just(())),
+        st.tuples(st.sampled_from([a.name for a in NONLINEARITIES.values() if a.arg is None]), st.just(())),
+        st.tuples(st.sampled_from([a.name for a in NONLINEARITIES.values() if a.arg is not None]),
+                  st.tuples(numbers().map(A.Lit))),
         st.tuples(st.just("maps"), st.tuples(map_arg, map_arg)),
     )
     return st.builds(lambda n, s, d, ka, w: A.EdgeDecl(n, s, d, ka[0], ka[1], w),
@@ -134,9 +137,20 @@ def tie_decls():
     return st.builds(A.TieDecl, idents(), idents(), numbers())
 
 
-def network_decls():
-    return st.builds(A.NetworkDecl, idents(), st.lists(_ints(), min_size=2, max_size=5).map(tuple),
-                     st.none() | idents(), st.none() | idents())
+def _layer_activations():
+    return st.builds(A.LayerActivation, idents(), st.none() | numbers().map(A.Lit))
+
+
+@st.composite
+def network_decls(draw):
+    widths = draw(st.lists(_ints(), min_size=2, max_size=5).map(tuple))
+    act = draw(st.none() | _layer_activations())
+    layers = draw(st.lists(st.none() | _layer_activations(), min_size=len(widths) - 2, max_size=len(widths) - 2))
+    output = draw(st.none() | idents())
+    weight = draw(st.none() | numbers()) if output is not None else None
+    return A.NetworkDecl(draw(idents()), widths, act.name if act else None, output,
+                         layers=tuple(layers) if any(a is not None for a in layers) else (),
+                         activation_arg=act.arg if act else None, output_weight=weight)
 
 
 def train_decls():
@@ -191,7 +205,8 @@ def _train_line(draw) -> str:
 
 @st.composite
 def network_sources(draw, max_layers: int = 3, max_width: int = 6) -> str:
-    """A valid ReLU network model: the `network` sugar or the same written out, with extras."""
+    """A valid network model: the `network` sugar (any hidden activations, optional output weight) or a
+    ReLU network written out, with extras."""
     L = draw(st.integers(1, max_layers))
     widths = [draw(st.integers(1, max_width)) for _ in range(L + 1)]
     output = draw(st.sampled_from(["identity", "sigmoid", "softmax"]))
@@ -201,9 +216,14 @@ def network_sources(draw, max_layers: int = 3, max_width: int = 6) -> str:
     lines = [f"sheaf {name}"]
     sugar = draw(st.booleans())
     if sugar:
-        act = " relu" if draw(st.booleans()) else ""
+        hidden = ["relu", "tanh", "gelu", "softplus", "sigmoid", "leaky_relu 0.1"]
+        act = " " + draw(st.sampled_from(hidden)) if draw(st.booleans()) else ""
+        shown = [str(widths[0])] + [f"{w} {draw(st.sampled_from(hidden))}" if 0 < k < L and draw(st.booleans())
+                                    else str(w) for k, w in enumerate(widths) if k > 0]
         out = f" output {output}" if output != "identity" or draw(st.booleans()) else ""
-        lines.append(f"network mlp : {' -> '.join(map(str, widths))}{act}{out}")
+        if out and draw(st.booleans()):
+            out += f" weight {draw(st.sampled_from(['0.1', '1', '0.03']))}"
+        lines.append(f"network mlp : {' -> '.join(shown)}{act}{out}")
         if draw(st.booleans()):  # an explicit parameter replaces the generated one
             l = draw(st.integers(1, L))
             lines.append(f"param W{l} : {widths[l]} x {widths[l - 1]} = {_matrix(draw, widths[l], widths[l - 1])}")

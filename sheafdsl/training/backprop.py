@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..lowering.chain import FeedForward, apply, apply_T, out_linear, output_energy
+from ..lowering.chain import FeedForward, apply, apply_T, layer_gate, out_linear, output_energy
 
 
 def backprop_gradients(net: FeedForward, P, X, Y, xp=np):
@@ -22,8 +22,8 @@ def backprop_gradients(net: FeedForward, P, X, Y, xp=np):
     gates = {}
     for k, layer in enumerate(layers):
         v = V[-1]
-        if layer.kind == "relu":
-            gates[k] = (v >= 0).astype(v.dtype)
+        if layer.kind in ("relu", "nonlinear"):  # 1[v ≥ 0], or φ'(v) for tanh, gelu, ...
+            gates[k] = layer_gate(layer, v, xp)
         V.append(apply(layer, P, v, gates.get(k)))
     B = X.shape[0]
     out = net.output

@@ -33,13 +33,15 @@ from ..lowering.chain import FeedForward, apply_T, dphi, forward, out_linear
 
 
 def _gates(net: FeedForward, V, xp):
-    """Per layer: the 0/1 ReLU gate 1[v_{k−1} ≥ 0] at the vertex values V (None for a linear layer)."""
-    return [(V[k] >= 0).astype(float) if layer.kind == "relu" else None for k, layer in enumerate(net.layers)]
+    """Per layer: the Jacobian diagonal at the vertex values V, the 0/1 ReLU gate 1[v_{k−1} ≥ 0] or φ'(v_{k−1})
+    of a smooth layer (None for a linear layer)."""
+    g = net.gates(V, xp)
+    return [g.get(k) for k in range(len(net.layers))]
 
 
 def _A(layer, P, v, gate):
     """A_k applied to a batch of row blocks v (B, R, d_in) -> (B, R, d_out)."""
-    if layer.kind == "relu":
+    if layer.kind in ("relu", "nonlinear"):
         return v * gate[:, None, :]
     A = P[layer.param] if layer.kind == "param" else layer.matrix
     return v @ A.T
