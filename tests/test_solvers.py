@@ -25,7 +25,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 
 def network(widths, output="identity"):
     arrows = " -> ".join(str(w) for w in widths)
-    return from_model(load_text(f"sheaf t\nnetwork n : {arrows} relu output {output}\n"))
+    return from_model(load_text(f"sheaf t\nnetwork n : {arrows} relu output {output} weight 1\n"))  # unit weights
 
 
 def forward(P, x, L, output="identity"):

@@ -50,7 +50,7 @@ from ..nonlinearities import TABLE as NONLINEARITIES
 from .result import Equilibrium
 
 #: iterations in all before an example is reported as not consistent
-MAXITER = 60
+MAXITER = 100
 #: Gauss-Newton steps before the unsettled examples switch to Newton's method on the exact Hessian
 GN_STEPS = 25
 #: the largest number of free coordinates per example for which the exact Hessian is assembled
@@ -136,17 +136,19 @@ def _u_gradient(chain, V, U, g, w2, xp):
     return grads, gmax, R
 
 
-def _line_search(E, trial, slope, active, xp):
-    """Armijo backtracking per example: the largest α = 2^−j with E(trial(α)) ≤ E + c α slope; examples
-    that find none stay put (α = 0). ``trial(α)`` -> (V, U, E, g, H)."""
-    alpha = xp.where(active, 1.0, 0.0)
+def _line_search(E, trial, slope, active, xp, alpha0=None, with_alpha=False):
+    """Armijo backtracking per example: the largest α = α₀ 2^−j (α₀ = 1 unless given) with
+    E(trial(α)) ≤ E + c α slope; examples that find none stay put (α = 0). ``trial(α)`` -> (V, U, E, g, H)
+    (and α itself with ``with_alpha``)."""
+    alpha = xp.where(active, 1.0 if alpha0 is None else alpha0, 0.0)
     for _ in range(HALVINGS):
         out = trial(alpha)
         bad = active & ~(out[2] <= E + ARMIJO * alpha * slope + 1e-15 * (1.0 + xp.abs(E)))
         if not bool(bad.any()):
-            return out
+            return (out, alpha) if with_alpha else out
         alpha = xp.where(bad, 0.5 * alpha, alpha)
-    return trial(xp.where(bad, 0.0, alpha))
+    alpha = xp.where(bad, 0.0, alpha)
+    return (trial(alpha), alpha) if with_alpha else trial(alpha)
 
 
 def dense_hessian(chain: Chain, V, U, H_out, xp, exact: bool = True):
@@ -282,8 +284,9 @@ def _kinks(chain, V):
 def _newton(chain, V, U, E, g, H, Y, scale, rtol, iters, xp):
     """Newton's method over the stalks for a subset of examples (see :func:`smooth_equilibrium`).
 
-    Kinks. A coordinate z_i that is the tail of a piecewise linear map (relu, leaky_relu) and reaches
-    |z_i| ≤ ε is held at exactly 0 (sliding) while the rest is solved; with r_i the discord of that map
+    Kinks. A step stops where a unit that is the tail of a piecewise linear map (relu, leaky_relu) would
+    cross its kink z_i = 0 (a ratio test, as in the active set: the energy is one smooth piece up to
+    there); a unit that reaches the kink (or |z_i| ≤ ε) is held at exactly 0 (sliding) while the rest is solved; with r_i the discord of that map
     and h the rest of ∂E/∂z_i, the one-sided derivatives are g_R = ∂E/∂z_i at the gate 1 and g_L = g_R +
     w²(1 − slope) r_i at the gate slope. The point is consistent (Filippov-stationary) when the free
     gradient vanishes and g_L ≤ 0 ≤ g_R at every held unit; a held unit that violates this is released.
@@ -350,15 +353,22 @@ def _newton(chain, V, U, E, g, H, Y, scale, rtol, iters, xp):
             Hd = xp.where(pd[:, None, None], Hd, Hg)
         d = -xp.linalg.solve(Hd, gfree[..., None])[..., 0]
         slope = (gfree * d).sum(axis=1)
+        alpha0, block = None, None
+        if nk:  # ratio test: stop at the first kink a free unit would cross (its piece ends there)
+            z, dz = free[:, pos_x], d[:, pos_x]
+            cross = (~held) & (z * dz < 0) & (xp.abs(dz) > xp.abs(z))
+            t = xp.where(cross, -z / xp.where(cross, dz, 1.0), xp.inf)
+            alpha0 = xp.minimum(t.min(axis=1), 1.0)
+            block = cross & (t <= alpha0[:, None])
 
         def trial(alpha, free=free, d=d):
             return _state(chain, X, Y, free + alpha[:, None] * d, xp)
 
-        V, U, E, g, Hn = _line_search(E, trial, slope, act, xp)
+        (V, U, E, g, Hn), alpha = _line_search(E, trial, slope, act, xp, alpha0, with_alpha=True)
         H = Hn if Hn.ndim == 3 else xp.broadcast_to(Hn, (B,) + Hn.shape)
         free = xp.concatenate(V[1:], axis=1)
-        if nk:  # units that reach their kink are held there
-            held = held | (xp.abs(free[:, pos_x]) <= eps)
+        if nk:  # units that reach their kink (the blocking ones of a full ratio-test step) are held there
+            held = held | (xp.abs(free[:, pos_x]) <= eps) | (block & (alpha == alpha0)[:, None] & (alpha0 < 1.0)[:, None])
     return V, U, E, g, ok, gm, step
 
 
