@@ -352,7 +352,8 @@ def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: d
     ``sheaf spectrum``); ``report.warning`` says when some extension did not converge."""
     import numpy as np
 
-    from .analysis.spectrum import DEFAULT_SAMPLES, DENSE_CUTOFF, VARIANTS, sample_states, spectrum, states_at
+    from .analysis.spectrum import (DEFAULT_SAMPLES, DENSE_CUTOFF, VARIANTS, require_budget, sample_states, spectrum,
+                                    states_at)
     from .ir import is_state_dependent
 
     _count("samples", samples, 1)
@@ -372,6 +373,7 @@ def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: d
             note = f"{bad} of {res.batch} harmonic extension(s) did not converge; their spectra use the last gates"
     else:
         n = DEFAULT_SAMPLES if samples is None else samples
+        require_budget(G, n, dense_cutoff=DENSE_CUTOFF if dense_cutoff is None else dense_cutoff)  # before allocating
         states = sample_states(G, n, np.random.default_rng([seed, 1]))
         mode = "samples" if is_state_dependent(G) else "fixed"
     report = spectrum(G, params, states, dense_cutoff=DENSE_CUTOFF if dense_cutoff is None else dense_cutoff,

@@ -23,7 +23,6 @@ A value for the input stalks is one of
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -43,19 +42,19 @@ def _err(code: str, msg: str, hint: str | None = None, file: str = COMMAND_LINE)
 
 
 def parse_json(text: str, what: str, file: str = COMMAND_LINE):
-    """JSON text, or E520 saying where it went wrong."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _err("E520", f"{what} is not valid JSON: {exc.msg} (at column {exc.colno}): {text!r}",
-                   "write a number or a list, e.g. [0.5, -1.0]", file) from None
+    """JSON text, or E520 saying where it went wrong (NaN, Infinity and nesting too deep included)."""
+    from .fileio import parse_json as strict
+
+    return strict(text, code="E520", what=what, hint="write a number or a list, e.g. [0.5, -1.0]", file=file)
 
 
 def numeric(value, what: str, file: str = COMMAND_LINE) -> np.ndarray:
-    """A float array of at most 2 dimensions with finite entries, or E520."""
+    """A float array of at most 2 dimensions with finite entries, or E520 (complex numbers are refused)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "c":
+        raise _err("E520", f"{what} holds complex numbers; only real numbers are accepted", file=file)
     try:
         a = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _err("E520", f"{what} must hold numbers only (a number, a list, or a list of lists)", file=file) from None
     if a.dtype == object or a.ndim > 2:
         raise _err("E520", f"{what} must be a number, a list, or a list of equal-length lists", file=file)
@@ -65,33 +64,21 @@ def numeric(value, what: str, file: str = COMMAND_LINE) -> np.ndarray:
 
 
 def read_values(path: str, code: str = "E522", file: str = COMMAND_LINE):
-    """The contents of a ``.npy``, ``.csv`` (a header row is skipped) or ``.json`` file."""
+    """The contents of a ``.npy``, ``.csv`` (a header row is skipped) or ``.json`` file (``-``: JSON on
+    standard input), read by :mod:`sheafdsl.fileio` (every way the file can be wrong is ``code``)."""
+    from .fileio import load_values
+
     ext = os.path.splitext(path)[1].lower()
-    if not os.path.exists(path):
-        raise _err(code, f"input file `{path}` does not exist", file=file)
-    try:
-        if ext == ".npy":
-            return np.load(path, allow_pickle=False)
-        if ext == ".json":
-            with open(path, encoding="utf-8") as fh:
-                return parse_json(fh.read(), f"`{path}`", file)
-        if ext == ".csv":
-            try:
-                return np.loadtxt(path, delimiter=",", ndmin=2)
-            except ValueError:
-                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)  # a header row
-    except SheafError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise _err(code, f"cannot read input file `{path}`: {exc}", file=file) from None
-    raise _err(code, f"unsupported input file `{path}`", "use .npy, .csv or .json (or inline JSON)", file)
+    if ext not in FILE_TYPES and path != "-":
+        raise _err(code, f"unsupported input file `{path}`", "use .npy, .csv or .json (or inline JSON)", file)
+    return load_values(path, code=code, what="input")
 
 
 def _raw(value, what: str, file: str):
-    """Text is JSON or a file path; anything else is taken as it is."""
+    """Text is JSON or a file path (``-``: standard input); anything else is taken as it is."""
     if isinstance(value, (str, os.PathLike)):
         text = os.fspath(value).strip()
-        if os.path.splitext(text)[1].lower() in FILE_TYPES:
+        if os.path.splitext(text)[1].lower() in FILE_TYPES or text == "-":
             return read_values(text, file=file)
         return parse_json(text, what, file)
     return value

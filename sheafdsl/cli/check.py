@@ -19,20 +19,15 @@ from .common import emit_json, json_option
 def check_one(file: str) -> tuple[bool, list, str | None]:
     """(ok, diagnostics, source or None) of one file."""
     try:
-        diags = check_diagnostics(parse_file(file))
-        source = None
+        module = parse_file(file)
+        diags, source = check_diagnostics(module), module.source
     except SheafError as exc:
         diags, source = exc.diagnostics, exc.source
     return not any(d.severity == "error" for d in diags), diags, source
 
 
 def _report(file: str, ok: bool, diags: list, source: str | None) -> None:
-    if source is None:
-        try:
-            with open(file, encoding="utf-8", errors="replace") as fh:
-                source = fh.read()
-        except OSError:
-            source = None
+    # the file is never read a second time: a pipe would be empty, a FIFO would block
     lines = source.split("\n") if source is not None else None
     for d in diags:
         click.echo(d.render(lines=lines), err=True)

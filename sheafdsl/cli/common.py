@@ -23,6 +23,23 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+
+def _check_seed(ctx, param, value):
+    if value is not None and value < 0:
+        from ..errors import Diagnostic
+
+        raise SheafError(Diagnostic("E526", f"--seed must be a whole number >= 0, not {value}",
+                                    hint="seeds are 0, 1, 2, ...", file="<command line>"))
+    return value
+
+
+def seed_option(help: str, default=None):
+    """``--seed S``: a non-negative integer (a negative one is E526, exit 1)."""
+    return click.option("--seed", type=int, default=default, show_default=default is not None, callback=_check_seed,
+                        help=help)
+
+
 model_argument = click.argument("file", type=click.Path(dir_okay=False))
 
 
@@ -109,4 +126,4 @@ def _plain(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-__all__ = ["console", "err_console", "print_table", "json_option", "model_argument", "load_model", "load_ir", "json_envelope", "emit_json", "SheafError"]
+__all__ = ["console", "err_console", "print_table", "json_option", "seed_option", "model_argument", "load_model", "load_ir", "json_envelope", "emit_json", "SheafError"]

@@ -25,7 +25,7 @@ import numpy as np
 from ..inputs import apply_pin, input_boundary, parse_pin
 from ..ir import pinned_stalks
 from ..options import SOLVE_METHODS
-from .common import console, emit_json, json_option, load_ir, model_argument, print_table
+from .common import console, emit_json, json_option, load_ir, model_argument, print_table, seed_option
 
 TABLE_ROWS = 20
 
@@ -44,7 +44,7 @@ TABLE_ROWS = 20
               "diffusion: the (Filippov) heat equation.")
 @click.option("--params", "params_path", metavar="FILE.npz|RUN_DIR",
               help="Parameter values: an .npz (e.g. a training checkpoint) or a `sheaf train` run directory.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialising parameters.")
+@seed_option("Seed for initialising parameters.", default=0)
 @click.option("--rtol", type=float, default=1e-10, show_default=True, help="Relative gradient-norm tolerance.")
 @click.option("--maxiter", type=int, default=None, help="Iteration limit (solver-specific default).")
 @json_option

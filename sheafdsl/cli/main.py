@@ -15,7 +15,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import SheafError
+from ..errors import Diagnostic, SheafError
 
 #: subcommand -> module under sheafdsl.cli
 COMMANDS = {
@@ -31,6 +31,7 @@ COMMANDS = {
 
 EXIT_USER = 1
 EXIT_INTERNAL = 70
+EXIT_SIGINT = 130
 
 
 class LazyGroup(click.Group):
@@ -55,6 +56,15 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except SheafError as exc:
             report_error(exc, json_mode="--json" in ctx.meta.get("sheaf.argv", ()))
+            ctx.exit(EXIT_USER)
+        except KeyboardInterrupt:  # Ctrl-C in any command: one line and 130, as a shell reports SIGINT
+            click.echo(f"interrupted: sheaf {ctx.invoked_subcommand or ''} stopped (Ctrl-C)",
+                       err=True)
+            ctx.exit(EXIT_SIGINT)
+        except MemoryError:  # a last resort: the size checks before allocating should have said so first
+            report_error(SheafError(Diagnostic(
+                "E540", "out of memory: this input needs more memory than the machine has",
+                hint="use a smaller model, batch or --samples")), json_mode="--json" in ctx.meta.get("sheaf.argv", ()))
             ctx.exit(EXIT_USER)
 
 

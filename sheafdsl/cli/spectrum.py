@@ -35,7 +35,7 @@ import click
 import numpy as np
 
 from ..options import SPECTRUM_SAMPLES
-from .common import console, emit_json, json_option, load_ir, model_argument, print_table
+from .common import console, emit_json, json_option, load_ir, model_argument, print_table, seed_option
 
 SAMPLE_ROWS = 10
 
@@ -48,7 +48,7 @@ SAMPLE_ROWS = 10
               help="With --input: targets; the gates then come from the two-sided (training) equilibrium.")
 @click.option("--samples", type=click.IntRange(min=1), default=None,
               help=f"Number of random activation patterns (default {SPECTRUM_SAMPLES}).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the parameters and the patterns.")
+@seed_option("Seed for the parameters and the patterns.", default=0)
 @click.option("--params", "params_path", metavar="FILE.npz|RUN_DIR",
               help="Parameter values: an .npz (e.g. a training checkpoint) or a `sheaf train` run directory.")
 @click.option("--dense-cutoff", type=click.IntRange(min=0), default=None,

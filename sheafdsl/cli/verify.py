@@ -20,7 +20,7 @@ from __future__ import annotations
 import click
 
 from ..options import BOUNDARY_NAMES
-from .common import console, emit_json, json_option, load_ir, model_argument, print_table
+from .common import console, emit_json, json_option, load_ir, model_argument, print_table, seed_option
 
 STYLE = {"proved": "bold green", "checked": "cyan", "failed": "bold red", "skipped": "dim"}
 
@@ -31,8 +31,7 @@ STYLE = {"proved": "bold green", "checked": "cyan", "failed": "bold red", "skipp
               help="Largest free dimension handled symbolically (default 512); past it, numeric checks.")
 @click.option("--samples", type=click.IntRange(min=1), default=None, metavar="N",
               help="Activation patterns sampled when they are too many to enumerate (default 256).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for the parameters (where not written in the file) and the samples.")
+@seed_option("Seed for the parameters (where not written in the file) and the samples.", default=0)
 @click.option("--params", "params_path", metavar="FILE.npz|RUN_DIR",
               help="Parameter values: an .npz (e.g. a training checkpoint) or a `sheaf train` run directory.")
 @click.option("--boundary", type=click.Choice(BOUNDARY_NAMES), default="training", show_default=True,

@@ -475,10 +475,9 @@ def parse_text(source: str, path: str = "<input>") -> A.Module:
 
 
 def parse_file(path: str | Path) -> A.Module:
-    """Read and parse a file; unreadable files are SheafErrors too."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise SheafError(Diagnostic("E107", f"cannot read file: {exc.strerror or exc}", file=str(path))) from None
-    return parse_text(decode_source(data, str(path)), str(path))
+    """Read (once: a pipe or ``-`` for standard input works) and parse a file; unreadable files are SheafErrors too."""
+    from ..fileio import display_name, read_bytes
+
+    data = read_bytes(path, code="E107", what="model file", limit=MAX_SOURCE_BYTES, size_code="E103")
+    name = display_name(path)
+    return parse_text(decode_source(data, name), name)

@@ -31,12 +31,12 @@ Build one from Python, without any text:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
 
-from ..errors import Diagnostic, SheafError, did_you_mean
+from ..errors import NOSPAN, Diagnostic, SheafError, Span, did_you_mean
 from ..options import INIT_KINDS, MAX_DIM, MAX_PARAM_SIZE
 from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select, map_rows, nonlinear_map
 
@@ -73,6 +73,9 @@ class ParamSpec:
     file: str | None = None
     key: str | None = None
     base_dir: str = "."
+    #: where it was declared (the model file and the span), for the errors of loading it from a file
+    model_file: str = field(default="<input>", compare=False)
+    span: Span = field(default=NOSPAN, compare=False)
 
 
 class InvalidSheaf(SheafError, ValueError):
@@ -157,10 +160,31 @@ def add_stalk(G: nx.MultiDiGraph, name: str, dim: int, *, anchor: bool = False) 
     The checker's codes: E201 a name taken, E210 a dimension that is not a whole number >= 1, E211 too large.
     """
     _name("stalk", name)
-    if name in G or any(k == name for _, _, k in G.edges(keys=True)):
+    if name in G or name in _edge_names(G):
         raise _err("E201", f"`{name}` already exists")
     dim = _whole(f"stalk `{name}`", dim)
-    G.add_node(name, dim=dim, offset=total_dim(G), pins=[], anchor=anchor)
+    G.add_node(name, dim=dim, offset=_next_offset(G), pins=[], anchor=anchor)
+
+
+def _next_offset(G: nx.MultiDiGraph) -> int:
+    """Where a new vertex's coordinates start: after the last vertex added (O(1); vertices are laid out in
+    the order they are added, so this equals total_dim(G), which is a sum over every vertex)."""
+    last = next(reversed(G._node), None)
+    if last is None:
+        return 0
+    d = G._node[last]
+    return int(d["offset"]) + int(d["dim"]) if "offset" in d and "dim" in d else total_dim(G)
+
+
+def _edge_names(G: nx.MultiDiGraph) -> set:
+    """The edge names of G, kept beside it so that adding an edge or a stalk is O(1): no scan of every
+    edge (and no ``number_of_edges``, which networkx computes by summing degrees). The set belongs to
+    this graph object; a copy (which shares or copies ``G.graph``) rebuilds its own on first use."""
+    owner, names = G.graph.get("_edge_names", (None, None))
+    if owner != id(G._adj) or names is None:
+        names = {k for _, _, k in G.edges(keys=True)}
+        G.graph["_edge_names"] = (id(G._adj), names)
+    return names
 
 
 def add_param(G: nx.MultiDiGraph, name: str, shape, init: str = "he", **kw) -> None:
@@ -244,7 +268,8 @@ def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_
             raise _err("E203", f"edge `{name}`: unknown parameter `{p}`", did_you_mean(str(p), param_specs(G)))
     # one namespace, as in the checker; a soft pin's edge is named after its own anchor vertex
     own_anchor = kind == "soft_pin" and dst == name
-    if any(k == name for _, _, k in G.edges(keys=True)) or (not own_anchor and (name in G or name in H)):
+    names = _edge_names(G)
+    if name in names or (not own_anchor and (name in G or name in H)):
         raise _err("E201", f"`{name}` already exists")
     if src == dst and kind not in ("maps", "soft_pin"):
         raise _err("E290", f"edge `{name}` goes from `{src}` to itself", "only a `maps` edge may be a loop")
@@ -266,7 +291,8 @@ def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_
         if spec.shape != (d_e,):
             raise _err("E221", f"edge `{name}`: bias `{bias}` has shape {spec.shape}; the edge has dimension {d_e}")
     G.add_edge(src, dst, key=name, kind=kind, src_map=src_map, dst_map=dst_map, dim=d_e,
-               weight=w, bias=bias, order=G.number_of_edges())
+               weight=w, bias=bias, order=len(names))
+    names.add(name)
 
 
 def add_pin(G: nx.MultiDiGraph, stalk: str, source: str = "value", *, indices=None, value=None) -> None:
@@ -337,6 +363,8 @@ def add_tie(G: nx.MultiDiGraph, a: str, b: str, weight: float) -> None:
     if H.nodes[a]["spec"].shape != H.nodes[b]["spec"].shape:
         raise _err("E261", f"cannot tie `{a}` {H.nodes[a]['spec'].shape} to `{b}` {H.nodes[b]['spec'].shape}: the "
                    "shapes differ", "a tie is an identity map, so both parameters need the same shape")
+    if H.has_edge(a, b, f"tie_{a}_{b}") or H.has_edge(b, a, f"tie_{b}_{a}"):
+        raise _err("E263", f"`{a}` and `{b}` are already tied", "one tie per pair")
     H.add_edge(a, b, key=f"tie_{a}_{b}", kind="tie", weight=_weight(f"tie `{a}` ~ `{b}`", weight))
 
 
@@ -438,7 +466,8 @@ def from_model(model) -> nx.MultiDiGraph:
     G = new_sheaf(model.name)
     G.graph.update(train=dict(model.train), source=model.source, path=model.path, network=model.network)
     for p in model.params.values():
-        add_param(G, p.name, p.shape, p.init, std=p.std, value=p.value, file=p.file, key=p.key, base_dir=p.base_dir)
+        add_param(G, p.name, p.shape, p.init, std=p.std, value=p.value, file=p.file, key=p.key, base_dir=p.base_dir,
+                  model_file=model.path, span=p.span)
     for s in model.stalks.values():
         add_stalk(G, s.name, s.dim)
     for e in model.edges.values():

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import platform
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,20 +120,24 @@ def save_checkpoint(path: str | os.PathLike, *, params: dict, state: dict, meta:
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`; a damaged file raises SheafError (E632)."""
+    from ..fileio import load_npz
+
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise SheafError(Diagnostic("E632", f"no checkpoint at `{path}`")) from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise SheafError(Diagnostic("E632", f"checkpoint `{path}` is damaged or not a sheafdsl checkpoint: "
-                                            f"{exc}")) from None
+        arrays = load_npz(path, code="E632", what="checkpoint")
+    except SheafError as exc:
+        d = exc.diagnostics[0]
+        if "does not exist" in d.message:
+            raise SheafError(Diagnostic("E632", f"no checkpoint at `{path}`", file=path)) from None
+        raise SheafError(Diagnostic("E632", f"{d.message}; it is damaged or not a sheafdsl checkpoint",
+                                    hint=d.hint, file=path)) from None
     if META_KEY not in arrays:
         raise SheafError(Diagnostic("E632", f"`{path}` is not a sheafdsl checkpoint (it has no metadata entry)"))
     try:
         meta = json.loads(str(arrays.pop(META_KEY)))
-    except json.JSONDecodeError as exc:
+        if not isinstance(meta, dict):
+            raise json.JSONDecodeError("not an object", "", 0)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise SheafError(Diagnostic("E632", f"checkpoint `{path}` has unreadable metadata: {exc}")) from None
     if meta.get("format") != FORMAT:
         raise SheafError(Diagnostic("E632", f"checkpoint `{path}` has format {meta.get('format')!r}; "
@@ -147,6 +150,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             baseline[k[len(BASELINE_PREFIX):]] = v
         else:
             params[k] = v
+    for name, v in params.items():
+        if v.dtype.kind not in "biuf":
+            raise SheafError(Diagnostic("E632", f"checkpoint `{path}`: entry `{name}` is not a real numeric array "
+                                                f"(dtype {v.dtype})", file=path))
     return Checkpoint(params, state, meta, baseline if baseline else None, path)
 
 

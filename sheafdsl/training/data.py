@@ -160,33 +160,19 @@ _BUILTIN = {"paraboloid": (_paraboloid, 0.02), "saddle": (_saddle, 0.02), "circl
 
 
 def _read_csv(path: str) -> np.ndarray:
-    with open(path, encoding="utf-8") as fh:
-        lines = [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise _err(f"`{path}` has no data rows", "E601")
-    start = 0
-    try:
-        [float(t) for t in lines[0].split(",")]
-    except ValueError:
-        start = 1  # a header line
-    rows = []
-    for i, ln in enumerate(lines[start:], start=start + 1):
-        try:
-            rows.append([float(t) for t in ln.split(",")])
-        except ValueError:
-            raise _err(f"`{path}`: data line {i} is not all numbers: {ln[:60]!r}", "E601") from None
-    if not rows:
-        raise _err(f"`{path}` has a header but no data rows", "E601")
-    widths = {len(r) for r in rows}
-    if len(widths) != 1:
-        raise _err(f"`{path}`: rows have different numbers of columns ({sorted(widths)})", "E601")
-    return np.array(rows, dtype=float)
+    from ..fileio import read_csv
+
+    return read_csv(path, code="E601", what="data file")
 
 
 def _as_targets(y: np.ndarray, task: str | None, path: str) -> tuple[np.ndarray, str, int | None]:
     y = np.asarray(y, dtype=float)
     if y.ndim == 1:
         y = y[:, None]
+    if not np.all(np.isfinite(y)):
+        rows = np.flatnonzero(~np.all(np.isfinite(y), axis=1))
+        raise _err(f"`{path}`: targets contain NaN or infinite values ({len(rows)} row(s), the first at row "
+                   f"{int(rows[0]) + 1})", "E601", hint="remove or fill in those rows; training cannot fit them")
     labels = y.shape[1] == 1 and np.all(np.isfinite(y)) and np.all(y == np.round(y)) and y.min() >= 0
     if task is None:
         if labels and set(np.unique(y).tolist()) <= {0.0, 1.0}:
@@ -206,6 +192,9 @@ def _as_targets(y: np.ndarray, task: str | None, path: str) -> tuple[np.ndarray,
         if not labels:
             raise _err(f"`{path}`: class labels must be integers 0..K-1", "E601")
         k = int(y.max()) + 1
+        if k > max(len(y), 1000):
+            raise _err(f"`{path}`: a class label is {k - 1}, but there are only {len(y)} rows; labels are 0..K-1",
+                       "E601")
         return np.eye(k)[y[:, 0].astype(int)], task, k
     if not (np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)):
         raise _err(f"`{path}`: multi-column class targets must be one-hot rows", "E601")
@@ -213,17 +202,15 @@ def _as_targets(y: np.ndarray, task: str | None, path: str) -> tuple[np.ndarray,
 
 
 def _load_file(path, n, n_test, seed, task, n_outputs):
-    if not os.path.exists(path):
-        raise _err(f"data file `{path}` does not exist", "E601")
     ext = os.path.splitext(path)[1].lower()
     rng = np.random.default_rng(seed)
     if ext == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                keys = set(f.files)
-                arrays = {k: np.asarray(f[k], dtype=float) for k in keys & {"X", "y", "X_train", "y_train", "X_test", "y_test"}}
-        except (OSError, ValueError) as exc:
-            raise _err(f"cannot read `{path}`: {exc}", "E601") from None
+        from ..fileio import load_npz, real_array
+
+        raw = load_npz(path, code="E601", what="data file")
+        keys = set(raw)
+        arrays = {k: real_array(v, code="E601", path=path, what=f"`{path}`: entry `{k}`")
+                  for k, v in raw.items() if k in {"X", "y", "X_train", "y_train", "X_test", "y_test"}}
         if {"X_train", "y_train", "X_test", "y_test"} <= keys:
             Xtr, Xte = arrays["X_train"], arrays["X_test"]
             ytr, yte = arrays["y_train"], arrays["y_test"]
@@ -378,9 +365,27 @@ def check_compatible(G, data: Dataset) -> None:
                    hint=f"a {data.task} task needs {want}")
 
 
+#: arrays of the batch's cochain (B, N) and edge (B, M) size that a training step holds at once
+STEP_ARRAYS = 8
+
+
+def require_training_memory(G, config, din: int, dout: int) -> None:
+    """Stop (E540) before loading data or allocating a trainer whose arrays cannot fit in memory:
+    the data set (n + n_test rows of din + dout floats) and a step's STEP_ARRAYS (B, N + M) arrays."""
+    from ..ir import edge_dim, total_dim
+    from ..resources import require_memory
+
+    rows = int(config.n) + int(config.n_test)
+    batch = int(config.batch or config.n)
+    nbytes = 8.0 * rows * (din + dout) * 2 + 8.0 * STEP_ARRAYS * batch * (total_dim(G) + edge_dim(G))
+    require_memory(nbytes, f"training on {config.n:,} examples (batch {batch:,})",
+                   hint="lower n (--n) or the batch (--batch)")
+
+
 def dataset_for(G, config) -> Dataset:
     """Load ``config.data`` the way the model ``G`` expects it (its task and output width), and check it."""
-    task, _, dout = model_task(G)
+    task, din, dout = model_task(G)
+    require_training_memory(G, config, din, dout)
     data = load_dataset(config.data, n=config.n, n_test=config.n_test, seed=getattr(config, "data_seed", 42),
                         noise=config.noise, standardize=config.standardize,
                         task=None if config.data in _BUILTIN else task,
