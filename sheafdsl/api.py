@@ -439,7 +439,7 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
         run = start_run(sheaf.graph, file=sheaf.path, overrides=options, out=out, resume=resume, baseline=baseline,
                         params=params, record=out is not None)
         outcome = run.session.run(run.config.steps, on_step=on_step)
-        if outcome.status == "diverged":
+        if outcome.status in ("diverged", "failed"):  # E640, or E641 (a write failed; the checkpoint is kept)
             raise outcome.error
         if outcome.status == "interrupted":
             raise KeyboardInterrupt(f"training interrupted at step {outcome.step}")

@@ -146,12 +146,19 @@ def a_or_an(word: str) -> str:
 
 
 @contextlib.contextmanager
-def located(file: str):
-    """Errors from the layers below that name no file (data, trainer, solver) are about ``file``: say so."""
+def located(file: str, aliases: dict | None = None):
+    """Errors from the layers below that name no file (data, trainer, solver) are about ``file``: say so.
+
+    ``aliases`` maps a file name the layers below used to the one the user should look at (a run's
+    stored copy of its model, read under the original model's path so that its relative paths resolve).
+    """
+    aliases = aliases or {}
     try:
         yield
     except SheafError as exc:
-        exc.diagnostics = [dataclasses.replace(d, file=file) if d.file == "<input>" else d for d in exc.diagnostics]
+        exc.diagnostics = [dataclasses.replace(d, file=file) if d.file == "<input>" else
+                           dataclasses.replace(d, file=aliases[d.file]) if d.file in aliases else d
+                           for d in exc.diagnostics]
         raise
 
 

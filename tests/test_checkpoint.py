@@ -215,6 +215,7 @@ def test_every_code_is_listed_documented_and_tested():
     assert all(f"`{c}`" in doc for c in R.DIAGNOSTICS)
     here = Path(__file__).read_text()
     tests = here[:here.index("def test_every_code_is_listed")] + "".join(
-        (root / "tests" / t).read_text() for t in ("test_train_cli.py", "test_resume.py", "test_diagnose.py"))
+        (root / "tests" / t).read_text() for t in ("test_train_cli.py", "test_resume.py", "test_diagnose.py",
+                                                  "test_adversary.py"))
     untested = [c for c in R.DIAGNOSTICS if c not in tests]
     assert not untested, untested

@@ -140,6 +140,7 @@ CASES = [
     ("reluctance-twice", "sheaf t\nparam W : 2 x 2 init he\nreluctance W W weight 1\n", "E260", 3, 14),
     ("tie-shapes", "sheaf t\nparam A : 2 x 2 init he\nparam B : 2 x 3 init he\ntie A ~ B weight 1\n", "E261", 4, 1),
     ("tie-to-itself", "sheaf t\nparam A : 2 x 2 init he\ntie A ~ A weight 1\n", "E262", 3, 9),
+    ("tie-twice", "sheaf t\nparam A : 2 x 2 init he\nparam B : 2 x 2 init he\ntie A ~ B weight 1\ntie B ~ A weight 2\n", "E263", 5, 1),
     ("two-networks", "sheaf t\nnetwork m : 2 -> 1\nnetwork n : 2 -> 1\n", "E270", 3, 1),
     ("bad-activation", "sheaf t\nnetwork m : 2 -> 3 -> 1 swish\n", "E271", 2, 25),
     ("hidden-softmax", "sheaf t\nnetwork m : 2 -> 3 -> 1 softmax\n", "E271", 2, 25),

@@ -63,7 +63,7 @@ from ..errors import Diagnostic, SheafError
 from ..options import SPECTRUM_SAMPLES
 from ..ir import BOUNDARIES, ReluGate, edges, free_indices, is_state_dependent, stalks, total_dim
 from ..ir.maps import Nonlinear
-from ..lowering import laplacian_matrix
+from ..lowering import coboundary_matrix, edge_weight_vector, laplacian_matrix
 
 #: variant name -> the pin sources that are hard in it
 VARIANTS = BOUNDARIES
@@ -73,6 +73,12 @@ DEFAULT_SAMPLES = SPECTRUM_SAMPLES
 DENSE_CUTOFF = 1000
 #: the shift-invert point for λ_min in the sparse path, as a fraction of −λ_max
 SHIFT = 1e-3
+#: the most seconds of eigenvalue work one spectrum may plan (estimated up front; more is E541)
+BUDGET_S = 600.0
+#: the per-sample cost model: a fixed overhead (assembling L) plus dense work n³/FLOPS (or sparse Lanczos)
+SAMPLE_OVERHEAD_S, FLOPS = 2e-4, 3e9
+#: Lanczos iterations the sparse path may take per eigenvalue before falling back
+SPARSE_MAXITER = 3000
 
 
 @dataclass
@@ -128,16 +134,21 @@ def extreme_eigenvalues(L, *, dense_cutoff: int = DENSE_CUTOFF, tol: float | Non
     n = L.shape[0]
     if n == 0:
         return Extremes(0, None, None, None, False, None, "empty", 0)
+    data = L.data if sp.issparse(L) else np.asarray(L)
+    if not np.all(np.isfinite(data)):
+        raise _overflow(np.ravel(data))
     dense = n <= max(dense_cutoff, 2)
     if dense:
         A = L.toarray() if sp.issparse(L) else np.asarray(L, dtype=float)
         w = scipy.linalg.eigvalsh(A)
         lo, hi = float(w[0]), float(w[-1])
+        if not math.isfinite(hi):
+            raise _overflow(np.array([hi]))
         method = "dense eigvalsh"
     else:
         A = sp.csc_matrix(L, dtype=float)
         try:
-            hi = float(spla.eigsh(A, k=1, which="LA", return_eigenvectors=False)[0])
+            hi = float(spla.eigsh(A, k=1, which="LA", return_eigenvectors=False, maxiter=SPARSE_MAXITER)[0])
             lo = _sparse_lambda_min(A, hi)
         except (spla.ArpackNoConvergence, spla.ArpackError) as exc:
             raise SheafError(Diagnostic("E532", f"the sparse eigensolver (eigsh) failed on the {n} x {n} L_free: {exc}",
@@ -161,6 +172,62 @@ def extreme_eigenvalues(L, *, dense_cutoff: int = DENSE_CUTOFF, tol: float | Non
 def _sparse_lambda_min(A, hi: float) -> float:
     sigma = -SHIFT * hi if hi > 0 else -1.0
     return float(spla.eigsh(A, k=1, sigma=sigma, which="LM", return_eigenvectors=False)[0])
+
+
+def gram_extremes(A, *, dense_cutoff: int = DENSE_CUTOFF, labels=None) -> Extremes:
+    """The extremes of L = AᵀA from its factor A (M × n, sparse), without assembling L when n is large.
+
+    L_free = (W δ_Ω)ᵀ(W δ_Ω): one edge that reads a whole layer (an output row of W) makes L dense
+    where A is sparse, so past ``dense_cutoff`` the sparse path works on A: λ_max by Lanczos on
+    x ↦ Aᵀ(Ax), and λ_min by shift-invert about σ < 0 through the sparse symmetric augmented system
+    [[−I, A], [Aᵀ, −σI]] [r; x] = [0; b], whose solution has (AᵀA − σI) x = b (no fill-in from the
+    dense block). Up to the cutoff: :func:`extreme_eigenvalues` of the dense AᵀA.
+    """
+    A = sp.csr_matrix(A, dtype=float)
+    M, n = A.shape
+    if not np.all(np.isfinite(A.data)):
+        raise _overflow(A.data)
+    if n == 0 or n <= max(dense_cutoff, 2):
+        with np.errstate(over="ignore", invalid="ignore"):
+            L = (A.T @ A).toarray()
+        return extreme_eigenvalues(L, dense_cutoff=dense_cutoff, labels=labels)
+    with np.errstate(over="ignore", invalid="ignore"):
+        op = spla.LinearOperator((n, n), matvec=lambda x: A.T @ (A @ x), dtype=float)
+        try:
+            hi = float(spla.eigsh(op, k=1, which="LA", return_eigenvectors=False, maxiter=SPARSE_MAXITER)[0])
+        except (spla.ArpackNoConvergence, spla.ArpackError) as exc:
+            raise SheafError(Diagnostic("E532", f"the sparse eigensolver (eigsh) failed on the {n} x {n} L_free: "
+                                                f"{exc}", hint=f"use the dense solver: --dense-cutoff {n}")) from None
+    if not math.isfinite(hi):
+        raise _overflow(np.array([math.inf]))
+    sigma = -SHIFT * hi if hi > 0 else -1.0
+    K = sp.bmat([[-sp.identity(M), A], [A.T, -sigma * sp.identity(n)]], format="csc")
+    lu = spla.splu(K)
+
+    def shifted_inverse(b):
+        return lu.solve(np.concatenate([np.zeros(M), b]))[M:]
+
+    inv = spla.LinearOperator((n, n), matvec=shifted_inverse, dtype=float)
+    try:  # the largest eigenvalue of (L − σI)⁻¹ is 1/(λ_min − σ)
+        mu, V = spla.eigsh(inv, k=1, which="LA", maxiter=SPARSE_MAXITER)
+    except (spla.ArpackNoConvergence, spla.ArpackError) as exc:
+        raise SheafError(Diagnostic("E532", f"the sparse eigensolver (eigsh) failed on the {n} x {n} L_free: {exc}",
+                                    hint=f"use the dense solver: --dense-cutoff {n}")) from None
+    lo = max(float(1.0 / mu[0] + sigma), 0.0)
+    tol = singular_tolerance(n, hi)
+    if lo > tol:
+        return Extremes(n, lo, hi, hi / lo, False, tol, "sparse eigsh", 0)
+    return Extremes(n, lo, hi, math.inf, True, tol, "sparse eigsh", None, _kernel_support(V, labels))
+
+
+def _overflow(data) -> SheafError:
+    finite = np.isfinite(data)
+    big = float(np.abs(data[finite]).max()) if finite.any() else math.inf
+    return SheafError(Diagnostic("E534", f"L_free overflows float64: its entries (or its eigenvalues) are infinite or "
+                                         f"NaN (the largest finite entry is {big:.3g}), so its spectrum cannot be "
+                                         "computed",
+                                 hint="the weights (squared, in W²) are too large: rescale the parameters or the "
+                                      "edge weights"))
 
 
 def _kernel_support(K: np.ndarray, labels) -> dict:
@@ -195,6 +262,42 @@ def relu_edges(G) -> list[tuple[str, int]]:
 
 def _has_nonlinear(G) -> bool:
     return any(isinstance(d["src_map"], Nonlinear) or isinstance(d["dst_map"], Nonlinear) for *_, d in edges(G))
+
+
+def estimated_seconds(G, n_samples: int, *, variants=tuple(VARIANTS), dense_cutoff: int = DENSE_CUTOFF) -> float:
+    """A cost model of :func:`spectrum` over ``n_samples`` states: per sample and variant a fixed
+    overhead plus n³/FLOPS for a dense eigvalsh of the n free coordinates (n·nnz-ish for sparse)."""
+    if not is_state_dependent(G):
+        n_samples = 1
+    total = 0.0
+    for v in variants:
+        n = len(free_indices(G, VARIANTS[v]))
+        work = n ** 3 / FLOPS if n <= dense_cutoff else 2e-5 * n  # sparse: a factorisation and ~100 solves
+        total += n_samples * (SAMPLE_OVERHEAD_S + work)
+    return total
+
+
+def require_budget(G, n_samples: int, *, dense_cutoff: int = DENSE_CUTOFF, budget_s: float = BUDGET_S) -> None:
+    """E541 before any work when the spectra of ``n_samples`` states would take longer than ``budget_s``
+    (or their per-sample reports more memory than there is)."""
+    from ..resources import require_memory
+
+    est = estimated_seconds(G, n_samples, dense_cutoff=dense_cutoff)
+    if est > budget_s:
+        fit = max(1, int(n_samples * budget_s / est))
+        raise SheafError(Diagnostic("E541", f"{n_samples:,} samples would take about {_duration(est)} of eigenvalue "
+                                            f"work (the limit is {_duration(budget_s)}); nothing was computed",
+                                    hint=f"use --samples {fit:,} or fewer, or --input to take the spectrum at "
+                                         "given examples"))
+    require_memory(n_samples * (8.0 * total_dim(G) + 2000.0), f"{n_samples:,} sampled spectra",
+                   hint="use fewer --samples")
+
+
+def _duration(s: float) -> str:
+    for unit, k in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if s >= 2 * k:
+            return f"{s / k:,.0f} {unit}"
+    return f"{s:,.0f} s"
 
 
 def sample_states(G, n: int, rng: np.random.Generator) -> list[tuple[np.ndarray | None, dict]]:
@@ -262,12 +365,12 @@ def spectrum(G, params: dict, states, *, variants=tuple(VARIANTS), dense_cutoff:
     labels = {v: free_labels(G, VARIANTS[v]) for v in variants}
     frees = {v: free_indices(G, VARIANTS[v]) for v in variants}
     samples = []
+    W = sp.diags(edge_weight_vector(G))
     for state, gates in states:
-        L = laplacian_matrix(G, params, state=state, gates=gates)
+        A = (W @ coboundary_matrix(G, params, state=state, gates=gates)).tocsc()
         row = {}
         for v in variants:
-            free = frees[v]
-            row[v] = extreme_eigenvalues(L[free][:, free], dense_cutoff=dense_cutoff, labels=labels[v])
+            row[v] = gram_extremes(A[:, frees[v]], dense_cutoff=dense_cutoff, labels=labels[v])
         samples.append(row)
     worst = {}
     for v in variants:

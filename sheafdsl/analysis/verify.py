@@ -52,6 +52,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import Diagnostic, SheafError
 from ..ir import edges, free_indices, param_specs, pinned_stalks, stalks, total_dim, vertex_slice
@@ -59,6 +60,7 @@ from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled,
 from ..lowering import check_shapes, coboundary_matrix, edge_weight_vector, init_params, offset_vector
 from ..lowering.maps import apply as apply_restriction
 from .certificates import berkowitz_det, eliminate, numeric_rows, restrict_columns, symbolic_coboundary
+from .spectrum import gram_extremes
 from .cohomology import (EXACT_INITS, INFERENCE, TRAINING, cohomology, kernel_witness, to_rational,
                          undefined_reason)
 
@@ -282,6 +284,21 @@ def _edge_row_labels(G) -> list:
     return [(name, i) for _, _, name, d in edges(G) for i in range(d["dim"])]
 
 
+#: free dimensions above this are scanned with the sparse eigensolver (a dense SVD per sample is O(n³))
+NUMERIC_DENSE_LIMIT = 1000
+#: the sparse scan visits at most NUMERIC_BUDGET / n samples (at least NUMERIC_MIN_SAMPLES), evenly spaced
+NUMERIC_BUDGET, NUMERIC_MIN_SAMPLES = 48_000.0, 8
+
+
+def _sparse_kernel(L, ext):
+    """One kernel vector of a sparse PSD L (shift-invert about a small negative shift), as an (n, 1) array."""
+    import scipy.sparse.linalg as spla
+
+    sigma = -1e-3 * ext.lambda_max if ext.lambda_max and ext.lambda_max > 0 else -1.0
+    _, V = spla.eigsh(L.tocsc(), k=1, sigma=sigma, which="LM")
+    return V
+
+
 def _numeric_pass(ctx) -> dict:
     G = ctx.G
     samples, desc = ctx.samples()
@@ -311,7 +328,32 @@ def _numeric_pass(ctx) -> dict:
     labels = _labels(G, ctx.sources)
     lam_min, lam_max = np.inf, 0.0
     singular, first = 0, None
+    large = len(free_b) > NUMERIC_DENSE_LIMIT
+    if large:  # past the dense limit: sparse spectra, on as many samples as the cost budget allows
+        cap = max(NUMERIC_MIN_SAMPLES, int(NUMERIC_BUDGET // max(len(free_b), 1)))
+        if cap < len(samples):
+            idx = np.linspace(0, len(samples) - 1, cap).round().astype(int)
+            samples = [samples[i] for i in sorted(set(idx.tolist()))]
+            desc += (f"; {len(samples)} of them scanned (free dimension {len(free_b)} > {NUMERIC_DENSE_LIMIT}: "
+                     "sparse eigensolver, evenly spaced samples)")
     for s in samples:
+        if large:
+            Ds = coboundary_matrix(G, s.params, state=s.state, gates=s.gates).tocsr()
+            if order is not None and unitri["failure"] is None:
+                T = Ds[order[0]][:, order[1]]
+                if sp.triu(T, 1).count_nonzero() or np.any(T.diagonal() != 1.0):
+                    unitri["failure"] = f"at {s.label} the ordering found at a generic sample is not unitriangular"
+                    unitri["witness"] = {"at": s.label, "gates": _gates_json(s.gates)}
+            A = sp.diags(ctx.w) @ Ds[:, free_b]
+            ext = gram_extremes(A, dense_cutoff=0)
+            lam_min = min(lam_min, float(ext.lambda_min))
+            lam_max = max(lam_max, float(ext.lambda_max))
+            if ext.singular:
+                singular += 1
+                if first is None:
+                    K = _sparse_kernel(A.T @ A, ext)
+                    first = (s, K, ext.tol, int(K.shape[1]))
+            continue
         D = coboundary_matrix(G, s.params, state=s.state, gates=s.gates).toarray()
         if order is not None and unitri["failure"] is None:
             T = D[np.ix_(order[0], order[1])]
@@ -689,6 +731,15 @@ def _lstsq_extension(G, params, c_ref, sources) -> np.ndarray:
     o, w = offset_vector(G, params), edge_weight_vector(G)
     out = c_ref.copy()
     for b in range(c_ref.shape[0]):
+        if len(free) > NUMERIC_DENSE_LIMIT:  # sparse normal equations L_free x = Aᵀ rhs (a dense lstsq is O(n³))
+            import scipy.sparse.linalg as spla
+
+            Ds = coboundary_matrix(G, params, state=c_ref[b]).tocsc()
+            rhs = w * (o - Ds[:, pinned] @ c_ref[b, pinned])
+            A = sp.diags(w) @ Ds[:, free]
+            with np.errstate(all="ignore"):
+                out[b, free] = spla.spsolve((A.T @ A).tocsc(), A.T @ rhs)
+            continue
         D = coboundary_matrix(G, params, state=c_ref[b]).toarray()
         rhs = w * (o - D[:, pinned] @ c_ref[b, pinned])
         x, *_ = np.linalg.lstsq(w[:, None] * D[:, free], rhs, rcond=None)

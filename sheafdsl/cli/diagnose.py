@@ -15,7 +15,7 @@ import click
 
 from ..errors import Diagnostic, SheafError
 from ..options import SPLITS
-from .common import console, emit_json, err_console, json_option, load_model, print_table
+from .common import console, emit_json, err_console, json_option, load_model, print_table, seed_option
 
 
 @click.command("diagnose")
@@ -23,7 +23,7 @@ from .common import console, emit_json, err_console, json_option, load_model, pr
 @click.option("--data", metavar="NAME|PATH", help="Data set (default: the run's, or the model's train block).")
 @click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True,
               help="Which examples to pin.")
-@click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial parameters (FILE only).")
+@seed_option("Seed of the initial parameters (FILE only).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Where to write the PNG (default: RUN_DIR/diagnose.png, or runs/<model>-diagnose.png).")
 @click.option("--no-plot", is_flag=True, help="Do not write a PNG.")

@@ -15,7 +15,7 @@ import click
 
 from ..errors import located
 from ..options import BACKENDS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
-from .common import console, emit_json, err_console, json_option, load_model, model_argument, print_table
+from .common import console, emit_json, err_console, json_option, load_model, model_argument, print_table, seed_option
 
 
 def _positive_float(ctx, param, value):
@@ -35,7 +35,7 @@ def _positive_float(ctx, param, value):
 @click.option("--trainer", "trainer_name", type=click.Choice(TRAINERS),
               help="sheaf: exact equilibrium + local update; joint: the paper's Euler flow; backprop: the baseline.")
 @click.option("--solver", type=click.Choice(TRAIN_SOLVERS), help="Fast-phase solver of the sheaf trainer.")
-@click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial parameters and the mini-batch order.")
+@seed_option("Seed of the initial parameters and the mini-batch order.")
 @click.option("--n", "n", type=click.IntRange(min=1), help="Number of training examples.")
 @click.option("--log-every", type=click.IntRange(min=1), help="Log metrics every K steps.")
 @click.option("--checkpoint-every", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
@@ -123,7 +123,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     for w in outcome.warnings:
         click.echo(f"warning: {w}", err=True)
 
-    if outcome.status == "diverged":
+    if outcome.status in ("diverged", "failed"):
         raise outcome.error
     if outcome.status == "interrupted":
         if outcome.saved:

@@ -607,6 +607,11 @@ class _Checker:
             self.d.error("E261", f"cannot tie `{a.name}` {_fmt_shape(a.shape)} to `{b.name}` {_fmt_shape(b.shape)}", t.span,
                          "a tie is an identity map, so both parameters need the same shape")
         else:
+            prev = next((x for x in self.ties if {x.a, x.b} == {a.name, b.name}), None)
+            if prev is not None:
+                self.d.error("E263", f"`{a.name}` and `{b.name}` are already tied (line {prev.span.line})", t.span,
+                             "one tie per pair: give the pair a single `tie` with the weight you want")
+                return
             self.ties.append(Tie(a.name, b.name, w, t.span))
 
     def check_TrainDecl(self, t: A.TrainDecl) -> None:

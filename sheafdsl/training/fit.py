@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import Diagnostic, SheafError
+from ..fileio import write_error
 
 #: options that may differ from the checkpoint's config on resume (they do not change the trajectory)
 RESUME_FREE = ("steps", "log_every", "backend")
@@ -147,6 +148,8 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
                 "E633", f"cannot resume: `{file}` is not the model the run in `{out}` was trained on "
                         "(the model text differs)", file=file,
                 hint=f"compare with `{rundir.model}`; resume with that file, or start a new run"))
+        ck.params = check_params(G, ck.params, where=f"checkpoint `{rundir.checkpoint}`", code="E632",
+                                 file=str(rundir.checkpoint))
         if overrides.get("data") is not None:  # compared with the run's (absolute) data path
             from .data import resolve_data
 
@@ -201,8 +204,11 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
             rundir = None
         else:
             rundir = RunDir(out if out is not None else default_run_dir(G.graph["name"])).create()
-            atomic_write_text(rundir.model, text)
-            MetricsLog(rundir.metrics).truncate_after(-1)  # a fresh (empty) log
+            try:
+                atomic_write_text(rundir.model, text)
+                MetricsLog(rundir.metrics).truncate_after(-1)  # a fresh (empty) log
+            except OSError as exc:
+                raise write_error("E641", rundir.path, exc, file=file) from None
         data_meta = {**fingerprint, "name": data.name, "task": data.task, "n_train": int(len(data.X_train)),
                      "n_test": int(len(data.X_test))}
         path = G.graph.get("path") or file
@@ -219,7 +225,10 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
         meta["model_file"] = file
         meta["versions"] = versions()
         meta.setdefault("resumed", []).append({"from_step": ck.step, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        MetricsLog(rundir.metrics).truncate_after(ck.step)
+        try:
+            MetricsLog(rundir.metrics).truncate_after(ck.step)
+        except OSError as exc:
+            raise write_error("E641", rundir.metrics, exc, file=file) from None
         seconds, bseconds = float(ck.meta.get("seconds") or 0.0), float(ck.meta.get("baseline_seconds") or 0.0)
 
     timing = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
@@ -280,7 +289,12 @@ def finish_run(run: Run, *, plots: bool = True, discords: bool = True) -> Finish
     written = write_plots(run, records, edge) if plots else []
     summary["plots"] = [p.name for p in written]
     if session.rundir is not None:
-        atomic_write_json(session.rundir.summary, summary)
+        try:
+            atomic_write_json(session.rundir.summary, summary)
+        except OSError as exc:
+            raise write_error("E641", session.rundir.summary, exc,
+                              hint="the checkpoint of the last step is saved; free some space and rerun with --resume "
+                                   "to write the summary") from None
     return Finished(result, summary, written, edge, ev)
 
 
@@ -324,7 +338,10 @@ def load_run(path, *, data: str | None = None) -> SavedRun:
     """Reopen run directory ``path`` (E635 when it is not one); ``data`` overrides the run's data set."""
     from ..frontend import load_text
     from ..ir import from_model
-    from .checkpoint import load_checkpoint
+    from ..errors import located
+    from ..fileio import read_text
+    from ..lowering import check_params
+    from .checkpoint import load_checkpoint, sha256_text
     from .config import TrainConfig
     from .data import resolve_data
     from .run import RunDir
@@ -334,18 +351,25 @@ def load_run(path, *, data: str | None = None) -> SavedRun:
         raise SheafError(Diagnostic("E635", f"`{path}` is a directory but not a run directory (no checkpoint.npz)",
                                     hint="pass the --out directory of a `sheaf train` run, or a .sheaf file"))
     ck = load_checkpoint(rd.checkpoint)
-    try:
-        text = rd.model.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SheafError(Diagnostic("E635", f"run directory `{path}` has no readable model.sheaf: "
-                                            f"{exc.strerror}")) from None
-    # resolve relative paths in the model (e.g. `init "w.npz":W`) against the original file's directory
-    G = from_model(load_text(text, path=ck.meta.get("model_path") or str(rd.model)))
+    text = read_text(rd.model, code="E635", what="the run's model")
+    recorded = ck.meta.get("model_sha256")
+    if recorded and recorded != sha256_text(text):
+        raise SheafError(Diagnostic(
+            "E636", f"`{rd.model}` no longer matches the run's checkpoint (the model text changed after the run "
+                    "was saved)", file=str(rd.model),
+            hint="restore the model the run was trained on, or diagnose the model file itself"))
+    # parsed under the original file's path, so that relative paths (`init "w.npz":W`) resolve as they did
+    # in training; its errors are reported against the run's copy, whose text it is
+    original = ck.meta.get("model_path") or str(rd.model)
+    with located(str(rd.model), {original: str(rd.model)}):
+        G = from_model(load_text(text, path=original))
+        params = check_params(G, ck.params, where=f"checkpoint `{rd.checkpoint}`", code="E632",
+                              file=str(rd.checkpoint))
     saved = dict(ck.meta.get("config") or {})
     if saved.get("data") is not None:  # a run recorded before data paths were stored absolute
         saved["data"] = resolve_data(saved["data"], model_dir(G))
     config = TrainConfig.from_sources(saved, {"data": None if data is None else resolve_data(data, os.getcwd())})
-    return SavedRun(G, config, ck.params, int(ck.step), dict(ck.meta), rd)
+    return SavedRun(G, config, params, int(ck.step), dict(ck.meta), rd)
 
 
 __all__ = ["RESUME_FREE", "LOSS_LABEL", "Run", "Finished", "SavedRun", "model_dir", "model_config", "data_fingerprint",

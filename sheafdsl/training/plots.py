@@ -44,9 +44,15 @@ def _figure(w: float, h: float, *, left=0.8, right=0.25, bottom=0.6, top=0.45, w
 
 
 def _save(fig, path) -> Path:
+    """Render to memory, then one atomic write: a failed write (E641) leaves no partial PNG."""
+    from ..fileio import write_error
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as exc:
+        raise write_error("E641", path, exc) from None
     return Path(path)
 
 

@@ -32,7 +32,6 @@ import math
 import os
 import re
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,11 @@ from ..lowering.params import RUN_CHECKPOINT
 DIAGNOSTICS = codes_between("E630", "E649")
 
 CHECKPOINT = RUN_CHECKPOINT  # one name for the file (lowering.load_params reads it from a run directory)
+#: the longest model name kept whole in a default run directory's name
+NAME_CHARS = 96
+#: written first into every new run directory: a directory holding it (and no checkpoint) is a run that
+#: never reached its first checkpoint, and may be started again; any other non-empty directory is refused
+MARKER = ".sheaf-run"
 META = "meta.json"
 MODEL = "model.sheaf"
 METRICS = "metrics.jsonl"
@@ -103,6 +107,10 @@ def default_run_dir(model_name: str, root: str | os.PathLike = "runs", now: floa
     """``runs/<model>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``... appended if that exists already."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name) or "model"
+    if len(safe) > NAME_CHARS:  # a file name has at most 255 bytes: keep a prefix and a hash of the rest
+        import hashlib
+
+        safe = safe[:NAME_CHARS - 9] + "-" + hashlib.sha256(model_name.encode()).hexdigest()[:8]
     base = Path(root) / f"{safe}-{stamp}"
     path, k = base, 1
     while path.exists():
@@ -155,16 +163,32 @@ class RunDir:
         return SheafError(Diagnostic(code, message, hint=hint, file=str(self.path)))
 
     def create(self) -> "RunDir":
-        """Make the directory for a new run; refuse a path that is a file or already holds a run."""
+        """Make the directory for a new run; refuse a path that is a file, already holds a run, or holds
+        files that are not a run's (the user's own ``model.sheaf`` or ``summary.json`` is never overwritten)."""
+        try:
+            os.stat(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # a name too long, a loop of links...
+            raise self._error("E630", f"cannot use run directory `{self.path}`: {exc.strerror or exc}",
+                              "choose another --out") from None
         if self.path.exists() and not self.path.is_dir():
             raise self._error("E630", f"run directory `{self.path}` is a file, not a directory", "choose another --out")
         if self.has_checkpoint():
             raise self._error("E630", f"`{self.path}` already holds a training run (it has {CHECKPOINT})",
                               f"continue it with `--out {self.path} --resume`, or choose another --out")
         try:
+            entries = sorted(os.listdir(self.path)) if self.path.is_dir() else []
+        except OSError as exc:
+            raise self._error("E630", f"cannot read run directory `{self.path}`: {exc.strerror or exc}",
+                              "choose another --out") from None
+        if entries and MARKER not in entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise self._error("E630", f"`{self.path}` already holds files that are not a sheaf run ({shown}); "
+                              "nothing was written", "choose a new or empty directory for --out")
+        try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=self.path, prefix=".probe.", delete=True)
-            probe.close()
+            atomic_write_text(self.path / MARKER, "a sheafdsl run directory\n")
         except OSError as exc:
             raise self._error("E630", f"cannot write to run directory `{self.path}`: {exc.strerror or exc}",
                               "choose another --out") from None
@@ -200,9 +224,19 @@ class MetricsLog:
         self.path = Path(path)
 
     def append(self, record: dict) -> None:
-        line = json.dumps(_finite_json(record), default=_json_default, allow_nan=False)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        """Append one line; if the write fails (a full disk), the file is cut back to its previous end."""
+        line = (json.dumps(_finite_json(record), default=_json_default, allow_nan=False) + "\n").encode("utf-8")
+        with open(self.path, "ab") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            try:
+                fh.write(line)
+                fh.flush()
+            except OSError:
+                try:
+                    fh.truncate(end)
+                except OSError:
+                    pass
+                raise
 
     def sync(self) -> None:
         """fsync the log (what was appended so far survives a crash of the machine)."""
@@ -277,8 +311,9 @@ class Outcome:
     """How a :meth:`TrainingSession.run` ended.
 
     ``status`` is "finished", "interrupted" (Ctrl-C; a checkpoint of the last completed step was
-    saved unless ``saved`` is False) or "diverged" (``error`` says where; nothing was saved after the
-    last good checkpoint, at ``checkpoint_step``).
+    saved unless ``saved`` is False), "diverged" (``error`` says where; nothing was saved after the
+    last good checkpoint, at ``checkpoint_step``) or "failed" (a write failed, E641 in ``error``; the
+    last good checkpoint is intact).
     """
 
     status: str
@@ -459,7 +494,10 @@ class TrainingSession:
                                     hint=f"{kept}; try {knob}, or add reluctance (weight decay) to the parameters"))
         self.meta.update(status="diverged", diverged_at=step, diverged_edge=where)
         if self.rundir is not None and (self.rundir.meta.exists() or self.checkpoint_step >= 0):
-            atomic_write_json(self.rundir.meta, self.meta)  # say so in meta.json; the checkpoint stays as it was
+            try:
+                atomic_write_json(self.rundir.meta, self.meta)  # say so in meta.json; the checkpoint stays as it was
+            except OSError:
+                pass
         return Outcome("diverged", step, self.checkpoint_step, saved=False, error=err, warnings=self.warnings)
 
     # ------------------------------------------------------------------ the loop
@@ -524,6 +562,8 @@ class TrainingSession:
                 self._mark("interrupted")
                 return Outcome("interrupted", int(tr.step_count), self.checkpoint_step, False, None, last, blast or {},
                                self.warnings)
+            except OSError as exc:  # a full disk, a folder made read-only: the atomic writes kept the last checkpoint
+                return self._write_failed(exc)
         if self.checkpoint_step != tr.step_count:  # resumed at or past the target: record the final state once
             self.save("finished")
         elif self.meta.get("status") != "finished":
@@ -533,8 +573,25 @@ class TrainingSession:
 
     def _mark(self, status: str) -> None:
         self.meta["status"] = status
-        if self.rundir is not None:
+        if self.rundir is None:
+            return
+        try:
             atomic_write_json(self.rundir.meta, self.meta)
+        except OSError:  # meta.json is a readable copy; the checkpoint holds the truth
+            pass
+
+    def _write_failed(self, exc: OSError) -> Outcome:
+        """Stop with E641: which file could not be written and why; the last checkpoint is intact."""
+        kept = (f"the last good checkpoint (step {self.checkpoint_step}) is intact"
+                if self.checkpoint_step >= 0 else "no checkpoint had been saved yet")
+        why = exc.strerror or str(exc)
+        err = SheafError(Diagnostic("E641", f"cannot write to the run directory `{self.rundir.path}` at step "
+                                            f"{int(self.trainer.step_count)}: {why}",
+                                    file=self.meta.get("model_file", "<input>"),
+                                    hint=f"{kept}; no half-written file was left. Free some space, then continue "
+                                         f"with --resume"))
+        return Outcome("failed", int(self.trainer.step_count), self.checkpoint_step, saved=False, error=err,
+                       warnings=self.warnings)
 
     def _params_finite(self) -> bool:
         from ..lowering import to_numpy

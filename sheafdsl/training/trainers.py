@@ -49,6 +49,18 @@ from .update import edge_gradients, local_gradients, parameter_sheaf_gradients
 from .optim import make_optimizer
 
 
+class SingularSystemError(SheafError):
+    """The linear system of a step is numerically singular (E621): where, and what to do instead."""
+
+    def __init__(self, step: int, trainer: str, what: str):
+        self.step = int(step)
+        super().__init__(Diagnostic(
+            "E621", f"step {self.step} of the {trainer} trainer cannot be solved: its linear system is numerically "
+                    f"singular ({what})",
+            hint="very deep or very narrow networks make the equilibrium ill-conditioned: use fewer layers or wider "
+                 "ones, add reluctance, or try --trainer backprop; the last checkpoint is kept"))
+
+
 class DivergenceError(SheafError):
     """A NaN or infinity appeared: ``step`` (the step that produced it) and ``where`` (an edge or parameter)."""
 
@@ -148,7 +160,10 @@ class Trainer:
         idx = self._batch_indices(self.step_count)
         X, Y = (self.Xtr, self.Ytr) if idx is None else (self.Xtr[idx], self.Ytr[idx])
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported below
-            loss, cf, grads = self._gradients(X, Y, idx)
+            try:
+                loss, cf, grads = self._gradients(X, Y, idx)
+            except np.linalg.LinAlgError as exc:  # numerically singular: a property of the model, said plainly
+                raise SingularSystemError(self.step_count + 1, self.name, str(exc)) from None
             for k, g in parameter_sheaf_gradients(self.G, self.params, self.xp).items():
                 grads[k] = grads[k] + g
             self._check_finite(loss, grads)
@@ -230,6 +245,19 @@ class Trainer:
         trainer = str(np.asarray(state.get("trainer", self.name)))
         if trainer != self.name:
             raise SheafError(Diagnostic("E611", f"the saved state is from the `{trainer}` trainer, not `{self.name}`"))
+        # shapes first: a state of another model must not half-load (nor fail later inside a step)
+        expected = {k: np.shape(v) for k, v in self.state_dict().items()}
+        for k in state:  # optimiser moments have their parameter's shape: opt.<moment>.<param>
+            p = k.split(".", 2)[2] if k.startswith("opt.") and k.count(".") >= 2 else None
+            if p in self.params:
+                expected.setdefault(k, tuple(self.params[p].shape))
+        for k, want in expected.items():
+            if k in state:
+                got = np.shape(state[k])
+                if want != got:
+                    raise SheafError(Diagnostic("E611", f"the saved state's `{k}` has shape {got}; this model and "
+                                                f"run need {want}",
+                                                hint="the checkpoint was written for another model or run"))
         missing = [k for k in self.params if f"param.{k}" not in state]
         if missing:
             raise SheafError(Diagnostic("E611", "the saved state lacks parameter(s) " + ", ".join(missing)))
