@@ -321,8 +321,14 @@ def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, s
     if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0 or (
             maxiter is not None and (isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1)):
         raise SheafError(Diagnostic("E525", "rtol must be positive and maxiter a whole number >= 1", file=file))
-    res = solve(G, params, boundary, method=solver, sources=INFERENCE, rtol=float(rtol), maxiter=maxiter)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # an overflow is reported below
+        res = solve(G, params, boundary, method=solver, sources=INFERENCE, rtol=float(rtol), maxiter=maxiter)
     vals = {v: np.asarray(to_numpy(res.stalk(v))) for v in stalks(G) if not G.nodes[v].get("anchor")}
+    bad = [v for v, a in vals.items() if not np.all(np.isfinite(a))]
+    if bad:  # never print an infinity or NaN as a result
+        raise SheafError(Diagnostic("E512", f"the harmonic extension overflows float64: stalk `{bad[0]}` has infinite "
+                                            "or NaN values", file=file,
+                                    hint="the weights or the inputs are too large for float64: rescale them"))
     host = lambda a: np.asarray(to_numpy(a))  # noqa: E731
     return Inference(vals, host(res.energy), host(res.converged), host(res.consistent), host(res.residual),
                      int(res.iterations), solver, batch, res)

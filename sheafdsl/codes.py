@@ -89,6 +89,7 @@ CODES: dict[str, str] = {
     "E509": "unknown solver method, or a non-positive rtol",
     "E510": "too many free coordinates for the dense exact solver (use cg)",
     "E511": "an unknown nonlinearity (not in sheafdsl.nonlinearities), or a missing or superfluous argument",
+    "E512": "a harmonic extension that overflows float64 (infinite or NaN values): weights or inputs too large",
     # inference input (the CLI's --input/--pin/--params and the API's infer)
     "E520": "an --input/--pin value that is not numbers (or holds NaN/inf)",
     "E521": "--input of the wrong length, naming unknown stalks, or missing",
@@ -96,7 +97,8 @@ CODES: dict[str, str] = {
     "E523": "a malformed --pin (unknown stalk, bad index, wrong number of values)",
     "E524": "a --params file (or parameter dict) that is missing, unreadable, or does not fit the model",
     "E525": "--rtol not positive or --maxiter below 1",
-    "E526": "a Python API argument that is not one of its choices, of the wrong type, or out of range (or a negative --seed)",
+    "E526": "a Python API argument that is not one of its choices, of the wrong type, or out of range",
+    "E527": "a command-line value out of its range that click does not check (a negative --seed)",
     # compile and spectrum
     "E530": "sheaf compile: the output file cannot be written",
     "E531": "sheaf spectrum: --input for a model with no input pins",

@@ -149,6 +149,16 @@ def _read_fd(fd: int, limit: int, code: str, path, what: str, *, wait_fifo: bool
     return b"".join(chunks)
 
 
+def _stat(path, *, code: str, what: str, file: str | None) -> os.stat_result:
+    """``os.stat``, with a missing or unreachable path as a SheafError."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise _fail(code, path, f"cannot read {what} `{display_name(path)}`: it does not exist", file=file) from None
+    except OSError as exc:
+        raise _fail(code, path, f"cannot read {what} `{display_name(path)}`: {exc.strerror or exc}", file=file) from None
+
+
 def read_bytes(path: str | os.PathLike, *, code: str, what: str = "file", limit: int = MAX_TEXT_BYTES,
                file: str | None = None, size_code: str | None = None) -> bytes:
     """The whole content of ``path`` (``-``: standard input), read once, or a SheafError with ``code``.
@@ -171,12 +181,7 @@ def read_bytes(path: str | os.PathLike, *, code: str, what: str = "file", limit:
         if len(data) > limit:
             raise _fail(size_code or code, path, f"{what} on standard input is larger than the limit of {_size(limit)}")
         return data
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise _fail(code, path, f"{what} `{name}` does not exist", file=file) from None
-    except OSError as exc:
-        raise _fail(code, path, f"cannot read {what} `{name}`: {exc.strerror or exc}", file=file) from None
+    st = _stat(path, code=code, what=what, file=file)
     if stat.S_ISDIR(st.st_mode):
         raise _fail(code, path, f"{what} `{name}` is a directory, not a file", file=file)
     if stat.S_ISREG(st.st_mode) and st.st_size > limit:
@@ -245,25 +250,6 @@ def parse_json(text: str, *, code: str, what: str, hint: str | None = None, file
         raise SheafError(Diagnostic(code, f"{what} is nested too deeply", hint=hint, file=file)) from None
 
 
-def json_safe(obj):
-    """``obj`` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    mod = type(obj).__module__
-    if mod == "numpy":
-        import numpy as np
-
-        if isinstance(obj, np.ndarray):
-            return json_safe(obj.tolist())
-        if isinstance(obj, np.generic):
-            return json_safe(obj.item())
-    return obj
-
-
 # ---------------------------------------------------------------------------------------------- arrays
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -292,12 +278,7 @@ def _source(path, *, code: str, what: str, file: str | None):
     """A path numpy can open (a regular file) or a BytesIO of a stream's bytes, and its first bytes."""
     name = display_name(path)
     if os.fspath(path) != STDIN:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise _fail(code, path, f"{what} `{name}` does not exist", file=file) from None
-        except OSError as exc:
-            raise _fail(code, path, f"cannot read {what} `{name}`: {exc.strerror or exc}", file=file) from None
+        st = _stat(path, code=code, what=what, file=file)
         if stat.S_ISREG(st.st_mode):
             try:
                 with open(path, "rb") as fh:
@@ -444,5 +425,5 @@ def load_values(spec: str, *, code: str, what: str, json_code: str | None = None
 
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "write_error", "new_file_mode", "read_bytes",
-           "read_text", "decode_text", "parse_json", "json_safe", "real_array", "load_npz", "load_npy", "read_csv",
+           "read_text", "decode_text", "parse_json", "real_array", "load_npz", "load_npy", "read_csv",
            "load_values", "format_size", "display_name", "STDIN", "MAX_TEXT_BYTES", "FIFO_WAIT_S"]

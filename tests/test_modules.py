@@ -64,9 +64,9 @@ def test_python_dash_m_runs_the_cli(tmp_path):
 ALLOWED = {
     "frontend": {"errors", "codes", "options", "nonlinearities", "fileio", "grammars"},
     "ir": {"errors", "codes", "options", "nonlinearities", "fileio", "frontend"},  # ir.export reads NetworkInfo
-    "lowering": {"errors", "codes", "options", "nonlinearities", "ir"},
+    "lowering": {"errors", "codes", "options", "nonlinearities", "fileio", "resources", "ir"},
     "solvers": {"errors", "codes", "options", "nonlinearities", "ir", "lowering"},
-    "analysis": {"errors", "codes", "options", "nonlinearities", "ir", "lowering", "solvers", "frontend"},
+    "analysis": {"errors", "codes", "options", "nonlinearities", "resources", "ir", "lowering", "solvers", "frontend"},
 }
 
 

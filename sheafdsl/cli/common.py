@@ -29,13 +29,13 @@ def _check_seed(ctx, param, value):
     if value is not None and value < 0:
         from ..errors import Diagnostic
 
-        raise SheafError(Diagnostic("E526", f"--seed must be a whole number >= 0, not {value}",
+        raise SheafError(Diagnostic("E527", f"--seed must be a whole number >= 0, not {value}",
                                     hint="seeds are 0, 1, 2, ...", file="<command line>"))
     return value
 
 
 def seed_option(help: str, default=None):
-    """``--seed S``: a non-negative integer (a negative one is E526, exit 1)."""
+    """``--seed S``: a non-negative integer (a negative one is E527, exit 1)."""
     return click.option("--seed", type=int, default=default, show_default=default is not None, callback=_check_seed,
                         help=help)
 

@@ -363,9 +363,10 @@ def add_tie(G: nx.MultiDiGraph, a: str, b: str, weight: float) -> None:
     if H.nodes[a]["spec"].shape != H.nodes[b]["spec"].shape:
         raise _err("E261", f"cannot tie `{a}` {H.nodes[a]['spec'].shape} to `{b}` {H.nodes[b]['spec'].shape}: the "
                    "shapes differ", "a tie is an identity map, so both parameters need the same shape")
+    w = _weight(f"tie `{a}` ~ `{b}`", weight)
     if H.has_edge(a, b, f"tie_{a}_{b}") or H.has_edge(b, a, f"tie_{b}_{a}"):
         raise _err("E263", f"`{a}` and `{b}` are already tied", "one tie per pair")
-    H.add_edge(a, b, key=f"tie_{a}_{b}", kind="tie", weight=_weight(f"tie `{a}` ~ `{b}`", weight))
+    H.add_edge(a, b, key=f"tie_{a}_{b}", kind="tie", weight=w)
 
 
 def _check_param(G: nx.MultiDiGraph, param: str) -> None:

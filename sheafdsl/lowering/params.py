@@ -156,8 +156,7 @@ def check_params(G, params, *, where: str = "params", file: str = "<input>", cod
                                         "only real numbers are accepted", file=file))
         if a.dtype.kind not in "biuf" or a.shape != tuple(spec.shape):
             raise SheafError(Diagnostic(code, f"{where}: parameter `{k}` has shape {a.shape} (dtype {a.dtype}), the "
-                                        f"model declares {tuple(spec.shape)}", file=file,
-                                        hint="was it saved from another model (or another version of it)?"))
+                                        f"model declares {tuple(spec.shape)}", file=file))
         a = a.astype(float)
         if not np.all(np.isfinite(a)):
             raise SheafError(Diagnostic(code, f"{where}: parameter `{k}` holds NaN or infinite values", file=file))
