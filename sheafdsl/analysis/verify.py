@@ -59,6 +59,7 @@ from ..ir import edges, free_indices, param_specs, pinned_stalks, stalks, total_
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
 from ..lowering import check_shapes, coboundary_matrix, edge_weight_vector, init_params, offset_vector
 from ..lowering.maps import apply as apply_restriction
+from ..nonlinearities import TABLE as NONLINEARITIES
 from .certificates import berkowitz_det, eliminate, numeric_rows, restrict_columns, symbolic_coboundary
 from .spectrum import gram_extremes
 from .cohomology import (EXACT_INITS, INFERENCE, TRAINING, cohomology, kernel_witness, to_rational,
@@ -262,6 +263,28 @@ def _group(labels) -> dict:
     return out
 
 
+def _nonlinear_scope(G, hessian: bool = False) -> str:
+    """What a proof over opaque Jacobian symbols means for the model's nonlinear maps (registry bounds on
+    φ'), or '' when it has none; with ``hessian``, what the Laplacian claim does not cover."""
+    fns = {}
+    for *_, d in edges(G):
+        for m in (d["src_map"], d["dst_map"]):
+            if isinstance(m, Nonlinear):
+                fns.setdefault(m.fn if m.arg is None else f"{m.fn} {m.arg:g}", NONLINEARITIES[m.fn].dphi_bounds(m.arg))
+    if not fns:
+        return ""
+    ranges = ", ".join(f"{f}: φ' ∈ [{lo:.3g}, {hi:.3g}]" if NONLINEARITIES[f.split()[0]].kind != "joint"
+                       else f"{f}: Dφ = diag(p) − ppᵀ" for f, (lo, hi) in fns.items())
+    text = (f". The Jacobian symbols stand for Dφ(c) of the nonlinear maps ({ranges}) and are free: the "
+            "statement holds for the coboundary linearised at every state c (the Jacobian of the nonlinear "
+            "coboundary), whatever the values φ'(c) take")
+    if hessian:
+        text += (". L_free here is δ(c)ᵀW²δ(c), the Gauss-Newton matrix of the energy at c; the Hessian of the "
+                 "non-convex energy adds Σ_e w_e² r_e φ''(c) terms and is not claimed positive definite (training "
+                 "solves the two-sided equilibrium numerically and reports its consistent fraction)")
+    return text
+
+
 def _symbols_phrase(S) -> str:
     parts = [f"{len(S.weights)} weight symbols"]
     if S.gates:
@@ -440,7 +463,7 @@ def claim_unitriangular(ctx) -> Claim:
             return Claim(name, "proved", "symbolic (sympy): Laplace expansion + Berkowitz det",
                          f"δ_Ω (input pinned, target free) is {m}×{n} over {sym}; in the ordering given it is lower "
                          f"unitriangular, so det δ_Ω = 1 as a polynomial identity ({how}), for every weight and "
-                         f"every activation pattern{note}",
+                         f"every activation pattern{note}{_nonlinear_scope(ctx.G)}",
                          ordering=_ordering(S, e))
         return _unitriangular_failure(name, S, e, sym, _edges_with_pinned_head(G, ctx.inf))
     # past the symbolic limit: the ordering from one generic sample, checked at every sample
@@ -649,7 +672,8 @@ def claim_positive_definite(ctx, inj: _Injectivity) -> Claim:
         tail = "" if lm is None else f"; numerically λ_min(L_free) = {lm:.6g} at the model's parameters"
         if ctx.G.number_of_edges() and _relu_units(ctx.G):
             tail += " (all gates on)"
-        return Claim(name, "proved", inj.method, inj.why + tail, ordering=inj.ordering)
+        return Claim(name, "proved", inj.method, inj.why + tail + _nonlinear_scope(ctx.G, hessian=True),
+                     ordering=inj.ordering)
     if inj.status == "checked":
         return Claim(name, "checked", inj.method, inj.why)
     lam = 0.0 if inj.lambda_min is None else inj.lambda_min
@@ -838,8 +862,10 @@ def claim_forward(ctx, unitri: Claim) -> Claim:
         if unitri.status == "proved":
             return Claim(name, "proved", "structural (from unitriangularity)",
                          "δ_Ω is unitriangular, so δc = o is solved uniquely by substitution in the order "
-                         f"{order}: that is the forward pass (each map evaluated, ReLU/sigmoid/softmax included). "
-                         "E ≥ 0 vanishes there and nowhere else, so it is the unique harmonic extension; " + note,
+                         f"{order}: that is the forward pass (each map evaluated, ReLU and every registry "
+                         "nonlinearity included: tanh, gelu, softplus, sigmoid, leaky_relu, softmax). E ≥ 0 vanishes "
+                         "there and nowhere else (each discord is zero only when its head equals the map of its "
+                         "tail), so it is the unique harmonic extension, convex energy or not; " + note,
                          ordering={"steps": [f"{e} -> {v}" for e, v in steps]} if steps else None)
         return Claim(name, "checked", "numeric", note + " (past the symbolic limit)")
     # δ_Ω not unitriangular. Is the harmonic extension unique at all?
