@@ -20,8 +20,11 @@ O(N³) of a dense eigensolver (and the cost of assembling L_free per example).
 λ_min(L_free) = 1 / λ_max(L_free⁻¹); the largest eigenvalue of L_free⁻¹ is its best-separated one,
 so Lanczos (full reorthogonalisation, every example of the batch at once) finds it in a few dozen
 products. An example stops when its Ritz residual |β_j s_j| ≤ ``tol`` · θ (θ the top Ritz value,
-s its eigenvector's last entry): then |θ − λ_max| ≤ |β_j s_j|² / gap ≤ tol · θ, and far smaller
-in practice. An invariant subspace (β_j = 0) makes θ exact. At j = N the Krylov space is the whole
+s its eigenvector's last entry): then some eigenvalue λ of L_free⁻¹ has |θ − λ| ≤ tol · θ, and
+|θ − λ_max| ≤ |β_j s_j|² / gap once the start has converged on λ_max. A Ritz value never exceeds
+λ_max, so 1/θ never undercuts λ_min(L_free); two top eigenvalues closer than tol · θ (a saturated
+softmax output: L_free ≈ I + O(ε)) may be returned as either, an error of at most their gap.
+An invariant subspace (β_j = 0) makes θ exact. At j = N the Krylov space is the whole
 space, so the iteration always ends.
 """
 
