@@ -129,6 +129,10 @@ class Fit:
     out: object = None
     sheaf: "Sheaf | None" = field(default=None, repr=False)
 
+    def infer(self, inputs=None, **kw) -> "Inference":
+        """The trained sheaf's harmonic extension: ``fit.sheaf.infer(inputs, params=fit.params, ...)``."""
+        return self.sheaf.infer(inputs, params=self.params, **kw)
+
 
 class Sheaf:
     """A checked sheaf model: its IR (``graph``, a networkx MultiDiGraph) and what can be done with it."""
@@ -181,6 +185,11 @@ class Sheaf:
     def compile(self):
         """The IR: the networkx ``MultiDiGraph`` of the sheaf (shared, not a copy; see docs/ir.md)."""
         return self.graph
+
+    def export(self, path) -> str:
+        """Write the IR to ``path`` (``sheaf compile -o``): ``.json`` (lossless), ``.graphml`` or ``.dot``/``.gv``,
+        atomically; returns the format. An unknown extension, or a folder that cannot be written, is E530."""
+        return export_ir(self.graph, path)
 
     # ------------------------------------------------------------------ parameters
     def init_params(self, seed: int = 0) -> dict:
@@ -308,6 +317,21 @@ class Sheaf:
                 f"initial parameters (seed {config.seed})" if params is None else "given parameters"))
 
 
+def export_ir(G, path, *, file: str = API) -> str:
+    """Write the IR ``G`` to ``path`` in the format its extension names (``Sheaf.export``, ``sheaf compile -o``)."""
+    from .ir.export import format_of, write
+
+    path = os.fspath(path)
+    if format_of(path) is None:
+        raise SheafError(Diagnostic("E530", f"cannot tell the export format of `{path}`", file=file,
+                                    hint="the file name must end in .json, .graphml or .dot (or .gv)"))
+    try:
+        return write(G, path)
+    except OSError as exc:
+        raise SheafError(Diagnostic("E530", f"cannot write `{path}`: {exc.strerror or exc}", file=file,
+                                    hint="check that the directory exists and is writable")) from None
+
+
 def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, solver: str = "exact",
                        rtol: float = 1e-10, maxiter: int | None = None, file: str = API) -> Inference:
     """Solve for the harmonic extension of ``boundary`` (checked values of the input stalks) with the
@@ -421,7 +445,7 @@ def diagnose_run(path, *, data: str | None = None, split: str = "train") -> Diag
 
 
 def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool = False, plots: bool | None = None,
-          on_step=None, **options) -> Fit:
+          on_step=None, threads: int | None = None, **options) -> Fit:
     """Train ``sheaf`` (a :class:`Sheaf`, or a model path) as ``sheaf train`` does; return a :class:`Fit`.
 
     ``options`` are the training options (``steps``, ``lr``, ``trainer``, ``seed``, ``data``... every
@@ -429,10 +453,11 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
     ``params``: initial parameters (default: seeded). ``out``: a run directory to write (checkpoints,
     metrics.jsonl, summary.json, plots); without it the run stays in memory. ``resume`` continues the
     run in ``out``. ``baseline``: train backprop beside it (``Fit.baseline``). ``on_step(step, loss,
-    baseline_loss)`` is called after each step. A divergence raises SheafError E640; Ctrl-C raises
+    baseline_loss)`` is called after each step. ``threads``: BLAS threads during the run (``sheaf
+    train`` uses 1; None leaves them as they are). A divergence raises SheafError E640; Ctrl-C raises
     KeyboardInterrupt after saving a checkpoint (with ``out``).
     """
-    from .lowering import to_numpy
+    from .lowering import blas_threads, to_numpy
     from .training.fit import finish_run, start_run
 
     if isinstance(sheaf, (str, os.PathLike)):
@@ -441,7 +466,8 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
         raise _err("E526", f"train needs a Sheaf (sheafdsl.load(...)) or a model path, not {type(sheaf).__name__}")
     if resume and params is not None:
         raise _err("E634", "cannot resume with new initial parameters: a resumed run continues from its checkpoint")
-    with located(sheaf.path):
+    _count("threads", threads, 1)
+    with located(sheaf.path), blas_threads(threads):
         run = start_run(sheaf.graph, file=sheaf.path, overrides=options, out=out, resume=resume, baseline=baseline,
                         params=params, record=out is not None)
         outcome = run.session.run(run.config.steps, on_step=on_step)
@@ -455,4 +481,4 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
                None if run.rundir is None else run.rundir.path, sheaf)
 
 
-__all__ = ["load", "loads", "train", "open_run", "diagnose_run", "harmonic_extension", "spectrum_boundary", "spectrum_report", "Sheaf", "Inference", "Fit", "DiagnoseReport"]
+__all__ = ["load", "loads", "train", "open_run", "diagnose_run", "export_ir", "harmonic_extension", "spectrum_boundary", "spectrum_report", "Sheaf", "Inference", "Fit", "DiagnoseReport"]

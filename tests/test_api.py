@@ -218,3 +218,22 @@ def test_library_seeds_and_boundary_values_are_checked():
     with pytest.raises(SheafError) as e:
         solve(sh.graph, sh.init_params(), {"x": "ab"})
     assert e.value.codes == ["E520"]
+
+
+def test_export_and_fit_infer(tmp_path):
+    from sheafdsl.ir.export import load_json
+
+    sh = sd.loads(NET)
+    assert sh.export(tmp_path / "g.json") == "json"
+    back = load_json(tmp_path / "g.json")
+    assert sorted(back.nodes) == sorted(sh.graph.nodes)
+    for bad in (tmp_path / "g.txt", tmp_path / "no" / "dir" / "g.json"):
+        with pytest.raises(SheafError) as e:
+            sh.export(bad)
+        assert e.value.codes == ["E530"]
+    fit = sd.train(sh, steps=5, seed=0, threads=1)
+    X = np.array([[0.1, 0.2], [0.3, -0.4]])
+    np.testing.assert_array_equal(fit.infer(X).stalks["y"], sh.infer(X, params=fit.params).stalks["y"])
+    with pytest.raises(SheafError) as e:
+        sd.train(sh, steps=1, threads=0)
+    assert e.value.codes == ["E526"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import click
 
-from ..errors import Diagnostic, SheafError
 from .common import console, emit_json, json_option, load_ir, model_argument, print_table
 
 
@@ -38,17 +37,13 @@ def _check_output(ctx, param, value):
 @json_option
 def command(file, output, as_json):
     """Compile FILE to the IR: print its summary, and export it with -o."""
-    from ..ir.export import summary, write
+    from ..api import export_ir
+    from ..ir.export import summary
 
     G = load_ir(file)
     info = summary(G)
     if output is not None:
-        try:
-            info["format"] = write(G, output)
-        except OSError as exc:
-            raise SheafError(Diagnostic("E530", f"cannot write `{output}`: {exc.strerror or exc}",
-                                        hint="check that the directory exists and is writable",
-                                        file="<command line>")) from None
+        info["format"] = export_ir(G, output, file="<command line>")
         info["output"] = output
     if as_json:
         emit_json(info)

@@ -8,12 +8,12 @@ with ``--json``). See docs/training.md for the run directory, resume and the fau
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import click
 
 from ..errors import located
+from ..lowering.backend import blas_threads
 from ..options import BACKENDS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
 from .common import console, emit_json, err_console, json_option, load_model, model_argument, print_table, seed_option
 
@@ -67,19 +67,6 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed,
         code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json,
                           checkpoint_every=checkpoint_every)
     raise SystemExit(code)
-
-
-@contextlib.contextmanager
-def blas_threads(n: int | None):
-    """Limit the BLAS (and OpenMP) thread pools to ``n`` threads inside the block (None: leave them)."""
-    if n is None:
-        yield
-        return
-    import numpy  # noqa: F401  (threadpoolctl limits the pools of the libraries already loaded)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=int(n)):
-        yield
 
 
 # ----------------------------------------------------------------------------------------------

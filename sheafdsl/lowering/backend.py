@@ -9,10 +9,24 @@ Algorithms take ``xp`` (or arrays that already live on it) and never branch on w
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
 from ..options import BACKENDS  # noqa: F401 (re-exported: the one list of backend names)
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None):
+    """Limit the BLAS (and OpenMP) thread pools to ``n`` threads inside the block (None: leave them)."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits  # it limits the pools of the libraries already loaded (numpy's)
+
+    with threadpool_limits(limits=int(n)):
+        yield
 
 
 def cupy_available() -> bool:
