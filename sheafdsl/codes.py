@@ -118,7 +118,7 @@ CODES: dict[str, str] = {
     "E611": "a saved trainer state that does not fit the trainer (another trainer, missing or misshapen parameters)",
     "E612": "the trainer needs a feed-forward network sheaf",
     "E620": "a trainer step diverged (a non-finite value); the run loop reports it as E640",
-    "E621": "a trainer step whose linear system is numerically singular (e.g. a very deep or narrow network)",
+    "E621": "a linear system of the model (a trainer step, a solve) is numerically singular (e.g. a very deep or narrow network)",
     # training: run directories, checkpoints, resume, diagnose, faults
     "E630": "the run directory is a file, is not writable, already holds a run (without --resume), or holds other files",
     "E631": "--resume without --out, or a run directory that does not exist or has no checkpoint",
@@ -132,6 +132,7 @@ CODES: dict[str, str] = {
     # verify
     "E650": "verify: a parameter holding NaN or infinite values",
     "E651": "verify: a free dimension too large for the dense checks",
+    "E652": "verify: the requested --samples would take longer than the time budget (said before any work)",
 }
 
 

@@ -22,7 +22,6 @@ import stat
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,6 +293,9 @@ add(
         write(tmp / "w.sheaf", "sheaf wide\nnetwork n : 2 -> 4000 -> 1\npin x = input\npin y = target\n"),
         ["spectrum", "w.sheaf", "--samples", "2", "--json"])[-1], code=0, timeout=60, subprocess=True,
          after=lambda tmp, out: _strict_json(out)),
+    Case("verify-samples-huge", "scale", lambda tmp: ["verify", str(ROOT / "models" / "paraboloid.sheaf"), "--samples",
+                                                       "1000000000", "--symbolic-limit", "0"],
+         expect=("E652", "would take"), subprocess=True, timeout=60),
     Case("literal-params-too-large", "scale", lambda tmp: (
         write(tmp / "big.sheaf", "sheaf big\n" + "".join(f"param P{i} : 10000 x 10000 = 0.5\n" for i in range(40))
               + "stalk x : 1\nstalk y : 1\nedge e : x -> y identity\npin x = input\n"),
@@ -458,6 +460,68 @@ add(
     Case("fifo-input-no-writer", "other", lambda tmp: (write(tmp / "tiny.sheaf", TINY), os.mkfifo(tmp / "in.json"),
                                                        [*INFER, "in.json"])[-1],
          expect=("E522", "FIFO"), subprocess=True, env={"SHEAF_FIFO_WAIT": "0.5"}, timeout=30),
+)
+
+
+# -------- more of the same kinds: models, values, files
+PICKLED = b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (1,), }" + b" " * 51 + b"\n" + \
+    b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00]\x94."
+add(
+    Case("model-binary", "internal", lambda tmp: (write(tmp / "m.sheaf", b"\x89PNG\r\n\x1a\n\x00\x00"),
+                                                  ["check", "m.sheaf"])[-1], expect=("E103",)),
+    Case("model-latin1", "internal", lambda tmp: (write(tmp / "m.sheaf", "sheaf caf\xe9\n".encode("latin-1")),
+                                                  ["compile", "m.sheaf"])[-1], expect=("E103", "m.sheaf:1:")),
+    Case("model-empty-stdin", "misleading", lambda tmp: ["check", "-"], expect=("E104",), subprocess=True, stdin=b""),
+    Case("model-missing", "internal", lambda tmp: ["compile", "nope.sheaf"], expect=("E107", "does not exist")),
+    Case("model-bom-crlf", "valid", lambda tmp: (write(tmp / "m.sheaf", b"\xef\xbb\xbf" + TINY.replace("\n", "\r\n")
+                                                        .encode()), ["check", "m.sheaf"])[-1], code=0),
+    Case("input-json-overflow", "silent", case_files([*INFER, "[1e400, 0]"]), expect=("E520",)),
+    Case("input-json-nan-literal", "silent", case_files([*INFER, "[NaN, 0]"]), expect=("E520",)),
+    Case("input-json-strings", "internal", case_files([*INFER, '["a", "b"]']), expect=("E520",)),
+    Case("input-json-bom-file", "valid", case_files([*INFER, "in.json"], **{"in.json": b"\xef\xbb\xbf[0.5, 0.25]"}),
+         code=0),
+    Case("input-npy-3d", "internal", case_files([*INFER, "in.npy"], **{"in.npy": npy_bytes(np.zeros((2, 2, 2)))}),
+         expect=("E520",)),
+    Case("input-npy-pickled", "internal", case_files([*INFER, "in.npy"], **{"in.npy": PICKLED}),
+         expect=("E522",)),
+    Case("input-npy-truncated", "internal", case_files([*INFER, "in.npy"], **{"in.npy": npy_bytes(np.zeros((50, 2)))[:90]}),
+         expect=("E522",)),
+    Case("input-csv-inf", "silent", case_files([*INFER, "in.csv"], **{"in.csv": "0.5,inf\n"}), expect=("E522", "in.csv:1:")),
+    Case("input-csv-bom-spectrum", "valid", case_files(["spectrum", "tiny.sheaf", "--input", "in.csv", "--json"],
+                                                       **{"in.csv": b"\xef\xbb\xbf0.5,0.25\n"}), code=0,
+         after=lambda tmp, out: _strict_json(out)),
+    Case("target-complex-npy", "silent", case_files(["spectrum", "tiny.sheaf", "--input", "[0, 0]", "--target", "t.npy"],
+                                                    **{"t.npy": npy_bytes([[1 + 2j]])}), expect=("E533",)),
+    Case("params-pickled", "internal", lambda tmp: (write(tmp / "tiny.sheaf", TINY), np.savez(
+        tmp / "p.npz", W1=np.array([None] * 4, dtype=object).reshape(2, 2), b1=np.zeros(2), W2=np.ones((1, 2)),
+        b2=np.zeros(1)), ["verify", "tiny.sheaf", "--params", "p.npz"])[-1], expect=("E524",)),
+    Case("params-run-dir-truncated", "internal", lambda tmp: (
+        write(tmp / "tiny.sheaf", TINY), tiny_run(tmp),
+        write(tmp / "run/checkpoint.npz", truncated((tmp / "run/checkpoint.npz").read_bytes())),
+        [*INFER, "[0, 0]", "--params", "run"])[-1], expect=("E524",)),
+    Case("params-run-dir-ok", "valid", lambda tmp: (write(tmp / "tiny.sheaf", TINY), tiny_run(tmp),
+                                                    [*INFER, "[0, 0]", "--params", "run"])[-1], code=0),
+    Case("data-csv-one-column", "misleading", case_files([*TRAIN, "--data", "d.csv", "--out", "r"],
+                                                         **{"d.csv": "y\n1\n2\n3\n"}), expect=("E601",)),
+    Case("data-csv-inf", "silent", case_files([*TRAIN, "--data", "d.csv", "--out", "r"],
+                                              **{"d.csv": csv_data() + "inf,0.2,0.3\n"}), expect=("E601", "d.csv:32:")),
+    Case("data-npz-rows-mismatch", "misleading", case_files([*TRAIN, "--data", "d.npz", "--out", "r"], **{
+        "d.npz": npz_bytes(X=np.ones((30, 2)), y=np.ones(29))}), expect=("E601", "rows")),
+    Case("compile-out-missing-dir", "writes", case_files(["compile", "tiny.sheaf", "-o", "no/such/g.json"]),
+         expect=("E530",)),
+    Case("compile-out-symlink", "lost", lambda tmp: (write(tmp / "tiny.sheaf", TINY), write(tmp / "real/g.json", "{}"),
+                                                     os.symlink("real/g.json", tmp / "g.json"),
+                                                     ["compile", "tiny.sheaf", "-o", "g.json"])[-1], code=0,
+         after=lambda tmp, out: (_assert((tmp / "g.json").is_symlink()),
+                                 _assert(len((tmp / "real/g.json").read_text()) > 100))),
+    Case("fmt-write-readonly", "writes", case_files(["fmt", "-w", "messy.sheaf"], **{"messy.sheaf": TINY.replace(
+        "stalk x  : 2", "stalk   x :2")}), expect=("E108", "Permission denied"), env={"__fault__": "readonly:."},
+         after=lambda tmp, out: _same(tmp / "messy.sheaf", TINY.replace("stalk x  : 2", "stalk   x :2"))),
+    Case("out-is-a-file", "lost", case_files([*TRAIN, "--out", "f"], **{"f": "mine\n"}), code=2, expect=("is a file",),
+         after=lambda tmp, out: _same(tmp / "f", "mine\n")),
+    Case("resume-without-run", "misleading", case_files([*TRAIN, "--out", "none", "--resume"]), expect=("E631",)),
+    Case("diagnose-dir-not-run", "misleading", lambda tmp: ((tmp / "d").mkdir(), ["diagnose", "d"])[-1],
+         expect=("E635",)),
 )
 
 
@@ -702,7 +766,7 @@ def _cpu_seconds(pid: int) -> float:
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc to see that verify is working")
 def test_ctrl_c_during_verify_exits_130_with_one_line(tmp_path):
     write(tmp_path / "slow.sheaf", VERIFY_SLOW)
-    proc = subprocess.Popen([*SUBPROCESS, "verify", "slow.sheaf", "--symbolic-limit", "0", "--samples", "200000"],
+    proc = subprocess.Popen([*SUBPROCESS, "verify", "slow.sheaf", "--symbolic-limit", "0", "--samples", "20000"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while _cpu_seconds(proc.pid) < 2.5 and proc.poll() is None and time.monotonic() < deadline:
@@ -715,6 +779,19 @@ def test_ctrl_c_during_verify_exits_130_with_one_line(tmp_path):
     assert "Traceback" not in text and "Aborted" not in text
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert len(lines) == 1 and "interrupted" in lines[0], text
+
+
+def test_ctrl_c_during_spectrum_exits_130(tmp_path):
+    write(tmp_path / "w.sheaf", "sheaf w\nnetwork n : 2 -> 200 -> 1\npin x = input\npin y = target\n")
+    proc = subprocess.Popen([*SUBPROCESS, "spectrum", "w.sheaf", "--samples", "5000"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while _cpu_seconds(proc.pid) < 2.5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "spectrum finished before the signal"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err.decode(), (proc.returncode, err.decode())
 
 
 def test_compile_scales_linearly_in_the_statements():
@@ -750,6 +827,6 @@ KINDS = {"internal": "internal errors instead of a diagnostic", "scale": "hangs 
 def test_every_kind_has_cases():
     counts = {k: sum(c.kind == k for c in CASES) for k in KINDS}
     counts["writes"] += 1  # test_full_disk_during_train_keeps_the_last_checkpoint
-    counts["other"] += 1  # test_ctrl_c_during_verify_exits_130_with_one_line
+    counts["other"] += 2  # test_ctrl_c_during_verify_exits_130_with_one_line, ..._spectrum_exits_130
     assert all(counts.values()), counts
     assert len({c.id for c in CASES}) == len(CASES)

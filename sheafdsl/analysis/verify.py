@@ -946,6 +946,31 @@ def _check_finite(G, params) -> None:
                                     "depend on the widths", file=G.graph.get("path", "<input>")))
 
 
+#: the most seconds of numeric scans one verify may plan (estimated up front; more is E652)
+NUMERIC_BUDGET_S = 600.0
+
+
+def _check_budget(G, symbolic_limit: int, samples: int, weight_draws: int, sources) -> None:
+    """E652 before any work when the numeric scan of ``samples`` activation patterns (times the weight
+    sets) would take longer than NUMERIC_BUDGET_S: a dense SVD of the M × n coboundary per sample."""
+    n = max(len(free_indices(G, sources)), len(free_indices(G, INFERENCE)))
+    if n <= symbolic_limit:
+        return
+    k = sum(d for _, d in _relu_units(G))
+    patterns = min(samples, 2 ** k) if k < 64 else samples
+    sets = 1 + (weight_draws if param_specs(G) else 0)
+    per = 2e-4 + (4.0 * n ** 3 / 3e9 if n <= NUMERIC_DENSE_LIMIT else 2e-5 * n)
+    if n > NUMERIC_DENSE_LIMIT:
+        patterns = min(patterns, max(NUMERIC_MIN_SAMPLES, int(NUMERIC_BUDGET // max(n, 1))))
+    est = patterns * sets * per
+    if est > NUMERIC_BUDGET_S:
+        fit = max(1, int(patterns * NUMERIC_BUDGET_S / est))
+        raise SheafError(Diagnostic("E652", f"--samples {samples:,} would take about {est:,.0f} s of numeric checks "
+                                            f"({sets} weight set(s) × {patterns:,} activation patterns, free dimension "
+                                            f"{n}); the limit is {NUMERIC_BUDGET_S:.0f} s, and nothing was computed",
+                                    hint=f"use --samples {fit:,} or fewer", file=G.graph.get("path", "<input>")))
+
+
 def verify(G, params: dict | None = None, *, symbolic_limit: int = DEFAULT_SYMBOLIC_LIMIT, sources=TRAINING,
            samples: int = DEFAULT_SAMPLES, weight_draws: int = DEFAULT_WEIGHT_DRAWS, seed: int = 0) -> VerifyReport:
     """Every claim of the module docstring for the sheaf ``G``.
@@ -969,6 +994,7 @@ def verify(G, params: dict | None = None, *, symbolic_limit: int = DEFAULT_SYMBO
         raise ValueError("symbolic_limit must be >= 0")
     if samples < 1:
         raise ValueError("samples must be >= 1")
+    _check_budget(G, symbolic_limit, samples, weight_draws, sources)
     if params is None:
         params = init_params(G, seed)
     check_shapes(G, params)

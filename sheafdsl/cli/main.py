@@ -66,6 +66,20 @@ class LazyGroup(click.Group):
                 "E540", "out of memory: this input needs more memory than the machine has",
                 hint="use a smaller model, batch or --samples")), json_mode="--json" in ctx.meta.get("sheaf.argv", ()))
             ctx.exit(EXIT_USER)
+        except Exception as exc:
+            if not _singular(exc):
+                raise
+            report_error(SheafError(Diagnostic(
+                "E621", f"a linear system of this model is numerically singular ({exc})",
+                hint="very deep or very narrow networks make the equilibrium ill-conditioned: use fewer or wider "
+                     "layers, or add reluctance")), json_mode="--json" in ctx.meta.get("sheaf.argv", ()))
+            ctx.exit(EXIT_USER)
+
+
+def _singular(exc: BaseException) -> bool:
+    """numpy's LinAlgError (a numerically singular system of the model), without importing numpy."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(exc, np.linalg.LinAlgError)
 
 
 def report_error(exc: SheafError, json_mode: bool = False) -> None:
