@@ -68,6 +68,11 @@ def test_inference_is_the_forward_pass(act):
 
     ops = SheafOperators(G, P)
     assert float(ops.energy(r.cochain).max()) < 1e-24
+    # the plots' forward pass is the same sweep, and the chain trainers' forward pass agrees
+    from sheafdsl.training.diagnostics import forward_pass
+
+    np.testing.assert_allclose(forward_pass(G, P, X), manual_forward(acts, P, X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(forward(net, P, X)[-1], manual_forward(acts, P, X), rtol=1e-12, atol=1e-12)
 
 
 def _flat_energy(net, P, X, Y, dims):

@@ -56,7 +56,7 @@ import scipy.sparse as sp
 
 from ..errors import Diagnostic, SheafError
 from ..ir import edges, free_indices, param_specs, pinned_stalks, stalks, total_dim, vertex_slice
-from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
+from ..ir.maps import Identity, Nonlinear, ReluGate
 from ..lowering import check_shapes, coboundary_matrix, edge_weight_vector, init_params, offset_vector
 from ..lowering.maps import apply as apply_restriction
 from ..nonlinearities import TABLE as NONLINEARITIES

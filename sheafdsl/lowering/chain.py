@@ -24,6 +24,7 @@ from ..ir import edges, pinned_stalks
 from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled
 from ..nonlinearities import TASKS
 from .backend import array_module
+from . import maps
 from .nonlinear import kernel
 
 
@@ -108,12 +109,8 @@ def _linear_src(m, d_v, name):
     """(kind, param, matrix) for a linear tail map; None when the map is not linear."""
     if isinstance(m, ParamMap):
         return "param", m.param, None
-    if isinstance(m, Identity):
-        return "fixed", None, np.eye(d_v)
-    if isinstance(m, Scaled):
-        return "fixed", None, m.scale * np.eye(d_v)
-    if isinstance(m, Constant):
-        return "fixed", None, np.array(m.matrix, dtype=float)
+    if isinstance(m, (Identity, Scaled, Constant)):
+        return "fixed", None, np.array(maps.matrix(m, d_v, {}), dtype=float)
     return None
 
 

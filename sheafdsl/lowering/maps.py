@@ -106,7 +106,7 @@ def apply_T(m, y, params, xp=np, *, state=None, gate=None, const=None, d_v: int 
 
 def matrix(m, d_v: int, params, *, state=None, gate=None) -> np.ndarray:
     """F'(state) as a dense host (d_e, d_v) array for one example (``state``, ``gate``: (d_v,) vectors)."""
-    if isinstance(m, (Identity, Scaled, Constant, Select)):
+    if isinstance(m, CONSTANT):
         return _dense(m, d_v)
     if isinstance(m, ParamMap):
         return np.asarray(to_numpy(params[m.param]), dtype=float).reshape(-1, d_v)
@@ -120,9 +120,13 @@ def matrix(m, d_v: int, params, *, state=None, gate=None) -> np.ndarray:
     raise _not_a_map(m)
 
 
+#: the maps that depend on neither the state nor a parameter
+CONSTANT = (Identity, Scaled, Constant, Select)
+
+
 def is_constant(m) -> bool:
     """True for the maps that depend on neither the state nor a parameter (I, c·I, constants, selections)."""
-    return isinstance(m, (Identity, Scaled, Constant, Select))
+    return isinstance(m, CONSTANT)
 
 
 def is_state_dependent(m) -> bool:
@@ -130,4 +134,4 @@ def is_state_dependent(m) -> bool:
     return isinstance(m, (ReluGate, Nonlinear))
 
 
-__all__ = ["apply", "apply_lin", "apply_T", "matrix", "is_constant", "is_state_dependent"]
+__all__ = ["apply", "apply_lin", "apply_T", "matrix", "is_constant", "is_state_dependent", "CONSTANT"]

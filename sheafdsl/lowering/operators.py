@@ -55,7 +55,7 @@ from . import maps
 from .nonlinear import hessian_weight, kernel
 from .params import check_shapes
 
-CONSTANT_MAPS = (Identity, Scaled, Constant, Select)  # the maps lowered into the one constant block
+CONSTANT_MAPS = maps.CONSTANT  # the maps lowered into the one constant block
 
 #: when at least this many restriction maps are constant, they are applied as one sparse matrix
 SPARSE_THRESHOLD = 32
@@ -188,7 +188,7 @@ class SheafOperators:
         self.edges: list[EdgeOp] = []
         for u, v, name, d in edges(G):
             for m, side in ((d["dst_map"], "dst"), (d["src_map"], "src")):
-                if side == "dst" and isinstance(m, (ReluGate, Nonlinear)):
+                if side == "dst" and maps.is_state_dependent(m):
                     raise _unsupported(f"edge `{name}`: a state-dependent map ({type(m).__name__}) on the head "
                                        f"stalk `{v}` is not supported", "put relu/sigmoid/softmax on the source side")
             e = EdgeOp(name, u, v, self.vertex[u], self.vertex[v], slice(eoff[name], eoff[name] + d["dim"]),
@@ -204,7 +204,7 @@ class SheafOperators:
         self.nonlinear_edges = [e for e in self.edges if e.is_nonlinear]
         # constant maps: one sparse block when there are many, else edge by edge
         const_sides = [(e, s) for e in self.edges for s in ("src", "dst")
-                       if isinstance(getattr(e, s + "_map"), CONSTANT_MAPS)]
+                       if maps.is_constant(getattr(e, s + "_map"))]
         self._block = None
         if len(const_sides) >= sparse_threshold:
             rows, cols, vals = [], [], []
@@ -275,7 +275,7 @@ class SheafOperators:
         for e in self.edges:
             for side, sl, sign in (("dst", e.dst, 1.0), ("src", e.src, -1.0)):
                 m = e.dst_map if side == "dst" else e.src_map
-                if self._block is not None and isinstance(m, CONSTANT_MAPS):
+                if self._block is not None and maps.is_constant(m):
                     continue
                 st = None if state is None else state[:, e.src]
                 g = self._gate(e, gates, None if state is None else state) if side == "src" else None
@@ -290,7 +290,7 @@ class SheafOperators:
         for e in self.edges:
             for side, sl, sign in (("dst", e.dst, 1.0), ("src", e.src, -1.0)):
                 m = e.dst_map if side == "dst" else e.src_map
-                if self._block is not None and isinstance(m, CONSTANT_MAPS):
+                if self._block is not None and maps.is_constant(m):
                     continue
                 st = None if state is None else state[:, e.src]
                 g = self._gate(e, gates, None if state is None else state) if side == "src" else None
@@ -310,7 +310,7 @@ class SheafOperators:
         for e in self.edges:
             for side, sl, sign in (("dst", e.dst, 1.0), ("src", e.src, -1.0)):
                 m = e.dst_map if side == "dst" else e.src_map
-                if self._block is not None and isinstance(m, CONSTANT_MAPS):
+                if self._block is not None and maps.is_constant(m):
                     continue
                 g = self._gate(e, gates, c) if side == "src" else None
                 out[:, e.rows] += sign * self._map(e, side, c[:, sl], gate=g, nonlinear=True)

@@ -32,9 +32,8 @@ from dataclasses import asdict, dataclass
 import networkx as nx
 import numpy as np
 
-from ..ir import INFERENCE, edges, pinned_stalks
-from ..ir.maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select
-from ..lowering.maps import apply as apply_map
+from ..ir import INFERENCE, constant_pins, edges, pinned_stalks
+from ..ir.maps import Nonlinear, ParamMap, ReluGate
 
 TYPES = ("affine", "activation", "output", "soft pin", "other")
 
@@ -157,45 +156,42 @@ def diagnose(G, discords: dict[str, float]) -> Diagnosis:
 def forward_pass(G, params: dict, X, xp=np):
     """The values of the target-pinned stalks when only the inputs (and constants) are pinned.
 
-    Defined for *feed-forward* sheaves: acyclic, no soft pins, every stalk that is not pinned has
-    exactly one incoming edge and that edge maps it by the identity. Then setting
-    c_v = F_{u◁e}(c_u) + b_e along a topological order zeroes every discord, so it is the (unique)
-    harmonic extension, i.e. the network's prediction. Returns an array (B, Σ target dims), or None
-    when the sheaf is not feed-forward (no surface or boundary plot is drawn then).
+    Defined for *feed-forward* sheaves, where δ_Ω is unitriangular (every free stalk the head of one
+    identity-headed edge, in a DAG order): then setting c_v = F_{u◁e}(c_u) + b_e in that order zeroes
+    every discord, so it is the (unique) harmonic extension, i.e. the network's prediction. It is the
+    solvers' forward sweep (:func:`sheafdsl.solvers.active_set.run_sweep`, the one general forward pass).
+    ``X`` holds the input stalks' columns side by side. Returns an array (B, Σ target dims), or None when
+    the sheaf is not feed-forward (no surface or boundary plot is drawn then).
     """
+    from ..errors import SheafError
+    from ..lowering.operators import SheafOperators
+    from ..solvers.active_set import run_sweep
+
     inputs = pinned_stalks(G, "input")
     targets = pinned_stalks(G, "target")
-    if not inputs or not targets or not nx.is_directed_acyclic_graph(G):
+    if not inputs or not targets:
         return None
     X = xp.asarray(X, dtype=float)
-    vals: dict = {}
-    k = 0
-    for v in inputs:
-        dim = G.nodes[v]["dim"]
-        vals[v] = X[:, k:k + dim]
-        k += dim
-    if k != X.shape[1]:
+    dims = [G.nodes[v]["dim"] for v in inputs]
+    if sum(dims) != X.shape[1]:
         return None
-    for v in nx.topological_sort(G):
-        if v in vals:
-            continue
-        pins = [p for p in G.nodes[v]["pins"] if p.source == "value"]
-        ins = list(G.in_edges(v, keys=True, data=True))
-        if pins:
-            if len(pins) != 1 or pins[0].indices is not None or ins:
-                return None
-            vals[v] = xp.broadcast_to(xp.asarray(pins[0].value), (X.shape[0], G.nodes[v]["dim"]))
-            continue
-        if len(ins) != 1:
-            return None
-        u, _, _, d = ins[0]
-        if d.get("kind") == "soft_pin" or not isinstance(d["dst_map"], Identity) or u not in vals:
-            return None
-        c = apply_map(d["src_map"], vals[u], params, xp)
-        if d.get("bias") is not None:
-            c = c + params[d["bias"]]
-        vals[v] = c
-    return xp.concatenate([vals[t] for t in targets], axis=1)
+    try:
+        ops = SheafOperators(G, params, xp)
+        prob = ops.restrict(("input", "value"))
+    except SheafError:  # a state-dependent head map, or a nonlinear edge the solvers do not take
+        return None
+    if prob.s.sweep is None:
+        return None
+    c = xp.zeros((X.shape[0], ops.N))
+    k = 0
+    for v, d in zip(inputs, dims):
+        c[:, ops.vertex[v]] = X[:, k:k + d]
+        k += d
+    idx, val = constant_pins(G)
+    if len(idx):
+        c[:, xp.asarray(idx)] = xp.asarray(val)[None, :]
+    run_sweep(ops, prob.s.sweep, c)
+    return xp.concatenate([c[:, ops.vertex[t]] for t in targets], axis=1)
 
 
 def predictor(G, params: dict):
