@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sheafdsl.frontend import load_file, load_text
-from sheafdsl.ir import from_model, free_indices, pinned_indices, total_dim
+from sheafdsl.ir import TRAINING, from_model, free_indices, pinned_indices, total_dim
 from sheafdsl.lowering import coboundary_matrix, edge_weight_vector, init_params, offset_vector
 from sheafdsl.training.data import load_dataset
 from sheafdsl.lowering.chain import energy_gradient, equilibrium_energy, feedforward, forward
@@ -169,21 +169,19 @@ def test_exact_agrees_with_the_heat_equation_on_the_paraboloid(parab):
 
 
 def test_agrees_with_the_general_solver(parab):
-    """Same equilibria as :func:`sheafdsl.solvers.solve` with training pins. E is not convex in the
-    ReLU states (a concave kink where a > 0), so two descent methods may stop at different consistent
-    stationary points of one example; they must agree on almost all, and both be consistent."""
+    """The same equilibria as the general piece solvers (:func:`sheafdsl.solvers.solve` with training pins,
+    elimination): one driver, so the same decisions and the same point on every example."""
     from sheafdsl.solvers import solve
 
     for G, P, X, Y in [parab[0:1] + parab[2:5], (model(DEEP), None, *_data(model(DEEP), 30))]:
         net = feedforward(G)
         P = P if P is not None else init_params(G, 4)
         ex = exact_equilibrium(net, P, X, Y)
-        res = solve(G, P, {net.input: X, net.target: Y}, method="exact", sources=("input", "target", "value"))
+        res = solve(G, P, {net.input: X, net.target: Y}, method="exact", boundary=TRAINING, piece="elimination")
         assert ex.consistent.all() and np.asarray(res.consistent).all()
-        same = np.isclose(res.energy, ex.energy, rtol=1e-9, atol=1e-12)
-        assert same.mean() >= 0.9, same.mean()
+        np.testing.assert_allclose(res.energy, ex.energy, rtol=1e-10, atol=1e-13)
         for j, v in enumerate(net.vertices):
-            np.testing.assert_allclose(res.stalk(v)[same], ex.V[j][same], atol=1e-8)
+            np.testing.assert_allclose(res.stalk(v), ex.V[j], atol=1e-10)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ Shapes: a batch of B examples; v_k is (B, d_k); parameters are the arrays of ``P
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -74,6 +74,7 @@ class FeedForward:
     target: str
     layers: list[Layer]
     output: Output
+    graph: object = field(default=None, repr=False, compare=False)  # the IR it was read from
 
     @property
     def vertices(self) -> list[str]:
@@ -174,7 +175,7 @@ def feedforward(G) -> FeedForward | None:
         cur = v
     if len(seen) != nverts or G.number_of_edges() != len(layers) + 1 or y in by_tail:
         return None
-    return FeedForward(x, y, layers, out)
+    return FeedForward(x, y, layers, out, G)
 
 
 # ----------------------------------------------------------------------------------------------

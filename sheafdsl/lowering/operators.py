@@ -303,8 +303,9 @@ class SheafOperators:
         return self.delta_T(self.w2 * self.delta(c, gates, state), gates, state)
 
     def discord(self, c, gates: dict | None = None):
-        """r(c) = F_v c_v − F_u(c_u) − o per edge, (B, N) -> (B, M): gates from the state c unless given;
-        nonlinear maps applied as φ (not linearised)."""
+        """r(c) = F_v c_v − F_u(c_u) − o per edge, (B, N) -> (B, M): ReLU edges as relu(c_u), or as g ⊙ c_u with
+        the piece's gates g when ``gates`` are given (the same at a point of that piece); nonlinear maps
+        applied as φ (not linearised)."""
         xp = self.xp
         out = xp.zeros((c.shape[0], self.M)) if self._block is None else self._block.matvec(c).copy()
         for e in self.edges:
@@ -313,7 +314,9 @@ class SheafOperators:
                 if self._block is not None and maps.is_constant(m):
                     continue
                 g = self._gate(e, gates, c) if side == "src" else None
-                out[:, e.rows] += sign * self._map(e, side, c[:, sl], gate=g, nonlinear=True)
+                # a given gate is the piece's: off its own side of z = 0 a unit keeps it (x·g, not relu(x))
+                lin = g is not None and gates is not None and isinstance(m, ReluGate)
+                out[:, e.rows] += sign * self._map(e, side, c[:, sl], gate=g, nonlinear=not lin)
         return out - self.o
 
     def energy(self, c, gates: dict | None = None):

@@ -1,31 +1,27 @@
-"""The exact and cg solvers: a forward sweep, or a primal active-set method over the ReLU pieces.
+"""The exact and cg solvers of a general sheaf: a forward sweep, or the active-set driver with a general
+piece solver.
 
 **Forward sweep.** When δ_Ω is unitriangular (every free stalk is the head of exactly one edge, whose head
 map is the identity, in a DAG order; see ``Problem.sweep_plan``), setting each head c_v = F_u(c_u) + o_e in
 topological order makes every discord zero: E = 0, the global minimum, in one pass. On a network with only
 its input pinned this is the forward pass.
 
-**Active set.** Each free gated unit t (a free coordinate that is the source of a ReLU edge) has a state:
-on (gate 1, c_t ≥ 0), off (gate 0, c_t ≤ 0) or sliding (c_t = 0). For fixed states E is a convex function on
-the piece P_S = {c: c_t ≥ 0 on, ≤ 0 off, = 0 sliding} (quadratic, plus cross-entropy terms for nonlinear
-edges with pinned heads), and agrees there with the true, piecewise energy. One iteration:
+**Active set.** Each free gated unit t (a free coordinate that is the tail of a ReLU edge) has a state
+(:mod:`.driver`: ON, SLIDE, OFF). For fixed states E is convex on the piece (quadratic, plus cross-entropy
+terms for nonlinear edges with pinned heads) and agrees there with the true, piecewise energy. The loop
+(start, ratio test, release rule, cycle guard, limits, compaction) is the driver's; :class:`GeneralPiece`
+gives it each piece's exact minimiser over the face of its states (sliding units held at 0), by one of
 
-1. at the current feasible c ∈ P_S compute the piece gradient g and, at sliding units, the one-sided
-   derivatives g_on = g_off − S_t (S_t = Σ_e w_e² r_e,t);
-2. if c minimises the piece (‖g‖ small on the non-sliding coordinates) *release* the sliding units that can
-   still descend (g_on < 0: to on; g_off > 0: to off); stop when none can: c is a consistent
-   (Filippov-stationary) point;
-3. take the Newton step Δ = −H_S⁻¹ g on the free, non-sliding coordinates (``inner="dense"``: the
-   piece minimiser by :class:`Elimination` where it applies, else batched Cholesky-checked dense solves,
-   or a shared sparse LU; ``inner="cg"``: matrix-free batched conjugate gradients);
-4. ratio test: the largest α ≤ 1 that keeps on units ≥ 0 and off units ≤ 0 (with an Armijo backtracking
-   when cross-entropy terms make the piece non-quadratic); the units that block become sliding (c_t = 0).
+- ``elimination``: along the unitriangular structure that releasing the pins on head stalks leaves
+  (:class:`Elimination`, a k × k system per example, k = released pins + sliding units; a network pinned
+  at both ends, skip edges included);
+- ``dense``: a batched dense Newton step (Cholesky-checked; Newton iterations with Armijo backtracking on
+  a piece with cross-entropy terms);
+- ``lu``: one shared sparse LU of L_free (a large sheaf without free gates);
+- ``cg``: matrix-free batched conjugate gradients (``method="cg"``).
 
-Every step stays feasible and decreases E (a convex function decreasing along a segment to its minimiser),
-so piece minima are never revisited and the method cannot cycle, unlike "solve, recompute 1[z ≥ 0], repeat".
-Releasing all descending units at once is fast; if that step is degenerate (α = 0) the example falls back to
-releasing the single most violated unit, for which the Newton step provably enters the released side
-(Δ_t = −g_t (H⁻¹)_tt). A hash of the states at each release guards against cycling through ties.
+Every piece solver gives the same piece minimiser, so the driver takes the same decisions and every one
+reaches the same equilibrium (to round-off; cg to its tolerance).
 """
 
 from __future__ import annotations
@@ -38,7 +34,10 @@ from ..errors import Diagnostic, SheafError
 from ..ir.maps import ParamMap, ReluGate
 from .result import SolveResult
 
-ON, OFF, SLIDE = 1, 0, 2
+from .driver import OFF, ON, SLIDE, active_set as drive, loop_limits
+
+#: the general piece solvers (see the module docstring)
+PIECES = ("elimination", "dense", "lu", "cg")
 
 #: a unit with a one-sided descent rate above CONSISTENT_TOL · scale is reported inconsistent
 CONSISTENT_TOL = 1e-7
@@ -179,7 +178,7 @@ def finalize(prob, c, state, denom, converged, iterations, trace, method, rtol):
     if trace is not None:
         trace = xp.stack(trace) if trace else xp.zeros((0, c.shape[0]))
     return SolveResult(c, converged, int(iterations), residual, energy, consistent, gates, n_bad, trace=trace,
-                       method=method, layout=ops.vertex, sliding=slide.sum(axis=1))
+                       method=method, layout=ops.vertex, sliding=slide.sum(axis=1), state=state)
 
 
 def singular_error(prob, H, mask=None, example: int | None = None) -> SheafError:
@@ -463,155 +462,146 @@ def cg_step(prob, c, state, rhs, mask, tol, maxit, lam):
 
 
 # ----------------------------------------------------------------------------------------------
-# the active-set method
+# the general piece solver
 
 
-def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace=False) -> SolveResult:
-    """Minimise E over c_Ω from the feasible start c (B, N) by the primal active-set method (module doc)."""
-    xp, s = prob.xp, prob.s
-    B, n, nu = c.shape[0], s.n, len(s.gated_host)
-    if maxiter is None:
-        maxiter = 50 + 4 * nu
-    gpos = s.gated_pos
-    if inner == "dense" and n > DENSE_LIMIT and not s.shared_hessian:
-        raise SheafError(Diagnostic("E510", f"the exact solver assembles dense {n} × {n} Hessians per example; "
-                                    f"that is above its limit of {DENSE_LIMIT} free coordinates",
-                                    hint="use the matrix-free solver: --solver cg (method='cg')"))
-    base_mask = xp.ones(n)
-    if len(s.elim_host):
-        base_mask[xp.asarray(s.pos[s.elim_host])] = 0.0
-    quadratic = not s.ce_edges
-    z = c[:, s.gated]
-    state = xp.where(z > 0, ON, xp.where(z < 0, OFF, SLIDE)).astype(np.int8)
-    denom = scale(prob, c)
-    shared = None
-    if inner == "dense" and s.shared_hessian and n > DENSE_LIMIT:
-        shared = SharedSparseFactor(prob, _host(base_mask))
-    elim = Elimination(prob) if inner == "dense" and shared is None and quadratic and Elimination.applies(prob) else None
-    fixed = prob.dense_fixed() if inner == "dense" and shared is None and elim is None else None
-    lam = prob.hessian_bound() if inner == "cg" else None
-    if s.shared_hessian and 0 < n <= DENSE_LIMIT:  # a stationary start must not hide a singular L_free
-        fixed_h = prob.dense_fixed()
-        check_spd(prob, _masked(prob.dense_hessian(c[:1], xp.zeros((1, nu)), fixed_h)[0], base_mask, xp), base_mask)
-    cg_tol_factor = 0.1 * rtol
-    active = np.ones(B, dtype=bool)
-    converged = np.zeros(B, dtype=bool)
-    single = np.zeros(B, dtype=bool)
-    stall = np.zeros(B, dtype=np.int64)
-    changed = np.ones(B, dtype=bool)
-    E_prev = np.full(B, np.inf)
-    best = np.full(B, np.inf)
-    seen = [set() for _ in range(B)]
-    trace = [] if record_trace else None
-    iterations = cg_steps = 0
-    for it in range(maxiter + 1):
-        if record_trace:
-            trace.append(prob.energy(c))
-        idx_h = np.flatnonzero(active)
-        if len(idx_h) == 0:
-            break
-        idx = xp.asarray(idx_h)
-        ca, sa, da = c[idx], state[idx], denom[idx]
-        g, g_on, g_off, r_a = piece_gradient(prob, ca, sa)
-        E_now = _host(prob.energy(ca, r=r_a))
-        gm, gp, right, left = filippov(g, g_on, g_off, sa, gpos, xp)
-        res = _host(xp.sqrt((gm * gm).sum(axis=1)) / da)
-        pres = _host(xp.sqrt((gp * gp).sum(axis=1)) / da)
-        done = res <= rtol
-        converged[idx_h[done]] = True
-        # the piece is minimised when its gradient is below rtol, or when neither it halves nor the energy
-        # falls while the states stay put (a rounding floor); then release sliding units, or stop
-        progress = E_prev[idx_h] - E_now > 1e-13 * (1.0 + np.abs(E_now))
-        E_prev[idx_h] = E_now
-        fresh = changed[idx_h] | (pres < 0.5 * best[idx_h]) | progress
-        stall[idx_h] = np.where(fresh, 0, stall[idx_h] + 1)
-        best[idx_h] = np.where(changed[idx_h], pres, np.minimum(best[idx_h], pres))
-        piece_done = (pres <= rtol) | (stall[idx_h] >= 3)
-        tol = rtol * da[:, None]
-        want = (right > tol) | (left > tol)
-        want_any = _host(xp.any(want, axis=1))
-        stop = done | (piece_done & ~want_any)
-        if it == maxiter or bool(stop.all()):
-            active[idx_h[stop]] = False
-            if it == maxiter:
-                active[:] = False
-            continue
-        # release descending sliding units where the piece is minimised
-        can = piece_done & want_any & ~stop
-        rel = xp.zeros_like(want)
-        if can.any():
-            sa_h = _host(sa)
-            for k in np.flatnonzero(can):
-                key = (bool(single[idx_h[k]]), sa_h[k].tobytes())
-                if key in seen[idx_h[k]]:
-                    stop[k] = True  # a tie cycle: give up on this example
-                else:
-                    seen[idx_h[k]].add(key)
-            can &= ~stop
-            canx = xp.asarray(can)[:, None]
-            rel = want & canx
-            sing = xp.asarray(single[idx_h])[:, None]
-            if bool(xp.any(sing & rel)):
-                rate = xp.where(want, xp.maximum(right, left), -np.inf)
-                only = xp.zeros_like(want)
-                best_u = xp.argmax(rate, axis=1)
-                only[xp.arange(len(idx_h)), best_u] = True
-                rel = xp.where(sing, rel & only, rel)
-            to_on = rel & (right >= left)
-            sa = xp.where(to_on, ON, xp.where(rel, OFF, sa)).astype(np.int8)
-            gg = g[:, gpos]
-            g[:, gpos] = xp.where(to_on, g_on, xp.where(rel, g_off, gg))
-        active[idx_h[stop]] = False
-        go = ~stop
-        if not go.any():
-            state[idx] = sa
-            continue
-        gi = xp.asarray(np.flatnonzero(go))
-        ca, sa, g, da, rel = ca[gi], sa[gi], g[gi], da[gi], rel[gi]
-        sub = idx_h[go]
-        mask = xp.broadcast_to(base_mask, (len(sub), n)).copy()
-        mask[:, gpos] = xp.where(sa == SLIDE, 0.0, 1.0)
+def choose_piece(prob, method: str) -> str:
+    """The piece solver for ``method`` ("exact" | "cg") from the problem's structure facts."""
+    s = prob.s
+    if method == "cg":
+        return "cg"
+    if s.shared_hessian and s.n > DENSE_LIMIT:
+        return "lu"
+    if not s.ce_edges and Elimination.applies(prob):
+        return "elimination"
+    return "dense"
+
+
+class GeneralPiece:
+    """The driver's piece solver for any sheaf: the exact minimiser of the piece of states S over the face
+    through the pins (sliding units at 0). Unit values: the gated coordinates c[:, gated] (B, u).
+
+    ``c0`` (B, N): the pins (free coordinates are ignored); ``denom`` (B,): the force scale
+    ‖∇_{c_Ω} E(c_Ω = 0)‖, which sets the release tolerance and the inner tolerances.
+    """
+
+    subsets = True
+
+    def __init__(self, prob, c0, inner: str, rtol: float, denom, eps_z: float):
+        xp, s = prob.xp, prob.s
+        self.prob, self.xp, self.c0, self.inner, self.rtol, self.denom, self.eps_z = prob, xp, c0, inner, rtol, denom, eps_z
+        n = s.n
+        if inner == "dense" and n > DENSE_LIMIT and not s.shared_hessian:
+            raise SheafError(Diagnostic("E510", f"the exact solver assembles dense {n} × {n} Hessians per example; "
+                                        f"that is above its limit of {DENSE_LIMIT} free coordinates",
+                                        hint="use the matrix-free solver: --solver cg (method='cg')"))
+        self.base_mask = xp.ones(n)
+        if len(s.elim_host):
+            self.base_mask[xp.asarray(s.pos[s.elim_host])] = 0.0
+        self.quadratic = not s.ce_edges
+        self.shared = SharedSparseFactor(prob, _host(self.base_mask)) if inner == "lu" else None
+        self.elim = Elimination(prob) if inner == "elimination" else None
+        self.fixed = prob.dense_fixed() if inner == "dense" else None
+        self.lam = prob.hessian_bound() if inner == "cg" else None
+        self.cg_steps = 0
+        nu = len(s.gated_host)
+        if s.shared_hessian and 0 < n <= DENSE_LIMIT:  # a stationary start must not hide a singular L_free
+            fixed_h = self.fixed if self.fixed is not None else prob.dense_fixed()
+            H = prob.dense_hessian(c0[:1], xp.zeros((1, nu)), fixed_h)[0]
+            check_spd(prob, _masked(H, self.base_mask, xp), self.base_mask)
+        self._rows = self._data = None
+
+    def _gather(self, rows):
+        if rows is None:
+            return self.c0, self.denom
+        if rows is not self._rows:
+            self._rows, self._data = rows, (self.c0[rows], self.denom[rows])
+        return self._data
+
+    def _step(self, c, S, mask, da):
+        """Δ with H_S Δ = −g_S(c) on the unknowns (mask = 1), and the piece gradient at c."""
+        prob = self.prob
+        g, _, _, _ = piece_gradient(prob, c, S)
         rhs = -g * mask
-        if elim is not None:
-            step = (elim.solve(ca, sa) - ca)[:, s.free]
-        elif inner == "dense":
-            step = dense_step(prob, ca, sa, rhs, mask, fixed, shared)
+        if self.inner == "cg":
+            step, k = cg_step(prob, c, S, rhs, mask, 0.1 * self.rtol * da, max(100, 20 * prob.s.n), self.lam)
+            self.cg_steps += k
+            return step * mask, g
+        return dense_step(prob, c, S, rhs, mask, self.fixed, self.shared) * mask, g
+
+    def solve(self, S, rows, warm, fs):
+        prob, xp, s = self.prob, self.xp, self.prob.s
+        c0, da = self._gather(rows)
+        ok = None
+        if self.elim is not None:
+            cbar = self.elim.solve(c0, S)
         else:
-            step, k = cg_step(prob, ca, sa, rhs, mask, cg_tol_factor * da, max(100, 20 * n), lam)
-            cg_steps += k
-        step = step * mask
-        # ratio test
-        zt = ca[:, s.gated]
-        dz = step[:, gpos]
-        on, off = sa == ON, sa == OFF
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # an overflowing ratio: no crossing
-            t = xp.where(on & (dz < 0), zt / xp.where(dz < 0, -dz, 1.0),
-                         xp.where(off & (dz > 0), -zt / xp.where(dz > 0, dz, 1.0), np.inf))
-        amax = t.min(axis=1) if nu else xp.full(len(sub), np.inf)
-        alpha = xp.minimum(1.0, amax)
-        if not quadratic:
-            alpha = _backtrack(prob, ca, sa, g, step, alpha)
-        xfree = ca[:, s.free] + alpha[:, None] * step
-        ca = ca.copy()
-        ca[:, s.free] = xfree
-        if nu:
-            block = (t <= alpha[:, None]) & (amax <= 1.0)[:, None] & (alpha >= amax)[:, None]
-            sa = xp.where(block, SLIDE, sa).astype(np.int8)
-            zt = ca[:, s.gated]
-            zt = xp.where(sa == ON, xp.maximum(zt, 0.0), xp.where(sa == OFF, xp.minimum(zt, 0.0), 0.0))
-            ca[:, s.gated] = zt
-            degenerate = _host((alpha <= 0) & xp.any(rel, axis=1))
-            single[sub[degenerate]] = True
-            changed[sub] = _host(xp.any(block, axis=1) | xp.any(rel, axis=1))
-        else:
-            changed[sub] = False
-        sx = xp.asarray(sub)
-        c[sx] = ca
-        state[sx] = sa
-        iterations = it + 1
-    c = c.copy()
-    return finalize(prob, c, state, denom, xp.asarray(converged), cg_steps if inner == "cg" else max(iterations, 1),
-                    trace, "exact" if inner == "dense" else "cg", rtol)
+            mask = xp.broadcast_to(self.base_mask, (c0.shape[0], s.n)).copy()
+            mask[:, s.gated_pos] = (S != SLIDE).astype(c0.dtype)
+            cbar = c0.copy() if warm is None else warm.copy()
+            cbar[:, s.pinned] = c0[:, s.pinned]
+            cbar[:, s.gated] = xp.where(S == SLIDE, 0.0, cbar[:, s.gated])
+            if self.quadratic:  # one exact Newton step minimises a quadratic piece
+                step, _ = self._step(cbar, S, mask, da)
+                cbar[:, s.free] += step
+            else:  # Newton with Armijo backtracking on the convex piece (cross-entropy terms)
+                ok = xp.zeros(c0.shape[0], dtype=bool)
+                for _ in range(60):
+                    step, g = self._step(cbar, S, mask, da)
+                    ok = xp.sqrt(((g * mask) ** 2).sum(axis=1)) <= 0.1 * self.rtol * da
+                    if bool(ok.all()):
+                        break
+                    alpha = _backtrack(prob, cbar, S, g, step, xp.ones(c0.shape[0]))
+                    cbar[:, s.free] += xp.where(ok, 0.0, alpha)[:, None] * step
+        return _GeneralSolution(cbar[:, s.gated], ok, {"c": cbar}, None if self.quadratic else cbar, self, S, da)
+
+    def result(self, dr, record_trace=False, start_energy=None, method="exact") -> SolveResult:
+        c = dr.fields["c"].copy()
+        xp, g, S = self.xp, self.prob.s.gated, dr.S
+        z = c[:, g]  # a settled unit is on its side to ε_z: put it there exactly
+        c[:, g] = xp.where(S == ON, xp.maximum(z, 0.0), xp.where(S == OFF, xp.minimum(z, 0.0), 0.0))
+        trace = None
+        if record_trace:  # the energy at the start and at the equilibrium (the driver does not keep the path)
+            trace = [start_energy, self.prob.energy(c)]
+        iterations = self.cg_steps if self.inner == "cg" else dr.iterations
+        return finalize(self.prob, c, dr.S, self.denom, dr.consistent, iterations, trace, method, self.rtol)
+
+
+class _GeneralSolution:
+    __slots__ = ("z", "ok", "fields", "warm", "_piece", "_S", "_da", "_g")
+
+    def __init__(self, z, ok, fields, warm, piece, S, da):
+        self.z, self.ok, self.fields, self.warm = z, ok, fields, warm
+        self._piece, self._S, self._da, self._g = piece, S, da, None
+
+    def slopes(self, fs):
+        """g_L = g_off (the inactive side's slope) and g_R = g_on at the sliding units ``fs``."""
+        _, g_on, g_off, _ = piece_gradient(self._piece.prob, self.fields["c"], self._S)
+        return g_off.ravel()[fs], g_on.ravel()[fs]
+
+    def scale(self, r):
+        return self._da[r]
+
+
+def active_set(prob, c, *, inner="dense", rtol=1e-10, maxiter=None, record_trace=False, state=None,
+               method="exact") -> SolveResult:
+    """Minimise E over c_Ω from the feasible start c (B, N) by the driver with the piece solver ``inner``.
+
+    ``state``: the start's unit states (B, u) (a warm start's); default from the signs of the gated
+    coordinates (z ≥ 0: ON, z < 0: OFF).
+    """
+    xp, s = prob.xp, prob.s
+    z = c[:, s.gated]
+    if state is None:
+        state = xp.where(z >= 0, ON, OFF).astype(np.int8)
+    denom = scale(prob, c)
+    pins = c[:, s.pinned]
+    pins_max = float(xp.abs(pins).max()) if pins.size else 0.0
+    maxiter, eps_z = loop_limits(len(s.gated_host), pins_max, maxiter)
+    piece = GeneralPiece(prob, c, inner, rtol, denom, eps_z)
+    E0 = prob.energy(c) if record_trace else None
+    dr = drive(piece, z, state, maxiter=maxiter)
+    return piece.result(dr, record_trace, E0, method)
 
 
 def _backtrack(prob, c, state, g, step, alpha):

@@ -40,13 +40,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import Diagnostic, SheafError
+from ..ir import TRAINING
 from ..lowering.backend import to_numpy
 from ..nonlinearities import TABLE as NONLINEARITIES
 from ..lowering.chain import (FeedForward, Layer, apply, apply_T, energy_gradient, equilibrium_energy, forward,
                               out_linear, out_map, output_discord, output_energy)
 from .driver import ON, SLIDE, active_set, loop_limits
 from .output import newton, sigmoid_scalar
-from .result import Equilibrium
+from .result import Equilibrium, Lazy, SolveResult, Warm
 from .shallow import ShallowPiece, is_shallow
 
 #: batch × stalk width × outputs above which the chain loop compacts to the unsettled examples at once
@@ -465,6 +467,82 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
         warm = net.output.weight ** 2 * output_discord(net, P, V[-1], Y, xp)
     dr = active_set(piece, z, S0, maxiter=maxiter, warm=warm)
     return piece.result(dr, with_energy)
+
+
+def solve_chain(net: FeedForward, P, values, *, warm=None, rtol: float = 1e-10, maxiter=None, piece=None, xp=np,
+                record_trace: bool = False) -> SolveResult:
+    """The two-sided equilibrium of a chain (training pins) as a :class:`SolveResult`: the shallow piece
+    solver where it applies (or ``piece="shallow"``), else chain elimination (``piece="chain"``); from the
+    forward pass, or from ``warm`` (a previous result or :class:`Warm` of the same examples).
+
+    The stalks and discords are :attr:`SolveResult.equilibrium`; the cochain, residual, energy, gates and
+    the general-order unit states are computed on first access (the residual and gates by the general
+    operators, so they mean what they mean for every solver).
+    """
+    from .core import boundary_values
+
+    G = net.graph
+    arrays, B = boundary_values(G, TRAINING, values, xp)
+    X, Y = arrays[net.input], arrays[net.target]
+    if piece == "shallow" and not is_shallow(net):
+        raise SheafError(Diagnostic("E509", "the `shallow` piece solver needs one ReLU layer after a linear one "
+                                    "and one output row"))
+    init = None
+    if warm is not None:
+        w = Warm.of(warm)
+        if w.V is None:
+            raise SheafError(Diagnostic("E507", "this warm start is a general cochain, not a chain's stalks"))
+        if w.V[1].shape[0] != B:
+            raise SheafError(Diagnostic("E507", f"the warm start holds {w.V[1].shape[0]} examples, the batch {B}"))
+        init = ([X] + list(w.V[1:]), w.S)
+    eq = exact_equilibrium(net, P, X, Y, xp, tol=rtol, max_iter=maxiter, init=init, with_energy=record_trace,
+                           kernel="general" if piece == "chain" else "auto")
+    return chain_result(net, P, X, Y, eq, xp, rtol, "shallow" if piece != "chain" and is_shallow(net) else "chain")
+
+
+def chain_result(net: FeedForward, P, X, Y, eq: Equilibrium, xp, rtol: float, piece: str) -> SolveResult:
+    """Wrap a chain :class:`Equilibrium` as a :class:`SolveResult` (lazy cochain, residual, energy, gates)."""
+    from ..lowering.operators import SheafOperators
+
+    G = net.graph
+    layout = {v: slice(d["offset"], d["offset"] + d["dim"]) for v, d in G.nodes(data=True)}
+    names = net.vertices
+
+    def cochain():
+        c = xp.zeros((X.shape[0], sum(d["dim"] for _, d in G.nodes(data=True))))
+        for j, v in enumerate(names):
+            c[:, layout[v]] = eq.V[j]
+        c[:, layout[net.target]] = Y
+        return c
+
+    general = {}
+
+    def final():  # the general operators' certificate at the chain's equilibrium (one definition for all)
+        if not general:
+            from .active_set import finalize, scale
+
+            prob = SheafOperators(G, P, xp).restrict(TRAINING)
+            c = res.cochain
+            general["r"] = finalize(prob, c.copy(), res.state, scale(prob, c), eq.consistent, eq.iterations, None,
+                                    "exact", rtol)
+        return general["r"]
+
+    def state():  # the units in the general solvers' order: the free coordinates that are ReLU tails
+        s = xp.zeros((X.shape[0], 0), dtype=np.int8)
+        parts = []
+        for k in sorted(eq.S, key=lambda k: G.nodes[net.layers[k].tail]["offset"]):
+            if k >= 1:
+                parts.append(eq.S[k])
+        return xp.concatenate(parts, axis=1) if parts else s
+
+    energy = eq.energy if eq.energy is not None else Lazy(
+        lambda: equilibrium_energy(net, P, eq.V, eq.U, Y, xp))
+    res = SolveResult(Lazy(cochain), eq.consistent, eq.iterations, Lazy(lambda: final().residual), energy,
+                      eq.consistent, Lazy(lambda: final().gates), Lazy(lambda: int((~eq.consistent).sum())),
+                      method="exact", layout=layout, sliding=Lazy(lambda: eq.sliding), state=Lazy(state),
+                      equilibrium=eq)
+    res.piece = piece
+    return res
 
 
 # ----------------------------------------------------------------------------------------------

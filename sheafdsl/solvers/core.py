@@ -38,6 +38,8 @@ each step moves a stalk by its incident edges' discords only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from ..codes import codes_between
@@ -46,7 +48,10 @@ from ..errors import Diagnostic, SheafError, did_you_mean
 from ..ir import INFERENCE, constant_pins, pinned_stalks
 from ..lowering.backend import array_module
 from ..lowering.operators import SheafOperators
-from .result import SolveResult
+from .result import SolveResult, Warm
+
+#: the driver's piece solvers: the chain ones (a feed-forward chain with training pins) and the general ones
+PIECES = ("shallow", "chain", "elimination", "dense", "lu", "cg")
 
 METHODS = SOLVE_METHODS
 
@@ -58,21 +63,18 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
     return SheafError(Diagnostic(code, msg, hint=hint))
 
 
-def boundary_cochain(prob, boundary: dict, xp, order: str = "C") -> tuple[object, int]:
-    """The (B, N) cochain holding every pin of ``prob``'s sources (data from ``boundary``, constants from the
-    IR), zeros elsewhere; and B.
-
-    ``boundary`` maps each stalk pinned to a data source in ``sources`` (input, target) to a (B, d_v) array
-    (a (d_v,) vector is a batch of one).
-    """
-    ops, G = prob.ops, prob.ops.G
-    sources = prob.s.sources
+def boundary_values(G, sources, boundary: dict, xp) -> tuple[dict, int]:
+    """The validated data pins: {stalk: (B, d_v) float array} for every stalk pinned to a data source in
+    ``sources`` (input, target), and B. ``boundary`` maps those stalks to (B, d_v) arrays (a (d_v,) vector is a
+    batch of one); a stalk that is not one of them, a missing one, a wrong shape or batch size, or a
+    non-finite value is a SheafError (E505–E508)."""
+    dims = {v: d["dim"] for v, d in G.nodes(data=True)}
     data_stalks = [v for src in ("input", "target") if src in sources for v in pinned_stalks(G, src)]
     boundary = dict(boundary or {})
     for name in boundary:
-        if name not in ops.vertex:
+        if name not in dims:
             raise _err("E505", f"`{name}` is not a stalk of `{G.graph.get('name', 'sheaf')}`",
-                       did_you_mean(name, ops.vertex) or "stalks: " + ", ".join(ops.vertex))
+                       did_you_mean(name, dims) or "stalks: " + ", ".join(dims))
         if name not in data_stalks:
             what = ", ".join(s for s in ("input", "target") if s in sources)
             raise _err("E505", f"stalk `{name}` is not pinned to {what or 'data'} here, so it takes no boundary value",
@@ -88,7 +90,7 @@ def boundary_cochain(prob, boundary: dict, xp, order: str = "C") -> tuple[object
             a = xp.asarray(boundary[name], dtype=float)
         except (TypeError, ValueError):
             raise _err("E520", f"the boundary value of `{name}` is not an array of numbers") from None
-        d = ops.vertex[name].stop - ops.vertex[name].start
+        d = dims[name]
         if a.ndim == 1:
             a = a[None, :]
         if a.ndim != 2 or a.shape[1] != d:
@@ -101,7 +103,15 @@ def boundary_cochain(prob, boundary: dict, xp, order: str = "C") -> tuple[object
         if not bool(xp.all(xp.isfinite(a))):
             raise _err("E508", f"the boundary value of `{name}` holds NaN or infinite entries")
         arrays[name] = a
-    B = 1 if B is None else B
+    return arrays, (1 if B is None else B)
+
+
+def boundary_cochain(prob, boundary: dict, xp, order: str = "C") -> tuple[object, int]:
+    """The (B, N) cochain holding every pin of ``prob``'s sources (data from ``boundary``, validated by
+    :func:`boundary_values`; constants from the IR), zeros elsewhere; and B."""
+    ops, G = prob.ops, prob.ops.G
+    sources = prob.s.sources
+    arrays, B = boundary_values(G, sources, boundary, xp)
     c = xp.zeros((B, ops.N), order=order)
     for name, a in arrays.items():
         c[:, ops.vertex[name]] = a
@@ -112,36 +122,54 @@ def boundary_cochain(prob, boundary: dict, xp, order: str = "C") -> tuple[object
     return c, B
 
 
-def solve(G, params, boundary, *, method: str = "exact", sources=INFERENCE, rtol: float = 1e-10,
-          maxiter: int | None = None, xp=None, record_trace: bool = False, x0=None) -> SolveResult:
-    """The harmonic extension of the pins whose source is in ``sources`` (see the module docstring).
+def _sources(boundary, sources) -> tuple:
+    """The hard pin sources: ``boundary`` (INFERENCE | TRAINING, or any tuple of sources) or its older name
+    ``sources``; INFERENCE when neither is given."""
+    if boundary is not None and sources is not None and tuple(boundary) != tuple(sources):
+        raise _err("E509", "give the pins as boundary= or as sources=, not both")
+    got = boundary if boundary is not None else sources
+    return INFERENCE if got is None else tuple(got)
+
+
+def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece: str | None = None,
+          rtol: float = 1e-10, maxiter: int | None = None, x0=None, warm=None, xp=None, record_trace: bool = False,
+          sources=None) -> SolveResult:
+    """The harmonic extension of the pins of ``boundary`` (see the module docstring).
 
     Parameters
     ----------
-    G : networkx.MultiDiGraph or SheafOperators
-        The IR, or operators already lowered from it (``SheafOperators(G, params, xp)``) to skip lowering
-        in a loop; ``params`` then rebinds its parameter values when given.
+    G : networkx.MultiDiGraph, SheafOperators or FeedForward
+        The IR; or operators already lowered from it (``SheafOperators(G, params, xp)``) to skip lowering in
+        a loop (``params`` then rebinds its parameter values when given); or the feed-forward chain read from
+        it (:func:`sheafdsl.lowering.chain.feedforward`), which the chain piece solvers use without lowering.
     params : dict name -> array, or None
         Parameter values (None: ``sheafdsl.lowering.init_params(G, 0)``, e.g. for literal parameters).
-    boundary : dict stalk -> (B, d_v) array
-        Values of the stalks pinned to data (input; and target when "target" is in ``sources``).
+    values : dict stalk -> (B, d_v) array
+        Values of the stalks pinned to data (input; and target when the boundary is TRAINING).
+    boundary : INFERENCE (input and constant pins; the target stalk is free) or TRAINING (the two-sided
+        equilibrium: input, target and constant pins; :data:`sheafdsl.ir.BOUNDARIES`), or a tuple of pin
+        sources; ``sources`` is its older name.
     method : "exact" | "diffusion" | "cg"
-    sources : pin sources that are hard: ``INFERENCE`` = ("input", "value"): stalks pinned to target are free;
-        ``TRAINING`` = ("input", "target", "value"): two-sided (:data:`sheafdsl.ir.BOUNDARIES`).
-    rtol : tolerance on the relative Filippov gradient norm (:attr:`SolveResult.residual`).
-    maxiter : exact/cg: active-set iterations (default 50 + 4·units); diffusion: steps (default 200 000).
+    piece : the active-set driver's piece solver (default: chosen from the structure): "shallow" or
+        "chain" (a feed-forward chain with training pins), "elimination", "dense", "lu" (exact), "cg".
+    rtol : tolerance on the relative Filippov gradient norm (:attr:`SolveResult.residual`); also the inner
+        (Newton, CG) tolerances.
+    maxiter : exact/cg: pattern solves (default 2·units + 20); diffusion: steps (default 200 000).
+    x0 : optional (B, N) initial cochain (its pinned part is overwritten; units exactly at 0 start sliding).
+    warm : a previous :class:`SolveResult` or :class:`~sheafdsl.solvers.result.Warm` of the same examples:
+        the driver starts at that equilibrium and its unit states (a trainer's previous step).
     xp : array module (default: that of the boundary arrays).
-    record_trace : record the energy per iteration (:attr:`SolveResult.trace`).
-    x0 : optional (B, N) initial cochain (its pinned part is overwritten).
+    record_trace : record the energy per iteration (:attr:`SolveResult.trace`; exact and cg: the energy at
+        the start and at the end).
 
     Returns
     -------
-    SolveResult
+    SolveResult (scipy style: ``info`` = 0 when every example converged, else how many did not)
 
     Examples
     --------
     >>> from sheafdsl.frontend import load_text
-    >>> from sheafdsl.ir import from_model
+    >>> from sheafdsl.ir import TRAINING, from_model
     >>> from sheafdsl.lowering import init_params
     >>> G = from_model(load_text("sheaf t\\nnetwork n : 2 -> 4 -> 1\\n"))
     >>> P = init_params(G, 0)
@@ -149,14 +177,45 @@ def solve(G, params, boundary, *, method: str = "exact", sources=INFERENCE, rtol
     >>> r = solve(G, P, {"x": x})
     >>> bool(np.allclose(r.stalk("y"), np.maximum(x @ P["W1"].T + P["b1"], 0) @ P["W2"].T + P["b2"]))
     True
+    >>> two = solve(G, P, {"x": x, "y": np.array([[1.0]])}, boundary=TRAINING)
+    >>> again = solve(G, P, {"x": x, "y": np.array([[1.0]])}, boundary=TRAINING, warm=two)
+    >>> bool(np.allclose(again.cochain, two.cochain)), again.iterations, again.info
+    (True, 1, 0)
     """
+    from ..lowering.chain import FeedForward, feedforward
+
+    if isinstance(boundary, Mapping):  # the values passed by their older keyword name
+        values, boundary = boundary, None
+    srcs = _sources(boundary, sources)
     if method not in METHODS:
         raise _err("E509", f"unknown solver `{method}`", "use one of: " + ", ".join(METHODS))
+    if piece is not None and piece not in PIECES:
+        raise _err("E509", f"unknown piece solver `{piece}`", "use one of: " + ", ".join(PIECES))
     if not (rtol > 0):
         raise _err("E509", f"rtol must be positive (got {rtol})")
     if xp is None:
-        first = next(iter((boundary or {}).values()), None)
+        first = next(iter((values or {}).values()), None)
         xp = array_module(first) if first is not None else np
+    net = G if isinstance(G, FeedForward) else None
+    if net is not None:
+        G = net.graph
+    chain_piece = piece in (None, "shallow", "chain")
+    if method == "exact" and x0 is None and chain_piece and "target" in srcs and "value" in srcs:
+        if net is None:
+            net = feedforward(G.G if isinstance(G, SheafOperators) else G)
+        if net is not None and set(srcs) <= {"input", "target", "value"}:
+            from .chain import solve_chain
+
+            P = params if params is not None else (G.params if isinstance(G, SheafOperators) else None)
+            if P is None:
+                from ..lowering.params import init_params
+
+                P = init_params(net.graph, 0, xp)
+            return solve_chain(net, P, values, warm=warm, rtol=rtol, maxiter=maxiter, piece=piece, xp=xp,
+                               record_trace=record_trace)
+    if piece in ("shallow", "chain"):
+        raise _err("E509", f"the `{piece}` piece solver needs a feed-forward chain with training pins "
+                   "(boundary=TRAINING, method exact)")
     if isinstance(G, SheafOperators):
         ops = G if params is None else G.with_params(params)
     else:
@@ -166,27 +225,39 @@ def solve(G, params, boundary, *, method: str = "exact", sources=INFERENCE, rtol
             params = init_params(G, 0, xp)
         ops = SheafOperators(G, params, xp)
     xp = ops.xp
-    prob = ops.restrict(sources)
-    fast = method == "exact" and x0 is None and prob.s.sweep is not None
+    prob = ops.restrict(srcs)
+    fast = method == "exact" and x0 is None and warm is None and prob.s.sweep is not None
     # the sweep writes each head straight into its column block: column-major keeps the blocks contiguous
-    c0, B = boundary_cochain(prob, boundary, xp, order="F" if fast else "C")
-    from .active_set import active_set, sweep
+    c0, B = boundary_cochain(prob, values, xp, order="F" if fast else "C")
+    from .active_set import ON, OFF, SLIDE, active_set, choose_piece, sweep
     from .diffusion import diffusion
 
+    state = None
+    if warm is not None:
+        w = Warm.of(warm)
+        if w.cochain is None:  # a chain's warm start
+            raise _err("E507", "this warm start holds a chain's stalks; pass x0= (a cochain) instead")
+        x0, state = w.cochain, w.state
     if x0 is not None:
         x0 = xp.asarray(x0, dtype=float)
         if x0.shape != c0.shape:
             raise _err("E507", f"x0 has shape {tuple(x0.shape)}, expected {tuple(c0.shape)}")
         c = x0.copy()
         c[:, prob.s.pinned] = c0[:, prob.s.pinned]
+        if state is None:  # a unit exactly on its switching surface starts sliding
+            z = c[:, prob.s.gated]
+            state = xp.where(z > 0, ON, xp.where(z < 0, OFF, SLIDE)).astype(np.int8)
     elif fast:
         return sweep(prob, c0, record_trace=record_trace)
     else:
         c = initial_guess(prob, c0)
     if method == "diffusion":
         return diffusion(prob, c, rtol=rtol, maxiter=maxiter, record_trace=record_trace)
-    return active_set(prob, c, inner="dense" if method == "exact" else "cg", rtol=rtol, maxiter=maxiter,
-                      record_trace=record_trace)
+    inner = piece or choose_piece(prob, method)
+    if method == "cg" and inner != "cg":
+        raise _err("E509", f"method `cg` uses the `cg` piece solver, not `{inner}`")
+    return active_set(prob, c, inner=inner, rtol=rtol, maxiter=maxiter, record_trace=record_trace, state=state,
+                      method=method)
 
 
 def initial_guess(prob, c0):

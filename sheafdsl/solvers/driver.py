@@ -19,6 +19,10 @@ in z_t, g_L (from the inactive side) and g_R (from the active side). The driver 
    the example (the piece solver's force scale);
 4. an example is **settled** when neither happens: a consistent (Filippov-stationary) point.
 
+Releasing every descending unit at once is fast. If that step is degenerate (the next ratio test stops
+at t = 0: jointly the released units do not descend) the example falls back to releasing only its
+steepest unit, for which the piece minimiser provably enters the released side.
+
 E never increases and strictly decreases between pattern minimisers, so no pattern repeats; a
 per-example set of visited patterns (the **cycle guard**) stops one all the same, not consistent. The
 **iteration limit** is ``maxiter`` (default 2·units + 20) pattern solves; an example still unsettled then
@@ -108,6 +112,24 @@ def _flat(mask):
     return mask.ravel().nonzero()[0]
 
 
+def _steepest(fw, rs, rate, single, u, xp):
+    """Of the releases ``fw`` (indices into the candidate lists: rows ``rs``, descent rates ``rate``), keep all
+    those of examples not flagged ``single`` and, for each flagged one, only its steepest."""
+    rows = rs[fw]
+    flag = single[rows]
+    if not bool(flag.any()):
+        return fw
+    keep = fw[~flag]
+    fl = fw[flag]
+    rl = rs[fl]
+    uniq = xp.unique(rl)
+    table = xp.full((uniq.shape[0], fl.shape[0]), -np.inf)
+    pos = xp.searchsorted(uniq, rl)
+    table[pos, xp.arange(fl.shape[0])] = rate[fl]
+    best = fl[xp.argmax(table, axis=1)]
+    return xp.sort(xp.concatenate([keep, best]))
+
+
 def _take(a, keep):
     return None if a is None else a[keep]
 
@@ -127,6 +149,7 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
     visited: dict[int, set] = {}
     cycled = 0
     F = S_all = cons = None
+    single_g, any_single, last_rel = xp.zeros(B, dtype=bool), False, None
     it = 0
     while True:
         it += 1
@@ -158,6 +181,14 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
                 move[mr] = True
                 tm = xp.ones(nb)
                 tm[rows] = xp.minimum(tmin, 1.0)
+        if move is not None and last_rel is not None:
+            # a release followed by a step of length 0: releasing several units at once did not descend;
+            # from now on that example releases one unit at a time (which provably enters its side)
+            degenerate = move & last_rel & (tm <= 0.0)
+            if bool(degenerate.any()):
+                single_g[_flat(degenerate) if gid is None else gid[_flat(degenerate)]] = True
+                any_single = True
+        single = None if not any_single else (single_g if gid is None else single_g[gid])
         # release rule at a pattern minimiser (an example that moves is not at one)
         newS, release = ss, None
         if fs.shape[0]:
@@ -173,6 +204,8 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
                 if frozen is not None:
                     want &= ~frozen[rs]
                 fw = _flat(want)
+                if fw.shape[0] and single is not None:  # one unit per such example: the steepest descent
+                    fw = _steepest(fw, rs, xp.maximum(gL, -gR), single, u, xp)
                 if fw.shape[0]:
                     newS = ss.copy()
                     newS.ravel()[fc[fw]] = xp.where((gL + gR)[fw] >= 0, OFF, ON).astype(np.int8)
@@ -208,6 +241,7 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
                 cycled += len(rep)
                 finished = finished | cyc
                 ok = finished & ~cyc
+                newS[cyc] = ss[cyc]  # it stops at the pattern just solved (its fields are that pattern's)
                 if gid is None:
                     frozen = cyc if frozen is None else frozen | cyc
         if frozen is not None and gid is None:
@@ -218,7 +252,7 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
             if bool(finished.all()):  # one solve settled every example (the common case)
                 return DriverResult(sol.fields, newS, ok, it, cycled)
             if not piece.subsets and 2 * int(finished.sum()) < nb and it < maxiter:
-                zs, ss, ws = zn, newS, sol.warm  # most examples still move: the whole batch again
+                zs, ss, ws, last_rel = zn, newS, sol.warm, release  # most examples still move: the whole batch
                 continue
             # from here on only the unsettled examples are solved; these arrays (fresh from the solve)
             # hold the settled examples' results
@@ -229,7 +263,7 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
         else:
             fi = _flat(finished)
             if fi.shape[0] == 0 and it < maxiter:  # nobody settled: the same examples go on as they are
-                zs, ss, ws = zn, newS, sol.warm
+                zs, ss, ws, last_rel = zn, newS, sol.warm, release
                 continue
             g = gid[fi]
             for name, a in sol.fields.items():
@@ -246,5 +280,5 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
                 F[name][gid] = a
             S_all[gid], cons[gid] = ss, False
             break
-        zs, ss, ws = zn[keep], newS[keep], _take(sol.warm, keep)
+        zs, ss, ws, last_rel = zn[keep], newS[keep], _take(sol.warm, keep), _take(release, keep)
     return DriverResult(F, S_all, cons, it, cycled)

@@ -3,16 +3,37 @@ feed-forward chain's stalks and discords, from the chain piece solvers)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from ..lowering.backend import array_module
 
 
-@dataclass
+class Lazy:
+    """A result attribute computed on first access (``fn()``), for what a caller often never reads."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+
+def _lazy(name):
+    key = "_" + name
+
+    def get(self):
+        v = self.__dict__[key]
+        if isinstance(v, Lazy):
+            v = self.__dict__[key] = v.fn()
+        return v
+
+    def put(self, v):
+        self.__dict__[key] = v
+
+    return property(get, put)
+
+
 class SolveResult:
-    """A batch of B harmonic extensions.
+    """A batch of B harmonic extensions (inference) or two-sided equilibria (training pins).
 
     Attributes
     ----------
@@ -21,8 +42,8 @@ class SolveResult:
     converged : (B,) bool
         ``residual <= rtol`` and every gate consistent.
     iterations : int
-        exact: active-set iterations (1 for a forward sweep); cg: total conjugate-gradient steps;
-        diffusion: heat-equation steps.
+        exact: active-set iterations, i.e. pattern solves of the batch (1 for a forward sweep); cg: total
+        conjugate-gradient steps; diffusion: heat-equation steps.
     residual : (B,) array
         The relative Filippov gradient norm ‖∇̃_{c_Ω} E(c*)‖ / ‖∇_{c_Ω} E(c_Ω = 0)‖, where ∇̃ takes, at a sliding
         unit (c_t = 0), the one-sided derivative that still descends (zero when neither does).
@@ -38,20 +59,33 @@ class SolveResult:
         0 when every example converged, else the number that did not (scipy style: > 0 means not converged).
     trace : (T, B) array or None
         The energy per iteration when ``record_trace`` was asked for.
+    state : (B, u) int8 or None
+        The final unit states (ON = 1, SLIDE = 0, OFF = −1; :mod:`.driver`) of the solver's units: with the
+        cochain, a warm start for the next solve (``solve(..., warm=result)``).
+    equilibrium : :class:`Equilibrium` or None
+        For a feed-forward chain solved by a chain piece solver: its stalks and discords, which the local
+        update reads directly.
+
+    ``cochain``, ``residual``, ``energy``, ``gates``, ``info`` and ``state`` may be computed on first access.
     """
 
-    cochain: object
-    converged: object
-    iterations: int
-    residual: object
-    energy: object
-    consistent: object
-    gates: dict
-    info: int
-    trace: object = None
-    method: str = "exact"
-    layout: dict = field(default_factory=dict, repr=False)
-    sliding: object = None  # (B,) number of sliding units per example
+    cochain = _lazy("cochain")
+    residual = _lazy("residual")
+    energy = _lazy("energy")
+    gates = _lazy("gates")
+    info = _lazy("info")
+    state = _lazy("state")
+    sliding = _lazy("sliding")
+
+    def __init__(self, cochain, converged, iterations, residual, energy, consistent, gates, info, trace=None,
+                 method: str = "exact", layout: dict | None = None, sliding=None, state=None, equilibrium=None):
+        self.cochain, self.converged, self.iterations, self.residual = cochain, converged, iterations, residual
+        self.energy, self.consistent, self.gates, self.info, self.trace = energy, consistent, gates, info, trace
+        self.method, self.layout, self.sliding = method, layout or {}, sliding
+        self.state, self.equilibrium = state, equilibrium
+
+    def __repr__(self) -> str:
+        return f"SolveResult(method={self.method!r}, batch={self.batch}, iterations={self.iterations}, info={self.info})"
 
     def stalk(self, name: str):
         """The values of stalk ``name`` (B, d_v)."""
@@ -61,7 +95,7 @@ class SolveResult:
 
     @property
     def batch(self) -> int:
-        return int(self.cochain.shape[0])
+        return int(self.consistent.shape[0])
 
     @property
     def fraction_consistent(self) -> float:
@@ -97,6 +131,53 @@ class Equilibrium:
     def consistent_fraction(self) -> float:
         c = self.consistent
         return int(c.nonzero()[0].shape[0]) / c.shape[0] if c.shape[0] else 1.0
+
+
+class Warm:
+    """A warm start for the next solve: per example, the previous equilibrium and its unit states.
+
+    Chains (:mod:`.chain`): ``V`` = [None, v_1, …, v_m] (B, d_k) and ``S`` = {relu layer k: (B, d_k) int8};
+    general sheaves (:mod:`.active_set`): ``cochain`` (B, N) and ``state`` (B, u) int8. The point is feasible for
+    its states (tails on their side, sliding tails exactly 0), so it stays a valid start when the parameters
+    move. :meth:`take` / :meth:`put` index examples (a trainer's mini-batches over its training set).
+    """
+
+    def __init__(self, V=None, S=None, cochain=None, state=None):
+        self.V, self.S, self.cochain, self.state = V, S, cochain, state
+
+    @classmethod
+    def of(cls, res) -> "Warm":
+        """The warm start a :class:`SolveResult` (or a :class:`Warm`) leaves."""
+        if isinstance(res, Warm):
+            return res
+        eq = getattr(res, "equilibrium", None)
+        if eq is not None:
+            return cls(V=[None] + list(eq.V[1:]), S=dict(eq.S))
+        return cls(cochain=res.cochain, state=res.state)
+
+    def take(self, idx) -> "Warm":
+        """The warm start of examples ``idx`` (None: all, not copied)."""
+        if idx is None:
+            return self
+        if self.V is not None:
+            return Warm(V=[None] + [v[idx] for v in self.V[1:]], S={k: s[idx] for k, s in self.S.items()})
+        return Warm(cochain=self.cochain[idx], state=None if self.state is None else self.state[idx])
+
+    def put(self, idx, res) -> None:
+        """Store the warm start that ``res`` leaves for examples ``idx`` (None: all)."""
+        w = Warm.of(res)
+        if idx is None:
+            self.V, self.S, self.cochain, self.state = w.V, w.S, w.cochain, w.state
+            return
+        if self.V is not None:
+            for j in range(1, len(self.V)):
+                self.V[j][idx] = w.V[j]
+            for k in self.S:
+                self.S[k][idx] = w.S[k]
+        else:
+            self.cochain[idx] = w.cochain
+            if self.state is not None and w.state is not None:
+                self.state[idx] = w.state
 
 
 def _host(a):
