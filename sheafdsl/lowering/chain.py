@@ -76,6 +76,11 @@ class FeedForward:
     output: Output
     graph: object = field(default=None, repr=False, compare=False)  # the IR it was read from
 
+    @cached_property
+    def layout(self) -> dict:
+        """stalk -> its slice of the cochain (the IR's offsets)."""
+        return {v: slice(d["offset"], d["offset"] + d["dim"]) for v, d in self.graph.nodes(data=True)}
+
     @property
     def vertices(self) -> list[str]:
         return [self.input] + [l.head for l in self.layers]

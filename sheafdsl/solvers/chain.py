@@ -358,7 +358,7 @@ class ChainPiece:
         U = [F[f"U{j}"] for j in range(1, m + 1)]
         energy = equilibrium_energy(net, self.P, V, U, self.Y, self.xp) if with_energy else None
         return Equilibrium(V, U, F["out"], energy, self.states(dr.S), dr.consistent, None, dr.iterations,
-                           {"cycled": dr.cycled}, self.free)
+                           {"cycled": dr.cycled, "piece": "chain"}, self.free)
 
 
 class _ChainSolution:
@@ -479,15 +479,11 @@ def solve_chain(net: FeedForward, P, values, *, warm=None, rtol: float = 1e-10, 
     the general-order unit states are computed on first access (the residual and gates by the general
     operators, so they mean what they mean for every solver).
     """
-    from .core import boundary_values
-
-    G = net.graph
-    arrays, B = boundary_values(G, TRAINING, values, xp)
-    X, Y = arrays[net.input], arrays[net.target]
+    X, Y, B = _chain_values(net, values, xp)
     if piece == "shallow" and not is_shallow(net):
         raise SheafError(Diagnostic("E509", "the `shallow` piece solver needs one ReLU layer after a linear one "
                                     "and one output row"))
-    init = None
+    init = fwd = None
     if warm is not None:
         w = Warm.of(warm)
         if w.V is None:
@@ -495,9 +491,26 @@ def solve_chain(net: FeedForward, P, values, *, warm=None, rtol: float = 1e-10, 
         if w.V[1].shape[0] != B:
             raise SheafError(Diagnostic("E507", f"the warm start holds {w.V[1].shape[0]} examples, the batch {B}"))
         init = ([X] + list(w.V[1:]), w.S)
+        fwd = w.forward
     eq = exact_equilibrium(net, P, X, Y, xp, tol=rtol, max_iter=maxiter, init=init, with_energy=record_trace,
-                           kernel="general" if piece == "chain" else "auto")
-    return chain_result(net, P, X, Y, eq, xp, rtol, "shallow" if piece != "chain" and is_shallow(net) else "chain")
+                           kernel="general" if piece == "chain" else "auto", forward_values=fwd)
+    return chain_result(net, P, X, Y, eq, xp, rtol, eq.info.get("piece", "chain"))
+
+
+def _chain_values(net: FeedForward, values, xp):
+    """(X, Y, B): the chain's data pins, validated as :func:`sheafdsl.solvers.core.boundary_values` does
+    (the same errors), from the chain's own two data stalks (no graph scan: this runs every training step)."""
+    from .core import boundary_values
+
+    values = values or {}
+    X, Y = values.get(net.input), values.get(net.target)
+    d_in, d_out = net.layers[0].d_in, net.output.d_out
+    if (len(values) != 2 or getattr(X, "ndim", 0) != 2 or getattr(Y, "ndim", 0) != 2 or X.shape[1] != d_in
+            or Y.shape[1] != d_out or X.shape[0] != Y.shape[0] or X.dtype != float or Y.dtype != float
+            or not bool(xp.isfinite(X).all() & xp.isfinite(Y).all())):
+        arrays, B = boundary_values(net.graph, TRAINING, values, xp)  # raises the precise error, or converts
+        return arrays[net.input], arrays[net.target], B
+    return X, Y, X.shape[0]
 
 
 def chain_result(net: FeedForward, P, X, Y, eq: Equilibrium, xp, rtol: float, piece: str) -> SolveResult:
@@ -505,11 +518,11 @@ def chain_result(net: FeedForward, P, X, Y, eq: Equilibrium, xp, rtol: float, pi
     from ..lowering.operators import SheafOperators
 
     G = net.graph
-    layout = {v: slice(d["offset"], d["offset"] + d["dim"]) for v, d in G.nodes(data=True)}
+    layout = net.layout
     names = net.vertices
 
     def cochain():
-        c = xp.zeros((X.shape[0], sum(d["dim"] for _, d in G.nodes(data=True))))
+        c = xp.zeros((X.shape[0], max(sl.stop for sl in layout.values())))
         for j, v in enumerate(names):
             c[:, layout[v]] = eq.V[j]
         c[:, layout[net.target]] = Y

@@ -139,17 +139,22 @@ class Warm:
     Chains (:mod:`.chain`): ``V`` = [None, v_1, …, v_m] (B, d_k) and ``S`` = {relu layer k: (B, d_k) int8};
     general sheaves (:mod:`.active_set`): ``cochain`` (B, N) and ``state`` (B, u) int8. The point is feasible for
     its states (tails on their side, sliding tails exactly 0), so it stays a valid start when the parameters
-    move. :meth:`take` / :meth:`put` index examples (a trainer's mini-batches over its training set).
+    move. :meth:`take` / :meth:`put` index examples (a trainer's mini-batches over its training set). A
+    chain's warm start may also carry ``forward``, the forward pass at the current parameters when the
+    caller has it (the first layer's output is then not recomputed).
     """
 
-    def __init__(self, V=None, S=None, cochain=None, state=None):
+    def __init__(self, V=None, S=None, cochain=None, state=None, forward=None):
         self.V, self.S, self.cochain, self.state = V, S, cochain, state
+        self.forward = forward  # optional: the chain's forward pass [v_0..v_m] at the current parameters
 
     @classmethod
     def of(cls, res) -> "Warm":
         """The warm start a :class:`SolveResult` (or a :class:`Warm`) leaves."""
         if isinstance(res, Warm):
             return res
+        if isinstance(res, Equilibrium):
+            return cls(V=[None] + list(res.V[1:]), S=dict(res.S))
         eq = getattr(res, "equilibrium", None)
         if eq is not None:
             return cls(V=[None] + list(eq.V[1:]), S=dict(eq.S))

@@ -140,7 +140,7 @@ class ShallowPiece:
         out_disc = output_discord(net, P, V[-1], self.Y, xp)
         energy = equilibrium_energy(net, P, V, U, self.Y, xp) if with_energy else None
         return Equilibrium(V, U, out_disc, energy, {1: dr.S}, dr.consistent, None, dr.iterations,
-                           {"cycled": dr.cycled}, [1])
+                           {"cycled": dr.cycled, "piece": "shallow"}, [1])
 
 
 class _ShallowSolution:

@@ -40,13 +40,15 @@ from ..errors import Diagnostic, SheafError
 from ..ir import INFERENCE, TRAINING, edges, free_indices
 from ..options import TRAINERS as TRAINER_NAMES
 from ..lowering import get_backend, init_params, to_numpy
+from ..lowering.chain import energy_gradient, feedforward, forward, predict, unsupported
+from ..solvers import solve
+from ..solvers.chain import diffusion_equilibrium
+from ..solvers.result import Warm
 from .backprop import backprop_gradients
 from .config import TrainConfig
 from .data import Dataset, check_compatible
-from ..lowering.chain import energy_gradient, feedforward, forward, predict, unsupported
-from ..solvers.chain import diffusion_equilibrium, exact_equilibrium
-from .update import edge_gradients, local_gradients, parameter_sheaf_gradients
 from .optim import make_optimizer
+from .update import edge_gradients, local_gradients, parameter_sheaf_gradients
 
 
 class SingularSystemError(SheafError):
@@ -200,7 +202,9 @@ class Trainer:
         X, Y = xp.asarray(X, dtype=float), xp.asarray(Y, dtype=float)
         if self.config.solver == "diffusion" and self.name == "sheaf":
             return diffusion_equilibrium(self.net, self.params, X, Y, xp, tol=max(self.config.tol, 1e-9))
-        return exact_equilibrium(self.net, self.params, X, Y, xp, tol=self.config.tol)
+        net = self.net
+        return solve(net, self.params, {net.input: X, net.target: Y}, boundary=TRAINING, rtol=self.config.tol,
+                     xp=xp).equilibrium
 
     def preflight(self) -> None:
         """Raise now what the first step would (a SheafError), before a run directory exists. A
@@ -287,13 +291,13 @@ class SheafTrainer(Trainer):
 
     def __init__(self, G, config, data, params=None):
         super().__init__(G, config, data, params)
-        self.warm: tuple | None = None  # ([None, v_1..v_m] over the training set, {layer: states})
+        self.warm: Warm | None = None  # the training set's equilibria [None, v_1..v_m] and unit states
 
     def _extra_state(self) -> dict:
         if self.warm is None:
             return {}
-        out = {f"warm.v.{j}": np.array(to_numpy(v)) for j, v in enumerate(self.warm[0]) if j > 0}
-        out.update({f"warm.s.{k}": np.array(to_numpy(v)) for k, v in self.warm[1].items()})
+        out = {f"warm.v.{j}": np.array(to_numpy(v)) for j, v in enumerate(self.warm.V) if j > 0}
+        out.update({f"warm.s.{k}": np.array(to_numpy(v)) for k, v in self.warm.S.items()})
         return out
 
     def _load_extra(self, state) -> None:
@@ -304,34 +308,29 @@ class SheafTrainer(Trainer):
         V = [None] + [self.xp.array(np.asarray(state[k], dtype=float)) for _, k in vs]
         S = {int(k.split(".")[2]): self.xp.array(np.asarray(state[k], dtype=np.int8))
              for k in state if k.startswith("warm.s.")}
-        self.warm = (V, S)
+        self.warm = Warm(V=V, S=S)
 
     def _gradients(self, X, Y, idx):
         xp, net, P = self.xp, self.net, self.params
         V = forward(net, P, X, xp)
         pred = _output(net, P, V[-1], xp)
         loss = task_loss(self.data.task, pred, Y, xp)
-        if self.warm is None:  # every training example starts at its forward pass
-            Vall = forward(net, P, self.Xtr, xp)
-            self.warm = ([None] + [v.copy() for v in Vall[1:]],
-                         {k: xp.where(Vall[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
-        Vw, Sw = self.warm
-        if idx is None:
-            init = ([X] + Vw[1:], Sw)
+        if self.config.solver == "diffusion":  # the local heat equation, warm-started at the last equilibria
+            init = None if self.warm is None else [X] + self.warm.take(idx).V[1:]
+            eq = diffusion_equilibrium(net, P, X, Y, xp, tol=max(self.config.tol, 1e-9), init=init)
+            if self.warm is None:
+                self.warm = Warm(V=[None] + [v.copy() for v in forward(net, P, self.Xtr, xp)[1:]], S={})
+            self.warm.put(idx, Warm(V=eq.V, S={}))
         else:
-            init = ([X] + [v[idx] for v in Vw[1:]], {k: v[idx] for k, v in Sw.items()})
-        if self.config.solver == "diffusion":
-            eq = diffusion_equilibrium(net, P, X, Y, xp, tol=max(self.config.tol, 1e-9), init=init[0])
-        else:
-            eq = exact_equilibrium(net, P, X, Y, xp, tol=self.config.tol, init=init, with_energy=False,
-                                   forward_values=V)
-        if idx is None:
-            self.warm = ([None] + [v for v in eq.V[1:]], eq.S)
-        else:
-            for j in range(1, len(Vw)):
-                Vw[j][idx] = eq.V[j]
-            for k in Sw:
-                Sw[k][idx] = eq.S[k]
+            if self.warm is None:  # every training example starts at its forward pass
+                Vall = forward(net, P, self.Xtr, xp)
+                self.warm = Warm(V=[None] + [v.copy() for v in Vall[1:]],
+                                 S={k: xp.where(Vall[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
+            w = self.warm.take(idx)
+            w = Warm(V=w.V, S=w.S, forward=V)  # the forward pass above: its first layer is the solve's too
+            res = solve(net, P, {net.input: X, net.target: Y}, boundary=TRAINING, warm=w, rtol=self.config.tol, xp=xp)
+            self.warm.put(idx, res)
+            eq = res.equilibrium
         self.last_equilibrium = eq
         return loss, eq.consistent_fraction, local_gradients(net, P, eq, "mean", xp)
 
