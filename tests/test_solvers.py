@@ -221,7 +221,7 @@ def test_two_sided_solvers_agree(arch, seed):
     # other's answer, each method stays there
     stay = solve(G, P, bnd, sources=TWO_SIDED, method="diffusion", x0=ex.cochain)
     np.testing.assert_allclose(stay.cochain, ex.cochain, atol=1e-9)
-    assert stay.iterations <= 2
+    assert stay.iterations <= 10  # the chain solve of a sigmoid output stops at an absolute 1e-10
     back = solve(G, P, bnd, sources=TWO_SIDED, x0=df.cochain)
     np.testing.assert_allclose(back.cochain, df.cochain, atol=1e-7)
 
@@ -464,3 +464,28 @@ def test_elimination_piece_solve_equals_the_dense_one(widths, seed, hidden):
     assert el.converged.all() and de.converged.all()
     np.testing.assert_allclose(el.cochain, de.cochain, atol=1e-8)
     assert_stationary(G, P, el)
+
+
+def test_accelerated_heat_equation_reaches_the_plain_flows_point_in_fewer_steps():
+    """Momentum within a piece (restarted at switching surfaces, on energy increase and against the
+    gradient) cuts the steps on an ill-conditioned deep net; the energy still never rises."""
+    from sheafdsl.lowering.operators import SheafOperators
+    from sheafdsl.solvers.core import boundary_cochain, initial_guess
+    from sheafdsl.solvers.diffusion import diffusion
+
+    G = from_model(load_text("sheaf t\nnetwork n : 2 -> 8 -> 8 -> 8 -> 1 relu\n"))
+    P = init_params(G, 0)
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (8, 2))
+    bnd = {"x": X, "y": (X ** 2).sum(1, keepdims=True) - 2 / 3}
+    prob = SheafOperators(G, P).restrict(TWO_SIDED)
+    c0, _ = boundary_cochain(prob, bnd, np)
+    c = initial_guess(prob, c0)
+    fast = diffusion(prob, c, rtol=1e-9, record_trace=True)
+    plain = diffusion(prob, c, rtol=1e-9, accelerate=False)
+    assert fast.info == 0 and plain.info == 0
+    assert fast.iterations * 4 < plain.iterations, (fast.iterations, plain.iterations)
+    same = np.abs(fast.cochain - plain.cochain).max(axis=1) < 1e-6
+    assert same.mean() >= 0.75  # E is not convex: a few examples may settle in another local minimum
+    tr = fast.trace
+    assert np.all(np.diff(tr, axis=0) <= 1e-12 * (1 + np.abs(tr[:-1])))

@@ -373,7 +373,7 @@ class Elimination:
 
     def _sweep(self, c, gates, r=None):
         """The sweep along the plan with the given gates and discords r (zero when None), in place."""
-        ops, xp = self.prob.ops, self.prob.xp
+        ops = self.prob.ops
         for e in self.plan:
             x = c[:, e.src]
             if isinstance(e.src_map, ReluGate):

@@ -42,10 +42,8 @@ import numpy as np
 
 from ..errors import Diagnostic, SheafError
 from ..ir import TRAINING
-from ..lowering.backend import to_numpy
-from ..nonlinearities import TABLE as NONLINEARITIES
-from ..lowering.chain import (FeedForward, Layer, apply, apply_T, energy_gradient, equilibrium_energy, forward,
-                              out_linear, out_map, output_discord, output_energy)
+from ..lowering.chain import (FeedForward, apply, apply_T, equilibrium_energy, forward, out_linear, out_map,
+                              output_discord, output_energy)
 from .driver import ON, SLIDE, active_set, loop_limits
 from .output import newton, sigmoid_scalar
 from .result import Equilibrium, Lazy, SolveResult, Warm
@@ -519,14 +517,9 @@ def chain_result(net: FeedForward, P, X, Y, eq: Equilibrium, xp, rtol: float, pi
 
     G = net.graph
     layout = net.layout
-    names = net.vertices
 
     def cochain():
-        c = xp.zeros((X.shape[0], max(sl.stop for sl in layout.values())))
-        for j, v in enumerate(names):
-            c[:, layout[v]] = eq.V[j]
-        c[:, layout[net.target]] = Y
-        return c
+        return stalks_cochain(net, eq.V, Y, xp)
 
     general = {}
 
@@ -558,98 +551,24 @@ def chain_result(net: FeedForward, P, X, Y, eq: Equilibrium, xp, rtol: float, pi
     return res
 
 
-# ----------------------------------------------------------------------------------------------
-# the heat equation of a chain (the local reference)
+def stalks_cochain(net: FeedForward, V, Y, xp):
+    """The (B, N) cochain of a chain's stalks V = [v_0..v_m] with the target stalk at Y."""
+    layout = net.layout
+    c = xp.zeros((Y.shape[0], max(sl.stop for sl in layout.values())))
+    for j, v in enumerate(net.vertices):
+        c[:, layout[v]] = V[j]
+    c[:, layout[net.target]] = Y
+    return c
 
 
-def lipschitz_bound(net: FeedForward, P, xp=np) -> float:
-    """An upper bound on λ_max of the energy's Hessian in the free stalks (any pattern).
-
-    Each row block of δ touches two vertices, so ‖W δ c‖² ≤ 2 max_v Σ_{e ∋ v} w_e² ‖F_{v◁e}‖² ‖c‖².
-    The cross-entropy Hessian is bounded by that of ½‖·‖² (Dφ ≼ I).
-    """
-    def norm2(layer):
-        if layer.kind == "relu":
-            return 1.0
-        if layer.kind == "nonlinear":  # ‖diag φ'‖ ≤ max |φ'| (the registry's bound)
-            lo, hi = NONLINEARITIES[layer.map.fn].dphi_bounds(layer.map.arg)
-            return max(abs(lo), abs(hi)) ** 2
-        A = P[layer.param] if layer.kind == "param" else layer.matrix
-        return float(np.linalg.norm(to_numpy(A), 2)) ** 2
-
-    layers = net.layers
-    out = net.output
-    per_vertex = []
-    for j in range(1, len(layers) + 1):
-        s = layers[j - 1].weight ** 2  # head of e_j by the identity
-        if j < len(layers):
-            s += layers[j].weight ** 2 * norm2(layers[j])
-        else:
-            s += out.weight ** 2 * (norm2(Layer("o", "param" if out.param else "fixed", "", "", 0, 0, 1.0, out.param,
-                                               None, out.matrix)) if out.fn == "linear" else 1.0)
-        per_vertex.append(s)
-    return 2.0 * max(per_vertex)
-
-
-def _filippov(net: FeedForward, V, grads, U, xp=np):
-    """Replace the z-gradient of units exactly on a switching surface by the Filippov selection.
-
-    At z_i = 0 the one-sided slopes are g_R (active side, what the 1[z ≥ 0] gate gives) and
-    g_L = g_R + w_relu² a_i (inactive side). The flow leaves the surface on the side where it descends
-    (g_R < 0: up; g_L > 0: down) and otherwise slides: ż_i = 0.
-    """
-    for k in net.relu_layers:
-        if k == 0:
-            continue
-        on = V[k] == 0
-        if not bool(on.any()):
-            continue
-        gR = grads[k - 1]
-        gL = gR + net.layers[k].weight ** 2 * U[k]
-        grads[k - 1] = xp.where(on, xp.where(gR < 0, gR, xp.where(gL > 0, gL, 0.0)), gR)
-    return grads
-
-
-def diffusion_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-8, max_iter: int = 50000,
-                          init=None, dt: float | None = None) -> Equilibrium:
-    """The heat equation ċ_Ω = −∇_{c_Ω} E (explicit Euler, step 1/L), from the forward pass.
-
-    Each step uses only each edge's own discord and endpoint stalks (local). Switching surfaces are
-    handled as a Filippov system: a unit whose z crosses 0 in a step stops at z = 0, and a unit at 0
-    leaves it only on the side where E descends (see :func:`_filippov`), so sliding solutions are
-    reached instead of chattered around. An example is consistent when the (Filippov) gradient
-    satisfies ‖∇E‖∞ ≤ tol·(1 + ‖y‖∞).
-    """
-    V = forward(net, P, X, xp) if init is None else [v.copy() for v in init]
-    V[0] = X
-    step = dt if dt is not None else 1.0 / lipschitz_bound(net, P, xp)
-    B = X.shape[0]
-    thresh = tol * (1.0 + float(xp.abs(Y).max()))
-    tails = [k for k in net.relu_layers if k >= 1]
-
-    def grad(V):
-        grads, U, disc, energy = energy_gradient(net, P, V, Y, xp)
-        grads = _filippov(net, V, grads, U, xp)
-        gmax = xp.zeros(B)
-        for g in grads:
-            gmax = xp.maximum(gmax, xp.abs(g).max(axis=1))
-        return grads, U, disc, energy, gmax
-
-    it = 0
-    for it in range(1, max_iter + 1):
-        grads, U, disc, energy, gmax = grad(V)
-        if bool((gmax <= thresh).all()):
-            break
-        old = {k: V[k] for k in tails}
-        for j in range(1, len(V)):
-            V[j] = V[j] - step * grads[j - 1]
-        for k in tails:  # a crossing stops on the surface
-            V[k] = xp.where(old[k] * V[k] < 0, 0.0, V[k])
-    grads, U, disc, energy, gmax = grad(V)
-    S = {k: xp.where(V[k] > 0, 1, xp.where(V[k] < 0, -1, 0)).astype(np.int8) for k in net.relu_layers}
-    sliding = sum(((S[k] == 0).sum(axis=1) for k in tails), xp.zeros(B, dtype=np.int64))
-    return Equilibrium(V, U, disc, energy, S, gmax <= thresh, sliding, it,
-                       {"grad_max": float(gmax.max()) if B else 0.0, "dt": step})
-
-
-# ----------------------------------------------------------------------------------------------
+def chain_equilibrium(net: FeedForward, P, res: SolveResult, Y, xp) -> Equilibrium:
+    """The :class:`Equilibrium` (stalks, discords, output discord, energy, states) of a chain read off a
+    general solver's result (the heat equation's, say), for the local update."""
+    V = [res.cochain[:, net.layout[v]] for v in net.vertices]
+    U = [V[k + 1] - apply(layer, P, V[k], None if layer.kind != "relu" else (V[k] > 0).astype(V[k].dtype))
+         for k, layer in enumerate(net.layers)]  # a sliding tail is exactly 0: relu(0) = 0 either way
+    S = {k: xp.where(V[k] > 0, ON, xp.where(V[k] < 0, -1, SLIDE)).astype(np.int8) for k in net.relu_layers}
+    out = output_discord(net, P, V[-1], Y, xp)
+    energy = equilibrium_energy(net, P, V, U, Y, xp)
+    return Equilibrium(V, U, out, energy, S, res.converged, None, res.iterations,
+                       {"piece": res.method}, [k for k in net.relu_layers if k >= 1])

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..lowering.chain import apply, equilibrium_energy, out_linear, output_discord
 from .driver import ON
 from .output import sigmoid_scalar

@@ -42,7 +42,7 @@ from ..options import TRAINERS as TRAINER_NAMES
 from ..lowering import get_backend, init_params, to_numpy
 from ..lowering.chain import energy_gradient, feedforward, forward, predict, unsupported
 from ..solvers import solve
-from ..solvers.chain import diffusion_equilibrium
+from ..solvers.chain import chain_equilibrium, stalks_cochain
 from ..solvers.result import Warm
 from .backprop import backprop_gradients
 from .config import TrainConfig
@@ -200,11 +200,37 @@ class Trainer:
         """The two-sided equilibrium (training pins) of a batch with the current parameters."""
         xp = self.xp
         X, Y = xp.asarray(X, dtype=float), xp.asarray(Y, dtype=float)
-        if self.config.solver == "diffusion" and self.name == "sheaf":
-            return diffusion_equilibrium(self.net, self.params, X, Y, xp, tol=max(self.config.tol, 1e-9))
         net = self.net
+        warm = self._warm_for(X)
+        if self.config.solver == "diffusion" and self.name == "sheaf":
+            return self._heat(X, Y, warm)
+        if warm is not None and net.relu_layers and not warm.S:
+            warm = None  # stalks without unit states (the heat equation's): start at the forward pass
         return solve(net, self.params, {net.input: X, net.target: Y}, boundary=TRAINING, rtol=self.config.tol,
-                     xp=xp).equilibrium
+                     xp=xp, warm=warm).equilibrium
+
+    def _warm_for(self, X):
+        """The stored equilibria as a warm start when X is the start of the training set (the logging
+        solves: the first rows of the training data), else None."""
+        warm, B = getattr(self, "warm", None), X.shape[0]
+        if not isinstance(warm, Warm) or warm.V is None or B > self.n_train:
+            return None
+        if not bool((X == self.Xtr[:B]).all()):
+            return None
+        return warm.take(self.xp.arange(B))
+
+    def _heat(self, X, Y, warm=None):
+        """The two-sided equilibrium by the heat equation (:mod:`sheafdsl.solvers.diffusion`, through the
+        general operators), from ``warm`` (a chain's Warm) or the forward pass, as a chain Equilibrium."""
+        from ..lowering.operators import SheafOperators
+
+        net, xp = self.net, self.xp
+        if getattr(self, "_ops", None) is None:
+            self._ops = SheafOperators(self.G, self.params, xp)
+        x0 = None if warm is None else stalks_cochain(net, [X] + list(warm.V[1:]), Y, xp)
+        res = solve(self._ops.with_params(self.params), None, {net.input: X, net.target: Y}, boundary=TRAINING,
+                    method="diffusion", rtol=max(self.config.tol, 1e-12), x0=x0, xp=xp)
+        return chain_equilibrium(net, self.params, res, Y, xp)
 
     def preflight(self) -> None:
         """Raise now what the first step would (a SheafError), before a run directory exists. A
@@ -316,8 +342,7 @@ class SheafTrainer(Trainer):
         pred = _output(net, P, V[-1], xp)
         loss = task_loss(self.data.task, pred, Y, xp)
         if self.config.solver == "diffusion":  # the local heat equation, warm-started at the last equilibria
-            init = None if self.warm is None else [X] + self.warm.take(idx).V[1:]
-            eq = diffusion_equilibrium(net, P, X, Y, xp, tol=max(self.config.tol, 1e-9), init=init)
+            eq = self._heat(X, Y, None if self.warm is None else self.warm.take(idx))
             if self.warm is None:
                 self.warm = Warm(V=[None] + [v.copy() for v in forward(net, P, self.Xtr, xp)[1:]], S={})
             self.warm.put(idx, Warm(V=eq.V, S={}))
