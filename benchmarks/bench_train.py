@@ -49,7 +49,7 @@ MODELS = {
     "circle": "sheaf circle\nnetwork mlp : 2 -> 25 -> 1 relu output sigmoid\n",
     "blobs": "sheaf blobs\nnetwork mlp : 2 -> 25 -> 4 relu output softmax\n",
     "digits": "sheaf digits\nnetwork mlp : 64 -> 64 -> 10 relu output softmax\n",
-    "deep": "sheaf deep\nnetwork mlp : 2 -> 30 -> 30 -> 30 -> 1 relu\n",
+    "deep": "sheaf deep\nnetwork mlp : 2 -> 30 -> 30 -> 30 -> 1 relu output identity weight 1\n",
 }
 
 

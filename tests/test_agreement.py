@@ -66,7 +66,7 @@ def assert_same(results, ref_name, cg_atol=1e-8):
 
 def test_deep_net_pinned_at_both_ends_every_piece_solver_agrees():
     """The issue's case: [2, 64, 64, 64, 1] with x and y pinned (86% agreement before the one driver)."""
-    G = model("sheaf t\nnetwork n : 2 -> 64 -> 64 -> 64 -> 1 relu\n")
+    G = model("sheaf t\nnetwork n : 2 -> 64 -> 64 -> 64 -> 1 relu output identity weight 1\n")
     P = init_params(G, 0)
     X, Y = paraboloid_data(48)
     res = {p: run(G, P, {"x": X, "y": Y}, p) for p in ("chain", "elimination", "cg")}
@@ -80,7 +80,7 @@ def test_deep_net_pinned_at_both_ends_every_piece_solver_agrees():
 
 @pytest.mark.slow
 def test_deep_net_pinned_at_both_ends_200_examples_dense():
-    G = model("sheaf t\nnetwork n : 2 -> 64 -> 64 -> 64 -> 1 relu\n")
+    G = model("sheaf t\nnetwork n : 2 -> 64 -> 64 -> 64 -> 1 relu output identity weight 1\n")
     P = init_params(G, 0)
     X, Y = paraboloid_data(200)
     assert_same({p: run(G, P, {"x": X, "y": Y}, p) for p in ("chain", "elimination", "dense", "cg")}, "chain")

@@ -498,7 +498,9 @@ class GeneralPiece:
         self.base_mask = xp.ones(n)
         if len(s.elim_host):
             self.base_mask[xp.asarray(s.pos[s.elim_host])] = 0.0
-        self.quadratic = not s.ce_edges
+        # a piece is a quadratic unless a cross-entropy term or a smooth map on a free stalk (a "hidden"
+        # nonlinear edge) acts on it: then Newton iterations (Gauss-Newton for the hidden maps)
+        self.quadratic = not s.ce_edges and not any(r == "hidden" for r in s.role.values())
         self.shared = SharedSparseFactor(prob, _host(self.base_mask)) if inner == "lu" else None
         self.elim = Elimination(prob) if inner == "elimination" else None
         self.fixed = prob.dense_fixed() if inner == "dense" else None
