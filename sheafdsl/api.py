@@ -89,7 +89,10 @@ class Inference:
 
 @dataclass
 class DiagnoseReport:
-    """Where the equilibrium discord sits (input and target pinned): per edge, layer and type."""
+    """Where the equilibrium discord sits (input and target pinned): per edge, layer and type.
+
+    For a sheaf with no stalk pinned to input or target, at the harmonic extension of the pins it
+    has: then ``data`` and ``split`` are None and ``n`` is 1."""
 
     diagnosis: object  # sheafdsl.training.diagnostics.Diagnosis
     lambda_min: float
@@ -309,6 +312,10 @@ class Sheaf:
         from .training.fit import model_config
 
         _choice("split", split, SPLITS)
+        if _pinless(self.graph) and data is None:
+            return _diagnose_pins(self.graph, self._params(params, seed if seed is not None else (
+                (self.graph.graph.get("train") or {}).get("seed", 0))), source=f"{self.path}, " + (
+                "given parameters" if params is not None else "initial parameters"))
         if config is None:
             config = model_config(self.graph, {"data": data, "seed": seed})
         P = None if params is None else self._params(params)
@@ -423,6 +430,34 @@ def _diagnose(G, config, params, split: str, source: str) -> DiagnoseReport:
     discords = trainer.edge_discords(X, Y)
     lam = trainer.lambda_min_sample(X, k=16)
     return DiagnoseReport(diagnose(G, discords), float(lam), ds.name, split, int(len(X)), source,
+                          G.graph.get("name", "sheaf"))
+
+
+def _pinless(G) -> bool:
+    """A sheaf with no stalk pinned to ``input`` or ``target``: nothing to feed data to."""
+    from .ir import pinned_stalks
+
+    return not pinned_stalks(G, "input") and not pinned_stalks(G, "target")
+
+
+def _diagnose_pins(G, params, source: str) -> DiagnoseReport:
+    """The discord of a sheaf without data pins: at the harmonic extension of the pins it has (value
+    pins hard, soft pins as their edges), c* = argmin E over the free stalks; λ_min of that L_free."""
+    import numpy as np
+
+    from .analysis.spectrum import extreme_eigenvalues, restricted_laplacian
+    from .ir import TRAINING
+    from .lowering import to_numpy
+    from .lowering.operators import SheafOperators
+    from .solvers import solve
+    from .training.diagnostics import diagnose, edge_discords
+
+    res = solve(G, params, {}, method="exact", sources=TRAINING)
+    disc = SheafOperators(G, params).discord(res.cochain)
+    c = np.asarray(to_numpy(res.cochain))[0]
+    ext = extreme_eigenvalues(restricted_laplacian(G, params, TRAINING, state=c))
+    lam = float("inf") if ext.lambda_min is None else float(ext.lambda_min)
+    return DiagnoseReport(diagnose(G, edge_discords(G, np.asarray(to_numpy(disc)))), lam, None, None, 1, source,
                           G.graph.get("name", "sheaf"))
 
 

@@ -234,3 +234,34 @@ def test_tables_never_cut_a_number_short(monkeypatch, columns):
     js = json.loads(run("spectrum", "models/digits.sheaf", "--samples", "2", "--json").stdout)
     for s in js["samples"]:
         assert f"{s['training']['lambda_min']:g}" in res.stdout and f"{s['inference']['kappa']:g}" in res.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# sheaves without data pins
+
+
+@pytest.mark.parametrize("model, zero", [("soft_pins", False), ("triangle", True), ("twisted", True)])
+def test_diagnose_a_sheaf_without_data_pins(tmp_path, model, zero):
+    """The discord at the harmonic extension of the sheaf's own pins: its total is the solver's minimum
+    energy E(c*) (an independent solve), zero exactly when the pins are consistent (a global section)."""
+    import numpy as np
+
+    from sheafdsl.frontend import load_file
+    from sheafdsl.ir import TRAINING, from_model
+    from sheafdsl.lowering import init_params
+    from sheafdsl.solvers import solve
+
+    png = tmp_path / "d.png"
+    res = run("diagnose", f"models/{model}.sheaf", "--json", "--plot", str(png))
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["data"] is None and out["n"] == 1 and png.is_file()
+    G = from_model(load_file(f"models/{model}.sheaf"))
+    ref = solve(G, init_params(G, 0), {}, method="cg", sources=TRAINING)
+    assert out["total"] == pytest.approx(float(np.asarray(ref.energy)[0]), rel=1e-8, abs=1e-12)
+    assert (out["total"] == pytest.approx(0, abs=1e-20)) is zero
+    assert out["lambda_min"] > 0
+    text = run("diagnose", f"models/{model}.sheaf", "--no-plot")
+    assert text.exit_code == 0 and "harmonic extension of its own pins" in text.stdout
+    res = run("train", f"models/{model}.sheaf", "--out", str(tmp_path / "t"))  # training needs data pins
+    assert res.exit_code == 1 and "E602" in res.stderr and not (tmp_path / "t").exists()

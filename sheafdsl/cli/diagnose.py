@@ -3,7 +3,9 @@
 From a run directory it loads the checkpoint's parameters and the model text saved with the run;
 from a model file it uses the initial parameters (seeded by the train block or ``--seed``) and the
 model's data. Both pin the input and the target, solve for the equilibrium c* with the trainer's
-fast phase, and report each edge's discord energy ½ w_e² ‖(δc*)_e‖² (mean per example).
+fast phase, and report each edge's discord energy ½ w_e² ‖(δc*)_e‖² (mean per example). A sheaf
+with no stalk pinned to input or target is diagnosed at the harmonic extension of the pins it has
+(value pins, soft pins).
 """
 
 from __future__ import annotations
@@ -76,8 +78,12 @@ def _print(rep, png) -> None:
     def pct(x):
         return f"{100 * x:.1f}%"
 
-    console.print(f"[bold]{rep.sheaf}[/]: {source}; data {data_name} ({split}, {n} examples); "
-                  f"input and target pinned")
+    if data_name is None:  # a sheaf without data pins
+        console.print(f"[bold]{rep.sheaf}[/]: {source}; at the harmonic extension of its own pins "
+                      "(no stalk is pinned to input or target)", soft_wrap=True)
+    else:
+        console.print(f"[bold]{rep.sheaf}[/]: {source}; data {data_name} ({split}, {n} examples); "
+                      f"input and target pinned")
     weighted = any(r.weight != 1.0 for r in report.edges)
     title = "discord per edge  (mean per example; energy = ½ w² ‖δc*‖²)" if weighted else \
         "discord per edge  (energy ½ ‖δc*‖², mean per example)"
@@ -106,7 +112,10 @@ def _print(rep, png) -> None:
         print_table(t3)
     else:
         console.print("per layer: the sheaf has a cycle, so its edges have no layers")
-    console.print(f"total energy: {report.total:.4g} (the residual R = E(c*) when the output edge is linear); "
-                  f"sampled λ_min(L_free): {lam:.4g}")
+    if data_name is None:
+        console.print(f"total energy E(c*) = {report.total:.4g}; λ_min(L_free) = {lam:.4g}")
+    else:
+        console.print(f"total energy: {report.total:.4g} (the residual R = E(c*) when the output edge is linear); "
+                      f"sampled λ_min(L_free): {lam:.4g}")
     if png is not None:
         err_console.print(f"plot: {png}", markup=False)

@@ -217,5 +217,15 @@ def predictor(G, params: dict):
     return predict
 
 
-__all__ = ["TYPES", "EdgeDiagnosis", "GroupDiagnosis", "Diagnosis", "edge_type", "edge_layers", "diagnose",
+def edge_discords(G, disc) -> dict[str, float]:
+    """Mean over examples of ½‖(δc)_e‖² per edge, from the discords ``disc`` (B, M) of a batch of
+    cochains (``SheafOperators.discord``): what :func:`diagnose` takes."""
+    from ..ir import edge_offsets
+
+    offsets = edge_offsets(G)
+    return {name: float(0.5 * (disc[:, offsets[name]: offsets[name] + d["dim"]] ** 2).sum(axis=1).mean())
+            for _, _, name, d in edges(G)}
+
+
+__all__ = ["edge_discords", "TYPES", "EdgeDiagnosis", "GroupDiagnosis", "Diagnosis", "edge_type", "edge_layers", "diagnose",
            "forward_pass", "predictor"]

@@ -165,7 +165,7 @@ def plot_discord(diagnosis, path, *, title: str = "") -> Path:
     names = [r.name for r in rows]
     left = 0.35 + 0.075 * max([len(n) for n in names] + [4])  # room for the edge names
     height = max(3.2, 0.35 * len(rows) + 1.9)
-    fig = _figure(width, height, left=left, right=0.2, bottom=1.0, top=0.45, wspace=0.55)
+    fig = _figure(width, height, left=left, right=0.2, bottom=0.95, top=0.75, wspace=0.55)
     gs = fig.add_gridspec(1, 1 + len(side), width_ratios=[3.2] + [1.2] * len(side))
     ax = fig.add_subplot(gs[0, 0])
     vals = np.array([r.energy if np.isfinite(r.energy) else 0.0 for r in rows])
@@ -187,7 +187,10 @@ def plot_discord(diagnosis, path, *, title: str = "") -> Path:
         if v > 0:
             ax.text(v, yi, f" {v:.3g} ({100 * r.share:.0f}%)", va="center", fontsize=8)
     ax.set_xlabel("discord energy  ½ w² ‖δc*‖²  (mean per example)", fontsize=9)
-    ax.set_title(title or "discord per edge", loc="left", fontsize=10)
+    # the title spans the figure (a long one, e.g. with a file path, cannot run into the side panels)
+    fig.suptitle(title or "discord per edge", x=0.1 / width, y=1 - 0.12 / height, ha="left", va="top", fontsize=10,
+                 wrap=True)
+    ax.set_title("per edge", fontsize=10)
     used = [t for t in TYPE_COLOURS if any(r.type == t for r in rows)]
     ax.legend(handles=[Patch(color=TYPE_COLOURS[t], label=t) for t in used], loc="lower right", fontsize=8,
               framealpha=0.9)

@@ -477,15 +477,10 @@ class GeneralSheafTrainer(Trainer):
         return loss, float(self.xp.asarray(res.consistent).mean()), g
 
     def edge_discords(self, X, Y) -> dict[str, float]:
-        from ..ir import edge_offsets
+        from .diagnostics import edge_discords
 
         res = self.equilibrium(X, Y)
-        disc = self.ops.with_params(self.params).discord(res.cochain)
-        out = {}
-        for _, _, name, d in edges(self.G):
-            o = edge_offsets(self.G)[name]
-            out[name] = float(0.5 * (disc[:, o: o + d["dim"]] ** 2).sum(axis=1).mean())
-        return out
+        return edge_discords(self.G, self.ops.with_params(self.params).discord(res.cochain))
 
     def lambda_min_sample(self, X, k: int = 16) -> float:
         from ..lowering import laplacian_matrix
