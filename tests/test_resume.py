@@ -38,6 +38,29 @@ def assert_same_state(a, b):
             np.testing.assert_array_equal(da[k], db[k], err_msg=f"{part}/{k}")
 
 
+def signal_during_step(monkeypatch, after: int, sig=signal.SIGINT):
+    """Make the (non-backprop) trainer raise ``sig`` once ``after`` steps are done, so that it arrives
+    while step ``after + 1`` is running."""
+    from sheafdsl.training import trainers
+
+    real = trainers.make_trainer
+
+    def make(*a, **k):
+        tr = real(*a, **k)
+        if tr.config.trainer != "backprop":
+            step = tr.step
+
+            def interrupted():
+                if tr.step_count == after:
+                    signal.raise_signal(sig)
+                return step()
+
+            tr.step = interrupted
+        return tr
+
+    monkeypatch.setattr(trainers, "make_trainer", make)
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp("resume") / "straight"
@@ -60,24 +83,7 @@ def test_stop_and_resume_is_bitwise_exact(straight, tmp_path):
 
 def test_ctrl_c_saves_and_resume_is_exact(straight, tmp_path, monkeypatch):
     """SIGINT in the middle of step 13: the step finishes, a checkpoint is saved, exit 130."""
-    from sheafdsl.training import trainers
-
-    real = trainers.make_trainer
-
-    def make(*a, **k):
-        tr = real(*a, **k)
-        if tr.config.trainer != "backprop":
-            step = tr.step
-
-            def interrupted():
-                if tr.step_count == 12:
-                    signal.raise_signal(signal.SIGINT)  # arrives while step 13 is running
-                return step()
-
-            tr.step = interrupted
-        return tr
-
-    monkeypatch.setattr(trainers, "make_trainer", make)
+    signal_during_step(monkeypatch, 12)
     handler_before = signal.getsignal(signal.SIGINT)
     out = tmp_path / "ctrlc"
     res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), *COMMON])
@@ -280,24 +286,7 @@ def test_checkpoints_go_by_wall_time(tmp_path, monkeypatch):
 def test_resume_from_a_wall_time_checkpoint_is_exact(straight, tmp_path, monkeypatch):
     """A run stopped by a signal between two wall-time checkpoints saves where it stopped; resumed,
     it ends bitwise where the uninterrupted run does, and its metrics have no gap or repeat."""
-    from sheafdsl.training import trainers
-
-    real = trainers.make_trainer
-
-    def make(*a, **k):
-        tr = real(*a, **k)
-        if tr.config.trainer != "backprop":
-            step = tr.step
-
-            def interrupted():
-                if tr.step_count == 26:
-                    signal.raise_signal(signal.SIGTERM)
-                return step()
-
-            tr.step = interrupted
-        return tr
-
-    monkeypatch.setattr(trainers, "make_trainer", make)
+    signal_during_step(monkeypatch, 26, signal.SIGTERM)
     out = tmp_path / "term"
     res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), "--checkpoint-every", "3600", *COMMON])
     assert res.exit_code == 143, res.output
