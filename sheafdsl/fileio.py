@@ -403,9 +403,18 @@ def _is_number(token: str) -> bool:
 # ---------------------------------------------------------------------------------------------- values
 
 
+def is_stream(path: str) -> bool:
+    """A pipe, FIFO or character device (``/dev/stdin``, ``<(...)``): read as a stream of JSON."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
 def load_values(spec: str, *, code: str, what: str, json_code: str | None = None, hint: str | None = None):
-    """Numbers given on the command line: inline JSON, or a ``.npy``/``.csv``/``.json`` file (``-``: JSON
-    on standard input). Returns the parsed JSON (lists, numbers or a dict) or a float array.
+    """Numbers given on the command line: inline JSON, or a ``.npy``/``.csv``/``.json`` file (``-``, a
+    pipe or ``/dev/stdin``: JSON read from it). Returns the parsed JSON (lists, numbers or a dict) or a float array.
 
     A file that cannot be read is ``code``; inline JSON that does not parse is ``json_code`` (default
     ``code``).
@@ -417,7 +426,7 @@ def load_values(spec: str, *, code: str, what: str, json_code: str | None = None
                           what=f"{what} file `{text}`")
     if ext == ".csv":
         return read_csv(text, code=code, what=f"{what} file")
-    if ext == ".json" or text == STDIN:
+    if ext == ".json" or text == STDIN or is_stream(text):
         body = read_text(text, code=code, what=f"{what} file")
         return parse_json(body, code=code, what=f"{what} file `{display_name(text)}`", hint=hint,
                           file=display_name(text))

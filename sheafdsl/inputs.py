@@ -29,6 +29,7 @@ import re
 import numpy as np
 
 from .errors import Diagnostic, SheafError, did_you_mean
+from .fileio import is_stream
 from .ir import PinSpec, pinned_stalks, stalks
 
 PIN_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*([0-9,\s]*)\])?\s*=\s*(.+)$", re.S)
@@ -69,7 +70,7 @@ def read_values(path: str, code: str = "E522", file: str = COMMAND_LINE):
     from .fileio import load_values
 
     ext = os.path.splitext(path)[1].lower()
-    if ext not in FILE_TYPES and path != "-":
+    if ext not in FILE_TYPES and path != "-" and not is_stream(path):
         raise _err(code, f"unsupported input file `{path}`", "use .npy, .csv or .json (or inline JSON)", file)
     return load_values(path, code=code, what="input")
 
@@ -78,7 +79,7 @@ def _raw(value, what: str, file: str):
     """Text is JSON or a file path (``-``: standard input); anything else is taken as it is."""
     if isinstance(value, (str, os.PathLike)):
         text = os.fspath(value).strip()
-        if os.path.splitext(text)[1].lower() in FILE_TYPES or text == "-":
+        if os.path.splitext(text)[1].lower() in FILE_TYPES or text == "-" or is_stream(text):
             return read_values(text, file=file)
         return parse_json(text, what, file)
     return value

@@ -265,6 +265,9 @@ add(
         write(tmp / "long.sheaf", TINY.replace("sheaf tiny", "sheaf " + "n" * 400)),
         ["train", "long.sheaf", "--no-plots", "--no-baseline", "--steps", "1"])[-1], code=0,
          after=lambda tmp, out: _one_run_under(tmp / "runs")),
+    Case("model-name-too-long-diagnose", "internal", lambda tmp: (
+        write(tmp / "long.sheaf", TINY.replace("sheaf tiny", "sheaf " + "n" * 400)), ["diagnose", "long.sheaf"])[-1],
+         code=0, after=lambda tmp, out: _assert(len(list((tmp / "runs").glob("*-diagnose.png"))) == 1)),
     Case("out-name-too-long", "internal", case_files([*TRAIN, "--out", "o" * 300]), expect=("E630",)),
     Case("csv-latin1-input", "internal", case_files([*INFER, "in.csv"], **{"in.csv": "x1,x2\n0.5,0.25\n".encode()
                                                                          .replace(b"x1", b"\xe91")}),
@@ -383,6 +386,12 @@ add(
          subprocess=True, stdin=(TINY + "param U : 1 init zeros\n").encode(), expect=("W300",)),
     Case("input-from-stdin", "valid", case_files([*INFER, "-", "--json"]), code=0, subprocess=True,
          stdin=b"[[0.5, 0.5], [1, 2]]", after=lambda tmp, out: _batch(out, 2)),
+    Case("input-process-substitution", "valid", lambda tmp: (write(tmp / "tiny.sheaf", TINY),
+                                                             ["bash", "-c", "\"$@\" --input <(echo '[[0.5, 1], [2, 3]]')",
+                                                              "sheaf", *SUBPROCESS, "infer", "tiny.sheaf", "--json"])[-1],
+         code=0, subprocess="raw", after=lambda tmp, out: _batch(out, 2)),
+    Case("input-dev-stdin", "valid", case_files([*INFER, "/dev/stdin", "--json"]), code=0, subprocess=True,
+         stdin=b"[0.5, 0.5]"),
     Case("model-process-substitution", "valid", lambda tmp: (write(tmp / "tiny.sheaf", TINY),
                                                              ["bash", "-c", "\"$@\" <(cat tiny.sheaf)", "sheaf",
                                                               *SUBPROCESS, "check"])[-1], code=0, subprocess="raw",

@@ -40,7 +40,7 @@ def command(target, data, split, seed, plot_path, no_plot, as_json):
 
 def _diagnose(target, data, split, seed, plot_path, no_plot, as_json):
     from ..api import Sheaf, diagnose_run
-    from ..training.run import RunDir
+    from ..training.run import RunDir, file_stem
 
     path = Path(target)
     if path.is_dir():
@@ -48,7 +48,7 @@ def _diagnose(target, data, split, seed, plot_path, no_plot, as_json):
         default_png = RunDir(path).file("diagnose.png")
     elif path.exists() or path.suffix == ".sheaf":
         report = Sheaf._from_model(load_model(target)).diagnose(data=data, split=split, seed=seed)
-        default_png = Path("runs") / f"{report.sheaf}-diagnose.png"
+        default_png = Path("runs") / f"{file_stem(report.sheaf)}-diagnose.png"
     else:
         raise SheafError(Diagnostic("E635", f"`{target}` does not exist",
                                     hint="pass a run directory (from `sheaf train --out`) or a .sheaf file"))

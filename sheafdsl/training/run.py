@@ -103,15 +103,21 @@ def json_number(x):
 # the run directory
 
 
-def default_run_dir(model_name: str, root: str | os.PathLike = "runs", now: float | None = None) -> Path:
-    """``runs/<model>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``... appended if that exists already."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+def file_stem(model_name: str) -> str:
+    """A model's name as the start of a file name: other characters as ``_``, and at most NAME_CHARS
+    (a longer name keeps a prefix and a hash of the whole: a file name has at most 255 bytes)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name) or "model"
-    if len(safe) > NAME_CHARS:  # a file name has at most 255 bytes: keep a prefix and a hash of the rest
+    if len(safe) > NAME_CHARS:
         import hashlib
 
         safe = safe[:NAME_CHARS - 9] + "-" + hashlib.sha256(model_name.encode()).hexdigest()[:8]
-    base = Path(root) / f"{safe}-{stamp}"
+    return safe
+
+
+def default_run_dir(model_name: str, root: str | os.PathLike = "runs", now: float | None = None) -> Path:
+    """``runs/<model>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``... appended if that exists already."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    base = Path(root) / f"{file_stem(model_name)}-{stamp}"
     path, k = base, 1
     while path.exists():
         k += 1
@@ -619,6 +625,6 @@ class TrainingSession:
         return None
 
 
-__all__ = ["DIAGNOSTICS", "CHECKPOINT", "LAMBDA_SAMPLES", "CHECKPOINT_EVERY", "lambda_interval", "META", "MODEL", "METRICS", "SUMMARY", "atomic_write", "atomic_write_bytes",
+__all__ = ["DIAGNOSTICS", "file_stem", "CHECKPOINT", "LAMBDA_SAMPLES", "CHECKPOINT_EVERY", "lambda_interval", "META", "MODEL", "METRICS", "SUMMARY", "atomic_write", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "json_number", "default_run_dir", "RunDir", "MetricsLog",
            "MemoryLog", "TrainingSession", "Outcome"]
