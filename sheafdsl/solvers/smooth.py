@@ -341,8 +341,9 @@ def _newton(chain, V, U, E, g, H, Y, scale, rtol, iters, xp):
             gfree = xp.where(hp, 0.0, gv)
         else:
             gfree = gv
-        try:
-            xp.linalg.cholesky(Hd)
+        try:  # numpy raises on an indefinite matrix, cupy returns NaNs: either way, look per example
+            if not bool(xp.isfinite(xp.linalg.cholesky(Hd)).all()):
+                raise np.linalg.LinAlgError
         except np.linalg.LinAlgError:  # some example's exact Hessian is indefinite: Gauss-Newton there
             lam = xp.linalg.eigvalsh(Hd)[:, 0]
             pd = lam > 1e-10 * xp.abs(Hd).max(axis=(1, 2))
