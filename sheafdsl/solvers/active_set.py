@@ -548,13 +548,16 @@ class GeneralPiece:
                 cbar[:, s.free] += step
             else:  # Newton with Armijo backtracking on the convex piece (cross-entropy terms)
                 ok = xp.zeros(c0.shape[0], dtype=bool)
+                polished = False
                 for _ in range(60):
                     step, g = self._step(cbar, S, mask, da)
                     ok = xp.sqrt(((g * mask) ** 2).sum(axis=1)) <= 0.1 * self.rtol * da
                     if bool(ok.all()):
-                        break
+                        if polished:
+                            break
+                        polished = True  # one more (full, quadratically convergent) step: round-off level
                     alpha = _backtrack(prob, cbar, S, g, step, xp.ones(c0.shape[0]))
-                    cbar[:, s.free] += xp.where(ok, 0.0, alpha)[:, None] * step
+                    cbar[:, s.free] += alpha[:, None] * step
         return _GeneralSolution(cbar[:, s.gated], ok, {"c": cbar}, None if self.quadratic else cbar, self, S, da)
 
     def result(self, dr, record_trace=False, start_energy=None, method="exact") -> SolveResult:

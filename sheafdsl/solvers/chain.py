@@ -448,7 +448,7 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
         pre1 = V[1] if pre1 is None and net.layers[0].kind != "relu" else pre1
     else:  # not copied: the driver does not write into the caller's arrays
         V, S = [X] + list(init[0][1:]), dict(init[1])
-    pins_max = float(xp.abs(Y).max()) if Y.shape[0] else 0.0
+    pins_max = float(xp.maximum(xp.abs(X).max(), xp.abs(Y).max())) if Y.shape[0] else 0.0  # as the general pieces
     shallow = kernel == "auto" and is_shallow(net)
     free = [k for k in net.relu_layers if k >= 1]
     maxiter, eps_z = loop_limits(sum(net.layers[k].d_in for k in free), pins_max, max_iter)

@@ -159,6 +159,8 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
         fs = _flat(ss == SLIDE)
         sol = piece.solve(ss, gid, ws, fs)
         zb = sol.z
+        if fs.shape[0]:  # a sliding unit is held at z = 0 exactly (an eliminated one comes back as ±1e-17)
+            zb[fs // u, fs % u] = 0.0  # (sol.z may be a strided view: no ravel)
         # ratio test on the segment z -> z̄: the first unit to reach z = 0 from its side
         move = None
         fv = _flat(ss * zb < -eps)  # active below 0 or inactive above 0 (sliding: never)
