@@ -299,6 +299,9 @@ add(
     Case("verify-samples-huge", "scale", lambda tmp: ["verify", str(ROOT / "models" / "paraboloid.sheaf"), "--samples",
                                                        "1000000000", "--symbolic-limit", "0"],
          expect=("E652", "would take"), subprocess=True, timeout=60),
+    Case("verify-deep-network", "scale", lambda tmp: (write(tmp / "d.sheaf", "sheaf deep\nnetwork n : 2 -> " + " -> ".join(
+        ["3"] * 200) + " -> 1\npin x = input\npin y = target\n"), ["verify", "d.sheaf"])[-1], code=0,
+         expect=("sparse eigensolver", "4 checked"), subprocess=True, timeout=120),
     Case("literal-params-too-large", "scale", lambda tmp: (
         write(tmp / "big.sheaf", "sheaf big\n" + "".join(f"param P{i} : 10000 x 10000 = 0.5\n" for i in range(40))
               + "stalk x : 1\nstalk y : 1\nedge e : x -> y identity\npin x = input\n"),
@@ -801,6 +804,30 @@ def test_ctrl_c_during_spectrum_exits_130(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "Traceback" not in err.decode(), (proc.returncode, err.decode())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_factored_sparse_spectrum_agrees_with_the_dense_one(seed):
+    """gram_extremes' sparse path (Lanczos on AᵀA, shift-invert through the augmented system) against
+    a dense eigvalsh of AᵀA: λ_min, λ_max, and the singular case (a zero column: its kernel named)."""
+    import scipy.sparse as sp
+
+    from sheafdsl.analysis.spectrum import gram_extremes
+
+    rng = np.random.default_rng(seed)
+    M, n = 90, 60
+    A = sp.random(M, n, density=0.08, random_state=seed, format="csr") + sp.eye(M, n) * rng.uniform(0.5, 2)
+    A = sp.csr_matrix(A)
+    if seed % 2:
+        A = sp.csr_matrix(A.multiply(np.r_[np.ones(n - 1), 0.0][None, :]))  # column n-1 is free: singular
+    w = np.linalg.eigvalsh((A.T @ A).toarray())
+    ext = gram_extremes(A, dense_cutoff=0)
+    assert ext.method == "sparse eigsh"
+    assert abs(ext.lambda_max - w[-1]) <= 1e-8 * w[-1]
+    if seed % 2:
+        assert ext.singular and ext.kernel == {"c": [n - 1]}
+    else:
+        assert not ext.singular and abs(ext.lambda_min - w[0]) <= 1e-8 * w[-1]
 
 
 def test_compile_scales_linearly_in_the_statements():
