@@ -265,3 +265,40 @@ def test_diagnose_a_sheaf_without_data_pins(tmp_path, model, zero):
     assert text.exit_code == 0 and "harmonic extension of its own pins" in text.stdout
     res = run("train", f"models/{model}.sheaf", "--out", str(tmp_path / "t"))  # training needs data pins
     assert res.exit_code == 1 and "E602" in res.stderr and not (tmp_path / "t").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# the README's results table
+
+
+def _readme_rows():
+    import re
+
+    text = open("README.md").read().split("## Results", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in text.splitlines():
+        m = re.match(r"\| `(\w+)\.sheaf`[^|]*\| (test MSE|test acc) ([\d.]+)%? \| ([\d.]+)%? \|", line)
+        if m:
+            rows.append((m.group(1), m.group(2), m.group(3), m.group(4)))
+    return rows
+
+
+def test_the_readme_names_a_shipped_model_in_every_row():
+    import os
+
+    rows = _readme_rows()
+    assert len(rows) >= 6 and all(os.path.isfile(f"models/{name}.sheaf") for name, *_ in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", _readme_rows(), ids=lambda r: r[0])
+def test_readme_results_reproduce_from_the_shipped_model(tmp_path, row):
+    """`sheaf train models/NAME.sheaf` at its own settings gives the README's numbers, to the digits shown."""
+    name, metric, sheaf_value, backprop_value = row
+    res = run("train", f"models/{name}.sheaf", "--json", "--baseline", "--no-plots", "--out", str(tmp_path / "r"))
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout)
+    key, scale = ("test_mse", 1) if metric == "test MSE" else ("test_accuracy", 100)
+    for got, shown in ((line[key], sheaf_value), (line["baseline"][key], backprop_value)):
+        digits = len(shown.split(".")[1]) if "." in shown else 0
+        assert f"{scale * got:.{digits}f}" == shown, (name, got, shown)

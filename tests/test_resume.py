@@ -297,7 +297,7 @@ def test_resume_from_a_wall_time_checkpoint_is_exact(straight, tmp_path, monkeyp
     assert [r["step"] for r in MetricsLog(out / "metrics.jsonl").read()] == [0, 10, 20, 30, 40]
 
 
-def test_lambda_min_is_sampled_on_a_scaled_interval(tmp_path):
+def test_discord_and_lambda_min_are_sampled_on_a_scaled_interval(tmp_path):
     from sheafdsl.training.run import lambda_interval
 
     out = tmp_path / "lam"
@@ -309,4 +309,6 @@ def test_lambda_min_is_sampled_on_a_scaled_interval(tmp_path):
     assert len(recs) == 101
     sampled = [r["step"] for r in recs if "lambda_min" in r]
     assert sampled == [s for s in range(0, 201, 2) if s % every == 0 or s == 200]
+    assert sampled == [r["step"] for r in recs if "edge_discord" in r]  # the other entry that costs a solve
     assert all(r["lambda_min"] > 0 for r in recs if "lambda_min" in r)
+    assert all("test_loss" in r and "loss" in r for r in recs)  # the cheap entries are in every record

@@ -17,9 +17,9 @@ mixture. ``metrics.jsonl`` is append-only (flushed at each record, fsync'ed befo
 a crash can at worst cut its last line short, which :meth:`MetricsLog.read` skips, and a resumed
 run drops the records past its checkpoint.
 
-Cadence. Metrics are logged every ``log_every`` steps; λ_min (the costliest entry) on every
-``lambda_every``-th step, which :func:`lambda_interval` scales with the run's length so that a run
-samples it about :data:`LAMBDA_SAMPLES` times. A checkpoint (five fsyncs: the file, its folder, and
+Cadence. Metrics are logged every ``log_every`` steps; the per-edge discord and λ_min (the entries
+that cost a solve) on every ``lambda_every``-th step, which :func:`lambda_interval` scales with the
+run's length so that a run samples them about :data:`LAMBDA_SAMPLES` times. A checkpoint (five fsyncs: the file, its folder, and
 the same for ``meta.json``, plus the metrics log) is taken by wall time: at the first log step at
 least ``checkpoint_every`` seconds (default 30) after the previous one, at the last step, and on an
 interrupt; plus one at step 0, so that a divergence at step 1 has a checkpoint to go back to.
@@ -57,7 +57,7 @@ MODEL = "model.sheaf"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 
-#: about how many λ_min samples a run's metrics hold (see :func:`lambda_interval`)
+#: about how many edge-discord and λ_min samples a run's metrics hold (see :func:`lambda_interval`)
 LAMBDA_SAMPLES = 30
 #: default seconds of wall time between two checkpoints
 CHECKPOINT_EVERY = 30.0
@@ -219,8 +219,8 @@ class MetricsLog:
     """``metrics.jsonl``: one JSON object per logged step, appended and flushed as it is written;
     :meth:`sync` fsyncs it (before each checkpoint).
 
-    A record has at least ``step``; ``sheaf train`` writes ``loss``, ``edge_discord`` (edge -> value),
-    ``lambda_min`` (on the steps where it is sampled), ``consistent_fraction``, ``elapsed`` (seconds
+    A record has at least ``step``; ``sheaf train`` writes ``loss``, ``edge_discord`` (edge -> value)
+    and ``lambda_min`` (both on the steps where they are sampled), ``consistent_fraction``, ``elapsed`` (seconds
     in trainer steps so far), ``test_loss`` (and ``test_accuracy`` for a classifier) and, when a
     baseline runs, ``baseline_loss``, ``baseline_test_loss`` (``baseline_test_accuracy``) and
     ``baseline_elapsed``. Non-finite numbers are written as null.
@@ -438,14 +438,15 @@ class TrainingSession:
         return time.monotonic() - self._saved_at >= self.checkpoint_every
 
     def log(self, last: dict, baseline_last: dict | None, steps: int | None = None) -> dict:
-        """Append the metrics record of the current step (λ_min when it is due: step 0, every
-        ``lambda_every`` steps and the last step ``steps``)."""
+        """Append the metrics record of the current step. The two entries that cost a solve each,
+        the equilibrium's ``edge_discord`` and ``lambda_min``, are sampled when due: at step 0, every
+        ``lambda_every`` steps and at the last step ``steps``."""
         step = int(self.trainer.step_count)
-        discords = self.trainer.edge_discords(self.X_log, self.Y_log)
-        rec = {"step": step, "loss": json_number(last.get("loss")),
-               "edge_discord": {k: json_number(v) for k, v in discords.items()}}
+        rec = {"step": step, "loss": json_number(last.get("loss"))}
         every = self.lambda_every or lambda_interval(steps if steps is not None else step, self.log_every)
         if step % every == 0 or step == steps:
+            discords = self.trainer.edge_discords(self.X_log, self.Y_log)
+            rec["edge_discord"] = {k: json_number(v) for k, v in discords.items()}
             rec["lambda_min"] = json_number(self.trainer.lambda_min_sample(self.X_log, k=self.lambda_k))
         rec.update(consistent_fraction=json_number(last.get("consistent_fraction")), elapsed=self.seconds)
         rec.update(_test_metrics(self.trainer))
