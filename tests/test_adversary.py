@@ -294,7 +294,7 @@ add(
          expect=("E541", "would"), subprocess=True),
     Case("spectrum-wide-layer", "scale", lambda tmp: (
         write(tmp / "w.sheaf", "sheaf wide\nnetwork n : 2 -> 4000 -> 1\npin x = input\npin y = target\n"),
-        ["spectrum", "w.sheaf", "--samples", "2", "--json"])[-1], code=0, timeout=60, subprocess=True,
+        ["spectrum", "w.sheaf", "--samples", "10", "--json"])[-1], code=0, timeout=60, subprocess=True,
          after=lambda tmp, out: _strict_json(out)),
     Case("verify-samples-huge", "scale", lambda tmp: ["verify", str(ROOT / "models" / "paraboloid.sheaf"), "--samples",
                                                        "1000000000", "--symbolic-limit", "0"],
