@@ -25,7 +25,6 @@ Prints a table, then one JSON document (also written to ``--json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
@@ -45,6 +45,8 @@ from sheafdsl.solvers import solve  # noqa: E402
 from sheafdsl.training.config import TrainConfig  # noqa: E402
 from sheafdsl.training.data import dataset_for  # noqa: E402
 from sheafdsl.training.trainers import make_trainer  # noqa: E402
+
+from bench_train import emit, format_rows  # noqa: E402  (the same table and JSON output)
 
 MODELS = {
     "paraboloid": lambda: from_model(load_file(ROOT / "models" / "paraboloid.sheaf")),
@@ -208,18 +210,9 @@ def _main(args) -> int:
                          f"{tr['examples_per_second']:.3g}" if isinstance(tr, dict) else "n/a"))
             print(f"[{name} B={B}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr, flush=True)
         results["models"][name] = per
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
     print(f"backend {backend} ({device}), BLAS threads {args.threads}")
-    print("\n".join(lines))
-    doc = json.dumps(results, indent=2, default=float)
-    print(doc)
-    if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(doc)
-        os.replace(tmp, args.json)
+    print(format_rows(rows))
+    emit(results, args.json)
     return 0
 
 

@@ -190,10 +190,26 @@ def table(results: dict) -> str:
     if j:
         rows.append(("paraboloid (paper's rule)", "joint/sgd", f"mse {j['test_mse']:.4f}", f"mse {j['train_mse']:.4f}",
                      f"{j['seconds']:.1f}", f"{j['settings']['steps']} steps; peer: train 0.0756 in ~96 s"))
+    return format_rows(rows)
+
+
+def format_rows(rows) -> str:
+    """Rows of strings (the first a header) as aligned columns with a rule under the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def emit(results: dict, path: str | None) -> None:
+    """Print the results as one JSON document, and write it atomically to ``path`` when given."""
+    doc = json.dumps(results, indent=2, default=float)
+    print(doc)
+    if path:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(doc)
+        os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -242,13 +258,7 @@ def _main(ap, args) -> int:
             ap.error(f"unknown task {t!r}")
         print(f"[{t}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr, flush=True)
     print(table(results))
-    doc = json.dumps(results, indent=2, default=float)
-    print(doc)
-    if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(doc)
-        os.replace(tmp, args.json)
+    emit(results, args.json)
     return 0
 
 

@@ -23,20 +23,26 @@ def _needs_gpu():
 def test_training_on_cupy_matches_numpy(trainer):
     from sheafdsl.frontend import load_file
     from sheafdsl.ir import from_model
+
+    G = from_model(load_file(ROOT / "models" / "paraboloid.sheaf"))
+    _train_on_both(G, G.graph["train"], {"trainer": trainer, "steps": 30}, rtol=1e-9, atol=1e-11)
+
+
+def _train_on_both(G, sources, overrides, rtol, atol):
+    """Train on numpy and on cupy from the same start; the parameters agree."""
     from sheafdsl.training.config import TrainConfig
     from sheafdsl.training.data import dataset_for
     from sheafdsl.training.trainers import make_trainer
 
-    G = from_model(load_file(ROOT / "models" / "paraboloid.sheaf"))
     params = {}
     for backend in ("numpy", "cupy"):
-        cfg = TrainConfig.from_sources(G.graph["train"], {"trainer": trainer, "steps": 30, "backend": backend})
+        cfg = TrainConfig.from_sources(sources, dict(overrides, backend=backend))
         T = make_trainer(G, cfg, dataset_for(G, cfg))
         for _ in range(cfg.steps):
             T.step()
         params[backend] = {k: to_numpy(v) for k, v in T.params.items()}
     for k, v in params["numpy"].items():
-        np.testing.assert_allclose(params["cupy"][k], v, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(params["cupy"][k], v, rtol=rtol, atol=atol)
 
 
 def _problem(text, B=24, seed=0):
@@ -107,18 +113,6 @@ def test_heat_equation_and_sparse_lu_on_cupy():
 def test_sheaf_trainer_steps_on_cupy_match_numpy_for_a_deep_net():
     from sheafdsl.frontend import load_text
     from sheafdsl.ir import from_model
-    from sheafdsl.training.config import TrainConfig
-    from sheafdsl.training.data import dataset_for
-    from sheafdsl.training.trainers import make_trainer
 
-    G = from_model(load_text(DEEP))
-    params = {}
-    for backend in ("numpy", "cupy"):
-        cfg = TrainConfig.from_sources({}, {"data": "paraboloid", "n": 64, "n_test": 16, "steps": 10,
-                                            "backend": backend})
-        T = make_trainer(G, cfg, dataset_for(G, cfg))
-        for _ in range(cfg.steps):
-            T.step()
-        params[backend] = {k: to_numpy(v) for k, v in T.params.items()}
-    for k, v in params["numpy"].items():
-        np.testing.assert_allclose(params["cupy"][k], v, rtol=1e-8, atol=1e-10)
+    _train_on_both(from_model(load_text(DEEP)), {}, {"data": "paraboloid", "n": 64, "n_test": 16, "steps": 10},
+                   rtol=1e-8, atol=1e-10)

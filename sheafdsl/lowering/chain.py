@@ -85,7 +85,7 @@ class FeedForward:
     def vertices(self) -> list[str]:
         return [self.input] + [l.head for l in self.layers]
 
-    @property
+    @cached_property
     def relu_layers(self) -> list[int]:
         return [k for k, l in enumerate(self.layers) if l.kind == "relu"]
 

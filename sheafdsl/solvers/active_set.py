@@ -558,7 +558,11 @@ class GeneralPiece:
                         polished = True  # one more (full, quadratically convergent) step: round-off level
                     alpha = _backtrack(prob, cbar, S, g, step, xp.ones(c0.shape[0]))
                     cbar[:, s.free] += alpha[:, None] * step
-        return _GeneralSolution(cbar[:, s.gated], ok, {"c": cbar}, None if self.quadratic else cbar, self, S, da)
+        z = cbar[:, s.gated]
+        if fs.shape[0]:  # a sliding unit is held at z = 0 exactly (eliminated, it comes back as ±1e-17)
+            u = z.shape[1]
+            z[fs // u, fs % u] = 0.0
+        return _GeneralSolution(z, ok, {"c": cbar}, None if self.quadratic else cbar, self, S, da)
 
     def result(self, dr, record_trace=False, start_energy=None, method="exact") -> SolveResult:
         c = dr.fields["c"].copy()

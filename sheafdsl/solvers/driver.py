@@ -38,7 +38,7 @@ The piece-solver protocol (see :class:`Piece`; implementations: :mod:`.shallow`,
     piece.xp, piece.eps_z, piece.subsets
     sol = piece.solve(S, rows, warm, fs)   # S (nb, u) states of the examples ``rows`` (global indices,
                                            # None: all); fs: flat indices of S's sliding units
-    sol.z          (nb, u)   unit values at the piece minimiser
+    sol.z          (nb, u)   unit values at the piece minimiser (sliding units exactly 0)
     sol.ok         (nb,) bool or None: the piece's inner solve converged
     sol.fields     dict name -> (nb, ...) arrays: what the result is built from
     sol.warm       (nb, ...) or None: the inner solve's warm start for these examples' next solve
@@ -159,8 +159,6 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
         fs = _flat(ss == SLIDE)
         sol = piece.solve(ss, gid, ws, fs)
         zb = sol.z
-        if fs.shape[0]:  # a sliding unit is held at z = 0 exactly (an eliminated one comes back as ±1e-17)
-            zb[fs // u, fs % u] = 0.0  # (sol.z may be a strided view: no ravel)
         # ratio test on the segment z -> z̄: the first unit to reach z = 0 from its side
         move = None
         fv = _flat(ss * zb < -eps)  # active below 0 or inactive above 0 (sliding: never)

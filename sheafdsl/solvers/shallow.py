@@ -49,11 +49,15 @@ class ShallowChain:
 
 
 def is_shallow(net) -> bool:
-    """The chain has the shape this module solves (parameter-independent)."""
-    layers = net.layers
-    return (len(layers) >= 2 and layers[0].kind != "relu" and layers[1].kind == "relu"
-            and all(l.kind != "relu" for l in layers[2:])
+    """The chain has the shape this module solves (parameter-independent; remembered on the chain)."""
+    got = net.__dict__.get("_shallow")
+    if got is None:
+        layers = net.layers
+        got = net.__dict__["_shallow"] = (
+            len(layers) >= 2 and layers[0].kind != "relu" and layers[1].kind == "relu"
+            and all(l.kind not in ("relu", "nonlinear") for l in layers[2:])
             and net.output.d_out == 1 and net.output.fn in ("linear", "sigmoid"))
+    return got
 
 
 def shallow_chain(net, P, xp) -> ShallowChain:
