@@ -52,15 +52,17 @@ def run(G, P, values, piece):
     return solve(G, P, values, boundary=TRAINING, piece=piece, method="cg" if piece == "cg" else "exact")
 
 
-def assert_same(results, ref_name, cg_atol=1e-8):
+def assert_same(results, ref_name, cg_atol=1e-8, tol=1e-9):
+    """The same unit states exactly, the same cochain and energy to round-off (``tol``; a Newton-solved
+    output or cg to its inner tolerance)."""
     ref = results[ref_name]
     assert ref.info == 0 and np.asarray(ref.consistent).all()
     for name, r in results.items():
-        atol = cg_atol if name == "cg" else 1e-9
+        atol = cg_atol if name == "cg" else tol
         assert r.info == 0, (name, r.info)
         assert np.asarray(r.consistent).all(), name
         np.testing.assert_array_equal(np.asarray(r.state), np.asarray(ref.state), err_msg=name)
-        np.testing.assert_allclose(r.cochain, ref.cochain, atol=atol, rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(r.cochain, ref.cochain, atol=atol, rtol=tol, err_msg=name)
         np.testing.assert_allclose(r.energy, ref.energy, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
@@ -107,7 +109,8 @@ def test_random_chains_every_piece_solver_agrees(arch, seed):
     B = 12
     values = {"x": 2 * rng.normal(size=(B, widths[0])), "y": targets(rng, B, widths[-1], output)}
     res = {p: run(G, P, values, p) for p in pieces_for(G)}
-    assert_same(res, "chain", cg_atol=1e-7)
+    # a sigmoid/softmax output is solved by Newton iterations (tolerance 1e-10 on the force equation)
+    assert_same(res, "chain", cg_atol=1e-7, tol=1e-9 if output == "identity" else 1e-8)
 
 
 def test_a_branching_dag_elimination_dense_and_cg_agree():

@@ -223,7 +223,8 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
             if newS is ss:
                 newS = ss.copy()
             # from the interior: enter the adjacent piece; already on the surface: slide
-            newS.ravel()[fh] = xp.where(zs.ravel()[fh] == 0, SLIDE, -ss.ravel()[fh]).astype(np.int8)
+            # ("on the surface": within ε_z of 0, so that round-off in a piece solver does not decide)
+            newS.ravel()[fh] = xp.where(xp.abs(zs.ravel()[fh]) <= eps, SLIDE, -ss.ravel()[fh]).astype(np.int8)
             zn.ravel()[fh] = 0.0
             finished = ~move
         else:
