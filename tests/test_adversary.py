@@ -302,6 +302,10 @@ add(
     Case("verify-deep-network", "scale", lambda tmp: (write(tmp / "d.sheaf", "sheaf deep\nnetwork n : 2 -> " + " -> ".join(
         ["3"] * 200) + " -> 1\npin x = input\npin y = target\n"), ["verify", "d.sheaf"])[-1], code=0,
          expect=("sparse eigensolver", "4 checked"), subprocess=True, timeout=120),
+    Case("spectrum-two-wide-layers", "scale", lambda tmp: (
+        write(tmp / "w2.sheaf", "sheaf wide2\nnetwork n : 2 -> 1500 -> 1500 -> 1\npin x = input\npin y = target\n"),
+        ["spectrum", "w2.sheaf", "--samples", "1"])[-1], expect=("E532", "--dense-cutoff"), subprocess=True,
+         timeout=60),
     Case("literal-params-too-large", "scale", lambda tmp: (
         write(tmp / "big.sheaf", "sheaf big\n" + "".join(f"param P{i} : 10000 x 10000 = 0.5\n" for i in range(40))
               + "stalk x : 1\nstalk y : 1\nedge e : x -> y identity\npin x = input\n"),

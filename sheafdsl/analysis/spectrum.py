@@ -79,6 +79,8 @@ BUDGET_S = 600.0
 SAMPLE_OVERHEAD_S, FLOPS = 2e-4, 3e9
 #: Lanczos iterations the sparse path may take per eigenvalue before falling back
 SPARSE_MAXITER = 3000
+#: the most nonzeros of the factor W δ_Ω that the sparse path factorises (beyond: E532 up front)
+FACTOR_NNZ = 2_000_000
 
 
 @dataclass
@@ -200,6 +202,12 @@ def gram_extremes(A, *, dense_cutoff: int = DENSE_CUTOFF, labels=None) -> Extrem
                                                 f"{exc}", hint=f"use the dense solver: --dense-cutoff {n}")) from None
     if not math.isfinite(hi):
         raise _overflow(np.array([math.inf]))
+    if A.nnz > FACTOR_NNZ:  # dense blocks (a full weight matrix between wide layers): the LU would not end soon
+        raise SheafError(Diagnostic("E532", f"L_free's factor has {A.nnz:,} nonzeros (dense weight blocks between wide "
+                                            f"layers), above the {FACTOR_NNZ:,} the sparse shift-invert factorises in "
+                                            "bounded time; nothing more was computed",
+                                    hint=f"use the dense solver, --dense-cutoff {n} (about {8 * n * n / 2 ** 30:.1f} GiB "
+                                         f"and O(n³) = {n ** 3 / FLOPS:,.0f} s per sample), or a narrower model"))
     sigma = -SHIFT * hi if hi > 0 else -1.0
     K = sp.bmat([[-sp.identity(M), A], [A.T, -sigma * sp.identity(n)]], format="csc")
     lu = spla.splu(K)
