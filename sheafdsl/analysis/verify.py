@@ -558,7 +558,7 @@ def _injectivity(ctx) -> _Injectivity:
         if zero_cols:
             nullity = _nullity_at_model(ctx)
             return _Injectivity("failed", "symbolic (sympy): zero columns of δ_Ω",
-                                f"no edge constrains the free coordinates of "
+                                "no edge constrains the free coordinates of "
                                 + ", ".join(f"`{s}`" for s in _group([S.col_labels[c] for c in zero_cols]))
                                 + f" ({len(zero_cols)} identically zero columns of δ_Ω, {bname} pinned): any values "
                                 "there leave the energy unchanged, for every weight",

@@ -530,7 +530,6 @@ class Problem:
     def gates_from(self, c, unit_gate=None) -> dict:
         """Gate arrays per ReLU edge: 1[c_u ≥ 0] on pinned coordinates, ``unit_gate`` (B, units) on free ones
         (default: also 1[c_u ≥ 0])."""
-        xp = self.xp
         out = {}
         for e, loc, units in self.s.relu_units:
             g = (c[:, e.src] >= 0).astype(c.dtype)

@@ -291,7 +291,6 @@ def _newton(chain, V, U, E, g, H, Y, scale, rtol, iters, xp):
     w²(1 − slope) r_i at the gate slope. The point is consistent (Filippov-stationary) when the free
     gradient vanishes and g_L ≤ 0 ≤ g_R at every held unit; a held unit that violates this is released.
     Returns (V, U, E, g, consistent, ‖gradient‖∞, steps)."""
-    m = len(U)
     w2 = [w * w for w in chain.weights]
     X = V[0]
     B = X.shape[0]
