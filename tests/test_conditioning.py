@@ -46,8 +46,9 @@ def test_agrees_with_dense_eigvalsh(case, seed):
     spectra = dense_spectra(case.G, case.params, X)
     want = np.array([ev[0] for ev in spectra])
     atol = 1e-12 * np.abs(want).max()
-    # A Ritz value of L_free⁻¹ never exceeds its top eigenvalue: the estimate never undercuts λ_min.
-    assert np.all(got >= want * (1 - 1e-12) - atol)
+    # A Ritz value of L_free⁻¹ never exceeds its top eigenvalue: the estimate never undercuts λ_min
+    # (beyond the round-off of the sweeps and of eigvalsh, ~1e-12 relative, which hypothesis has hit).
+    assert np.all(got >= want * (1 - 1e-10) - atol)
     for g, ev in zip(got, spectra):
         # Within tol of an eigenvalue of L_free (the residual bound) ...
         assert np.min(np.abs(ev - g)) <= 1e-9 * g + atol
@@ -126,5 +127,5 @@ def test_saturated_softmax_cluster_regression():
     got = lambda_min_free(feedforward(G), P, X)
     spectra = dense_spectra(G, P, X)
     for g, ev in zip(got, spectra):
-        assert ev[0] * (1 - 1e-12) <= g <= ev[-1] * (1 + 1e-12)
+        assert ev[0] * (1 - 1e-10) <= g <= ev[-1] * (1 + 1e-10)
         assert np.min(np.abs(ev - g)) <= 1e-9 * g
