@@ -74,6 +74,13 @@ CODES: dict[str, str] = {
     "E282": "a `train` option has a value of the wrong type",
     "E283": "a `train` option is out of range (e.g. `n=0`, `lr=-1`, `momentum=1`)",
     "E290": "an edge from a stalk to itself",
+    # objectives and hard constraints (consensus problems, `objective` and `... hard`)
+    "E291": "an unknown objective kind",
+    "E292": "an objective's data has the wrong shape for its stalk",
+    "E293": "a quadratic objective's Q is not symmetric",
+    "E294": "a quadratic objective's literal Q is not positive semidefinite (the message gives a witness)",
+    "E295": "a box objective with LO > HI in some coordinate",
+    "E296": "an l1 objective with a negative or non-finite weight",
     "W300": "a parameter that nothing uses",
     "W301": "a stalk with no edges and no pins",
     # numerics: lowering and solvers

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 #: ``solve(..., method=...)`` and ``sheaf infer --solver``
 SOLVE_METHODS = ("exact", "diffusion", "cg")
+#: the terms of a stalk's local convex objective (``objective STALK KIND ...``; ``sheafdsl.ir.ObjectiveSpec``)
+OBJECTIVE_KINDS = ("quadratic", "nonneg", "box", "simplex", "l1")
 #: the fast phase of the sheaf trainer (``train solver=...``, ``sheaf train --solver``)
 TRAIN_SOLVERS = ("exact", "diffusion")
 #: ``train trainer=...``: exact equilibrium + local update, the paper's joint Euler flow, the baseline

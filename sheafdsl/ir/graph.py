@@ -3,9 +3,12 @@
 State sheaf ``G`` (``G.graph["kind"] == "state"``):
 
 - vertex ``v``: ``dim`` (d_v), ``offset`` (where c_v starts in the cochain vector, set in insertion
-  order), ``pins`` (a list of :class:`PinSpec`), ``anchor`` (True for a soft pin's constant vertex);
+  order), ``pins`` (a list of :class:`PinSpec`), ``anchor`` (True for a soft pin's constant vertex),
+  ``objectives`` (a list of :class:`ObjectiveSpec`: the terms of the local convex objective f_v; read
+  it with :func:`objectives`, which also answers for graphs built before objectives existed);
 - edge ``(u, v, key=name)``: ``kind``, ``src_map`` F_{u◁e}, ``dst_map`` F_{v◁e} (see :mod:`.maps`),
-  ``dim`` (d_e), ``weight`` (w_e), ``bias`` (a parameter name or None): the discord is
+  ``dim`` (d_e), ``weight`` (w_e), ``bias`` (a parameter name or None), ``hard`` (True: the edge is the
+  constraint (δc)_e = 0, not the penalty ½ w_e² ‖(δc)_e‖²; its weight is unused): the discord is
   (δc)_e = F_{v◁e} c_v − F_{u◁e} c_u − b;
 - ``G.graph``: ``name``, ``parameter_sheaf`` (the graph ``H`` below), ``network`` (widths and output,
   or None), ``train`` (defaults), ``source`` and ``path`` (when built from text).
@@ -37,7 +40,7 @@ import networkx as nx
 import numpy as np
 
 from ..errors import NOSPAN, Diagnostic, SheafError, Span, did_you_mean
-from ..options import INIT_KINDS, MAX_DIM, MAX_PARAM_SIZE
+from ..options import INIT_KINDS, MAX_DIM, MAX_PARAM_SIZE, OBJECTIVE_KINDS
 from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select, map_rows, nonlinear_map
 
 ZERO = "__zero__"
@@ -75,6 +78,29 @@ class ParamSpec:
     base_dir: str = "."
     #: where it was declared (the model file and the span), for the errors of loading it from a file
     model_file: str = field(default="<input>", compare=False)
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectiveSpec:
+    """One term of a stalk's local convex objective f_v (the terms of one stalk add up).
+
+    ``kind`` is an entry of ``options.OBJECTIVE_KINDS``; for x = c_v ∈ R^d:
+
+    - ``quadratic``: ½ xᵀQx + qᵀx, with ``Q`` (d, d) symmetric PSD and ``q`` (d,), each a float array
+      (a literal) or a parameter name (str, resolved from the parameter values at lowering);
+    - ``nonneg``: the indicator of x ≥ 0;
+    - ``box``: the indicator of lo ≤ x ≤ hi, ``lo``/``hi`` float arrays (d,) (±inf allowed);
+    - ``simplex``: the indicator of x ≥ 0, Σ x = 1;
+    - ``l1``: ``lam`` ‖x‖₁, lam ≥ 0.
+    """
+
+    kind: str
+    Q: np.ndarray | str | None = None
+    q: np.ndarray | str | None = None
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    lam: float | None = None
     span: Span = field(default=NOSPAN, compare=False)
 
 
@@ -163,7 +189,7 @@ def add_stalk(G: nx.MultiDiGraph, name: str, dim: int, *, anchor: bool = False) 
     if name in G or name in _edge_names(G):
         raise _err("E201", f"`{name}` already exists")
     dim = _whole(f"stalk `{name}`", dim)
-    G.add_node(name, dim=dim, offset=_next_offset(G), pins=[], anchor=anchor)
+    G.add_node(name, dim=dim, offset=_next_offset(G), pins=[], anchor=anchor, objectives=[])
 
 
 def _next_offset(G: nx.MultiDiGraph) -> int:
@@ -249,8 +275,9 @@ def _map_shape(G, m, v: str, side: str, edge: str) -> tuple[int | None, int]:
 
 
 def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_map, kind: str = "maps",
-             dim: int | None = None, weight: float = 1.0, bias: str | None = None) -> None:
-    """Add edge ``name`` with discord F_dst c_dst − F_src c_src − bias and energy ½ w² ‖discord‖².
+             dim: int | None = None, weight: float = 1.0, bias: str | None = None, hard: bool = False) -> None:
+    """Add edge ``name`` with discord F_dst c_dst − F_src c_src − bias and energy ½ w² ‖discord‖²
+    (``hard=True``: the constraint discord = 0 instead, and ``weight`` is unused).
 
     Validated as the checker validates an ``edge`` statement: E202 an unknown stalk, E203 an unknown
     parameter, E201 a name taken, E220/E222/E224/E225 maps that do not fit their stalks or each other,
@@ -291,7 +318,7 @@ def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_
         if spec.shape != (d_e,):
             raise _err("E221", f"edge `{name}`: bias `{bias}` has shape {spec.shape}; the edge has dimension {d_e}")
     G.add_edge(src, dst, key=name, kind=kind, src_map=src_map, dst_map=dst_map, dim=d_e,
-               weight=w, bias=bias, order=len(names))
+               weight=w, bias=bias, order=len(names), hard=bool(hard))
     names.add(name)
 
 
@@ -336,6 +363,109 @@ def add_soft_pin(G: nx.MultiDiGraph, name: str, stalk: str, value, weight: float
     add_pin(G, name, "value", value=val)
     src_map = Identity() if idx is None else Select(idx)
     add_edge(G, name, stalk, name, kind="soft_pin", src_map=src_map, dst_map=Identity(), dim=n, weight=weight)
+
+
+def add_objective(G: nx.MultiDiGraph, stalk: str, kind: str, *, Q=None, q=None, lo=None, hi=None, lam=None,
+                  span: Span = NOSPAN) -> ObjectiveSpec:
+    """Add a term of kind ``kind`` (see :class:`ObjectiveSpec`) to the local objective of ``stalk``.
+
+    E202 an unknown stalk, E291 an unknown kind, E203 an unknown parameter, E292 data of the wrong shape
+    (or data the kind does not take), E232 NaN in the data, E293 a literal Q that is not symmetric,
+    E294 a literal Q that is not PSD (with a witness v: vᵀQv < 0), E295 lo > hi, E296 a negative l1
+    weight. Literal numbers broadcast over the stalk (``lo=0``). (``sheaf verify`` proves Q ⪰ 0 exactly.)
+
+    >>> G = new_sheaf("fusion"); add_stalk(G, "x", 2)
+    >>> add_objective(G, "x", "quadratic", Q=[[2.0, 0.0], [0.0, 1.0]], q=[1.0, -1.0]).kind
+    'quadratic'
+    >>> [o.kind for o in objectives(G, "x")]
+    ['quadratic']
+    """
+    if not isinstance(stalk, str) or stalk not in G or G.nodes[stalk].get("anchor"):
+        raise _err("E202", f"objective: unknown stalk `{stalk}`", did_you_mean(str(stalk), list(G)))
+    if kind not in OBJECTIVE_KINDS:
+        raise _err("E291", f"unknown objective kind {kind!r}", f"one of: {', '.join(OBJECTIVE_KINDS)}")
+    d = G.nodes[stalk]["dim"]
+    what = f"objective `{stalk}` {kind}"
+    takes = {"quadratic": ("Q", "q"), "box": ("lo", "hi"), "l1": ("lam",)}.get(kind, ())
+    given = {k: v for k, v in dict(Q=Q, q=q, lo=lo, hi=hi, lam=lam).items() if v is not None}
+    extra = sorted(set(given) - set(takes))
+    if extra:
+        raise _err("E292", f"{what} takes no {extra[0]}")
+    H = G.graph["parameter_sheaf"]
+
+    def array(name, value, shape):
+        if isinstance(value, str):
+            if value not in H or value == ZERO:
+                raise _err("E203", f"{what}: unknown parameter `{value}`", did_you_mean(value, param_specs(G)))
+            pshape = H.nodes[value]["spec"].shape
+            if pshape != shape:
+                raise _err("E292", f"{what}: {name} `{value}` has shape {pshape}, the stalk needs {shape}")
+            return value
+        try:
+            a = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise _err("E292", f"{what}: {name} must be numbers of shape {shape}") from None
+        if a.ndim == 0 and len(shape) == 1:
+            a = np.full(shape, float(a))
+        if a.shape != shape:
+            raise _err("E292", f"{what}: {name} has shape {a.shape}, the stalk needs {shape}")
+        return a
+
+    spec = {}
+    if kind == "quadratic":
+        if Q is None:
+            raise _err("E292", f"{what} needs Q")
+        spec["Q"] = array("Q", Q, (d, d))
+        spec["q"] = array("q", 0.0 if q is None else q, (d,))
+        for name in ("Q", "q"):
+            if not isinstance(spec[name], str) and not np.all(np.isfinite(spec[name])):
+                raise _err("E232", f"{what}: {name} holds NaN or infinite entries")
+        if not isinstance(spec["Q"], str) and not np.allclose(spec["Q"], spec["Q"].T, rtol=0, atol=1e-12):
+            i, j = np.unravel_index(np.argmax(np.abs(spec["Q"] - spec["Q"].T)), (d, d))
+            raise _err("E293", f"{what}: Q is not symmetric: Q[{i},{j}] = {spec['Q'][i, j]:g} but "
+                       f"Q[{j},{i}] = {spec['Q'][j, i]:g}", "a quadratic form only sees (Q + Qᵀ)/2: write that")
+        if not isinstance(spec["Q"], str):
+            lam_q, vec_q = np.linalg.eigh(spec["Q"])
+            if lam_q[0] < -1e-12 * max(1.0, float(np.abs(lam_q).max())):
+                v = vec_q[:, 0] / np.abs(vec_q[:, 0]).max()
+                raise _err("E294", f"{what}: Q is not positive semidefinite: v = {np.round(v, 6).tolist()} has "
+                           f"vᵀQv = {float(v @ spec['Q'] @ v):.6g} < 0 (smallest eigenvalue {lam_q[0]:.6g})",
+                           "the objective must be convex: Q ⪰ 0")
+    elif kind == "box":
+        if lo is None or hi is None:
+            raise _err("E292", f"{what} needs lo and hi")
+        spec["lo"], spec["hi"] = array("lo", lo, (d,)), array("hi", hi, (d,))
+        if isinstance(spec["lo"], str) or isinstance(spec["hi"], str):
+            raise _err("E292", f"{what}: lo and hi must be numbers, not parameters")
+        if np.any(np.isnan(spec["lo"])) or np.any(np.isnan(spec["hi"])):
+            raise _err("E232", f"{what}: lo or hi holds NaN")
+        bad = np.flatnonzero(spec["lo"] > spec["hi"])
+        if bad.size:
+            i = int(bad[0])
+            raise _err("E295", f"{what}: lo[{i}] = {spec['lo'][i]:g} > hi[{i}] = {spec['hi'][i]:g}",
+                       "the box is empty, so the problem is infeasible")
+    elif kind == "l1":
+        try:
+            lam_f = float(lam)
+        except (TypeError, ValueError):
+            raise _err("E296", f"{what} needs a weight LAMBDA >= 0, not {lam!r}") from None
+        if not (lam_f >= 0 and math.isfinite(lam_f)):
+            raise _err("E296", f"{what}: the weight must be finite and >= 0, not {lam!r}")
+        spec["lam"] = lam_f
+    obj = ObjectiveSpec(kind, span=span, **spec)
+    G.nodes[stalk].setdefault("objectives", []).append(obj)
+    return obj
+
+
+def objectives(G: nx.MultiDiGraph, stalk: str) -> list[ObjectiveSpec]:
+    """The terms of the local objective f_v of ``stalk`` (empty: f_v = 0)."""
+    return G.nodes[stalk].get("objectives", [])
+
+
+def is_consensus(G: nx.MultiDiGraph) -> bool:
+    """True when the sheaf states a consensus problem: some stalk has an objective or some edge is hard."""
+    return any(d.get("objectives") for _, d in G.nodes(data=True)) or \
+        any(d.get("hard") for _, _, d in G.edges(data=True))
 
 
 def add_reluctance(G: nx.MultiDiGraph, param: str, weight: float) -> None:
