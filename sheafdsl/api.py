@@ -182,6 +182,20 @@ class Sheaf:
 
         return {k: tuple(s.shape) for k, s in param_specs(self.graph).items()}
 
+    @property
+    def is_consensus(self) -> bool:
+        """True when the sheaf states a consensus problem (objectives, hard edges): solved, not trained."""
+        from .ir import is_consensus
+
+        return is_consensus(self.graph)
+
+    @property
+    def objectives(self) -> dict:
+        """Stalk name -> its objective terms (``sheafdsl.ir.ObjectiveSpec``), for the stalks that have any."""
+        from .ir import objectives, stalks
+
+        return {v: list(objectives(self.graph, v)) for v in stalks(self.graph) if objectives(self.graph, v)}
+
     def __repr__(self) -> str:
         return f"Sheaf({self.name!r}: {len(self.stalks)} stalks, {self.graph.number_of_edges()} edges)"
 

@@ -81,8 +81,12 @@ CODES: dict[str, str] = {
     "E294": "a quadratic objective's literal Q is not positive semidefinite (the message gives a witness)",
     "E295": "a box objective with LO > HI in some coordinate",
     "E296": "an l1 objective with a negative or non-finite weight",
+    "E297": "a nonlinear edge (relu, tanh, ...) in a consensus problem: a hard edge, or any edge beside objectives, must be linear",
+    "E298": "an edge both `hard` and weighted",
+    "E299": "constraints that contradict each other, decided up front (bounds of one stalk, a pin outside its box/nonneg/simplex, pins off a hard edge, simplex pins not summing to 1)",
     "W300": "a parameter that nothing uses",
-    "W301": "a stalk with no edges and no pins",
+    "W301": "a stalk with no edges, no pins and no objective",
+    "W310": "an objective on a stalk whose every coordinate is hard-pinned (the term is constant)",
     # numerics: lowering and solvers
     "E500": "unknown or unusable array backend (lowering.backend)",
     "E501": "a state-dependent map (relu, sigmoid, softmax) on the head side of an edge",
@@ -123,7 +127,7 @@ CODES: dict[str, str] = {
     "E605": "a data set too small for the requested n / n_test",
     "E610": "an unknown or invalid training option (trainer, optimiser, config value)",
     "E611": "a saved trainer state that does not fit the trainer (another trainer, missing or misshapen parameters)",
-    "E612": "the trainer needs a feed-forward network sheaf",
+    "E612": "the trainer needs a feed-forward network sheaf (and a consensus problem is solved with `sheaf infer --solver admm`, not trained)",
     "E620": "a trainer step diverged (a non-finite value); the run loop reports it as E640",
     "E621": "a linear system of the model (a trainer step, a solve) is numerically singular (e.g. a very deep or narrow network)",
     # training: run directories, checkpoints, resume, diagnose, faults

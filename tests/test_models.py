@@ -29,7 +29,10 @@ def test_the_expected_models_exist():
 
 
 #: the front end's models (other models, e.g. verify's counterexamples, may warn on purpose)
-OWN = ["paraboloid", "saddle", "circle", "blobs", "digits", "tiny", "triangle", "twisted", "soft_pins"]
+OWN = ["paraboloid", "saddle", "circle", "blobs", "digits", "tiny", "triangle", "twisted", "soft_pins",
+       "sensor_fusion", "formation", "distribution"]
+#: the consensus problems (docs/admm.md): they check, format and verify; they are solved, not trained
+CONSENSUS = ["sensor_fusion", "formation", "distribution"]
 OWN_PATHS = [os.path.join(os.path.dirname(__file__), "..", "models", f"{n}.sheaf") for n in OWN]
 
 
@@ -134,3 +137,109 @@ def test_soft_pins_model_shows_every_boundary_kind():
     assert any(p.indices for p in m.pins)  # a partial hard pin
     assert any(p.indices for p in m.soft_pins) and any(p.indices is None for p in m.soft_pins)
     assert m.reluctances and m.ties
+
+
+# ----------------------------------------------------------------------------------------------
+# consensus models: each is what its header says, by an independent solve (CVXPY) of the IR it builds
+
+
+def _cvxpy_minimiser(G, params):
+    """The minimiser of the IR's consensus problem by CVXPY (Clarabel): every vertex coordinate a variable,
+    hard pins and hard edges as equalities, soft edges as ½ w² ‖δx − o‖², the objectives term by term."""
+    cp = pytest.importorskip("cvxpy")
+    from sheafdsl.ir import constant_pins, edge_offsets, edges, objectives, stalks, total_dim, vertex_slice
+    from sheafdsl.lowering import coboundary_matrix, offset_vector
+
+    D = coboundary_matrix(G, params).toarray()
+    o = offset_vector(G, params)
+    x = cp.Variable(total_dim(G))
+    cons, terms = [], []
+    idx, val = constant_pins(G)
+    if len(idx):
+        cons.append(x[idx] == val)
+    eoff = edge_offsets(G)
+    for _, _, name, d in edges(G):
+        r = slice(eoff[name], eoff[name] + d["dim"])
+        disc = D[r] @ x - o[r]
+        if d.get("hard"):
+            cons.append(disc == 0)
+        else:
+            terms.append(0.5 * d["weight"] ** 2 * cp.sum_squares(disc))
+    for v in stalks(G):
+        xv = x[vertex_slice(G, v)]
+        for t in objectives(G, v):
+            if t.kind == "quadratic":
+                Q = params[t.Q] if isinstance(t.Q, str) else t.Q
+                q = params[t.q] if isinstance(t.q, str) else t.q
+                terms.append(0.5 * cp.quad_form(xv, cp.psd_wrap(np.asarray(Q))) + np.asarray(q) @ xv)
+            elif t.kind == "nonneg":
+                cons.append(xv >= 0)
+            elif t.kind == "box":
+                cons += [xv >= t.lo, xv <= t.hi]
+            elif t.kind == "simplex":
+                cons += [xv >= 0, cp.sum(xv) == 1]
+            elif t.kind == "l1":
+                terms.append(t.lam * cp.norm1(xv))
+    prob = cp.Problem(cp.Minimize(sum(terms)), cons)
+    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    assert prob.status == "optimal", prob.status
+    return {v: x.value[vertex_slice(G, v)] for v in stalks(G)}
+
+
+def _consensus(name):
+    from sheafdsl.ir import from_model
+    from sheafdsl.lowering import init_params
+
+    G = from_model(load_file(os.path.join(os.path.dirname(__file__), "..", "models", f"{name}.sheaf")))
+    return G, _cvxpy_minimiser(G, init_params(G, 0))
+
+
+@pytest.mark.parametrize("name", CONSENSUS)
+def test_consensus_models_are_consensus_problems(name):
+    from sheafdsl.ir import from_model, is_consensus
+
+    m = load_file(os.path.join(os.path.dirname(__file__), "..", "models", f"{name}.sheaf"))
+    assert m.is_consensus and is_consensus(from_model(m)) and not m.train
+
+
+def test_sensor_fusion_is_the_weighted_least_squares_fusion():
+    G, x = _consensus("sensor_fusion")
+    C = {"a": [[1, 0, 0], [0, 1, 0]], "b": [[0, 0, 1]], "c": [[1, 1, 0], [0, 0, 1]], "d": [[1, -1, 0]]}
+    P = {"a": 1.0, "b": 4.0, "c": 0.25, "d": 1.0}
+    y = {"a": [1.02, 1.97], "b": [0.49], "c": [3.05, 0.52], "d": [-0.98]}
+    A = np.vstack([np.sqrt(P[k]) * np.array(C[k], float) for k in C])
+    b = np.concatenate([np.sqrt(P[k]) * np.array(y[k]) for k in C])
+    s = np.linalg.lstsq(A, b, rcond=None)[0]
+    assert np.linalg.matrix_rank(A) == 3  # no agent sees the whole state, together they do
+    for k in C:
+        assert np.allclose(x[f"s_{k}"], s, atol=1e-6)  # the copies agree, on the fused estimate
+        assert np.allclose(x[f"m_{k}"], np.array(C[k]) @ s, atol=1e-6)
+    assert np.allclose(s, [1, 2, 0.5], atol=0.05)
+
+
+def test_formation_holds_the_square_and_the_boxes_stop_it():
+    G, x = _consensus("formation")
+    a = x["a"]
+    assert np.allclose(a, [1.0, 0.7], atol=1e-6)  # x_a = 1: b = a + (1, 0) and c = a + (1, 1) reach the box
+    for u, v, d in (("a", "b", [1, 0]), ("b", "c", [0, 1]), ("c", "d", [-1, 0]), ("d", "a", [0, -1])):
+        assert np.allclose(x[v] - x[u], d, atol=1e-6)
+    assert all(np.all(np.abs(x[k]) <= 2 + 1e-7) for k in "abcd")
+
+
+def test_distribution_beliefs_are_distributions_and_a_b_agree():
+    G, x = _consensus("distribution")
+    for k in "abcd":
+        assert abs(x[f"p_{k}"].sum() - 1) < 1e-7 and np.all(x[f"p_{k}"] >= -1e-8)
+    assert np.allclose(x["p_a"], x["p_b"], atol=1e-7)
+    assert abs(x["p_d"][2]) < 1e-6  # d's own estimate gives outcome 3 a negative weight: clipped to 0
+    assert not np.allclose(x["p_c"], x["p_d"], atol=1e-3)  # soft springs: agree only so far
+
+
+@pytest.mark.parametrize("name", CONSENSUS)
+def test_consensus_models_are_refused_by_train(name):
+    from sheafdsl.api import load, train
+    from sheafdsl.errors import SheafError
+
+    with pytest.raises(SheafError) as e:
+        train(load(os.path.join(os.path.dirname(__file__), "..", "models", f"{name}.sheaf")), steps=1)
+    assert e.value.codes == ["E612"] and "--solver admm" in e.value.diagnostics[0].hint

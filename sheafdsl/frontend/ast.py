@@ -98,8 +98,10 @@ EDGE_KINDS = ("affine", "linear") + NAMES + ("maps",)
 
 @dataclass(frozen=True)
 class EdgeDecl:
-    """``edge NAME : SRC -> DST KIND ARGS [weight W]``
+    """``edge NAME : SRC -> DST KIND ARGS [weight W | hard]``
 
+    ``hard``: the edge is the constraint (δc)_e = 0 (``hard_span`` is where ``hard`` is written), not the
+    penalty ½ w² ‖(δc)_e‖²; a file that writes both ``weight`` and ``hard`` parses (the checker refuses it).
     ``args`` holds, by kind: affine (W, b?) and linear (W,) as Idents; maps (M_src, M_dst), each an
     Ident (a parameter) or a Lit; the numeric argument as a Lit for a registry entry that takes one
     (``leaky_relu SLOPE``); nothing for the other nonlinearities (relu, identity, tanh, ...).
@@ -114,6 +116,24 @@ class EdgeDecl:
     span: Span = _span()
     kind_span: Span = _span()
     weight_span: Span = _span()
+    hard: bool = False
+    hard_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ObjectiveDecl:
+    """``objective STALK KIND ARGS``: a term of the stalk's local convex objective f_v (KIND is one of
+    ``options.OBJECTIVE_KINDS``).
+
+    ``args`` by kind: quadratic (Q, q?) each an Ident (a parameter) or a Lit; box (LO, HI) Lits; l1
+    (LAMBDA,) a Lit; nonneg and simplex nothing. ``kind_span`` is where the kind keyword is written.
+    """
+
+    stalk: Ident
+    kind: str
+    args: tuple = ()
+    span: Span = _span()
+    kind_span: Span = _span()
 
 
 @dataclass(frozen=True)
@@ -217,7 +237,8 @@ class TrainDecl:
     span: Span = _span()
 
 
-Statement = Union[Header, StalkDecl, ParamDecl, EdgeDecl, PinDecl, ReluctanceDecl, TieDecl, NetworkDecl, TrainDecl]
+Statement = Union[Header, StalkDecl, ParamDecl, EdgeDecl, PinDecl, ReluctanceDecl, TieDecl, NetworkDecl, TrainDecl,
+                  ObjectiveDecl]
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ import os
 from pathlib import Path
 
 from ..codes import codes_between
-from ..options import MAX_DIM, MAX_PARAM_SIZE, TRAIN_OPTIONS, problem
+from ..options import MAX_DIM, MAX_PARAM_SIZE, OBJECTIVE_KINDS, TRAIN_OPTIONS, problem
 from ..errors import DiagnosticSink, SheafError, Span, a_or_an, did_you_mean
 from ..nonlinearities import HIDDEN, TABLE as NONLINEARITIES
 from ..nonlinearities import OUTPUTS as OUTPUT_MAPS
 from . import ast as A
-from .model import Edge, MapRef, Model, NetworkInfo, Param, Pin, Reluctance, SoftPin, Stalk, Tie
+from ..exact import decimal, psd_witness
+from .model import Edge, MapRef, Model, NetworkInfo, Objective, ObjectiveData, Param, Pin, Reluctance, SoftPin, Stalk, Tie
 from .parser import parse_file, parse_text
 
 
@@ -184,6 +185,9 @@ class _Checker:
         self.soft_pins: list[SoftPin] = []
         self.reluctances: list[Reluctance] = []
         self.ties: list[Tie] = []
+        self.objectives: list[Objective] = []
+        self.objective_decls: list[A.ObjectiveDecl] = []
+        self.edge_decls: dict[str, A.EdgeDecl] = {}
         self.train: dict[str, object] = {}
         self.train_seen: Span | None = None
         self.net_spans: set[Span] = set()
@@ -278,12 +282,15 @@ class _Checker:
         # only the first `network` is expanded (a second is E270, not a cascade of duplicate names)
         expanded = expand(A.Module(tuple(s for s in stmts if not (isinstance(s, A.NetworkDecl) and s is not nets[0])),
                                    self.m.path, self.m.source)).statements
-        order = (A.StalkDecl, A.ParamDecl, A.EdgeDecl, A.PinDecl, A.ReluctanceDecl, A.TieDecl, A.TrainDecl)
+        order = (A.StalkDecl, A.ParamDecl, A.EdgeDecl, A.PinDecl, A.ReluctanceDecl, A.TieDecl, A.TrainDecl,
+                 A.ObjectiveDecl)
         # declarations first, so that statements may refer to names declared further down
         for cls in order:
             for s in expanded:
                 if isinstance(s, cls):
                     getattr(self, "check_" + cls.__name__)(s)
+        if not self.d.has_errors:
+            self.check_consensus()
         if not self.d.has_errors:
             self.warnings()
         if self.d.has_errors:
@@ -292,7 +299,7 @@ class _Checker:
             name=headers[0].name.value if headers else "sheaf",
             stalks=self.stalks, params=self.params, edges=self.edges, pins=self.pins,
             soft_pins=self.soft_pins, reluctances=self.reluctances, ties=self.ties, train=self.train,
-            network=network, path=self.m.path, source=self.m.source,
+            network=network, path=self.m.path, source=self.m.source, objectives=self.objectives,
         )
 
     def check_network(self, n: A.NetworkDecl) -> NetworkInfo | None:
@@ -411,6 +418,10 @@ class _Checker:
         declared = self.declare(e.name, "edge")
         src, dst = self.stalk(e.src), self.stalk(e.dst)
         sugar = e.span in self.net_spans  # its activation and output weight were checked with the `network`
+        if e.hard and e.weight is not None:
+            self.d.error("E298", f"edge `{e.name.value}` is both `hard` and weighted", e.hard_span,
+                         "a hard edge is the constraint (δc)_e = 0 and has no weight; a weighted edge is the penalty "
+                         "½ w² ‖(δc)_e‖²: keep one of `hard` and `weight`")
         weight = (e.weight if e.weight is not None and math.isfinite(e.weight) and e.weight > 0 else 1.0) if sugar \
             else self.weight(e.weight, e.weight_span, f"weight of edge `{e.name.value}`")
         ok = src is not None and dst is not None
@@ -476,7 +487,9 @@ class _Checker:
                 dim = rs
             kw = dict(src_map=ref_s, dst_map=ref_d)
         if declared and ok:
-            self.edges[e.name.value] = Edge(e.name.value, src.name, dst.name, e.kind, dim, weight, span=e.name.span, **kw)
+            self.edges[e.name.value] = Edge(e.name.value, src.name, dst.name, e.kind, dim, weight, span=e.name.span,
+                                            hard=e.hard, **kw)
+            self.edge_decls[e.name.value] = e
 
     def _use_span(self, e: A.EdgeDecl, p: Param, k: int) -> Span:
         """Where to report a parameter that does not fit an edge: at the use, unless the edge comes
@@ -649,15 +662,311 @@ class _Checker:
                 continue
             self.train[key] = value
 
+    # -- objectives (consensus problems) --
+    def check_ObjectiveDecl(self, o: A.ObjectiveDecl) -> None:  # noqa: N802
+        stalk = self.stalk(o.stalk)
+        if stalk is None:
+            return
+        d, kind = stalk.dim, o.kind
+        if kind not in OBJECTIVE_KINDS:
+            self.d.error("E291", f"unknown objective kind `{kind}`", o.kind_span,
+                         did_you_mean(kind, OBJECTIVE_KINDS) or "an objective is one of: " + ", ".join(OBJECTIVE_KINDS))
+            return
+        what = f"{kind} objective of `{stalk.name}`"
+        data: dict = {}
+        if kind == "quadratic":
+            Q = self.objective_data(o.args[0], (d, d), f"the matrix Q of the {what}", matrix=True)
+            q = self.objective_data(o.args[1], (d,), f"the vector q of the {what}") if len(o.args) > 1 else \
+                ObjectiveData(value=(0.0,) * d)
+            if Q is None or q is None:
+                return
+            if not self.quadratic_convex(Q, o.args[0], what):
+                return
+            data = dict(Q=Q, q=q)
+        elif kind == "box":
+            lo = self.bound(o.args[0], d, f"the bound LO of the {what}")
+            hi = self.bound(o.args[1], d, f"the bound HI of the {what}")
+            if lo is None or hi is None:
+                return
+            for i, (a, b) in enumerate(zip(lo, hi)):
+                if a > b or a == math.inf or b == -math.inf:
+                    self.d.error("E295", f"the {what} is empty: LO[{i}] = {_fmt_value(a)} > HI[{i}] = {_fmt_value(b)}"
+                                 if a > b else f"the {what} is empty: coordinate {i} lies in [{_fmt_value(a)}, "
+                                 f"{_fmt_value(b)}]", o.args[0].span if a > b else o.kind_span,
+                                 "a box LO HI needs LO ≤ HI in every coordinate (and finite points in it); as written "
+                                 "the problem is infeasible")
+                    return
+            data = dict(lo=lo, hi=hi)
+        elif kind == "l1":
+            lam = o.args[0]
+            if lit_shape(lam.value) != ():
+                self.d.error("E292", f"the weight LAMBDA of the {what} is one number, not shape "
+                             f"{_fmt_shape(lit_shape(lam.value) or (0,))}", lam.span, "f(x) = LAMBDA ‖x‖₁")
+                return
+            if not (math.isfinite(lam.value) and lam.value >= 0):
+                self.d.error("E296", f"the weight LAMBDA of the {what} must be a finite number ≥ 0, not "
+                             f"{_fmt_value(lam.value)}", lam.span, "a negative multiple of ‖x‖₁ is not convex")
+                return
+            data = dict(lam=float(lam.value))
+        self.objectives.append(Objective(stalk.name, kind, span=o.span, **data))
+        self.objective_decls.append(o)
+
+    def objective_data(self, arg, shape: tuple, what: str, matrix: bool = False) -> ObjectiveData | None:
+        """Q (``matrix``) or q of a quadratic objective: a parameter of shape ``shape``, or a literal of that shape
+        (a number: that multiple of I for Q, that value in every coordinate for q)."""
+        if isinstance(arg, A.Ident):
+            p = self.param(arg)
+            if p is None:
+                return None
+            if p.shape != shape and not (p.shape == (1,) and shape == (1, 1)):
+                self.d.error("E292", f"{what}: parameter `{p.name}` has shape {_fmt_shape(p.shape)}, the stalk needs "
+                             f"{_fmt_shape(shape)}", arg.span, f"declare `param {p.name} : {_fmt_shape(shape)}`")
+                return None
+            return ObjectiveData(param=p.name)
+        sh = lit_shape(arg.value)
+        if sh is None:
+            self.d.error("E231", "literal is not rectangular: its rows have different lengths", arg.span)
+            return None
+        if sh != () and sh != shape:
+            n = shape[0]
+            self.d.error("E292", f"{what} has shape {_fmt_shape(sh)}, the stalk needs {_fmt_shape(shape)}", arg.span,
+                         (f"Q is a {n} x {n} matrix [[..], ..] (or a number s: s·I)" if matrix else
+                          f"q is a vector of {n} numbers (or one number for every coordinate)"))
+            return None
+        if not _finite(arg.value):
+            self.d.error("E232", f"{what} has a NaN or infinite entry", arg.span)
+            return None
+        if sh == ():
+            v = float(arg.value)
+            value = tuple(tuple(v if i == j else 0.0 for j in range(shape[0])) for i in range(shape[0])) if matrix \
+                else (v,) * shape[0]
+        else:
+            value = arg.value
+        return ObjectiveData(value=value)
+
+    def quadratic_convex(self, Q: ObjectiveData, arg, what: str) -> bool:
+        """E293/E294 for a Q whose values are known (a literal, or a parameter written in the file): symmetric,
+        and PSD decided exactly on the decimals as written, with a witness of negative curvature."""
+        value = Q.value if Q.param is None else _param_value(self.params[Q.param])
+        if value is None:
+            return True  # drawn at random or read from a file: checked when the values are known
+        n = len(value)
+        if n > PSD_EXACT_LIMIT:
+            return True  # the IR builder checks it in floating point (numpy)
+        M = [[decimal(x) for x in row] for row in value]
+        name = f"parameter `{Q.param}`" if Q.param else "the matrix Q"
+        for i in range(n):
+            for j in range(i):
+                if M[i][j] != M[j][i]:
+                    self.d.error("E293", f"{name} of the {what} is not symmetric: Q[{i},{j}] = "
+                                 f"{_fmt_value(value[i][j])} but Q[{j},{i}] = {_fmt_value(value[j][i])}", arg.span,
+                                 "½ xᵀQx only sees (Q + Qᵀ)/2: write that symmetric matrix")
+                    return False
+        w = psd_witness(M)
+        if w is not None:
+            v, curv = w
+            shown = "[" + ", ".join(_fmt_frac(x) for x in v) + "]"
+            self.d.error("E294", f"{name} of the {what} is not positive semidefinite: v = {shown} has "
+                         f"vᵀQv = {_fmt_frac(curv)} < 0", arg.span,
+                         "f(x) = ½ xᵀQx + qᵀx is convex only for Q ⪰ 0: along v it curves down, so the problem "
+                         "has no minimiser (or many local ones)")
+            return False
+        return True
+
+    def bound(self, arg: A.Lit, d: int, what: str) -> tuple | None:
+        sh = lit_shape(arg.value)
+        if sh is None:
+            self.d.error("E231", "literal is not rectangular", arg.span)
+            return None
+        if sh not in ((), (d,)):
+            self.d.error("E292", f"{what} has shape {_fmt_shape(sh)}, the stalk has dimension {d}", arg.span,
+                         f"give one number (for every coordinate) or a vector of {d}")
+            return None
+        vals = (float(arg.value),) * d if sh == () else tuple(float(x) for x in arg.value)
+        if any(math.isnan(x) for x in vals):
+            self.d.error("E232", f"{what} is NaN", arg.span, "a bound may be inf or -inf, not nan")
+            return None
+        return vals
+
+    def check_consensus(self) -> None:
+        """What a consensus problem needs beyond each statement: convex edges (E297), and the contradictions
+        that are decidable up front (E299): per stalk, the bounds of its box/nonneg/simplex terms against each
+        other and its hard pins; a hard edge row whose every coordinate is pinned; W310 a stalk whose every
+        coordinate is pinned."""
+        if not (self.objectives or any(e.hard for e in self.edges.values())):
+            return
+        for name, e in self.edges.items():
+            if e.kind not in LINEAR_KINDS:
+                decl = self.edge_decls[name]
+                why = "a hard edge is a linear constraint" if e.hard else \
+                    "a consensus problem (a model with objectives) is convex, and so is each soft edge's energy"
+                self.d.error("E297", f"edge `{name}` is {a_or_an(e.kind)} edge, which is not linear: {why}",
+                             decl.kind_span, "in a consensus problem an edge is `maps`, `linear`, `affine` or "
+                             "`identity` (restriction maps that do not depend on the state)")
+        if self.d.has_errors:
+            return
+        pinned: dict[str, dict[int, tuple[float, Pin]]] = {}
+        fixed: dict[str, set] = {}
+        for p in self.pins:
+            dim = self.stalks[p.stalk].dim
+            idx = p.indices if p.indices is not None else tuple(range(dim))
+            fixed.setdefault(p.stalk, set()).update(idx)
+            if p.source == "value":
+                for i, x in zip(idx, p.value):
+                    pinned.setdefault(p.stalk, {})[i] = (x, p)
+        by_stalk: dict[str, list] = {}
+        for o, decl in zip(self.objectives, self.objective_decls):
+            by_stalk.setdefault(o.stalk, []).append((o, decl))
+        for name, terms in by_stalk.items():
+            self.stalk_feasible(name, terms, pinned.get(name, {}))
+            if len(fixed.get(name, ())) == self.stalks[name].dim:
+                self.d.warning("W310", f"every coordinate of `{name}` is hard-pinned: its objective is a constant "
+                               "(its terms only restrict the pinned values)", terms[0][1].kind_span)
+        for name, e in self.edges.items():
+            if e.hard:
+                self.hard_edge_on_pins(e, pinned)
+
+    def stalk_feasible(self, name: str, terms: list, pins: dict) -> None:
+        d = self.stalks[name].dim
+        lo, hi = [(-math.inf, None)] * d, [(math.inf, None)] * d  # (bound, the term that sets it)
+        simplex = None
+        for o, decl in terms:
+            if o.kind == "box":
+                los, his = o.lo, o.hi
+            elif o.kind in ("nonneg", "simplex"):
+                los, his = (0.0,) * d, ((1.0,) if o.kind == "simplex" else (math.inf,)) * d
+                simplex = simplex or (decl if o.kind == "simplex" else None)
+            else:
+                continue
+            for i in range(d):
+                if los[i] > lo[i][0]:
+                    lo[i] = (los[i], decl)
+                if his[i] < hi[i][0]:
+                    hi[i] = (his[i], decl)
+                if lo[i][0] > hi[i][0]:
+                    a, b = lo[i], hi[i]
+                    self.d.error("E299", f"coordinate {i} of `{name}` must be ≥ {_fmt_value(a[0])} ({_said(a[1])}) and "
+                                 f"≤ {_fmt_value(b[0])} ({_said(b[1])}): no value is both", decl.kind_span,
+                                 "the terms of one stalk's objective add up, so their sets intersect; as written the "
+                                 "problem is infeasible")
+                    return
+        for i, (x, pin) in sorted(pins.items()):
+            if not lo[i][0] <= x <= hi[i][0]:
+                bound, term = (lo[i], "≥") if x < lo[i][0] else (hi[i], "≤")
+                self.d.error("E299", f"pin of `{name}` sets coordinate {i} to {_fmt_value(x)}, but the {_said(bound[1])} "
+                             f"needs it {term} {_fmt_value(bound[0])}", pin.span,
+                             "a hard pin must lie in the stalk's box/nonneg/simplex set, or the problem is infeasible")
+                return
+        if simplex is not None:
+            exact = lambda x: decimal(x) if math.isfinite(x) else x  # noqa: E731
+            low = sum(exact(pins[i][0]) if i in pins else exact(max(lo[i][0], 0.0)) for i in range(d))
+            high = sum(exact(pins[i][0]) if i in pins else exact(hi[i][0]) for i in range(d))
+            if not low <= 1 <= high:
+                every = len(pins) == d
+                if every:
+                    msg = f"the pins of `{name}` sum to {_fmt_frac(low)}, but its simplex needs Σx = 1"
+                else:
+                    side = "at least" if low > 1 else "at most"
+                    msg = (f"on the simplex of `{name}` Σx = 1, but its pins and bounds make Σx {side} "
+                           f"{_fmt_frac(low if low > 1 else high)}")
+                self.d.error("E299", msg, simplex.kind_span,
+                             "x ≥ 0 and Σx = 1 on a simplex stalk: pinned values must be ≥ 0 and sum to 1 when every "
+                             "coordinate is pinned (at most 1 otherwise)")
+
+    def hard_edge_on_pins(self, e: Edge, pinned: dict) -> None:
+        """A row of B x_v − A x_u − b = 0 whose every coordinate is pinned to a constant is decided here."""
+        A_ = _edge_block(self, e, e.src, "src")
+        B_ = _edge_block(self, e, e.dst, "dst")
+        b = _edge_offset(self, e)
+        if A_ is None or B_ is None or b is None:
+            return
+        pu, pv = pinned.get(e.src, {}), pinned.get(e.dst, {})
+        for r in range(e.dim):
+            terms = [(-decimal(a), e.src, j, pu) for j, a in enumerate(A_[r]) if a] + \
+                    [(decimal(a), e.dst, j, pv) for j, a in enumerate(B_[r]) if a]
+            if not all(j in pins for _, _, j, pins in terms):
+                continue
+            value = sum(c * decimal(pins[j][0]) for c, _, j, pins in terms) - decimal(b[r])
+            if value != 0:
+                lines = sorted({pins[j][1].span.line for _, _, j, pins in terms})
+                where = ", ".join(f"{st}[{j}]" for _, st, j, _ in terms) or "no coordinate"
+                self.d.error("E299", f"hard edge `{e.name}` requires row {r} of F_dst x_{e.dst} − F_src x_{e.src} − b "
+                             f"to vanish, but the hard pins of {where} (line{'s' * (len(lines) > 1)} "
+                             f"{', '.join(map(str, lines))}) make it {_fmt_frac(value)}",
+                             self.edge_decls[e.name].hard_span,
+                             "two hard constraints on the same coordinates disagree, so the problem is infeasible; "
+                             "`sheaf verify` decides the feasibility of every hard edge and pin together")
+                return
+
     def warnings(self) -> None:
         for name, p in self.params.items():
             if name not in self.used_params:
                 self.d.warning("W300", f"parameter `{name}` is not used by any edge, tie or reluctance", p.span)
         edged = {e.src for e in self.edges.values()} | {e.dst for e in self.edges.values()}
         pinned = {p.stalk for p in self.pins} | {p.stalk for p in self.soft_pins}
+        with_objective = {o.stalk for o in self.objectives}
         for name, s in self.stalks.items():
-            if name not in edged and name not in pinned:
+            if name not in edged and name not in pinned and name not in with_objective:
                 self.d.warning("W301", f"stalk `{name}` has no edges and no pins: it is unconstrained", s.span)
+
+
+#: edges whose restriction maps do not depend on the state: the edges of a consensus problem
+LINEAR_KINDS = ("maps", "linear", "affine", "identity")
+#: literal Q matrices up to this size are decided exactly here; larger ones in floating point by the IR builder
+PSD_EXACT_LIMIT = 200
+
+
+def _param_value(p: Param):
+    """A parameter's values when the file fixes them (literal, zeros, ones) as nested tuples, else None."""
+    fill = {"zeros": 0.0, "ones": 1.0}.get(p.init)
+    value = p.value if p.init == "literal" else fill
+    if value is None:
+        return None
+    if not isinstance(value, tuple):  # one number fills the parameter
+        if len(p.shape) == 1:
+            return (float(value),) * p.shape[0]
+        return tuple((float(value),) * p.shape[1] for _ in range(p.shape[0]))
+    return value
+
+
+def _edge_block(c: "_Checker", e: Edge, stalk: str, side: str):
+    """The restriction map of one side of a linear edge as rows of floats (None when its values are not fixed)."""
+    n = c.stalks[stalk].dim
+    eye = tuple(tuple(1.0 if i == j else 0.0 for j in range(n)) for i in range(n))
+    if side == "dst":
+        ref = e.dst_map if e.kind == "maps" else MapRef(scale=1.0)
+    else:
+        ref = e.src_map if e.kind == "maps" else (MapRef(param=e.W) if e.W else MapRef(scale=1.0))
+    if ref.scale is not None:
+        return tuple(tuple(ref.scale * x for x in row) for row in eye)
+    if ref.matrix is not None:
+        return ref.matrix
+    return _param_value(c.params[ref.param])
+
+
+def _edge_offset(c: "_Checker", e: Edge):
+    if e.b is None:
+        return (0.0,) * e.dim
+    return _param_value(c.params[e.b])
+
+
+def _said(decl) -> str:
+    """`the box of line 4`: which objective statement set a bound."""
+    return f"{decl.kind} at line {decl.span.line}" if decl is not None and decl.span.known else \
+        (decl.kind if decl is not None else "stalk")
+
+
+def _fmt_frac(x) -> str:
+    """An exact rational as a short decimal when it is one (1/4 -> 0.25), else p/q."""
+    from fractions import Fraction
+
+    x = Fraction(x)
+    if x.denominator == 1:
+        return str(x.numerator)
+    f = float(x)
+    if Fraction(repr(f)) == x:
+        return repr(f)
+    return f"{x.numerator}/{x.denominator}"
 
 
 def _coerce(value, typ):

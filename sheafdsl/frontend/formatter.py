@@ -141,6 +141,8 @@ def _fields(s) -> tuple[str, ...]:
         return (s.stalk.value + _index(s.indices),)
     if isinstance(s, A.TieDecl):
         return (s.a.value,)
+    if isinstance(s, A.ObjectiveDecl):
+        return (s.stalk.value,)
     return ()
 
 
@@ -167,7 +169,11 @@ def format_statement(s, widths: tuple[int, ...] = ()) -> list[str]:
             args.append(a.value if isinstance(a, A.Ident) else format_literal(a.value))
         kind = s.kind + ("" if not args else " " + (" | ".join(args) if s.kind == "maps" else " ".join(args)))
         weight = "" if s.weight is None else f" weight {format_number(s.weight)}"
-        return [f"edge {col[0]} : {col[1]} -> {col[2]}  {kind}{weight}".rstrip()]
+        hard = " hard" if s.hard else ""
+        return [f"edge {col[0]} : {col[1]} -> {col[2]}  {kind}{weight}{hard}".rstrip()]
+    if isinstance(s, A.ObjectiveDecl):
+        args = "".join(" " + (a.value if isinstance(a, A.Ident) else format_literal(a.value)) for a in s.args)
+        return [f"objective {col[0]} {s.kind}{args}".rstrip()]
     if isinstance(s, A.PinDecl):
         if s.soft:
             return [f"pin {col[0]} ~ {format_literal(s.value.value)} weight {format_number(s.weight)}"]

@@ -82,7 +82,8 @@ class Edge:
 
     φ is any other entry of the nonlinearity registry (:mod:`sheafdsl.nonlinearities`: leaky_relu,
     tanh, gelu, softplus, sigmoid, softmax); ``arg`` is its numeric argument (the leaky_relu slope).
-    ``dim`` is the edge stalk dimension d_e; ``weight`` is w_e, so the edge's energy is ½ w_e² ‖(δc)_e‖².
+    ``dim`` is the edge stalk dimension d_e; ``weight`` is w_e, so the edge's energy is ½ w_e² ‖(δc)_e‖²;
+    ``hard``: instead, the edge is the constraint (δc)_e = 0 (its weight is unused).
     """
 
     name: str
@@ -97,6 +98,42 @@ class Edge:
     dst_map: MapRef | None = None
     arg: float | None = None
     span: Span = field(default=NOSPAN, compare=False)
+    hard: bool = False
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A term of the local convex objective f_v of stalk ``stalk`` (x = c_v ∈ R^d; terms of one stalk add up).
+
+    ======== ======================== =====================================================
+    kind     f(x)                     data
+    ======== ======================== =====================================================
+    quadratic ½ xᵀQx + qᵀx            ``Q`` (d×d, symmetric PSD), ``q`` (d,): each a MapRef-like
+                                      :class:`ObjectiveData` (a parameter, or a literal)
+    nonneg   indicator of x ≥ 0
+    box      indicator of lo ≤ x ≤ hi ``lo``, ``hi``: tuples of d floats (±inf allowed)
+    simplex  indicator of x ≥ 0, Σx = 1
+    l1       lam ‖x‖₁                 ``lam`` ≥ 0
+    ======== ======================== =====================================================
+    """
+
+    stalk: str
+    kind: str
+    Q: "ObjectiveData | None" = None
+    q: "ObjectiveData | None" = None
+    lo: tuple | None = None
+    hi: tuple | None = None
+    lam: float | None = None
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class ObjectiveData:
+    """Q or q of a quadratic objective as written: a parameter name, or a literal (nested tuples of floats,
+    full size: a number written for q is broadcast by the checker). Exactly one is set."""
+
+    param: str | None = None
+    value: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +215,13 @@ class Model:
     network: NetworkInfo | None = None
     path: str = "<input>"
     source: str = ""
+    objectives: list = field(default_factory=list)
+
+    @property
+    def is_consensus(self) -> bool:
+        """True when the model states a consensus problem: some objective, or some hard edge (it is solved,
+        ``sheaf infer --solver admm``, not trained)."""
+        return bool(self.objectives) or any(e.hard for e in self.edges.values())
 
     def pins_of(self, source: str) -> list[Pin]:
         return [p for p in self.pins if p.source == source]

@@ -85,7 +85,7 @@ def keywords() -> frozenset[str]:
 def _KEYWORD_TERMINALS() -> dict[str, str]:  # noqa: N802
     out = {}
     for t in _lark().terminals:
-        m = re.fullmatch(r"([a-z]+)\(\?!\[A-Za-z0-9_\]\)", t.pattern.value) if t.pattern.type == "re" else None
+        m = re.fullmatch(r"([a-z][a-z0-9_]*)\(\?!\[A-Za-z0-9_\]\)", t.pattern.value) if t.pattern.type == "re" else None
         if m and t.name.startswith("_"):
             out[t.name] = m.group(1)
     return out
@@ -156,9 +156,42 @@ class ToAST(Transformer):
         return A.InitSpec(kind, file=str(c[0])[1:-1], key=_ident(c[1]) if c[1] is not None else None, span=_mspan(meta))
 
     def edge(self, meta, c):
-        name, src, dst, (kind, args, kspan), weight = c
-        w, wspan = weight if weight is not None else (None, Span())
-        return A.EdgeDecl(_ident(name), _ident(src), _ident(dst), kind, args, w, _mspan(meta), kspan, wspan)
+        name, src, dst, (kind, args, kspan), tail = c
+        (w, wspan), hspan = tail if tail is not None else ((None, Span()), None)
+        return A.EdgeDecl(_ident(name), _ident(src), _ident(dst), kind, args, w, _mspan(meta), kspan, wspan,
+                          hard=hspan is not None, hard_span=hspan or Span())
+
+    def tail_weight(self, meta, c):
+        return c[0], c[1]
+
+    def tail_hard(self, meta, c):
+        return (c[1] if c[1] is not None else (None, Span())), c[0]
+
+    def hard(self, meta, c):
+        return _mspan(meta)
+
+    def _objective(kind):  # noqa: N805 - a small factory used in the class body
+        def build(self, meta, c):
+            stalk, kspan, *args = c
+            args = tuple(_ident(t) if isinstance(t, Token) else t for t in args if t is not None)
+            return A.ObjectiveDecl(_ident(stalk), kind, args, _mspan(meta), kspan)
+
+        return build
+
+    obj_quadratic = _objective("quadratic")
+    obj_nonneg = _objective("nonneg")
+    obj_box = _objective("box")
+    obj_simplex = _objective("simplex")
+    obj_l1 = _objective("l1")
+    del _objective
+
+    def obj_unknown(self, meta, c):  # an unknown kind parses, so that the checker can name the known ones (E291)
+        stalk, kind, *args = c
+        args = tuple(_ident(t) if isinstance(t, Token) else t for t in args if t is not None)
+        return A.ObjectiveDecl(_ident(stalk), str(kind), args, _mspan(meta), _tspan(kind))
+
+    def objective_kind(self, meta, c):
+        return _mspan(meta)
 
     def _kind(kind):  # noqa: N805 - a small factory used in the class body
         def build(self, meta, c):
@@ -261,7 +294,7 @@ _FRIENDLY = {
     "_VBAR": "`|`", "_ARROW": "`->`",
 }
 
-STATEMENT_KEYWORDS = ("sheaf", "stalk", "param", "edge", "pin", "reluctance", "tie", "network", "train")
+STATEMENT_KEYWORDS = ("sheaf", "stalk", "param", "edge", "pin", "reluctance", "tie", "network", "train", "objective")
 _CLOSING = {"_LSQB": "]", "_LPAR": ")"}
 
 

@@ -39,7 +39,7 @@ import networkx as nx
 import numpy as np
 
 from ..fileio import atomic_write_text
-from .graph import (INFERENCE, TRAINING, ZERO, ParamSpec, PinSpec, edge_dim, edges, is_state_dependent, new_sheaf, param_specs,
+from .graph import (INFERENCE, TRAINING, ZERO, ObjectiveSpec, ParamSpec, PinSpec, edge_dim, edges, is_state_dependent, new_sheaf, param_specs,
                     pinned_indices, stalks, total_dim)
 from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select, describe
 
@@ -143,6 +143,37 @@ def pin_from_json(d: dict) -> PinSpec:
     return PinSpec(d["source"], idx, val)
 
 
+def _floats_to_json(a):
+    """A float array as nested lists, ±inf as the strings "inf"/"-inf" (JSON has no infinity)."""
+    return [x if math.isfinite(x) else ("inf" if x > 0 else "-inf") for x in np.asarray(a, dtype=float).tolist()]
+
+
+def objective_to_json(o: ObjectiveSpec) -> dict:
+    """One objective term: ``kind`` and its data (``Q``/``q``: a parameter name or nested lists; ``lo``/``hi``
+    with ±inf as strings; ``lam``)."""
+    out: dict = {"kind": o.kind}
+    for k in ("Q", "q"):
+        v = getattr(o, k)
+        if v is not None:
+            out[k] = v if isinstance(v, str) else np.asarray(v, dtype=float).tolist()
+    for k in ("lo", "hi"):
+        v = getattr(o, k)
+        if v is not None:
+            out[k] = _floats_to_json(v)
+    if o.lam is not None:
+        out["lam"] = float(o.lam)
+    return out
+
+
+def objective_from_json(d: dict) -> ObjectiveSpec:
+    def arr(v):
+        return v if v is None or isinstance(v, str) else np.array([float(x) for x in v] if v and not
+                                                                   isinstance(v[0], list) else v, dtype=float)
+
+    return ObjectiveSpec(d["kind"], Q=arr(d.get("Q")), q=arr(d.get("q")), lo=arr(d.get("lo")), hi=arr(d.get("hi")),
+                         lam=None if d.get("lam") is None else float(d["lam"]))
+
+
 def _tuplify(x):
     return tuple(_tuplify(y) for y in x) if isinstance(x, (list, tuple)) else x
 
@@ -204,13 +235,16 @@ def to_json(G: nx.MultiDiGraph) -> dict:
     nodes = []
     for v in stalks(G):
         d = G.nodes[v]
-        nodes.append({"id": v, "dim": int(d["dim"]), "offset": int(d["offset"]), "anchor": bool(d.get("anchor")),
-                      "pins": [pin_to_json(p) for p in d["pins"]]})
+        node = {"id": v, "dim": int(d["dim"]), "offset": int(d["offset"]), "anchor": bool(d.get("anchor")),
+                "pins": [pin_to_json(p) for p in d["pins"]]}
+        if d.get("objectives"):
+            node["objectives"] = [objective_to_json(o) for o in d["objectives"]]
+        nodes.append(node)
     links = []
     for u, v, name, d in edges(G):
         links.append({"source": u, "target": v, "key": name, "kind": d["kind"], "src_map": map_to_json(d["src_map"]),
                       "dst_map": map_to_json(d["dst_map"]), "dim": int(d["dim"]), "weight": float(d["weight"]),
-                      "bias": d.get("bias")})
+                      "bias": d.get("bias"), "hard": bool(d.get("hard", False))})
     pnodes = []
     for p, d in H.nodes(data=True):
         entry = {"id": p, "anchor": bool(d.get("anchor"))}
@@ -255,7 +289,8 @@ def from_json(data: dict) -> nx.MultiDiGraph:
             if int(n["offset"]) != offset:
                 raise ValueError(f"vertex {n['id']!r}: offset {n['offset']} but the layout puts it at {offset}")
             G.add_node(n["id"], dim=int(n["dim"]), offset=offset, pins=[pin_from_json(p) for p in n["pins"]],
-                       anchor=bool(n.get("anchor")))
+                       anchor=bool(n.get("anchor")),
+                       objectives=[objective_from_json(o) for o in n.get("objectives", ())])
             offset += int(n["dim"])
         for order, e in enumerate(data["state"]["edges"]):
             for end in ("source", "target"):
@@ -263,7 +298,7 @@ def from_json(data: dict) -> nx.MultiDiGraph:
                     raise ValueError(f"edge {e['key']!r}: unknown vertex {e[end]!r}")
             G.add_edge(e["source"], e["target"], key=e["key"], kind=e["kind"], src_map=map_from_json(e["src_map"]),
                        dst_map=map_from_json(e["dst_map"]), dim=int(e["dim"]), weight=float(e["weight"]),
-                       bias=e.get("bias"), order=order)
+                       bias=e.get("bias"), order=order, hard=bool(e.get("hard", False)))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed {FORMAT_NAME} data: {type(exc).__name__}: {exc}") from None
     return G
@@ -294,11 +329,13 @@ def to_graphml_graph(G: nx.MultiDiGraph) -> nx.MultiDiGraph:
     for n in data["state"]["nodes"]:
         pins = n["pins"]
         S.add_node(n["id"], dim=n["dim"], offset=n["offset"], anchor=n["anchor"],
-                   pinned=",".join(p["source"] for p in pins), pins=json.dumps(pins))
+                   pinned=",".join(p["source"] for p in pins), pins=json.dumps(pins),
+                   objectives=json.dumps(n.get("objectives", [])))
     for (u, v, name, d), e in zip(edges(G), data["state"]["edges"]):
         S.add_edge(u, v, key=name, name=name, kind=e["kind"], src_map=describe(d["src_map"]),
                    dst_map=describe(d["dst_map"]), src_map_json=json.dumps(e["src_map"]),
-                   dst_map_json=json.dumps(e["dst_map"]), dim=e["dim"], weight=e["weight"], bias=e["bias"] or "")
+                   dst_map_json=json.dumps(e["dst_map"]), dim=e["dim"], weight=e["weight"], bias=e["bias"] or "",
+                   hard=e["hard"])
     return S
 
 
@@ -346,6 +383,8 @@ def dumps_dot(G: nx.MultiDiGraph) -> str:
             attrs["style"] = "filled" + (",dashed" if all(p.indices is not None for p in pins) else "")
             attrs["fillcolor"] = _PIN_COLOURS[sources[0]]
             attrs["pinned"] = ",".join(sources)
+        if d.get("objectives"):
+            label += "\nf: " + " + ".join(o.kind for o in d["objectives"])
         if d.get("anchor"):
             attrs["shape"] = "box"
             attrs["style"] = "filled,rounded"
@@ -357,8 +396,8 @@ def dumps_dot(G: nx.MultiDiGraph) -> str:
         label = f"{ename}: {d['kind']}\n{maps}"
         if d.get("bias"):
             label += f" + {d['bias']}"
-        label += f"\nd={d['dim']}, w={d['weight']:g}"
-        style = ', style="dashed"' if d["kind"] == "soft_pin" else ""
+        label += f"\nd={d['dim']}, " + ("hard" if d.get("hard") else f"w={d['weight']:g}")
+        style = ', style="dashed"' if d["kind"] == "soft_pin" else ', style="bold"' if d.get("hard") else ""
         out.append(f"  {_q(u)} -> {_q(v)} [label={_q(label)}, key={_q(ename)}{style}];")
     H = G.graph["parameter_sheaf"]
     if H.number_of_nodes() > 1 or H.number_of_edges():

@@ -610,7 +610,7 @@ def from_model(model) -> nx.MultiDiGraph:
         else:  # an entry of the nonlinearity registry; an unknown one raises in Nonlinear (E511)
             src_map = nonlinear_map(e.kind, getattr(e, "arg", None))
         add_edge(G, e.name, e.src, e.dst, kind=e.kind, src_map=src_map, dst_map=dst_map, dim=e.dim,
-                 weight=e.weight, bias=bias)
+                 weight=e.weight, bias=bias, hard=getattr(e, "hard", False))
     for p in model.pins:
         add_pin(G, p.stalk, p.source, indices=p.indices, value=p.value)
     for sp in model.soft_pins:
@@ -618,11 +618,26 @@ def from_model(model) -> nx.MultiDiGraph:
         while name in G:
             name += "_"
         add_soft_pin(G, name, sp.stalk, sp.value, sp.weight, indices=sp.indices)
+    for o in getattr(model, "objectives", ()):
+        _add_model_objective(G, o, model.path)
     for r in model.reluctances:
         add_reluctance(G, r.param, r.weight)
     for t in model.ties:
         add_tie(G, t.a, t.b, t.weight)
     return G
+
+
+def _add_model_objective(G, o, path: str) -> None:
+    """A checked model's objective; a problem only the builder finds (a literal Q too large for the checker's
+    exact test) is reported at the objective's statement."""
+    def data(ref):
+        return None if ref is None else (ref.param if ref.param is not None else ref.value)
+
+    try:
+        add_objective(G, o.stalk, o.kind, Q=data(o.Q), q=data(o.q), lo=o.lo, hi=o.hi, lam=o.lam, span=o.span)
+    except InvalidSheaf as exc:
+        d = exc.diagnostics[0]
+        raise SheafError(Diagnostic(d.code, d.message, o.span, "error", d.hint, path), G.graph.get("source", "")) from None
 
 
 def _map(ref):

@@ -35,6 +35,7 @@ __all__ = [
     "names", "numbers", "literal_values", "literals", "headers", "stalk_decls", "init_specs", "param_decls",
     "edge_decls", "pin_decls", "reluctance_decls", "tie_decls", "network_decls", "train_decls", "statements",
     "modules", "network_sources", "general_sheaf_sources", "model_sources", "with_comments", "comment_texts",
+    "objective_decls", "consensus_sources",
 ]
 
 #: words that are numbers to the lexer (any case), so they cannot be names where a number may stand
@@ -117,8 +118,21 @@ def edge_decls():
                   st.tuples(numbers().map(A.Lit))),
         st.tuples(st.just("maps"), st.tuples(map_arg, map_arg)),
     )
-    return st.builds(lambda n, s, d, ka, w: A.EdgeDecl(n, s, d, ka[0], ka[1], w),
-                     idents(), idents(), idents(), args, st.none() | numbers())
+    return st.builds(lambda n, s, d, ka, w, h: A.EdgeDecl(n, s, d, ka[0], ka[1], w, hard=h),
+                     idents(), idents(), idents(), args, st.none() | numbers(), st.booleans())
+
+
+def objective_decls():
+    """``objective STALK KIND ...`` of every kind the grammar takes (an unknown kind, a name, included)."""
+    arg = idents() | literals(2)
+    by_kind = st.one_of(
+        st.tuples(st.just("quadratic"), st.lists(arg, min_size=1, max_size=2).map(tuple)),
+        st.tuples(st.sampled_from(["nonneg", "simplex"]), st.just(())),
+        st.tuples(st.just("box"), st.tuples(literals(1), literals(1))),
+        st.tuples(st.just("l1"), st.tuples(literals(1))),
+        st.tuples(names(), st.lists(arg, max_size=2).map(tuple)),
+    )
+    return st.builds(lambda s, ka: A.ObjectiveDecl(s, ka[0], ka[1]), idents(), by_kind)
 
 
 def pin_decls():
@@ -163,7 +177,7 @@ def train_decls():
 def statements():
     """Any one statement the grammar can produce."""
     return st.one_of(headers(), stalk_decls(), param_decls(), edge_decls(), pin_decls(), reluctance_decls(),
-                     tie_decls(), network_decls(), train_decls())
+                     tie_decls(), network_decls(), train_decls(), objective_decls())
 
 
 def modules(max_statements: int = 8) -> st.SearchStrategy[A.Module]:
@@ -334,6 +348,86 @@ def _shaped(draw, shape: tuple[int, ...]):
     if len(shape) == 1:
         return tuple(draw(_values(shape[0])))
     return tuple(tuple(draw(_values(shape[1]))) for _ in range(shape[0]))
+
+
+@st.composite
+def consensus_sources(draw, max_vertices: int = 5, max_dim: int = 3, max_edges: int = 6) -> str:
+    """A valid consensus problem: a random graph whose stalks carry random objectives of every kind
+    (quadratic with a literal or parameter Q = BᵀB, B integer, so that it is PSD exactly; nonneg, box,
+    simplex, l1), hard and soft linear edges mixed (``maps`` with literal, scalar or parameter maps,
+    ``identity``, ``linear``, ``affine``), hard pins and soft pins. Every stalk has at least one objective
+    or edge. It checks; it need not be feasible or have a unique minimiser (``sheaf verify`` decides)."""
+    n = draw(st.integers(1, max_vertices))
+    dims = [draw(st.integers(1, max_dim)) for _ in range(n)]
+    lines = [f"sheaf {draw(names())}"] + [f"stalk v{i} : {d}" for i, d in enumerate(dims)]
+    n_params = [0]
+
+    def param(shape, value) -> str:
+        name = f"P{n_params[0]}"
+        n_params[0] += 1
+        lines.append(f"param {name} : {' x '.join(map(str, shape))} = {format_literal(value)}")
+        return name
+
+    ints = st.integers(-2, 2).map(float)
+    indicator: set[int] = set()  # stalks with a box/nonneg/simplex term: never hard-pinned (no E299 by chance)
+    kinds_seen: set[str] = set()
+    for i, d in enumerate(dims):
+        for kind in draw(st.lists(st.sampled_from(["quadratic", "nonneg", "box", "simplex", "l1"]), max_size=3)):
+            kinds_seen.add(kind)
+            if kind == "quadratic":
+                B = [[draw(ints) for _ in range(d)] for _ in range(draw(st.integers(1, d + 1)))]
+                Q = tuple(tuple(sum(r[a] * r[b] for r in B) for b in range(d)) for a in range(d))
+                Qs = param((d, d), Q) if draw(st.booleans()) else format_literal(Q)
+                q = "" if draw(st.booleans()) else " " + format_literal(tuple(draw(_values(d))))
+                lines.append(f"objective v{i} quadratic {Qs}{q}")
+            elif kind == "box":
+                lo = draw(_values(d, -3.0, 0.0))
+                hi = draw(_values(d, 1.0, 3.0))  # lo ≤ 0 < 1 ≤ hi: every box contains [0, 1]^d (no E299 by chance)
+                lines.append(f"objective v{i} box {format_literal(tuple(lo))} {format_literal(tuple(hi))}")
+                indicator.add(i)
+            elif kind == "l1":
+                lines.append(f"objective v{i} l1 {format_number(draw(st.floats(0.0, 2.0)))}")
+            else:
+                lines.append(f"objective v{i} {kind}")
+                indicator.add(i)
+    edged: set[int] = set()
+    hard_ends: set[int] = set()
+    for k in range(draw(st.integers(0 if kinds_seen else 1, max_edges))):
+        u, v = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+        du, dv = dims[u], dims[v]
+        kinds = ["maps"] if u == v else ["maps", "linear", "affine"] + (["identity"] if du == dv else [])
+        kind = draw(st.sampled_from(kinds))
+        if kind == "maps":
+            de = draw(st.integers(1, max_dim))
+
+            def one_map(d: int) -> str:
+                choice = draw(st.sampled_from(["matrix", "param"] + (["scalar"] if d == de else [])))
+                if choice == "scalar":
+                    return format_number(draw(st.sampled_from([1.0, -1.0, 2.0, 0.5])))
+                value = tuple(tuple(draw(ints) for _ in range(d)) for _ in range(de))
+                return param((de, d), value) if choice == "param" else format_literal(value)
+
+            body = f"maps {one_map(du)} | {one_map(dv)}"
+        elif kind in ("linear", "affine"):
+            W = param((dv, du), tuple(tuple(draw(ints) for _ in range(du)) for _ in range(dv)))
+            body = f"{kind} {W}" + (f" {param((dv,), tuple(draw(_values(dv))))}" if kind == "affine" and
+                                    draw(st.booleans()) else "")
+        else:
+            body = kind
+        hard = draw(st.booleans()) or (not kinds_seen and k == 0)  # a consensus problem: an objective or a hard edge
+        if hard:
+            hard_ends |= {u, v}
+        tail = " hard" if hard else (f" weight {format_number(draw(_weights()))}" if draw(st.booleans()) else "")
+        lines.append(f"edge e{k} : v{u} -> v{v} {body}{tail}")
+        edged |= {u, v}
+    for i, d in enumerate(dims):
+        how = draw(st.sampled_from(["none", "none", "hard", "soft"]))
+        if how == "hard" and i not in indicator and i not in hard_ends:
+            idx = draw(st.lists(st.integers(0, d - 1), min_size=1, max_size=d, unique=True))
+            lines.append(f"pin v{i}[{', '.join(map(str, idx))}] = {format_literal(tuple(draw(_values(len(idx)))))}")
+        elif how == "soft":
+            lines.append(f"pin v{i} ~ {format_literal(tuple(draw(_values(d))))} weight {format_number(draw(_weights()))}")
+    return "\n".join(lines) + "\n"
 
 
 def model_sources() -> st.SearchStrategy[str]:

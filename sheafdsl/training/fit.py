@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import Diagnostic, SheafError
+from ..errors import Diagnostic, SheafError, Span
 from ..fileio import write_error
 
 #: options that may differ from the checkpoint's config on resume (they do not change the trajectory)
@@ -116,6 +116,20 @@ def resume_config(ck, overrides: dict, baseline_flag, file: str):
     return TrainConfig.from_sources(saved, free)
 
 
+def _refuse_consensus(G, file: str) -> None:
+    """E612: a consensus problem (objectives, hard edges) has a minimiser to find, not parameters to train."""
+    from ..ir import is_consensus, objectives, stalks
+
+    if not is_consensus(G):
+        return
+    spans = [o.span for v in stalks(G) for o in objectives(G, v) if o.span.known]
+    raise SheafError(Diagnostic(
+        "E612", f"`{G.graph.get('name', 'sheaf')}` states a consensus problem (local objectives and/or hard edges): "
+                "it is solved, not trained", spans[0] if spans else Span(), "error",
+        f"solve it with `sheaf infer {file} --solver admm` (or `--solver admm-local`, `--solver exact`)", file),
+        G.graph.get("source") or None)
+
+
 def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: bool = False, baseline=None,
               params: dict | None = None, record: bool = True, command: list | None = None,
               checkpoint_every: float | None = None) -> Run:
@@ -132,6 +146,7 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
     from .run import MetricsLog, RunDir, TrainingSession, atomic_write_text, default_run_dir
     from .trainers import make_trainer
 
+    _refuse_consensus(G, file)
     overrides = dict(overrides or {})
     text = G.graph.get("source") or ""
     model_sha = sha256_text(text)
