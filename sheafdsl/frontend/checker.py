@@ -32,11 +32,7 @@ from .parser import parse_file, parse_text
 
 #: every diagnostic code the front end can emit, with what it means (a view of :data:`sheafdsl.codes.CODES`;
 #: E236 is in the checker's range but is emitted when parameters are loaded, by :mod:`sheafdsl.lowering.params`)
-#: emitted by the IR builders (``ir.add_objective``) but not yet by the checker: the `objective` statement
-#: is being added (issue 10); its author removes this set once every code has a case in test_diagnostics
-_IR_ONLY = {"E291", "E292", "E293", "E294", "E295", "E296"}
-DIAGNOSTICS = {c: m for c, m in {**codes_between("E100", "E299"), **codes_between("W300", "W399")}.items()
-               if c != "E236" and c not in _IR_ONLY}
+DIAGNOSTICS = {c: m for c, m in {**codes_between("E100", "E299"), **codes_between("W300", "W399")}.items() if c != "E236"}
 
 #: the names the ``network`` sugar takes for its output and hidden layers (from the nonlinearity registry)
 OUTPUTS = tuple(a.name for a in OUTPUT_MAPS)
