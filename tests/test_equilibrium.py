@@ -283,6 +283,36 @@ def test_deep_sliding_rows_are_exact():
     np.testing.assert_allclose(res.energy, ex.energy[idx], rtol=1e-9)
 
 
+@pytest.mark.parametrize("text, energy, abs_sum, sliding, iterations, states", [
+    ("sheaf digits\nnetwork mlp : 64 -> 64 -> 10 relu output softmax\n",
+     439.96490549171966, 67794.39569172803, 219, 11, "b622cbacf8311a13"),
+    ("sheaf deep\nnetwork mlp : 64 -> 24 -> 24 -> 10 relu output softmax\n",  # coupled sliding rows in Newton
+     207.9082893930732, 68650.425502005, 575, 22, "5d9f81afb141d719"),
+])
+def test_softmax_equilibrium_regression(text, energy, abs_sum, sliding, iterations, states):
+    """A fixed-seed regression of the whole two-sided equilibrium of softmax chains on 300 digits (init
+    weights × 3: confident outputs, many units moving): the numbers main gave at 4039578, before the
+    structured, per-example Newton solve of the output; the same unit states and path exactly, the same
+    energy and stalks to round-off, and stationary to round-off (the Filippov gradient)."""
+    import hashlib
+
+    G = model(text)
+    net = feedforward(G)
+    P = {k: 3.0 * v for k, v in init_params(G, 0).items()}
+    d = load_dataset("digits", n=1437, n_test=360)
+    X, Y = d.X_train[:300], d.Y_train[:300]
+    r = solve(G, P, {"x": X, "y": Y}, boundary=TRAINING, piece="chain")
+    assert np.asarray(r.consistent).all() and r.iterations == iterations
+    assert int(np.asarray(r.sliding).sum()) == sliding
+    assert hashlib.sha1(np.asarray(r.state).tobytes()).hexdigest()[:16] == states
+    np.testing.assert_allclose(float(np.asarray(r.energy).sum()), energy, rtol=1e-13)
+    np.testing.assert_allclose(float(np.abs(np.asarray(r.cochain)).sum()), abs_sum, rtol=1e-13)
+    eq = r.equilibrium
+    grads, U, _, _ = energy_gradient(net, P, eq.V, Y)
+    grads = _filippov(net, eq.V, grads, U)
+    assert max(float(np.abs(g).max()) for g in grads) < 1e-12  # 5e-11 before: Newton stopped at its tolerance
+
+
 # ----------------------------------------------------------------------------------------------
 # the envelope theorem: the local update is the gradient of R(θ) = E(c*(θ))
 

@@ -123,6 +123,26 @@ def test_output_energies_and_their_gradients(z, seed):
     np.testing.assert_allclose(J, fd, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["softmax", "sigmoid", "tanh"])
+@settings(max_examples=40, deadline=None)
+@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 7), st.integers(1, 5)), seed=st.integers(0, 10_000),
+       spread=st.sampled_from([0.1, 3.0, 30.0]))
+def test_the_structured_jacobian_product_is_the_dense_one(name, shape, seed, spread):
+    """Dφ M from the structure of Dφ (softmax: diag(p) − ppᵀ, diagonal plus rank 1; elementwise: a row
+    scaling) equals the dense Dφ(p) @ M, for random p = φ(z) (down to p ~ e^-60) and random M."""
+    B, d, n = shape
+    if name == "softmax":
+        d = max(d, 2)
+    k = kernel(name)
+    rng = np.random.default_rng(seed)
+    p = k.phi(np, spread * rng.normal(size=(B, d)))
+    M = rng.normal(size=(B, d, n)) * rng.choice([1e-3, 1.0, 1e3], size=(B, 1, 1))
+    got = k.jacobian_phi_mul(np, p, M)
+    want = k.jacobian_phi(np, p) @ M
+    assert got.shape == want.shape == (B, d, n)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14 * np.abs(M).max())
+
+
 @pytest.mark.parametrize("name", NONLINEAR)
 def test_one_map_implementation_agrees_with_itself(name):
     """apply_lin and apply_T are the matrix F'(state) and its transpose; apply is φ."""

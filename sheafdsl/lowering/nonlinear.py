@@ -11,6 +11,9 @@ per row (softmax) or elementwise (the rest).
 - ``jvp(xp, z, x, arg)``: Dφ(z) x (Dφ is symmetric for every entry, so this is also Dφᵀ x);
 - ``jacobian(xp, z, arg)``: Dφ(z) as (..., d, d);
 - ``jacobian_phi(xp, p)``: Dφ from p = φ(z) when that is cheaper (sigmoid, softmax, tanh), else None;
+- ``jacobian_phi_mul(xp, p, M)``: the product Dφ M (..., d, n) from p = φ(z), without forming Dφ: a row
+  scaling φ'(z) ⊙ M for the elementwise kinds, and for softmax, whose Dφ = diag(p) − ppᵀ is diagonal plus
+  rank 1, p ⊙ (M − 1 (pᵀM)) (one vector-matrix product and one scaling);
 - for outputs with a cross-entropy energy at a pinned head, ``energy(xp, z, t)`` = ℓ(z; t) per row,
   ``energy_grad(xp, z, t)`` = ∂ℓ/∂z, ``energy_hessian(xp, z, t)`` = ∂²ℓ/∂z² (B, d, d), and
   ``phi_energy(xp, z, t)`` = (φ(z), ℓ(z; t)) from one evaluation:
@@ -93,6 +96,14 @@ class Kernel:
     jacobian_phi: Callable | None = None
     phi_energy_fn: Callable | None = None
     energy_hessian: Callable | None = None
+    jacobian_phi_mul_fn: Callable | None = None
+
+    def jacobian_phi_mul(self, xp, p, M):
+        """Dφ M for p = φ(z) (..., d) and M (..., d, n), from the structure of Dφ where the entry has one
+        (elementwise: diagonal; softmax: diagonal plus rank 1), else the dense product Dφ @ M."""
+        if self.jacobian_phi_mul_fn is not None:
+            return self.jacobian_phi_mul_fn(xp, p, M)
+        return self.jacobian_phi(xp, p) @ M
 
     def phi_energy(self, xp, z, t):
         """(φ(z), ℓ(z; t)) per row; one exponential for softmax."""
@@ -107,7 +118,8 @@ def _elementwise(name, phi, dphi, d2phi, energy=None, energy_grad=None, dphi_of_
                   jvp=lambda xp, z, x, arg=None: dphi(xp, z, arg) * x,
                   jacobian=lambda xp, z, arg=None: _diag(xp, dphi(xp, z, arg)),
                   energy=energy, energy_grad=energy_grad, energy_hessian=energy_hessian,
-                  jacobian_phi=None if dphi_of_phi is None else (lambda xp, p: _diag(xp, dphi_of_phi(p))))
+                  jacobian_phi=None if dphi_of_phi is None else (lambda xp, p: _diag(xp, dphi_of_phi(p))),
+                  jacobian_phi_mul_fn=None if dphi_of_phi is None else (lambda xp, p, M: dphi_of_phi(p)[..., :, None] * M))
 
 
 def _sigmoid_d(xp, z, arg=None):
@@ -156,6 +168,14 @@ def _softmax_jacobian(xp, z, arg=None):
     return _diag(xp, p) - p[..., :, None] * p[..., None, :]
 
 
+def _softmax_jacobian_mul(xp, p, M):
+    """(diag(p) − ppᵀ) M = p ⊙ (M − 1 (pᵀM)) for p = softmax(z) (..., d), M (..., d, n): O(d n) per row
+    instead of forming Dφ and an O(d² n) product."""
+    out = M - p[..., None, :] @ M
+    out *= p[..., :, None]
+    return out
+
+
 def _softmax_energy(xp, z, t):
     return logsumexp(xp, z) * t.sum(axis=-1) - (t * z).sum(axis=-1)
 
@@ -189,7 +209,7 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
     Kernel("softmax", lambda xp, z, arg=None: softmax(xp, z), None, None, _softmax_jvp, _softmax_jacobian,
            energy=_softmax_energy, energy_grad=_softmax_energy_grad,
            jacobian_phi=lambda xp, p: _diag(xp, p) - p[..., :, None] * p[..., None, :],
-           phi_energy_fn=_softmax_phi_energy,
+           phi_energy_fn=_softmax_phi_energy, jacobian_phi_mul_fn=_softmax_jacobian_mul,
            energy_hessian=lambda xp, z, t: t.sum(axis=-1)[..., None, None] * _softmax_jacobian(xp, z)),
 )}
 

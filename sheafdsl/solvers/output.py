@@ -8,61 +8,110 @@ discords of a chain are eliminated (see :mod:`.chain`).
 
 from __future__ import annotations
 
-from ..lowering.chain import dphi, phi, phi_energy
+from ..lowering.chain import phi
+from ..lowering.nonlinear import kernel
+
+#: an example leaves the Newton loop once max|F| ≤ TIGHT · tol · scale, or after one more (polishing) step
+#: taken from max|F| ≤ tol · scale that stays there: from within tol the quadratic convergence of Newton lands
+#: at round-off, so every example ends at the root to round-off whatever the batch around it does
+TIGHT = 1e-4
+#: Armijo backtracking: at most this many evaluations per Newton step (step lengths 1, 1/2, ..., 2^-29)
+LINE_SEARCH = 30
 
 
 def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
     """Solve F(ρ) = Λρ + ψ(q + Kρ) − t = 0 (ψ = φ on the output rows, identity on sliding rows).
 
+    Shapes: K (B, R, R) symmetric, q, t, lam (B, R) with R = n_out + n_slide, Y (B, n_out); returns
+    (ρ (B, R), converged (B,) bool).
+
     Without sliding rows F(ρ) = ∇_z g(z) at z = q + Kρ for the convex g(z) = (z − q)ᵀK⁻¹(z − q)/(2w²) +
     CE(y, z), so Newton's direction descends g(ρ) = ρᵀKρ/(2w²) + CE(y, q + Kρ) and a per-example Armijo
-    backtracking on g globalises it; with sliding rows the merit is ½‖F‖². Returns (ρ, converged).
+    backtracking on g globalises it; with sliding rows the merit is ½‖F‖².
+
+    The Newton matrix is Λ + Dψ K. Dφ is never formed: Dφ K_out comes from the structure of Dφ
+    (:meth:`~sheafdsl.lowering.nonlinear.Kernel.jacobian_phi_mul`: diag(p) − ppᵀ for softmax, a diagonal
+    for sigmoid), Λ is added on the diagonal in place. Each iteration works on the examples still
+    iterating only (per-example stopping, :data:`TIGHT`), and a backtracking evaluates only the examples
+    whose step was refused; a full step accepted costs the one evaluation that the next iteration needs.
     """
     B, R = q.shape
+    k = kernel(fn)
     rho = xp.zeros((B, R))
     if rho0 is not None:  # warm start of the output rows (sliding rows start at 0)
         rho[:, :n_out] = rho0
-    eye = xp.eye(R)
     scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
-
-    def evaluate(rho):
-        pz = q + xp.einsum("brs,bs->br", K, rho)
-        z = pz[:, :n_out]
-        ph, ce = phi_energy(fn, z, Y, xp)  # one exponential for softmax
-        psi = ph if n_slide == 0 else xp.concatenate([ph, pz[:, n_out:]], axis=1)
-        Fv = lam * rho + psi - t
-        if n_slide == 0:
-            merit = 0.5 * lam[:, 0] * (rho * (pz - q)).sum(axis=1) + ce
-        else:
-            merit = 0.5 * (Fv ** 2).sum(axis=1)
-        return pz, ph, Fv, merit
-
-    pz, ph, Fv, merit = evaluate(rho)
+    stop, tight = tol * scale, TIGHT * tol * scale
+    pz, ph, Fv, merit = _evaluate(k, K, q, t, lam, n_out, n_slide, Y, rho, xp)
+    res = xp.abs(Fv).max(axis=1)
+    act = xp.flatnonzero(~(res <= tight))  # NaN iterates (and ends not converged)
     for _ in range(max_newton):
-        if float(xp.abs(Fv).max()) <= tol * scale:
+        na = act.shape[0]
+        if na == 0:
             break
-        D = dphi(fn, pz[:, :n_out], xp, ph)
-        if n_slide:
-            Dfull = xp.broadcast_to(eye, (B, R, R)).copy()
-            Dfull[:, :n_out, :n_out] = D
-            D = Dfull
-        Jac = eye * lam[:, :, None] + D @ K
-        step = xp.linalg.solve(Jac, Fv[..., None])[..., 0]
+        sub = (lambda a: a) if na == B else (lambda a: a[act])  # the first iteration: no copies
+        Ka, Fa, la, ra, ma = sub(K), sub(Fv), sub(lam), sub(rho), sub(merit)
+        qa, ta, Ya = sub(q), sub(t), sub(Y)
+        Jac = _newton_matrix(k, sub(ph), Ka, la, n_out, n_slide, xp)
+        step = xp.linalg.solve(Jac, Fa[..., None])[..., 0]
         if n_slide == 0:
-            slope = -(xp.einsum("brs,bs->br", K, Fv) * step).sum(axis=1)
+            slope = -(xp.einsum("brs,bs->br", Ka, Fa) * step).sum(axis=1)
         else:
-            slope = -(Fv ** 2).sum(axis=1)
-        alpha = xp.ones(B)
-        for _ in range(30):
-            cand = rho - alpha[:, None] * step
-            pz_c, ph_c, F_c, m_c = evaluate(cand)
-            bad = ~(m_c <= merit + 1e-4 * alpha * slope + 1e-13 * (1.0 + xp.abs(merit)))
-            if not bool(bad.any()):
+            slope = -(Fa ** 2).sum(axis=1)
+        cand = ra - step
+        pz_c, ph_c, F_c, m_c = _evaluate(k, Ka, qa, ta, la, n_out, n_slide, Ya, cand, xp)
+        bad = xp.flatnonzero(~_armijo(m_c, ma, slope, 1.0, xp))
+        alpha = None
+        for _ in range(LINE_SEARCH - 1):  # halve the refused examples' steps, re-evaluate only them
+            if bad.shape[0] == 0:
                 break
-            alpha = xp.where(bad, 0.5 * alpha, alpha)
-        rho, pz, ph, Fv, merit = cand, pz_c, ph_c, F_c, m_c
-    ok = xp.abs(Fv).max(axis=1) <= max(tol * 1e3, 1e-8) * scale
+            if alpha is None:
+                alpha = xp.ones(na)
+            alpha[bad] *= 0.5
+            cb = ra[bad] - alpha[bad, None] * step[bad]
+            e = _evaluate(k, Ka[bad], qa[bad], ta[bad], la[bad], n_out, n_slide, Ya[bad], cb, xp)
+            cand[bad], pz_c[bad], ph_c[bad], F_c[bad], m_c[bad] = cb, *e
+            bad = bad[~_armijo(e[3], ma[bad], slope[bad], alpha[bad], xp)]
+        new_res = xp.abs(F_c).max(axis=1)
+        if na == B:
+            polished = res <= stop
+            rho, pz, ph, Fv, merit, res = cand, pz_c, ph_c, F_c, m_c, new_res
+        else:
+            polished = res[act] <= stop
+            rho[act], pz[act], ph[act], Fv[act], merit[act], res[act] = cand, pz_c, ph_c, F_c, m_c, new_res
+        done = (new_res <= tight) | (polished & (new_res <= stop))
+        act = act[~done]
+    ok = res <= max(tol * 1e3, 1e-8) * scale
     return rho, ok
+
+
+def _armijo(m_new, m_old, slope, alpha, xp):
+    """The sufficient-decrease test of the merit (with a round-off allowance)."""
+    return m_new <= m_old + 1e-4 * alpha * slope + 1e-13 * (1.0 + xp.abs(m_old))
+
+
+def _evaluate(k, K, q, t, lam, n_out, n_slide, Y, rho, xp):
+    """(z = q + Kρ, φ(z_out), F(ρ), merit) per example; one exponential for softmax."""
+    pz = q + xp.einsum("brs,bs->br", K, rho)
+    ph, ce = k.phi_energy(xp, pz[:, :n_out], Y)
+    psi = ph if n_slide == 0 else xp.concatenate([ph, pz[:, n_out:]], axis=1)
+    Fv = lam * rho + psi - t
+    if n_slide == 0:
+        merit = 0.5 * lam[:, 0] * (rho * (pz - q)).sum(axis=1) + ce
+    else:
+        merit = 0.5 * (Fv ** 2).sum(axis=1)
+    return pz, ph, Fv, merit
+
+
+def _newton_matrix(k, p, K, lam, n_out, n_slide, xp):
+    """Λ + Dψ K (B, R, R): Dφ K on the output rows from the structure of Dφ at p = φ(z_out), the rows of K
+    on the sliding rows (ψ is the identity there), Λ added to the diagonal in place."""
+    B, R = lam.shape
+    top = k.jacobian_phi_mul(xp, p, K[:, :n_out, :])
+    J = top if n_slide == 0 else xp.concatenate([top, K[:, n_out:, :]], axis=1)
+    d = xp.arange(R)
+    J[:, d, d] += lam
+    return J
 
 
 def sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60, rho0=None):
