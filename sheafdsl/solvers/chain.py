@@ -142,35 +142,37 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
             layer = layers[j - 1]
             if layer.kind == "relu" and g.ndim == 2:
                 parent[j - 1] = g
+                if j == 2:  # J_1 = parent ⊙ σ_1 is never formed: gram(1) and pull(1) read parent and σ_1
+                    break
             g = apply_T(layer, P, g, gates.get(j - 1))
             if j - 1 in seeds and j - 1 != m:
                 g = g + seeds[j - 1]
     newton_ok = xp.ones(B, dtype=bool)
 
     def gram(j):
+        if j in parent:  # J_j J_jᵀ = parent diag(σ_j) parentᵀ (σ_j is 0/1): one (B, d) × (d, R²) product
+            Pj = parent[j]
+            return (gates[j] @ (Pj[:, None, :] * Pj[None, :, :]).reshape(R * R, -1).T).reshape(B, R, R)
         Gj = Gs[j]
         if Gj.ndim == 2:
             return Gj @ Gj.T
-        if j in parent:  # one (B·R, d) × (d, R) product instead of B small ones
-            return (Gj.reshape(B * R, -1) @ parent[j].T).reshape(B, R, R)
         return Gj @ Gj.transpose(0, 2, 1)
 
     K = sum(gram(j) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
     K = xp.broadcast_to(K, (B, R, R))
     t = xp.zeros((B, R))
     t[:, :n_out] = Y
-    eye_lam = xp.eye(R)[None] * lam[:, :, None]
     if out.fn == "linear":
-        rho = xp.linalg.solve(eye_lam + K, (t - q)[..., None])[..., 0]
+        rho = xp.linalg.solve(xp.eye(R)[None] * lam[:, :, None] + K, (t - q)[..., None])[..., 0]
     else:
         rho, newton_ok = newton(out.fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0)
     # discords and equilibrium stalks
     def pull(j):  # J_jᵀ ρ per example
+        if j in parent:
+            return (rho @ parent[j]) * gates[j]
         Gj = Gs[j]
         if Gj.ndim == 2:
             return rho @ Gj
-        if j in parent:
-            return (rho @ parent[j]) * gates[j]
         return xp.einsum("brd,br->bd", Gj, rho)
 
     U = [pull(j) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
