@@ -311,6 +311,22 @@ class Sheaf:
         except ValueError as exc:  # method="exact" on a sheaf with non-rational maps
             raise _err("E526", str(exc)) from None
 
+    def linking(self, curves=None, *, link: str | None = None, points: int | None = None, params=None,
+                seed: int = 0, classes=None, k: int = 5, landmarks: int = 32):
+        """The linking number of two closed curves' images at every 3-dim stalk (``sheaf linking``).
+
+        ``curves``: a pair ``(a, b)`` of (n, 3) vertex arrays (closed polygons) or an ``.npz`` path with
+        arrays ``a`` and ``b``; or ``link``: ``"hopf"``, ``"unlink"``, ``"torus:K"``, ``"whitehead"``
+        (``points`` vertices per curve, default 128; with ``curves``, each polygon is refined to at least
+        ``points`` vertices). ``classes``: a pair ``(XA, XB)`` of point clouds, for the point-cloud
+        estimate at each stalk (alone, or beside the curves). Returns a
+        :class:`sheafdsl.analysis.linking.LinkingReport` (``layers``: ``stalk``, ``linking`` (int or None,
+        with ``reason``), ``min_distance``, ``gauss``, ``point_cloud``; ``to_json()``).
+        """
+        _count("seed", seed, 0, allow_none=False)
+        return linking_report(self.graph, self._params(params, seed), curves=curves, link=link, points=points,
+                              classes=classes, k=k, landmarks=landmarks, model=self.model, file=API)
+
     # ------------------------------------------------------------------ training
     def train(self, **kw) -> Fit:
         """``sheafdsl.train(self, **kw)``."""
@@ -433,6 +449,89 @@ def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: d
     return report
 
 
+def linking_report(G, params: dict, *, curves=None, link: str | None = None, points: int | None = None,
+                   classes=None, k: int = 5, landmarks: int = 32, model=None, file: str = API):
+    """:func:`sheafdsl.analysis.linking.layer_linking` of the given curves, a built-in link, or classes only
+    (``Sheaf.linking``, ``sheaf linking``); E546 for a bad ``points``, E547 for bad classes, k or landmarks."""
+    import numpy as np
+
+    from .analysis.linking import DEFAULT_POINTS, MAX_POINTS, layer_linking, link_curves, refine
+
+    def bad_count(v, low):
+        return isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low
+
+    if curves is not None and link is not None:
+        raise SheafError(Diagnostic("E547", "give either curves or a link, not both", file=file))
+    if points is not None and (bad_count(points, 3) or points > MAX_POINTS):
+        raise SheafError(Diagnostic("E546", f"points must be a whole number from 3 to {MAX_POINTS:,}, not {points!r}",
+                                    file=file))
+    if bad_count(k, 1) or bad_count(landmarks, 3):
+        raise SheafError(Diagnostic("E547", f"k must be >= 1 and landmarks >= 3 (got k={k!r}, landmarks={landmarks!r})",
+                                    file=file))
+    a = b = None
+    what = "classes"
+    if link is not None:
+        a, b = link_curves(link, DEFAULT_POINTS if points is None else points, file=file)
+        what = str(link).strip()
+    elif curves is not None:
+        if isinstance(curves, (str, os.PathLike)):
+            a, b = load_curves(curves, file=file)
+            what = os.fspath(curves)
+        else:
+            try:
+                a, b = curves
+            except (TypeError, ValueError):
+                raise SheafError(Diagnostic("E543", "curves must be a pair (a, b) of (n, 3) arrays, or an .npz path",
+                                            file=file)) from None
+            what = "curves"
+        from .analysis.linking import check_polygon
+
+        a, b = check_polygon(a, "curve `a`", file=file), check_polygon(b, "curve `b`", file=file)
+        if points is not None:
+            a, b = refine(a, points), refine(b, points)
+    elif classes is None:
+        raise SheafError(Diagnostic("E547", "nothing to push through: give curves, a link, or classes", file=file,
+                                    hint="e.g. link=\"hopf\" (sheaf linking FILE --link hopf)"))
+    return layer_linking(G, params, a, b, model=model, classes=classes, k=k, landmarks=landmarks, curves=what,
+                         file=file)
+
+
+def load_curves(path, *, file: str | None = None):
+    """The closed polygons ``a`` and ``b`` of an ``.npz`` (each (n, 3), n ≥ 3, finite), or a SheafError
+    (E542 for the file, E543 for a curve)."""
+    from .analysis.linking import check_polygon
+    from .fileio import display_name, load_npz, real_array
+
+    name = display_name(path)
+    raw = load_npz(path, code="E542", what="curves file", file=file)
+    missing = [k for k in ("a", "b") if k not in raw]
+    if missing:
+        raise SheafError(Diagnostic("E542", f"curves file `{name}` has no array "
+                                            f"{' or '.join(f'`{k}`' for k in missing)} (it has {sorted(raw) or 'none'})",
+                                    hint="save the two closed polygons with numpy.savez(path, a=A, b=B), each of "
+                                         "shape (n, 3)", file=file or "<command line>"))
+    return tuple(check_polygon(real_array(raw[k], code="E542", path=path, what=f"curves file `{name}`: `{k}`",
+                                          file=file), f"curve `{k}` of `{name}`", file=file or "<command line>")
+                 for k in ("a", "b"))
+
+
+def write_linking_plot(report, path, *, title: str = "", file: str = API) -> None:
+    """``sheaf linking --plot``: :func:`sheafdsl.analysis.linking.figure_layers` as a PNG, written atomically
+    (E542 when it cannot be written)."""
+    import matplotlib.pyplot as plt
+
+    from .analysis.linking import figure_layers
+    from .fileio import atomic_write, write_error
+
+    fig = figure_layers(report, title)
+    try:
+        atomic_write(os.fspath(path), lambda fh: fig.savefig(fh, format="png", dpi=110))
+    except OSError as exc:
+        raise write_error("E542", path, exc, file=file, hint="check that the folder exists and is writable") from None
+    finally:
+        plt.close(fig)
+
+
 def _diagnose(G, config, params, split: str, source: str) -> DiagnoseReport:
     from .training.data import dataset_for
     from .training.diagnostics import diagnose
@@ -530,4 +629,4 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
                None if run.rundir is None else run.rundir.path, sheaf)
 
 
-__all__ = ["load", "loads", "train", "open_run", "diagnose_run", "export_ir", "harmonic_extension", "spectrum_boundary", "spectrum_report", "Sheaf", "Inference", "Fit", "DiagnoseReport"]
+__all__ = ["load", "loads", "train", "open_run", "diagnose_run", "export_ir", "harmonic_extension", "spectrum_boundary", "spectrum_report", "linking_report", "load_curves", "write_linking_plot", "Sheaf", "Inference", "Fit", "DiagnoseReport"]

@@ -9,7 +9,7 @@ range   layer
 E1xx    the parser (syntax and file errors; it stops at the first)
 E2xx    the checker (names, shapes, pins, weights; all reported at once)
 W3xx    the checker's warnings
-E5xx    numerics and command-line input (E500–E529 lowering/solvers/infer, E530–E549 compile/spectrum)
+E5xx    numerics and command-line input (E500–E529 lowering/solvers/infer, E530–E549 compile/spectrum/linking)
 E6xx    training (E600–E629 data, config, trainers; E630–E649 run directories; E650–E659 verify)
 ======  ===============================================================
 
@@ -119,6 +119,14 @@ CODES: dict[str, str] = {
     # resources
     "E540": "the work would need more memory than is available (checked before allocating; the message says how much)",
     "E541": "sheaf spectrum: the requested samples would take longer than the time budget (said before any work)",
+    "E542": "sheaf linking: a --curves file that is missing, unreadable, not an .npz, or lacks the arrays `a` and `b`; a --plot that cannot be written",
+    "E543": "sheaf linking: a curve that is not an (n, 3) array of finite numbers with n >= 3",
+    "E544": "sheaf linking: an unknown --link name",
+    "E545": "sheaf linking: `torus:K` without an integer K, or with |K| too large",
+    "E546": "sheaf linking: --points out of range, or too few for the built-in link",
+    "E547": "sheaf linking: --classes data that is not two classes of points in R^3, or nothing to push through",
+    "E548": "sheaf linking: the model has no single input stalk of dimension 3",
+    "E549": "sheaf linking: an image at a stalk that overflows float64",
     # training: data, config, trainers
     "E600": "unknown data set",
     "E601": "a data file that is missing, unreadable or malformed",

@@ -102,7 +102,7 @@ def _float(default, doc="", low=0.0, low_open=True, **kw):
 
 #: every training option, in the order TrainConfig lists its fields
 TRAIN_OPTIONS: dict[str, Option] = {
-    "data": Option(str, "paraboloid", "a built-in task (paraboloid, saddle, circle, blobs, digits) or a .csv/.npz path"),
+    "data": Option(str, "paraboloid", "a built-in task (paraboloid, saddle, circle, blobs, digits, hopf, torus:K) or a .csv/.npz path"),
     "n": _int(300, 1, doc="training examples"),
     "n_test": _int(100, 1, doc="test examples"),
     "noise": _float(None, "label noise (None: the task's default)", low_open=False, optional=True),

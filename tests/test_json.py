@@ -113,6 +113,14 @@ def test_train_and_diagnose(tmp_path):
     assert code == 1 and out["diagnostics"][0]["code"] == "E635"
 
 
+def test_linking():
+    code, out = run_json("linking", str(MODELS / "hopf_relu.sheaf"), "--link", "hopf", "--points", "32")
+    assert code == 0 and out["layers"][0] == {"stalk": "x", "linking": 1, "min_distance": out["layers"][0]["min_distance"]}
+    assert all(set(e) == {"stalk", "linking", "min_distance"} for e in out["layers"])
+    code, out = run_json("linking", TINY, "--link", "hopf")
+    assert code == 1 and [d["code"] for d in out["diagnostics"]] == ["E548"]
+
+
 def test_warnings_are_listed_in_the_json():
     code, out = run_json("compile", str(MODELS / "unconstrained.sheaf"))
     assert code == 0 and [d["code"] for d in out["diagnostics"]] == ["W301"]

@@ -27,6 +27,7 @@ COMMANDS = {
     "verify": "verify",
     "train": "train",
     "diagnose": "diagnose",
+    "linking": "linking",
 }
 
 EXIT_USER = 1

@@ -27,7 +27,7 @@ def _positive_float(ctx, param, value):
 @click.command("train")
 @model_argument
 @click.option("--data", metavar="NAME|PATH",
-              help="Built-in task (paraboloid, saddle, circle, blobs, digits) or a .csv/.npz file.")
+              help="Built-in task (paraboloid, saddle, circle, blobs, digits, hopf, torus:K) or a .csv/.npz file.")
 @click.option("--steps", type=click.IntRange(min=0), help="Total optimiser steps (a resumed run continues up to this).")
 @click.option("--batch", type=click.IntRange(min=1), help="Mini-batch size (default: the full training set).")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimiser on the local gradients.")

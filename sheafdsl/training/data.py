@@ -13,6 +13,10 @@ circle        class 0: angle ~ U[0, 2π), radius √U + N(0, noise²) (noise 0.1
 blobs         4 anisotropic Gaussians (centres and covariances of docs/tasks.md)        multiclass
 digits        the 8×8 UCI digits (as scikit-learn bundles them; shipped here),      multiclass
               pixels / 16, a seeded shuffle
+hopf          points in ℝ³ near the two rings of the Hopf link (class 0 near        binary
+              (cos t, sin t, 0), class 1 near (1 + cos t, 0, −sin t)), t ~ U[0, 2π),
+              plus N(0, noise² I), noise 0.1 (the curves of ``sheaf linking --link``)
+torus:K       the same near the two components of the (2, 2K) torus link            binary
 ============  ===================================================================  ==========
 
 Classification tasks are balanced: class k gets ``n_total // K`` examples (the first
@@ -49,9 +53,9 @@ import numpy as np
 from ..errors import Diagnostic, SheafError
 from ..nonlinearities import TASKS as OUTPUT_TASKS
 
-TASKS = ("paraboloid", "saddle", "circle", "blobs", "digits")
+TASKS = ("paraboloid", "saddle", "circle", "blobs", "digits", "hopf")
 TASK_KIND = {"paraboloid": "regression", "saddle": "regression", "circle": "binary", "blobs": "multiclass",
-             "digits": "multiclass"}
+             "digits": "multiclass", "hopf": "binary"}
 
 BLOB_CENTRES = np.array([[-1.5, -1.5], [1.8, -1.0], [1.0, 2.0], [-2.0, 1.5]])
 BLOB_COVARIANCES = np.array([[[0.8, 0.3], [0.3, 0.4]],
@@ -151,8 +155,30 @@ def _digits(rng, total, noise):
     return pixels[p] / 16.0, np.eye(10)[labels[p]]
 
 
+def _link_task(spec):
+    """A generator of ``hopf``/``torus:K`` data: points near each component of the link, labelled by it."""
+    from ..analysis.linking import link_points, parse_link
+
+    name, k = parse_link(spec, file="<input>")
+
+    def gen(rng, total, noise):
+        n0, n1 = _class_counts(total, 2)
+        A, B = link_points(name, k, rng.uniform(0, 2 * np.pi, n0), rng.uniform(0, 2 * np.pi, n1))
+        X = np.concatenate([A, B]) + rng.normal(0.0, noise, size=(total, 3))
+        y = np.concatenate([np.zeros(n0), np.ones(n1)])
+        p = rng.permutation(total)
+        return X[p], y[p][:, None]
+
+    return gen
+
+
 _BUILTIN = {"paraboloid": (_paraboloid, 0.02), "saddle": (_saddle, 0.02), "circle": (_circle, 0.1),
-            "blobs": (_blobs, 0.0), "digits": (_digits, 0.0)}
+            "blobs": (_blobs, 0.0), "digits": (_digits, 0.0), "hopf": (_link_task("hopf"), 0.1)}
+
+
+def is_link_task(spec: str) -> bool:
+    """``torus:K`` (a built-in task with an argument)."""
+    return isinstance(spec, str) and spec.startswith("torus:")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,11 +300,11 @@ def load_dataset(spec: str, *, n: int = 300, n_test: int = 100, seed: int = 42, 
     """
     if n < 1 or n_test < 1:
         raise _err(f"n and n_test must be >= 1 (got n={n}, n_test={n_test})", "E605")
-    if spec in _BUILTIN:
-        gen, default_noise = _BUILTIN[spec]
+    if spec in _BUILTIN or is_link_task(spec):
+        gen, default_noise = _BUILTIN[spec] if spec in _BUILTIN else (_link_task(spec), 0.1)
         rng = np.random.default_rng(seed)
         X, Y = gen(rng, n + n_test, default_noise if noise is None else float(noise))
-        kind = TASK_KIND[spec]
+        kind = TASK_KIND.get(spec, "binary")
         k = None if kind == "regression" else (2 if kind == "binary" else Y.shape[1])
         Xtr, Ytr, Xte, Yte = X[:n], Y[:n], X[n:], Y[n:]
         name = spec
@@ -289,7 +315,7 @@ def load_dataset(spec: str, *, n: int = 300, n_test: int = 100, seed: int = 42, 
         from ..errors import did_you_mean
 
         raise _err(f"unknown data set `{spec}`", "E600",
-                   hint=did_you_mean(spec, TASKS) or "built-in tasks: " + ", ".join(TASKS) + "; or a .csv/.npz path")
+                   hint=did_you_mean(spec, TASKS) or "built-in tasks: " + ", ".join(TASKS) + ", torus:K; or a .csv/.npz path")
     if task is not None and task != kind:
         raise _err(f"data set `{spec}` is a {kind} task, but the model expects {task}", "E603")
     if Xte.shape[1] != Xtr.shape[1] or Yte.shape[1] != Ytr.shape[1]:
@@ -324,7 +350,8 @@ def model_task(G) -> tuple[str, int, int]:
 
 
 #: (input width, output width) of each built-in task
-TASK_WIDTHS = {"paraboloid": (2, 1), "saddle": (2, 1), "circle": (2, 1), "blobs": (2, 4), "digits": (64, 10)}
+TASK_WIDTHS = {"paraboloid": (2, 1), "saddle": (2, 1), "circle": (2, 1), "blobs": (2, 4), "digits": (64, 10),
+               "hopf": (3, 1)}
 
 
 def default_data(G) -> str:
@@ -344,7 +371,7 @@ def default_data(G) -> str:
 def resolve_data(spec: str, base_dir: str) -> str:
     """``spec`` as an absolute path when it names a data file (relative paths against ``base_dir``);
     a built-in task's name unchanged."""
-    if spec in _BUILTIN or os.path.isabs(spec) or not is_data_file(spec):
+    if spec in _BUILTIN or is_link_task(spec) or os.path.isabs(spec) or not is_data_file(spec):
         return spec
     return os.path.normpath(os.path.join(base_dir, spec))
 
@@ -388,7 +415,7 @@ def dataset_for(G, config) -> Dataset:
     require_training_memory(G, config, din, dout)
     data = load_dataset(config.data, n=config.n, n_test=config.n_test, seed=getattr(config, "data_seed", 42),
                         noise=config.noise, standardize=config.standardize,
-                        task=None if config.data in _BUILTIN else task,
+                        task=None if config.data in _BUILTIN or is_link_task(config.data) else task,
                         n_outputs=dout if task == "regression" else None)
     check_compatible(G, data)
     return data
