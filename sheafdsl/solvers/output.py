@@ -15,6 +15,8 @@ from ..lowering.nonlinear import kernel
 #: taken from max|F| ≤ tol · scale that stays there: from within tol the quadratic convergence of Newton lands
 #: at round-off, so every example ends at the root to round-off whatever the batch around it does
 TIGHT = 1e-4
+#: the Newton loop gathers the examples still iterating once they are at most this fraction of the batch
+COMPACT = 0.6
 #: Armijo backtracking: at most this many evaluations per Newton step (step lengths 1, 1/2, ..., 2^-29)
 LINE_SEARCH = 30
 
@@ -31,13 +33,18 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
 
     The Newton matrix is Λ + Dψ K. Dφ is never formed: Dφ K_out comes from the structure of Dφ
     (:meth:`~sheafdsl.lowering.nonlinear.Kernel.jacobian_phi_mul`: diag(p) − ppᵀ for softmax, a diagonal
-    for sigmoid), Λ is added on the diagonal in place. Each iteration works on the examples still
-    iterating only (per-example stopping, :data:`TIGHT`), and a backtracking evaluates only the examples
-    whose step was refused; a full step accepted costs the one evaluation that the next iteration needs.
+    for sigmoid), Λ is added on the diagonal in place. Without sliding rows the step is Gaussian elimination
+    vectorised over the batch (:func:`_lu_solve`; pivoted LAPACK where a pivot is small, and with sliding
+    rows). The arrays are stored batch-last (the example axis fastest in memory, :func:`_batch_last`), so
+    that every operation, reductions over the R rows included, runs over long contiguous runs. Each
+    iteration works on the examples still iterating only (per-example stopping, :data:`TIGHT`), and a
+    backtracking evaluates only the examples whose step was refused; a full step accepted costs the one
+    evaluation that the next iteration needs.
     """
     B, R = q.shape
     k = kernel(fn)
-    rho = xp.zeros((B, R))
+    K, q, t, lam, Y = (_batch_last(a, xp) for a in (K, q, t, lam, Y))
+    rho = xp.zeros((R, B)).T
     if rho0 is not None:  # warm start of the output rows (sliding rows start at 0)
         rho[:, :n_out] = rho0
     scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
@@ -49,11 +56,13 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
         na = act.shape[0]
         if na == 0:
             break
-        sub = (lambda a: a) if na == B else (lambda a: a[act])  # the first iteration: no copies
-        Ka, Fa, la, ra, ma = sub(K), sub(Fv), sub(lam), sub(rho), sub(merit)
+        # gather the examples still iterating once they are fewer than COMPACT of the batch; until then the
+        # whole batch is computed (the others' results are not used)
+        whole = na > COMPACT * B
+        sub = (lambda a: a) if whole else (lambda a: _take(a, act, xp))
+        Ka, Fa, la, ra, ma, pa = sub(K), sub(Fv), sub(lam), sub(rho), sub(merit), sub(ph)
         qa, ta, Ya = sub(q), sub(t), sub(Y)
-        Jac = _newton_matrix(k, sub(ph), Ka, la, n_out, n_slide, xp)
-        step = xp.linalg.solve(Jac, Fa[..., None])[..., 0]
+        step = _newton_step(k, pa, Ka, la, Fa, n_out, n_slide, xp)
         if n_slide == 0:
             slope = -(xp.einsum("brs,bs->br", Ka, Fa) * step).sum(axis=1)
         else:
@@ -66,7 +75,7 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
             if bad.shape[0] == 0:
                 break
             if alpha is None:
-                alpha = xp.ones(na)
+                alpha = xp.ones(ra.shape[0])
             alpha[bad] *= 0.5
             cb = ra[bad] - alpha[bad, None] * step[bad]
             e = _evaluate(k, Ka[bad], qa[bad], ta[bad], la[bad], n_out, n_slide, Ya[bad], cb, xp)
@@ -77,12 +86,25 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
             polished = res <= stop
             rho, pz, ph, Fv, merit, res = cand, pz_c, ph_c, F_c, m_c, new_res
         else:
+            if whole:
+                cand, pz_c, ph_c, F_c, m_c, new_res = (_take(a, act, xp) for a in (cand, pz_c, ph_c, F_c, m_c, new_res))
             polished = res[act] <= stop
             rho[act], pz[act], ph[act], Fv[act], merit[act], res[act] = cand, pz_c, ph_c, F_c, m_c, new_res
         done = (new_res <= tight) | (polished & (new_res <= stop))
         act = act[~done]
     ok = res <= max(tol * 1e3, 1e-8) * scale
     return rho, ok
+
+
+def _batch_last(a, xp):
+    """``a`` (B, ...) as a (B, ...) view of a copy whose batch axis is the fastest in memory (no copy when it
+    already is)."""
+    return xp.moveaxis(xp.ascontiguousarray(xp.moveaxis(a, 0, -1)), -1, 0)
+
+
+def _take(a, idx, xp):
+    """The examples ``idx`` of a batch-last array, batch-last."""
+    return xp.moveaxis(xp.take(xp.moveaxis(a, 0, -1), idx, axis=-1), -1, 0)
 
 
 def _armijo(m_new, m_old, slope, alpha, xp):
@@ -106,12 +128,57 @@ def _evaluate(k, K, q, t, lam, n_out, n_slide, Y, rho, xp):
 def _newton_matrix(k, p, K, lam, n_out, n_slide, xp):
     """Λ + Dψ K (B, R, R): Dφ K on the output rows from the structure of Dφ at p = φ(z_out), the rows of K
     on the sliding rows (ψ is the identity there), Λ added to the diagonal in place."""
-    B, R = lam.shape
+    R = lam.shape[1]
     top = k.jacobian_phi_mul(xp, p, K[:, :n_out, :])
     J = top if n_slide == 0 else xp.concatenate([top, K[:, n_out:, :]], axis=1)
     d = xp.arange(R)
     J[:, d, d] += lam
     return J
+
+
+def _newton_step(k, p, K, lam, F, n_out, n_slide, xp):
+    """(Λ + Dψ K)⁻¹ F per example: elimination without pivoting when there are no sliding rows, pivoted
+    LAPACK for the examples where it meets a small pivot and for sliding rows (their Λ is 0)."""
+    J = _newton_matrix(k, p, K, lam, n_out, n_slide, xp)
+    if n_slide:
+        return xp.linalg.solve(J, F[..., None])[..., 0]
+    step, good = _lu_solve(J, F.copy(order="K"), xp)
+    if not bool(good.all()):
+        bad = xp.flatnonzero(~good)
+        Jb = _newton_matrix(k, p[bad], K[bad], lam[bad], n_out, n_slide, xp)
+        step[bad] = xp.linalg.solve(Jb, F[bad][..., None])[..., 0]
+    return step
+
+
+#: a pivot below this times the largest entry of its example's matrix sends the example to pivoted LAPACK
+PIVOT = 1e-8
+
+
+def _lu_solve(A, b, xp):
+    """Solve A x = b for a batch, A (B, n, n) and b (B, n) overwritten, by Gaussian elimination without
+    pivoting, vectorised over the batch: n − 1 rank-1 eliminations and n back-substitutions, each one
+    array operation over all examples (on batch-last arrays, passes over contiguous runs of B numbers,
+    instead of B small LAPACK calls). Returns (x, good): ``good`` is False for the examples that met a
+    pivot below :data:`PIVOT` times their largest entry (their x is not to be used).
+    """
+    n = A.shape[1]
+    floor = PIVOT * xp.abs(A).max(axis=(1, 2))
+    good = xp.ones(A.shape[0], dtype=bool)
+    for j in range(n):
+        piv = A[:, j, j]
+        small = ~(xp.abs(piv) > floor)  # NaN too
+        good &= ~small
+        piv = xp.where(small, 1.0, piv)
+        A[:, j, j] = piv
+        if j + 1 < n:
+            f = A[:, j + 1:, j] / piv[:, None]
+            A[:, j + 1:, j + 1:] -= f[:, :, None] * A[:, None, j, j + 1:]
+            b[:, j + 1:] -= f * b[:, j, None]
+    for j in range(n - 1, -1, -1):
+        if j + 1 < n:
+            b[:, j] -= (A[:, j, j + 1:] * b[:, j + 1:]).sum(axis=1)
+        b[:, j] /= A[:, j, j]
+    return b, good
 
 
 def sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60, rho0=None):
