@@ -14,7 +14,10 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from unittest import mock
+
 from sheafdsl.lowering.nonlinear import kernel
+from sheafdsl.solvers import output
 from sheafdsl.solvers.output import newton
 
 TOL = 1e-10
@@ -49,7 +52,8 @@ def residual(fn, K, q, t, lam, n_out, rho):
 
 def reference(fn, K, q, t, lam, n_out):
     """One example at a time: dense Newton on F with backtracking on ½‖F‖² (Newton's direction descends it
-    wherever the Jacobian is regular), 100 iterations; returns (ρ, max|F| per example)."""
+    wherever the Jacobian is regular), until the step is at round-off (at most 100 iterations); returns
+    (ρ, max|F| per example)."""
     k = kernel(fn)
     B, R = q.shape
     out = np.zeros((B, R))
@@ -73,6 +77,8 @@ def reference(fn, K, q, t, lam, n_out):
                     break
                 a *= 0.5
             rho, f = cand, fc
+            if np.abs(a * s).max() <= 1e-16 * (1 + np.abs(rho).max()):  # at round-off
+                break
         out[b] = rho
     return out, np.abs(residual(fn, K, q, t, lam, n_out, out)).max(axis=1)
 
@@ -83,13 +89,26 @@ cases = st.tuples(st.integers(0, 10_000), st.integers(1, 6), st.integers(2, 6), 
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=cases)
-def test_newton_is_the_dense_reference_to_round_off(case):
+@given(case=cases, vector=st.booleans())
+def test_newton_is_the_dense_reference_to_round_off(case, vector):
+    """Both paths: batch-last storage with vectorised elimination (``vector``; the default from VECTORISE
+    examples on), and row storage with LAPACK."""
+    with mock.patch.object(output, "VECTORISE", 1 if vector else 10 ** 9):
+        assume(_check_against_reference(case))
+
+
+def test_a_large_batch_is_the_dense_reference_to_round_off():
+    """A batch above VECTORISE (the path training takes), softmax with 10 classes, warm-started."""
+    assert _check_against_reference((7, 2 * output.VECTORISE, 10, 0, "softmax", 1.0, 1.0, True))
+
+
+def _check_against_reference(case):
     seed, B, n_out, n_slide, fn, w, spread, warm = case
     K, q, t, lam, Y = problem(seed, B, n_out, n_slide, fn, w, spread)
     ref, ref_res = reference(fn, K, q, t, lam, n_out)
     scale = 1.0 + np.abs(t).max()
-    assume(bool((ref_res <= 1e-13 * scale).all()))  # the reference itself reached round-off
+    if not bool((ref_res <= 1e-13 * scale).all()):  # the reference itself did not reach round-off
+        return False
     rho0 = None
     if warm:  # a warm start near the root, as the trainer's previous equilibrium
         rho0 = ref[:, :n_out] + 0.05 * np.random.default_rng(seed + 1).normal(size=(B, n_out))
@@ -99,17 +118,19 @@ def test_newton_is_the_dense_reference_to_round_off(case):
     zmax = np.abs(q).max() + np.abs(K).max() * np.abs(ref).max()
     np.testing.assert_allclose(rho, ref, rtol=0, atol=1e-12 * (1 + np.abs(ref).max()) * (1 + zmax))
     assert np.abs(residual(fn, K, q, t, lam, n_out, rho)).max() <= 1e-10 * scale
+    return True
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=cases)
-def test_each_example_is_solved_as_if_alone(case):
+@given(case=cases, vector=st.booleans())
+def test_each_example_is_solved_as_if_alone(case, vector):
     """Per-example stopping: an example's result does not depend on the batch around it (how many
     iterations the others need), so a subset re-solve by the driver returns the same ρ, to round-off
     (batched and single products may round differently)."""
     seed, B, n_out, n_slide, fn, w, spread, _ = case
     K, q, t, lam, Y = problem(seed, B, n_out, n_slide, fn, w, spread)
-    rho, ok = newton(fn, K, q, t, lam, n_out, n_slide, Y, TOL, 30, np)
+    with mock.patch.object(output, "VECTORISE", 1 if vector else 10 ** 9):
+        rho, ok = newton(fn, K, q, t, lam, n_out, n_slide, Y, TOL, 30, np)
     for b in range(B):
         sl = slice(b, b + 1)
         alone, ok1 = newton(fn, K[sl], q[sl], t[sl], lam[sl], n_out, n_slide, Y[sl], TOL, 30, np)

@@ -15,6 +15,8 @@ from ..lowering.nonlinear import kernel
 #: taken from max|F| ≤ tol · scale that stays there: from within tol the quadratic convergence of Newton lands
 #: at round-off, so every example ends at the root to round-off whatever the batch around it does
 TIGHT = 1e-4
+#: batches from this size are stored batch-last and their Newton steps solved by vectorised elimination
+VECTORISE = 128
 #: the Newton loop gathers the examples still iterating once they are at most this fraction of the batch
 COMPACT = 0.6
 #: Armijo backtracking: at most this many evaluations per Newton step (step lengths 1, 1/2, ..., 2^-29)
@@ -43,8 +45,10 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
     """
     B, R = q.shape
     k = kernel(fn)
-    K, q, t, lam, Y = (_batch_last(a, xp) for a in (K, q, t, lam, Y))
-    rho = xp.zeros((R, B)).T
+    vector = B >= VECTORISE  # a small batch: B LAPACK calls cost less than the vectorised passes' overhead
+    if vector:
+        K, q, t, lam, Y = (_batch_last(a, xp) for a in (K, q, t, lam, Y))
+    rho = xp.zeros((R, B)).T if vector else xp.zeros((B, R))
     if rho0 is not None:  # warm start of the output rows (sliding rows start at 0)
         rho[:, :n_out] = rho0
     scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
@@ -59,10 +63,11 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
         # gather the examples still iterating once they are fewer than COMPACT of the batch; until then the
         # whole batch is computed (the others' results are not used)
         whole = na > COMPACT * B
-        sub = (lambda a: a) if whole else (lambda a: _take(a, act, xp))
+        sub_act = (lambda a: _take(a, act, xp)) if vector else (lambda a: a[act])
+        sub = (lambda a: a) if whole else sub_act
         Ka, Fa, la, ra, ma, pa = sub(K), sub(Fv), sub(lam), sub(rho), sub(merit), sub(ph)
         qa, ta, Ya = sub(q), sub(t), sub(Y)
-        step = _newton_step(k, pa, Ka, la, Fa, n_out, n_slide, xp)
+        step = _newton_step(k, pa, Ka, la, Fa, n_out, n_slide, xp, vector and Ka.shape[0] >= VECTORISE)
         if n_slide == 0:
             slope = -(xp.einsum("brs,bs->br", Ka, Fa) * step).sum(axis=1)
         else:
@@ -87,7 +92,7 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
             rho, pz, ph, Fv, merit, res = cand, pz_c, ph_c, F_c, m_c, new_res
         else:
             if whole:
-                cand, pz_c, ph_c, F_c, m_c, new_res = (_take(a, act, xp) for a in (cand, pz_c, ph_c, F_c, m_c, new_res))
+                cand, pz_c, ph_c, F_c, m_c, new_res = (sub_act(a) for a in (cand, pz_c, ph_c, F_c, m_c, new_res))
             polished = res[act] <= stop
             rho[act], pz[act], ph[act], Fv[act], merit[act], res[act] = cand, pz_c, ph_c, F_c, m_c, new_res
         done = (new_res <= tight) | (polished & (new_res <= stop))
@@ -136,11 +141,12 @@ def _newton_matrix(k, p, K, lam, n_out, n_slide, xp):
     return J
 
 
-def _newton_step(k, p, K, lam, F, n_out, n_slide, xp):
-    """(Λ + Dψ K)⁻¹ F per example: elimination without pivoting when there are no sliding rows, pivoted
-    LAPACK for the examples where it meets a small pivot and for sliding rows (their Λ is 0)."""
+def _newton_step(k, p, K, lam, F, n_out, n_slide, xp, vector=True):
+    """(Λ + Dψ K)⁻¹ F per example: elimination without pivoting, vectorised over the batch (``vector``, when
+    there are no sliding rows), pivoted LAPACK for the examples where it meets a small pivot, for sliding
+    rows (their Λ is 0) and for small batches."""
     J = _newton_matrix(k, p, K, lam, n_out, n_slide, xp)
-    if n_slide:
+    if n_slide or not vector:
         return xp.linalg.solve(J, F[..., None])[..., 0]
     step, good = _lu_solve(J, F.copy(order="K"), xp)
     if not bool(good.all()):
@@ -161,9 +167,10 @@ def _lu_solve(A, b, xp):
     instead of B small LAPACK calls). Returns (x, good): ``good`` is False for the examples that met a
     pivot below :data:`PIVOT` times their largest entry (their x is not to be used).
     """
-    n = A.shape[1]
+    B, n = A.shape[:2]
     floor = PIVOT * xp.abs(A).max(axis=(1, 2))
-    good = xp.ones(A.shape[0], dtype=bool)
+    good = xp.ones(B, dtype=bool)
+    work = xp.empty_like(A)  # the rank-1 updates' products (one buffer, in A's memory order)
     for j in range(n):
         piv = A[:, j, j]
         small = ~(xp.abs(piv) > floor)  # NaN too
@@ -172,7 +179,9 @@ def _lu_solve(A, b, xp):
         A[:, j, j] = piv
         if j + 1 < n:
             f = A[:, j + 1:, j] / piv[:, None]
-            A[:, j + 1:, j + 1:] -= f[:, :, None] * A[:, None, j, j + 1:]
+            w = work[:, j + 1:, j + 1:]
+            xp.multiply(f[:, :, None], A[:, None, j, j + 1:], out=w)
+            A[:, j + 1:, j + 1:] -= w
             b[:, j + 1:] -= f * b[:, j, None]
     for j in range(n - 1, -1, -1):
         if j + 1 < n:
