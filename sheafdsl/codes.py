@@ -101,6 +101,13 @@ CODES: dict[str, str] = {
     "E510": "too many free coordinates for the dense exact solver (use cg)",
     "E511": "an unknown nonlinearity (not in sheafdsl.nonlinearities), or a missing or superfluous argument",
     "E512": "a harmonic extension that overflows float64 (infinite or NaN values): weights or inputs too large",
+    "E513": "a solver that does not solve consensus problems (diffusion, cg), or a consensus solver given a state-dependent map, lowered operators or training pins",
+    "E514": "a consensus problem that is infeasible up front: an empty box, a pin outside its stalk's bounds or simplex, a simplex that cannot sum to 1, a non-PSD Q parameter",
+    "E515": "ADMM found the problem infeasible: the primal residual stalls above its tolerance (the message names the worst hard edge or stalk)",
+    "E516": "ADMM found the problem unbounded, or diverged: the iterates run away or become infinite (the message names the stalk)",
+    "E517": "the exact consensus solver was given non-quadratic objectives (box, nonneg, simplex, l1): use admm",
+    "E518": "the exact consensus solver's KKT system: a minimiser that is not unique (a flat direction on ker δ_hard) or hard constraints that cannot hold",
+    "E519": "a bad ADMM option (rho, alpha, rtol, atol, maxiter, warm start) or a per-instance parameter of the wrong shape",
     # inference input (the CLI's --input/--pin/--params and the API's infer)
     "E520": "an --input/--pin value that is not numbers (or holds NaN/inf)",
     "E521": "--input of the wrong length, naming unknown stalks, or missing",

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 #: ``solve(..., method=...)`` and ``sheaf infer --solver``
-SOLVE_METHODS = ("exact", "diffusion", "cg")
+SOLVE_METHODS = ("exact", "diffusion", "cg", "admm", "admm-local")
 #: the terms of a stalk's local convex objective (``objective STALK KIND ...``; ``sheafdsl.ir.ObjectiveSpec``)
 OBJECTIVE_KINDS = ("quadratic", "nonneg", "box", "simplex", "l1")
 #: the fast phase of the sheaf trainer (``train solver=...``, ``sheaf train --solver``)

@@ -132,8 +132,8 @@ def _sources(boundary, sources) -> tuple:
 
 
 def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece: str | None = None,
-          rtol: float = 1e-10, maxiter: int | None = None, x0=None, warm=None, xp=None, record_trace: bool = False,
-          sources=None) -> SolveResult:
+          rtol: float | None = None, maxiter: int | None = None, x0=None, warm=None, xp=None, record_trace: bool = False,
+          sources=None, atol: float | None = None, rho: float | None = None) -> SolveResult:
     """The harmonic extension of the pins of ``boundary`` (see the module docstring).
 
     Parameters
@@ -149,11 +149,16 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
     boundary : INFERENCE (input and constant pins; the target stalk is free) or TRAINING (the two-sided
         equilibrium: input, target and constant pins; :data:`sheafdsl.ir.BOUNDARIES`), or a tuple of pin
         sources; ``sources`` is its older name.
-    method : "exact" | "diffusion" | "cg"
+    method : "exact" | "diffusion" | "cg" | "admm" | "admm-local". A consensus problem (objectives on stalks or
+        hard edges, ``sheafdsl.ir.is_consensus``) is solved by admm, admm-local or exact (its KKT system,
+        quadratic objectives only): :func:`sheafdsl.solvers.consensus.solve_consensus`; diffusion and cg refuse
+        it (E513). admm and admm-local also solve a sheaf without objectives (its harmonic extension) when
+        its maps are linear.
     piece : the active-set driver's piece solver (default: chosen from the structure): "shallow" or
         "chain" (a feed-forward chain with training pins), "elimination", "dense", "lu" (exact), "cg".
     rtol : tolerance on the relative Filippov gradient norm (:attr:`SolveResult.residual`); also the inner
-        (Newton, CG) tolerances.
+        (Newton, CG) tolerances (default 1e-10). ADMM: the relative tolerance of its residuals (default 1e-6),
+        with ``atol`` the absolute one (default 1e-9) and ``rho`` the initial penalty (default 1).
     maxiter : exact/cg: pattern solves (default 2·units + 20); diffusion: steps (default 200 000).
     x0 : optional (B, N) initial cochain (its pinned part is overwritten; units exactly at 0 start sliding).
     warm : a previous :class:`SolveResult` or :class:`~sheafdsl.solvers.result.Warm` of the same examples:
@@ -189,6 +194,19 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
     srcs = _sources(boundary, sources)
     if method not in METHODS:
         raise _err("E509", f"unknown solver `{method}`", "use one of: " + ", ".join(METHODS))
+    if _consensus(G, method):
+        if method not in ("admm", "admm-local", "exact"):
+            raise _err("E513", f"the `{method}` solver does not solve consensus problems (objectives on stalks, "
+                       "hard edges)", "use --solver admm, admm-local or exact (quadratic objectives)")
+        if tuple(srcs) != tuple(INFERENCE):
+            raise _err("E513", "a consensus problem is solved with the inference pins (input and constants); "
+                       "pin a target stalk with a hard pin instead")
+        from .consensus import solve_consensus
+
+        return solve_consensus(G, params, values, method=method, rtol=rtol, atol=atol, maxiter=maxiter, x0=x0,
+                               warm=warm, rho=rho, xp=xp)
+    if rtol is None:
+        rtol = 1e-10
     if piece is not None and piece not in PIECES:
         raise _err("E509", f"unknown piece solver `{piece}`", "use one of: " + ", ".join(PIECES))
     if not (rtol > 0):
@@ -258,6 +276,20 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
         raise _err("E509", f"method `cg` uses the `cg` piece solver, not `{inner}`")
     return active_set(prob, c, inner=inner, rtol=rtol, maxiter=maxiter, record_trace=record_trace, state=state,
                       method=method)
+
+
+def _consensus(G, method: str) -> bool:
+    """True when ``G`` (an IR graph) goes to the consensus solvers: it states a consensus problem, or the
+    method is admm/admm-local."""
+    import networkx as nx
+
+    from ..ir import is_consensus
+
+    if not isinstance(G, nx.Graph):
+        if method in ("admm", "admm-local"):
+            raise _err("E513", f"the `{method}` solver needs the IR graph, not lowered operators")
+        return False
+    return method in ("admm", "admm-local") or is_consensus(G)
 
 
 def initial_guess(prob, c0):

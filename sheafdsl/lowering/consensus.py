@@ -1,0 +1,269 @@
+"""A consensus problem on a sheaf, lowered to arrays on one array module ``xp`` (docs/admm.md).
+
+The problem (``sheafdsl.ir.is_consensus``; docs/maths.md for δ)::
+
+    minimise   Σ_v f_v(c_v) + ½ Σ_{soft e} w_e² ‖(δc)_e‖²
+    subject to (δc)_e = 0 for every hard edge e, and the hard pins c_U = p,
+
+with f_v the sum of the stalk's objective terms (quadratic ½ xᵀQx + qᵀx, nonneg, box, simplex, l1).
+Soft pins are soft edges to an anchor pinned to its value. Eliminating the pinned coordinates leaves the
+free coordinates x = c_Ω ∈ R^n (cochain order, so each stalk's free coordinates are contiguous) and
+
+    minimise   ½ xᵀQx + qᵀx + ½ ‖W_s (D_s x − b_s)‖² + Σ_i λ_i |x_i| + ι_C(x)
+    subject to D_h x = b_h,
+
+where Q is block diagonal (one d_v × d_v block per stalk), D_s, D_h are the soft and hard rows of δ_Ω,
+b = o − δ_U p (the offsets less what the pins contribute), and C is the product over stalks of their
+boxes (box ∩ nonneg: lo_i ≤ x_i ≤ hi_i) and simplices ({x ≥ lo, Σ x = s_v} with s_v = 1 − Σ of the
+stalk's pinned values).
+
+**A batch of B independent instances** share the graph, the maps, Q, the boxes and the weights; what
+varies per instance is the pinned values (``pinned``, (B, N)) and every parameter named as a
+quadratic's q or an edge's bias, which may carry a leading axis of B (shape (B, d) instead of (d,)).
+Arrays are stored column-major per instance: x is (n, B), so each instance is a column and the sparse
+operators act on all columns at once.
+
+>>> import numpy as np
+>>> from sheafdsl.ir import new_sheaf, add_stalk, add_edge, add_objective, Identity
+>>> G = new_sheaf(); add_stalk(G, "a", 2); add_stalk(G, "b", 2)
+>>> add_edge(G, "ab", "a", "b", src_map=Identity(), dst_map=Identity(), hard=True)
+>>> _ = add_objective(G, "a", "quadratic", Q=np.eye(2), q=[1.0, 0.0]); _ = add_objective(G, "b", "nonneg")
+>>> P = lower_consensus(G, {}, np.zeros((1, 4)))
+>>> P.n, P.Dh.shape, P.B, P.lo.ravel().tolist()
+(4, (2, 4), 1, [-inf, -inf, 0.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import Diagnostic, SheafError
+from ..ir import INFERENCE, edges, free_indices, objectives, pinned_indices, stalks, total_dim
+from ..ir.maps import Nonlinear, ReluGate
+from . import maps
+from .backend import to_numpy
+from .operators import sparse_module
+
+
+def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
+    return SheafError(Diagnostic(code, msg, hint=hint))
+
+
+def _batched(name: str, value, shape: tuple, B: int, what: str) -> np.ndarray:
+    """A parameter's value as (B, *shape): a (*shape) value is shared, a (B, *shape) one is per instance."""
+    a = np.asarray(to_numpy(value), dtype=float)
+    if a.shape == shape:
+        return np.broadcast_to(a, (B, *shape))
+    if a.shape == (B, *shape):
+        return a
+    raise _err("E519", f"{what} `{name}` has shape {a.shape}; it needs {shape} (shared) or {(B, *shape)} "
+               f"(one per instance of the batch of {B})")
+
+
+def _value(params, name: str, stalk: str):
+    if name not in (params or {}):
+        raise _err("E502", f"the objective of stalk `{stalk}` uses parameter `{name}`, which has no value")
+    return params[name]
+
+
+class ConsensusProblem:
+    """The arrays of a lowered consensus problem (see the module docstring); everything on ``xp``.
+
+    Attributes (n free coordinates, B instances, M_h / M_s rows of the hard / soft edges)::
+
+        Q  (n, n) sparse, block diagonal      q   (n, B)        lam (n, 1)     lo, hi (n, 1)
+        Dh (M_h, n) sparse   bh (M_h, B)       Ds (M_s, n) sparse   bs (M_s, B)   ws2 (M_s, 1) = w_e²
+        Fs, Fd (M, n) sparse: every edge's source and head maps on the free coordinates (δ_Ω = Fd − Fs),
+        b (M, B), w2 (M, 1) and hard (M, 1) bool, in edge order (the edge-based, local ADMM reads these);
+        simplex: a list of (rows (g, k) int, s (g, B), lo (g, k, 1), hi (g, k, 1)) groups of simplex stalks
+        with k free coordinates; blocks: the free-coordinate slice of each stalk (vertex order).
+
+    ``quadratic`` is True when every objective term is quadratic (the KKT system is then the whole
+    problem: ``exact``). ``cochain(x)`` puts the pins back: (n, B) -> (B, N).
+    """
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def cochain(self, x):
+        """The full (B, N) cochain with the free coordinates ``x`` (n, B) and the pins."""
+        c = self.pinned.copy()
+        c[:, self.free] = x.T
+        return c
+
+    def objective(self, x):
+        """The objective of the whole problem (pins included) at free coordinates ``x`` (n, B): (B,)."""
+        xp = self.xp
+        c = self.cochain(x).T  # (N, B)
+        val = 0.5 * xp.sum(c * (self.Qfull @ c), axis=0) + xp.sum(self.qfull * c, axis=0)
+        val = val + xp.sum(self.lamfull * xp.abs(c), axis=0)
+        r = self.Ds_full @ c - self.os_full
+        return val + 0.5 * xp.sum(self.ws2 * r * r, axis=0)
+
+    def hard_residual(self, x):
+        """‖D_h x − b_h‖ per instance (B,)."""
+        xp = self.xp
+        return xp.sqrt(xp.sum((self.Dh @ x - self.bh) ** 2, axis=0))
+
+
+def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
+    """Lower the consensus problem of ``G`` with parameter values ``params`` and the (B, N) cochain
+    ``pinned`` holding the values of every hard pin (inference pins: input and constants; other
+    coordinates ignored). Raises E513 for a state-dependent map, E514 for a problem that is infeasible
+    up front (an empty box, a pin outside its stalk's box or simplex, a simplex that cannot sum to 1),
+    E519 for a parameter whose shape fits neither one instance nor the batch."""
+    from ..ir.maps import ParamMap
+
+    for u, v, name, d in edges(G):
+        for m in (d["src_map"], d["dst_map"]):
+            for p in [getattr(m, "param", None) if isinstance(m, ParamMap) else None, d.get("bias")]:
+                if p is not None and p not in (params or {}):
+                    raise _err("E502", f"edge `{name}` uses parameter `{p}`, which has no value")
+            if isinstance(m, (ReluGate, Nonlinear)):
+                raise _err("E513", f"edge `{name}` has a state-dependent map ({type(m).__name__}); a consensus "
+                           "problem (admm, admm-local) needs linear restriction maps",
+                           "solve this sheaf with --solver exact, cg or diffusion")
+    pinned_h = np.asarray(to_numpy(pinned), dtype=float)
+    B, N = pinned_h.shape
+    if N != total_dim(G):
+        raise _err("E507", f"the pinned cochain has {N} coordinates; the sheaf has {total_dim(G)}")
+    free = free_indices(G, INFERENCE)
+    pin_idx = pinned_indices(G, INFERENCE)
+    n = len(free)
+    col = -np.ones(N, dtype=np.int64)  # cochain index -> free coordinate (or −1)
+    col[free] = np.arange(n)
+    pmask = np.zeros(N, dtype=bool)
+    pmask[pin_idx] = True
+    P = pinned_h * pmask  # the pins alone (B, N)
+
+    # objectives, on the whole cochain (the objective value) and on the free coordinates
+    Qfull = sp.lil_matrix((N, N))
+    qfull = np.zeros((N, B))
+    lamfull = np.zeros(N)
+    lo_full, hi_full = np.full(N, -np.inf), np.full(N, np.inf)
+    simplex_v, blocks = [], {}
+    for v in stalks(G):
+        nd = G.nodes[v]
+        off, d = nd["offset"], nd["dim"]
+        sl = slice(off, off + d)
+        fc = col[sl][col[sl] >= 0]
+        blocks[v] = slice(int(fc[0]), int(fc[-1]) + 1) if len(fc) else slice(0, 0)
+        for o in objectives(G, v):
+            if o.kind == "quadratic":
+                Qv = np.asarray(to_numpy(_value(params, o.Q, v)), dtype=float) if isinstance(o.Q, str) else o.Q
+                if isinstance(o.Q, str):
+                    if Qv.shape != (d, d):
+                        raise _err("E519", f"parameter `{o.Q}` (Q of stalk `{v}`) has shape {Qv.shape}, not {(d, d)}")
+                    Qv = 0.5 * (Qv + Qv.T)
+                    if np.linalg.eigvalsh(Qv)[0] < -1e-10 * max(1.0, float(np.abs(Qv).max())):
+                        raise _err("E514", f"parameter `{o.Q}` (Q of stalk `{v}`) is not positive semidefinite: "
+                                   "the objective is not convex", "give a Q ⪰ 0")
+                Qfull[sl, sl] = Qfull[sl, sl] + Qv
+                qfull[sl] += (_batched(o.q, _value(params, o.q, v), (d,), B, f"q of stalk `{v}`:") if isinstance(o.q, str)
+                              else np.broadcast_to(o.q, (B, d))).T
+            elif o.kind == "nonneg":
+                lo_full[sl] = np.maximum(lo_full[sl], 0.0)
+            elif o.kind == "box":
+                lo_full[sl] = np.maximum(lo_full[sl], o.lo)
+                hi_full[sl] = np.minimum(hi_full[sl], o.hi)
+            elif o.kind == "simplex":
+                lo_full[sl] = np.maximum(lo_full[sl], 0.0)
+                if v not in simplex_v:
+                    simplex_v.append(v)
+            elif o.kind == "l1":
+                lamfull[sl] += o.lam
+        bad = np.flatnonzero(lo_full[sl] > hi_full[sl])
+        if bad.size:
+            i = int(bad[0])
+            raise _err("E514", f"stalk `{v}`: its objectives leave coordinate {i} no value "
+                       f"({lo_full[off + i]:g} ≤ x ≤ {hi_full[off + i]:g})", "the problem is infeasible: relax a box")
+        pins_here = np.flatnonzero(pmask[sl])
+        for i in pins_here:
+            vals = P[:, off + i]
+            out = np.flatnonzero((vals < lo_full[off + i] - 1e-12) | (vals > hi_full[off + i] + 1e-12))
+            if out.size:
+                raise _err("E514", f"stalk `{v}`: coordinate {i} is pinned to {vals[out[0]]:g}, outside its objectives' "
+                           f"bounds [{lo_full[off + i]:g}, {hi_full[off + i]:g}]" + (f" (instance {int(out[0])})" if B > 1 else ""),
+                           "the problem is infeasible: change the pin or the bounds")
+    simplex = []
+    groups: dict[int, list] = {}
+    for v in simplex_v:
+        off, d = G.nodes[v]["offset"], G.nodes[v]["dim"]
+        sl = slice(off, off + d)
+        s = 1.0 - P[:, sl].sum(1)  # what the free coordinates must sum to (B,)
+        fidx = np.arange(off, off + d)[~pmask[sl]]
+        lo_v, hi_v = lo_full[fidx], hi_full[fidx]
+        worst = np.flatnonzero((s < lo_v.sum() - 1e-12) | (s > hi_v.sum() + 1e-12) if len(fidx) else np.abs(s) > 1e-12)
+        if worst.size:
+            raise _err("E514", f"stalk `{v}`: the simplex needs its coordinates to sum to 1, which its pins"
+                       + (" and bounds" if len(fidx) else "") + f" make impossible (the free part must sum to "
+                       f"{s[worst[0]]:g})" + (f" (instance {int(worst[0])})" if B > 1 else ""),
+                       "the problem is infeasible: change the pins or the bounds")
+        if len(fidx):
+            groups.setdefault(len(fidx), []).append((col[fidx], s, lo_v, hi_v))
+    for k, gs in groups.items():
+        rows = np.stack([g[0] for g in gs])
+        s = np.stack([g[1] for g in gs])
+        lo_g = np.stack([g[2] for g in gs])[:, :, None]
+        hi_g = np.stack([g[3] for g in gs])[:, :, None]
+        simplex.append((xp.asarray(rows), xp.asarray(s), xp.asarray(lo_g), xp.asarray(hi_g)))
+
+    # δ split into source and head maps, and its offsets
+    rows_s, rows_d, blist, w2, hard = [], [], [], [], []
+    r0 = 0
+    names = []
+    for u, v, name, d in edges(G):
+        de = d["dim"]
+        Fs = maps.matrix(d["src_map"], G.nodes[u]["dim"], params)
+        Fd = maps.matrix(d["dst_map"], G.nodes[v]["dim"], params)
+        ou, ov = G.nodes[u]["offset"], G.nodes[v]["offset"]
+        o = np.zeros((B, de)) if d.get("bias") is None else _batched(d["bias"], params[d["bias"]], (de,), B,
+                                                                       f"bias of edge `{name}`:")
+        for F, off, store in ((Fs, ou, rows_s), (Fd, ov, rows_d)):
+            F = sp.coo_matrix(F)
+            store.append((F.row + r0, F.col + off, F.data))
+        blist.append(o.T)
+        w2.append(np.full(de, float(d["weight"]) ** 2))
+        hard.append(np.full(de, bool(d.get("hard"))))
+        names.append((name, r0, de))
+        r0 += de
+    M = r0
+
+    def full(store):
+        if not store:
+            return sp.csr_matrix((M, N))
+        r, c, x = (np.concatenate(t) for t in zip(*store))
+        return sp.csr_matrix((x, (r, c)), shape=(M, N))
+
+    FsN, FdN = full(rows_s), full(rows_d)
+    DN = FdN - FsN
+    o = np.concatenate(blist, 0) if blist else np.zeros((0, B))
+    b = o - DN[:, pin_idx] @ P[:, pin_idx].T  # (M, B)
+    w2 = np.concatenate(w2)[:, None] if w2 else np.zeros((0, 1))
+    hard = np.concatenate(hard) if hard else np.zeros(0, dtype=bool)
+    Fs, Fd, D = FsN[:, free], FdN[:, free], DN[:, free]
+    h, s_ = np.flatnonzero(hard), np.flatnonzero(~hard)
+    Qfull = Qfull.tocsr()
+    Qf = Qfull[free][:, free]
+    q = qfull[free] + (Qfull[free][:, pin_idx] @ P[:, pin_idx].T)  # ∂/∂x of ½cᵀQc + qᵀc at the pins
+    S = sparse_module(xp)
+
+    def dev(A):
+        return S.csr_matrix(A.tocsr()) if xp is not np else A.tocsr()
+
+    quadratic = (not simplex_v and not np.any(lamfull[free]) and np.all(np.isinf(lo_full[free]))
+                 and np.all(np.isinf(hi_full[free])))
+    return ConsensusProblem(
+        xp=xp, G=G, B=B, N=N, n=n, M=M, free=xp.asarray(free), free_host=free, pinned=xp.asarray(pinned_h),
+        Q=dev(Qf), q=xp.asarray(q), lam=xp.asarray(lamfull[free][:, None]), lo=xp.asarray(lo_full[free][:, None]),
+        hi=xp.asarray(hi_full[free][:, None]), simplex=simplex, blocks=blocks,
+        Dh=dev(D[h]), bh=xp.asarray(b[h]), Ds=dev(D[s_]), bs=xp.asarray(b[s_]), ws2=xp.asarray(w2[s_]),
+        Fs=dev(Fs), Fd=dev(Fd), b=xp.asarray(b), w2=xp.asarray(w2), hard=xp.asarray(hard[:, None]),
+        edge_rows=names, quadratic=bool(quadratic),
+        Qfull=dev(Qfull), qfull=xp.asarray(qfull), lamfull=xp.asarray(lamfull[:, None]),
+        Ds_full=dev(DN[s_]), os_full=xp.asarray(o[s_]),
+        host=dict(Q=Qf, q=q, Dh=D[h], bh=b[h], Ds=D[s_], bs=b[s_], ws2=w2[s_]))
+
+
+__all__ = ["ConsensusProblem", "lower_consensus"]

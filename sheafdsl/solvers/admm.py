@@ -1,0 +1,501 @@
+"""Sheaf-ADMM on a lowered consensus problem (:mod:`sheafdsl.lowering.consensus`; docs/admm.md).
+
+The problem, on the free coordinates x ∈ R^n of B independent instances (columns)::
+
+    minimise  g(x) + s(x)   subject to  D_h x = b_h,
+    g(x) = Σ_i λ_i |x_i| + ι_C(x)                       (nonsmooth, separable by stalk: box, nonneg, simplex, l1)
+    s(x) = ½ xᵀQx + qᵀx + ½ ‖W_s (D_s x − b_s)‖²         (smooth: the quadratics and the soft edges)
+
+**The split.** Each prox is closed form on its own, but a non-diagonal Q with a box has none, so every
+stalk's objective is split into its nonsmooth part g_v, on the copy x, and its smooth part, on the copy z,
+joined by the identity constraint x = z (the "own copy joined by identity hard edges" of the issue, with the
+copy the ADMM z itself, so no extra variables and no inner iterative solver: every step is exact).
+
+``admm`` (Sheaf-ADMM; scaled form, Boyd et al. 2011 §3.1.1, constraints Ax + Bz = c with A = [I; 0],
+B = [−I; D_h], c = [0; b_h], duals u (vertices) and u_h (hard edges))::
+
+    x ← prox_{g/ρ}(z − u)                                         each stalk alone: clip, soft threshold, simplex
+    z ← (Q + D_sᵀW²D_s + ρ(I + D_hᵀD_h)) z = ρ(x̂ + u) − q + D_sᵀW²b_s + ρ D_hᵀ(b_h − u_h − ĥ)
+                                                                  matrix-free CG on the sheaf Laplacian
+    u ← u + x̂ − z,   u_h ← u_h + ĥ + D_h z − b_h                  the scaled dual memory
+
+with over-relaxation x̂ = αx + (1 − α)z_prev, ĥ = −(1 − α)(D_h z_prev − b_h). The z-step is the soft-edge
+prox (γL + ρI)z = ρ(x + u) of the issue with the hard edges entering L at weight ρ (their augmented
+Lagrangian); each CG matvec reads only neighbours (one sparse sheaf-Laplacian product), and its dot
+products are the only global reductions. With no soft edges and Q = 0 it is the projection onto
+ker δ_hard, reached in the limit of the dual updates.
+
+``admm-local`` (edge-based ADMM): every edge e = (u → v) keeps copies y_{e,u} = F_{u◁e} x_u and
+y_{e,v} = F_{v◁e} x_v, every stalk a copy w_v = x_v carrying g_v::
+
+    x_v ← (Q_v + ρK_v)⁻¹ (ρ Σ_e F_{v◁e}ᵀ(y_{e,v} − μ_{e,v}) + ρ(w_v − μ_v) − q_v),  K_v = Σ_e F_{v◁e}ᵀF_{v◁e} + I
+    (y_{e,u}, y_{e,v}) ← the prox of the edge: a = F x + μ, r = a_v − a_u − b_e,
+                         y_u = a_u + θ r, y_v = a_v − θ r,   θ = ½ (hard), w_e²/(ρ + 2w_e²) (soft)
+    w_v ← prox_{g_v/ρ}(x_v + μ_v),   μ ← μ + (Ax − y)
+
+Q_v + ρK_v is factorised once: K_v^{-1/2} Q_v K_v^{-1/2} = UΛUᵀ gives (Q_v + ρK_v)⁻¹ = T(Λ + ρ)⁻¹Tᵀ with
+T = K_v^{-1/2}U, so a new ρ costs a diagonal. Every update reads only a stalk's own edges or an edge's two
+endpoints; no global reduction remains in an iteration (the stopping test sums residuals, every
+``check`` iterations).
+
+**Stopping** (Boyd et al. §3.3.1), per instance: ‖r‖ ≤ ε_pri = √p·atol + rtol·max(‖Ax‖, ‖Bz‖, ‖c‖) and
+‖s‖ ≤ ε_dual = √n·atol + rtol·max(‖ρAᵀu‖, ‖∇s‖), with r = Ax + Bz − c, s = ρAᵀB(z − z_prev) (the dual
+scale also counts the smooth part's gradient, as OSQP does: with g = 0 the optimal u is 0 and Boyd's
+‖ρAᵀu‖ alone would leave only atol). **Adaptive ρ**
+(residual balancing, in the normalised form of OSQP): every ``adapt_every`` iterations, until ``adapt_stop``,
+ρ ← ρ·√((‖r‖/ε-scale_pri)/(‖s‖/ε-scale_dual)) when that ratio leaves [1/5, 5] (the scaled duals rescale).
+**Infeasible or unbounded problems**: for a problem with a solution both residuals tend to 0; for an
+infeasible one the primal residual tends to a positive limit (the minimal displacement of the
+Douglas–Rachford operator), for an unbounded one the iterates run away with a dual residual that stays.
+So each instance tracks its best merit m = max(‖r‖/ε_pri, ‖s‖/ε_dual) so far; when, after 1000
+iterations, the best merit at iteration k is within a fraction ``stall`` (10⁻⁴) of the best at k/2 and the
+instance has not converged, the iteration has stalled: E515 when the primal residual is what stays (the
+constraints cannot all hold), E516 when the dual residual is (the objective is unbounded below).
+Non-finite iterates are E516 at once. (A feasible problem so ill-conditioned that ADMM gains less than
+0.01% in k/2 iterations is reported the same way, with the residuals in the message.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import Diagnostic, SheafError
+from ..lowering.backend import array_module
+from ..lowering.operators import sparse_module
+
+#: defaults of the ADMM options (solve(..., method="admm" | "admm-local"))
+DEFAULTS = dict(rho=1.0, alpha=1.6, rtol=1e-6, atol=1e-9, maxiter=20000, adapt_every=25, adapt_stop=10000,
+                check=10, stall=1e-4)
+
+
+def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
+    return SheafError(Diagnostic(code, msg, hint=hint))
+
+
+# ----------------------------------------------------------------------------------------------
+# the nonsmooth prox: each stalk alone
+
+
+def _colnorm(xp, a):
+    """‖a‖ of each column (instance): (B,)."""
+    return xp.sqrt(xp.sum(a * a, axis=0))
+
+
+def project_simplex(xp, A, s, lo, hi, capped: bool):
+    """argmin ‖x − a‖² over {lo ≤ x ≤ hi, Σ x = s}, for a batch: A (g, k, B), s (g, B), lo/hi (g, k, 1).
+
+    Uncapped (hi = ∞): the sort-based projection (x − lo onto the simplex of size s − Σlo). Capped: the
+    shift τ with Σ clip(a − τ, lo, hi) = s by bisection to round-off, then τ recomputed exactly from the
+    coordinates strictly inside their bounds."""
+    k = A.shape[1]
+    if not capped:
+        Y = A - lo
+        t = s[:, None, :] - xp.sum(lo, axis=1, keepdims=True)  # (g, 1, B)
+        U = -xp.sort(-Y, axis=1)
+        css = xp.cumsum(U, axis=1) - t
+        ind = xp.arange(1, k + 1, dtype=A.dtype)[None, :, None]
+        cond = (U - css / ind) > 0
+        r = xp.sum(cond, axis=1, keepdims=True)  # ≥ 1 always
+        theta = xp.take_along_axis(css, r - 1, axis=1) / r
+        return xp.maximum(Y - theta, 0.0) + lo
+    s3 = s[:, None, :]
+    hi_c = xp.minimum(hi, s3 - xp.sum(lo, axis=1, keepdims=True) + lo)  # x_i ≤ s − Σ_{j≠i} lo_j on the set
+    a_lo = xp.min(A - hi_c, axis=1, keepdims=True)
+    a_hi = xp.max(A - lo, axis=1, keepdims=True)
+    for _ in range(64):
+        mid = 0.5 * (a_lo + a_hi)
+        f = xp.sum(xp.clip(A - mid, lo, hi_c), axis=1, keepdims=True)
+        big = f > s3
+        a_lo = xp.where(big, mid, a_lo)
+        a_hi = xp.where(big, a_hi, mid)
+    tau = 0.5 * (a_lo + a_hi)
+    X = xp.clip(A - tau, lo, hi_c)
+    inside = (X > lo) & (X < hi_c)
+    m = xp.sum(inside, axis=1, keepdims=True)
+    fixed = xp.sum(xp.where(inside, 0.0, X), axis=1, keepdims=True)
+    tau2 = (xp.sum(xp.where(inside, A, 0.0), axis=1, keepdims=True) - (s3 - fixed)) / xp.maximum(m, 1)
+    X2 = xp.clip(A - tau2, lo, hi_c)
+    same = xp.all((X2 > lo) & (X2 < hi_c) == inside, axis=1, keepdims=True) & (m > 0)
+    return xp.where(same, X2, X)
+
+
+def prox_g(P, a, rho):
+    """prox_{g/ρ}(a) = argmin_x g(x) + ρ/2 ‖x − a‖², a (n, B), ρ (1, B): per coordinate the soft threshold by
+    λ/ρ then the clip to [lo, hi] (exact: both are separable and one-dimensional), per simplex stalk the
+    (capped) simplex projection of a − λ/ρ (on x ≥ 0, λ|x| = λx is linear)."""
+    xp = P.xp
+    t = P.lam / rho
+    x = xp.clip(xp.sign(a) * xp.maximum(xp.abs(a) - t, 0.0), P.lo, P.hi)
+    for rows, s, lo, hi in P.simplex:
+        A = a[rows] - t[rows]
+        x[rows] = project_simplex(xp, A, s, lo, hi, capped=bool(xp.any(xp.isfinite(hi))))
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# conjugate gradients, one per column
+
+
+def cg(matvec, b, x0, diag, tol, maxiter: int):
+    """Solve A x = b column by column (A SPD, given by ``matvec`` on (n, B) arrays) by preconditioned
+    CG (Jacobi, ``diag`` (n, B)) from ``x0``, until ‖b − Ax‖ ≤ ``tol`` (B,) in every column; returns
+    (x, steps). The column dot products are the only global reductions."""
+    xp = array_module(b)
+    x = x0.copy()
+    r = b - matvec(x)
+    rn = _colnorm(xp, r)
+    if bool(xp.all(rn <= tol)):
+        return x, 0
+    zz = r / diag
+    p = zz.copy()
+    rz = xp.sum(r * zz, axis=0)
+    for k in range(1, maxiter + 1):
+        Ap = matvec(p)
+        pAp = xp.sum(p * Ap, axis=0)
+        alpha = xp.where(pAp > 0, rz / xp.where(pAp > 0, pAp, 1.0), 0.0)
+        x += alpha * p
+        r -= alpha * Ap
+        rn = _colnorm(xp, r)
+        if bool(xp.all(rn <= tol)):
+            return x, k
+        zz = r / diag
+        rz_new = xp.sum(r * zz, axis=0)
+        beta = xp.where(rz > 0, rz_new / xp.where(rz > 0, rz, 1.0), 0.0)
+        p = zz + beta * p
+        rz = rz_new
+    return x, maxiter
+
+
+# ----------------------------------------------------------------------------------------------
+# the two methods: one step each, one driver
+
+
+class _Global:
+    """Sheaf-ADMM (``admm``): x local prox, z by CG on the sheaf Laplacian, scaled duals u, u_h."""
+
+    def __init__(self, P, rho, warm):
+        xp = self.xp = P.xp
+        self.P = P
+        S = sparse_module(xp)
+        self.Ls = (P.Q + P.Ds.T @ (S.diags(P.ws2.ravel()) @ P.Ds)).tocsr() if P.Ds.shape[0] else P.Q.tocsr()
+        self.Lh = (P.Dh.T @ P.Dh).tocsr()
+        self.dLs = self.Ls.diagonal()[:, None]
+        self.dLh = self.Lh.diagonal()[:, None]
+        self.c_lin = -P.q + (P.Ds.T @ (P.ws2 * P.bs) if P.Ds.shape[0] else 0.0)
+        n, B = P.n, P.B
+        self.p = n + P.Dh.shape[0]
+        self.z = xp.zeros((n, B)) if warm.get("z") is None else warm["z"].copy()
+        self.u = xp.zeros((n, B)) if warm.get("u") is None else warm["u"].copy()
+        self.uh = xp.zeros((P.Dh.shape[0], B)) if warm.get("uh") is None else warm["uh"].copy()
+        self.x = self.z.copy()
+        self.cg_steps = 0
+        self.cg_tol = None
+        self.kappa = xp.full((1, B), 100.0) if warm.get("kappa") is None else warm["kappa"].copy()
+
+    def step(self, rho, alpha):
+        xp, P = self.xp, self.P
+        z0 = self.z
+        x = prox_g(P, z0 - self.u, rho)
+        hz0 = P.Dh @ z0 - P.bh
+        xh = alpha * x + (1 - alpha) * z0
+        hh = -(1 - alpha) * hz0
+        rho_h = self.kappa * rho
+        rhs = self.c_lin + rho * (xh + self.u) + rho_h * (P.Dh.T @ (P.bh - self.uh - hh))
+        Ls, Lh = self.Ls, self.Lh
+
+        def matvec(v):
+            return Ls @ v + rho * v + rho_h * (Lh @ v)
+
+        diag = self.dLs + rho + rho_h * self.dLh
+        tol = self.cg_tol if self.cg_tol is not None else 1e-3 * _colnorm(xp, rhs)
+        tol = xp.maximum(tol, 1e-14 * _colnorm(xp, rhs))
+        z, k = cg(matvec, rhs, z0, diag, tol, maxiter=max(50, 5 * P.n))
+        self.cg_steps += k
+        hz = P.Dh @ z - P.bh
+        du = xh - z
+        duh = hh + hz
+        self.u = self.u + du
+        self.uh = self.uh + duh
+        self.x, self.z = x, z
+        dz = z - z0
+        self.r1, self.r2 = _colnorm(xp, x - z), _colnorm(xp, hz)
+        self.s1, self.s2 = xp.maximum(_colnorm(xp, x), _colnorm(xp, z)), xp.maximum(_colnorm(xp, P.Dh @ z),
+                                                                                   _colnorm(xp, P.bh))
+        r = xp.sqrt(self.r1 ** 2 + self.r2 ** 2)
+        s = rho[0] * _colnorm(xp, dz)
+        Bz = xp.sqrt(_colnorm(xp, z) ** 2 + _colnorm(xp, P.Dh @ z) ** 2)
+        scale_pri = xp.maximum(xp.maximum(_colnorm(xp, x), Bz), _colnorm(xp, P.bh))
+        grad = _colnorm(xp, Ls @ z - self.c_lin)  # ∇s(z), the smooth part's gradient
+        scale_dual = xp.maximum(xp.maximum(rho[0] * _colnorm(xp, self.u), grad),
+                                rho_h[0] * _colnorm(xp, P.Dh.T @ self.uh))
+        return r, s, scale_pri, scale_dual, math.sqrt(P.n)
+
+    def rescale(self, f):
+        """ρ ← ρ·f: the scaled duals (y/ρ) become u/f."""
+        self.u = self.u / f
+        self.uh = self.uh / f
+
+    def adapt_hard(self, skip):
+        """Balance the hard rows against the consensus rows: ρ_h = κρ, κ ← κ·√((‖r_h‖/scale_h)/(‖r_x‖/scale_x))
+        when that leaves [1/5, 5] (κ ∈ [1, 10⁶], from 100; the hard edges' scaled duals rescale). A larger κ is closer
+        to the exact projection onto ker δ_hard, at the price of a stiffer CG system. Returns the mask of
+        instances whose κ changed."""
+        xp = self.xp
+        tiny = 1e-300
+        ratio = xp.sqrt((self.r2 / xp.maximum(self.s2, tiny)) / xp.maximum(self.r1 / xp.maximum(self.s1, tiny), tiny))
+        ratio = xp.where(skip | ~xp.isfinite(ratio) | (self.r2 == 0), 1.0, ratio)
+        new = xp.clip(self.kappa * ratio[None, :], 1.0, 1e6)
+        f = new / self.kappa
+        change = (f[0] > 5.0) | (f[0] < 0.2)
+        f = xp.where(change[None, :], f, 1.0)
+        self.kappa = self.kappa * f
+        self.uh = self.uh / f
+        return change
+
+    def solution(self):
+        return self.x
+
+    def warm(self, rho):
+        return dict(z=self.z, u=self.u, uh=self.uh, rho=rho, kappa=self.kappa)
+
+
+class _Local:
+    """Edge-based ADMM (``admm-local``): vertex solves factorised once, edge proxes, vertex copies w."""
+
+    def __init__(self, P, rho, warm):
+        import scipy.sparse as sp
+
+        xp = self.xp = P.xp
+        self.P = P
+        n, B, M = P.n, P.B, P.M
+        h = P.host
+        Fs = _host_csr(P.Fs)
+        Fd = _host_csr(P.Fd)
+        K = (Fs.T @ Fs + Fd.T @ Fd + sp.eye(n)).tocsr()
+        Q = h["Q"].tocsr()
+        rows, cols, vals = [], [], []
+        lam = np.zeros(n)
+        by_k: dict[int, list] = {}
+        for sl in P.blocks.values():
+            if sl.stop > sl.start:
+                by_k.setdefault(sl.stop - sl.start, []).append(sl.start)
+        for k, starts in by_k.items():
+            starts = np.asarray(starts)
+            idx = starts[:, None] + np.arange(k)[None, :]
+            Kb = np.stack([K[i][:, i].toarray() for i in idx]) if len(starts) < 64 else _blocks(K, idx)
+            Qb = np.stack([Q[i][:, i].toarray() for i in idx]) if len(starts) < 64 else _blocks(Q, idx)
+            ek, Vk = np.linalg.eigh(Kb)
+            Kih = Vk @ (Vk.transpose(0, 2, 1) / np.sqrt(ek)[:, :, None])  # K^{-1/2}
+            Mb = Kih @ Qb @ Kih
+            Mb = 0.5 * (Mb + Mb.transpose(0, 2, 1))
+            lk, Uk = np.linalg.eigh(Mb)
+            T = Kih @ Uk
+            lam[idx] = np.maximum(lk, 0.0)
+            r_ = np.repeat(idx[:, :, None], k, axis=2)
+            c_ = np.repeat(idx[:, None, :], k, axis=1)
+            rows.append(r_.ravel()); cols.append(c_.ravel()); vals.append(T.ravel())
+        Tm = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)) \
+            if rows else sp.csr_matrix((n, n))
+        S = sparse_module(xp)
+        self.T = Tm if xp is np else S.csr_matrix(Tm)
+        self.Tt = Tm.T.tocsr() if xp is np else S.csr_matrix(Tm.T.tocsr())
+        self.lamH = xp.asarray(lam[:, None])
+        self.Fs, self.Fd = P.Fs, P.Fd
+        self.FsT, self.FdT = P.Fs.T.tocsr(), P.Fd.T.tocsr()
+        self.theta_hard = P.hard
+        self.x = xp.zeros((n, B)) if warm.get("x") is None else warm["x"].copy()
+        self.w = self.x.copy() if warm.get("w") is None else warm["w"].copy()
+        self.yu = self.Fs @ self.x if warm.get("yu") is None else warm["yu"].copy()
+        self.yv = self.Fd @ self.x if warm.get("yv") is None else warm["yv"].copy()
+        for name in ("mu", "mv", "mw"):
+            shape = (n, B) if name == "mw" else (M, B)
+            setattr(self, name, xp.zeros(shape) if warm.get(name) is None else warm[name].copy())
+        self.p = 2 * M + n
+
+    def step(self, rho, alpha):
+        xp, P = self.xp, self.P
+        rhs = -P.q + rho * (self.FsT @ (self.yu - self.mu) + self.FdT @ (self.yv - self.mv) + (self.w - self.mw))
+        x = self.T @ ((self.Tt @ rhs) / (self.lamH + rho))
+        axu, axv = self.Fs @ x, self.Fd @ x
+        au = alpha * axu + (1 - alpha) * self.yu
+        av = alpha * axv + (1 - alpha) * self.yv
+        aw = alpha * x + (1 - alpha) * self.w
+        eu, ev = au + self.mu, av + self.mv
+        rr = ev - eu - P.b
+        theta = xp.where(self.theta_hard, 0.5, P.w2 / (rho + 2.0 * P.w2))
+        yu, yv = eu + theta * rr, ev - theta * rr
+        w = prox_g(P, aw + self.mw, rho)
+        self.mu = self.mu + au - yu
+        self.mv = self.mv + av - yv
+        dmw = aw - w
+        self.mw = self.mw + dmw
+        dyu, dyv, dw = yu - self.yu, yv - self.yv, w - self.w
+        self.x, self.yu, self.yv, self.w = x, yu, yv, w
+        cn = lambda a: _colnorm(xp, a) ** 2  # noqa: E731
+        r = xp.sqrt(cn(axu - yu) + cn(axv - yv) + cn(x - w))
+        s = rho[0] * _colnorm(xp, self.FsT @ dyu + self.FdT @ dyv + dw)
+        scale_pri = xp.maximum(xp.sqrt(cn(axu) + cn(axv) + cn(x)), xp.sqrt(cn(yu) + cn(yv) + cn(w)))
+        scale_dual = xp.maximum(rho[0] * _colnorm(xp, self.FsT @ self.mu + self.FdT @ self.mv + self.mw),
+                                _colnorm(xp, P.Q @ x + P.q))
+        return r, s, scale_pri, scale_dual, math.sqrt(P.n)
+
+    def rescale(self, f):
+        self.mu, self.mv, self.mw = self.mu / f, self.mv / f, self.mw / f
+
+    def solution(self):
+        return self.w
+
+    def warm(self, rho):
+        return dict(x=self.x, w=self.w, yu=self.yu, yv=self.yv, mu=self.mu, mv=self.mv, mw=self.mw, rho=rho)
+
+
+def _host_csr(A):
+    import scipy.sparse as sp
+
+    get = getattr(A, "get", None)
+    return (get() if callable(get) and not isinstance(A, sp.spmatrix) else A).tocsr()
+
+
+def _blocks(A, idx):
+    """The diagonal blocks A[i, i] for each row of ``idx`` (g, k): (g, k, k), from a sparse A."""
+    g, k = idx.shape
+    A = A.tocsr()
+    out = np.zeros((g, k, k))
+    for a in range(k):
+        for b in range(k):
+            out[:, a, b] = np.asarray(A[idx[:, a], idx[:, b]]).ravel()
+    return out
+
+
+class ADMMOutcome:
+    """What an ADMM run returns: x (n, B), converged (B,), iterations, primal/dual residuals (B,) and
+    their tolerances, traces (T, B) of each (and of ρ), the warm-start state, inner CG steps."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=None, maxiter=None, warm=None,
+             adapt: bool = True, record_trace: bool = True, stall=None) -> ADMMOutcome:
+    """Run ``admm`` or ``admm-local`` on the lowered problem ``P`` (see the module docstring)."""
+    xp = P.xp
+    o = dict(DEFAULTS)
+    for k, v in dict(rho=rho, alpha=alpha, rtol=rtol, atol=atol, maxiter=maxiter, stall=stall).items():
+        if v is not None:
+            o[k] = v
+    for k in ("rho", "alpha", "rtol", "maxiter"):
+        if isinstance(o[k], bool) or not (isinstance(o[k], (int, float)) and o[k] > 0 and math.isfinite(o[k])):
+            raise _err("E519", f"{k} must be a positive number, not {o[k]!r}")
+    if not (isinstance(o["atol"], (int, float)) and o["atol"] >= 0 and not isinstance(o["atol"], bool)):
+        raise _err("E519", f"atol must be a number >= 0, not {o['atol']!r}")
+    if not (0 < o["alpha"] < 2):
+        raise _err("E519", f"the over-relaxation alpha must lie in (0, 2), not {o['alpha']}")
+    warm = dict(warm or {})
+    B = P.B
+    rho_v = warm.get("rho")
+    rho_v = xp.full((1, B), float(o["rho"])) if rho_v is None else xp.asarray(rho_v).reshape(1, B).copy()
+    algo = (_Global if method == "admm" else _Local)(P, rho_v, warm)
+    rtol_, atol_, alpha_ = float(o["rtol"]), float(o["atol"]), float(o["alpha"])
+    maxit, adapt_every, adapt_stop = int(o["maxiter"]), o["adapt_every"], o["adapt_stop"]
+    check = o["check"] if method == "admm-local" else 1
+    tr_r, tr_s, tr_rho = [], [], []
+    best, bests = None, {}
+    converged = xp.zeros(B, dtype=bool)
+    k = 0
+    for k in range(1, maxit + 1):
+        r, s, sp_, sd_, sqn = algo.step(rho_v, alpha_)
+        if record_trace:
+            tr_r.append(r)
+            tr_s.append(s)
+            tr_rho.append(rho_v[0].copy())
+        if k % check and k != maxit:
+            continue
+        eps_pri = math.sqrt(algo.p) * atol_ + rtol_ * sp_
+        eps_dual = sqn * atol_ + rtol_ * sd_
+        converged = (r <= eps_pri) & (s <= eps_dual)
+        merit = xp.maximum(r / eps_pri, s / eps_dual)
+        best = merit if best is None else xp.minimum(best, merit)
+        bests[k] = best
+        if method == "admm":  # the CG residual bounds the error of s (and of r·ρ): keep it under a tenth of ε
+            algo.cg_tol = xp.maximum(0.1 * xp.minimum(eps_dual, rho_v[0] * eps_pri),
+                                     1e-3 * xp.minimum(rho_v[0] * r, s))
+        if bool(xp.all(converged)):
+            break
+        finite = xp.isfinite(r) & xp.isfinite(s)
+        if not bool(xp.all(finite)):
+            _diverged(P, algo, int(xp.argmin(finite.astype(np.int8))))
+        if adapt and k % adapt_every == 0 and k <= adapt_stop:
+            ratio = xp.sqrt((r / xp.maximum(sp_, 1e-300)) / xp.maximum(s / xp.maximum(sd_, 1e-300), 1e-300))
+            ratio = xp.where(converged | ~xp.isfinite(ratio), 1.0, ratio)
+            change = (ratio > 5.0) | (ratio < 0.2)
+            if bool(xp.any(change)):
+                new = xp.clip(rho_v * xp.where(change, ratio, 1.0)[None, :], 1e-6, 1e6)
+                algo.rescale(new / rho_v)
+                rho_v = new
+            if hasattr(algo, "adapt_hard") and P.Dh.shape[0]:
+                algo.adapt_hard(converged)
+        half = (k // 2) // check * check
+        if k >= 1000 and k % 50 == 0 and half in bests:
+            stalled = (best >= (1.0 - o["stall"]) * bests[half]) & ~converged
+            for j in [j for j in bests if j < half]:
+                del bests[j]
+            if bool(xp.any(stalled)):
+                _stalled(P, algo, int(xp.argmax(stalled.astype(np.int8))), r, s, eps_pri, eps_dual, k)
+    eps_pri = math.sqrt(algo.p) * atol_ + rtol_ * sp_
+    eps_dual = sqn * atol_ + rtol_ * sd_
+    stack = (lambda L: xp.stack(L)) if record_trace and tr_r else (lambda L: None)
+    return ADMMOutcome(x=algo.solution(), converged=converged, iterations=k, primal=r, dual=s, eps_pri=eps_pri,
+                       eps_dual=eps_dual, trace_primal=stack(tr_r), trace_dual=stack(tr_s), trace_rho=stack(tr_rho),
+                       warm=algo.warm(rho_v), cg_steps=getattr(algo, "cg_steps", 0), method=method)
+
+
+def _where(P, x) -> str:
+    """The stalk whose free coordinates hold the largest |x| (x: (n,) host)."""
+    i = int(np.argmax(np.abs(x))) if x.size else 0
+    for v, sl in P.blocks.items():
+        if sl.start <= i < sl.stop:
+            return f"stalk `{v}`"
+    return "the free coordinates"
+
+
+def _hard_edge(P, r) -> str:
+    """The hard edge whose rows hold the largest |r| (r: (M_h,) host)."""
+    hard = np.asarray(_host(P.hard)).ravel()
+    names = [name for name, r0, de in P.edge_rows for _ in range(de)]
+    hn = [nm for nm, h in zip(names, hard) if h]
+    return f"edge `{hn[int(np.argmax(np.abs(r)))]}`" if len(hn) and r.size else "the hard edges"
+
+
+def _host(a):
+    from ..lowering.backend import to_numpy
+
+    return to_numpy(a)
+
+
+def _diverged(P, algo, b):
+    x = np.asarray(_host(algo.solution()))[:, b]
+    bad = np.flatnonzero(~np.isfinite(x))
+    where = _where(P, np.where(np.isfinite(x), 0.0, 1.0)) if bad.size else _where(P, x)
+    raise _err("E516", f"ADMM diverged: the iterates of {where} became infinite or NaN"
+               + (f" (instance {b})" if P.B > 1 else ""),
+               "the objective is unbounded below or its data overflow float64: check Q ⪰ 0 on the free "
+               "directions, the bounds and the scale of q")
+
+
+def _stalled(P, algo, b, r, s, eps_pri, eps_dual, k):
+    inst = f" (instance {b})" if P.B > 1 else ""
+    rp, rd = float(_host(r)[b] / _host(eps_pri)[b]), float(_host(s)[b] / _host(eps_dual)[b])
+    x = np.asarray(_host(algo.solution()))[:, b]
+    if rp >= rd:
+        hz = np.asarray(_host(P.Dh @ algo.solution() - P.bh))[:, b] if P.Dh.shape[0] else np.zeros(0)
+        where = _hard_edge(P, hz) if hz.size and np.abs(hz).max() > 0 else _where(P, x)
+        raise _err("E515", f"the problem looks infeasible{inst}: after {k} ADMM iterations the primal residual "
+                   f"{float(_host(r)[b]):.3g} no longer decreases (tolerance {float(_host(eps_pri)[b]):.3g}); the "
+                   f"largest violation is at {where}",
+                   "the hard edges, hard pins and the stalks' boxes/simplices cannot all hold: check them "
+                   "(`sheaf verify` proves feasibility of the linear constraints)")
+    raise _err("E516", f"the problem looks unbounded{inst}: after {k} ADMM iterations the iterates keep moving "
+               f"(dual residual {float(_host(s)[b]):.3g} no longer decreases; |x| is largest at {_where(P, x)})",
+               "the objective decreases without bound along a feasible direction: add a quadratic, a box or a pin there")

@@ -1,0 +1,368 @@
+"""Sheaf-ADMM, edge-based ADMM and the exact KKT solve of consensus problems, against CVXPY.
+
+The reference is built from the IR independently of the lowering (one CVXPY variable per stalk, every
+objective term, edge and pin written out), and solved by Clarabel at tight tolerances.
+"""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
+
+from sheafdsl.errors import SheafError
+from sheafdsl.ir import (Constant, Identity, add_edge, add_objective, add_param, add_pin, add_soft_pin, add_stalk,
+                         edges, new_sheaf, objectives, stalks)
+from sheafdsl.lowering import maps
+from sheafdsl.solvers import solve
+from sheafdsl.solvers.admm import project_simplex
+
+cp = pytest.importorskip("cvxpy")
+
+TIGHT = dict(rtol=1e-10, atol=1e-12)
+
+
+def cvxpy_reference(G, params):
+    """argmin of the consensus problem of G written out in CVXPY (one instance), as {stalk: (d,) array}."""
+    X = {v: cp.Variable(G.nodes[v]["dim"]) for v in stalks(G)}
+    obj, cons = 0, []
+    for v in stalks(G):
+        d = G.nodes[v]
+        for p in d["pins"]:
+            assert p.source == "value"
+            idx = list(range(d["dim"])) if p.indices is None else list(p.indices)
+            cons.append(X[v][idx] == p.value)
+        for o in objectives(G, v):
+            x = X[v]
+            if o.kind == "quadratic":
+                Q = params[o.Q] if isinstance(o.Q, str) else o.Q
+                q = params[o.q] if isinstance(o.q, str) else o.q
+                obj = obj + 0.5 * cp.quad_form(x, cp.psd_wrap(Q)) + q @ x
+            elif o.kind == "nonneg":
+                cons.append(x >= 0)
+            elif o.kind == "box":
+                cons += [x >= o.lo, x <= o.hi]
+            elif o.kind == "simplex":
+                cons += [x >= 0, cp.sum(x) == 1]
+            elif o.kind == "l1":
+                obj = obj + o.lam * cp.norm1(x)
+    for u, v, name, d in edges(G):
+        Fu = maps.matrix(d["src_map"], G.nodes[u]["dim"], params)
+        Fv = maps.matrix(d["dst_map"], G.nodes[v]["dim"], params)
+        r = Fv @ X[v] - Fu @ X[u] - (params[d["bias"]] if d.get("bias") else 0)
+        if d.get("hard"):
+            cons.append(r == 0)
+        else:
+            obj = obj + 0.5 * d["weight"] ** 2 * cp.sum_squares(r)
+    prob = cp.Problem(cp.Minimize(obj), cons)
+    for tol in (1e-11, 1e-9, 1e-8):  # Clarabel sometimes gives up at the tightest tolerances
+        try:
+            prob.solve(solver="CLARABEL", tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, max_iter=500)
+            break
+        except cp.error.SolverError:
+            continue
+    assert prob.status == "optimal", prob.status
+    return {v: X[v].value for v in stalks(G)}, prob.value
+
+
+@st.composite
+def consensus_sheaves(draw, quadratic_only: bool = False):
+    """A random feasible, strictly convex consensus problem: random graph, stalk and edge dimensions and maps,
+    every objective type, hard and soft edges mixed, pins and soft pins. Feasible by construction: a point
+    x̄ satisfying every local constraint is drawn first and the hard edges' biases are set so that it
+    satisfies them too; every stalk has a quadratic with Q ⪰ 0.1 I (a unique minimiser)."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    nv = draw(st.integers(2, 5))
+    dims = [draw(st.integers(1, 3)) for _ in range(nv)]
+    G = new_sheaf("random")
+    params, xbar = {}, {}
+    kinds = ["quadratic"] if quadratic_only else ["nonneg", "box", "simplex", "l1"]
+    for i, d in enumerate(dims):
+        v = f"v{i}"
+        add_stalk(G, v, d)
+        A = rng.normal(size=(d, d))
+        Q = A @ A.T / d + 0.1 * np.eye(d)
+        extra = [] if quadratic_only else draw(st.lists(st.sampled_from(kinds), max_size=2, unique=True))
+        if "simplex" in extra:
+            xb = rng.dirichlet(np.ones(d))
+        else:
+            xb = rng.normal(size=d)
+            if "nonneg" in extra:
+                xb = np.abs(xb)
+        xbar[v] = xb
+        if draw(st.booleans()):
+            add_param(G, f"Q{i}", (d, d), "zeros")
+            params[f"Q{i}"] = Q
+            Q = f"Q{i}"
+        add_objective(G, v, "quadratic", Q=Q, q=rng.normal(size=d) * 2)
+        for k in extra:
+            if k == "box":
+                lo = xb - rng.uniform(0, 1, d)
+                hi = xb + rng.uniform(0, 1, d)
+                add_objective(G, v, "box", lo=lo, hi=hi)
+            elif k == "l1":
+                add_objective(G, v, "l1", lam=float(rng.uniform(0, 2)))
+            else:
+                add_objective(G, v, k)
+    ne = draw(st.integers(1, 2 * nv))
+    for k in range(ne):
+        a, b = rng.choice(nv, 2, replace=False)
+        hard = draw(st.booleans())
+        # a hard edge of dimension ≤ both stalks' (a wider one pins its stalks to a point, feasible only
+        # through the biases, which makes ADMM crawl: that case has its own tests)
+        de = draw(st.integers(1, min(dims[a], dims[b]) if hard else 3))
+        u, v = f"v{a}", f"v{b}"
+        Fu = Constant(rng.normal(size=(de, dims[a])))
+        Fv = Identity() if (de == dims[b] and rng.random() < 0.3) else Constant(rng.normal(size=(de, dims[b])))
+        bias = None
+        if hard:
+            bias = f"o{k}"
+            add_param(G, bias, (de,), "zeros")
+            Fvm = np.eye(de) if isinstance(Fv, Identity) else Fv.matrix
+            params[bias] = Fvm @ xbar[v] - Fu.matrix @ xbar[u]
+        add_edge(G, f"e{k}", u, v, src_map=Fu, dst_map=Fv, hard=hard, bias=bias,
+                 weight=float(rng.uniform(0.5, 2.0)))
+    if draw(st.booleans()):
+        i = int(rng.integers(nv))
+        add_pin(G, f"v{i}", "value", indices=(0,), value=[xbar[f"v{i}"][0]])
+    if draw(st.booleans()):
+        i = int(rng.integers(nv))
+        add_soft_pin(G, "soft", f"v{i}", rng.normal(size=dims[i]), float(rng.uniform(0.5, 2)))
+    return G, params
+
+
+def _kkt_rank_ok(G, params):
+    """The hard constraints leave a feasible set of positive dimension (rank D_h < n): when they fix the
+    free coordinates to a point, ADMM converges linearly but slowly (thousands of iterations), which the
+    fixed-case tests below cover without making the property test slow."""
+    from sheafdsl.lowering.consensus import lower_consensus
+    from sheafdsl.solvers.consensus import pinned_cochain
+
+    P = lower_consensus(G, params, pinned_cochain(G, params, None, np))
+    Dh = P.host["Dh"].toarray()
+    return P.n > 0 and (Dh.shape[0] == 0 or np.linalg.matrix_rank(Dh) < P.n)
+
+
+def _close(res, ref, tol=1e-6):
+    for v, x in ref.items():
+        got = np.asarray(res.stalk(v))[0]
+        assert np.allclose(got, x, atol=tol * max(1.0, np.abs(x).max()), rtol=0), (v, got, x)
+
+
+def _agree(case):
+    G, params = case
+    assume(_kkt_rank_ok(G, params))
+    ref, val = cvxpy_reference(G, params)
+    for method in ("admm", "admm-local"):
+        res = solve(G, params, None, method=method, maxiter=50000, **TIGHT)
+        assert bool(res.converged[0]), method
+        _close(res, ref)
+        assert abs(float(res.objective[0]) - val) <= 1e-6 * max(1.0, abs(val))
+        assert float(res.primal_residual[0]) <= float(res.primal_tolerance[0])
+        assert float(res.dual_residual[0]) <= float(res.dual_tolerance[0])
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(consensus_sheaves())
+def test_admm_and_local_agree_with_cvxpy(case):
+    _agree(case)
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(consensus_sheaves())
+def test_admm_and_local_agree_with_cvxpy_many(case):
+    _agree(case)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(consensus_sheaves(quadratic_only=True))
+def test_exact_and_admm_agree_with_cvxpy_on_quadratics(case):
+    G, params = case
+    ref, val = cvxpy_reference(G, params)
+    ex = solve(G, params, None, method="exact")
+    assert bool(ex.converged[0])
+    _close(ex, ref)
+    ad = solve(G, params, None, method="admm", **TIGHT)
+    assert np.allclose(np.asarray(ad.cochain), np.asarray(ex.cochain), atol=1e-6)
+    assert abs(float(ex.objective[0]) - val) <= 1e-7 * max(1.0, abs(val))
+
+
+def fusion(B=None):
+    """Three sensors viewing one 2-d state through their maps (hard consensus), boxes on two of them,
+    q per instance when ``B`` is given."""
+    rng = np.random.default_rng(3)
+    G = new_sheaf("fusion")
+    params = {}
+    for i in range(3):
+        add_stalk(G, f"s{i}", 2)
+        add_param(G, f"q{i}", (2,), "zeros")
+        params[f"q{i}"] = rng.normal(size=(B, 2) if B else 2)
+        add_objective(G, f"s{i}", "quadratic", Q=np.diag([1.0 + i, 2.0]), q=f"q{i}")
+    add_objective(G, "s1", "box", lo=-0.2, hi=0.3)
+    add_objective(G, "s2", "l1", lam=0.3)
+    add_edge(G, "a", "s0", "s1", src_map=Constant([[1.0, 0.5], [0.0, 1.0]]), dst_map=Identity(), hard=True)
+    add_edge(G, "b", "s1", "s2", src_map=Identity(), dst_map=Constant([[2.0, 0.0], [0.0, 1.0]]), weight=2.0)
+    return G, params
+
+
+@pytest.mark.parametrize("method", ["admm", "admm-local"])
+def test_batch_equals_each_instance_alone(method):
+    G, params = fusion(B=6)
+    res = solve(G, params, None, method=method, **TIGHT)
+    assert res.cochain.shape == (6, 6) and bool(np.all(res.converged))
+    for b in range(6):
+        one = solve(G, {k: v[b] for k, v in params.items()}, None, method=method, **TIGHT)
+        assert np.allclose(one.cochain[0], res.cochain[b], atol=1e-8)
+        ref, _ = cvxpy_reference(G, {k: v[b] for k, v in params.items()})
+        _close(one, ref)
+
+
+def test_batch_over_input_pins():
+    G = new_sheaf("pins")
+    add_stalk(G, "x", 2)
+    add_stalk(G, "y", 2)
+    add_pin(G, "x", "input")
+    add_edge(G, "e", "x", "y", src_map=Identity(), dst_map=Identity(), hard=True)
+    add_objective(G, "y", "box", lo=-1, hi=1)
+    X = np.array([[0.5, 2.0], [-3.0, 0.1]])
+    with pytest.raises(SheafError) as e:  # y = x must leave the box for instance 0: infeasible
+        solve(G, None, {"x": X}, method="admm")
+    assert e.value.diagnostics[0].code == "E515"
+    G2 = new_sheaf("pins")
+    add_stalk(G2, "x", 2)
+    add_stalk(G2, "y", 2)
+    add_pin(G2, "x", "input")
+    add_edge(G2, "e", "x", "y", src_map=Identity(), dst_map=Identity())
+    add_objective(G2, "y", "box", lo=-1, hi=1)
+    r = solve(G2, None, {"x": X}, method="admm", **TIGHT)
+    assert np.allclose(r.stalk("y"), np.clip(X, -1, 1), atol=1e-8)
+
+
+def _code(fn):
+    with pytest.raises(SheafError) as e:
+        fn()
+    return e.value.diagnostics[0].code
+
+
+def two(hard=True, **kw):
+    G = new_sheaf("t")
+    add_stalk(G, "a", 1)
+    add_stalk(G, "b", 1)
+    return G
+
+
+def test_infeasible_problems_are_refuted():
+    # the hard edges ask b − a = 1 and a − b = 1: no point satisfies both
+    G = two()
+    add_param(G, "one", (1,), "ones")
+    add_edge(G, "ab", "a", "b", src_map=Identity(), dst_map=Identity(), hard=True, bias="one")
+    add_edge(G, "ba", "b", "a", src_map=Identity(), dst_map=Identity(), hard=True, bias="one")
+    add_objective(G, "a", "quadratic", Q=[[1.0]])
+    add_objective(G, "b", "quadratic", Q=[[1.0]])
+    P = {"one": np.ones(1)}
+    assert _code(lambda: solve(G, P, None, method="exact")) == "E518"
+    for m in ("admm", "admm-local"):
+        assert _code(lambda: solve(G, P, None, method=m)) == "E515"
+    # a hard edge a = b between disjoint boxes
+    G = two()
+    add_edge(G, "ab", "a", "b", src_map=Identity(), dst_map=Identity(), hard=True)
+    add_objective(G, "a", "box", lo=0, hi=1)
+    add_objective(G, "b", "box", lo=2, hi=3)
+    for m in ("admm", "admm-local"):
+        assert _code(lambda: solve(G, None, None, method=m)) == "E515"
+    assert _code(lambda: solve(G, None, None, method="exact")) == "E517"
+
+
+def test_unbounded_and_non_unique_problems_are_refuted():
+    G = two()
+    add_edge(G, "ab", "a", "b", src_map=Identity(), dst_map=Identity(), hard=True)
+    add_objective(G, "a", "quadratic", Q=[[0.0]], q=[1.0])  # a = b → −∞
+    for m in ("admm", "admm-local"):
+        assert _code(lambda: solve(G, None, None, method=m)) == "E516"
+    assert _code(lambda: solve(G, None, None, method="exact")) == "E518"
+    G = two()
+    add_edge(G, "ab", "a", "b", src_map=Identity(), dst_map=Identity(), hard=True)
+    add_objective(G, "a", "quadratic", Q=[[0.0]])  # flat along a = b: every point is a minimiser
+    with pytest.raises(SheafError) as e:
+        solve(G, None, None, method="exact")
+    assert e.value.diagnostics[0].code == "E518" and "not unique" in e.value.diagnostics[0].message
+
+
+@pytest.mark.parametrize("build,code", [
+    (lambda G: (add_objective(G, "a", "box", lo=1, hi=2), add_pin(G, "a", "value", value=[3.0])), "E514"),
+    (lambda G: (add_objective(G, "a", "box", lo=-2, hi=-1), add_objective(G, "a", "nonneg")), "E514"),
+    (lambda G: (add_objective(G, "a", "simplex"), add_pin(G, "a", "value", value=[0.5])), "E514"),
+])
+def test_infeasible_up_front(build, code):
+    G = two()
+    build(G)
+    add_edge(G, "ab", "a", "b", src_map=Identity(), dst_map=Identity(), hard=True)
+    assert _code(lambda: solve(G, None, None, method="admm")) == code
+
+
+def test_other_methods_refuse_consensus_problems():
+    G, params = fusion()
+    for m in ("cg", "diffusion"):
+        with pytest.raises(SheafError) as e:
+            solve(G, params, None, method=m)
+        assert e.value.diagnostics[0].code == "E513" and "admm" in e.value.diagnostics[0].hint
+
+
+def test_admm_on_a_plain_sheaf_is_its_harmonic_extension():
+    rng = np.random.default_rng(0)
+    G = new_sheaf("plain")
+    for v in "abc":
+        add_stalk(G, v, 2)
+    add_pin(G, "a", "input")
+    add_edge(G, "ab", "a", "b", src_map=Constant(rng.normal(size=(3, 2))), dst_map=Constant(rng.normal(size=(3, 2))))
+    add_edge(G, "bc", "b", "c", src_map=Constant(rng.normal(size=(2, 2))), dst_map=Identity())
+    x = {"a": rng.normal(size=(3, 2))}
+    ref = solve(G, None, x, method="exact")
+    for m in ("admm", "admm-local"):
+        r = solve(G, None, x, method=m, **TIGHT)
+        assert np.allclose(r.cochain, ref.cochain, atol=1e-8)
+
+
+def test_warm_start_and_x0():
+    G, params = fusion(B=3)
+    first = solve(G, params, None, method="admm", **TIGHT)
+    again = solve(G, params, None, method="admm", warm=first, **TIGHT)
+    assert again.iterations <= 2 and np.allclose(again.cochain, first.cochain, atol=1e-8)
+    local = solve(G, params, None, method="admm-local", **TIGHT)
+    local2 = solve(G, params, None, method="admm-local", warm=local, **TIGHT)
+    assert local2.iterations < local.iterations
+    x0 = solve(G, params, None, method="admm-local", x0=np.asarray(first.cochain), **TIGHT)
+    assert np.allclose(x0.cochain, first.cochain, atol=1e-7)
+    assert _code(lambda: solve(G, params, None, method="admm-local", warm=first)) == "E519"
+
+
+@pytest.mark.parametrize("kw", [dict(rho=0), dict(rho=-1.0), dict(rtol=0.0), dict(atol=-1.0), dict(maxiter=0)])
+def test_bad_options(kw):
+    G, params = fusion()
+    assert _code(lambda: solve(G, params, None, method="admm", **kw)) in ("E519", "E509")
+
+
+def test_maxiter_reports_not_converged():
+    G, params = fusion()
+    r = solve(G, params, None, method="admm", maxiter=3, rtol=1e-12, atol=0)
+    assert r.iterations == 3 and not bool(r.converged[0]) and r.info == 1
+    assert r.primal_trace.shape == (3, 1) and r.dual_trace.shape == (3, 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.booleans())
+def test_simplex_projection_is_the_nearest_point(seed, k, capped):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=k) * 3
+    lo = np.where(rng.random(k) < 0.5, 0.0, rng.uniform(0, 0.1, k)) if capped else np.zeros(k)
+    hi = np.where(rng.random(k) < 0.5, np.inf, lo + rng.uniform(0.2, 1.0, k)) if capped else np.full(k, np.inf)
+    s = 1.0
+    if lo.sum() > s or np.minimum(hi, 10).sum() < s:
+        return
+    x = project_simplex(np, a[None, :, None], np.array([[s]]), lo[None, :, None], hi[None, :, None],
+                        capped=bool(np.isfinite(hi).any()))[0, :, 0]
+    y = cp.Variable(k)
+    cons = [cp.sum(y) == s, y >= lo] + [y[i] <= hi[i] for i in range(k) if np.isfinite(hi[i])]
+    cp.Problem(cp.Minimize(cp.sum_squares(y - a)), cons).solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12,
+                                                                tol_feas=1e-12)
+    assert np.allclose(x, y.value, atol=1e-7)
+    assert abs(x.sum() - s) < 1e-10 and np.all(x >= lo - 1e-12) and np.all(x <= hi + 1e-12)
