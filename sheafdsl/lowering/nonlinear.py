@@ -171,7 +171,7 @@ def _softmax_jacobian(xp, z, arg=None):
 def _softmax_jacobian_mul(xp, p, M):
     """(diag(p) − ppᵀ) M = p ⊙ (M − 1 (pᵀM)) for p = softmax(z) (..., d), M (..., d, n): O(d n) per row
     instead of forming Dφ and an O(d² n) product."""
-    out = M - xp.einsum("...k,...kn->...n", p, M)[..., None, :]
+    out = M - p[..., None, :] @ M
     out *= p[..., :, None]
     return out
 

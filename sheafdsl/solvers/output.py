@@ -15,8 +15,6 @@ from ..lowering.nonlinear import kernel
 #: taken from max|F| ≤ tol · scale that stays there: from within tol the quadratic convergence of Newton lands
 #: at round-off, so every example ends at the root to round-off whatever the batch around it does
 TIGHT = 1e-4
-#: batches from this size are stored batch-last and their Newton steps solved by vectorised elimination
-VECTORISE = 128
 #: the Newton loop gathers the examples still iterating once they are at most this fraction of the batch
 COMPACT = 0.6
 #: Armijo backtracking: at most this many evaluations per Newton step (step lengths 1, 1/2, ..., 2^-29)
@@ -35,20 +33,14 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
 
     The Newton matrix is Λ + Dψ K. Dφ is never formed: Dφ K_out comes from the structure of Dφ
     (:meth:`~sheafdsl.lowering.nonlinear.Kernel.jacobian_phi_mul`: diag(p) − ppᵀ for softmax, a diagonal
-    for sigmoid), Λ is added on the diagonal in place. Without sliding rows the step is Gaussian elimination
-    vectorised over the batch (:func:`_lu_solve`; pivoted LAPACK where a pivot is small, and with sliding
-    rows). The arrays are stored batch-last (the example axis fastest in memory, :func:`_batch_last`), so
-    that every operation, reductions over the R rows included, runs over long contiguous runs. Each
-    iteration works on the examples still iterating only (per-example stopping, :data:`TIGHT`), and a
-    backtracking evaluates only the examples whose step was refused; a full step accepted costs the one
-    evaluation that the next iteration needs.
+    for sigmoid), Λ is added on the diagonal in place. Each example iterates until its own F is at
+    round-off (:data:`TIGHT`); an iteration computes the whole batch while more than :data:`COMPACT` of it
+    is still iterating, and only those examples after that. A backtracking evaluates only the examples
+    whose step was refused; a full step accepted costs the one evaluation that the next iteration needs.
     """
     B, R = q.shape
     k = kernel(fn)
-    vector = B >= VECTORISE  # a small batch: B LAPACK calls cost less than the vectorised passes' overhead
-    if vector:
-        K, q, t, lam, Y = (_batch_last(a, xp) for a in (K, q, t, lam, Y))
-    rho = xp.zeros((R, B)).T if vector else xp.zeros((B, R))
+    rho = xp.zeros((B, R))
     if rho0 is not None:  # warm start of the output rows (sliding rows start at 0)
         rho[:, :n_out] = rho0
     scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
@@ -60,14 +52,12 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
         na = act.shape[0]
         if na == 0:
             break
-        # gather the examples still iterating once they are fewer than COMPACT of the batch; until then the
-        # whole batch is computed (the others' results are not used)
-        whole = na > COMPACT * B
-        sub_act = (lambda a: _take(a, act, xp)) if vector else (lambda a: a[act])
-        sub = (lambda a: a) if whole else sub_act
-        Ka, Fa, la, ra, ma, pa = sub(K), sub(Fv), sub(lam), sub(rho), sub(merit), sub(ph)
+        whole = na > COMPACT * B  # compute every example (the settled ones' results are not used)
+        sub = (lambda a: a) if whole else (lambda a: a[act])
+        Ka, Fa, la, ra, ma = sub(K), sub(Fv), sub(lam), sub(rho), sub(merit)
         qa, ta, Ya = sub(q), sub(t), sub(Y)
-        step = _newton_step(k, pa, Ka, la, Fa, n_out, n_slide, xp, vector and Ka.shape[0] >= VECTORISE)
+        Jac = _newton_matrix(k, sub(ph), Ka, la, n_out, n_slide, xp)
+        step = xp.linalg.solve(Jac, Fa[..., None])[..., 0]
         if n_slide == 0:
             slope = -(xp.einsum("brs,bs->br", Ka, Fa) * step).sum(axis=1)
         else:
@@ -92,24 +82,13 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
             rho, pz, ph, Fv, merit, res = cand, pz_c, ph_c, F_c, m_c, new_res
         else:
             if whole:
-                cand, pz_c, ph_c, F_c, m_c, new_res = (sub_act(a) for a in (cand, pz_c, ph_c, F_c, m_c, new_res))
+                cand, pz_c, ph_c, F_c, m_c, new_res = (a[act] for a in (cand, pz_c, ph_c, F_c, m_c, new_res))
             polished = res[act] <= stop
             rho[act], pz[act], ph[act], Fv[act], merit[act], res[act] = cand, pz_c, ph_c, F_c, m_c, new_res
         done = (new_res <= tight) | (polished & (new_res <= stop))
         act = act[~done]
     ok = res <= max(tol * 1e3, 1e-8) * scale
     return rho, ok
-
-
-def _batch_last(a, xp):
-    """``a`` (B, ...) as a (B, ...) view of a copy whose batch axis is the fastest in memory (no copy when it
-    already is)."""
-    return xp.moveaxis(xp.ascontiguousarray(xp.moveaxis(a, 0, -1)), -1, 0)
-
-
-def _take(a, idx, xp):
-    """The examples ``idx`` of a batch-last array, batch-last."""
-    return xp.moveaxis(xp.take(xp.moveaxis(a, 0, -1), idx, axis=-1), -1, 0)
 
 
 def _armijo(m_new, m_old, slope, alpha, xp):
@@ -139,55 +118,6 @@ def _newton_matrix(k, p, K, lam, n_out, n_slide, xp):
     d = xp.arange(R)
     J[:, d, d] += lam
     return J
-
-
-def _newton_step(k, p, K, lam, F, n_out, n_slide, xp, vector=True):
-    """(Λ + Dψ K)⁻¹ F per example: elimination without pivoting, vectorised over the batch (``vector``, when
-    there are no sliding rows), pivoted LAPACK for the examples where it meets a small pivot, for sliding
-    rows (their Λ is 0) and for small batches."""
-    J = _newton_matrix(k, p, K, lam, n_out, n_slide, xp)
-    if n_slide or not vector:
-        return xp.linalg.solve(J, F[..., None])[..., 0]
-    step, good = _lu_solve(J, F.copy(order="K"), xp)
-    if not bool(good.all()):
-        bad = xp.flatnonzero(~good)
-        Jb = _newton_matrix(k, p[bad], K[bad], lam[bad], n_out, n_slide, xp)
-        step[bad] = xp.linalg.solve(Jb, F[bad][..., None])[..., 0]
-    return step
-
-
-#: a pivot below this times the largest entry of its example's matrix sends the example to pivoted LAPACK
-PIVOT = 1e-8
-
-
-def _lu_solve(A, b, xp):
-    """Solve A x = b for a batch, A (B, n, n) and b (B, n) overwritten, by Gaussian elimination without
-    pivoting, vectorised over the batch: n − 1 rank-1 eliminations and n back-substitutions, each one
-    array operation over all examples (on batch-last arrays, passes over contiguous runs of B numbers,
-    instead of B small LAPACK calls). Returns (x, good): ``good`` is False for the examples that met a
-    pivot below :data:`PIVOT` times their largest entry (their x is not to be used).
-    """
-    B, n = A.shape[:2]
-    floor = PIVOT * xp.abs(A).max(axis=(1, 2))
-    good = xp.ones(B, dtype=bool)
-    work = xp.empty_like(A)  # the rank-1 updates' products (one buffer, in A's memory order)
-    for j in range(n):
-        piv = A[:, j, j]
-        small = ~(xp.abs(piv) > floor)  # NaN too
-        good &= ~small
-        piv = xp.where(small, 1.0, piv)
-        A[:, j, j] = piv
-        if j + 1 < n:
-            f = A[:, j + 1:, j] / piv[:, None]
-            w = work[:, j + 1:, j + 1:]
-            xp.multiply(f[:, :, None], A[:, None, j, j + 1:], out=w)
-            A[:, j + 1:, j + 1:] -= w
-            b[:, j + 1:] -= f * b[:, j, None]
-    for j in range(n - 1, -1, -1):
-        if j + 1 < n:
-            b[:, j] -= (A[:, j, j + 1:] * b[:, j + 1:]).sum(axis=1)
-        b[:, j] /= A[:, j, j]
-    return b, good
 
 
 def sigmoid_scalar(p_f, k1, Y, w2o, tol, xp, max_iter=60, rho0=None):
