@@ -79,4 +79,96 @@ def _scaled(v, Q):
     return v, curv
 
 
-__all__ = ["decimal", "psd_witness"]
+
+
+def feasible_point(A, r, lo, hi):
+    """Decide exactly whether {x : A x = r, lo ≤ x ≤ hi} is empty (``lo``/``hi`` entries None for ∓∞).
+
+    Returns ``("feasible", x)`` with a point x of the set, or ``("infeasible", y)`` with a Farkas
+    certificate: a combination y of the rows of A with yᵀA x < yᵀr for every x in the box, so that no x
+    satisfies both. Entries may be ints, floats (read as their decimals) or Fractions; results are Fractions.
+
+    The method: x = lo + u, hi − u or u⁺ − u⁻ with u ≥ 0 (and u + s = hi − lo for a two-sided bound), rows
+    signed so that the right-hand side is ≥ 0, then phase 1 of the simplex method with artificial variables
+    a ≥ 0, min Σa subject to M u + a = b, pivoting by Bland's rule (which cannot cycle), in exact arithmetic.
+    Its optimum is 0 exactly when the set is nonempty; otherwise the simplex multipliers y (the dual of
+    phase 1: Mᵀy ≤ 0, bᵀy > 0) restricted to the rows of A are the certificate.
+
+    >>> feasible_point([[1, 1]], [1], [0, 0], [None, None])[0]
+    'feasible'
+    >>> kind, y = feasible_point([[1, -1]], [3], [0, 0], [1, 1])   # x0 − x1 = 3 with both in [0, 1]
+    >>> kind, [str(v) for v in y]
+    ('infeasible', ['1'])
+    """
+    def q(x):
+        return None if x is None else Fraction(x) if isinstance(x, (int, Fraction)) else decimal(x)
+
+    A = [[q(x) for x in row] for row in A]
+    r = [q(x) for x in r]
+    lo, hi = [q(x) for x in lo], [q(x) for x in hi]
+    m, n = len(A), len(lo)
+    cols: list = []  # cols[k] = (j, sign): x_j gets sign·u_k
+    shift = []
+    ub: list = []  # (k, hi − lo): u_k ≤ hi − lo, as u_k + s = hi − lo
+    for j in range(n):
+        if lo[j] is not None:
+            cols.append((j, 1))
+            shift.append(lo[j])
+            if hi[j] is not None:
+                ub.append((len(cols) - 1, hi[j] - lo[j]))
+        elif hi[j] is not None:
+            cols.append((j, -1))
+            shift.append(hi[j])
+        else:
+            cols += [(j, 1), (j, -1)]
+            shift.append(Fraction(0))
+    k = len(cols)
+    if any(b < 0 for _, b in ub):
+        raise ValueError("lo > hi")
+    # rows: A (T u) = r − A shift, then u_k + s_k = ub_k
+    M, b = [], []
+    for i in range(m):
+        M.append([A[i][j] * s for j, s in cols] + [Fraction(0)] * len(ub))
+        b.append(r[i] - sum(A[i][j] * shift[j] for j in range(n)))
+    for t, (kk, width) in enumerate(ub):
+        row = [Fraction(0)] * (k + len(ub))
+        row[kk] = row[k + t] = Fraction(1)
+        M.append(row)
+        b.append(width)
+    rows, nv = len(M), k + len(ub)
+    sign = [(-1 if b[i] < 0 else 1) for i in range(rows)]
+    T = [[sign[i] * x for x in M[i]] + [Fraction(int(i == a)) for a in range(rows)] + [sign[i] * b[i]]
+         for i in range(rows)]
+    basis = [nv + i for i in range(rows)]
+    width = nv + rows
+    cost = [Fraction(0)] * nv + [Fraction(1)] * rows
+    while True:
+        # reduced costs d_j = c_j − c_Bᵀ B⁻¹ a_j, read off the tableau
+        d = [cost[j] - sum(cost[basis[i]] * T[i][j] for i in range(rows)) for j in range(width)]
+        enter = next((j for j in range(width) if d[j] < 0), None)  # Bland: the lowest index
+        if enter is None:
+            break
+        ratios = [(T[i][-1] / T[i][enter], basis[i], i) for i in range(rows) if T[i][enter] > 0]
+        _, _, leave = min(ratios)  # Bland: ties broken by the lowest basic index
+        p = T[leave][enter]
+        T[leave] = [x / p for x in T[leave]]
+        for i in range(rows):
+            if i != leave and T[i][enter] != 0:
+                f = T[i][enter]
+                T[i] = [x - f * y for x, y in zip(T[i], T[leave])]
+        basis[leave] = enter
+    value = sum(cost[basis[i]] * T[i][-1] for i in range(rows))
+    if value == 0:
+        u = [Fraction(0)] * width
+        for i in range(rows):
+            u[basis[i]] = T[i][-1]
+        x = list(shift)
+        for c, (j, s) in enumerate(cols):
+            x[j] += s * u[c]
+        return "feasible", x
+    # y_i = c_a − d_a for the artificial column of row i (its reduced cost), undone the row signs
+    y = [sign[i] * (Fraction(1) - d[nv + i]) for i in range(rows)]
+    return "infeasible", y[:m]
+
+
+__all__ = ["decimal", "psd_witness", "feasible_point"]

@@ -302,4 +302,65 @@ def berkowitz_det(S: SymbolicCoboundary, e: Elimination):
     return sympy.expand(A.det(method="berkowitz"))
 
 
-__all__ = ["SymbolicCoboundary", "symbolic_coboundary", "restrict_columns", "Elimination", "eliminate", "numeric_rows", "berkowitz_det"]
+
+
+
+# ----------------------------------------------------------------------------------------------
+# exact linear algebra over ℚ for consensus problems (sympy's DomainMatrix over QQ)
+
+
+def qq_matrix(A):
+    """A dense float array as a sympy ``DomainMatrix`` over ℚ, each entry the rational it was written as
+    (:func:`~sheafdsl.analysis.cohomology.to_rational`)."""
+    from sympy import QQ
+    from sympy.polys.matrices import DomainMatrix
+
+    A = np.asarray(A, dtype=float)
+    rows: dict = {}
+    for (r, c), x in np.ndenumerate(A):
+        if x != 0.0:
+            rows.setdefault(r, {})[c] = QQ.convert(to_rational(x))
+    return DomainMatrix(rows, A.shape, QQ)
+
+
+def qq_rank(A) -> int:
+    """rank over ℚ of a float array read exactly."""
+    A = np.asarray(A, dtype=float)
+    return 0 if A.size == 0 else int(qq_matrix(A).rank())
+
+
+def qq_nullspace(A) -> list:
+    """A basis of ker A over ℚ (A a float array read exactly): a list of vectors, each a list of sympy Rationals."""
+    import sympy
+    from sympy import QQ
+
+    A = np.asarray(A, dtype=float)
+    n = A.shape[1]
+    if n == 0:
+        return []
+    if A.shape[0] == 0:
+        return [[sympy.Integer(int(i == j)) for i in range(n)] for j in range(n)]
+    ns = qq_matrix(A).to_dense().nullspace()
+    rows, cols = ns.shape
+    dense = ns.to_list()
+    return [[QQ.to_sympy(dense[i][j]) for j in range(cols)] for i in range(rows)]
+
+
+def float_nullspace(A, tol: float | None = None) -> tuple[list, float]:
+    """An orthonormal basis of the numeric kernel of A (singular values ≤ tol = max(M, N)·ε·σ_max count as 0)
+    as a list of float vectors, and the tolerance."""
+    A = np.asarray(A, dtype=float)
+    n = A.shape[1]
+    if n == 0:
+        return [], 0.0
+    if A.shape[0] == 0:
+        return [row for row in np.eye(n)], 0.0
+    _, s, Vt = np.linalg.svd(A, full_matrices=True)
+    if tol is None:
+        tol = max(A.shape) * np.finfo(float).eps * (float(s[0]) if s.size else 0.0)
+    rank = int(np.sum(s > tol))
+    return [Vt[k] for k in range(rank, n)], float(tol)
+
+
+__all__ = ["SymbolicCoboundary", "symbolic_coboundary", "restrict_columns", "Elimination", "eliminate", "numeric_rows", "berkowitz_det",
+           "qq_matrix", "qq_rank", "qq_nullspace", "float_nullspace"]

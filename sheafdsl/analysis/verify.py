@@ -37,6 +37,13 @@ report, training by default, pins input, target and constants):
     (``proved``), numeric with a stated tolerance otherwise (``checked``), ``skipped`` when affine offsets or
     state-dependent maps leave H⁰ and H¹ undefined.
 
+**Consensus problems** (objectives and hard edges; docs/admm.md) get their own claims instead of the four
+above (then ``cohomology``): ``objectives_convex`` (each Q ⪰ 0, LDLᵀ over ℚ), ``constraints_feasible``
+(Rouché–Capelli over ℚ for the hard edges, hard pins and simplex sums; an exact phase-1 simplex for the
+indicator bounds; a witness y with yᵀA = 0, yᵀr ≠ 0, or a Farkas certificate), ``strictly_convex``
+(ZᵀHZ ≻ 0 on Z = ker A, decided as full column rank of [Q; W δ_S; A]) and ``minimiser_unique`` (from the two,
+or refuted by a flat direction that no indicator or l1 term stops).
+
 **Limits.** The symbolic certificates run when the free dimension (the larger of the inference and the
 report's boundary) is at most ``symbolic_limit`` (default 512: a [64, 128, 128, 10] network, 532 free
 coordinates, proves in about 3 s). Past it every claim falls back to ``checked``: the model's
@@ -55,7 +62,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import Diagnostic, SheafError
-from ..ir import edges, free_indices, param_specs, pinned_stalks, stalks, total_dim, vertex_slice
+from ..ir import edges, free_indices, is_consensus, param_specs, pinned_stalks, stalks, total_dim, vertex_slice
 from ..ir.maps import Identity, Nonlinear, ReluGate
 from ..lowering import check_shapes, coboundary_matrix, edge_weight_vector, init_params, offset_vector
 from ..lowering.maps import apply as apply_restriction
@@ -67,7 +74,8 @@ from .cohomology import (EXACT_INITS, INFERENCE, TRAINING, cohomology, kernel_wi
 
 STATUSES = ("proved", "checked", "failed", "skipped")
 CLAIMS = ("coboundary_unitriangular", "laplacian_positive_definite", "relative_cohomology_vanishes",
-          "forward_pass_is_harmonic_extension", "cohomology")
+          "forward_pass_is_harmonic_extension", "cohomology", "objectives_convex", "constraints_feasible",
+          "strictly_convex", "minimiser_unique")
 #: default bound on the free dimension handled symbolically
 DEFAULT_SYMBOLIC_LIMIT = 512
 #: default number of activation patterns sampled when they are too many to enumerate
@@ -931,6 +939,401 @@ def claim_cohomology(ctx) -> tuple[Claim, int | None, int | None]:
 
 
 # ----------------------------------------------------------------------------------------------
+# consensus problems (objectives and hard edges; docs/admm.md)
+
+#: the claims of a consensus problem, in report order (then ``cohomology``)
+CONSENSUS_CLAIMS = ("objectives_convex", "constraints_feasible", "strictly_convex", "minimiser_unique")
+#: the exact phase-1 simplex (sheafdsl.exact.feasible_point) runs up to this many free coordinates; past it, HiGHS
+EXACT_LP_LIMIT = 120
+
+
+@dataclass
+class _Consensus:
+    """A consensus problem's data on its free coordinates x_F (float64; the exact path reads it as ℚ).
+
+    ``A`` x_F = ``r`` − ``data`` y: the hard edges' rows of δ and one Σx = 1 row per simplex stalk, with the
+    constant pins moved to the right (``data``: the columns of coordinates pinned to input/target data, whose
+    values y are not known here). ``Q`` (n × n): the block diagonal of the stalks' Q on the free coordinates;
+    ``S``: the soft edges' rows W δ_S (soft pins included) on the free coordinates; ``g``: the gradient at
+    x_F = 0 of the smooth part ½xᵀ(Q + δ_SᵀW²δ_S)x + ... (None with data pins); ``lo``/``hi``: the bounds of the
+    indicator terms; ``nonsmooth``: the coordinates that an indicator or an l1 term touches."""
+
+    labels: list
+    A: np.ndarray
+    r: np.ndarray
+    data: np.ndarray
+    row_labels: list
+    Q: np.ndarray
+    S: np.ndarray
+    g: np.ndarray | None
+    lo: np.ndarray
+    hi: np.ndarray
+    nonsmooth: np.ndarray
+    quadratics: list
+    pinned_bounds: list
+    exact: bool
+    why_numeric: str | None
+
+
+def _consensus_data(ctx) -> _Consensus:
+    from ..ir import constant_pins, objectives, pinned_indices
+    from .cohomology import rational_blocker
+
+    G, P = ctx.G, ctx.params
+    N = total_dim(G)
+    D = coboundary_matrix(G, P).toarray()
+    o = offset_vector(G, P)
+    w = edge_weight_vector(G)
+    free = free_indices(G, ctx.sources)
+    col = {int(j): k for k, j in enumerate(free)}
+    cidx, cval = constant_pins(G)
+    xc = np.zeros(N)
+    xc[cidx] = cval
+    data_idx = np.setdiff1d(pinned_indices(G, ctx.sources), cidx)
+    labels = _labels(G, ctx.sources)
+    rows, rhs, dcols, rlabels, soft = [], [], [], [], []
+    k = 0
+    for _, _, name, d in edges(G):
+        for i in range(d["dim"]):
+            if d.get("hard"):
+                rows.append(D[k])
+                rhs.append(o[k])
+                rlabels.append(f"{name}[{i}]")
+            else:
+                soft.append(k)
+            k += 1
+    Qfull, qfull = np.zeros((N, N)), np.zeros(N)
+    lo, hi = np.full(N, -np.inf), np.full(N, np.inf)
+    rough = np.zeros(N, dtype=bool)
+    quadratics, exact_params = [], True
+    specs = param_specs(G)
+    for v in stalks(G):
+        sl = vertex_slice(G, v)
+        for t, term in enumerate(objectives(G, v)):
+            if term.kind == "quadratic":
+                Qv = np.asarray(P[term.Q] if isinstance(term.Q, str) else term.Q, dtype=float)
+                qv = np.asarray(P[term.q] if isinstance(term.q, str) else term.q, dtype=float)
+                exact_params &= all(specs[p].init in EXACT_INITS for p in (term.Q, term.q) if isinstance(p, str))
+                Qfull[sl, sl] += Qv
+                qfull[sl] += qv
+                quadratics.append((v, t, Qv, term.Q if isinstance(term.Q, str) else None))
+            elif term.kind == "l1":
+                rough[sl] |= term.lam > 0
+            else:
+                a, b = {"nonneg": (0.0, np.inf), "simplex": (0.0, 1.0)}.get(term.kind, (None, None))
+                if term.kind == "box":
+                    a, b = term.lo, term.hi
+                lo[sl] = np.maximum(lo[sl], a)
+                hi[sl] = np.minimum(hi[sl], b)
+                if term.kind == "simplex":
+                    row = np.zeros(N)
+                    row[sl] = 1.0
+                    rows.append(row)
+                    rhs.append(1.0)
+                    rlabels.append(f"simplex({v})")
+    rough |= np.isfinite(lo) | np.isfinite(hi)
+    Ah = np.array(rows).reshape(len(rows), N)
+    r = np.array(rhs) - Ah[:, cidx] @ cval if len(rows) else np.zeros(0)
+    Ws = w[soft, None] * D[soft]
+    s0 = Ws @ xc - w[soft] * o[soft]  # W(δ_S x − o_S) at x_F = 0
+    g = None if len(data_idx) else (Qfull @ xc + qfull)[free] + Ws[:, free].T @ s0
+    pinned_bounds = [(int(j), float(xc[j]), float(lo[j]), float(hi[j])) for j in cidx if not lo[j] <= xc[j] <= hi[j]]
+    for _, _, name, d in edges(G):
+        if d.get("bias") is not None and specs[d["bias"]].init not in EXACT_INITS:
+            exact_params = False
+    blocker = rational_blocker(G)
+    why = None
+    if blocker is not None:
+        why = blocker
+    elif not exact_params:
+        why = "a parameter of an objective or a bias is not written in the file"
+    elif len(free) > ctx.symbolic_limit:
+        why = f"the free dimension {len(free)} is above the symbolic limit {ctx.symbolic_limit}"
+    return _Consensus(labels, Ah[:, free], r, Ah[:, data_idx], rlabels, Qfull[np.ix_(free, free)], Ws[:, free], g,
+                      lo[free], hi[free], rough[free], quadratics, pinned_bounds, why is None, why)
+
+
+def _strs(v) -> list:
+    return [str(x) for x in v]
+
+
+def _owner(G, j: int) -> tuple:
+    for v in stalks(G):
+        d = G.nodes[v]
+        if d["offset"] <= j < d["offset"] + d["dim"]:
+            return v, j - d["offset"]
+    return "?", j
+
+
+def claim_objectives_convex(ctx, c: _Consensus) -> Claim:
+    name = "objectives_convex"
+    if not c.quadratics:
+        return Claim(name, "proved", "structural", "no quadratic term; every term is an indicator of a convex set "
+                     "(nonneg, box, simplex) or a norm (l1 with LAMBDA ≥ 0), so every f_v is convex")
+    from ..exact import psd_witness
+    from .cohomology import to_rational
+
+    tail = ("; the other terms are indicators of convex sets (nonneg, box, simplex) or norms (l1, LAMBDA ≥ 0), so "
+            "every f_v is convex, and so is the whole objective (soft edges add ½ w²‖δx‖² ⪰ 0)")
+    worst = np.inf
+    for v, t, Q, pname in c.quadratics:
+        what = f"Q of term {t} of `{v}`" + (f" (parameter `{pname}`)" if pname else "")
+        if c.exact:
+            M = [[to_rational(x) for x in row] for row in Q]
+            n = len(M)
+            asym = next(((i, j) for i in range(n) for j in range(i) if M[i][j] != M[j][i]), None)
+            if asym is not None:
+                i, j = asym
+                return Claim(name, "failed", "exact rational (ℚ)", f"{what} is not symmetric: Q[{i},{j}] = {M[i][j]} "
+                             f"but Q[{j},{i}] = {M[j][i]}", {"stalk": v, "term": t, "entry": [i, j]})
+            wit = psd_witness(M)
+            if wit is not None:
+                vec, curv = wit
+                return Claim(name, "failed", "exact rational (ℚ): LDLᵀ with diagonal pivoting",
+                             f"{what} is not positive semidefinite: vᵀQv = {curv} < 0 at the witness v, so f_{v} "
+                             "curves down along v and the problem is not convex",
+                             {"stalk": v, "term": t, "vector": [float(x) for x in vec], "exact": _strs(vec),
+                              "curvature": str(curv)})
+        else:
+            lam, V = np.linalg.eigh((Q + Q.T) / 2)
+            tol = Q.shape[0] * np.finfo(float).eps * max(1.0, float(np.abs(lam).max()))
+            if not np.allclose(Q, Q.T, rtol=0, atol=tol) or lam[0] < -tol:
+                vec = V[:, 0] / np.abs(V[:, 0]).max()
+                return Claim(name, "failed", "numeric (eigvalsh)", f"{what} is not positive semidefinite: its smallest "
+                             f"eigenvalue is {lam[0]:.6g} < -{tol:.2g}", {"stalk": v, "term": t, "vector": vec.tolist(),
+                                                                         "curvature": float(vec @ Q @ vec)})
+            worst = min(worst, float(lam[0]))
+    if c.exact:
+        return Claim(name, "proved", "exact rational (ℚ): LDLᵀ with diagonal pivoting",
+                     f"each of the {len(c.quadratics)} quadratic terms has a symmetric Q ⪰ 0: its symmetric elimination "
+                     "over ℚ (entries read as the decimals written) has only nonnegative pivots and a zero remainder"
+                     + tail)
+    return Claim(name, "checked", "numeric (eigvalsh)",
+                 f"each of the {len(c.quadratics)} quadratic terms has Q ⪰ 0 numerically (smallest eigenvalue "
+                 f"{worst:.3g}; {c.why_numeric})" + tail)
+
+
+def _rank(M, exact: bool) -> int:
+    from .certificates import qq_rank
+    from .cohomology import numeric_rank
+
+    if M.size == 0:
+        return 0
+    return qq_rank(M) if exact else numeric_rank(M)[0]
+
+
+def _null(M, exact: bool) -> list:
+    from .certificates import float_nullspace, qq_nullspace
+
+    return qq_nullspace(M) if exact else float_nullspace(M)[0]
+
+
+def _farkas(c: _Consensus, exact: bool):
+    """Decide {A x = r, lo ≤ x ≤ hi}: (None, None) when a point exists, else (y, bound) with yᵀr > bound ≥
+    yᵀA x for every x in the box (Farkas' lemma). ``exact``: the exact phase-1 simplex of
+    :func:`sheafdsl.exact.feasible_point` (Fractions); else HiGHS, and on infeasibility HiGHS on the LP
+    max yᵀr − Σ_j t_j over −1 ≤ y ≤ 1, t_j ≥ max over [lo_j, hi_j] of (Aᵀy)_j x_j."""
+    A, r, lo, hi = c.A, c.r, c.lo, c.hi
+    m, n = A.shape
+    if exact:
+        from ..exact import feasible_point
+
+        fin = lambda v: [float(x) if np.isfinite(x) else None for x in v]  # noqa: E731
+        kind, y = feasible_point(A.tolist(), r.tolist(), fin(lo), fin(hi))
+        if kind == "feasible":
+            return None, None
+        import sympy
+
+        from .cohomology import to_rational
+
+        y = [sympy.Rational(x.numerator, x.denominator) for x in y]
+        cy = [sum((y[i] * to_rational(A[i, j]) for i in range(m)), sympy.Integer(0)) for j in range(n)]
+        bound = sum((max(cy[j] * to_rational(b) for b in (lo[j], hi[j]) if np.isfinite(b)) if cy[j] != 0
+                     else sympy.Integer(0) for j in range(n)), sympy.Integer(0))
+        return y, bound
+    from scipy.optimize import linprog as splp
+
+    box = [(a if np.isfinite(a) else None, b if np.isfinite(b) else None) for a, b in zip(lo, hi)]
+    res = splp(np.zeros(n), A_eq=A if m else None, b_eq=r if m else None, bounds=box, method="highs")
+    if res.status == 0:
+        return None, None
+    rows, rhs = [], []
+    for j in range(n):
+        e = np.zeros(n)
+        e[j] = -1.0
+        for bnd in (lo[j], hi[j]):
+            if np.isfinite(bnd):
+                rows.append(np.concatenate([A[:, j] * bnd, e]))
+        if not np.isfinite(hi[j]):
+            rows.append(np.concatenate([A[:, j], np.zeros(n)]))
+        if not np.isfinite(lo[j]):
+            rows.append(np.concatenate([-A[:, j], np.zeros(n)]))
+        if not np.isfinite(lo[j]) and not np.isfinite(hi[j]):
+            rows.append(np.concatenate([np.zeros(m), e]))
+    dual = splp(np.concatenate([-r, np.ones(n)]), A_ub=np.array(rows), b_ub=np.zeros(len(rows)),
+                bounds=[(-1, 1)] * m + [(None, None)] * n, method="highs")
+    y = dual.x[:m]
+    cy = A.T @ y
+    bound = float(sum(max(cy[j] * b for b in (lo[j], hi[j]) if np.isfinite(b)) if abs(cy[j]) > 1e-12 else 0.0
+                      for j in range(n)))
+    return y, bound
+
+
+def claim_constraints_feasible(ctx, c: _Consensus) -> Claim:
+    name, G = "constraints_feasible", ctx.G
+    method = "exact rational (ℚ): Rouché–Capelli" if c.exact else "numeric (SVD rank)"
+    for j, x, a, b in c.pinned_bounds:
+        v, i = _owner(G, j)
+        return Claim(name, "failed", "exact" if c.exact else "numeric", f"the hard pin sets {v}[{i}] = {x:g}, outside "
+                     f"[{a:g}, {b:g}] required by its objective's indicator terms", {"stalk": v, "coordinate": i,
+                                                                                      "value": x, "bounds": [a, b]})
+    m, n = c.A.shape
+    k = _rank(c.A, c.exact)
+    aug = np.hstack([c.A, c.r[:, None], c.data]) if m else c.A
+    k_aug = _rank(aug, c.exact)
+    what = (f"the {m} linear constraint rows (hard edges and simplex sums, hard pins moved to the right-hand side) "
+            f"on the {n} free coordinates")
+    if k_aug > k:
+        ys = _null(c.A.T, c.exact)
+        from .cohomology import to_rational
+
+        for y in ys:
+            yr = (sum(yi * to_rational(ri) for yi, ri in zip(y, c.r)) if c.exact else float(np.dot(y, c.r)))
+            yd = [sum(yi * to_rational(x) for yi, x in zip(y, c.data[:, j])) if c.exact else float(np.dot(y, c.data[:, j]))
+                  for j in range(c.data.shape[1])]
+            if (yr != 0 if c.exact else abs(yr) > 1e-9 * (1 + np.abs(c.r).max())) or any(
+                    (x != 0 if c.exact else abs(x) > 1e-9) for x in yd):
+                scale = max(abs(x) for x in y) if c.exact else max(abs(float(x)) for x in y)
+                comb = {lab: (str(yi / scale) if c.exact else float(yi) / scale) for lab, yi in zip(c.row_labels, y)
+                        if (yi != 0 if c.exact else abs(yi) > 1e-10 * scale)}
+                val = yr / scale if c.exact else yr / scale
+                data = " for some values of the data pins" if yr == 0 else ""
+                return Claim(name, "failed", method,
+                             f"rank A = {k} < rank [A | r] = {k_aug} for {what}: the combination y of the rows in the "
+                             f"witness has yᵀA = 0 but yᵀr = {val}{data}, so no point satisfies them all (0 = "
+                             f"{val} would follow)", {"combination": comb, "y_dot_r": str(val) if c.exact else val})
+        return Claim(name, "failed", method, f"rank A = {k} < rank [A | r] = {k_aug} for {what}")
+    head = (f"rank A = rank [A | r] = {k} over ℚ" if c.exact else f"rank A = rank [A | r] = {k} numerically") + \
+        f" for {what}" + (" (for every value of the data pins)" if c.data.shape[1] else "") + \
+        f": the equalities are consistent, and their solutions form an affine subspace of dimension {n - k}"
+    bounded = bool(np.any(np.isfinite(c.lo) | np.isfinite(c.hi)))
+    if not bounded:
+        return Claim(name, "proved" if c.exact else "checked", method, head + "; no indicator term bounds a free "
+                     "coordinate, so that subspace is the feasible set")
+    if c.data.shape[1]:
+        return Claim(name, "checked", method, head + "; whether the indicator terms (nonneg, box, simplex) can be met "
+                     "too depends on the data pins' values, so the LP is left to the solver")
+    exact_lp = n <= EXACT_LP_LIMIT
+    y, bound = _farkas(c, exact_lp)
+    lp = "the exact phase-1 simplex over ℚ" if exact_lp else "LP (HiGHS)"
+    if y is None:
+        return Claim(name, "proved" if exact_lp and c.exact else "checked", method + f"; {lp}",
+                     head + f"; and a point of that subspace meets every indicator term (nonneg, box, simplex): found by "
+                     f"{lp}")
+    from .cohomology import to_rational
+
+    comb = {lab: (str(yi) if exact_lp else float(yi)) for lab, yi in zip(c.row_labels, y) if yi != 0}
+    yr = sum(yi * to_rational(ri) for yi, ri in zip(y, c.r)) if exact_lp else float(np.dot(y, c.r))
+    return Claim(name, "failed", method + f"; Farkas certificate by {lp}",
+                 head + f", but no point of it meets the indicator terms: the combination y of the rows (witness) has "
+                 f"yᵀr = {yr}, while yᵀA x ≤ {bound} for every x within the bounds of the nonneg/box/simplex terms",
+                 {"combination": comb, "y_dot_r": str(yr) if exact_lp else float(yr),
+                  "bound": str(bound) if exact_lp else float(bound)})
+
+
+def _stack(c: _Consensus) -> np.ndarray:
+    return np.vstack([c.Q, c.S, c.A]) if c.Q.shape[1] else np.zeros((0, 0))
+
+
+def claim_strictly_convex(ctx, c: _Consensus, convex: Claim) -> Claim:
+    name = "strictly_convex"
+    n = c.Q.shape[1]
+    what = ("the smooth part's Hessian H = Q + δ_SᵀW²δ_S (the stalks' Q, the soft edges and soft pins) on the "
+            "feasible directions Z = ker A (hard edges, simplex sums; pinned coordinates fixed)")
+    if convex.status == "failed":
+        return Claim(name, "skipped", "not applicable", "some Q is not PSD (objectives_convex), so the problem is not "
+                     "convex")
+    if n == 0:
+        return Claim(name, "proved", "structural", "every coordinate is pinned: the feasible set is at most one point")
+    K = _stack(c)
+    k = _rank(K, c.exact)
+    method = "exact rational (ℚ): rank" if c.exact else "numeric (SVD rank)"
+    equiv = ("Since Q ⪰ 0 and δ_SᵀW²δ_S ⪰ 0, zᵀHz = 0 iff Qz = 0 and δ_S z = 0, so ZᵀHZ ≻ 0 iff "
+             "ker Q ∩ ker δ_S ∩ ker A = 0, iff the stacked matrix [Q; W δ_S; A] has full column rank")
+    if k == n:
+        margin = ""
+        if n <= 2000:
+            from .certificates import float_nullspace
+
+            Z = np.array(float_nullspace(c.A)[0]).reshape(-1, n).T if c.A.shape[0] else np.eye(n)
+            if Z.shape[1]:
+                H = c.Q + c.S.T @ c.S
+                margin = f"; numerically λ_min(ZᵀHZ) = {float(np.linalg.eigvalsh(Z.T @ H @ Z)[0]):.4g} (Z orthonormal)"
+        return Claim(name, "proved" if c.exact else "checked", method,
+                     f"ZᵀHZ ≻ 0 for {what}. {equiv}: its rank is {n} = the number of free coordinates" +
+                     (" over ℚ" if c.exact else "") + margin + ". So the objective is strictly convex on the feasible "
+                     "affine set (the indicator and l1 terms are convex and only add to it)")
+    z = _null(K, c.exact)[0]
+    vec = np.array([float(x) for x in z])
+    w = kernel_witness(vec, c.labels, _strs(z) if c.exact else None)
+    return Claim(name, "failed", method,
+                 f"[Q; W δ_S; A] has rank {k} < {n}, so ZᵀHZ is singular for {what}: along the witness direction z, "
+                 "Hz = 0 and Az = 0, so the smooth part of the objective is affine along z on the feasible set", w)
+
+
+def claim_minimiser_unique(ctx, c: _Consensus, convex: Claim, feasible: Claim, strict: Claim) -> Claim:
+    name = "minimiser_unique"
+    if convex.status == "failed":
+        return Claim(name, "skipped", "not applicable", "the problem is not convex (objectives_convex failed)")
+    if feasible.status == "failed":
+        return Claim(name, "failed", "from constraints_feasible", "the constraints have no common point, so there is "
+                     "no minimiser at all (see constraints_feasible's witness)")
+    if strict.status in ("proved", "checked"):
+        both = "proved" if strict.status == feasible.status == "proved" else "checked"
+        return Claim(name, both, "from strictly_convex and constraints_feasible",
+                     "on the nonempty, closed feasible set the objective is strictly convex, and coercive (a quadratic "
+                     "with ZᵀHZ ≻ 0 on the affine set, plus l1 ≥ 0 and indicators that vanish on their sets) and lower "
+                     "semicontinuous: a minimiser exists, and strict convexity makes it unique")
+    n = c.Q.shape[1]
+    E = np.eye(n)[c.nonsmooth]
+    K = np.vstack([_stack(c), E])
+    free_dirs = _null(K, c.exact) if n else []
+    method = ("exact rational (ℚ)" if c.exact else "numeric (SVD)") + ": ker [Q; W δ_S; A; E_I]"
+    if not free_dirs:
+        return Claim(name, "skipped", "not decided",
+                     "the smooth part is flat along some feasible direction (strictly_convex failed), but every such "
+                     "direction moves a coordinate that an indicator or l1 term constrains, so the minimiser may still "
+                     "be unique (at a vertex or kink); the quadratic test does not decide it")
+    z = free_dirs[0]
+    vec = np.array([float(x) for x in z])
+    w = kernel_witness(vec, c.labels, _strs(z) if c.exact else None)
+    if c.g is None:
+        tail = "either the objective is unbounded below along ±z or every minimiser x* lies on the line x* + tz"
+    else:
+        from .cohomology import to_rational
+
+        gz = sum(to_rational(gi) * zi for gi, zi in zip(c.g, z)) if c.exact else float(c.g @ vec)
+        flat = gz == 0 if c.exact else abs(gz) <= 1e-9 * (1 + np.abs(c.g).max()) * np.abs(vec).max()
+        w["slope"] = str(gz) if c.exact else gz
+        tail = ("f(x + tz) = f(x) for every feasible x and t: every minimiser x* lies on a line x* + tz of minimisers"
+                if flat else f"f(x + tz) = f(x) + t·({gz}) for every feasible x: the objective is unbounded below, "
+                "so there is no minimiser")
+    return Claim(name, "failed", method,
+                 "along the witness direction z, Hz = 0 and Az = 0 and no indicator or l1 term touches a coordinate "
+                 f"z moves, so x + tz is feasible whenever x is and f(x + tz) = f(x) + t·gᵀz: {tail}", w)
+
+
+def verify_consensus(ctx) -> list:
+    """The claims of a consensus problem (docs/admm.md, Checks and verify), then ``cohomology``."""
+    c = _consensus_data(ctx)
+    convex = claim_objectives_convex(ctx, c)
+    feasible = claim_constraints_feasible(ctx, c)
+    strict = claim_strictly_convex(ctx, c, convex)
+    unique = claim_minimiser_unique(ctx, c, convex, feasible, strict)
+    return [convex, feasible, strict, unique]
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def _check_finite(G, params) -> None:
@@ -1001,6 +1404,12 @@ def verify(G, params: dict | None = None, *, symbolic_limit: int = DEFAULT_SYMBO
     params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
     _check_finite(G, params)
     ctx = _Ctx(G, params, sources, symbolic_limit, samples, weight_draws, seed)
+    if is_consensus(G):
+        claims = verify_consensus(ctx)
+        coh, h0, h1 = claim_cohomology(ctx)
+        rel = cohomology(G, params, sources=ctx.sources, method="auto").relative_h0
+        return VerifyReport(G.graph.get("name", "sheaf"), h0, h1, int(rel), claims + [coh], ctx.sources,
+                            symbolic_limit, time.perf_counter() - t0)
     unitri = claim_unitriangular(ctx)
     inj = _injectivity(ctx)
     claims = [unitri, claim_positive_definite(ctx, inj), claim_relative(ctx, inj), claim_forward(ctx, unitri)]

@@ -2,7 +2,9 @@
 
 Proves, checks or refutes the structural claims of a sheaf model (see :mod:`sheafdsl.analysis.verify` and
 docs/verify.md): ``coboundary_unitriangular``, ``laplacian_positive_definite``,
-``relative_cohomology_vanishes``, ``forward_pass_is_harmonic_extension`` and ``cohomology``. Each is
+``relative_cohomology_vanishes``, ``forward_pass_is_harmonic_extension`` and ``cohomology``; for a consensus
+problem (objectives, hard edges; docs/admm.md) ``objectives_convex``, ``constraints_feasible``,
+``strictly_convex``, ``minimiser_unique`` and ``cohomology``. Each is
 ``proved`` (symbolic, for every weight and activation pattern; or exact over ℚ), ``checked`` (numeric, with
 what was sampled), ``failed`` (with a witness) or ``skipped`` (with the reason).
 

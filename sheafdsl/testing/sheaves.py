@@ -14,6 +14,9 @@ strategy                    draws
 ``restriction_maps(dv, de)`` a rational constant map (Identity, Scaled, Constant, Select)
 ``sheaves()``               a general sheaf: a random multigraph with rational constant maps
 ``pin_sets(G)``             a list of (stalk, indices or None) to pin; :func:`with_pins` applies it
+``consensus_problems()``    a :class:`ConsensusCase`: a consensus problem (objectives of every kind, hard
+                            and soft edges mixed, pins, soft pins), feasible by construction, with the
+                            feasible point it was built around
 =========================== ==========================================================================
 
 >>> from hypothesis import given, settings
@@ -35,11 +38,14 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ..frontend import load_text
-from ..ir import (Constant, Identity, ReluGate, Scaled, Select, add_edge, add_pin, add_stalk, edges, from_model,
-                  new_sheaf, param_specs)
+from ..ir import (Constant, Identity, ReluGate, Scaled, Select, add_edge, add_objective, add_param, add_pin,
+                  add_soft_pin, add_stalk, edges, from_model, is_consensus, new_sheaf, param_specs)
+from ..lowering import init_params
+from ..lowering.maps import matrix as map_matrix
+from ..options import OBJECTIVE_KINDS
 
 __all__ = ["NetworkCase", "widths", "networks", "weights", "activation_patterns", "restriction_maps", "sheaves",
-           "pin_sets", "with_pins", "network_source"]
+           "pin_sets", "with_pins", "network_source", "ConsensusCase", "consensus_problems"]
 
 
 @dataclass
@@ -182,3 +188,118 @@ def with_pins(G, pins, source: str = "value", value: float = 0.0):
     for v, idx in pins:
         add_pin(H, v, source, indices=idx, value=value if source == "value" else None)
     return H
+
+
+# ----------------------------------------------------------------------------------------------
+# consensus problems
+
+
+@dataclass
+class ConsensusCase:
+    """A drawn consensus problem: its IR ``G``, its parameter values ``params`` (every parameter is a literal:
+    the hard edges' biases and any parameter Q), and ``point``, {stalk: array}, a point that satisfies every
+    hard edge, hard pin and indicator (so the problem is feasible when ``feasible``). ``strictly_convex``: every
+    stalk has a quadratic term with Q ≻ 0, so the minimiser is unique."""
+
+    G: object
+    params: dict
+    point: dict
+    feasible: bool
+    strictly_convex: bool
+
+
+def _quarters(lo: int, hi: int):
+    """Multiples of 1/4 in [lo, hi]: exact in binary and as decimals, so exact (ℚ) and float checks agree."""
+    return st.integers(4 * lo, 4 * hi).map(lambda k: k / 4)
+
+
+@st.composite
+def consensus_problems(draw, *, min_vertices: int = 1, max_vertices: int = 5, max_edges: int = 6, max_dim: int = 3,
+                       kinds=OBJECTIVE_KINDS, hard: bool = True, soft: bool = True, pins: bool = True,
+                       soft_pins: bool = True, strictly_convex: bool = True, feasible: bool = True,
+                       param_q: bool = True, name: str = "consensus") -> ConsensusCase:
+    """A consensus problem (IR graph) on a random multigraph.
+
+    First a point p is drawn, then everything is built so that p is feasible: each stalk gets objective terms
+    drawn from ``kinds`` (a box around p_v, nonneg with p_v ≥ 0, simplex with p_v on it, l1, a quadratic
+    ½ xᵀQx + qᵀx with Q = BᵀB, B integer, plus I when ``strictly_convex``, and integer q); each edge (up to
+    ``max_edges``, no loops) has rational constant maps (:func:`restriction_maps`), is hard (when ``hard``;
+    soft when ``soft``; mixed when both) and, when hard, the bias b_e = F_v p_v − F_u p_u (a literal
+    parameter) so that (δp)_e = 0; with ``feasible=False`` the hard biases are drawn at random instead (the
+    problem may be infeasible). With ``pins``, some coordinates are hard-pinned to p; with ``soft_pins``,
+    some stalks get a soft pin. ``strictly_convex`` puts a quadratic term with Q ≻ 0 on every stalk (the
+    minimiser is then unique); without it, quadratics are drawn like any other term (PSD, often singular).
+    ``param_q``: a quadratic's Q is sometimes a parameter instead of a literal. Every number is a multiple of
+    1/4 (exact in binary), so exact and floating-point checks see the same problem.
+    """
+    kinds = tuple(kinds)
+    G = new_sheaf(name)
+    n = draw(st.integers(min_vertices, max_vertices))
+    dims = draw(st.lists(st.integers(1, max_dim), min_size=n, max_size=n))
+    point = {}
+    n_params = [0]
+
+    def literal_param(shape, value) -> str:
+        pname = f"P{n_params[0]}"
+        n_params[0] += 1
+        add_param(G, pname, shape, "literal", value=np.asarray(value, dtype=float).tolist())
+        return pname
+
+    for i, d in enumerate(dims):
+        v = f"v{i}"
+        add_stalk(G, v, d)
+        terms = list(draw(st.lists(st.sampled_from(kinds), max_size=3))) if kinds else []
+        if strictly_convex and "quadratic" not in terms:
+            terms.append("quadratic")
+        if "simplex" in terms:  # a point on the simplex: 4 quarters shared among the coordinates
+            cuts = sorted(draw(st.lists(st.integers(0, 4), min_size=d - 1, max_size=d - 1)))
+            p = np.diff([0] + cuts + [4]) / 4.0
+        elif "nonneg" in terms:
+            p = np.array(draw(st.lists(_quarters(0, 2), min_size=d, max_size=d)))
+        else:
+            p = np.array(draw(st.lists(_quarters(-2, 2), min_size=d, max_size=d)))
+        point[v] = p
+        for kind in terms:
+            if kind == "quadratic":
+                B = np.array(draw(st.lists(st.lists(_entries(2), min_size=d, max_size=d), min_size=1, max_size=d + 1)))
+                Q = B.T @ B + (np.eye(d) if strictly_convex else 0.0)
+                q = np.array(draw(st.lists(_entries(3), min_size=d, max_size=d)))
+                Qarg = literal_param((d, d), Q) if param_q and draw(st.booleans()) else Q
+                add_objective(G, v, "quadratic", Q=Qarg, q=q)
+            elif kind == "box":
+                below = np.array(draw(st.lists(_quarters(0, 2), min_size=d, max_size=d)))
+                above = np.array(draw(st.lists(_quarters(0, 2), min_size=d, max_size=d)))
+                add_objective(G, v, "box", lo=p - below, hi=p + above)
+            elif kind == "l1":
+                add_objective(G, v, "l1", lam=draw(_quarters(0, 2)))
+            else:
+                add_objective(G, v, kind)
+    kinds_e = [k for k, ok in (("hard", hard), ("soft", soft)) if ok]
+    m = draw(st.integers(0, max_edges)) if n > 1 and kinds_e else 0
+    for k in range(m):
+        u = draw(st.integers(0, n - 1))
+        v = draw(st.integers(0, n - 2))
+        v += v >= u
+        d_e = draw(st.integers(1, max_dim))
+        fu = draw(restriction_maps(dims[u], d_e))
+        fv = draw(restriction_maps(dims[v], d_e))
+        is_hard = draw(st.sampled_from(kinds_e)) == "hard"
+        bias = None
+        if is_hard:
+            b = map_matrix(fv, dims[v], {}) @ point[f"v{v}"] - map_matrix(fu, dims[u], {}) @ point[f"v{u}"] \
+                if feasible else np.array(draw(st.lists(_quarters(-2, 2), min_size=d_e, max_size=d_e)))
+            if feasible or draw(st.booleans()):
+                bias = literal_param((d_e,), b)
+        weight = 1.0 if is_hard else draw(st.sampled_from((0.5, 1.0, 2.0)))
+        add_edge(G, f"e{k}", f"v{u}", f"v{v}", src_map=fu, dst_map=fv, dim=d_e, weight=weight, bias=bias, hard=is_hard)
+    for i, d in enumerate(dims):
+        v = f"v{i}"
+        if pins and draw(st.integers(0, 3)) == 0:
+            idx = tuple(sorted(draw(st.lists(st.integers(0, d - 1), min_size=1, max_size=d, unique=True))))
+            add_pin(G, v, "value", indices=idx, value=point[v][list(idx)])
+        if soft_pins and draw(st.integers(0, 3)) == 0:
+            add_soft_pin(G, f"soft_{v}", v, np.array(draw(st.lists(_quarters(-2, 2), min_size=d, max_size=d))),
+                         draw(st.sampled_from((0.5, 1.0, 2.0))))
+    if not is_consensus(G):  # nothing drawn made it one: an objective that constrains nothing
+        add_objective(G, "v0", "quadratic", Q=np.zeros((dims[0], dims[0])))
+    return ConsensusCase(G, init_params(G, 0), point, feasible, strictly_convex)
