@@ -331,3 +331,33 @@ def test_random_problems_agree_with_the_numeric_references(case):
             assert yr != 0
             free = free_indices(case.G, ("input", "target", "value"))
             assert np.allclose(yA[free], 0)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(consensus_problems())
+def test_the_strategy_builds_problems_around_a_feasible_point(case):
+    """consensus_problems(): its point satisfies every hard edge, hard pin and indicator; every Q ≻ 0."""
+    G, P = case.G, case.params
+    from sheafdsl.ir import is_consensus, total_dim
+
+    assert is_consensus(G)
+    c = np.zeros(total_dim(G))
+    for v in stalks(G):
+        d = G.nodes[v]
+        c[vertex_slice(G, v)] = d["pins"][0].value if d.get("anchor") else case.point[v]
+        for p in ([] if d.get("anchor") else d["pins"]):
+            assert np.array_equal(case.point[v][list(p.indices)], p.value)
+    D, o, off = coboundary_matrix(G, P).toarray(), offset_vector(G, P), edge_offsets(G)
+    for _, _, name, d in edges(G):
+        if d["hard"]:
+            sl = slice(off[name], off[name] + d["dim"])
+            assert np.array_equal(D[sl] @ c - o[sl], np.zeros(d["dim"]))  # exactly: quarters
+    for v, p in case.point.items():
+        for t in objectives(G, v):
+            if t.kind in ("nonneg", "simplex"):
+                assert np.all(p >= 0) and (t.kind == "nonneg" or p.sum() == 1)
+            elif t.kind == "box":
+                assert np.all(t.lo <= p) and np.all(p <= t.hi)
+            elif t.kind == "quadratic":
+                Q = P[t.Q] if isinstance(t.Q, str) else t.Q
+                assert np.linalg.eigvalsh(Q)[0] >= 1 - 1e-9  # BᵀB + I
