@@ -361,3 +361,18 @@ def test_the_strategy_builds_problems_around_a_feasible_point(case):
             elif t.kind == "quadratic":
                 Q = P[t.Q] if isinstance(t.Q, str) else t.Q
                 assert np.linalg.eigvalsh(Q)[0] >= 1 - 1e-9  # BᵀB + I
+
+
+def test_constraints_that_only_some_inputs_satisfy_are_refuted_with_the_data_combination():
+    src = ("sheaf t\nstalk x : 2\nstalk y : 2\nedge e : x -> y maps 1 | 1 hard\n"
+           "edge f : x -> y maps [[1, 0], [0, 2]] | 1 hard\nobjective y quadratic 1\npin x = input\n")
+    G, r = report(src)
+    c = r.claim("constraints_feasible")
+    assert c.status == "failed" and c.witness["y_dot_r"] == "0"
+    comb = {k: Fraction(v) for k, v in c.witness["combination"].items()}
+    assert set(comb) == {"e[1]", "f[1]"} and comb["e[1]"] == -comb["f[1]"]  # y1 = x1 and y1 = 2 x1: x1 = 0 only
+    assert {k: Fraction(v) for k, v in c.witness["y_dot_data"].items()} == {"x[1]": -comb["f[1]"]}
+    # with the second row consistent for every input (y1 = x1 twice), it is proved for every data value
+    ok = src.replace("[[1, 0], [0, 2]]", "[[1, 0], [0, 1]]")
+    c = report(ok)[1].claim("constraints_feasible")
+    assert c.status == "proved" and "for every value of the data pins" in c.detail

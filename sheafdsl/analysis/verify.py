@@ -973,6 +973,7 @@ class _Consensus:
     pinned_bounds: list
     exact: bool
     why_numeric: str | None
+    data_labels: list = field(default_factory=list)
 
 
 def _consensus_data(ctx) -> _Consensus:
@@ -1050,7 +1051,8 @@ def _consensus_data(ctx) -> _Consensus:
     elif len(free) > ctx.symbolic_limit:
         why = f"the free dimension {len(free)} is above the symbolic limit {ctx.symbolic_limit}"
     return _Consensus(labels, Ah[:, free], r, Ah[:, data_idx], rlabels, Qfull[np.ix_(free, free)], Ws[:, free], g,
-                      lo[free], hi[free], rough[free], quadratics, pinned_bounds, why is None, why)
+                      lo[free], hi[free], rough[free], quadratics, pinned_bounds, why is None, why,
+                      [_owner(G, int(j)) for j in data_idx])
 
 
 def _strs(v) -> list:
@@ -1206,12 +1208,21 @@ def claim_constraints_feasible(ctx, c: _Consensus) -> Claim:
                 scale = max(abs(x) for x in y) if c.exact else max(abs(float(x)) for x in y)
                 comb = {lab: (str(yi / scale) if c.exact else float(yi) / scale) for lab, yi in zip(c.row_labels, y)
                         if (yi != 0 if c.exact else abs(yi) > 1e-10 * scale)}
-                val = yr / scale if c.exact else yr / scale
-                data = " for some values of the data pins" if yr == 0 else ""
+                val = yr / scale
+                wit = {"combination": comb, "y_dot_r": str(val) if c.exact else val}
+                if not (yr != 0 if c.exact else abs(yr) > 1e-9 * (1 + np.abs(c.r).max())):
+                    dep = {f"{v}[{i}]": (str(x / scale) if c.exact else float(x) / scale)
+                           for (v, i), x in zip(c.data_labels, yd) if (x != 0 if c.exact else abs(x) > 1e-9)}
+                    wit["y_dot_data"] = dep
+                    return Claim(name, "failed", method,
+                                 f"rank A = {k} < rank [A | r | D] = {k_aug} for {what}, D the columns of the "
+                                 "coordinates pinned to data: the combination y of the rows in the witness has yᵀA = 0 "
+                                 f"and yᵀr = {val}, but yᵀD ≠ 0 (`y_dot_data`), so the constraints hold only for data "
+                                 "values d with yᵀD d = 0 and fail for every other input", wit)
                 return Claim(name, "failed", method,
                              f"rank A = {k} < rank [A | r] = {k_aug} for {what}: the combination y of the rows in the "
-                             f"witness has yᵀA = 0 but yᵀr = {val}{data}, so no point satisfies them all (0 = "
-                             f"{val} would follow)", {"combination": comb, "y_dot_r": str(val) if c.exact else val})
+                             f"witness has yᵀA = 0 but yᵀr = {val}, so no point satisfies them all (0 = {val} would "
+                             "follow)", wit)
         return Claim(name, "failed", method, f"rank A = {k} < rank [A | r] = {k_aug} for {what}")
     head = (f"rank A = rank [A | r] = {k} over ℚ" if c.exact else f"rank A = rank [A | r] = {k} numerically") + \
         f" for {what}" + (" (for every value of the data pins)" if c.data.shape[1] else "") + \
