@@ -74,8 +74,7 @@ from .cohomology import (EXACT_INITS, INFERENCE, TRAINING, cohomology, kernel_wi
 
 STATUSES = ("proved", "checked", "failed", "skipped")
 CLAIMS = ("coboundary_unitriangular", "laplacian_positive_definite", "relative_cohomology_vanishes",
-          "forward_pass_is_harmonic_extension", "cohomology", "objectives_convex", "constraints_feasible",
-          "strictly_convex", "minimiser_unique")
+          "forward_pass_is_harmonic_extension", "cohomology")
 #: default bound on the free dimension handled symbolically
 DEFAULT_SYMBOLIC_LIMIT = 512
 #: default number of activation patterns sampled when they are too many to enumerate
@@ -941,7 +940,7 @@ def claim_cohomology(ctx) -> tuple[Claim, int | None, int | None]:
 # ----------------------------------------------------------------------------------------------
 # consensus problems (objectives and hard edges; docs/admm.md)
 
-#: the claims of a consensus problem, in report order (then ``cohomology``)
+#: the claims of a consensus problem, in report order (then ``cohomology``; CLAIMS are a network sheaf's)
 CONSENSUS_CLAIMS = ("objectives_convex", "constraints_feasible", "strictly_convex", "minimiser_unique")
 #: the exact phase-1 simplex (sheafdsl.exact.feasible_point) runs up to this many free coordinates; past it, HiGHS
 EXACT_LP_LIMIT = 120
@@ -1430,5 +1429,5 @@ def verify(G, params: dict | None = None, *, symbolic_limit: int = DEFAULT_SYMBO
                         time.perf_counter() - t0)
 
 
-__all__ = ["verify", "VerifyReport", "Claim", "STATUSES", "CLAIMS", "DEFAULT_SYMBOLIC_LIMIT", "DEFAULT_SAMPLES",
+__all__ = ["verify", "VerifyReport", "Claim", "STATUSES", "CLAIMS", "CONSENSUS_CLAIMS", "DEFAULT_SYMBOLIC_LIMIT", "DEFAULT_SAMPLES",
            "build_samples", "random_params", "forward_evaluate", "forward_order", "apply_map"]
