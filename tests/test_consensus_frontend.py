@@ -176,6 +176,9 @@ def test_graphml_and_dot_show_objectives_and_hard_edges():
     assert hard == {"uv": True, "vw": False}
     dot = export.dumps_dot(G)
     assert "f: quadratic + nonneg" in dot and "d=2, hard" in dot
+    s = export.summary(G)
+    assert (s["consensus"], s["objective_terms"], s["hard_edges"]) == (True, 6, 1)
+    assert export.summary(from_model(load_text("sheaf t\nnetwork n : 2 -> 1\n")))["consensus"] is False
 
 
 def test_sheaf_train_refuses_a_consensus_problem(tmp_path):

@@ -60,12 +60,17 @@ def _print(G, info) -> None:
 
     console.print(f"sheaf {info['name']}: {info['vertices']} vertices, {info['edges']} edges")
     t = Table()
-    for col, just in (("vertex", "left"), ("dim", "right"), ("offset", "right"), ("pins", "left")):
+    cols = (("vertex", "left"), ("dim", "right"), ("offset", "right"), ("pins", "left")) + (
+        (("objective", "left"),) if info.get("consensus") else ())
+    for col, just in cols:
         t.add_column(col, justify=just)
     for v in stalks(G):
         d = G.nodes[v]
         pins = ", ".join(p.source + ("" if p.indices is None else str(list(p.indices))) for p in d["pins"])
-        t.add_row(v + (" (anchor)" if d.get("anchor") else ""), str(d["dim"]), str(d["offset"]), pins or "-")
+        row = [v + (" (anchor)" if d.get("anchor") else ""), str(d["dim"]), str(d["offset"]), pins or "-"]
+        if info.get("consensus"):
+            row.append(" + ".join(o.kind for o in d.get("objectives") or ()) or "-")
+        t.add_row(*row)
     print_table(t)
     e = Table(title_justify="left")
     for col, just in (("edge", "left"), ("kind", "left"), ("from -> to", "left"), ("F_src | F_dst", "left"),
@@ -73,7 +78,8 @@ def _print(G, info) -> None:
         e.add_column(col, justify=just)
     for u, v, name, d in edges(G):
         maps = f"{_short(describe(d['src_map']))} | {_short(describe(d['dst_map']))}"
-        e.add_row(name, d["kind"], f"{u} -> {v}", maps, d.get("bias") or "-", str(d["dim"]), f"{d['weight']:g}")
+        e.add_row(name, d["kind"], f"{u} -> {v}", maps, d.get("bias") or "-", str(d["dim"]),
+                  "hard" if d.get("hard") else f"{d['weight']:g}")
     print_table(e)
     s = Table(show_header=False, title_justify="left")
     s.add_column(justify="left")
@@ -87,7 +93,8 @@ def _print(G, info) -> None:
         ("parameters (scalars)", info["params"]),
         ("reluctance / tie edges", f"{info['reluctance_edges']} / {info['tie_edges']}"),
         ("state-dependent maps", "yes" if info["state_dependent"] else "no"),
-    ]
+    ] + ([("consensus problem: objective terms / hard edges", f"{info['objective_terms']} / {info['hard_edges']}")]
+         if info.get("consensus") else [])
     for k, v in rows:
         s.add_row(k, str(v))
     print_table(s)

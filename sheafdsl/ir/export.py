@@ -39,7 +39,8 @@ import networkx as nx
 import numpy as np
 
 from ..fileio import atomic_write_text
-from .graph import (INFERENCE, TRAINING, ZERO, ObjectiveSpec, ParamSpec, PinSpec, edge_dim, edges, is_state_dependent, new_sheaf, param_specs,
+from .graph import (INFERENCE, TRAINING, ZERO, ObjectiveSpec, ParamSpec, PinSpec, edge_dim, edges, is_consensus,
+                    is_state_dependent, new_sheaf, param_specs,
                     pinned_indices, stalks, total_dim)
 from .maps import Constant, Identity, Nonlinear, ParamMap, ReluGate, Scaled, Select, describe
 
@@ -64,6 +65,8 @@ def summary(G: nx.MultiDiGraph) -> dict:
     N − ``pinned_dim`` is the dimension of c_Ω in the restricted Laplacian L_free used by training.
     ``free_dim_inference``/``pinned_dim_inference`` are the same at inference, where a target is free.
     ``edge_dim`` is M = Σ_e d_e (the 1-cochain length); ``params`` is the number of scalar parameters.
+    ``consensus``: whether it states a consensus problem, with ``objective_terms`` objective terms and
+    ``hard_edges`` hard edges (docs/admm.md).
     """
     N = total_dim(G)
     pinned = len(pinned_indices(G, TRAINING))
@@ -87,6 +90,9 @@ def summary(G: nx.MultiDiGraph) -> dict:
         "param_shapes": {p: list(s.shape) for p, s in specs.items()},
         "reluctance_edges": kinds.count("reluctance"),
         "tie_edges": kinds.count("tie"),
+        "consensus": is_consensus(G),
+        "objective_terms": sum(len(d.get("objectives") or ()) for _, d in G.nodes(data=True)),
+        "hard_edges": sum(bool(d.get("hard")) for *_, d in G.edges(data=True)),
     }
 
 
