@@ -1025,7 +1025,7 @@ def _consensus_data(ctx) -> _Consensus:
                     a, b = term.lo, term.hi
                 lo[sl] = np.maximum(lo[sl], a)
                 hi[sl] = np.minimum(hi[sl], b)
-                if term.kind == "simplex":
+                if term.kind == "simplex" and f"simplex({v})" not in rlabels:  # a second simplex repeats the row
                     row = np.zeros(N)
                     row[sl] = 1.0
                     rows.append(row)
