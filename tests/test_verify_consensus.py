@@ -376,3 +376,23 @@ def test_constraints_that_only_some_inputs_satisfy_are_refuted_with_the_data_com
     ok = src.replace("[[1, 0], [0, 2]]", "[[1, 0], [0, 1]]")
     c = report(ok)[1].claim("constraints_feasible")
     assert c.status == "proved" and "for every value of the data pins" in c.detail
+
+
+@pytest.mark.parametrize("bad", [
+    "sheaf t\nstalk x : 2\nparam P : 2 x 2 = [[0, 0], [0, 0]]\nobjective x quadratic P\n",  # values from --params
+    FORMATION.replace("param d_da : 2      = [0, -1]", "param d_da : 2      = [0, -0.5]"),
+    FORMATION.replace("box -2 2", "box -0.4 0.4"),
+    "sheaf t\nstalk x : 2\nobjective x quadratic [[1, 0], [0, 0]] [0, 1]\n",
+], ids=["indefinite-Q", "cycle", "farkas", "unbounded"])
+def test_sheaf_verify_prints_every_consensus_witness(tmp_path, bad):
+    from sheafdsl.cli.main import cli
+
+    path = tmp_path / "bad.sheaf"
+    path.write_text(bad)
+    args = ["verify", str(path)]
+    if "param P" in bad:
+        np.savez(tmp_path / "p.npz", P=np.array([[1.0, 2.0], [2.0, 1.0]]))
+        args += ["--params", str(tmp_path / "p.npz")]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1, res.output
+    assert "internal error" not in res.output and "witness:" in res.output

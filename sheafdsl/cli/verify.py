@@ -82,9 +82,11 @@ def _print(report) -> None:
 
 def _witness_text(w: dict) -> str:
     parts = []
-    if "vector" in w:
+    if isinstance(w.get("vector"), dict):
         parts.append("kernel vector on " + "; ".join(f"{s}{w['coordinates'][s]} = {[round(x, 6) for x in v]}"
                                                      for s, v in w["vector"].items()))
+    elif "vector" in w:  # a direction in one stalk (a consensus problem's Q: negative curvature)
+        parts.append(f"vector v = {w.get('exact') or [round(x, 6) for x in w['vector']]}")
     for k, v in w.items():
         if k not in ("vector", "coordinates", "stalks", "exact"):
             parts.append(f"{k}: {v}")
