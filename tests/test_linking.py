@@ -398,3 +398,31 @@ def test_hopf_models_train_on_their_task(tmp_path):
 def test_plot_into_a_missing_folder_is_e542(tmp_path):
     res = _run("linking", RELU, "--link", "hopf", "--points", "16", "--plot", str(tmp_path / "no" / "p.png"))
     assert res.exit_code == 1 and "error[E542]" in res.stderr and not (tmp_path / "no").exists()
+
+
+def test_the_studys_numpy_backprop_of_the_skip_net_is_its_gradient():
+    """benchmarks/bench_linking.py trains the skip net's backprop baseline by hand: its forward pass is
+    the sheaf's harmonic extension and its gradient matches central finite differences."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_linking.py"
+    if not path.exists():
+        pytest.skip("benchmarks/ not in this checkout")
+    spec = importlib.util.spec_from_file_location("bench_linking", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sh = sd.load(MODELS / "hopf_skip.sheaf")
+    P = sh.init_params(seed=2)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(7, 3)), rng.integers(0, 2, (7, 1)).astype(float)
+    z4 = sh.infer({"x": x}, params=P).stalks["z4"]
+    loss, g = bench.skip_grads(P, x, y)
+    assert abs(loss - np.mean(np.logaddexp(0, z4) - y * z4)) < 1e-12
+    for k, v in P.items():
+        for i in np.ndindex(v.shape):
+            Q = {n: a.copy() for n, a in P.items()}
+            Q[k][i] += 1e-6
+            up = bench.skip_grads(Q, x, y)[0]
+            Q[k][i] -= 2e-6
+            down = bench.skip_grads(Q, x, y)[0]
+            assert abs((up - down) / 2e-6 - g[k][i]) < 1e-6, (k, i)
