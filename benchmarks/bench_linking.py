@@ -127,6 +127,7 @@ def run(nets, seeds, steps, lr, batch, n, n_test, plots, landmarks, points) -> l
         sh = model(name)
         for seed in seeds:
             init = sh.init_params(seed=seed)
+            at_init = sh.linking(link="hopf", params=init, points=points).linking
             for trainer in ("sheaf", "backprop"):
                 t0 = time.perf_counter()
                 status = "ok"
@@ -140,7 +141,8 @@ def run(nets, seeds, steps, lr, batch, n, n_test, plots, landmarks, points) -> l
                 except SheafError as exc:  # a diverged run is a result too
                     status, P = f"failed: {exc.codes}", None
                 secs = time.perf_counter() - t0
-                row = {"net": name, "seed": seed, "trainer": trainer, "status": status, "train_s": round(secs, 2)}
+                row = {"net": name, "seed": seed, "trainer": trainer, "status": status, "train_s": round(secs, 2),
+                       "linking_init": at_init}
                 if P is not None:
                     row["test_accuracy"] = accuracy(sh, P, data.X_test, data.Y_test)
                     rep = sh.linking(link="hopf", params=P, points=points)
@@ -156,7 +158,7 @@ def run(nets, seeds, steps, lr, batch, n, n_test, plots, landmarks, points) -> l
                             from sheafdsl.api import write_linking_plot
 
                             Path(plots).mkdir(parents=True, exist_ok=True)
-                            write_linking_plot(rep, Path(plots) / f"{name}_{trainer}.png",
+                            write_linking_plot(rep, Path(plots) / f"{name}_{trainer}.png", dpi=55,
                                                title=f"{name}, {trainer}, seed {seed}: test acc "
                                                      f"{row['test_accuracy']:.1%}")
                 rows.append(row)
@@ -194,7 +196,7 @@ def _lk(v) -> str:
 
 def table(rows, seeds) -> str:
     out = ["| net | trainer | test accuracy (per seed) | linking at the 3-dim stalks (seed 0; `·`: the images meet) "
-           "| seeds with lk = 0 at some stalk | seeds with lk defined at the last hidden stalk "
+           "| seeds with lk = 0 at some stalk (at initialisation) | seeds with lk defined at the last hidden stalk "
            "| point cloud at x and the hidden activations (seed 0) | stalks where 128 vertices give another lk |",
            "|---|---|---|---|---|---|---|---|"]
     keys = sorted({(r["net"], r["trainer"]) for r in rows}, key=lambda k: (list(NETS).index(k[0]), k[1] != "sheaf"))
@@ -204,11 +206,12 @@ def table(rows, seeds) -> str:
         first = rs[0]
         lk0 = " ".join(f"{s}:{_lk(v)}" for s, v in first.get("linking", {}).items())
         zero = sum(any(v == 0 for v in r.get("linking", {}).values()) for r in rs)
+        zero_init = sum(any(v == 0 for v in r["linking_init"].values()) for r in rs)
         last = sum(list(r["linking"].values())[-1] is not None for r in rs if "linking" in r)
         pc = " ".join(f"{s}:{_lk(v)}" for s, v in first.get("point_cloud", {}).items())
         kind = "" if NETS[net][1] is None else (" (monotone)" if NETS[net][1] else " (non-monotone)")
         coarse = sum(sum(r["linking_128"][s] != v for s, v in r["linking"].items()) for r in rs if "linking" in r)
-        out.append(f"| {net}{kind} | {trainer} | {accs} | {lk0} | {zero}/{len(rs)} | {last}/{len(rs)} | {pc} | {coarse} |")
+        out.append(f"| {net}{kind} | {trainer} | {accs} | {lk0} | {zero}/{len(rs)} ({zero_init}/{len(rs)}) | {last}/{len(rs)} | {pc} | {coarse} |")
     return "\n".join(out)
 
 

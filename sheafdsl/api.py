@@ -515,7 +515,7 @@ def load_curves(path, *, file: str | None = None):
                  for k in ("a", "b"))
 
 
-def write_linking_plot(report, path, *, title: str = "", file: str = API) -> None:
+def write_linking_plot(report, path, *, title: str = "", dpi: int = 110, file: str = API) -> None:
     """``sheaf linking --plot``: :func:`sheafdsl.analysis.linking.figure_layers` as a PNG, written atomically
     (E542 when it cannot be written)."""
     import matplotlib.pyplot as plt
@@ -525,7 +525,7 @@ def write_linking_plot(report, path, *, title: str = "", file: str = API) -> Non
 
     fig = figure_layers(report, title)
     try:
-        atomic_write(os.fspath(path), lambda fh: fig.savefig(fh, format="png", dpi=110))
+        atomic_write(os.fspath(path), lambda fh: fig.savefig(fh, format="png", dpi=dpi))
     except OSError as exc:
         raise write_error("E542", path, exc, file=file, hint="check that the folder exists and is writable") from None
     finally:

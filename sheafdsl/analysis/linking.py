@@ -346,10 +346,9 @@ def _cycle_linking(ca: list[np.ndarray], cb: list[np.ndarray]) -> tuple[np.ndarr
     A = np.concatenate(ca)
     B = np.concatenate(cb)
     la, lb = np.array([len(c) for c in ca]), np.array([len(c) for c in cb])
-    # segment i of the concatenation is a cycle's own segment when its end wraps to the cycle's start
-    def ends(cs):
-        return np.concatenate([np.roll(c, -1, axis=0) for c in cs])
-    p1, p2, q1, q2 = A, ends(ca), B, ends(cb)
+    # each cycle's segments join its vertex i to its vertex i + 1 (mod its length), never across cycles
+    p2, q2 = (np.concatenate([np.roll(c, -1, axis=0) for c in cs]) for cs in (ca, cb))
+    p1, q1 = A, B
     ia, ib = np.repeat(np.arange(len(ca)), la), np.repeat(np.arange(len(cb)), lb)
     Pa = np.zeros((len(ca), len(A)))
     Pa[ia, np.arange(len(A))] = 1.0
