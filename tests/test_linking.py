@@ -426,3 +426,14 @@ def test_the_studys_numpy_backprop_of_the_skip_net_is_its_gradient():
             Q[k][i] -= 2e-6
             down = bench.skip_grads(Q, x, y)[0]
             assert abs((up - down) / 2e-6 - g[k][i]) < 1e-6, (k, i)
+
+
+@pytest.mark.parametrize("name", ["hopf_relu", "hopf_gelu", "hopf_skip"])
+def test_hopf_models_are_canonical_without_warnings(name):
+    from sheafdsl.frontend import check_diagnostics, parse_file
+    from sheafdsl.frontend.formatter import format_module
+
+    path = MODELS / f"{name}.sheaf"
+    text = path.read_text(encoding="utf-8")
+    assert format_module(parse_file(str(path))) == text and check_diagnostics(parse_file(str(path))) == []
+    assert text.startswith("# ") and sd.load(path).stalks["x"] == 3
