@@ -89,7 +89,7 @@ class FeedForward:
     def relu_layers(self) -> list[int]:
         return [k for k, l in enumerate(self.layers) if l.kind == "relu"]
 
-    @property
+    @cached_property
     def nonlinear_layers(self) -> list[int]:
         """The layers whose tail map is a registry nonlinearity other than the ReLU gate (tanh, gelu, ...)."""
         return [k for k, l in enumerate(self.layers) if l.kind == "nonlinear"]

@@ -36,6 +36,7 @@ the envelope theorem.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ from ..lowering.chain import (FeedForward, apply, apply_T, equilibrium_energy, f
                               output_discord, output_energy)
 from .driver import ON, SLIDE, active_set, loop_limits
 from .output import newton, sigmoid_scalar
-from .result import Equilibrium, Lazy, SolveResult, Warm
+from .result import Equilibrium, SolveResult, Warm
 from .shallow import ShallowPiece, is_shallow
 
 #: batch × stalk width × outputs above which the chain loop compacts to the unsettled examples at once
@@ -394,7 +395,7 @@ class _ChainSolution:
 
 def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_iter: int | None = None,
                       init=None, guess=None, forward_values=None, with_energy: bool = True,
-                      kernel: str = "auto") -> Equilibrium:
+                      kernel: str = "auto", pins_max: float | None = None) -> Equilibrium:
     """The two-sided equilibrium by the exact pattern solve and the active-set driver.
 
     ``guess``: optional unit states (dict layer -> (B, d) int8), e.g. each example's final pattern at
@@ -404,7 +405,8 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     forward pass [v_0..v_m] when the caller has it. ``init``: (V, S) start of the loop (V feasible
     for S: tail signs agree, sliding tails 0); default the forward pass. ``kernel``: "auto" uses the
     shallow piece solver (:mod:`.shallow`) on the chains it covers (one ReLU layer, one output row),
-    "general" always chain elimination (the same equilibrium, up to round-off).
+    "general" always chain elimination (the same equilibrium, up to round-off). ``pins_max``: max |pin|
+    over X and Y when the caller has it (:attr:`ChainPins.pins_max`).
     """
     if kernel not in ("auto", "general"):
         raise ValueError(f"kernel must be 'auto' or 'general', not {kernel!r}")
@@ -450,7 +452,8 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
         pre1 = V[1] if pre1 is None and net.layers[0].kind != "relu" else pre1
     else:  # not copied: the driver does not write into the caller's arrays
         V, S = [X] + list(init[0][1:]), dict(init[1])
-    pins_max = float(xp.maximum(xp.abs(X).max(), xp.abs(Y).max())) if Y.shape[0] else 0.0  # as the general pieces
+    if pins_max is None:  # as the general pieces
+        pins_max = float(max(abs(X).max(), abs(Y).max())) if Y.shape[0] else 0.0
     shallow = kernel == "auto" and is_shallow(net)
     free = [k for k in net.relu_layers if k >= 1]
     maxiter, eps_z = loop_limits(sum(net.layers[k].d_in for k in free), pins_max, max_iter)
@@ -469,37 +472,94 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     return piece.result(dr, with_energy)
 
 
+class ChainPins(Mapping):
+    """The data pins of a chain with training pins, validated once: the read-only mapping {input stalk: X
+    (B, d_in), target stalk: Y (B, n_out)} of float arrays.
+
+    :func:`chain_pins` builds it (the checks and errors of :func:`sheafdsl.solvers.core.boundary_values`,
+    E505–E508, E520); :meth:`take` gives the pins of some examples (rows of checked arrays, so not checked
+    again). :func:`~sheafdsl.solvers.solve` and :func:`solve_chain` skip the validation for it: a trainer
+    validates its training set once, not at every step.
+    """
+
+    __slots__ = ("net", "X", "Y", "_pins_max")
+
+    def __init__(self, net: FeedForward, X, Y, pins_max=None):  # unchecked: build it by chain_pins / take
+        self.net, self.X, self.Y, self._pins_max = net, X, Y, pins_max
+
+    def __getitem__(self, name):
+        if name == self.net.input:
+            return self.X
+        if name == self.net.target:
+            return self.Y
+        raise KeyError(name)
+
+    def __iter__(self):
+        return iter((self.net.input, self.net.target))
+
+    def __len__(self) -> int:
+        return 2
+
+    @property
+    def batch(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def pins_max(self) -> float:
+        """max |pin| over X and Y (the driver's side tolerance scales with it)."""
+        if self._pins_max is None:
+            X, Y = self.X, self.Y
+            self._pins_max = float(max(abs(X).max(), abs(Y).max())) if X.shape[0] else 0.0
+        return self._pins_max
+
+    def take(self, idx) -> "ChainPins":
+        """The pins of examples ``idx`` (None: all, this object)."""
+        return self if idx is None else ChainPins(self.net, self.X[idx], self.Y[idx])
+
+
+def chain_pins(net: FeedForward, values, xp=np) -> ChainPins:
+    """``values`` ({input stalk: X, target stalk: Y}) validated as :func:`sheafdsl.solvers.core.boundary_values`
+    does (the same errors) and converted to float arrays, as :class:`ChainPins`."""
+    if type(values) is ChainPins and values.net is net:
+        return values
+    X, Y, _ = _chain_values(net, values, xp)
+    return ChainPins(net, X, Y)
+
+
 def solve_chain(net: FeedForward, P, values, *, warm=None, rtol: float = 1e-10, maxiter=None, piece=None, xp=np,
                 record_trace: bool = False) -> SolveResult:
     """The two-sided equilibrium of a chain (training pins) as a :class:`SolveResult`: the shallow piece
     solver where it applies (or ``piece="shallow"``), else chain elimination (``piece="chain"``); from the
     forward pass, or from ``warm`` (a previous result or :class:`Warm` of the same examples).
 
+    ``values``: {input stalk: X, target stalk: Y}, checked here, or :class:`ChainPins` (checked once before).
     The stalks and discords are :attr:`SolveResult.equilibrium`; the cochain, residual, energy, gates and
-    the general-order unit states are computed on first access (the residual and gates by the general
-    operators, so they mean what they mean for every solver).
+    the general-order unit states are computed on first access (:class:`ChainResult`).
     """
-    X, Y, B = _chain_values(net, values, xp)
+    if type(values) is not ChainPins or values.net is not net:
+        values = chain_pins(net, values, xp)
+    X, Y, B = values.X, values.Y, values.X.shape[0]
     if piece == "shallow" and not is_shallow(net):
         raise SheafError(Diagnostic("E509", "the `shallow` piece solver needs one ReLU layer after a linear one "
                                     "and one output row"))
     init = fwd = None
     if warm is not None:
-        w = Warm.of(warm)
+        w = warm if type(warm) is Warm else Warm.of(warm)
         if w.V is None:
             raise SheafError(Diagnostic("E507", "this warm start is a general cochain, not a chain's stalks"))
         if w.V[1].shape[0] != B:
             raise SheafError(Diagnostic("E507", f"the warm start holds {w.V[1].shape[0]} examples, the batch {B}"))
-        init = ([X] + list(w.V[1:]), w.S)
+        init = (w.V, w.S)  # w.V[0] is not read: the input is X
         fwd = w.forward
     eq = exact_equilibrium(net, P, X, Y, xp, tol=rtol, max_iter=maxiter, init=init, with_energy=record_trace,
-                           kernel="general" if piece == "chain" else "auto", forward_values=fwd)
-    return chain_result(net, P, X, Y, eq, xp, rtol, eq.info.get("piece", "chain"))
+                           kernel="general" if piece == "chain" else "auto", forward_values=fwd,
+                           pins_max=values.pins_max)
+    return ChainResult(net, P, X, Y, eq, xp, rtol, eq.info.get("piece", "chain"))
 
 
 def _chain_values(net: FeedForward, values, xp):
     """(X, Y, B): the chain's data pins, validated as :func:`sheafdsl.solvers.core.boundary_values` does
-    (the same errors), from the chain's own two data stalks (no graph scan: this runs every training step)."""
+    (the same errors), from the chain's own two data stalks (no graph scan)."""
     from .core import boundary_values
 
     values = values or {}
@@ -513,44 +573,52 @@ def _chain_values(net: FeedForward, values, xp):
     return X, Y, X.shape[0]
 
 
-def chain_result(net: FeedForward, P, X, Y, eq: Equilibrium, xp, rtol: float, piece: str) -> SolveResult:
-    """Wrap a chain :class:`Equilibrium` as a :class:`SolveResult` (lazy cochain, residual, energy, gates)."""
-    from ..lowering.operators import SheafOperators
+class ChainResult(SolveResult):
+    """A chain :class:`Equilibrium` as a :class:`SolveResult`. The stalks and discords are
+    :attr:`equilibrium`; the cochain, energy, info, sliding counts and the general-order unit states are
+    computed on first access, the residual and gates by the general operators' certificate at the chain's
+    equilibrium (one definition for every solver). Building one is a few attribute stores: a trainer
+    builds one per step and reads only :attr:`equilibrium`."""
 
-    G = net.graph
-    layout = net.layout
+    def __init__(self, net: FeedForward, P, X, Y, eq: Equilibrium, xp, rtol: float, piece: str):
+        self._chain = (net, P, X, Y, xp, rtol)
+        self.converged = self.consistent = eq.consistent
+        self.iterations, self.trace, self.method, self.equilibrium, self.piece = eq.iterations, None, "exact", eq, piece
+        self.layout = net.layout
+        if eq.energy is not None:
+            self.energy = eq.energy
 
-    def cochain():
-        return stalks_cochain(net, eq.V, Y, xp)
-
-    general = {}
-
-    def final():  # the general operators' certificate at the chain's equilibrium (one definition for all)
-        if not general:
+    def _compute(self, name: str):
+        net, P, X, Y, xp, rtol = self._chain
+        eq = self.equilibrium
+        if name == "cochain":
+            return stalks_cochain(net, eq.V, Y, xp)
+        if name == "energy":
+            return equilibrium_energy(net, P, eq.V, eq.U, Y, xp)
+        if name == "info":
+            return int((~eq.consistent).sum())
+        if name == "sliding":
+            return eq.sliding
+        if name == "state":  # the units in the general solvers' order: the free coordinates that are ReLU tails
+            G = net.graph
+            parts = [eq.S[k] for k in sorted(eq.S, key=lambda k: G.nodes[net.layers[k].tail]["offset"]) if k >= 1]
+            return xp.concatenate(parts, axis=1) if parts else xp.zeros((X.shape[0], 0), dtype=np.int8)
+        if name in ("residual", "gates"):
+            from ..lowering.operators import SheafOperators
             from .active_set import finalize, scale
 
-            prob = SheafOperators(G, P, xp).restrict(TRAINING)
-            c = res.cochain
-            general["r"] = finalize(prob, c.copy(), res.state, scale(prob, c), eq.consistent, eq.iterations, None,
-                                    "exact", rtol)
-        return general["r"]
+            prob = SheafOperators(net.graph, P, xp).restrict(TRAINING)
+            c = self.cochain
+            cert = finalize(prob, c.copy(), self.state, scale(prob, c), eq.consistent, eq.iterations, None,
+                            "exact", rtol)
+            self.residual, self.gates = cert.residual, cert.gates
+            return getattr(cert, name)
+        return super()._compute(name)
 
-    def state():  # the units in the general solvers' order: the free coordinates that are ReLU tails
-        s = xp.zeros((X.shape[0], 0), dtype=np.int8)
-        parts = []
-        for k in sorted(eq.S, key=lambda k: G.nodes[net.layers[k].tail]["offset"]):
-            if k >= 1:
-                parts.append(eq.S[k])
-        return xp.concatenate(parts, axis=1) if parts else s
 
-    energy = eq.energy if eq.energy is not None else Lazy(
-        lambda: equilibrium_energy(net, P, eq.V, eq.U, Y, xp))
-    res = SolveResult(Lazy(cochain), eq.consistent, eq.iterations, Lazy(lambda: final().residual), energy,
-                      eq.consistent, Lazy(lambda: final().gates), Lazy(lambda: int((~eq.consistent).sum())),
-                      method="exact", layout=layout, sliding=Lazy(lambda: eq.sliding), state=Lazy(state),
-                      equilibrium=eq)
-    res.piece = piece
-    return res
+def chain_result(net: FeedForward, P, X, Y, eq: Equilibrium, xp, rtol: float, piece: str) -> SolveResult:
+    """Wrap a chain :class:`Equilibrium` as a :class:`SolveResult` (:class:`ChainResult`)."""
+    return ChainResult(net, P, X, Y, eq, xp, rtol, piece)
 
 
 def stalks_cochain(net: FeedForward, V, Y, xp):

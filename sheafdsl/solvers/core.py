@@ -45,9 +45,11 @@ import numpy as np
 from ..codes import codes_between
 from ..options import SOLVE_METHODS
 from ..errors import Diagnostic, SheafError, did_you_mean
-from ..ir import INFERENCE, constant_pins, pinned_stalks
+from ..ir import INFERENCE, TRAINING, constant_pins, pinned_stalks
 from ..lowering.backend import array_module
+from ..lowering.chain import FeedForward, feedforward
 from ..lowering.operators import SheafOperators
+from . import chain as _chain
 from .result import SolveResult, Warm
 
 #: the driver's piece solvers: the chain ones (a feed-forward chain with training pins) and the general ones
@@ -187,8 +189,13 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
     >>> bool(np.allclose(again.cochain, two.cochain)), again.iterations, again.info
     (True, 1, 0)
     """
-    from ..lowering.chain import FeedForward, feedforward
-
+    if type(values) is _chain.ChainPins and x0 is None and piece is None and method == "exact" and sources is None \
+            and (boundary is TRAINING or boundary == TRAINING) and (G is values.net or G is values.net.graph) \
+            and (rtol is None or rtol > 0):
+        # the trainer's hot path: pins checked once (ChainPins), the chain's structure facts cached on it
+        return _chain.solve_chain(values.net, _chain_params(values.net, params, xp), values, warm=warm,
+                                  rtol=1e-10 if rtol is None else rtol,
+                                  maxiter=maxiter, xp=np if xp is None else xp, record_trace=record_trace)
     if isinstance(boundary, Mapping):  # the values passed by their older keyword name
         values, boundary = boundary, None
     srcs = _sources(boundary, sources)
@@ -222,15 +229,9 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
         if net is None:
             net = feedforward(G.G if isinstance(G, SheafOperators) else G)
         if net is not None and set(srcs) <= {"input", "target", "value"}:
-            from .chain import solve_chain
-
             P = params if params is not None else (G.params if isinstance(G, SheafOperators) else None)
-            if P is None:
-                from ..lowering.params import init_params
-
-                P = init_params(net.graph, 0, xp)
-            return solve_chain(net, P, values, warm=warm, rtol=rtol, maxiter=maxiter, piece=piece, xp=xp,
-                               record_trace=record_trace)
+            return _chain.solve_chain(net, _chain_params(net, P, xp), values, warm=warm, rtol=rtol, maxiter=maxiter,
+                                      piece=piece, xp=xp, record_trace=record_trace)
     if piece in ("shallow", "chain"):
         raise _err("E509", f"the `{piece}` piece solver needs a feed-forward chain with training pins "
                    "(boundary=TRAINING, method exact)")
@@ -290,6 +291,15 @@ def _consensus(G, method: str) -> bool:
             raise _err("E513", f"the `{method}` solver needs the IR graph, not lowered operators")
         return False
     return method in ("admm", "admm-local") or is_consensus(G)
+
+
+def _chain_params(net, P, xp):
+    """``P``, or the chain's default parameters (``init_params(G, 0)``, e.g. for literal parameters)."""
+    if P is not None:
+        return P
+    from ..lowering.params import init_params
+
+    return init_params(net.graph, 0, np if xp is None else xp)
 
 
 def initial_guess(prob, c0):

@@ -21,9 +21,11 @@ def _lazy(name):
     key = "_" + name
 
     def get(self):
-        v = self.__dict__[key]
+        d = self.__dict__
+        v = d[key] if key in d else self._compute(name)  # a subclass computes what it did not store
         if isinstance(v, Lazy):
-            v = self.__dict__[key] = v.fn()
+            v = v.fn()
+        d[key] = v
         return v
 
     def put(self, v):
@@ -83,6 +85,9 @@ class SolveResult:
         self.energy, self.consistent, self.gates, self.info, self.trace = energy, consistent, gates, info, trace
         self.method, self.layout, self.sliding = method, layout or {}, sliding
         self.state, self.equilibrium = state, equilibrium
+
+    def _compute(self, name: str):
+        raise AttributeError(name)
 
     def __repr__(self) -> str:
         return f"SolveResult(method={self.method!r}, batch={self.batch}, iterations={self.iterations}, info={self.info})"

@@ -42,7 +42,7 @@ from ..options import TRAINERS as TRAINER_NAMES
 from ..lowering import get_backend, init_params, to_numpy
 from ..lowering.chain import energy_gradient, feedforward, forward, predict, unsupported
 from ..solvers import solve
-from ..solvers.chain import chain_equilibrium, stalks_cochain
+from ..solvers.chain import chain_equilibrium, chain_pins, stalks_cochain
 from ..solvers.result import Warm
 from .backprop import backprop_gradients
 from .config import TrainConfig
@@ -318,6 +318,7 @@ class SheafTrainer(Trainer):
     def __init__(self, G, config, data, params=None):
         super().__init__(G, config, data, params)
         self.warm: Warm | None = None  # the training set's equilibria [None, v_1..v_m] and unit states
+        self._pins = None  # the training set's data pins, checked once (ChainPins); a step takes its rows
 
     def _extra_state(self) -> dict:
         if self.warm is None:
@@ -351,9 +352,11 @@ class SheafTrainer(Trainer):
                 Vall = forward(net, P, self.Xtr, xp)
                 self.warm = Warm(V=[None] + [v.copy() for v in Vall[1:]],
                                  S={k: xp.where(Vall[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
+            if self._pins is None:
+                self._pins = chain_pins(net, {net.input: self.Xtr, net.target: self.Ytr}, xp)
             w = self.warm.take(idx)
             w = Warm(V=w.V, S=w.S, forward=V)  # the forward pass above: its first layer is the solve's too
-            res = solve(net, P, {net.input: X, net.target: Y}, boundary=TRAINING, warm=w, rtol=self.config.tol, xp=xp)
+            res = solve(net, P, self._pins.take(idx), boundary=TRAINING, warm=w, rtol=self.config.tol, xp=xp)
             self.warm.put(idx, res)
             eq = res.equilibrium
         self.last_equilibrium = eq
