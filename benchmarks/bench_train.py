@@ -8,7 +8,8 @@ on a shared or noisy machine. Tasks (docs/tasks.md):
   also the same network with a weak output coupling (``--coupling``: the output edge's weight w_o,
   declared in the model text: R = E(c*) → w_o² · ½ MSE as w_o → 0);
 - ``circle`` ([2, 25, 1] sigmoid) and ``blobs`` ([2, 25, 4] softmax): test accuracy, sheaf vs backprop;
-- ``deep`` ([2, 30, 30, 30, 1] ReLU, ``network`` sugar, w_o = 1) on the paraboloid: in-step time;
+- ``deep`` ([2, 30, 30, 30, 1] ReLU, ``network`` sugar) on the paraboloid: in-step time, at w_o = 1 and at the
+  sugar's default output weight (``--deep-weights``);
 - ``digits`` ([64, 64, 10] softmax, 1437 train / 360 test): sheaf test accuracy;
 - ``joint``: the paper's rule (``--trainer joint --optimizer sgd``, α = 1, β = 1/300, dt = 0.005,
   100,000 steps) on the paraboloid: train MSE and seconds.
@@ -20,6 +21,14 @@ Usage::
     python benchmarks/bench_train.py --quick              # short smoke run (fewer steps)
     python benchmarks/bench_train.py --threads 2          # BLAS threads (default 1, stated in the JSON)
     python benchmarks/bench_train.py --json out.json
+
+The floor (issue 9). The exact fast phase solves an n_L-row output-space Schur complement per pattern: its
+least possible cost is one forward pass plus (n_L + 1) backward sweeps of a (B, d) sensitivity through the
+chain (n_L to form K, one for u = Jᵀρ). ``floor`` times exactly those sweeps on the training batch at the
+trained parameters, and the sheaf trainer is re-run with its fast phase timed (``solve_us``, the pattern
+solves per step), so the table says how far each figure is from the floor: ``solve/floor`` (the fast
+phase against one floor solve per step) and ``floor ratio`` = (sheaf step − fast phase + floor) / backprop
+step, the in-step ratio if the fast phase cost exactly one floor solve.
 
 Prints a table, then one JSON document (also written to ``--json`` when given).
 """
@@ -49,7 +58,7 @@ MODELS = {
     "circle": "sheaf circle\nnetwork mlp : 2 -> 25 -> 1 relu output sigmoid\n",
     "blobs": "sheaf blobs\nnetwork mlp : 2 -> 25 -> 4 relu output softmax\n",
     "digits": "sheaf digits\nnetwork mlp : 64 -> 64 -> 10 relu output softmax\n",
-    "deep": "sheaf deep\nnetwork mlp : 2 -> 30 -> 30 -> 30 -> 1 relu output identity weight 1\n",
+    "deep": "sheaf deep\nnetwork mlp : 2 -> 30 -> 30 -> 30 -> 1 relu output identity{weight}\n",
 }
 
 
@@ -100,11 +109,80 @@ def side_by_side(G, base: dict, repeats: int, trainers=("sheaf", "backprop")) ->
     return out
 
 
+def floor_sweeps(net, P, X, xp):
+    """The floor of one pattern solve (module docstring): one forward pass and (n_L + 1) backward sweeps of a
+    (B, d) row sensitivity through the chain's maps and gates at that forward pass."""
+    from sheafdsl.lowering.chain import forward, out_linear
+
+    V = forward(net, P, X, xp)
+    gates = net.gates(V, xp)
+    out = net.output
+    A = out_linear(out, P)[0] if out.fn == "linear" else xp.eye(out.d_out)
+    B = X.shape[0]
+    for r in range(out.d_out + 1):
+        g = xp.ones((B, 1)) * A[r % out.d_out]  # contiguous (a broadcast view would miss BLAS)
+        for j in range(len(net.layers) - 1, 0, -1):  # the rows' sensitivity to the discord entering v_j
+            layer = net.layers[j]
+            if layer.kind in ("relu", "nonlinear"):
+                g = g * gates[j]
+            else:
+                g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
+    return g
+
+
+def floor_profile(G, base: dict, repeats: int) -> dict:
+    """Re-run the sheaf trainer with its fast phase timed (every ``solve`` call of a step), then time the floor
+    sweeps (:func:`floor_sweeps`) on the training batch at the trained parameters (median of ``repeats``)."""
+    import sheafdsl.training.trainers as tr
+
+    cfg = TrainConfig.from_sources(G.graph.get("train") or {}, dict(base, trainer="sheaf"))
+    T = make_trainer(G, cfg, dataset_for(G, cfg))
+    inner, spent, solves = tr.solve, [0.0], [0]
+
+    def timed(*a, **k):
+        t0 = time.perf_counter()
+        r = inner(*a, **k)
+        spent[0] += time.perf_counter() - t0
+        solves[0] += int(r.iterations)
+        return r
+
+    tr.solve = timed
+    try:
+        t0 = time.perf_counter()
+        for _ in range(cfg.steps):
+            T.step()
+        step = (time.perf_counter() - t0) / cfg.steps
+    finally:
+        tr.solve = inner
+    X = T.Xtr if cfg.batch is None else T.Xtr[: cfg.batch]
+    n = max(50, min(2000, int(0.05 / max(step, 1e-6))))
+    floors = []
+    for _ in range(max(3, repeats)):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            floor_sweeps(T.net, T.params, X, T.xp)
+        floors.append((time.perf_counter() - t0) / n)
+    return {"step_us": 1e6 * step, "solve_us": 1e6 * spent[0] / cfg.steps,
+            "pattern_solves_per_step": solves[0] / cfg.steps, "floor_us": 1e6 * statistics.median(floors),
+            "rows": T.net.output.d_out}
+
+
+def add_floor(res: dict, G, base: dict, repeats: int) -> None:
+    """Put the floor comparison (:func:`floor_profile`) into a side-by-side result ``res``."""
+    f = floor_profile(G, base, repeats)
+    bp = 1e6 * res["backprop"]["seconds_median"] / base["steps"]
+    sheaf = 1e6 * res["sheaf"]["seconds_median"] / base["steps"]
+    f["solve_over_floor"] = f["solve_us"] / f["floor_us"]
+    f["floor_ratio"] = (sheaf - f["solve_us"] * sheaf / f["step_us"] + f["floor_us"]) / bp
+    res["floor"] = f
+
+
 def bench_paraboloid(args) -> dict:
     base = {"steps": args.steps or 3000, "optimizer": "adam", "lr": 0.01, "seed": 0, "n": 300, "n_test": 100}
     res = {"settings": base, "as_written": side_by_side(paraboloid_model(), base, args.repeats)}
     for w in args.coupling:
         res[f"coupling_{w:g}"] = side_by_side(paraboloid_model(w), base, args.repeats)
+    add_floor(res["as_written"], paraboloid_model(), base, args.repeats)
     for key in [k for k in res if k != "settings"]:
         r = res[key]
         r["mse_ratio"] = r["sheaf"]["test_mse"] / r["backprop"]["test_mse"]
@@ -114,17 +192,28 @@ def bench_paraboloid(args) -> dict:
 
 
 def bench_deep(args) -> dict:
-    """A [2, 30, 30, 30, 1] ReLU net (the ``network`` sugar, output weight 1) on the paraboloid: the deep
-    chain path (sliding units on hidden layers 2-3 make coupled rows in the output-space solve)."""
-    G = from_model(load_text(MODELS["deep"]))
+    """A [2, 30, 30, 30, 1] ReLU net (the ``network`` sugar) on the paraboloid, at each output weight of
+    ``--deep-weights`` ("default": the sugar's own): the deep chain path (sliding units on hidden layers 2-3
+    make coupled rows in the output-space solve)."""
     base = {"data": "paraboloid", "steps": args.deep_steps, "optimizer": "adam", "lr": 0.01, "seed": 0, "n": 300,
             "n_test": 100}
-    res = side_by_side(G, base, args.repeats)
-    res["settings"] = base
-    res["mse_ratio"] = res["sheaf"]["test_mse"] / res["backprop"]["test_mse"]
-    res["time_ratio"] = res["sheaf"]["seconds_median"] / res["backprop"]["seconds_median"]
-    res["cpu_ratio"] = res["sheaf"]["cpu_min"] / res["backprop"]["cpu_min"]
-    return res
+    out = {"settings": base}
+    for w in args.deep_weights:
+        G = from_model(load_text(MODELS["deep"].format(weight="" if w == "default" else f" weight {w}")))
+        res = side_by_side(G, base, args.repeats)
+        res["output_weight"] = _output_weight(G)
+        res["mse_ratio"] = res["sheaf"]["test_mse"] / res["backprop"]["test_mse"]
+        res["time_ratio"] = res["sheaf"]["seconds_median"] / res["backprop"]["seconds_median"]
+        res["cpu_ratio"] = res["sheaf"]["cpu_min"] / res["backprop"]["cpu_min"]
+        add_floor(res, G, base, args.repeats)
+        out[f"w_o={w}"] = res
+    return out
+
+
+def _output_weight(G) -> float:
+    from sheafdsl.lowering.chain import feedforward
+
+    return float(feedforward(G).output.weight)
 
 
 def bench_classification(task: str, args) -> dict:
@@ -171,14 +260,16 @@ def table(results: dict) -> str:
                 rows.append((f"paraboloid {key}", t, f"mse {r[t]['test_mse']:.5f}", f"mse {r[t]['train_mse']:.5f}",
                              f"{r[t]['seconds_median']:.2f}",
                              f"ratio mse {r['mse_ratio']:.2f}, wall {r['time_ratio']:.2f}, cpu {r['cpu_ratio']:.2f}"
-                             if t == "sheaf" else ""))
-    r = results.get("deep")
-    if r:
+                             if t == "sheaf" else _floor_note(r)))
+    d = results.get("deep")
+    for key, r in (d or {}).items():
+        if key == "settings":
+            continue
         for t in ("sheaf", "backprop"):
-            rows.append(("deep [2,30,30,30,1]", t, f"mse {r[t]['test_mse']:.5f}", f"mse {r[t]['train_mse']:.5f}",
+            rows.append((f"deep [2,30,30,30,1] {key}", t, f"mse {r[t]['test_mse']:.5f}", f"mse {r[t]['train_mse']:.5f}",
                          f"{r[t]['seconds_median']:.2f}",
                          f"ratio mse {r['mse_ratio']:.2f}, wall {r['time_ratio']:.2f}, cpu {r['cpu_ratio']:.2f}"
-                         if t == "sheaf" else ""))
+                         if t == "sheaf" else _floor_note(r)))
     for task in ("circle", "blobs", "digits"):
         r = results.get(task)
         if r:
@@ -191,6 +282,15 @@ def table(results: dict) -> str:
         rows.append(("paraboloid (paper's rule)", "joint/sgd", f"mse {j['test_mse']:.4f}", f"mse {j['train_mse']:.4f}",
                      f"{j['seconds']:.1f}", f"{j['settings']['steps']} steps; peer: train 0.0756 in ~96 s"))
     return format_rows(rows)
+
+
+def _floor_note(r: dict) -> str:
+    f = r.get("floor")
+    if not f:
+        return ""
+    return (f"fast phase {f['solve_us']:.0f} us/step = {f['solve_over_floor']:.1f}x floor ({f['floor_us']:.0f} us: "
+            f"1 fwd + {f['rows'] + 1} bwd), {f['pattern_solves_per_step']:.2f} solves/step; floor ratio "
+            f"{f['floor_ratio']:.2f}")
 
 
 def format_rows(rows) -> str:
@@ -221,6 +321,8 @@ def main(argv=None) -> int:
     ap.add_argument("--coupling", type=float, nargs="*", default=[1.0],
                     help="extra paraboloid runs with this output-edge weight w_o")
     ap.add_argument("--deep-steps", type=int, default=1000)
+    ap.add_argument("--deep-weights", nargs="*", default=["1", "default"],
+                    help="output weights w_o of the deep net (\"default\": the network sugar's own)")
     ap.add_argument("--digits-steps", type=int, default=500)
     ap.add_argument("--digits-batch", type=int, default=None)
     ap.add_argument("--joint-steps", type=int, default=100_000)

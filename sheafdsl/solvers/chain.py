@@ -72,10 +72,14 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     Inactive and sliding units have gate 0; a sliding unit also holds its tail value at 0. Cost: a
     forward pass, one batched backward sweep of the (B, n_out + n_slide, d) sensitivity tensor, an
     (n_out + n_slide)-dimensional solve per example (Newton for sigmoid/softmax), and one more sweep.
+
+    With one output row, only the examples that have coupled sliding rows pay for them: the others take the
+    one-row solve ((B, d) sweeps, a scalar per example), and the discords of the two groups are merged
+    before the stalks are rebuilt. Both solve the same per-example system (the examples do not interact),
+    so the result is the whole batch's coupled solve, to round-off.
     """
     B = X.shape[0]
     layers = net.layers
-    m = len(layers)
     # 0/1 gates as floats: a product with them is exactly the gated value (and faster than with a bool)
     gates = {k: (S[k] == 1).astype(X.dtype) for k in S}
     if F is None:  # the forward pass at the pattern (the caller may pass it when S is the forward pattern)
@@ -85,14 +89,59 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
                 F.append(pre1)
             else:
                 F.append(apply(layer, P, F[-1], gates.get(k)))
-    n_out = net.output.d_out
+    out = net.output
     # sliding rows: a unit of relu layer k (tail vertex k) whose own tail value depends on free
-    # discords upstream (k >= 2) becomes a constraint row; for k == 1 the row decouples (below).
+    # discords upstream (k >= 2) becomes a constraint row; for k == 1 the row decouples (see _finish).
     deep = [k for k in S if k >= 2]
     slide_masks = {k: S[k] == 0 for k in deep}
-    if n_out == 1 and net.output.fn != "softmax" and not any(bool(mk.any()) for mk in slide_masks.values()):
-        return _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol, rho0)
     counts = sum((slide_masks[k].sum(axis=1) for k in deep), xp.zeros(B, dtype=np.int64)) if deep else None
+    coupled = counts > 0 if deep else None
+    n_coupled = int(coupled.sum()) if deep else 0
+    if out.d_out == 1 and out.fn != "softmax" and n_coupled < B:
+        if n_coupled == 0:
+            U, rho, ok = _one_row_discords(net, P, Y, gates, F[-1], xp, tol, rho0)
+        else:  # the examples without coupled rows take the one-row solve
+            i0, i1 = _flat(~coupled), _flat(coupled)
+            U0, r0, ok0 = _one_row_discords(net, P, Y[i0], {k: g[i0] for k, g in gates.items()}, F[-1][i0], xp, tol,
+                                            _take(rho0, i0))
+            U1, r1, ok1 = _coupled_discords(net, P, Y[i1], {k: g[i1] for k, g in gates.items()}, F[-1][i1],
+                                            {k: F[k][i1] for k in deep}, {k: mk[i1] for k, mk in slide_masks.items()},
+                                            counts[i1], xp, tol, max_newton, _take(rho0, i1))
+            U = [_merge(a, b, i0, i1, B, xp) for a, b in zip(U0, U1)]
+            rho, ok = _merge(r0, r1, i0, i1, B, xp), _merge(ok0, ok1, i0, i1, B, xp)
+    else:
+        U, rho, ok = _coupled_discords(net, P, Y, gates, F[-1], {k: F[k] for k in deep}, slide_masks, counts, xp, tol,
+                                       max_newton, rho0)
+    sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
+    sol.rho = rho
+    return sol
+
+
+def _flat(mask):
+    return mask.nonzero()[0]
+
+
+def _take(a, idx):
+    return None if a is None else a[idx]
+
+
+def _merge(a, b, ia, ib, B, xp):
+    """The (B, ...) array whose rows ``ia`` are ``a`` and rows ``ib`` are ``b``."""
+    out = xp.empty((B,) + tuple(a.shape[1:]), dtype=a.dtype)
+    out[ia] = a
+    out[ib] = b
+    return out
+
+
+def _coupled_discords(net, P, Y, gates, Fm, Fslide, slide_masks, counts, xp, tol, max_newton, rho0):
+    """(U, ρ (B, n_out), Newton flags): the discords u_1..u_m at the pattern minimiser from the output rows and
+    the coupled sliding rows (relu layers k ≥ 2; ``Fslide[k]`` the forward values there, ``counts`` the rows
+    per example), by one batched sweep of the (B, R, d) sensitivity tensor and an R × R solve per example."""
+    B = Y.shape[0]
+    layers = net.layers
+    m = len(layers)
+    n_out = net.output.d_out
+    deep = list(slide_masks)
     n_slide = int(counts.max()) if deep and B else 0
     R = n_out + n_slide
     out = net.output
@@ -101,10 +150,10 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     if out.fn == "linear":
         A_out, b_out = out_linear(out, P)
         seed_m = A_out
-        p_f = F[m] @ A_out.T + (b_out if b_out is not None else 0.0)
+        p_f = Fm @ A_out.T + (b_out if b_out is not None else 0.0)
     else:
         seed_m = xp.eye(n_out)
-        p_f = F[m]
+        p_f = Fm
     if n_slide:
         seed_m = xp.concatenate([xp.broadcast_to(seed_m, (B, n_out, out.d_in)), xp.zeros((B, n_slide, out.d_in))],
                                 axis=1)
@@ -128,7 +177,7 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
                 sd = sd.copy()
                 seeds[k] = sd
             sd[b_idx, slot, i_idx] = 1.0
-            q[b_idx, slot] = F[k][b_idx, i_idx]
+            q[b_idx, slot] = Fslide[k][b_idx, i_idx]
             lam[b_idx, slot] = 0.0
             offset = offset + mask.sum(axis=1)
     # backward sweep: sensitivity of the rows to vertex j (= to the discord u_j entering it)
@@ -167,7 +216,7 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
         rho = xp.linalg.solve(xp.eye(R)[None] * lam[:, :, None] + K, (t - q)[..., None])[..., 0]
     else:
         rho, newton_ok = newton(out.fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0)
-    # discords and equilibrium stalks
+
     def pull(j):  # J_jᵀ ρ per example
         if j in parent:
             return (rho @ parent[j]) * gates[j]
@@ -177,27 +226,25 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
         return xp.einsum("brd,br->bd", Gj, rho)
 
     U = [pull(j) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
-    sol = _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy)
-    sol.rho = rho[:, :n_out]
-    return sol
+    return U, rho[:, :n_out], newton_ok
 
 
-def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=None):
-    """The common case of one output row (linear or sigmoid) and no coupled sliding rows, with (B, d)
-    sweeps and no batched solves.
+def _one_row_discords(net, P, Y, gates, Fm, xp, tol=1e-10, rho0=None):
+    """(U, ρ (B, 1), flags): the common case of one output row (linear or sigmoid) and no coupled sliding rows,
+    with (B, d) sweeps and no batched solves.
 
     Linear: ρ = (y − p_f) / (1/w_o² + Σ_k ‖J_k‖²/w_k²); sigmoid: the scalar equation of
-    :func:`_sigmoid_scalar`; then u_k = J_kᵀ ρ / w_k².
+    :func:`sigmoid_scalar`; then u_k = J_kᵀ ρ / w_k².
     """
     layers = net.layers
     m = len(layers)
     out = net.output
     if out.fn == "linear":
         A_out, _ = out_linear(out, P)
-        p_f = out_map(out, P, F[m])
+        p_f = out_map(out, P, Fm)
         g = A_out[0]  # (d_m,): the same for every example until a gate or map varies it
     else:
-        p_f = F[m]
+        p_f = Fm
         g = xp.ones(1)
     # backward sweep; a row stays one vector shared by the batch until a relu gate makes it (B, d).
     # gated[j]: J_j = σ ⊙ J_{j+1} with J_{j+1} that shared vector, so ‖J_j‖² = σ · (J_{j+1})² (a
@@ -225,7 +272,7 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=N
             n2 = xp.einsum("bd,bd->b", gj, gj)
         w2 = layers[j - 1].weight ** 2
         k1 = k1 + (n2 if w2 == 1.0 else n2 / w2)
-    ok = xp.ones(X.shape[0], dtype=bool)
+    ok = xp.ones(Y.shape[0], dtype=bool)
     if out.fn == "linear":
         rho = (Y - p_f) / (k1[:, None] if getattr(k1, "ndim", 0) else k1)
     else:
@@ -243,9 +290,7 @@ def _solve_one_row(net, P, X, Y, S, gates, F, xp, with_energy, tol=1e-10, rho0=N
             raw = Gs[j] * rho
         w2 = layers[j - 1].weight ** 2
         U[j - 1] = raw if w2 == 1.0 else raw / w2
-    sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
-    sol.rho = rho
-    return sol
+    return U, rho, ok
 
 
 def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
