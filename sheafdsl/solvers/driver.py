@@ -169,9 +169,12 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
             first = xp.ones(rv.shape[0], dtype=bool)  # the first violator of each example
             first[1:] = rv[1:] != rv[:-1]
             rows = rv[first]
-            tk = xp.full((rows.shape[0], u), np.inf)  # the violating examples' crossing fractions
-            tk[xp.cumsum(first) - 1, fv - rv * u] = t
-            tmin = tk.min(axis=1)
+            if rows.shape[0] == rv.shape[0]:  # one violator per example (the common case)
+                tmin = t
+            else:
+                tk = xp.full((rows.shape[0], u), np.inf)  # the violating examples' crossing fractions
+                tk[xp.cumsum(first) - 1, fv - rv * u] = t
+                tmin = tk.min(axis=1)
             sel = tmin < 1.0
             if frozen is not None:
                 sel &= ~frozen[rows]

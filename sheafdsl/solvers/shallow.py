@@ -120,23 +120,24 @@ class ShallowPiece:
         ps, ys = self._gather(rows)
         sigf = (S == ON).astype(ps.dtype)
         rho, solved = _force(self.net, C, sigf, ps, ys, self.tol, xp, warm)
-        a = rho * C.g_in
-        u1 = sigf * a
+        u1 = xp.einsum("b,d->bd", rho[:, 0], C.g_in)  # a = ρ g_in (an outer product: faster than broadcasting)
+        u1 *= sigf
         if fs.shape[0]:
             u1.ravel()[fs] = -ps.ravel()[fs]
         v1 = ps + u1
-        return _ShallowSolution(v1, solved, {"V1": v1, "U1": u1, "rho": rho, "gate": sigf},
-                                rho if warm is not None else None, ps, a, rho, C)
+        return _ShallowSolution(v1, solved, {"V1": v1, "U1": u1, "rho": rho},
+                                rho if warm is not None else None, ps, rho, C)
 
     def result(self, dr, with_energy=True):
         """The :class:`~sheafdsl.solvers.chain.Equilibrium` of the driver's result ``dr``: the other stalks and
         discords (u_j = J_j ρ / w_j², v_j = A_j v_{j−1} + b_j + u_j) from the final states and ρ."""
         net, P, xp, C = self.net, self.P, self.xp, self.C
         rho_all = dr.fields["rho"]
-        sig = dr.fields["gate"]
+        sig = (dr.S == ON).astype(rho_all.dtype)
         V, U = [self.X, dr.fields["V1"]], [dr.fields["U1"]]
         for j, layer in enumerate(net.layers[1:], start=1):
-            u = rho_all * C.rows[j - 1]
+            r = C.rows[j - 1]
+            u = xp.einsum("b,d->bd", rho_all[:, 0], r) if r.shape[0] > 1 else rho_all * r
             U.append(u)
             V.append(apply(layer, P, V[-1], sig if j == 1 else None) + u)
         out_disc = output_discord(net, P, V[-1], self.Y, xp)
@@ -146,17 +147,18 @@ class ShallowPiece:
 
 
 class _ShallowSolution:
-    __slots__ = ("z", "ok", "fields", "warm", "_pre", "_a", "_rho", "_C")
+    __slots__ = ("z", "ok", "fields", "warm", "_pre", "_rho", "_C")
 
-    def __init__(self, z, ok, fields, warm, pre, a, rho, C):
+    def __init__(self, z, ok, fields, warm, pre, rho, C):
         self.z, self.ok, self.fields, self.warm = z, ok, fields, warm
-        self._pre, self._a, self._rho, self._C = pre, a, rho, C
+        self._pre, self._rho, self._C = pre, rho, C
 
     def slopes(self, fs):
-        """g_L = −w_1² pre and g_R = g_L − g ρ = −w_1² (pre + a) at the sliding units ``fs``."""
-        w = self._C.w_in2
+        """g_L = −w_1² pre and g_R = g_L − g ρ = −w_1² (pre + a), a = ρ g_in, at the sliding units ``fs``."""
+        C = self._C
+        d = C.g_in.shape[0]
         p = self._pre.ravel()[fs]
-        return -w * p, -w * (p + self._a.ravel()[fs])
+        return -C.w_in2 * p, -C.w_in2 * (p + self._rho[fs // d, 0] * C.g_in[fs % d])
 
     def scale(self, r):
         """(1 + w_o²)(1 + |y − p|) per example: |y − p| = |ρ| / w_o²."""
