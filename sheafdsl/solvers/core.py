@@ -147,7 +147,9 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
     params : dict name -> array, or None
         Parameter values (None: ``sheafdsl.lowering.init_params(G, 0)``, e.g. for literal parameters).
     values : dict stalk -> (B, d_v) array
-        Values of the stalks pinned to data (input; and target when the boundary is TRAINING).
+        Values of the stalks pinned to data (input; and target when the boundary is TRAINING); or a chain's
+        :class:`~sheafdsl.solvers.chain.ChainPins` (checked once by ``chain_pins``, so not checked again: a
+        trainer's hot path).
     boundary : INFERENCE (input and constant pins; the target stalk is free) or TRAINING (the two-sided
         equilibrium: input, target and constant pins; :data:`sheafdsl.ir.BOUNDARIES`), or a tuple of pin
         sources; ``sources`` is its older name.
@@ -194,8 +196,8 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
             and (rtol is None or rtol > 0):
         # the trainer's hot path: pins checked once (ChainPins), the chain's structure facts cached on it
         return _chain.solve_chain(values.net, _chain_params(values.net, params, xp), values, warm=warm,
-                                  rtol=1e-10 if rtol is None else rtol,
-                                  maxiter=maxiter, xp=np if xp is None else xp, record_trace=record_trace)
+                                  rtol=1e-10 if rtol is None else rtol, maxiter=maxiter,
+                                  xp=array_module(values.X) if xp is None else xp, record_trace=record_trace)
     if isinstance(boundary, Mapping):  # the values passed by their older keyword name
         values, boundary = boundary, None
     srcs = _sources(boundary, sources)
