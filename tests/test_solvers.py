@@ -489,3 +489,16 @@ def test_accelerated_heat_equation_reaches_the_plain_flows_point_in_fewer_steps(
     assert same.mean() >= 0.75  # E is not convex: a few examples may settle in another local minimum
     tr = fast.trace
     assert np.all(np.diff(tr, axis=0) <= 1e-12 * (1 + np.abs(tr[:-1])))
+
+
+def test_a_slope_between_rtol_and_the_release_tolerance_is_released():
+    """Regression (hypothesis, docs/testing.md): with W1 = [[0], [1e-9]] a unit's off-side slope is ~1e-10,
+    below the driver's default release tolerance (1e-9) but above rtol = 1e-12; it used to stay sliding
+    and the solve reported itself unconverged. The general piece now releases above min(1e-9, rtol)."""
+    G = network([1, 2, 1], "identity")
+    P = {"W1": np.array([[0.0], [1e-9]]), "b1": np.zeros(2), "W2": np.zeros((1, 2)), "b2": np.array([1.0])}
+    x = np.random.default_rng(0).standard_normal((4, 1))
+    for method in ("cg", "exact"):
+        r = solve(G, P, {"x": x}, method=method, sources=("input", "value"), rtol=1e-12)
+        assert r.converged.all(), method
+        np.testing.assert_allclose(r.stalk("z1"), x @ P["W1"].T, rtol=0, atol=1e-22)

@@ -34,7 +34,7 @@ from ..errors import Diagnostic, SheafError
 from ..ir.maps import ParamMap, ReluGate
 from .result import SolveResult
 
-from .driver import OFF, ON, SLIDE, active_set as drive, loop_limits
+from .driver import OFF, ON, RELEASE_TOL, SLIDE, active_set as drive, loop_limits
 
 #: the general piece solvers (see the module docstring)
 PIECES = ("elimination", "dense", "lu", "cg")
@@ -490,6 +490,8 @@ class GeneralPiece:
     def __init__(self, prob, c0, inner: str, rtol: float, denom, eps_z: float):
         xp, s = prob.xp, prob.s
         self.prob, self.xp, self.c0, self.inner, self.rtol, self.denom, self.eps_z = prob, xp, c0, inner, rtol, denom, eps_z
+        # a sliding unit whose slope exceeds rtol would fail finalize's residual test: release it
+        self.release_tol = min(RELEASE_TOL, rtol)
         n = s.n
         if inner == "dense" and n > DENSE_LIMIT and not s.shared_hessian:
             raise SheafError(Diagnostic("E510", f"the exact solver assembles dense {n} × {n} Hessians per example; "

@@ -71,6 +71,7 @@ class Piece:
     xp = np
     eps_z = 0.0  # the side tolerance ε_z (absolute)
     subsets = True  # compact to the unsettled examples at once
+    release_tol = RELEASE_TOL  # releases above release_tol · scale (never coarser than the piece's rtol)
 
     def solve(self, S, rows, warm, fs):  # pragma: no cover - interface
         raise NotImplementedError
@@ -200,7 +201,7 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
             if fc.shape[0]:
                 gL, gR, fc = gL[fc], gR[fc], fs[fc]
                 rs = fc // u
-                tol = RELEASE_TOL * sol.scale(rs)
+                tol = getattr(piece, "release_tol", RELEASE_TOL) * sol.scale(rs)
                 want = (gL > tol) | (gR < -tol)
                 if move is not None:
                     want &= ~move[rs]
