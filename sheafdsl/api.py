@@ -74,17 +74,26 @@ class Inference:
     solver: str
     batch: bool
     result: object = field(repr=False, default=None)
+    #: consensus problems (admm, admm-local, exact): the objective and the primal/dual residuals, (B,)
+    objective: object = None
+    primal_residual: object = None
+    dual_residual: object = None
 
     def to_json(self) -> dict:
-        """What ``sheaf infer --json`` prints (one example unwrapped unless the input was a batch)."""
+        """What ``sheaf infer --json`` prints (one example unwrapped unless the input was a batch); a
+        consensus problem adds ``objective``, ``primal_residual`` and ``dual_residual``."""
+        extra = {k: getattr(self, k) for k in ("objective", "primal_residual", "dual_residual")
+                 if getattr(self, k) is not None}
         if self.batch:
             return {"stalks": {v: a.tolist() for v, a in self.stalks.items()}, "energy": self.energy.tolist(),
                     "converged": self.converged.tolist(), "iterations": self.iterations,
                     "residual": self.residual.tolist(), "consistent": self.consistent.tolist(),
-                    "batch": int(self.energy.shape[0]), "solver": self.solver}
+                    "batch": int(self.energy.shape[0]), "solver": self.solver,
+                    **{k: v.tolist() for k, v in extra.items()}}
         return {"stalks": {v: a[0].tolist() for v, a in self.stalks.items()}, "energy": float(self.energy[0]),
                 "converged": bool(self.converged[0]), "iterations": self.iterations,
-                "residual": float(self.residual[0]), "consistent": bool(self.consistent[0]), "solver": self.solver}
+                "residual": float(self.residual[0]), "consistent": bool(self.consistent[0]), "solver": self.solver,
+                **{k: float(v[0]) for k, v in extra.items()}}
 
 
 @dataclass
@@ -233,9 +242,14 @@ class Sheaf:
 
     # ------------------------------------------------------------------ inference
     def infer(self, inputs=None, *, params=None, seed: int = 0, pins: dict | None = None, solver: str = "exact",
-              rtol: float = 1e-10, maxiter: int | None = None) -> Inference:
+              rtol: float | None = None, maxiter: int | None = None, atol: float | None = None,
+              rho: float | None = None) -> Inference:
         """The harmonic extension of the pins (``sheaf infer``): stalks pinned to input take ``inputs``,
-        constants come from the model, stalks pinned to target are free.
+        constants come from the model, stalks pinned to target are free. A consensus problem (objectives,
+        hard edges; docs/admm.md) is minimised instead: ``solver="admm"``, ``"admm-local"`` or ``"exact"``
+        (quadratic objectives), with ADMM's ``rtol`` (default 1e-6), ``atol`` (1e-9), ``rho`` (1) and
+        ``maxiter``; the result adds ``objective``, ``primal_residual`` and ``dual_residual``. ``rtol``
+        defaults to 1e-10 for the other solvers.
 
         ``inputs``: ``{"x": (B, d) array}`` (or a list of numbers / a (B, Σd) array filling the input
         stalks in declaration order; see :mod:`sheafdsl.inputs`). ``pins``: ``{stalk: value}`` or
@@ -256,7 +270,8 @@ class Sheaf:
                 apply_pin(G, name, value, indices, file=API)
         P = self._params(params, seed)
         boundary, batch = input_boundary(inputs, G, what="inputs", file=API)
-        return harmonic_extension(G, P, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter, file=API)
+        return harmonic_extension(G, P, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter, file=API,
+                                  atol=atol, rho=rho)
 
     # ------------------------------------------------------------------ analysis
     def verify(self, params=None, *, seed: int = 0, boundary: str = "training", symbolic_limit: int | None = None,
@@ -370,20 +385,28 @@ def export_ir(G, path, *, file: str = API) -> str:
 
 
 def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, solver: str = "exact",
-                       rtol: float = 1e-10, maxiter: int | None = None, file: str = API) -> Inference:
+                       rtol: float | None = None, maxiter: int | None = None, file: str = API,
+                       atol: float | None = None, rho: float | None = None) -> Inference:
     """Solve for the harmonic extension of ``boundary`` (checked values of the input stalks) with the
-    inference pins, and gather every stalk's values on the host (``Sheaf.infer``, ``sheaf infer``)."""
+    inference pins, and gather every stalk's values on the host (``Sheaf.infer``, ``sheaf infer``); for a
+    consensus problem, its minimiser (``solver`` admm, admm-local or exact; ``atol``, ``rho``: ADMM's)."""
     import numpy as np
 
     from .ir import INFERENCE, stalks
     from .lowering import to_numpy
     from .solvers import solve
 
-    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0 or (
+    if (rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0)) or (
             maxiter is not None and (isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1)):
         raise SheafError(Diagnostic("E525", "rtol must be positive and maxiter a whole number >= 1", file=file))
+    for name, v in (("atol", atol), ("rho", rho)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v)
+                              or v < 0 or (name == "rho" and v == 0)):
+            raise SheafError(Diagnostic("E519", f"{name} must be a finite number " + (">= 0" if name == "atol" else "> 0")
+                                        + f", not {v!r}", file=file))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # an overflow is reported below
-        res = solve(G, params, boundary, method=solver, sources=INFERENCE, rtol=float(rtol), maxiter=maxiter)
+        res = solve(G, params, boundary, method=solver, sources=INFERENCE,
+                    rtol=None if rtol is None else float(rtol), maxiter=maxiter, atol=atol, rho=rho)
     vals = {v: np.asarray(to_numpy(res.stalk(v))) for v in stalks(G) if not G.nodes[v].get("anchor")}
     bad = [v for v, a in vals.items() if not np.all(np.isfinite(a))]
     if bad:  # never print an infinity or NaN as a result
@@ -391,8 +414,10 @@ def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, s
                                             "or NaN values", file=file,
                                     hint="the weights or the inputs are too large for float64: rescale them"))
     host = lambda a: np.asarray(to_numpy(a))  # noqa: E731
+    extra = {k: host(getattr(res, k)) for k in ("objective", "primal_residual", "dual_residual")
+             if getattr(res, k, None) is not None}
     return Inference(vals, host(res.energy), host(res.converged), host(res.consistent), host(res.residual),
-                     int(res.iterations), solver, batch, res)
+                     int(res.iterations), solver, batch, res, **extra)
 
 
 def spectrum_boundary(G, inputs, targets, *, names=("--input", "--target"), file: str = "<command line>"):

@@ -1,4 +1,4 @@
-"""``sheaf infer FILE --input JSON [--pin NAME=JSON ...] [--solver exact|diffusion|cg] [--json]``.
+"""``sheaf infer FILE --input JSON [--pin NAME=JSON ...] [--solver exact|diffusion|cg|admm|admm-local] [--json]``.
 
 The harmonic extension of the pins: stalks pinned to ``input`` take the values of ``--input`` (in
 declaration order), constants come from the file, stalks pinned to ``target`` are free. ``--pin`` adds or
@@ -9,6 +9,12 @@ overrides hard pins (``--pin y=[0.3]`` pins the output too: the two-sided equili
 - a JSON list of such lists: a batch;
 - a JSON object ``{"x": [...], ...}`` naming the input stalks (each a vector or a list of vectors);
 - a ``.npy`` or ``.csv`` file (rows are examples, columns the input coordinates), or a ``.json`` file.
+
+A consensus problem (objectives on stalks, hard edges; docs/admm.md) prints its minimiser instead:
+``--solver admm`` (Sheaf-ADMM), ``admm-local`` (edge-based, fully local) or ``exact`` (its KKT system,
+quadratic objectives only), with ``--rho``, ``--maxiter``, ``--rtol``, ``--atol``; ``--plot FILE.png``
+draws ADMM's primal and dual residuals per iteration; ``--json`` adds ``objective``,
+``primal_residual`` and ``dual_residual`` (``converged``: both residuals within their tolerances).
 
 Parameters come from ``lowering.init_params(G, --seed)`` unless ``--params FILE.npz`` gives them (an npz of
 name -> array, e.g. a training checkpoint; entries with a ``/`` in their name or starting with ``__`` are
@@ -25,6 +31,7 @@ import numpy as np
 from ..inputs import apply_pin, input_boundary, parse_pin
 from ..ir import pinned_stalks
 from ..options import SOLVE_METHODS
+from ..errors import Diagnostic, SheafError
 from .common import console, emit_json, json_option, load_ir, model_argument, print_table, seed_option
 
 TABLE_ROWS = 20
@@ -40,15 +47,22 @@ TABLE_ROWS = 20
               "JSON ([..] one example, [[..], ..] a batch, {\"x\": [..]} by name), or a .npy/.csv/.json file (a batch).")
 @click.option("--pin", "pins", multiple=True, metavar="NAME=JSON", help="Hard-pin a stalk (or NAME[i,j]) to values; repeatable.")
 @click.option("--solver", type=click.Choice(SOLVE_METHODS), default="exact", show_default=True,
-              help="exact: forward sweep or active-set direct solves; cg: matrix-free conjugate gradients; "
-              "diffusion: the (Filippov) heat equation.")
+              help="exact: forward sweep or active-set direct solves (a consensus problem: its KKT system, "
+              "quadratic objectives only); cg: matrix-free conjugate gradients; diffusion: the (Filippov) heat "
+              "equation; admm: Sheaf-ADMM (consensus problems, docs/admm.md); admm-local: edge-based ADMM, "
+              "every update local.")
 @click.option("--params", "params_path", metavar="FILE.npz|RUN_DIR",
               help="Parameter values: an .npz (e.g. a training checkpoint) or a `sheaf train` run directory.")
 @seed_option("Seed for initialising parameters.", default=0)
-@click.option("--rtol", type=float, default=1e-10, show_default=True, help="Relative gradient-norm tolerance.")
-@click.option("--maxiter", type=int, default=None, help="Iteration limit (solver-specific default).")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance: of the gradient norm (default 1e-10), "
+              "or of ADMM's primal and dual residuals (default 1e-6).")
+@click.option("--atol", type=float, default=None, help="ADMM: absolute tolerance of the residuals (default 1e-9).")
+@click.option("--rho", type=float, default=None, help="ADMM: the initial penalty ρ (default 1; adapted by residual balancing).")
+@click.option("--maxiter", type=int, default=None, help="Iteration limit (solver-specific default; ADMM 20000).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="ADMM: write the primal and dual residuals per iteration to this PNG.")
 @json_option
-def command(file, input_, pins, solver, params_path, seed, rtol, maxiter, as_json):
+def command(file, input_, pins, solver, params_path, seed, rtol, atol, rho, maxiter, plot_path, as_json):
     """The harmonic extension of the pins of FILE: the values of the free stalks.
 
     Stalks pinned to input take --input; stalks pinned to target are free (pin them with --pin for the
@@ -63,16 +77,31 @@ def command(file, input_, pins, solver, params_path, seed, rtol, maxiter, as_jso
         apply_pin(G, name, value, idx)
     params = load_params(G, params_path, seed)
     boundary, batch = input_boundary(input_, G)
+    if plot_path is not None and solver not in ("admm", "admm-local"):
+        raise SheafError(Diagnostic("E519", f"--plot draws ADMM's residuals; the `{solver}` solver has none",
+                                    hint="use --solver admm or admm-local", file="<command line>"))
+    if (atol is not None or rho is not None) and solver not in ("admm", "admm-local"):
+        raise SheafError(Diagnostic("E519", f"--atol and --rho are ADMM's options, not the `{solver}` solver's",
+                                    hint="use --solver admm or admm-local", file="<command line>"))
     out = harmonic_extension(G, params, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter,
-                             file="<command line>")
+                             file="<command line>", atol=atol, rho=rho)
     res, vals = out.result, out.stalks
+    if plot_path is not None:
+        from ..training.plots import plot_residuals
+
+        plot_residuals(res, plot_path, title=f"{G.graph.get('name', 'sheaf')}: {solver}, {res.iterations} iterations")
     if as_json:
         emit_json(out.to_json())
+    elif out.objective is not None:
+        _print_consensus(G, out, batch, solver)
     else:
         _print(G, res, vals, batch, solver)
+    if plot_path is not None and not as_json:
+        console.print(f"residuals plotted to {plot_path}")
     if not bool(np.all(res.converged)):
+        tol = f"rtol {rtol:g}" if rtol is not None else "the default tolerance"
         click.echo(f"warning: {int((~np.asarray(res.converged)).sum())} of {res.batch} example(s) did not converge "
-                   f"(rtol {rtol:g}); raise --maxiter or try another --solver", err=True)
+                   f"({tol}); raise --maxiter or try another --solver", err=True)
 
 
 def _fmt(a: np.ndarray) -> str:
@@ -118,3 +147,62 @@ def _print(G, res, vals, batch, solver):
     if res.batch > TABLE_ROWS:
         console.print(f"… {res.batch - TABLE_ROWS} more rows (use --json for all)")
     console.print(summary)
+
+
+def _terms(G, v) -> str:
+    from ..ir import objectives
+
+    out = []
+    for o in objectives(G, v):
+        if o.kind == "box":
+            lo, hi = np.asarray(o.lo), np.asarray(o.hi)
+            out.append(f"box [{lo.min():g}, {hi.max():g}]" if lo.size and np.all(lo == lo[0]) and np.all(hi == hi[0])
+                       else "box")
+        elif o.kind == "l1":
+            out.append(f"l1 {o.lam:g}")
+        else:
+            out.append(o.kind)
+    return ", ".join(out) or "—"
+
+
+def _print_consensus(G, out, batch, solver):
+    """The minimiser of a consensus problem: per stalk its role, objective terms and values; then the
+    objective, the residuals against their tolerances and the iterations."""
+    from rich.table import Table
+
+    res = out.result
+    ok = int(np.sum(out.converged))
+    tp, td = getattr(res, "primal_tolerance", None), getattr(res, "dual_tolerance", None)
+    tols = "" if tp is None else f" (tolerances {float(np.max(to_host(tp))):.2g}, {float(np.max(to_host(td))):.2g})"
+    summary = (f"{solver}: {ok}/{res.batch} converged in {res.iterations} iteration(s); objective "
+               f"{float(np.mean(out.objective)):.8g}" + (" (mean)" if batch else "") +
+               f"; primal residual {float(np.max(out.primal_residual)):.2g}, dual residual "
+               f"{float(np.max(out.dual_residual)):.2g}" + tols)
+    vals = out.stalks
+    show = [v for v in vals if not G.nodes[v].get("anchor")]
+    if not batch:
+        t = Table(title=f"{G.graph.get('name', 'sheaf')}: minimiser", title_justify="left")
+        for col in ("stalk", "role", "objective", "dim", "values"):
+            t.add_column(col, justify="right" if col == "dim" else "left")
+        for v in show:
+            t.add_row(v, _role(G, v), _terms(G, v), str(vals[v].shape[1]), _fmt(vals[v][0]))
+        print_table(t)
+        console.print(summary)
+        return
+    t = Table(title=f"{G.graph.get('name', 'sheaf')}: {res.batch} instances", title_justify="left")
+    t.add_column("#", justify="right")
+    for v in show:
+        t.add_column(v)
+    t.add_column("objective", justify="right")
+    for i in range(min(res.batch, TABLE_ROWS)):
+        t.add_row(str(i), *[_fmt(vals[v][i]) for v in show], f"{float(out.objective[i]):.6g}")
+    print_table(t)
+    if res.batch > TABLE_ROWS:
+        console.print(f"… {res.batch - TABLE_ROWS} more rows (use --json for all)")
+    console.print(summary)
+
+
+def to_host(a):
+    from ..lowering import to_numpy
+
+    return np.asarray(to_numpy(a))

@@ -21,8 +21,10 @@ B = [−I; D_h], c = [0; b_h], duals u (vertices) and u_h (hard edges))::
 
 with over-relaxation x̂ = αx + (1 − α)z_prev, ĥ = −(1 − α)(D_h z_prev − b_h). The z-step is the soft-edge
 prox (γL + ρI)z = ρ(x + u) of the issue with the hard edges entering L at weight ρ (their augmented
-Lagrangian); each CG matvec reads only neighbours (one sparse sheaf-Laplacian product), and its dot
-products are the only global reductions. With no soft edges and Q = 0 it is the projection onto
+Lagrangian, at their own penalty ρ_h = κρ); each CG matvec reads only neighbours (one sparse
+sheaf-Laplacian product), and its dot products are the only global reductions. ``zsolve="factor"`` (the
+default with numpy) solves the same system by one sparse LU, kept until ρ or κ changes; ρ and κ are
+shared by the instances of a batch, so one factorisation serves them all. With no soft edges and Q = 0 it is the projection onto
 ker δ_hard, reached in the limit of the dual updates.
 
 ``admm-local`` (edge-based ADMM): every edge e = (u → v) keeps copies y_{e,u} = F_{u◁e} x_u and
@@ -175,9 +177,10 @@ def cg(matvec, b, x0, diag, tol, maxiter: int):
 class _Global:
     """Sheaf-ADMM (``admm``): x local prox, z by CG on the sheaf Laplacian, scaled duals u, u_h."""
 
-    def __init__(self, P, rho, warm):
+    def __init__(self, P, rho, warm, zsolve: str = "cg"):
         xp = self.xp = P.xp
         self.P = P
+        self.zsolve, self._lu_key, self._lu, self.factorisations = zsolve, None, None, 0
         S = sparse_module(xp)
         self.Ls = (P.Q + P.Ds.T @ (S.diags(P.ws2.ravel()) @ P.Ds)).tocsr() if P.Ds.shape[0] else P.Q.tocsr()
         self.Lh = (P.Dh.T @ P.Dh).tocsr()
@@ -208,11 +211,14 @@ class _Global:
         def matvec(v):
             return Ls @ v + rho * v + rho_h * (Lh @ v)
 
-        diag = self.dLs + rho + rho_h * self.dLh
-        tol = self.cg_tol if self.cg_tol is not None else 1e-3 * _colnorm(xp, rhs)
-        tol = xp.maximum(tol, 1e-14 * _colnorm(xp, rhs))
-        z, k = cg(matvec, rhs, z0, diag, tol, maxiter=max(50, 5 * P.n))
-        self.cg_steps += k
+        if self.zsolve == "factor":
+            z = self._factor(float(rho[0, 0]), float(rho_h[0, 0]))(rhs)
+        else:
+            diag = self.dLs + rho + rho_h * self.dLh
+            tol = self.cg_tol if self.cg_tol is not None else 1e-3 * _colnorm(xp, rhs)
+            tol = xp.maximum(tol, 1e-14 * _colnorm(xp, rhs))
+            z, k = cg(matvec, rhs, z0, diag, tol, maxiter=max(50, 5 * P.n))
+            self.cg_steps += k
         hz = P.Dh @ z - P.bh
         du = xh - z
         duh = hh + hz
@@ -232,6 +238,22 @@ class _Global:
                                 rho_h[0] * _colnorm(xp, P.Dh.T @ self.uh))
         return r, s, scale_pri, scale_dual, math.sqrt(P.n)
 
+    def _factor(self, rho: float, rho_h: float):
+        """The z-step's solve with Ls + ρI + ρ_h D_hᵀD_h by one sparse LU (scipy, on the host), kept until ρ
+        or κ changes; every instance of the batch shares it (one solve with B right-hand sides)."""
+        key = (rho, rho_h)
+        if self._lu_key != key:
+            import scipy.sparse as sp
+            import scipy.sparse.linalg as spl
+
+            A = (_host_csr(self.Ls) + rho * sp.eye(self.P.n) + rho_h * _host_csr(self.Lh)).tocsc()
+            lu = spl.splu(A) if self.P.n else None
+            xp = self.xp
+            self._lu = (lambda b: xp.asarray(lu.solve(np.asarray(_host(b))))) if lu is not None else (lambda b: b)
+            self._lu_key = key
+            self.factorisations += 1
+        return self._lu
+
     def rescale(self, f):
         """ρ ← ρ·f: the scaled duals (y/ρ) become u/f."""
         self.u = self.u / f
@@ -245,7 +267,7 @@ class _Global:
         xp = self.xp
         tiny = 1e-300
         ratio = xp.sqrt((self.r2 / xp.maximum(self.s2, tiny)) / xp.maximum(self.r1 / xp.maximum(self.s1, tiny), tiny))
-        ratio = xp.where(skip | ~xp.isfinite(ratio) | (self.r2 == 0), 1.0, ratio)
+        ratio = _shared(xp, ratio, skip | ~xp.isfinite(ratio) | (self.r2 == 0))
         new = xp.clip(self.kappa * ratio[None, :], 1.0, 1e6)
         f = new / self.kappa
         change = (f[0] > 5.0) | (f[0] < 0.2)
@@ -369,6 +391,15 @@ def _blocks(A, idx):
     return out
 
 
+def _shared(xp, ratio, skip):
+    """One factor for the whole batch: the geometric mean of ``ratio`` over the instances not skipped
+    (1 when all are), so that ρ and κ stay equal across instances and one factorisation serves them all."""
+    keep = ~skip
+    m = int(xp.sum(keep))
+    g = float(xp.exp(xp.sum(xp.where(keep, xp.log(xp.where(keep, ratio, 1.0)), 0.0)) / m)) if m else 1.0
+    return xp.full(ratio.shape, g)
+
+
 class ADMMOutcome:
     """What an ADMM run returns: x (n, B), converged (B,), iterations, primal/dual residuals (B,) and
     their tolerances, traces (T, B) of each (and of ρ), the warm-start state, inner CG steps."""
@@ -378,8 +409,10 @@ class ADMMOutcome:
 
 
 def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=None, maxiter=None, warm=None,
-             adapt: bool = True, record_trace: bool = True, stall=None) -> ADMMOutcome:
-    """Run ``admm`` or ``admm-local`` on the lowered problem ``P`` (see the module docstring)."""
+             adapt: bool = True, record_trace: bool = True, stall=None, zsolve: str | None = None) -> ADMMOutcome:
+    """Run ``admm`` or ``admm-local`` on the lowered problem ``P`` (see the module docstring). ``zsolve``
+    (admm): ``cg`` (matrix-free, the default on a GPU) or ``factor`` (one sparse LU per value of ρ and κ,
+    on the host; the default with numpy)."""
     xp = P.xp
     o = dict(DEFAULTS)
     for k, v in dict(rho=rho, alpha=alpha, rtol=rtol, atol=atol, maxiter=maxiter, stall=stall).items():
@@ -396,7 +429,11 @@ def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=N
     B = P.B
     rho_v = warm.get("rho")
     rho_v = xp.full((1, B), float(o["rho"])) if rho_v is None else xp.asarray(rho_v).reshape(1, B).copy()
-    algo = (_Global if method == "admm" else _Local)(P, rho_v, warm)
+    if zsolve is None:
+        zsolve = "factor" if xp is np else "cg"
+    if zsolve not in ("factor", "cg"):
+        raise _err("E519", f"zsolve must be `factor` or `cg`, not {zsolve!r}")
+    algo = _Global(P, rho_v, warm, zsolve) if method == "admm" else _Local(P, rho_v, warm)
     rtol_, atol_, alpha_ = float(o["rtol"]), float(o["atol"]), float(o["alpha"])
     maxit, adapt_every, adapt_stop = int(o["maxiter"]), o["adapt_every"], o["adapt_stop"]
     check = o["check"] if method == "admm-local" else 1
@@ -428,7 +465,7 @@ def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=N
             _diverged(P, algo, int(xp.argmin(finite.astype(np.int8))))
         if adapt and k % adapt_every == 0 and k <= adapt_stop:
             ratio = xp.sqrt((r / xp.maximum(sp_, 1e-300)) / xp.maximum(s / xp.maximum(sd_, 1e-300), 1e-300))
-            ratio = xp.where(converged | ~xp.isfinite(ratio), 1.0, ratio)
+            ratio = _shared(xp, ratio, converged | ~xp.isfinite(ratio))
             change = (ratio > 5.0) | (ratio < 0.2)
             if bool(xp.any(change)):
                 new = xp.clip(rho_v * xp.where(change, ratio, 1.0)[None, :], 1e-6, 1e6)
@@ -448,7 +485,8 @@ def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=N
     stack = (lambda L: xp.stack(L)) if record_trace and tr_r else (lambda L: None)
     return ADMMOutcome(x=algo.solution(), converged=converged, iterations=k, primal=r, dual=s, eps_pri=eps_pri,
                        eps_dual=eps_dual, trace_primal=stack(tr_r), trace_dual=stack(tr_s), trace_rho=stack(tr_rho),
-                       warm=algo.warm(rho_v), cg_steps=getattr(algo, "cg_steps", 0), method=method)
+                       warm=algo.warm(rho_v), cg_steps=getattr(algo, "cg_steps", 0), method=method,
+                       factorisations=getattr(algo, "factorisations", 0))
 
 
 def _where(P, x) -> str:

@@ -8,7 +8,9 @@
 - :func:`plot_surface`: for a regression with a 2-D input and a 1-D output, the learned function
   over the data's box with the training points, and predicted against true on the test set;
 - :func:`plot_boundary`: for a classification with a 2-D input, the decision regions with the test
-  points (misclassified ones circled in red).
+  points (misclassified ones circled in red);
+- :func:`plot_residuals` (``sheaf infer --solver admm --plot``): an ADMM solve's primal and dual
+  residuals per iteration against their tolerances, and ρ.
 
 Every function writes its PNG atomically and returns the path. Figures are laid out by hand
 (fixed margins and gaps in inches) rather than by matplotlib's constrained layout, which measures
@@ -43,8 +45,8 @@ def _figure(w: float, h: float, *, left=0.8, right=0.25, bottom=0.6, top=0.45, w
     return fig
 
 
-def _save(fig, path) -> Path:
-    """Render to memory, then one atomic write: a failed write (E641) leaves no partial PNG."""
+def _save(fig, path, code: str = "E641") -> Path:
+    """Render to memory, then one atomic write: a failed write (E641, or ``code``) leaves no partial PNG."""
     from ..fileio import write_error
 
     buf = io.BytesIO()
@@ -52,7 +54,7 @@ def _save(fig, path) -> Path:
     try:
         atomic_write_bytes(path, buf.getvalue())
     except OSError as exc:
-        raise write_error("E641", path, exc) from None
+        raise write_error(code, path, exc) from None
     return Path(path)
 
 
@@ -295,4 +297,36 @@ def plot_boundary(predict, data, path, *, title: str = "") -> Path:
     return _save(fig, path)
 
 
-__all__ = ["plot_loss", "plot_discord", "plot_surface", "plot_boundary"]
+
+
+def plot_residuals(result, path, *, title: str = "") -> Path:
+    """The residuals of an ADMM solve (a :class:`sheafdsl.solvers.SolveResult` with ``primal_trace``,
+    ``dual_trace`` (T, B), ``rho_trace``): the primal residual ‖r_k‖ and the dual residual ‖s_k‖ per
+    iteration on a log scale, with their final tolerances ε_pri, ε_dual dashed (the solve stops when both
+    curves are under their lines), and ρ_k below. A batch shows its worst instance (the largest
+    residuals at each iteration). A write failure is E530."""
+    from ..lowering.backend import to_numpy
+
+    rp = np.asarray(to_numpy(result.primal_trace), dtype=float)
+    rd = np.asarray(to_numpy(result.dual_trace), dtype=float)
+    rho = np.asarray(to_numpy(result.rho_trace), dtype=float)
+    ep = float(np.max(to_numpy(result.primal_tolerance)))
+    ed = float(np.max(to_numpy(result.dual_tolerance)))
+    k = np.arange(1, rp.shape[0] + 1)
+    fig = _figure(7.0, 5.0, hspace=0.35)
+    ax, ax2 = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    tiny = 1e-300
+    ax.semilogy(k, np.maximum(rp.max(axis=1), tiny), color=MAIN_COLOUR, label="primal ‖r‖")
+    ax.semilogy(k, np.maximum(rd.max(axis=1), tiny), color=BASE_COLOUR, label="dual ‖s‖")
+    ax.axhline(ep, color=MAIN_COLOUR, ls="--", lw=0.8, label="ε_pri")
+    ax.axhline(ed, color=BASE_COLOUR, ls="--", lw=0.8, label="ε_dual")
+    ax.set_ylabel("residual")
+    ax.set_title(title or f"{result.method}: {rp.shape[0]} iterations" + (f", worst of {rp.shape[1]}" if rp.shape[1] > 1 else ""))
+    ax.legend(loc="upper right", fontsize=8)
+    ax2.semilogy(k, rho.max(axis=1), color="#2ca02c")
+    ax2.set_xlabel("iteration")
+    ax2.set_ylabel("ρ")
+    return _save(fig, path, code="E530")
+
+
+__all__ = ["plot_loss", "plot_discord", "plot_surface", "plot_boundary", "plot_residuals"]
