@@ -138,7 +138,7 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
     P = pinned_h * pmask  # the pins alone (B, N)
 
     # objectives, on the whole cochain (the objective value) and on the free coordinates
-    Qfull = sp.lil_matrix((N, N))
+    Qtrip = ([], [], [])  # the blocks of Q, as (rows, cols, values)
     qfull = np.zeros((N, B))
     lamfull = np.zeros(N)
     lo_full, hi_full = np.full(N, -np.inf), np.full(N, np.inf)
@@ -159,7 +159,8 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
                     if np.linalg.eigvalsh(Qv)[0] < -1e-10 * max(1.0, float(np.abs(Qv).max())):
                         raise _err("E514", f"parameter `{o.Q}` (Q of stalk `{v}`) is not positive semidefinite: "
                                    "the objective is not convex", "give a Q ⪰ 0")
-                Qfull[sl, sl] = Qfull[sl, sl] + Qv
+                ii, jj = np.meshgrid(np.arange(off, off + d), np.arange(off, off + d), indexing="ij")
+                Qtrip[0].append(ii.ravel()); Qtrip[1].append(jj.ravel()); Qtrip[2].append(np.asarray(Qv, float).ravel())
                 qfull[sl] += (_batched(o.q, _value(params, o.q, v), (d,), B, f"q of stalk `{v}`:") if isinstance(o.q, str)
                               else np.broadcast_to(o.q, (B, d))).T
             elif o.kind == "nonneg":
@@ -221,8 +222,9 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
         o = np.zeros((B, de)) if d.get("bias") is None else _batched(d["bias"], params[d["bias"]], (de,), B,
                                                                        f"bias of edge `{name}`:")
         for F, off, store in ((Fs, ou, rows_s), (Fd, ov, rows_d)):
-            F = sp.coo_matrix(F)
-            store.append((F.row + r0, F.col + off, F.data))
+            F = np.asarray(F, dtype=float)
+            ri, ci = np.nonzero(F)
+            store.append((ri + r0, ci + off, F[ri, ci]))
         blist.append(o.T)
         w2.append(np.full(de, float(d["weight"]) ** 2))
         hard.append(np.full(de, bool(d.get("hard"))))
@@ -244,7 +246,8 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
     hard = np.concatenate(hard) if hard else np.zeros(0, dtype=bool)
     Fs, Fd, D = FsN[:, free], FdN[:, free], DN[:, free]
     h, s_ = np.flatnonzero(hard), np.flatnonzero(~hard)
-    Qfull = Qfull.tocsr()
+    Qfull = (sp.csr_matrix((np.concatenate(Qtrip[2]), (np.concatenate(Qtrip[0]), np.concatenate(Qtrip[1]))),
+                           shape=(N, N)) if Qtrip[0] else sp.csr_matrix((N, N)))
     Qf = Qfull[free][:, free]
     q = qfull[free] + (Qfull[free][:, pin_idx] @ P[:, pin_idx].T)  # ∂/∂x of ½cᵀQc + qᵀc at the pins
     S = sparse_module(xp)
