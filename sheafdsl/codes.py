@@ -139,6 +139,7 @@ CODES: dict[str, str] = {
     "E601": "a data file that is missing, unreadable or malformed",
     "E602": "the model's input/target stalks do not fit the data",
     "E603": "the data's task (regression, binary, multiclass) differs from the model's output edge",
+    "E604": "the sheaf trainer's fast phase refused before step 1: its equilibrium cannot be resolved in float64 (a lower bound of κ(L_free) beyond 1e15), or one step would take longer than the limit; the message says what it would cost",
     "E605": "a data set too small for the requested n / n_test",
     "E610": "an unknown or invalid training option (trainer, optimiser, config value)",
     "E611": "a saved trainer state that does not fit the trainer (another trainer, missing or misshapen parameters)",

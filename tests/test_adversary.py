@@ -49,6 +49,9 @@ INIT_LINE = f"m.sheaf:{line_of(INIT, 'param W1')}:"
 # the edits the cases make to TINY must find what they replace
 assert all(s in TINY for s in ("stalk x  : 2", "[[1.5, -1]]", "[0.1, -0.2]", W1_LITERAL))
 
+#: a network of 500 hidden ReLU layers of width 4 (its L_free at He initialisation has κ ≳ 1e80)
+DEEP500 = ("sheaf deep\nnetwork n : 2 -> " + " -> ".join(["4"] * 500) + " -> 1 relu output identity weight 1\n"
+           "pin x = input\npin y = target\n")
 INFER = ["infer", "tiny.sheaf", "--input"]
 TRAIN = ["train", "tiny.sheaf", "--no-plots", "--no-baseline"]
 SUBPROCESS = [sys.executable, "-c", "from sheafdsl.cli.main import main; main()"]
@@ -302,6 +305,18 @@ add(
     Case("verify-deep-network", "scale", lambda tmp: (write(tmp / "d.sheaf", "sheaf deep\nnetwork n : 2 -> " + " -> ".join(
         ["3"] * 200) + " -> 1\npin x = input\npin y = target\n"), ["verify", "d.sheaf"])[-1], code=0,
          expect=("sparse eigensolver", "4 checked"), subprocess=True, timeout=120),
+    Case("train-500-layers", "scale", lambda tmp: (write(tmp / "d.sheaf", DEEP500), [
+        "train", "d.sheaf", "--steps", "1", "--no-plots", "--no-baseline", "--out", "r"])[-1],
+         expect=("E604", "κ(L_free)", "--trainer backprop", "d.sheaf"), subprocess=True, timeout=60,
+         after=lambda tmp, out: _absent(tmp / "r")),
+    *[Case(f"{argv[0]}-500-layers", "scale", lambda tmp, argv=argv: (write(tmp / "d.sheaf", DEEP500), argv)[-1],
+           code=code, expect=words, subprocess=True, timeout=60)
+      for argv, code, words in (
+          (["verify", "d.sheaf"], 1, ("E651",)),
+          (["spectrum", "d.sheaf", "--samples", "1"], 0, ()),
+          (["infer", "d.sheaf", "--input", "[0.5, 0.5]"], 0, ()),
+          (["compile", "d.sheaf", "-o", "g.json"], 0, ()),
+          (["diagnose", "d.sheaf", "--no-plot"], 1, ("E621", "κ(L_free)")))],
     Case("spectrum-two-wide-layers", "scale", lambda tmp: (
         write(tmp / "w2.sheaf", "sheaf wide2\nnetwork n : 2 -> 1500 -> 1500 -> 1\npin x = input\npin y = target\n"),
         ["spectrum", "w2.sheaf", "--samples", "1"])[-1], expect=("E532", "--dense-cutoff"), subprocess=True,

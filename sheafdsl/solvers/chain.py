@@ -45,6 +45,7 @@ from ..errors import Diagnostic, SheafError
 from ..ir import TRAINING
 from ..lowering.chain import (FeedForward, apply, apply_T, equilibrium_energy, forward, out_linear, out_map,
                               output_discord, output_energy)
+from .banded import prefer_banded, solve_banded
 from .driver import ON, SLIDE, active_set, loop_limits
 from .output import newton, sigmoid_scalar
 from .result import Equilibrium, SolveResult, Warm
@@ -144,6 +145,11 @@ def _coupled_discords(net, P, Y, gates, Fm, Fslide, slide_masks, counts, xp, tol
     deep = list(slide_masks)
     n_slide = int(counts.max()) if deep and B else 0
     R = n_out + n_slide
+    if n_slide and prefer_banded(net, R):  # many sliding rows: eliminate along the chain instead (.banded)
+        U, rho, ok = solve_banded(net, P, X, Y, S, gates, F, xp, tol, max_newton, rho0)
+        sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
+        sol.rho = rho
+        return sol
     out = net.output
     # seeds at each vertex: (B, R, d_j)
     seeds: dict[int, object] = {}

@@ -320,6 +320,14 @@ class SheafTrainer(Trainer):
         self.warm: Warm | None = None  # the training set's equilibria [None, v_1..v_m] and unit states
         self._pins = None  # the training set's data pins, checked once (ChainPins); a step takes its rows
 
+    def preflight(self) -> None:
+        """E604/E540 before step 1 when the fast phase cannot be done: its conditioning (κ beyond float64),
+        memory or least time per step (:mod:`.cost`)."""
+        from .cost import check_fast_phase
+
+        check_fast_phase(self.net, self.params, self.Xtr, int(self.config.batch or self.n_train),
+                         solver=self.config.solver, file=self.G.graph.get("path") or "<input>", xp=self.xp)
+
     def _extra_state(self) -> dict:
         if self.warm is None:
             return {}
