@@ -785,6 +785,47 @@ def test_readonly_folder_for_the_plot_really(tmp_path, monkeypatch):
     assert not list((tmp_path / "ro").iterdir())
 
 
+#: a 40-layer width-4 chain: each step of the sheaf trainer is seconds of pattern solves
+SLOW_STEPS = ("sheaf slowsteps\nnetwork n : 2 -> " + " -> ".join(["4"] * 40) + " -> 1 relu output identity weight 1\n"
+              "pin x = input\npin y = target\ntrain data=paraboloid n=200 n_test=20 steps=200 log_every=1 seed=0\n")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_step_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, sig, code):
+    """SIGTERM/SIGINT inside a long step (its solve) stops the run within about a second, not at the step's
+    end: exit 128 + signum, one line, and a checkpoint of the last completed step that loads and resumes."""
+    from sheafdsl.training.checkpoint import load_checkpoint
+
+    write(tmp_path / "s.sheaf", SLOW_STEPS)
+    proc = subprocess.Popen([*SUBPROCESS, "train", "s.sheaf", "--out", "r", "--no-plots", "--no-baseline",
+                             "--checkpoint-every", "0"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "SHEAF_MEMORY_LIMIT": str(4 << 30)})
+    ck = tmp_path / "r" / "checkpoint.npz"
+    deadline = time.monotonic() + 120
+    while not ck.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ck.exists(), proc.communicate(timeout=10)
+    time.sleep(0.3)  # inside step 1: its warm-started solve takes seconds
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    took = time.monotonic() - t0
+    text = (out + err).decode()
+    assert proc.returncode == code, text
+    assert took < 2.0, f"{took:.1f} s to stop:\n{text}"
+    lines = [ln for ln in err.decode().splitlines() if ln.startswith("interrupted")]
+    assert len(lines) == 1 and "Traceback" not in text, text
+    saved = load_checkpoint(ck)
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and int(meta["step"]) == int(saved.meta["step"]) < 200, (meta, text)
+    no_tmp_files(tmp_path / "r")
+    # the run resumes from it
+    res = subprocess.run([*SUBPROCESS, "train", "s.sheaf", "--out", "r", "--resume", "--steps",
+                          str(int(saved.meta["step"]) + 1), "--no-plots", "--no-baseline"], cwd=tmp_path,
+                         capture_output=True, timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr).decode()
+
+
 VERIFY_SLOW = "sheaf slow\nnetwork n : 2 -> 30 -> 30 -> 1\npin x = input\npin y = target\n"
 
 

@@ -82,15 +82,16 @@ def test_stop_and_resume_is_bitwise_exact(straight, tmp_path):
 
 
 def test_ctrl_c_saves_and_resume_is_exact(straight, tmp_path, monkeypatch):
-    """SIGINT in the middle of step 13: the step finishes, a checkpoint is saved, exit 130."""
+    """SIGINT in the middle of step 13: the step is abandoned at once (its solve is not started), the
+    checkpoint of the last completed step (12) is saved, exit 130; the resumed run is the straight one."""
     signal_during_step(monkeypatch, 12)
     handler_before = signal.getsignal(signal.SIGINT)
     out = tmp_path / "ctrlc"
     res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), *COMMON])
     assert res.exit_code == 130, res.output
-    assert "checkpoint saved at step 13" in res.stderr
+    assert "checkpoint saved at step 12" in res.stderr
     assert f"--out {out} --resume" in res.stderr
-    assert load_checkpoint(out / "checkpoint.npz").step == 13
+    assert load_checkpoint(out / "checkpoint.npz").step == 12
     assert json.loads((out / "meta.json").read_text())["status"] == "interrupted"
     assert signal.getsignal(signal.SIGINT) is handler_before  # the handler was put back
     monkeypatch.undo()
@@ -244,7 +245,7 @@ def test_ctrl_c_in_json_mode_prints_one_json_line(tmp_path, monkeypatch):
     lines = res.stdout.splitlines()
     assert len(lines) == 1
     line = json.loads(lines[0])
-    assert line == {"ok": False, "diagnostics": [], "interrupted": True, "step": 4, "checkpoint_step": 4,
+    assert line == {"ok": False, "diagnostics": [], "interrupted": True, "step": 3, "checkpoint_step": 3,
                     "out": str(out)}
 
 
@@ -290,7 +291,7 @@ def test_resume_from_a_wall_time_checkpoint_is_exact(straight, tmp_path, monkeyp
     out = tmp_path / "term"
     res = invoke([PARABOLOID, "--steps", "40", "--out", str(out), "--checkpoint-every", "3600", *COMMON])
     assert res.exit_code == 143, res.output
-    assert load_checkpoint(out / "checkpoint.npz").step == 27
+    assert load_checkpoint(out / "checkpoint.npz").step == 26  # the last completed step
     monkeypatch.undo()
     assert invoke([PARABOLOID, "--out", str(out), "--resume", "--no-plots"]).exit_code == 0
     assert_same_state(straight, out)

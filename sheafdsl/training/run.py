@@ -334,21 +334,30 @@ class Outcome:
 
 
 class _DeferredInterrupt:
-    """Turn the first SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) into a flag checked
-    between steps, so a checkpoint is never taken half-way through an update; a second signal
-    raises KeyboardInterrupt at once."""
+    """SIGINT (Ctrl-C) and SIGTERM (``timeout``, a scheduler's preemption) stop the run promptly: inside
+    a solve (:attr:`Trainer.in_solve`, which changes no trainer state) the step is abandoned at once
+    (:class:`StepAbandoned`); elsewhere (the update, a checkpoint write: short) the signal becomes a flag
+    checked at the end of the step, so a checkpoint is never taken half-way through an update. A second
+    signal raises KeyboardInterrupt at once."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, *trainers):
         self.requested = False
         self.signum: int | None = None
         self._old: dict = {}
+        self.trainers = trainers
 
     def _handler(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
+        from .trainers import StepAbandoned
+
         self.requested, self.signum = True, signum
+        for t in self.trainers:
+            t.stop_requested = True
+        if any(getattr(t, "in_solve", False) for t in self.trainers):
+            raise StepAbandoned
 
     def __enter__(self):
         for s in self.SIGNALS:
@@ -361,6 +370,8 @@ class _DeferredInterrupt:
     def __exit__(self, *exc):
         for s, old in self._old.items():
             signal.signal(s, old)
+        for t in self.trainers:
+            t.stop_requested = False
         return False
 
 
@@ -510,12 +521,12 @@ class TrainingSession:
     # ------------------------------------------------------------------ the loop
     def run(self, steps: int, on_step=None) -> Outcome:
         """Train until ``trainer.step_count == steps``; ``on_step(step, loss, baseline_loss)`` after each step."""
-        from .trainers import DivergenceError
+        from .trainers import DivergenceError, StepAbandoned
 
         tr, bl = self.trainer, self.baseline
         last: dict = {}
         blast: dict | None = {} if bl is not None else None
-        with _DeferredInterrupt() as sigint:
+        with _DeferredInterrupt(*(t for t in (tr, bl) if t is not None)) as sigint:
             try:
                 if self.checkpoint_step < 0:  # a fresh run: record the start, so curves begin at the initialisation
                     self.log({"loss": tr.evaluate()["train_loss"]},
@@ -565,6 +576,21 @@ class TrainingSession:
                             self._mark("interrupted")
                         return Outcome("interrupted", step, self.checkpoint_step, True, None, last, blast or {},
                                        self.warnings, sigint.signum)
+            except StepAbandoned:  # a signal inside a solve: nothing changed since the last completed step
+                step = int(tr.step_count)
+                try:
+                    if self.checkpoint_step != step:
+                        self.save("interrupted")
+                    else:
+                        self._mark("interrupted")
+                except KeyboardInterrupt:  # a second signal during the save: the atomic write kept the last one
+                    self._mark("interrupted")
+                    return Outcome("interrupted", step, self.checkpoint_step, False, None, last, blast or {},
+                                   self.warnings, sigint.signum)
+                except OSError as exc:
+                    return self._write_failed(exc)
+                return Outcome("interrupted", step, self.checkpoint_step, True, None, last, blast or {},
+                               self.warnings, sigint.signum)
             except KeyboardInterrupt:  # a second Ctrl-C, maybe mid-step: the state may be torn; keep the last save
                 self._mark("interrupted")
                 return Outcome("interrupted", int(tr.step_count), self.checkpoint_step, False, None, last, blast or {},

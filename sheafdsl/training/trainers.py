@@ -34,6 +34,8 @@ the step count, so a resumed run sees the same batches.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
@@ -49,6 +51,11 @@ from .config import TrainConfig
 from .data import Dataset, check_compatible
 from .optim import make_optimizer
 from .update import edge_gradients, local_gradients, parameter_sheaf_gradients
+
+
+class StepAbandoned(KeyboardInterrupt):
+    """A signal arrived inside a pure stretch of a step (a solve, :meth:`Trainer._pure`): the step is abandoned
+    at once, and the trainer's state is still that of the last completed step (the run loop checkpoints it)."""
 
 
 class SingularSystemError(SheafError):
@@ -96,6 +103,22 @@ class Trainer:
 
     name = "base"
     general_ok = False  # handles sheaves that are not feed-forward chains
+    #: inside a pure stretch of a step (a solve, which changes no trainer state): the run loop's signal
+    #: handler may then abandon the step at once, and the state is still that of the last completed step
+    in_solve = False
+    #: set by the run loop's signal handler: the next pure stretch is not started (:class:`StepAbandoned`)
+    stop_requested = False
+
+    @contextlib.contextmanager
+    def _pure(self):
+        """Mark a stretch that changes no trainer state (see :attr:`in_solve`)."""
+        if self.stop_requested:
+            raise StepAbandoned
+        old, self.in_solve = self.in_solve, True
+        try:
+            yield
+        finally:
+            self.in_solve = old
 
     def __init__(self, G, config: TrainConfig, data: Dataset, params: dict | None = None):
         self.G, self.config, self.data = G, config, data
@@ -198,6 +221,10 @@ class Trainer:
 
     def equilibrium(self, X, Y):
         """The two-sided equilibrium (training pins) of a batch with the current parameters."""
+        with self._pure():
+            return self._equilibrium(X, Y)
+
+    def _equilibrium(self, X, Y):
         xp = self.xp
         X, Y = xp.asarray(X, dtype=float), xp.asarray(Y, dtype=float)
         net = self.net
@@ -351,7 +378,8 @@ class SheafTrainer(Trainer):
         pred = _output(net, P, V[-1], xp)
         loss = task_loss(self.data.task, pred, Y, xp)
         if self.config.solver == "diffusion":  # the local heat equation, warm-started at the last equilibria
-            eq = self._heat(X, Y, None if self.warm is None else self.warm.take(idx))
+            with self._pure():
+                eq = self._heat(X, Y, None if self.warm is None else self.warm.take(idx))
             if self.warm is None:
                 self.warm = Warm(V=[None] + [v.copy() for v in forward(net, P, self.Xtr, xp)[1:]], S={})
             self.warm.put(idx, Warm(V=eq.V, S={}))
@@ -364,7 +392,8 @@ class SheafTrainer(Trainer):
                 self._pins = chain_pins(net, {net.input: self.Xtr, net.target: self.Ytr}, xp)
             w = self.warm.take(idx)
             w = Warm(V=w.V, S=w.S, forward=V)  # the forward pass above: its first layer is the solve's too
-            res = solve(net, P, self._pins.take(idx), boundary=TRAINING, warm=w, rtol=self.config.tol, xp=xp)
+            with self._pure():
+                res = solve(net, P, self._pins.take(idx), boundary=TRAINING, warm=w, rtol=self.config.tol, xp=xp)
             self.warm.put(idx, res)
             eq = res.equilibrium
         self.last_equilibrium = eq
@@ -455,10 +484,11 @@ class GeneralSheafTrainer(Trainer):
 
         ops = self.ops.with_params(self.params)
         method = self.config.solver
-        if Y is None:
-            return solve(ops, None, {self.input: X}, method=method, sources=INFERENCE, xp=self.xp)
-        return solve(ops, None, {self.input: X, self.target: Y}, method=method,
-                     sources=TRAINING, rtol=max(self.config.tol, 1e-12), xp=self.xp, x0=x0)
+        with self._pure():
+            if Y is None:
+                return solve(ops, None, {self.input: X}, method=method, sources=INFERENCE, xp=self.xp)
+            return solve(ops, None, {self.input: X, self.target: Y}, method=method,
+                         sources=TRAINING, rtol=max(self.config.tol, 1e-12), xp=self.xp, x0=x0)
 
     def _predict(self, X):
         return self._solve(X).stalk(self.target)
