@@ -15,6 +15,7 @@ matplotlib) are imported by the methods that need them, so ``import sheafdsl`` s
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 from dataclasses import dataclass, field
 
@@ -36,15 +37,22 @@ def _choice(name: str, value, choices) -> None:
 def _count(name: str, value, low: int, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise _err("E526", f"`{name}` must be a whole number >= {low}, not {value!r}")
+
+
+def _path(name: str, value) -> str:
+    """``value`` as a file-system path (str or os.PathLike), else E526."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise _err("E526", f"`{name}` must be a path (str or os.PathLike), not {type(value).__name__}")
+    return os.fspath(value)
 
 
 def load(path: str | os.PathLike) -> "Sheaf":
     """Parse and check a ``.sheaf`` file (a SheafError with every diagnostic when it is invalid)."""
     from .frontend import load_file
 
-    return Sheaf._from_model(load_file(os.fspath(path)))
+    return Sheaf._from_model(load_file(_path("path", path)))
 
 
 def loads(text: str, path: str = "<string>") -> "Sheaf":
@@ -53,6 +61,7 @@ def loads(text: str, path: str = "<string>") -> "Sheaf":
 
     if not isinstance(text, str):
         raise _err("E103", f"model text must be a str, not {type(text).__name__}")
+    path = _path("path", path)
     return Sheaf._from_model(load_text(text, path=path))
 
 
@@ -162,6 +171,8 @@ class Sheaf:
     @classmethod
     def from_graph(cls, graph) -> "Sheaf":
         """Wrap an IR built from Python (``sheafdsl.ir.new_sheaf``, ``add_stalk``, ...)."""
+        if getattr(graph, "graph", None) is None or "parameter_sheaf" not in graph.graph:
+            raise _err("E526", f"from_graph needs a sheaf IR (sheafdsl.ir.new_sheaf(...)), not {type(graph).__name__}")
         return cls(graph)
 
     # ------------------------------------------------------------------ what it is
@@ -223,13 +234,13 @@ class Sheaf:
         from .lowering import init_params
 
         _count("seed", seed, 0, allow_none=False)
-        return init_params(self.graph, seed)
+        return init_params(self.graph, int(seed))
 
     def load_params(self, path) -> dict:
         """Parameters from an ``.npz`` of name -> array (e.g. a run's ``checkpoint.npz``), checked (E524)."""
         from .lowering import load_params
 
-        return load_params(self.graph, path, file=API)
+        return load_params(self.graph, _path("path", path), file=API)
 
     def _params(self, params, seed: int = 0) -> dict:
         from .lowering import check_params
@@ -373,7 +384,7 @@ def export_ir(G, path, *, file: str = API) -> str:
     """Write the IR ``G`` to ``path`` in the format its extension names (``Sheaf.export``, ``sheaf compile -o``)."""
     from .ir.export import format_of, write
 
-    path = os.fspath(path)
+    path = _path("path", path)
     if format_of(path) is None:
         raise SheafError(Diagnostic("E530", f"cannot tell the export format of `{path}`", file=file,
                                     hint="the file name must end in .json, .graphml or .dot (or .gv)"))
@@ -604,7 +615,7 @@ def open_run(path) -> tuple[Sheaf, dict, object]:
     parameters, and the :class:`sheafdsl.training.fit.SavedRun` (config, step, meta)."""
     from .training.fit import load_run
 
-    saved = load_run(path)
+    saved = load_run(_path("path", path))
     return Sheaf(saved.G), saved.params, saved
 
 
@@ -613,7 +624,7 @@ def diagnose_run(path, *, data: str | None = None, split: str = "train") -> Diag
     from .training.fit import load_run
 
     _choice("split", split, SPLITS)
-    saved = load_run(path, data=data)
+    saved = load_run(_path("path", path), data=data)
     return _diagnose(saved.G, saved.config, saved.params, split, source=f"run {path} at step {saved.step}")
 
 

@@ -915,14 +915,250 @@ def test_compile_scales_linearly_in_the_statements():
     assert big < 6 * small, (small, big)
 
 
+# ----------------------------------------------------------------------------------------------
+# API misuse: the Python modules validate the way the checker does, with the same codes
+
+
+def _api_sheaf():
+    import sheafdsl as sd
+
+    return sd.loads("sheaf t\nnetwork mlp : 2 -> 4 -> 1\npin x = input\npin y = target\n")
+
+
+def _two_stalks():
+    from sheafdsl import ir
+
+    G = ir.new_sheaf("g")
+    ir.add_stalk(G, "a", 2)
+    ir.add_stalk(G, "b", 3)
+    ir.add_param(G, "W", (3, 2))
+    ir.add_param(G, "v", (3,), init="zeros")
+    return G
+
+
+def _edge(G=None, **kw):
+    from sheafdsl import ir
+    from sheafdsl.ir.maps import Identity, ParamMap
+
+    G = _two_stalks() if G is None else G
+    kw.setdefault("src_map", ParamMap("W"))
+    kw.setdefault("dst_map", Identity())
+    ir.add_edge(G, "e", kw.pop("src", "a"), kw.pop("dst", "b"), **kw)
+
+
+def _api_cases(tmp: Path):
+    """(id, call, code): each call is a misuse that must raise SheafError carrying ``code``."""
+    import sheafdsl as sd
+    from sheafdsl import ir
+    from sheafdsl.ir.maps import Constant, Identity, Nonlinear, Scaled, Select, nonlinear_map
+
+    sh = _api_sheaf()
+    P = sh.init_params(seed=0)
+    x = {"x": [[0.5, -1.0]]}
+    return [
+        # load / loads
+        ("load-int", lambda: sd.load(3), "E526"),
+        ("load-none", lambda: sd.load(None), "E526"),
+        ("load-missing", lambda: sd.load(tmp / "nope.sheaf"), "E107"),
+        ("load-directory", lambda: sd.load(tmp), "E107"),
+        ("loads-bytes", lambda: sd.loads(b"sheaf t\n"), "E103"),
+        ("loads-path-int", lambda: sd.loads("sheaf t\nstalk x : 1\n", path=3), "E526"),
+        ("loads-float-dim", lambda: sd.loads("sheaf t\nstalk x : 2.0\n"), "E101"),
+        ("from-graph-none", lambda: sd.Sheaf.from_graph(None), "E526"),
+        # Sheaf.infer: shapes, keys, values
+        ("infer-wrong-width", lambda: sh.infer({"x": [[1, 2, 3]]}, params=P), "E521"),
+        ("infer-unknown-key", lambda: sh.infer({"zz": [[1, 2]]}, params=P), "E521"),
+        ("infer-target-as-input", lambda: sh.infer({"x": [[1, 2]], "y": [[1]]}, params=P), "E521"),
+        ("infer-nan", lambda: sh.infer({"x": [[np.nan, 1]]}, params=P), "E520"),
+        ("infer-inf", lambda: sh.infer({"x": [[np.inf, 1]]}, params=P), "E520"),
+        ("infer-complex", lambda: sh.infer({"x": np.array([[1 + 1j, 1]])}, params=P), "E520"),
+        ("infer-strings", lambda: sh.infer({"x": [["a", "b"]]}, params=P), "E520"),
+        ("infer-ragged", lambda: sh.infer({"x": [[1, 2], [3]]}, params=P), "E520"),
+        ("infer-3d", lambda: sh.infer({"x": np.zeros((2, 2, 2))}, params=P), "E520"),
+        ("infer-object", lambda: sh.infer(object(), params=P), "E520"),
+        ("infer-empty-batch", lambda: sh.infer({"x": np.zeros((0, 2))}, params=P), "E521"),
+        ("infer-no-inputs", lambda: sh.infer(None, params=P), "E521"),
+        ("infer-flat-wrong", lambda: sh.infer(np.zeros((3, 5)), params=P), "E521"),
+        ("infer-solver", lambda: sh.infer(x, params=P, solver="magic"), "E509"),
+        ("infer-rtol-negative", lambda: sh.infer(x, params=P, rtol=-1), "E525"),
+        ("infer-rtol-string", lambda: sh.infer(x, params=P, rtol="small"), "E525"),
+        ("infer-maxiter-zero", lambda: sh.infer(x, params=P, maxiter=0), "E525"),
+        ("infer-maxiter-float", lambda: sh.infer(x, params=P, maxiter=2.5), "E525"),
+        ("infer-seed-negative", lambda: sh.infer(x, seed=-1), "E526"),
+        ("infer-pins-not-a-dict", lambda: sh.infer(x, params=P, pins=[1]), "E523"),
+        ("infer-pin-unknown", lambda: sh.infer(x, params=P, pins={"zz": 1}), "E523"),
+        ("infer-pin-index-out-of-range", lambda: sh.infer(x, params=P, pins={"y": ([5], [1.0])}), "E523"),
+        ("infer-pin-text", lambda: sh.infer(x, params=P, pins={"y": "abc"}), "E520"),
+        ("infer-pin-nan", lambda: sh.infer(x, params=P, pins={"y": float("nan")}), "E520"),
+        # parameters given to the API
+        ("params-missing", lambda: sh.infer(x, params={"W1": P["W1"]}), "E524"),
+        ("params-not-a-dict", lambda: sh.infer(x, params=[1, 2]), "E524"),
+        ("params-wrong-shape", lambda: sh.infer(x, params={**P, "W1": np.zeros((2, 2))}), "E524"),
+        ("params-nan", lambda: sh.infer(x, params={**P, "W1": P["W1"] * np.nan}), "E524"),
+        ("params-text", lambda: sh.infer(x, params={**P, "W1": "abc"}), "E524"),
+        ("params-complex", lambda: sh.infer(x, params={**P, "W1": P["W1"] + 1j}), "E524"),
+        ("load-params-missing-entries", lambda: sh.load_params(tmp / "short.npz"), "E524"),
+        ("load-params-wrong-shape", lambda: sh.load_params(tmp / "misshapen.npz"), "E524"),
+        ("load-params-npy", lambda: sh.load_params(tmp / "one.npy"), "E524"),
+        ("load-params-truncated", lambda: sh.load_params(tmp / "trunc.npz"), "E524"),
+        ("load-params-absent", lambda: sh.load_params(tmp / "absent.npz"), "E524"),
+        ("load-params-int", lambda: sh.load_params(5), "E526"),
+        # init_params seeds
+        ("init-seed-negative", lambda: sh.init_params(seed=-1), "E526"),
+        ("init-seed-float", lambda: sh.init_params(seed=1.5), "E526"),
+        ("init-seed-string", lambda: sh.init_params(seed="0"), "E526"),
+        ("init-seed-bool", lambda: sh.init_params(seed=True), "E526"),
+        ("init-seed-none", lambda: sh.init_params(seed=None), "E526"),
+        # sd.train options
+        ("train-steps-negative", lambda: sd.train(sh, steps=-1), "E610"),
+        ("train-steps-string", lambda: sd.train(sh, steps="a"), "E610"),
+        ("train-lr-nan", lambda: sd.train(sh, steps=1, lr=float("nan")), "E610"),
+        ("train-unknown-option", lambda: sd.train(sh, stepz=1), "E610"),
+        ("train-trainer", lambda: sd.train(sh, steps=1, trainer="magic"), "E610"),
+        ("train-batch-zero", lambda: sd.train(sh, steps=1, batch=0), "E610"),
+        ("train-seed-negative", lambda: sd.train(sh, steps=1, seed=-3), "E610"),
+        ("train-backend", lambda: sd.train(sh, steps=1, backend="cuda"), "E610"),
+        ("train-threads-zero", lambda: sd.train(sh, steps=1, threads=0), "E526"),
+        ("train-n-huge", lambda: sd.train(sh, steps=1, n=10 ** 12), "E610"),
+        ("train-data-unknown", lambda: sd.train(sh, steps=1, data="no_such_data"), "E600"),
+        ("train-params-wrong", lambda: sd.train(sh, steps=1, params={"W1": np.zeros((2, 2))}), "E524"),
+        ("train-out-is-a-file", lambda: sd.train(sh, steps=1, out=write(tmp / "f.txt", "x")), "E630"),
+        ("train-not-a-sheaf", lambda: sd.train(5, steps=1), "E526"),
+        ("train-model-missing", lambda: sd.train(tmp / "missing.sheaf", steps=1), "E107"),
+        # analysis methods' arguments
+        ("verify-boundary", lambda: sh.verify(boundary="both"), "E526"),
+        ("verify-samples-zero", lambda: sh.verify(samples=0), "E526"),
+        ("verify-symbolic-limit", lambda: sh.verify(symbolic_limit=-1), "E526"),
+        ("spectrum-samples", lambda: sh.spectrum(samples=-1), "E526"),
+        ("spectrum-cutoff", lambda: sh.spectrum(samples=1, dense_cutoff="a"), "E526"),
+        ("spectrum-inputs-width", lambda: sh.spectrum(inputs={"x": [[1]]}), "E521"),
+        ("cohomology-method", lambda: sh.cohomology(method="x"), "E526"),
+        ("cohomology-seed", lambda: sh.cohomology(seed=-1), "E526"),
+        ("diagnose-split", lambda: sh.diagnose(split="val"), "E526"),
+        ("diagnose-data", lambda: sh.diagnose(data="no_such_data"), "E600"),
+        ("export-int", lambda: sh.export(5), "E526"),
+        ("export-extension", lambda: sh.export(tmp / "g.xyz"), "E530"),
+        ("open-run-int", lambda: sd.open_run(5), "E526"),
+        ("open-run-not-a-run", lambda: sd.open_run(tmp), "E635"),
+        ("diagnose-run-not-a-run", lambda: sd.diagnose_run(tmp), "E635"),
+        # the IR builders (the checker's codes)
+        ("stalk-float-dim", lambda: ir.add_stalk(ir.new_sheaf("g"), "a", 2.0), "E210"),
+        ("stalk-zero-dim", lambda: ir.add_stalk(ir.new_sheaf("g"), "a", 0), "E210"),
+        ("stalk-string-dim", lambda: ir.add_stalk(ir.new_sheaf("g"), "a", "2"), "E210"),
+        ("stalk-bool-dim", lambda: ir.add_stalk(ir.new_sheaf("g"), "a", True), "E210"),
+        ("stalk-huge-dim", lambda: ir.add_stalk(ir.new_sheaf("g"), "a", 10 ** 12), "E211"),
+        ("stalk-twice", lambda: ir.add_stalk(_two_stalks(), "a", 2), "E201"),
+        ("stalk-name-int", lambda: ir.add_stalk(ir.new_sheaf("g"), 5, 2), "E201"),
+        ("builder-not-a-sheaf", lambda: ir.add_stalk(None, "a", 2), "E526"),
+        ("builder-plain-graph", lambda: ir.add_pin(__import__("networkx").MultiDiGraph(), "a"), "E526"),
+        ("sheaf-name-empty", lambda: ir.new_sheaf(""), "E201"),
+        ("edge-unknown-stalk", lambda: _edge(dst="zz"), "E202"),
+        ("edge-unknown-param", lambda: _edge(src_map=__import__("sheafdsl.ir.maps", fromlist=["x"]).ParamMap("Q")),
+         "E203"),
+        ("edge-map-shapes", lambda: _edge(src_map=Identity()), "E225"),
+        ("edge-constant-columns", lambda: _edge(src_map=Constant(np.ones((3, 3)))), "E225"),
+        ("edge-constant-nan", lambda: _edge(src_map=Constant(np.full((3, 2), np.nan))), "E232"),
+        ("edge-constant-text", lambda: _edge(src_map=Constant("abc")), "E224"),
+        ("edge-constant-ragged", lambda: _edge(src_map=Constant([[1, 2], [3]])), "E224"),
+        ("edge-constant-complex", lambda: _edge(src_map=Constant(np.ones((3, 2)) * 1j)), "E224"),
+        ("edge-constant-3d", lambda: _edge(src_map=Constant(np.ones((3, 2, 1)))), "E224"),
+        ("edge-map-array", lambda: _edge(src_map=np.ones((3, 2))), "E224"),
+        ("edge-scaled-text", lambda: Scaled("x"), "E224"),
+        ("edge-scaled-nan", lambda: _edge(src="b", src_map=Scaled(float("nan"))), "E232"),
+        ("edge-select-out-of-range", lambda: _edge(src="a", dst="a", src_map=Select((0, 5)), dim=2), "E241"),
+        ("edge-weight-negative", lambda: _edge(weight=-1), "E250"),
+        ("edge-weight-text", lambda: _edge(weight="a"), "E250"),
+        ("edge-bias-shape", lambda: _edge(bias="W"), "E221"),
+        ("edge-dim-float", lambda: _edge(dim=3.0), "E210"),
+        ("edge-nonmaps-loop", lambda: _edge(src="a", dst="a", src_map=Identity(), kind="affine"), "E290"),
+        ("edge-twice", lambda: (lambda G: (_edge(G), _edge(G)))(_two_stalks()), "E201"),
+        ("nonlinearity-unknown", lambda: nonlinear_map("swish"), "E511"),
+        ("nonlinearity-relu-as-nonlinear", lambda: Nonlinear("relu"), "E511"),
+        ("leaky-slope-out-of-range", lambda: nonlinear_map("leaky_relu", 2.0), "E226"),
+        ("leaky-slope-text", lambda: nonlinear_map("leaky_relu", "x"), "E226"),
+        ("leaky-slope-missing", lambda: nonlinear_map("leaky_relu"), "E511"),
+        ("param-float-shape", lambda: ir.add_param(ir.new_sheaf(), "W", (2.0, 3)), "E210"),
+        ("param-negative-shape", lambda: ir.add_param(ir.new_sheaf(), "W", (-2, 3)), "E210"),
+        ("param-3d", lambda: ir.add_param(ir.new_sheaf(), "W", (2, 3, 4)), "E222"),
+        ("param-huge", lambda: ir.add_param(ir.new_sheaf(), "W", (10 ** 9, 10 ** 9)), "E211"),
+        ("param-initialiser", lambda: ir.add_param(ir.new_sheaf(), "W", (2, 3), init="magic"), "E233"),
+        ("param-he-vector", lambda: ir.add_param(ir.new_sheaf(), "W", (3,), init="he"), "E234"),
+        ("tie-self", lambda: ir.add_tie(_two_stalks(), "W", "W", 1.0), "E262"),
+        ("tie-shapes", lambda: ir.add_tie(_two_stalks(), "W", "v", 1.0), "E261"),
+        ("tie-unknown", lambda: ir.add_tie(_two_stalks(), "W", "Z", 1.0), "E203"),
+        ("tie-twice", lambda: (lambda G: (ir.add_param(G, "W2", (3, 2)), ir.add_tie(G, "W", "W2", 1.0),
+                                          ir.add_tie(G, "W2", "W", 1.0)))(_two_stalks()), "E263"),
+        ("tie-weight-zero", lambda: (lambda G: (ir.add_param(G, "W2", (3, 2)), ir.add_tie(G, "W", "W2", 0)))(
+            _two_stalks()), "E250"),
+        ("reluctance-twice", lambda: (lambda G: (ir.add_reluctance(G, "W", 1.0), ir.add_reluctance(G, "W", 1.0)))(
+            _two_stalks()), "E260"),
+        ("reluctance-unknown", lambda: ir.add_reluctance(_two_stalks(), "Z", 1.0), "E203"),
+        ("pin-unknown-stalk", lambda: ir.add_pin(_two_stalks(), "zz", "input"), "E202"),
+        ("pin-index-out-of-range", lambda: ir.add_pin(_two_stalks(), "a", "value", indices=[5], value=[1.0]),
+         "E241"),
+        ("pin-index-negative", lambda: ir.add_pin(_two_stalks(), "a", "value", indices=[-1], value=[1.0]), "E241"),
+        ("pin-index-float", lambda: ir.add_pin(_two_stalks(), "a", "value", indices=[0.5], value=[1.0]), "E241"),
+        ("pin-index-twice", lambda: ir.add_pin(_two_stalks(), "a", "value", indices=[0, 0], value=[1, 2]), "E242"),
+        ("pin-value-length", lambda: ir.add_pin(_two_stalks(), "a", "value", value=[1.0]), "E240"),
+        ("pin-value-nan", lambda: ir.add_pin(_two_stalks(), "a", "value", value=[1.0, np.nan]), "E232"),
+        ("pin-value-complex", lambda: ir.add_pin(_two_stalks(), "a", "value", value=[1j, 1]), "E240"),
+        ("pin-source", lambda: ir.add_pin(_two_stalks(), "a", "magic"), "E243"),
+        ("pin-coordinate-twice", lambda: (lambda G: (ir.add_pin(G, "a", "input"),
+                                                     ir.add_pin(G, "a", "value", value=[1, 2])))(_two_stalks()),
+         "E242"),
+        ("pin-indices-on-input", lambda: ir.add_pin(_two_stalks(), "a", "input", indices=[0]), "E243"),
+        ("soft-pin-weight", lambda: ir.add_soft_pin(_two_stalks(), "s", "a", [1, 2], -1.0), "E250"),
+        ("soft-pin-length", lambda: ir.add_soft_pin(_two_stalks(), "s", "a", [1, 2, 3], 1.0), "E240"),
+    ]
+
+
+def _api_files(tmp: Path) -> None:
+    P = _api_sheaf().init_params(seed=0)
+    np.savez(tmp / "short.npz", W1=np.zeros((4, 2)))
+    np.savez(tmp / "misshapen.npz", **{**P, "W1": np.zeros((3, 3))})
+    np.save(tmp / "one.npy", np.zeros(3))
+    write(tmp / "trunc.npz", truncated(npz_bytes(**P)))
+
+
+_API_IDS = [c[0] for c in _api_cases(Path("<ids>"))]  # the calls are not made here
+
+
+@pytest.mark.parametrize("index", range(len(_API_IDS)), ids=_API_IDS)
+def test_api_misuse_raises_the_checkers_code(index, tmp_path, monkeypatch):
+    """Every misuse raises SheafError with the code the checker (or the command) uses: never a raw numpy,
+    Key, Index, Type or Value error, and never a silent acceptance."""
+    from sheafdsl.errors import SheafError
+
+    monkeypatch.chdir(tmp_path)
+    _api_files(tmp_path)
+    name, call, code = _api_cases(tmp_path)[index]
+    with pytest.raises(SheafError) as info:
+        call()
+    assert code in info.value.codes, (name, info.value.codes, str(info.value))
+    assert all(d.message for d in info.value.diagnostics)
+
+
+def test_api_accepts_numpy_integers_and_paths(tmp_path):
+    """Valid input in its numpy or pathlib form is not rejected: np.int64 seeds, PathLike files."""
+    sh = _api_sheaf()
+    a, b = sh.init_params(seed=np.int64(3)), sh.init_params(seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    np.savez(tmp_path / "p.npz", **a)
+    loaded = sh.load_params(tmp_path / "p.npz")
+    assert all(np.array_equal(loaded[k], a[k]) for k in a)
+    assert sh.infer({"x": np.array([[1, 2]], dtype=np.int32)}, params=a).stalks["y"].shape == (1, 1)
+
+
 KINDS = {"internal": "internal errors instead of a diagnostic", "scale": "hangs and memory failures",
          "writes": "writes that fail mid-way", "silent": "silently wrong", "valid": "valid input rejected",
-         "misleading": "misleading messages", "lost": "lost data", "other": "umask, pipes, FIFOs, Ctrl-C"}
+         "misleading": "misleading messages", "lost": "lost data", "other": "umask, pipes, FIFOs, Ctrl-C",
+         "api": "the Python modules' misuse (test_api_misuse_raises_the_checkers_code)"}
 
 
 def test_every_kind_has_cases():
     counts = {k: sum(c.kind == k for c in CASES) for k in KINDS}
     counts["writes"] += 1  # test_full_disk_during_train_keeps_the_last_checkpoint
     counts["other"] += 2  # test_ctrl_c_during_verify_exits_130_with_one_line, ..._spectrum_exits_130
+    counts["api"] += len(_API_IDS)  # test_api_misuse_raises_the_checkers_code
     assert all(counts.values()), counts
     assert len({c.id for c in CASES}) == len(CASES)

@@ -33,6 +33,7 @@ Build one from Python, without any text:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -116,6 +117,19 @@ def _err(code: str, message: str, hint: str | None = None) -> InvalidSheaf:
     return InvalidSheaf(Diagnostic(code, message, hint=hint, file=PYTHON))
 
 
+def _builder(fn):
+    """A builder's first argument must be a sheaf IR (``new_sheaf``): else E526, not a raw TypeError."""
+
+    @functools.wraps(fn)
+    def wrapper(G, *args, **kwargs):
+        if not isinstance(G, nx.MultiDiGraph) or "parameter_sheaf" not in G.graph:
+            raise _err("E526", f"{fn.__name__} needs a sheaf IR (sheafdsl.ir.new_sheaf(...)) as its first argument, "
+                               f"not {type(G).__name__}")
+        return fn(G, *args, **kwargs)
+
+    return wrapper
+
+
 def _name(what: str, name) -> str:
     if not isinstance(name, str) or not name:
         raise _err("E201", f"a {what} name must be a non-empty string, not {name!r}")
@@ -180,6 +194,7 @@ def new_sheaf(name: str = "sheaf") -> nx.MultiDiGraph:
     return G
 
 
+@_builder
 def add_stalk(G: nx.MultiDiGraph, name: str, dim: int, *, anchor: bool = False) -> None:
     """Add a vertex with stalk R^dim; its offset follows the vertices already there.
 
@@ -213,6 +228,7 @@ def _edge_names(G: nx.MultiDiGraph) -> set:
     return names
 
 
+@_builder
 def add_param(G: nx.MultiDiGraph, name: str, shape, init: str = "he", **kw) -> None:
     """Declare a parameter (a vertex of the parameter sheaf): a matrix (rows, cols) or a vector (n,).
 
@@ -274,6 +290,7 @@ def _map_shape(G, m, v: str, side: str, edge: str) -> tuple[int | None, int]:
     return map_rows(m, dim), dim
 
 
+@_builder
 def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_map, kind: str = "maps",
              dim: int | None = None, weight: float = 1.0, bias: str | None = None, hard: bool = False) -> None:
     """Add edge ``name`` with discord F_dst c_dst − F_src c_src − bias and energy ½ w² ‖discord‖²
@@ -322,6 +339,7 @@ def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_
     names.add(name)
 
 
+@_builder
 def add_pin(G: nx.MultiDiGraph, stalk: str, source: str = "value", *, indices=None, value=None) -> None:
     """Hard-pin a stalk (or coordinates ``indices`` of it) to data or to a constant ``value``.
 
@@ -347,6 +365,7 @@ def add_pin(G: nx.MultiDiGraph, stalk: str, source: str = "value", *, indices=No
     G.nodes[stalk]["pins"].append(PinSpec(source, idx, val))
 
 
+@_builder
 def add_soft_pin(G: nx.MultiDiGraph, name: str, stalk: str, value, weight: float, *, indices=None) -> None:
     """A soft pin: an anchor vertex pinned to ``value`` and an edge of weight ``weight`` to it.
 
@@ -365,6 +384,7 @@ def add_soft_pin(G: nx.MultiDiGraph, name: str, stalk: str, value, weight: float
     add_edge(G, name, stalk, name, kind="soft_pin", src_map=src_map, dst_map=Identity(), dim=n, weight=weight)
 
 
+@_builder
 def add_objective(G: nx.MultiDiGraph, stalk: str, kind: str, *, Q=None, q=None, lo=None, hi=None, lam=None,
                   span: Span = NOSPAN) -> ObjectiveSpec:
     """Add a term of kind ``kind`` (see :class:`ObjectiveSpec`) to the local objective of ``stalk``.
@@ -468,6 +488,7 @@ def is_consensus(G: nx.MultiDiGraph) -> bool:
         any(d.get("hard") for _, _, d in G.edges(data=True))
 
 
+@_builder
 def add_reluctance(G: nx.MultiDiGraph, param: str, weight: float) -> None:
     """An edge of weight √λ = ``weight`` from a parameter to the zero anchor (weight decay λ).
 
@@ -480,6 +501,7 @@ def add_reluctance(G: nx.MultiDiGraph, param: str, weight: float) -> None:
     H.add_edge(param, ZERO, key=f"reluctance_{param}", kind="reluctance", weight=_weight(f"reluctance `{param}`", weight))
 
 
+@_builder
 def add_tie(G: nx.MultiDiGraph, a: str, b: str, weight: float) -> None:
     """An identity edge between two same-shaped parameters (soft sharing).
 

@@ -14,6 +14,8 @@ A map is one of
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +34,11 @@ class Scaled:
     scale: float
     kind: str = field(default="scaled", init=False)
 
+    def __post_init__(self):
+        s = self.scale
+        if isinstance(s, bool) or not isinstance(s, numbers.Real):
+            raise SheafError(Diagnostic("E224", f"a scaled restriction map needs a real number as its scale, not {s!r}"))
+
 
 @dataclass(frozen=True, eq=False)
 class Constant:
@@ -39,7 +46,17 @@ class Constant:
     kind: str = field(default="constant", init=False)
 
     def __post_init__(self):
-        m = np.array(self.matrix, dtype=float)
+        # as the checker reads a literal (E224): real numbers only, never a silent cast of complex or text
+        raw = self.matrix
+        try:
+            a = np.asarray(raw)
+        except ValueError:  # ragged nested lists
+            a = None
+        if a is None or a.dtype == object or a.dtype.kind not in "biuf":
+            kind = "complex numbers" if a is not None and a.dtype.kind == "c" else "something other than real numbers"
+            raise SheafError(Diagnostic("E224", f"a constant restriction map must be a rectangular matrix of real "
+                                                f"numbers; this one holds {kind}"))
+        m = np.array(a, dtype=float)
         m.setflags(write=False)
         object.__setattr__(self, "matrix", m)
 
@@ -97,7 +114,14 @@ class Nonlinear:
             need = f"takes its {entry.arg} as arg" if entry.arg else "takes no arg"
             raise SheafError(Diagnostic("E511", f"nonlinearity `{self.fn}` {need}"))
         if self.arg is not None:
-            object.__setattr__(self, "arg", float(self.arg))
+            a = self.arg
+            if isinstance(a, bool) or not isinstance(a, numbers.Real) or not math.isfinite(float(a)):
+                raise SheafError(Diagnostic("E226", f"the {entry.arg} of {self.fn} must be a finite number, not {a!r}"))
+            lo, hi = entry.arg_range or (-math.inf, math.inf)
+            if not lo < float(a) < hi:  # as the checker says it (E226)
+                raise SheafError(Diagnostic("E226", f"the {entry.arg} of {self.fn} must be a number in ({lo:g}, {hi:g}), "
+                                                    f"not {float(a):g}"))
+            object.__setattr__(self, "arg", float(a))
 
 
 def nonlinear_map(name: str, arg: float | None = None):
