@@ -14,7 +14,7 @@ gives it each piece's exact minimiser over the face of its states (sliding units
 
 - ``elimination``: along the unitriangular structure that releasing the pins on head stalks leaves
   (:class:`Elimination`, a k × k system per example, k = released pins + sliding units; a network pinned
-  at both ends, skip edges included);
+  at both ends, skip edges included; its rows J stay shared by the batch until a gate, :mod:`.shared_rows`);
 - ``dense``: a batched dense Newton step (Cholesky-checked; Newton iterations with Armijo backtracking on
   a piece with cross-entropy terms);
 - ``lu``: one shared sparse LU of L_free (a large sheaf without free gates);
@@ -35,6 +35,7 @@ from ..ir.maps import ParamMap, ReluGate
 from .result import SolveResult
 
 from .driver import OFF, ON, RELEASE_TOL, SLIDE, active_set as drive, loop_limits
+from .shared_rows import SharedRows
 
 #: the general piece solvers (see the module docstring)
 PIECES = ("elimination", "dense", "lu", "cg")
@@ -398,18 +399,9 @@ class Elimination:
         f = self._sweep(c.copy(), gates)
         if k == 0:
             return f
-        # J = E_R T⁻¹ by transposed sweeps: acc holds T⁻ᵀ e_j restricted to the stalks not yet processed
-        acc = xp.zeros((B, k, ops.N))
-        acc[:, xp.arange(k), xp.asarray(rows_g)] = 1.0
-        J = xp.zeros((B, k, ops.M))
-        for e in reversed(self.plan):
-            y = acc[:, :, e.dst]
-            J[:, :, e.rows] = y
-            if self.free_src[e.name]:
-                g = gates[e.name][:, None, :] if isinstance(e.src_map, ReluGate) else None
-                acc[:, :, e.src] += ops._map(e, "src", y, gate=g, nonlinear=False, transpose=True)
-        w2 = ops.w2
-        K = xp.matmul(J / w2, xp.swapaxes(J, 1, 2))
+        # J = E_R T⁻¹ by transposed sweeps, its blocks shared by the batch until a gate (.shared_rows)
+        J = SharedRows(ops, self.plan, gates, rows_g, self.free_src, B, xp)
+        K = J.gram()
         h = -f[:, xp.asarray(rows_g)]
         h[:, :n_rel] += c[:, xp.asarray(self.released)]
         if len(slide_any):  # a unit row is a constraint only where that unit slides
@@ -419,7 +411,7 @@ class Elimination:
             K = _fix_inplace(K, m, xp)
         Lc = check_spd(prob, K)
         lam = cho_solve(Lc, h, xp)
-        r = xp.matmul(lam[:, None, :], J)[:, 0, :] / w2
+        r = J.pull(lam)
         out = self._sweep(c.copy(), gates, r)
         out[:, st.pinned] = c[:, st.pinned]
         return out
