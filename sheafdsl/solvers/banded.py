@@ -173,7 +173,7 @@ def solve_banded(net: FeedForward, P, X, Y, S, gates, F, xp=np, tol: float = 1e-
         A_out, b_out = xp.eye(n_out), None
     p_f = mu @ A_out.T + (b_out if b_out is not None else 0.0)
     SA = Sig @ A_out.T  # Σ_m A_oᵀ: (d, n) or (B, d, n)
-    K = xp.broadcast_to(A_out @ SA, (B, n_out, n_out))
+    K = xp.ascontiguousarray(xp.broadcast_to(A_out @ SA, (B, n_out, n_out)))  # a fresh array: the solves may write
     lam = xp.full((B, n_out), 1.0 / out.weight ** 2)
     if out.fn == "linear":
         rho = xp.linalg.solve(xp.eye(n_out)[None] * lam[:, :, None] + K, (Y - p_f)[..., None])[..., 0]
