@@ -309,6 +309,10 @@ add(
         "train", "d.sheaf", "--steps", "1", "--no-plots", "--no-baseline", "--out", "r"])[-1],
          expect=("E604", "κ(L_free)", "--trainer backprop", "d.sheaf"), subprocess=True, timeout=60,
          after=lambda tmp, out: _absent(tmp / "r")),
+    Case("train-500-layers-backprop", "scale", lambda tmp: (write(tmp / "d.sheaf", DEEP500), [
+        "train", "d.sheaf", "--trainer", "backprop", "--steps", "2", "--no-plots", "--no-baseline", "--out", "r"])[-1],
+         code=0, expect=("equilibrium diagnostics", "not sampled"), subprocess=True, timeout=90,
+         after=lambda tmp, out: checkpoint_step(tmp / "r") == 2 or pytest.fail("no step-2 checkpoint")),
     *[Case(f"{argv[0]}-500-layers", "scale", lambda tmp, argv=argv: (write(tmp / "d.sheaf", DEEP500), argv)[-1],
            code=code, expect=words, subprocess=True, timeout=60)
       for argv, code, words in (

@@ -300,7 +300,8 @@ def finish_run(run: Run, *, plots: bool = True, discords: bool = True) -> Finish
                                "seconds": round(session.baseline_seconds, 6),
                                **{k: json_number(v) for k, v in metric_row(bev, data.task).items()}}
     plots = plots and session.rundir is not None
-    edge = tr.edge_discords(data.X_train, data.Y_train) if (plots or discords) else {}
+    edge = (tr.edge_discords(data.X_train, data.Y_train) if (plots or discords) and session.equilibrium_skipped is None
+            else {})
     written = write_plots(run, records, edge) if plots else []
     summary["plots"] = [p.name for p in written]
     if session.rundir is not None:
@@ -325,8 +326,9 @@ def write_plots(run: Run, records: list, discords: dict) -> list:
     out = [P.plot_loss(records, rd.file("loss.png"), title=f"{name}: {config.trainer} trainer vs backprop"
                        if session.baseline is not None else f"{name}: {config.trainer} trainer",
                        main_label=config.trainer, ylabel=f"{loss} (batch)", test_label=f"{loss} (test set)")]
-    out.append(P.plot_discord(diagnose(G, discords), rd.file("discord.png"),
-                              title=f"{name}: equilibrium discord per edge at step {session.trainer.step_count}"))
+    if discords:  # none when the equilibrium could not be solved (see TrainingSession.equilibrium_skipped)
+        out.append(P.plot_discord(diagnose(G, discords), rd.file("discord.png"),
+                                  title=f"{name}: equilibrium discord per edge at step {session.trainer.step_count}"))
     if data.n_inputs == 2:
         predict = predictor(G, {k: to_numpy(v) for k, v in session.trainer.params.items()})
         if predict is not None:

@@ -423,6 +423,8 @@ class TrainingSession:
         self._saved_at = time.monotonic()
         self.checkpoint_step = int(meta.get("step", -1)) if rundir is not None and rundir.has_checkpoint() else -1
         self.warnings: list[str] = []
+        #: why the equilibrium diagnostics (edge discord, λ_min) are not sampled, once a solve was singular
+        self.equilibrium_skipped: str | None = None
 
     # ------------------------------------------------------------------ saving
     def save(self, status: str) -> None:
@@ -455,10 +457,19 @@ class TrainingSession:
         step = int(self.trainer.step_count)
         rec = {"step": step, "loss": json_number(last.get("loss"))}
         every = self.lambda_every or lambda_interval(steps if steps is not None else step, self.log_every)
-        if step % every == 0 or step == steps:
-            discords = self.trainer.edge_discords(self.X_log, self.Y_log)
-            rec["edge_discord"] = {k: json_number(v) for k, v in discords.items()}
-            rec["lambda_min"] = json_number(self.trainer.lambda_min_sample(self.X_log, k=self.lambda_k))
+        if (step % every == 0 or step == steps) and self.equilibrium_skipped is None:
+            try:
+                discords = self.trainer.edge_discords(self.X_log, self.Y_log)
+                rec["edge_discord"] = {k: json_number(v) for k, v in discords.items()}
+                rec["lambda_min"] = json_number(self.trainer.lambda_min_sample(self.X_log, k=self.lambda_k))
+            except np.linalg.LinAlgError as exc:
+                if self.trainer.name == "sheaf":  # its own steps solve the same system: the step reports it
+                    raise
+                # a trainer that solves nothing (backprop, joint) goes on; only its diagnostics are lost
+                self.equilibrium_skipped = str(exc)
+                rec.pop("edge_discord", None)
+                self.warnings.append(f"the equilibrium diagnostics (edge discord, λ_min) are not sampled: its "
+                                     f"linear system is numerically singular ({exc})")
         rec.update(consistent_fraction=json_number(last.get("consistent_fraction")), elapsed=self.seconds)
         rec.update(_test_metrics(self.trainer))
         if baseline_last is not None and self.baseline is not None:
