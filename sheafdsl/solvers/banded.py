@@ -8,17 +8,21 @@ with v_0 = x pinned and, for each sliding unit i of a ReLU tail v_k, the constra
 Hessian in (v_1, …, v_m) is block tridiagonal, so it is eliminated along the chain with (d × d) blocks,
 whatever the number of constraints. Read as a Gauss–Markov chain (v_k = A_k v_{k−1} + b_k + u_k with
 u_k ~ N(0, I/w_k²), the constraints exact observations, the output the only other term), the
-elimination is a Kalman filter followed by a Rauch–Tung–Striebel smoother:
+elimination is a Kalman filter followed by a smoother:
 
 - forward (filter): μ⁻_k = A_k μ_{k−1} + b_k, Σ⁻_k = A_k Σ_{k−1} A_kᵀ + I/w_k²; conditioning on the
   sliding set M of v_k (mask m): μ_k = μ⁻_k − Σ⁻_k M S⁻¹ M μ⁻_k, Σ_k = Σ⁻_k − Σ⁻_k M S⁻¹ M Σ⁻_k with
   S = M Σ⁻_k M + (I − M) (an SPD system: Σ⁻_k ⪰ I/w_k²);
 - output: p = p_f + K ρ with p_f = A_o μ_m + b_o and K = A_o Σ_m A_oᵀ, the output-space problem of
   :mod:`.chain` with no sliding rows (they are eliminated): (I/w_o² + K) ρ = y − p_f for a linear
-  output, Newton (:func:`.output.newton`) for sigmoid/softmax; then v_m = μ_m + Σ_m A_oᵀ ρ;
-- backward (smoother): v_k = μ_k + C_k (v_{k+1} − μ⁻_{k+1}), C_k = Σ_k A_{k+1}ᵀ (Σ⁻_{k+1})⁻¹.
+  output, Newton (:func:`.output.newton`) for sigmoid/softmax;
+- backward (the smoother in its adjoint, Bryson–Frazier form): the force φ_k = w_k² u_k on each edge,
+  φ_m = A_oᵀ ρ and φ_k = A_{k+1}ᵀ φ_{k+1}, corrected at a vertex with sliding units by
+  − M S⁻¹ M (μ⁻_k + Σ⁻_k A_{k+1}ᵀ φ_{k+1}) (the constraint's multiplier); the discords are u_k = φ_k / w_k²
+  (the Rauch–Tung–Striebel form v_k = μ_k + Σ_k A_{k+1}ᵀ (Σ⁻_{k+1})⁻¹ (v_{k+1} − μ⁻_{k+1}) gives the same
+  point but factorises Σ⁻ at every vertex).
 
-The discords are u_k = v_k − A_k v_{k−1} − b_k. Cost per pattern: O(B Σ_k d_k³) and O(B Σ_k d_k²) memory,
+Cost per pattern: O(B Σ_k d_k³), a d × d inverse only at the vertices with sliding units, O(B Σ_k d_k²) memory,
 against the output-space solve's O(B Σ_k R² d_k) with R = n_out + (sliding units): the chain piece
 (:func:`.chain.solve_pattern`) hands a pattern here when R exceeds the widths (:func:`prefer_banded`).
 Both are the exact minimiser of the same strictly convex problem, equal to round-off.
@@ -112,12 +116,12 @@ def _propagate(layer, P, Sig, gate, xp):
     return A @ Sig @ A.T
 
 
-def _transport(layer, P, Sig, gate):
-    """A Σ (d_out, d_in): the cross term of the smoother's gain."""
-    if layer.kind in ("relu", "nonlinear"):
-        return Sig * gate[:, :, None] if Sig.ndim == 3 else Sig[None] * gate[:, :, None]
+def _transpose(layer, P, lam, gate):
+    """A_kᵀ λ for λ (B, d_out): the adjoint sweep's step through one edge."""
+    if layer.kind == "relu":
+        return lam * gate
     A = P[layer.param] if layer.kind == "param" else layer.matrix
-    return A @ Sig
+    return lam @ A
 
 
 def solve_banded(net: FeedForward, P, X, Y, S, gates, F, xp=np, tol: float = 1e-10, max_newton: int = 30,
@@ -127,6 +131,11 @@ def solve_banded(net: FeedForward, P, X, Y, S, gates, F, xp=np, tol: float = 1e-
 
     ``gates``: the 0/1 gates of the relu layers at ``S``; ``F``: the forward pass at the pattern (F[1] is
     the first layer's value, which the pinned input fixes).
+
+    The smoother is run in its adjoint (Bryson–Frazier) form: the force φ_k = w_k² u_k on each edge obeys
+    φ_m = A_oᵀ ρ, φ_k = A_{k+1}ᵀ φ_{k+1} − M_k S_k⁻¹ M_k (Σ⁻_k A_{k+1}ᵀ φ_{k+1} + μ⁻_k) at a vertex with
+    sliding units (mask M_k, S_k as above), φ_k = A_{k+1}ᵀ φ_{k+1} elsewhere: the KKT conditions of E with
+    the multipliers of v_k[M] = 0 eliminated. So only the vertices with sliding units factorise anything.
     """
     layers = net.layers
     m = len(layers)
@@ -134,7 +143,7 @@ def solve_banded(net: FeedForward, P, X, Y, S, gates, F, xp=np, tol: float = 1e-
     slide = {k: S[k] == 0 for k in S if k >= 1}
     mu = X
     Sig = None  # the pinned input has no spread
-    mus, preds, gains = [X], [None], [None] * (m + 1)
+    held = {}  # vertex -> (mask, S⁻¹, Σ⁻, μ⁻) where units slide
     for k, layer in enumerate(layers):  # v_{k+1} = A_k v_k + b_k + u_{k+1}
         g = gates.get(k)
         mu_p = F[1] if k == 0 else apply(layer, P, mu, g)
@@ -144,27 +153,17 @@ def solve_banded(net: FeedForward, P, X, Y, S, gates, F, xp=np, tol: float = 1e-
         else:
             Sig_p = _propagate(layer, P, Sig, g, xp) + noise
             _singular(Sig_p, layer, xp)
-            # the smoother's gain C_k = Σ_k A_kᵀ (Σ⁻_{k+1})⁻¹, as its transpose (Σ⁻ symmetric)
-            AS = _transport(layer, P, Sig, g)
-            if AS.ndim == 2 and Sig_p.ndim == 2:
-                gains[k] = xp.linalg.solve(Sig_p, AS).T
-            else:
-                AS = xp.broadcast_to(AS, (B,) + AS.shape[-2:])
-                gains[k] = xp.linalg.solve(xp.broadcast_to(Sig_p, (B,) + Sig_p.shape[-2:]), AS).transpose(0, 2, 1)
-        preds.append(mu_p)
         mu, Sig = mu_p, Sig_p
         mk = slide.get(k + 1)
         if mk is not None and bool(mk.any()):  # condition on the sliding units of v_{k+1}: v[i] = 0
             M = mk.astype(X.dtype)
             Sb = xp.broadcast_to(Sig, (B,) + Sig.shape[-2:])
-            SM = Sb * M[:, None, :]  # Σ M
-            Sys = SM * M[:, :, None] + xp.eye(layer.d_out) * (1.0 - M)[:, :, None]
-            rhs = xp.concatenate([(M * mu)[:, :, None], SM.transpose(0, 2, 1)], axis=2)  # [M μ, M Σ]
-            sol = xp.linalg.solve(Sys, rhs)
-            mu = mu - xp.einsum("bij,bj->bi", SM, sol[:, :, 0])
-            Sig = Sb - SM @ sol[:, :, 1:]
+            SM = Sb * M[:, None, :]  # Σ⁻ M
+            Sinv = xp.linalg.inv(SM * M[:, :, None] + xp.eye(layer.d_out) * (1.0 - M)[:, :, None])
+            held[k + 1] = (M, Sinv, Sb, mu_p)
+            mu = mu_p - xp.einsum("bij,bj->bi", SM, xp.einsum("bij,bj->bi", Sinv, M * mu_p))
+            Sig = Sb - SM @ (Sinv @ (M[:, :, None] * Sb))
             Sig = 0.5 * (Sig + Sig.transpose(0, 2, 1))
-        mus.append(mu)
     out = net.output
     n_out = out.d_out
     if out.fn == "linear":
@@ -172,23 +171,23 @@ def solve_banded(net: FeedForward, P, X, Y, S, gates, F, xp=np, tol: float = 1e-
     else:
         A_out, b_out = xp.eye(n_out), None
     p_f = mu @ A_out.T + (b_out if b_out is not None else 0.0)
-    SA = Sig @ A_out.T  # Σ_m A_oᵀ: (d, n) or (B, d, n)
-    K = xp.ascontiguousarray(xp.broadcast_to(A_out @ SA, (B, n_out, n_out)))  # a fresh array: the solves may write
+    K = xp.ascontiguousarray(xp.broadcast_to(A_out @ Sig @ A_out.T, (B, n_out, n_out)))  # fresh: solves may write
     lam = xp.full((B, n_out), 1.0 / out.weight ** 2)
     if out.fn == "linear":
         rho = xp.linalg.solve(xp.eye(n_out)[None] * lam[:, :, None] + K, (Y - p_f)[..., None])[..., 0]
         ok = xp.ones(B, dtype=bool)
     else:
         rho, ok = newton(out.fn, K, p_f, Y, lam, n_out, 0, Y, tol, max_newton, xp, rho0)
-    v = mu + (rho @ SA.T if SA.ndim == 2 else xp.einsum("bdn,bn->bd", SA, rho))
-    V = [None] * (m + 1)
-    V[m] = v
-    for k in range(m - 1, 0, -1):  # smoother: v_k = μ_k + C_k (v_{k+1} − μ⁻_{k+1})
-        C = gains[k]
-        r = V[k + 1] - preds[k + 1]
-        V[k] = mus[k] + (r @ C.T if C.ndim == 2 else xp.einsum("bij,bj->bi", C, r))
-    V[0] = X
-    U = [V[k + 1] - (F[1] if k == 0 else apply(layers[k], P, V[k], gates.get(k))) for k in range(m)]
+    U = [None] * m
+    phi = rho @ A_out  # φ_m = A_oᵀ ρ
+    for k in range(m, 0, -1):  # φ_k: the force on edge k − 1 (into v_k)
+        if k in held:
+            M, Sinv, Sb, mu_p = held[k]
+            t = M * (mu_p + xp.einsum("bij,bj->bi", Sb, phi))  # M (μ⁻ + Σ⁻ A_{k+1}ᵀ φ_{k+1})
+            phi = phi - M * xp.einsum("bij,bj->bi", Sinv, t)
+        U[k - 1] = phi / layers[k - 1].weight ** 2
+        if k > 1:
+            phi = _transpose(layers[k - 1], P, phi, gates.get(k - 1))
     return U, rho, ok
 
 
