@@ -98,7 +98,9 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     counts = sum((slide_masks[k].sum(axis=1) for k in deep), xp.zeros(B, dtype=np.int64)) if deep else None
     coupled = counts > 0 if deep else None
     n_coupled = int(coupled.sum()) if deep else 0
-    if out.d_out == 1 and out.fn != "softmax" and n_coupled < B:
+    if n_coupled and prefer_banded(net, out.d_out + int(counts.max())):  # many sliding rows: along the chain
+        U, rho, ok = solve_banded(net, P, X, Y, S, gates, F, xp, tol, max_newton, rho0)
+    elif out.d_out == 1 and out.fn != "softmax" and n_coupled < B:
         if n_coupled == 0:
             U, rho, ok = _one_row_discords(net, P, Y, gates, F[-1], xp, tol, rho0)
         else:  # the examples without coupled rows take the one-row solve
@@ -145,11 +147,6 @@ def _coupled_discords(net, P, Y, gates, Fm, Fslide, slide_masks, counts, xp, tol
     deep = list(slide_masks)
     n_slide = int(counts.max()) if deep and B else 0
     R = n_out + n_slide
-    if n_slide and prefer_banded(net, R):  # many sliding rows: eliminate along the chain instead (.banded)
-        U, rho, ok = solve_banded(net, P, X, Y, S, gates, F, xp, tol, max_newton, rho0)
-        sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
-        sol.rho = rho
-        return sol
     out = net.output
     # seeds at each vertex: (B, R, d_j)
     seeds: dict[int, object] = {}
