@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sheafdsl.frontend import load_text
@@ -52,6 +52,13 @@ def run(G, P, values, piece):
     return solve(G, P, values, boundary=TRAINING, piece=piece, method="cg" if piece == "cg" else "exact")
 
 
+def unit_values(r):
+    """The gated coordinates z of a ``network`` chain's result, (B, units), in the order of ``r.state``."""
+    hidden = sorted((n for n in r.layout if n.startswith("z") and n[1:].isdigit()), key=lambda n: int(n[1:]))
+    z = np.concatenate([np.asarray(r.stalk(n)) for n in hidden], axis=1)
+    return z[:, :np.asarray(r.state).shape[1]]
+
+
 def assert_same(results, ref_name, cg_atol=1e-8, tol=1e-9):
     """The same unit states exactly, the same cochain and energy to round-off (``tol``; a Newton-solved
     output or cg to its inner tolerance)."""
@@ -61,7 +68,13 @@ def assert_same(results, ref_name, cg_atol=1e-8, tol=1e-9):
         atol = cg_atol if name == "cg" else tol
         assert r.info == 0, (name, r.info)
         assert np.asarray(r.consistent).all(), name
-        np.testing.assert_array_equal(np.asarray(r.state), np.asarray(ref.state), err_msg=name)
+        # a unit at z = 0 exactly (e.g. all its inputs 0) is at the same point whether it is labelled on,
+        # sliding or off (a = z = 0): its label is not part of the equilibrium; every other label must agree
+        differ = np.asarray(r.state) != np.asarray(ref.state)
+        if differ.any():
+            z_r, z_ref = unit_values(r), unit_values(ref)
+            assert np.abs(z_r[differ]).max() <= 1e-12 and np.abs(z_ref[differ]).max() <= 1e-12, \
+                (name, "unit states differ away from z = 0")
         np.testing.assert_allclose(r.cochain, ref.cochain, atol=atol, rtol=tol, err_msg=name)
         np.testing.assert_allclose(r.energy, ref.energy, rtol=1e-9, atol=1e-12, err_msg=name)
 
@@ -94,6 +107,7 @@ chains = st.tuples(st.lists(st.integers(1, 5), min_size=2, max_size=5),
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arch=chains, seed=st.integers(0, 10_000))
+@example(arch=([1, 1, 2, 1, 4], "softmax", 2.0), seed=4159)  # z2 = 0 exactly: cg labels a unit sliding, chain on
 def test_random_chains_every_piece_solver_agrees(arch, seed):
     widths, output, w_o = arch
     if output == "softmax" and widths[-1] < 2:
