@@ -136,16 +136,24 @@ def _print(G, res, vals, batch, solver):
         return
     targets = pinned_stalks(G, "target")
     cols = pinned_stalks(G, "input") + (targets or [v for v in vals if _role(G, v) != "input"])
-    t = Table(title=f"{G.graph.get('name', 'sheaf')}: {res.batch} examples", title_justify="left")
+    _print_rows(G, "examples", cols, vals, "energy", [f"{float(e):.3g}" for e in res.energy[:TABLE_ROWS]],
+                res.batch, summary)
+
+
+def _print_rows(G, what, cols, vals, last, last_cells, n, summary):
+    """One row per example (the first TABLE_ROWS of n): the stalks ``cols`` and a last column ``last``."""
+    from rich.table import Table
+
+    t = Table(title=f"{G.graph.get('name', 'sheaf')}: {n} {what}", title_justify="left")
     t.add_column("#", justify="right")
     for v in cols:
         t.add_column(v)
-    t.add_column("energy", justify="right")
-    for i in range(min(res.batch, TABLE_ROWS)):
-        t.add_row(str(i), *[_fmt(vals[v][i]) for v in cols], f"{float(res.energy[i]):.3g}")
+    t.add_column(last, justify="right")
+    for i in range(min(n, TABLE_ROWS)):
+        t.add_row(str(i), *[_fmt(vals[v][i]) for v in cols], last_cells[i])
     print_table(t)
-    if res.batch > TABLE_ROWS:
-        console.print(f"… {res.batch - TABLE_ROWS} more rows (use --json for all)")
+    if n > TABLE_ROWS:
+        console.print(f"… {n - TABLE_ROWS} more rows (use --json for all)")
     console.print(summary)
 
 
@@ -189,17 +197,8 @@ def _print_consensus(G, out, batch, solver):
         print_table(t)
         console.print(summary)
         return
-    t = Table(title=f"{G.graph.get('name', 'sheaf')}: {res.batch} instances", title_justify="left")
-    t.add_column("#", justify="right")
-    for v in show:
-        t.add_column(v)
-    t.add_column("objective", justify="right")
-    for i in range(min(res.batch, TABLE_ROWS)):
-        t.add_row(str(i), *[_fmt(vals[v][i]) for v in show], f"{float(out.objective[i]):.6g}")
-    print_table(t)
-    if res.batch > TABLE_ROWS:
-        console.print(f"… {res.batch - TABLE_ROWS} more rows (use --json for all)")
-    console.print(summary)
+    _print_rows(G, "instances", show, vals, "objective", [f"{float(o):.6g}" for o in out.objective[:TABLE_ROWS]],
+                res.batch, summary)
 
 
 def to_host(a):
