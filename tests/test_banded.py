@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 
 import sheafdsl.solvers.banded as banded
 from sheafdsl.frontend import load_text
-from sheafdsl.ir import TRAINING, free_indices, from_model, total_dim
-from sheafdsl.lowering import init_params, laplacian_matrix
-from sheafdsl.lowering.chain import feedforward, forward
+from sheafdsl.ir import TRAINING, from_model
+from sheafdsl.lowering import init_params
+from sheafdsl.lowering.chain import feedforward
 from sheafdsl.solvers import solve
 from sheafdsl.solvers.chain import exact_equilibrium, kkt_ok, solve_pattern
 from sheafdsl.testing.sheaves import networks, widths
+from test_conditioning import dense_spectra  # noqa: E402  (the dense L_free reference)
 
 
 def _targets(net, rng, B):
@@ -63,18 +64,8 @@ def test_banded_equals_the_output_space_solve(case, seed, monkeypatch):
 
 
 def _dense_kappa(G, P, X):
-    net = feedforward(G)
-    V = forward(net, P, X, np)
-    free = free_indices(G, TRAINING)
-    out = []
-    for i in range(X.shape[0]):
-        c = np.zeros(total_dim(G))
-        for j, v in enumerate(net.vertices):
-            off = G.nodes[v]["offset"]
-            c[off: off + G.nodes[v]["dim"]] = V[j][i]
-        ev = np.linalg.eigvalsh(laplacian_matrix(G, P, state=c).toarray()[np.ix_(free, free)])
-        out.append(ev[-1] / ev[0])
-    return np.array(out)
+    """κ(L_free) per example at its forward pass, from test_conditioning's dense reference spectra."""
+    return np.array([ev[-1] / ev[0] for ev in dense_spectra(G, P, X)])
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
