@@ -231,7 +231,8 @@ def bench_digits(args) -> dict:
     G = from_model(load_text(MODELS["digits"]))
     base = {"data": "digits", "n": 1437, "n_test": 360, "steps": args.digits_steps, "optimizer": "adam",
             "lr": 0.01, "seed": 0, "batch": args.digits_batch}
-    res = side_by_side(G, base, 1)
+    res = side_by_side(G, base, args.repeats)
+    add_floor(res, G, base, args.repeats)
     res["settings"] = base
     res["time_ratio"] = res["sheaf"]["seconds_median"] / res["backprop"]["seconds_median"]
     res["cpu_ratio"] = res["sheaf"]["cpu_min"] / res["backprop"]["cpu_min"]
@@ -276,7 +277,8 @@ def table(results: dict) -> str:
             for t in ("sheaf", "backprop"):
                 rows.append((task, t, f"acc {100 * r[t]['test_accuracy']:.1f}%", f"acc {100 * r[t]['train_accuracy']:.1f}%",
                              f"{r[t]['seconds_median']:.2f}",
-                             f"ratio wall {r['time_ratio']:.2f}, cpu {r['cpu_ratio']:.2f}" if t == "sheaf" else ""))
+                             f"ratio wall {r['time_ratio']:.2f}, cpu {r['cpu_ratio']:.2f}" if t == "sheaf"
+                             else _floor_note(r)))
     j = results.get("joint")
     if j:
         rows.append(("paraboloid (paper's rule)", "joint/sgd", f"mse {j['test_mse']:.4f}", f"mse {j['train_mse']:.4f}",
