@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it (imported when the name is first used)
 _LAZY = {
-    "load": "api", "loads": "api", "train": "api", "open_run": "api", "diagnose_run": "api",
+    "load": "api", "loads": "api", "train": "api", "load_snapshots": "api", "open_run": "api", "diagnose_run": "api",
     "Sheaf": "api", "Inference": "api", "Fit": "api", "DiagnoseReport": "api",
     "SheafError": "errors", "Diagnostic": "errors", "Span": "errors",
     "TrainConfig": "training.config",

@@ -139,7 +139,9 @@ class Fit:
     steps and at the start and the end; ``metrics``: ``train_loss``,
     ``test_loss``, ``test_mse`` (regression) or ``test_accuracy``, ``consistent_fraction``, ``steps``,
     ``seconds`` (inside the steps); ``baseline``: the baseline's metrics or None; ``out``: the run
-    directory, or None.
+    directory, or None; ``snapshots``: step -> :class:`sheafdsl.training.snapshots.Snapshot` (``params``,
+    ``baseline``: the parameters at each step of ``snapshot_at``; read back from the run directory when
+    there is one, so a resumed run has the ones taken before it too).
     """
 
     params: dict
@@ -149,6 +151,7 @@ class Fit:
     baseline: dict | None = None
     out: object = None
     sheaf: "Sheaf | None" = field(default=None, repr=False)
+    snapshots: dict = field(default_factory=dict, repr=False)
 
     def infer(self, inputs=None, **kw) -> "Inference":
         """The trained sheaf's harmonic extension: ``fit.sheaf.infer(inputs, params=fit.params, ...)``."""
@@ -628,8 +631,19 @@ def diagnose_run(path, *, data: str | None = None, split: str = "train") -> Diag
     return _diagnose(saved.G, saved.config, saved.params, split, source=f"run {path} at step {saved.step}")
 
 
+def load_snapshots(path, steps=None) -> dict:
+    """The snapshots of run directory ``path`` (``sheaf train --snapshot-at``): step ->
+    :class:`sheafdsl.training.snapshots.Snapshot` (``params``, ``baseline``, ``meta``); ``steps`` picks
+    some (a step that was not taken is E681)."""
+    from .training.fit import load_run
+    from .training.snapshots import load_snapshots as _load
+
+    saved = load_run(_path("path", path))
+    return _load(saved.rundir.path, steps)
+
+
 def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool = False, plots: bool | None = None,
-          on_step=None, threads: int | None = None, **options) -> Fit:
+          on_step=None, threads: int | None = None, snapshot_at=None, **options) -> Fit:
     """Train ``sheaf`` (a :class:`Sheaf`, or a model path) as ``sheaf train`` does; return a :class:`Fit`.
 
     ``options`` are the training options (``steps``, ``lr``, ``trainer``, ``seed``, ``data``... every
@@ -638,8 +652,9 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
     metrics.jsonl, summary.json, plots); without it the run stays in memory. ``resume`` continues the
     run in ``out``. ``baseline``: train backprop beside it (``Fit.baseline``). ``on_step(step, loss,
     baseline_loss)`` is called after each step. ``threads``: BLAS threads during the run (``sheaf
-    train`` uses 1; None leaves them as they are). A divergence raises SheafError E640; Ctrl-C raises
-    KeyboardInterrupt after saving a checkpoint (with ``out``).
+    train`` uses 1; None leaves them as they are). ``snapshot_at``: steps whose parameters to keep
+    (``[1000, 20000]`` or ``"1000,20000"``; ``Fit.snapshots``). A divergence raises SheafError E640;
+    Ctrl-C raises KeyboardInterrupt after saving a checkpoint (with ``out``).
     """
     from .lowering import blas_threads, to_numpy
     from .training.fit import finish_run, start_run
@@ -653,7 +668,7 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
     _count("threads", threads, 1)
     with located(sheaf.path), blas_threads(threads):
         run = start_run(sheaf.graph, file=sheaf.path, overrides=options, out=out, resume=resume, baseline=baseline,
-                        params=params, record=out is not None)
+                        params=params, record=out is not None, snapshot_at=snapshot_at)
         outcome = run.session.run(run.config.steps, on_step=on_step)
         if outcome.status in ("diverged", "failed"):  # E640, or E641 (a write failed; the checkpoint is kept)
             raise outcome.error
@@ -661,8 +676,14 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
             raise KeyboardInterrupt(f"training interrupted at step {outcome.step}")
         done = finish_run(run, plots=out is not None if plots is None else plots, discords=False)
     P = {k: to_numpy(v).copy() for k, v in run.session.trainer.params.items()}
+    if run.rundir is None:
+        snaps = dict(sorted(run.session.snapshots.items()))
+    else:
+        from .training.snapshots import load_snapshots as _load
+
+        snaps = _load(run.rundir.path)
     return Fit(P, run.session.metrics.read(), done.result, run.config, done.summary.get("baseline"),
-               None if run.rundir is None else run.rundir.path, sheaf)
+               None if run.rundir is None else run.rundir.path, sheaf, snaps)
 
 
-__all__ = ["load", "loads", "train", "open_run", "diagnose_run", "export_ir", "harmonic_extension", "spectrum_boundary", "spectrum_report", "linking_report", "load_curves", "write_linking_plot", "Sheaf", "Inference", "Fit", "DiagnoseReport"]
+__all__ = ["load", "loads", "train", "load_snapshots", "open_run", "diagnose_run", "export_ir", "harmonic_extension", "spectrum_boundary", "spectrum_report", "linking_report", "load_curves", "write_linking_plot", "Sheaf", "Inference", "Fit", "DiagnoseReport"]

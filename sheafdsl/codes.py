@@ -10,7 +10,7 @@ E1xx    the parser (syntax and file errors; it stops at the first)
 E2xx    the checker (names, shapes, pins, weights; all reported at once)
 W3xx    the checker's warnings
 E5xx    numerics and command-line input (E500–E529 lowering/solvers/infer, E530–E549 compile/spectrum/linking)
-E6xx    training (E600–E629 data, config, trainers; E630–E649 run directories; E650–E659 verify)
+E6xx    training (E600–E629 data, config, trainers; E630–E649 run directories; E650–E659 verify; E680–E689 snapshots)
 ======  ===============================================================
 
 Adding a code is one entry here plus one row in the table of docs/language.md;
@@ -160,6 +160,9 @@ CODES: dict[str, str] = {
     "E650": "verify: a parameter holding NaN or infinite values",
     "E651": "verify: a free dimension too large for the dense checks",
     "E652": "verify: the requested --samples would take longer than the time budget (said before any work)",
+    # snapshots and the spectral/discord items of `sheaf paper` (E680–E689)
+    "E680": "--snapshot-at (snapshot_at=): not whole steps >= 0, or a step past the run's last step",
+    "E681": "a snapshot file that is damaged or not a snapshot, or a snapshot asked for at a step that was not taken",
 }
 
 

@@ -49,9 +49,11 @@ def _positive_float(ctx, param, value):
 @click.option("--baseline/--no-baseline", default=None,
               help="Train a backprop baseline beside the trainer (default: on, except with --json).")
 @click.option("--plots/--no-plots", default=True, help="Write PNG plots into the run directory (default: on).")
+@click.option("--snapshot-at", "snapshot_at", metavar="STEPS",
+              help="Keep the parameters at these steps in DIR/snapshots/ (comma-separated, e.g. 1000,20000,100k).")
 @json_option
 def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed, n, log_every, checkpoint_every,
-            threads, backend, out, resume, baseline, plots, as_json):
+            threads, backend, out, resume, baseline, plots, snapshot_at, as_json):
     """Train FILE; write metrics, checkpoints and plots to a run directory.
 
     \b
@@ -65,7 +67,7 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed,
                  "backend": backend}
     with located(file), blas_threads(threads):
         code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json,
-                          checkpoint_every=checkpoint_every)
+                          checkpoint_every=checkpoint_every, snapshot_at=snapshot_at)
     raise SystemExit(code)
 
 
@@ -73,7 +75,7 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed,
 
 
 def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=None, plots=True, as_json=False,
-               checkpoint_every: float = 30.0) -> int:
+               checkpoint_every: float = 30.0, snapshot_at=None) -> int:
     """The body of ``sheaf train`` (returns the exit code; SheafError propagates to the CLI -> exit 1).
 
     The run itself is :func:`sheafdsl.training.fit.start_run` / :func:`~sheafdsl.training.fit.finish_run`,
@@ -86,7 +88,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     if baseline is None and as_json and not resume:  # --json leaves the baseline out unless asked for
         baseline = False
     run = start_run(G, file=file, overrides=overrides, out=out, resume=resume, baseline=baseline, command=cli_command(),
-                    checkpoint_every=checkpoint_every)
+                    checkpoint_every=checkpoint_every, snapshot_at=snapshot_at)
     if not as_json:
         for note in run.notes:
             click.echo(f"note: {note}", err=True)
@@ -205,5 +207,8 @@ def _print_summary(result, bres, data, session, written, discords, G) -> None:
     if top is not None and top.share > 0:
         console.print(f"largest discord: edge [bold]{top.name}[/] ({100 * top.share:.0f}% of the equilibrium energy; "
                       f"`sheaf diagnose {session.rundir.path}` for more)", soft_wrap=True)
+    snaps = sorted(session.snapshots)
     console.print(f"run directory: {session.rundir.path}  (checkpoint.npz, metrics.jsonl"
-                  + "".join(f", {p.name}" for p in written) + ")", markup=False, soft_wrap=True)
+                  + "".join(f", {p.name}" for p in written)
+                  + (f", snapshots/ at step {', '.join(map(str, snaps))}" if snaps else "") + ")",
+                  markup=False, soft_wrap=True)

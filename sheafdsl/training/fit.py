@@ -132,13 +132,15 @@ def _refuse_consensus(G, file: str) -> None:
 
 def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: bool = False, baseline=None,
               params: dict | None = None, record: bool = True, command: list | None = None,
-              checkpoint_every: float | None = None) -> Run:
+              checkpoint_every: float | None = None, snapshot_at=None) -> Run:
     """Prepare a run of the IR ``G`` (built from the model text ``G.graph["source"]`` of ``file``).
 
     ``overrides``: option -> value (None: not given). ``baseline``: True/False, or None for "if the
     trainer is not backprop and the model allows it". ``params``: initial parameters instead of the
     seeded ones (validated). ``record=False`` with ``out=None``: no run directory (in memory).
     ``checkpoint_every``: seconds of wall time between checkpoints (None: the session's default).
+    ``snapshot_at``: steps to keep the parameters of (``"1000,20000"`` or a list; :mod:`.snapshots`; E680
+    for a step past the last one); a resumed run keeps its recorded steps unless new ones are given.
     """
     from ..lowering import check_params, to_numpy
     from .checkpoint import load_checkpoint, sha256_text, versions
@@ -146,8 +148,11 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
     from .run import MetricsLog, RunDir, TrainingSession, atomic_write_text, default_run_dir
     from .trainers import make_trainer
 
+    from .snapshots import check_steps, parse_steps
+
     _refuse_consensus(G, file)
     overrides = dict(overrides or {})
+    snaps = parse_steps(snapshot_at, file=file)
     text = G.graph.get("source") or ""
     model_sha = sha256_text(text)
     notes: list[str] = []
@@ -182,6 +187,9 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
                     + ("backprop solves no equilibrium" if config.trainer == "backprop" else
                        "the joint flow moves the stalks by its own Euler steps (dt, alpha)"),
             file=file, hint="drop --solver, or use --trainer sheaf"))
+    if snapshot_at is None and ck is not None:  # a resumed run goes on with the schedule it was started with
+        snaps = tuple(int(s) for s in ck.meta.get("snapshot_at") or () if int(s) <= config.steps)
+    snaps = check_steps(snaps, config.steps, file=file)  # before anything is written
     data = dataset_for(G, config)
     fingerprint = data_fingerprint(config.data)
     if ck is not None and (ck.meta.get("data") or {}).get("sha256") != fingerprint.get("sha256"):
@@ -246,9 +254,11 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
             raise write_error("E641", rundir.metrics, exc, file=file) from None
         seconds, bseconds = float(ck.meta.get("seconds") or 0.0), float(ck.meta.get("baseline_seconds") or 0.0)
 
+    if snaps:
+        meta["snapshot_at"] = list(snaps)
     timing = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
     session = TrainingSession(rundir, G, trainer, data, meta=meta, baseline=base, log_every=config.log_every,
-                              seconds=seconds, baseline_seconds=bseconds, **timing)
+                              seconds=seconds, baseline_seconds=bseconds, snapshot_at=snaps, **timing)
     return Run(G, config, data, session, file, ck, notes)
 
 
@@ -304,6 +314,11 @@ def finish_run(run: Run, *, plots: bool = True, discords: bool = True) -> Finish
             else {})
     written = write_plots(run, records, edge) if plots else []
     summary["plots"] = [p.name for p in written]
+    if session.snapshot_at:
+        from .snapshots import snapshot_files
+
+        taken = (snapshot_files(session.rundir.path) if session.rundir is not None else session.snapshots)
+        result["snapshots"] = summary["snapshots"] = sorted(int(s) for s in taken)
     if session.rundir is not None:
         try:
             atomic_write_json(session.rundir.summary, summary)
@@ -325,7 +340,8 @@ def write_plots(run: Run, records: list, discords: dict) -> list:
     loss = LOSS_LABEL.get(data.task, "loss")
     out = [P.plot_loss(records, rd.file("loss.png"), title=f"{name}: {config.trainer} trainer vs backprop"
                        if session.baseline is not None else f"{name}: {config.trainer} trainer",
-                       main_label=config.trainer, ylabel=f"{loss} (batch)", test_label=f"{loss} (test set)")]
+                       main_label=config.trainer, ylabel=f"{loss} (batch)", test_label=f"{loss} (test set)",
+                       marks=sorted(session.snapshot_at))]
     if discords:  # none when the equilibrium could not be solved (see TrainingSession.equilibrium_skipped)
         out.append(P.plot_discord(diagnose(G, discords), rd.file("discord.png"),
                                   title=f"{name}: equilibrium discord per edge at step {session.trainer.step_count}"))
@@ -349,6 +365,12 @@ class SavedRun:
     step: int
     meta: dict
     rundir: object
+
+    def snapshots(self, steps=None) -> dict:
+        """step -> :class:`~sheafdsl.training.snapshots.Snapshot` of this run (``steps``: some of them)."""
+        from .snapshots import load_snapshots
+
+        return load_snapshots(self.rundir.path, steps)
 
 
 def load_run(path, *, data: str | None = None) -> SavedRun:

@@ -2,7 +2,10 @@
 
 - :func:`plot_loss` (``loss.png``): the training curves from ``metrics.jsonl``: the training loss
   and the test loss (and, for a classifier, the test accuracy) per logged step, the trainer against
-  the baseline when one ran; below them λ_min(L_free) and each edge's discord over training;
+  the baseline when one ran; below them λ_min(L_free) and each edge's discord over training
+  (:func:`draw_lambda_min`, :func:`draw_edge_discord`; dotted lines at the run's snapshot steps);
+- :func:`plot_equilibrium_history`: those two panels alone (what ``sheaf paper`` items draw from a
+  run's ``metrics.jsonl``);
 - :func:`plot_discord`: per-edge discord energy as bars, coloured by edge type, with the per-layer
   totals beside them;
 - :func:`plot_surface`: for a regression with a 2-D input and a 1-D output, the learned function
@@ -106,14 +109,79 @@ def _panel(ax, records, key, title, ylabel, main_label, baseline_label, log=True
         ax.legend(fontsize=8)
 
 
+def _marks(ax, marks) -> None:
+    """Dotted vertical lines at the steps ``marks`` (a run's snapshots)."""
+    for m in marks or ():
+        ax.axvline(m, color="0.55", ls=":", lw=1.0, zorder=0)
+
+
+def draw_lambda_min(ax, records, *, marks=(), key: str = "lambda_min", label: str = "λ_min",
+                    colour: str = "#444444", title: str = "λ_min(L_free), 16 training examples at their forward "
+                    "pattern") -> list:
+    """λ_min(L_free) against step from metrics records (``metrics.jsonl``: the steps where it was
+    sampled), log scale when positive; ``marks``: snapshot steps. Returns the values drawn."""
+    ys = _curve(ax, records, key, label, colour)
+    if ys and min(ys) > 0:
+        ax.set_yscale("log")
+    if not ys:
+        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("λ_min", fontsize=9)
+    ax.set_xlabel("step", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    _marks(ax, marks)
+    _ticks(ax, "x")
+    _ticks(ax, "y")
+    return ys
+
+
+def draw_edge_discord(ax, records, *, marks=(), ls: str = "-", suffix: str = "", legend: bool = True) -> list[str]:
+    """The discord of every edge ½‖(δc*)_e‖² (mean over the logged examples, at the two-sided
+    equilibrium) against step from metrics records (``edge_discord``: edge -> value), one colour per
+    edge in the order the edges first appear; log scale when all are positive. Returns the edge names."""
+    names = list(dict.fromkeys(k for r in records for k in (r.get("edge_discord") or {})))
+    steps = [r["step"] for r in records]
+    positive = True
+    for i, e in enumerate(names):
+        xs, ys = _finite_xy(steps, [(r.get("edge_discord") or {}).get(e) for r in records])
+        if xs:
+            ax.plot(xs, ys, color=EDGE_PALETTE[i % len(EDGE_PALETTE)], lw=1.4, ls=ls, label=e + suffix)
+            positive = positive and min(ys) > 0
+    if names and positive and ax.lines and ax.get_yscale() != "log":
+        ax.set_yscale("log")
+    if not names:
+        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_title("discord per edge  ½‖(δc*)_e‖² (mean)", fontsize=10)
+    ax.set_xlabel("step", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    _marks(ax, marks)
+    _ticks(ax, "x")
+    _ticks(ax, "y")
+    if legend and ax.lines:
+        ax.legend(fontsize=7, ncol=2 if len(ax.lines) > 5 else 1, loc="best")
+    return names
+
+
+def plot_equilibrium_history(records: list[dict], path, *, title: str = "", marks=()) -> Path:
+    """λ_min(L_free) and the discord per edge over training, from a run's metrics records
+    (``metrics.jsonl``), side by side; dotted lines at ``marks`` (snapshot steps)."""
+    fig = _figure(11, 4.2, left=0.8, bottom=0.6, top=0.7, wspace=0.3)
+    draw_lambda_min(fig.add_subplot(1, 2, 1), records, marks=marks)
+    draw_edge_discord(fig.add_subplot(1, 2, 2), records, marks=marks)
+    fig.suptitle(title or "equilibrium diagnostics over training", fontsize=11)
+    return _save(fig, path)
+
+
 def plot_loss(records: list[dict], path, *, title: str = "", main_label: str = "sheaf",
               baseline_label: str = "backprop (baseline)", ylabel: str = "training loss (batch)",
-              test_label: str = "test loss") -> Path:
+              test_label: str = "test loss", marks=()) -> Path:
     """The training curves of a run from its metrics records (see the module docstring).
 
     Records carry ``step`` and any of ``loss``, ``test_loss``, ``test_accuracy`` (each also with a
     ``baseline_`` prefix), ``lambda_min`` and ``edge_discord`` (edge -> ½‖(δc*)_e‖²); a missing or
-    non-finite value is skipped.
+    non-finite value is skipped. The top row is the training and the test loss (and accuracy), the
+    bottom row :func:`draw_lambda_min` and :func:`draw_edge_discord`; ``marks`` (a run's snapshot
+    steps) are dotted lines on every panel.
     """
     accuracy = any(r.get("test_accuracy") is not None for r in records)
     top = 3 if accuracy else 2
@@ -125,34 +193,10 @@ def plot_loss(records: list[dict], path, *, title: str = "", main_label: str = "
     _panel(axes[1], records, "test_loss", "test loss", test_label, main_label, baseline_label)
     if accuracy:
         _panel(axes[2], records, "test_accuracy", "test accuracy", "accuracy", main_label, baseline_label, log=False)
-    ax = fig.add_subplot(gs[1, 0:3])
-    ys = _curve(ax, records, "lambda_min", "λ_min", "#444444")
-    if ys and min(ys) > 0:
-        ax.set_yscale("log")
-    ax.set_title("λ_min(L_free), 16 training examples at their forward pattern", fontsize=10)
-    ax.set_ylabel("λ_min", fontsize=9)
-    ax.set_xlabel("step", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    _ticks(ax, "x")
-    _ticks(ax, "y")
-    ax = fig.add_subplot(gs[1, 3:6])
-    names = list(dict.fromkeys(k for r in records for k in (r.get("edge_discord") or {})))
-    steps = [r["step"] for r in records]
-    positive = True
-    for i, e in enumerate(names):
-        xs, ys = _finite_xy(steps, [(r.get("edge_discord") or {}).get(e) for r in records])
-        if xs:
-            ax.plot(xs, ys, color=EDGE_PALETTE[i % len(EDGE_PALETTE)], lw=1.4, label=e)
-            positive = positive and min(ys) > 0
-    if names and positive and ax.lines:
-        ax.set_yscale("log")
-    ax.set_title("discord per edge  ½‖(δc*)_e‖² (mean)", fontsize=10)
-    ax.set_xlabel("step", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    _ticks(ax, "x")
-    _ticks(ax, "y")
-    if ax.lines:
-        ax.legend(fontsize=7, ncol=2 if len(ax.lines) > 5 else 1, loc="best")
+    draw_lambda_min(fig.add_subplot(gs[1, 0:3]), records, marks=marks)
+    draw_edge_discord(fig.add_subplot(gs[1, 3:6]), records, marks=marks)
+    for ax in axes:
+        _marks(ax, marks)
     fig.suptitle(title or "training curves", fontsize=11)
     return _save(fig, path)
 
@@ -329,4 +373,4 @@ def plot_residuals(result, path, *, title: str = "") -> Path:
     return _save(fig, path, code="E530")
 
 
-__all__ = ["plot_loss", "plot_discord", "plot_surface", "plot_boundary", "plot_residuals"]
+__all__ = ["draw_lambda_min", "draw_edge_discord", "plot_equilibrium_history", "plot_loss", "plot_discord", "plot_surface", "plot_boundary", "plot_residuals"]

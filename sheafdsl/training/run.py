@@ -8,6 +8,7 @@ Layout of a run directory (``--out DIR``, default ``runs/<model>-<YYYYmmdd-HHMMS
       model.sheaf      the model text the run was started from (resume refuses a different text)
       metrics.jsonl    one JSON object per logged step (see :class:`MetricsLog`)
       summary.json     final numbers of the trainer (and the baseline, if one ran)
+      snapshots/       the parameters at the steps of ``--snapshot-at`` (:mod:`.snapshots`), one atomic file each
       loss.png, discord.png, surface.png | boundary.png
 
 Every file except ``metrics.jsonl`` is written atomically: the bytes go to a temporary file in the
@@ -409,7 +410,7 @@ class TrainingSession:
 
     def __init__(self, rundir: RunDir, G, trainer, data, *, meta: dict, baseline=None, log_every: int = 50,
                  seconds: float = 0.0, baseline_seconds: float = 0.0, discord_rows: int = 512, lambda_k: int = 16,
-                 checkpoint_every: float = CHECKPOINT_EVERY, lambda_every: int | None = None):
+                 checkpoint_every: float = CHECKPOINT_EVERY, lambda_every: int | None = None, snapshot_at=()):
         self.rundir, self.G, self.trainer, self.data, self.baseline = rundir, G, trainer, data, baseline
         self.meta = dict(meta)
         self.log_every = int(log_every)
@@ -425,6 +426,9 @@ class TrainingSession:
         self.warnings: list[str] = []
         #: why the equilibrium diagnostics (edge discord, λ_min) are not sampled, once a solve was singular
         self.equilibrium_skipped: str | None = None
+        #: the steps to keep the parameters of (:mod:`.snapshots`), and the snapshots this session took
+        self.snapshot_at = frozenset(int(s) for s in snapshot_at)
+        self.snapshots: dict = {}
 
     # ------------------------------------------------------------------ saving
     def save(self, status: str) -> None:
@@ -445,6 +449,23 @@ class TrainingSession:
         atomic_write_json(self.rundir.meta, self.meta)
         self.checkpoint_step = step
         self._saved_at = time.monotonic()
+
+    def take_snapshot(self) -> None:
+        """Keep the parameters of the current step (and the baseline's): in ``snapshots/`` of the run
+        directory (one atomic file) and in :attr:`snapshots`."""
+        from ..lowering import to_numpy
+        from .snapshots import Snapshot, save_snapshot, snapshot_dir, snapshot_name
+
+        step = int(self.trainer.step_count)
+        params = {k: to_numpy(v).copy() for k, v in self.trainer.params.items()}
+        base = None if self.baseline is None else {k: to_numpy(v).copy() for k, v in self.baseline.params.items()}
+        meta = {"trainer": self.trainer.name, "baseline": None if base is None else self.baseline.name,
+                "seconds": self.seconds, "baseline_seconds": None if base is None else self.baseline_seconds}
+        path = None
+        if self.rundir is not None:
+            path = save_snapshot(snapshot_dir(self.rundir.path) / snapshot_name(step), step=step, params=params,
+                                 baseline=base, meta=meta)
+        self.snapshots[step] = Snapshot(step, params, base, {"step": step, **meta}, path)
 
     def checkpoint_due(self) -> bool:
         """Whether ``checkpoint_every`` seconds of wall time have passed since the last save."""
@@ -543,6 +564,8 @@ class TrainingSession:
                     self.log({"loss": tr.evaluate()["train_loss"]},
                              None if bl is None else {"loss": bl.evaluate()["train_loss"]}, steps)
                     self.save("running")  # step 0: a divergence at step 1 still leaves a checkpoint to go back to
+                    if 0 in self.snapshot_at:
+                        self.take_snapshot()
                 while tr.step_count < steps:
                     t0 = time.perf_counter()
                     try:
@@ -574,6 +597,8 @@ class TrainingSession:
                             blast = None
                     if on_step is not None:
                         on_step(step, last.get("loss"), None if blast is None else blast.get("loss"))
+                    if step in self.snapshot_at:
+                        self.take_snapshot()
                     if step % self.log_every == 0 or step == steps:
                         if not self._params_finite():  # never checkpoint a broken state
                             return self._diverged(step, *self._nonfinite_where())
