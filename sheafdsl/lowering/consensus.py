@@ -52,7 +52,7 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 
 def _batched(name: str, value, shape: tuple, B: int, what: str) -> np.ndarray:
     """A parameter's value as (B, *shape): a (*shape) value is shared, a (B, *shape) one is per instance."""
-    a = np.asarray(to_numpy(value), dtype=float)
+    a = value if type(value) is np.ndarray and value.dtype == np.float64 else np.asarray(to_numpy(value), dtype=float)
     if a.shape == shape:
         return np.broadcast_to(a, (B, *shape))
     if a.shape == (B, *shape):
@@ -107,15 +107,42 @@ class ConsensusProblem:
         return xp.sqrt(xp.sum((self.Dh @ x - self.bh) ** 2, axis=0))
 
 
+def _owner(offsets: np.ndarray, names: list, i: int) -> tuple[str, int]:
+    """The stalk holding cochain coordinate ``i`` and the coordinate's index in it."""
+    k = int(np.searchsorted(offsets, i, side="right")) - 1
+    return names[k], int(i - offsets[k])
+
+
+def _triplets(groups: dict) -> tuple:
+    """(rows, cols, values) of dense blocks placed by array ops: ``groups[(r, c)]`` is a list of
+    (row offset, column offset, (r, c) block) for blocks of one shape; each shape is stacked once."""
+    R, C, X = [], [], []
+    for (r, c), items in groups.items():
+        ro = np.fromiter((t[0] for t in items), np.int64, len(items))
+        co = np.fromiter((t[1] for t in items), np.int64, len(items))
+        blk = np.stack([t[2] for t in items]).astype(float, copy=False).reshape(len(items), r, c)
+        R.append(np.broadcast_to(ro[:, None, None] + np.arange(r)[None, :, None], blk.shape).ravel())
+        C.append(np.broadcast_to(co[:, None, None] + np.arange(c)[None, None, :], blk.shape).ravel())
+        X.append(blk.ravel())
+    if not R:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(R), np.concatenate(C), np.concatenate(X)
+
+
 def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
     """Lower the consensus problem of ``G`` with parameter values ``params`` and the (B, N) cochain
     ``pinned`` holding the values of every hard pin (inference pins: input and constants; other
     coordinates ignored). Raises E513 for a state-dependent map, E514 for a problem that is infeasible
     up front (an empty box, a pin outside its stalk's box or simplex, a simplex that cannot sum to 1),
-    E519 for a parameter whose shape fits neither one instance nor the batch."""
+    E519 for a parameter whose shape fits neither one instance nor the batch.
+
+    Vectorised: one pass over the stalks and one over the edges only read the IR's attributes; Q's
+    blocks, δ's source and head maps and the bounds are then placed by array ops, one per block shape
+    (no per-stalk sparse matrices or numpy calls)."""
     from ..ir.maps import ParamMap
 
-    for u, v, name, d in edges(G):
+    E = edges(G)
+    for u, v, name, d in E:
         for m in (d["src_map"], d["dst_map"]):
             for p in [getattr(m, "param", None) if isinstance(m, ParamMap) else None, d.get("bias")]:
                 if p is not None and p not in (params or {}):
@@ -137,60 +164,83 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
     pmask[pin_idx] = True
     P = pinned_h * pmask  # the pins alone (B, N)
 
-    # objectives, on the whole cochain (the objective value) and on the free coordinates
-    Qtrip = ([], [], [])  # the blocks of Q, as (rows, cols, values)
-    qfull = np.zeros((N, B))
-    lamfull = np.zeros(N)
-    lo_full, hi_full = np.full(N, -np.inf), np.full(N, np.inf)
-    simplex_v, blocks = [], {}
-    for v in stalks(G):
-        nd = G.nodes[v]
-        off, d = nd["offset"], nd["dim"]
-        sl = slice(off, off + d)
-        fc = col[sl][col[sl] >= 0]
-        blocks[v] = slice(int(fc[0]), int(fc[-1]) + 1) if len(fc) else slice(0, 0)
-        for o in objectives(G, v):
-            if o.kind == "quadratic":
-                Qv = np.asarray(to_numpy(_value(params, o.Q, v)), dtype=float) if isinstance(o.Q, str) else o.Q
+    # objectives: one pass gathering each term's data, then placed per block shape
+    V = stalks(G)
+    nodes = dict(G.nodes(data=True))  # plain dicts: the passes below read them once per stalk and edge
+    offs = np.fromiter((nodes[v]["offset"] for v in V), np.int64, len(V))
+    dims = np.fromiter((nodes[v]["dim"] for v in V), np.int64, len(V))
+    Qgroups: dict = {}          # (d, d) -> [(off, off, Q_v)]
+    qgroups: dict = {}          # (d, 1) -> [(off, 0, (d, B) q_v)]
+    lo_t, hi_t, lam_t = {}, {}, {}  # d -> [(off, values (d,))]
+    checked_Q: set = set()
+    simplex_v = []
+    for v, off, d in zip(V, offs.tolist(), dims.tolist()):
+        obs = nodes[v].get("objectives")
+        if not obs:
+            continue
+        for o in obs:
+            k = o.kind
+            if k == "quadratic":
                 if isinstance(o.Q, str):
+                    Qv = np.asarray(to_numpy(_value(params, o.Q, v)), dtype=float)
                     if Qv.shape != (d, d):
                         raise _err("E519", f"parameter `{o.Q}` (Q of stalk `{v}`) has shape {Qv.shape}, not {(d, d)}")
                     Qv = 0.5 * (Qv + Qv.T)
-                    if np.linalg.eigvalsh(Qv)[0] < -1e-10 * max(1.0, float(np.abs(Qv).max())):
-                        raise _err("E514", f"parameter `{o.Q}` (Q of stalk `{v}`) is not positive semidefinite: "
-                                   "the objective is not convex", "give a Q ⪰ 0")
-                ii, jj = np.meshgrid(np.arange(off, off + d), np.arange(off, off + d), indexing="ij")
-                Qtrip[0].append(ii.ravel()); Qtrip[1].append(jj.ravel()); Qtrip[2].append(np.asarray(Qv, float).ravel())
-                qfull[sl] += (_batched(o.q, _value(params, o.q, v), (d,), B, f"q of stalk `{v}`:") if isinstance(o.q, str)
-                              else np.broadcast_to(o.q, (B, d))).T
-            elif o.kind == "nonneg":
-                lo_full[sl] = np.maximum(lo_full[sl], 0.0)
-            elif o.kind == "box":
-                lo_full[sl] = np.maximum(lo_full[sl], o.lo)
-                hi_full[sl] = np.minimum(hi_full[sl], o.hi)
-            elif o.kind == "simplex":
-                lo_full[sl] = np.maximum(lo_full[sl], 0.0)
+                    if o.Q not in checked_Q:
+                        if np.linalg.eigvalsh(Qv)[0] < -1e-10 * max(1.0, float(np.abs(Qv).max())):
+                            raise _err("E514", f"parameter `{o.Q}` (Q of stalk `{v}`) is not positive semidefinite: "
+                                       "the objective is not convex", "give a Q ⪰ 0")
+                        checked_Q.add(o.Q)
+                else:
+                    Qv = o.Q
+                Qgroups.setdefault((d, d), []).append((off, off, Qv))
+                qv = (_batched(o.q, _value(params, o.q, v), (d,), B, f"q of stalk `{v}`:") if isinstance(o.q, str)
+                      else np.broadcast_to(o.q, (B, d)))
+                qgroups.setdefault((d, B), []).append((off, 0, qv.T))
+            elif k == "nonneg":
+                lo_t.setdefault(d, []).append((off, np.zeros(d)))
+            elif k == "box":
+                lo_t.setdefault(d, []).append((off, o.lo))
+                hi_t.setdefault(d, []).append((off, o.hi))
+            elif k == "simplex":
+                lo_t.setdefault(d, []).append((off, np.zeros(d)))
                 if v not in simplex_v:
                     simplex_v.append(v)
-            elif o.kind == "l1":
-                lamfull[sl] += o.lam
-        bad = np.flatnonzero(lo_full[sl] > hi_full[sl])
-        if bad.size:
-            i = int(bad[0])
-            raise _err("E514", f"stalk `{v}`: its objectives leave coordinate {i} no value "
-                       f"({lo_full[off + i]:g} ≤ x ≤ {hi_full[off + i]:g})", "the problem is infeasible: relax a box")
-        pins_here = np.flatnonzero(pmask[sl])
-        for i in pins_here:
-            vals = P[:, off + i]
-            out = np.flatnonzero((vals < lo_full[off + i] - 1e-12) | (vals > hi_full[off + i] + 1e-12))
-            if out.size:
-                raise _err("E514", f"stalk `{v}`: coordinate {i} is pinned to {vals[out[0]]:g}, outside its objectives' "
-                           f"bounds [{lo_full[off + i]:g}, {hi_full[off + i]:g}]" + (f" (instance {int(out[0])})" if B > 1 else ""),
-                           "the problem is infeasible: change the pin or the bounds")
+            elif k == "l1":
+                lam_t.setdefault(d, []).append((off, np.full(d, float(o.lam))))
+
+    def place(store, into, ufunc):
+        for d, items in store.items():
+            idx = np.fromiter((t[0] for t in items), np.int64, len(items))[:, None] + np.arange(d)[None, :]
+            ufunc.at(into, idx.ravel(), np.stack([t[1] for t in items]).astype(float, copy=False).ravel())
+
+    lo_full, hi_full, lamfull = np.full(N, -np.inf), np.full(N, np.inf), np.zeros(N)
+    place(lo_t, lo_full, np.maximum)
+    place(hi_t, hi_full, np.minimum)
+    place(lam_t, lamfull, np.add)
+    names_v = list(V)
+    bad = np.flatnonzero(lo_full > hi_full)
+    if bad.size:
+        i = int(bad[0])
+        v, j = _owner(offs, names_v, i)
+        raise _err("E514", f"stalk `{v}`: its objectives leave coordinate {j} no value "
+                   f"({lo_full[i]:g} ≤ x ≤ {hi_full[i]:g})", "the problem is infeasible: relax a box")
+    if len(pin_idx):
+        vals = P[:, pin_idx]
+        out = (vals < lo_full[pin_idx] - 1e-12) | (vals > hi_full[pin_idx] + 1e-12)
+        cols = np.flatnonzero(out.any(0))
+        if cols.size:
+            c0 = int(cols[0])
+            b0 = int(np.flatnonzero(out[:, c0])[0])
+            i = int(pin_idx[c0])
+            v, j = _owner(offs, names_v, i)
+            raise _err("E514", f"stalk `{v}`: coordinate {j} is pinned to {vals[b0, c0]:g}, outside its objectives' "
+                       f"bounds [{lo_full[i]:g}, {hi_full[i]:g}]" + (f" (instance {b0})" if B > 1 else ""),
+                       "the problem is infeasible: change the pin or the bounds")
     simplex = []
     groups: dict[int, list] = {}
     for v in simplex_v:
-        off, d = G.nodes[v]["offset"], G.nodes[v]["dim"]
+        off, d = nodes[v]["offset"], nodes[v]["dim"]
         sl = slice(off, off + d)
         s = 1.0 - P[:, sl].sum(1)  # what the free coordinates must sum to (B,)
         fidx = np.arange(off, off + d)[~pmask[sl]]
@@ -209,45 +259,55 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
         lo_g = np.stack([g[2] for g in gs])[:, :, None]
         hi_g = np.stack([g[3] for g in gs])[:, :, None]
         simplex.append((xp.asarray(rows), xp.asarray(s), xp.asarray(lo_g), xp.asarray(hi_g)))
+    # the free-coordinate slice of each stalk (free coordinates are in cochain order)
+    nfree_before = np.concatenate([[0], np.cumsum(~pmask)])
+    starts, stops = nfree_before[offs], nfree_before[offs + dims]
+    blocks = {v: slice(int(a), int(b)) if b > a else slice(0, 0) for v, a, b in zip(names_v, starts, stops)}
 
-    # δ split into source and head maps, and its offsets
-    rows_s, rows_d, blist, w2, hard = [], [], [], [], []
+    # δ split into source and head maps, and its offsets: one pass reading the maps, then per shape
+    src_g: dict = {}
+    dst_g: dict = {}
+    bias_items = []
+    de_list, w_list, h_list, names = [], [], [], []
     r0 = 0
-    names = []
-    for u, v, name, d in edges(G):
+    for u, v, name, d in E:
         de = d["dim"]
-        Fs = maps.matrix(d["src_map"], G.nodes[u]["dim"], params)
-        Fd = maps.matrix(d["dst_map"], G.nodes[v]["dim"], params)
-        ou, ov = G.nodes[u]["offset"], G.nodes[v]["offset"]
-        o = np.zeros((B, de)) if d.get("bias") is None else _batched(d["bias"], params[d["bias"]], (de,), B,
-                                                                       f"bias of edge `{name}`:")
-        for F, off, store in ((Fs, ou, rows_s), (Fd, ov, rows_d)):
-            F = np.asarray(F, dtype=float)
-            ri, ci = np.nonzero(F)
-            store.append((ri + r0, ci + off, F[ri, ci]))
-        blist.append(o.T)
-        w2.append(np.full(de, float(d["weight"]) ** 2))
-        hard.append(np.full(de, bool(d.get("hard"))))
+        du, dv = nodes[u]["dim"], nodes[v]["dim"]
+        src_g.setdefault((de, du), []).append((r0, nodes[u]["offset"], maps.matrix(d["src_map"], du, params)))
+        dst_g.setdefault((de, dv), []).append((r0, nodes[v]["offset"], maps.matrix(d["dst_map"], dv, params)))
+        if d.get("bias") is not None:
+            bias_items.append((r0, de, _batched(d["bias"], params[d["bias"]], (de,), B, f"bias of edge `{name}`:")))
+        de_list.append(de)
+        w_list.append(float(d["weight"]))
+        h_list.append(bool(d.get("hard")))
         names.append((name, r0, de))
         r0 += de
     M = r0
 
-    def full(store):
-        if not store:
-            return sp.csr_matrix((M, N))
-        r, c, x = (np.concatenate(t) for t in zip(*store))
-        return sp.csr_matrix((x, (r, c)), shape=(M, N))
+    def full(groups_):
+        r, c, x = _triplets(groups_)
+        A = sp.csr_matrix((x, (r, c)), shape=(M, N))
+        A.eliminate_zeros()
+        return A
 
-    FsN, FdN = full(rows_s), full(rows_d)
+    FsN, FdN = full(src_g), full(dst_g)
     DN = FdN - FsN
-    o = np.concatenate(blist, 0) if blist else np.zeros((0, B))
+    o = np.zeros((M, B))
+    for r_, de, val in bias_items:
+        o[r_:r_ + de] = val.T
     b = o - DN[:, pin_idx] @ P[:, pin_idx].T  # (M, B)
-    w2 = np.concatenate(w2)[:, None] if w2 else np.zeros((0, 1))
-    hard = np.concatenate(hard) if hard else np.zeros(0, dtype=bool)
+    de_a = np.asarray(de_list, dtype=np.int64)
+    w2 = np.repeat(np.asarray(w_list) ** 2, de_a)[:, None]
+    hard = np.repeat(np.asarray(h_list, dtype=bool), de_a)
     Fs, Fd, D = FsN[:, free], FdN[:, free], DN[:, free]
     h, s_ = np.flatnonzero(hard), np.flatnonzero(~hard)
-    Qfull = (sp.csr_matrix((np.concatenate(Qtrip[2]), (np.concatenate(Qtrip[0]), np.concatenate(Qtrip[1]))),
-                           shape=(N, N)) if Qtrip[0] else sp.csr_matrix((N, N)))
+    Qr, Qc, Qx = _triplets(Qgroups)
+    Qfull = sp.csr_matrix((Qx, (Qr, Qc)), shape=(N, N))
+    qr, _, qx = _triplets(qgroups)
+    qfull = np.zeros((N, B))
+    if qr.size:  # each (d, B) block ravelled: row off + i, column b
+        rows_q = qr.reshape(-1, B)[:, 0]
+        np.add.at(qfull, rows_q, qx.reshape(-1, B))
     Qf = Qfull[free][:, free]
     q = qfull[free] + (Qfull[free][:, pin_idx] @ P[:, pin_idx].T)  # ∂/∂x of ½cᵀQc + qᵀc at the pins
     S = sparse_module(xp)
