@@ -160,6 +160,9 @@ CODES: dict[str, str] = {
     "E650": "verify: a parameter holding NaN or infinite values",
     "E651": "verify: a free dimension too large for the dense checks",
     "E652": "verify: the requested --samples would take longer than the time budget (said before any work)",
+    # sheaf paper (E660–E669)
+    "E660": "sheaf paper: an unknown item (`sheaf paper --list` lists them)",
+    "E661": "sheaf paper: an output file or folder cannot be written (the folder is a file, not writable, or the disk is full)",
     # snapshots and the spectral/discord items of `sheaf paper` (E680–E689)
     "E680": "--snapshot-at (snapshot_at=): not whole steps >= 0, or a step past the run's last step",
     "E681": "a snapshot file that is damaged or not a snapshot, or a snapshot asked for at a step that was not taken",

@@ -103,6 +103,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_ready(o):
+    """A value as plain JSON data: numpy (or cupy) arrays and scalars as Python values, paths as strings,
+    NaN and ±inf as None (so ``json.dumps(..., allow_nan=False)`` always succeeds).
+
+    >>> json_ready({"a": float("nan"), "b": (1, 2.5)})
+    {'a': None, 'b': [1, 2.5]}
+    """
+    if isinstance(o, dict):
+        return {str(k): json_ready(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_ready(v) for v in o]
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, (str, int, bool)) or o is None:
+        return o
+    tolist = getattr(o, "tolist", None)  # numpy (or cupy) arrays and scalars
+    if callable(tolist):
+        return json_ready(tolist())
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 def write_error(code: str, path, exc: OSError, *, file: str | None = None, hint: str | None = None) -> SheafError:
     """A failed write as a diagnostic: what could not be written, and why (``No space left on device``)."""
     why = exc.strerror or str(exc)

@@ -121,6 +121,13 @@ def test_linking():
     assert code == 1 and [d["code"] for d in out["diagnostics"]] == ["E548"]
 
 
+def test_paper():
+    code, out = run_json("paper", "--list")
+    assert code == 0 and isinstance(out["items"], dict)
+    code, out = run_json("paper", "no-such-item")
+    assert code == 1 and [d["code"] for d in out["diagnostics"]] == ["E660"]
+
+
 def test_warnings_are_listed_in_the_json():
     code, out = run_json("compile", str(MODELS / "unconstrained.sheaf"))
     assert code == 0 and [d["code"] for d in out["diagnostics"]] == ["W301"]

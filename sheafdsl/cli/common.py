@@ -10,13 +10,12 @@ finite: NaN and infinities are written as null, so every output is strict JSON.
 from __future__ import annotations
 
 import json
-import math
-import os
 
 import click
 from rich.console import Console
 
 from ..errors import Diagnostic, SheafError
+from ..fileio import json_ready
 from ..frontend import check_with_warnings, parse_file
 
 console = Console(highlight=False)
@@ -108,22 +107,7 @@ def emit_json(payload: dict | None = None, *, ok: bool = True, diagnostics=()) -
     click.echo(json.dumps(_plain(json_envelope(payload, ok=ok, diagnostics=diagnostics)), allow_nan=False))
 
 
-def _plain(o):
-    """JSON-ready: numpy arrays and scalars as Python values, NaN and ±inf as None."""
-    if isinstance(o, dict):
-        return {str(k): _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_plain(v) for v in o]
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, (str, int, bool)) or o is None:
-        return o
-    tolist = getattr(o, "tolist", None)  # numpy (or cupy) arrays and scalars
-    if callable(tolist):
-        return _plain(tolist())
-    if isinstance(o, os.PathLike):
-        return os.fspath(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+_plain = json_ready  # (the one JSON-ready conversion lives in fileio)
 
 
 __all__ = ["console", "err_console", "print_table", "json_option", "seed_option", "model_argument", "load_model", "load_ir", "json_envelope", "emit_json", "SheafError"]

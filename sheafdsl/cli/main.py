@@ -28,6 +28,7 @@ COMMANDS = {
     "train": "train",
     "diagnose": "diagnose",
     "linking": "linking",
+    "paper": "paper",
 }
 
 EXIT_USER = 1

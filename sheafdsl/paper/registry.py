@@ -1,0 +1,54 @@
+"""Every item of ``sheaf paper``: name -> where its function lives and what it reproduces.
+
+An item is ``def NAME(ctx: PaperContext) -> dict`` (see :mod:`.common`); ``target`` is
+``"module:function"`` with the module relative to this package, imported only when the item runs.
+
+>>> all(name == item.name and ":" in item.target for name, item in ITEMS.items())
+True
+>>> try:
+...     resolve("fig9")
+... except SheafError as e:
+...     print(e.codes)
+['E660']
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from ..errors import Diagnostic, SheafError
+
+
+@dataclass(frozen=True)
+class Item:
+    """One figure or table: ``target`` = ``"module:function"`` (module under :mod:`sheafdsl.paper`);
+    ``seed`` is the seed the paper fixes (0 where it fixes none)."""
+
+    name: str
+    target: str
+    title: str
+    seed: int = 0
+
+
+#: name -> item, in the paper's order within each helper's block; one line per item
+ITEMS: dict[str, Item] = {item.name: item for item in [
+]}
+
+
+def unknown_item(name: str) -> SheafError:
+    """E660: ``name`` is no item; the hint names the closest ones."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(ITEMS), n=3, cutoff=0.5)
+    hint = (f"did you mean {', '.join(close)}? " if close else "") + \
+        "`sheaf paper --list` lists every item; `sheaf paper all` runs them all"
+    return SheafError(Diagnostic("E660", f"unknown paper item `{name}`", hint=hint, file="<command line>"))
+
+
+def resolve(name: str):
+    """The function of item ``name`` (its module imported now); an unknown name is E660."""
+    if name not in ITEMS:
+        raise unknown_item(name)
+    module, func = ITEMS[name].target.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), func)

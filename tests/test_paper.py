@@ -1,0 +1,185 @@
+"""`sheaf paper`: the runner, the CLI, and every item's --quick run with a check of its numbers.
+
+Each item's test runs ``sheaf paper NAME --quick`` (≤ 4 s on one core) and asserts something true
+about the numbers it returns, not only that its files exist. B and C append their items' tests below.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sheafdsl.cli.main import cli
+from sheafdsl.paper import registry, runner
+from sheafdsl.paper.common import PaperContext, new_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["paper", *args], catch_exceptions=True)
+
+
+def no_traceback(res):
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+
+
+def json_line(res) -> dict:
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stdout
+    return json.loads(lines[0])
+
+
+def run_quick(name, tmp_path) -> dict:
+    """``sheaf paper NAME --quick --json`` into tmp_path: the record, checked against NAME.json and its files."""
+    res = invoke(name, "--quick", "--out", str(tmp_path), "--json")
+    no_traceback(res)
+    assert res.exit_code == 0, res.output
+    out = json_line(res)
+    assert out["ok"] and out["item"] == name and out["quick"] is True
+    saved = json.loads((tmp_path / f"{name}.json").read_text())
+    assert saved["numbers"] == out["numbers"] and saved["item"] == name
+    for f in out["files"]:
+        assert Path(f).is_file() and Path(f).stat().st_size > 0, f
+    figures = [f for f in out["files"] if f.endswith(".png")]
+    assert figures and all(Path(f).with_suffix(".pdf").is_file() for f in figures)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    return out["numbers"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the skeleton, on a small item registered for the test
+
+
+def _toy(ctx: PaperContext) -> dict:
+    import numpy as np
+
+    ctx.log("drawing")
+    x = np.linspace(0.0, 1.0, 5 if ctx.quick else 50)
+    fig = new_figure(3.0, 2.0)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(x, x ** 2)
+    ctx.save_figure(fig, "toy_curve")
+    return {"n": int(x.size), "seed": ctx.seed, "area": float(np.trapezoid(x ** 2, x)), "bad": float("nan"),
+            "paper": {"area": 1 / 3}}
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(registry.ITEMS, "toy", registry.Item("toy", "nowhere:toy", title="a toy item", seed=7))
+    real = runner.resolve
+    monkeypatch.setattr(runner, "resolve", lambda name: _toy if name == "toy" else real(name))
+
+
+def test_item_writes_figures_and_its_json(toy, tmp_path):
+    res = invoke("toy", "--out", str(tmp_path / "t"), "--json")
+    no_traceback(res)
+    assert res.exit_code == 0, res.output
+    out = json_line(res)
+    assert out["ok"] and out["diagnostics"] == [] and out["item"] == "toy" and out["quick"] is False
+    assert out["numbers"]["n"] == 50 and out["numbers"]["seed"] == 7  # the item's own seed
+    assert out["numbers"]["bad"] is None  # NaN written as null: strict JSON
+    assert out["seconds"] >= 0
+    names = sorted(Path(f).name for f in out["files"])
+    assert names == ["toy.json", "toy_curve.pdf", "toy_curve.png"]
+    png = (tmp_path / "t" / "toy_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "t" / "toy_curve.pdf").read_bytes()[:5] == b"%PDF-"
+    saved = json.loads((tmp_path / "t" / "toy.json").read_text())
+    assert set(saved) == {"item", "quick", "seconds", "numbers", "files"}
+    assert saved["numbers"]["paper"] == {"area": 1 / 3}
+
+
+def test_quick_and_seed_reach_the_item(toy, tmp_path):
+    res = invoke("toy", "--quick", "--seed", "3", "--out", str(tmp_path), "--json")
+    out = json_line(res)
+    assert out["quick"] is True and out["numbers"]["n"] == 5 and out["numbers"]["seed"] == 3
+    assert "drawing" in res.stderr
+
+
+def test_text_output_lists_files_and_numbers_beside_the_papers(toy, tmp_path):
+    res = invoke("toy", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert "toy_curve.png" in res.stdout and re.search(r"area = 0\.33\d+ +\(paper: 0\.333", res.stdout)
+
+
+def test_default_out_is_paper_out_name(toy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = invoke("toy", "--quick")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "paper_out" / "toy" / "toy.json").is_file()
+
+
+def test_all_runs_every_item_into_its_own_folder(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "ITEMS", {"toy": registry.ITEMS["toy"]})
+    monkeypatch.setattr(runner, "ITEMS", registry.ITEMS)
+    res = invoke("all", "--quick", "--out", str(tmp_path), "--json")
+    assert res.exit_code == 0, res.output
+    out = json_line(res)
+    assert list(out["items"]) == ["toy"]
+    assert (tmp_path / "toy" / "toy.json").is_file() and (tmp_path / "toy" / "toy_curve.png").is_file()
+
+
+def test_list_names_every_registered_item(toy):
+    res = invoke("--list")
+    assert res.exit_code == 0 and "toy" in res.stdout and "a toy item" in res.stdout
+    out = json_line(invoke("--list", "--json"))
+    assert set(out["items"]) == set(registry.ITEMS) and out["items"]["toy"] == {"title": "a toy item", "seed": 7}
+
+
+def test_unknown_item_is_E660_with_a_suggestion(toy):
+    res = invoke("tyo")
+    no_traceback(res)
+    assert res.exit_code == 1 and "E660" in res.stderr and "toy" in res.stderr
+    out = json_line(invoke("nope", "--json"))
+    assert out["ok"] is False and out["diagnostics"][0]["code"] == "E660"
+
+
+def test_unwritable_out_is_E661(toy, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    res = invoke("toy", "--out", str(f))
+    no_traceback(res)
+    assert res.exit_code == 1 and "E661" in res.stderr
+
+
+def test_usage_errors_exit_2():
+    assert invoke().exit_code == 2
+    assert invoke("fig1", "--list").exit_code == 2
+
+
+def test_registry_targets_are_importable_and_lazy():
+    """Every item's function exists; the registry itself imports no item module."""
+    import subprocess
+    import sys
+
+    for name in registry.ITEMS:
+        assert callable(registry.resolve(name)), name
+    code = ("import sys, sheafdsl.paper.registry as r; "
+            "print([m for m in sys.modules if m.startswith('sheafdsl.paper.') and m != 'sheafdsl.paper.registry'])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", (p.stdout, p.stderr)
+
+
+def test_only_the_cli_imports_the_paper_layer():
+    pkg = ROOT / "sheafdsl"
+    bad = [str(f.relative_to(pkg)) for f in pkg.rglob("*.py")
+           if "paper" not in f.relative_to(pkg).parts[:1] and f.name != "paper.py"
+           and re.search(r"^\s*(from|import) (\.\.?|sheafdsl\.)paper\b", f.read_text(encoding="utf-8"), re.M)]
+    assert not bad, bad
+
+
+def test_every_item_has_a_quick_test_and_a_docs_section():
+    here = Path(__file__).read_text(encoding="utf-8")
+    doc = (ROOT / "docs" / "paper.md").read_text(encoding="utf-8")
+    for name in registry.ITEMS:
+        assert re.search(rf"run_quick\(\"{re.escape(name)}\"", here), f"no --quick test of {name}"
+        assert f"sheaf paper {name}" in doc, f"docs/paper.md has no section for {name}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the items (one test each: `run_quick(NAME, tmp_path)` and a check of what is true of its numbers)
