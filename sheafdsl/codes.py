@@ -134,6 +134,10 @@ CODES: dict[str, str] = {
     "E547": "sheaf linking: --classes data that is not two classes of points in R^3, or nothing to push through",
     "E548": "sheaf linking: the model has no single input stalk of dimension 3",
     "E549": "sheaf linking: an image at a stalk that overflows float64",
+    # the learned tasks (issue 11): Sudoku, digits on canvases, their baselines
+    "E570": "a Sudoku task request that cannot be met: an unknown grid order, blanks out of range, or too few distinct puzzles",
+    "E571": "a digits-canvas request that cannot be met: a canvas smaller than a digit, or a CNN input size not a multiple of 4 or smaller than the canvas",
+    "E572": "a task baseline (MPNN, CNN) diverged: its loss became NaN or infinite",
     # training: data, config, trainers
     "E600": "unknown data set",
     "E601": "a data file that is missing, unreadable or malformed",

@@ -1,0 +1,288 @@
+"""Sudoku puzzles with unique solutions: an exact solver, a seeded generator, the splits and the encoding.
+
+A grid of order n = r·c (4 = 2·2, 9 = 3·3) has n² cells, numbered row-major, each holding a digit
+1..n (0 is a blank). Its **units** are the n rows, the n columns and the n boxes (r × c blocks):
+3n agents of n cells each, every cell in exactly three of them (its row, its column and its box).
+A grid is solved when every unit holds each digit once.
+
+The solver is exact: depth-first search on the cell with the fewest candidates (bit masks of the
+digits still free in its row, column and box), stopping after ``limit`` solutions, so
+``count_solutions(p, limit=2) == 1`` proves that ``p`` has exactly one solution.
+
+The generator draws a random solved grid (the solver run on the empty grid with a shuffled digit
+order), then blanks cells one at a time in a random order, keeping a blank only while the puzzle
+still has one solution, until it has the requested number of blanks (and starts again from a new
+grid if a pass ends short of it). Every puzzle it returns has a unique solution, proved by counting.
+
+>>> g = Geometry(4)
+>>> p, s = generate(3, blanks=(8, 8), seed=0, size=4)
+>>> [count_solutions(row, g) for row in p], [int((row == 0).sum()) for row in p]
+([1, 1, 1], [8, 8, 8])
+>>> bool(np.all(solve(p[0], g) == s[0])) and is_solution(s[0], g)
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from ...errors import Diagnostic, SheafError
+
+#: box shapes (rows, columns) of the grid orders the generator knows
+BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The cells and units of an n × n grid. ``units``: (3n, n) cell indices, the rows, then the
+    columns, then the boxes (each in row-major order); ``cell_units``: (n², 3) the row, column and
+    box unit of each cell; ``slot``: (n², 3) the position of the cell inside each of those units."""
+
+    n: int
+    box: tuple[int, int] = field(init=False)
+    units: np.ndarray = field(init=False, repr=False)
+    cell_units: np.ndarray = field(init=False, repr=False)
+    slot: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        n = self.n
+        if n not in BOXES:
+            raise SheafError(Diagnostic("E570", f"no Sudoku of order {n}", hint="orders: " + ", ".join(map(str, BOXES))))
+        r, c = BOXES[n]
+        idx = np.arange(n * n).reshape(n, n)
+        rows = [idx[i] for i in range(n)]
+        cols = [idx[:, j] for j in range(n)]
+        boxes = [idx[bi * r:(bi + 1) * r, bj * c:(bj + 1) * c].ravel() for bi in range(n // r) for bj in range(n // c)]
+        units = np.array(rows + cols + boxes)
+        cell_units = np.zeros((n * n, 3), dtype=int)
+        slot = np.zeros((n * n, 3), dtype=int)
+        for u, cells in enumerate(units):
+            kind = u // n
+            cell_units[cells, kind] = u
+            slot[cells, kind] = np.arange(n)
+        object.__setattr__(self, "box", (r, c))
+        object.__setattr__(self, "units", units)
+        object.__setattr__(self, "cell_units", cell_units)
+        object.__setattr__(self, "slot", slot)
+
+    @property
+    def cells(self) -> int:
+        return self.n * self.n
+
+
+@lru_cache(maxsize=None)
+def geometry(n: int) -> Geometry:
+    return Geometry(n)
+
+
+def _masks(grid, g: Geometry):
+    """Bit masks of the digits used in each unit (bit d−1 for digit d); None when a unit repeats one."""
+    used = [0] * (3 * g.n)
+    for cell, v in enumerate(grid):
+        if v:
+            bit = 1 << (int(v) - 1)
+            for u in g.cell_units[cell]:
+                if used[u] & bit:
+                    return None
+                used[u] |= bit
+    return used
+
+
+def _search(grid: list, g: Geometry, limit: int, first: list | None, rng=None) -> int:
+    """Count solutions of ``grid`` (a list, modified and restored) up to ``limit``; the first found is
+    copied into ``first``. With ``rng`` the candidate digits are tried in a random order."""
+    used = _masks(grid, g)
+    if used is None:
+        return 0
+    full = (1 << g.n) - 1
+    cu = [tuple(int(u) for u in row) for row in g.cell_units]
+    blanks = [i for i, v in enumerate(grid) if not v]
+    count = 0
+
+    def rec():
+        nonlocal count
+        best, best_free, best_n = -1, 0, g.n + 1
+        for i in blanks:
+            if grid[i]:
+                continue
+            a, b, c = cu[i]
+            free = full & ~(used[a] | used[b] | used[c])
+            k = bin(free).count("1")
+            if k < best_n:
+                best, best_free, best_n = i, free, k
+                if k <= 1:
+                    break
+        if best < 0:  # no blank left: a solution
+            count += 1
+            if first is not None and count == 1:
+                first[:] = grid
+            return
+        if best_n == 0:
+            return
+        digits = [d for d in range(g.n) if best_free >> d & 1]
+        if rng is not None:
+            rng.shuffle(digits)
+        a, b, c = cu[best]
+        for d in digits:
+            bit = 1 << d
+            grid[best] = d + 1
+            used[a] |= bit
+            used[b] |= bit
+            used[c] |= bit
+            rec()
+            used[a] &= ~bit
+            used[b] &= ~bit
+            used[c] &= ~bit
+            grid[best] = 0
+            if count >= limit:
+                return
+
+    rec()
+    return count
+
+
+def count_solutions(grid, g: Geometry | None = None, limit: int = 2) -> int:
+    """The number of solutions of ``grid`` ((n²,) digits, 0 blank), counted up to ``limit``."""
+    grid = [int(v) for v in np.asarray(grid).ravel()]
+    g = g or geometry(int(round(len(grid) ** 0.5)))
+    return _search(grid, g, limit, None)
+
+
+def solve(grid, g: Geometry | None = None) -> np.ndarray | None:
+    """A solution of ``grid`` (the first the search finds), or None when it has none."""
+    cells = [int(v) for v in np.asarray(grid).ravel()]
+    g = g or geometry(int(round(len(cells) ** 0.5)))
+    first: list = []
+    return np.array(first, dtype=int) if _search(cells, g, 1, first) else None
+
+
+def is_solution(grid, g: Geometry | None = None) -> bool:
+    """Whether ``grid`` is a completely filled grid whose every unit holds each digit once."""
+    grid = np.asarray(grid).ravel()
+    g = g or geometry(int(round(len(grid) ** 0.5)))
+    want = np.arange(1, g.n + 1)
+    return bool(np.all(np.sort(grid[g.units], axis=1) == want))
+
+
+def random_solution(rng: np.random.Generator, g: Geometry) -> np.ndarray:
+    """A random solved grid: the search on the empty grid, digits tried in a random order."""
+    first: list = []
+    _search([0] * g.cells, g, 1, first, rng=_PyRandom(rng))
+    return np.array(first, dtype=int)
+
+
+class _PyRandom:
+    """A list shuffle drawn from a numpy Generator (so one seed fixes everything)."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def shuffle(self, items):
+        items[:] = [items[i] for i in self.rng.permutation(len(items))]
+
+
+def make_puzzle(rng: np.random.Generator, g: Geometry, blanks: int, tries: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(puzzle, solution): a puzzle with exactly ``blanks`` blanks and a unique solution."""
+    if not 0 <= blanks < g.cells:
+        raise SheafError(Diagnostic("E570", f"a {g.n}x{g.n} Sudoku has {g.cells} cells; {blanks} blanks is out of range"))
+    for _ in range(tries):
+        sol = random_solution(rng, g)
+        puzzle = [int(v) for v in sol]
+        left = blanks
+        for cell in rng.permutation(g.cells):
+            if left == 0:
+                break
+            v, puzzle[cell] = puzzle[cell], 0
+            if _search(puzzle, g, 2, None) == 1:
+                left -= 1
+            else:
+                puzzle[cell] = v
+        if left == 0:
+            return np.array(puzzle, dtype=int), sol
+    raise SheafError(Diagnostic("E570", f"no {g.n}x{g.n} puzzle with a unique solution and {blanks} blanks found in "
+                                        f"{tries} tries", hint=f"ask for fewer blanks (at most {max_blanks_hint(g)})"))
+
+
+def max_blanks_hint(g: Geometry) -> int:
+    """Blanks that the generator reaches reliably: all but 5 cells of a 4x4, all but 28 of a 9x9."""
+    return {4: 11, 6: 22, 9: 53}[g.n]
+
+
+def generate(count: int, *, blanks: tuple[int, int], seed: int, size: int = 4,
+             exclude: set | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` distinct puzzles (count, n²) and their solutions, the number of blanks of each drawn
+    uniformly from ``blanks`` = (lo, hi) inclusive; none of them in ``exclude`` (a set of puzzle bytes).
+    One ``numpy.random.default_rng(seed)`` fixes everything."""
+    g = geometry(size)
+    lo, hi = blanks
+    if not 0 <= lo <= hi < g.cells:
+        raise SheafError(Diagnostic("E570", f"blanks {lo}..{hi} out of range for a {size}x{size} Sudoku"))
+    rng = np.random.default_rng(seed)
+    seen = set(exclude or ())
+    P, S = [], []
+    attempts = 0
+    while len(P) < count:
+        attempts += 1
+        if attempts > 20 * count + 100:
+            raise SheafError(Diagnostic("E570", f"only {len(P)} distinct {size}x{size} puzzles with {lo}..{hi} blanks "
+                                                f"found; {count} asked", hint="ask for fewer puzzles or more blanks"))
+        p, s = make_puzzle(rng, g, int(rng.integers(lo, hi + 1)))
+        key = p.astype(np.int8).tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        P.append(p)
+        S.append(s)
+    return np.array(P, dtype=int).reshape(count, g.cells), np.array(S, dtype=int).reshape(count, g.cells)
+
+
+# ----------------------------------------------------------------------------------------------
+# encoding and scoring
+
+
+def one_hot(grids: np.ndarray, n: int) -> np.ndarray:
+    """(P, n²) digits → (P, n²·n) one-hot per cell (cell-major: column c·n + d − 1 for digit d); a blank is
+    all zeros."""
+    grids = np.asarray(grids, dtype=int)
+    out = np.zeros(grids.shape + (n,))
+    r, c = np.nonzero(grids)
+    out[r, c, grids[r, c] - 1] = 1.0
+    return out.reshape(len(grids), -1)
+
+
+def decode(scores: np.ndarray, n: int) -> np.ndarray:
+    """(P, n²·n) per-cell scores (logits, probabilities or one-hot) → (P, n²) digits by arg max."""
+    scores = np.asarray(scores)
+    return scores.reshape(len(scores), -1, n).argmax(axis=2) + 1
+
+
+def solved_fraction(scores: np.ndarray, solutions: np.ndarray) -> float:
+    """The fraction of puzzles whose every cell's arg-max digit is the solution's (solved exactly)."""
+    scores, solutions = np.asarray(scores), np.asarray(solutions)
+    n = int(round(scores.shape[1] ** (1 / 3)))  # scores: n² cells × n digits
+    if solutions.shape[1] == n ** 3:  # given one-hot
+        solutions = decode(solutions, n)
+    return float(np.mean(np.all(decode(scores, n) == solutions, axis=1)))
+
+
+def render(puzzle, solution=None) -> str:
+    """A grid as text (blanks as ``.``), boxes separated; with ``solution`` the filled-in digits."""
+    p = np.asarray(puzzle).ravel()
+    g = geometry(int(round(len(p) ** 0.5)))
+    s = p if solution is None else np.asarray(solution).ravel()
+    r, c = g.box
+    lines = []
+    for i in range(g.n):
+        if i and i % r == 0:
+            lines.append("-" * (2 * g.n + 2 * (g.n // c - 1) - 1))
+        row = []
+        for j in range(g.n):
+            if j and j % c == 0:
+                row.append("|")
+            v = s[i * g.n + j]
+            row.append(str(v) if v else ".")
+        lines.append(" ".join(row))
+    return "\n".join(lines)
