@@ -253,3 +253,91 @@ def test_fit_lowers_the_loss_and_a_divergence_is_a_sheaf_error():
     with pytest.raises(SheafError) as e:
         B.fit(m, X, Y, steps=3, batch=8, params={k: v * np.nan for k, v in m.init(0).items()})
     assert e.value.codes == ["E572"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the model's data layout and the digit-count constraints
+
+
+def test_observations_and_targets_follow_the_stalk_names():
+    P_, S_ = sudoku.generate(3, blanks=(8, 8), seed=0)
+    obs, tgt = sudoku.observations(P_, 4), sudoku.targets(S_, 4)
+    assert sorted(obs) == sorted(f"o_{a}" for a in sudoku.agent_names(4)) and len(tgt) == 16
+    g = sudoku.geometry(4)
+    for u, a in enumerate(sudoku.agent_names(4)):
+        o = obs[f"o_{a}"].reshape(3, 4, 5)
+        assert np.array_equal(o.argmax(axis=2), P_[:, g.units[u]])  # channel 0 a blank, k digit k
+    assert np.array_equal(sudoku.cell_scores(tgt, 4), sudoku.one_hot(S_, 4))
+    assert np.array_equal(tgt["y12"].argmax(axis=1) + 1, S_[:, 6])
+
+
+def test_count_constraints_are_independent_hold_on_solutions_and_imply_every_count():
+    """The kept rows are independent, every solved grid meets them, and they imply all 12·4 unit counts
+    and 16 cell totals equal (the rows left out are combinations of the kept ones)."""
+    g = sudoku.geometry(4)
+    kept = sudoku._sum_constraints(g)
+    names = [k[0] for k in kept]
+    assert len(names) == len(set(names)) == 39
+
+    def row(name):
+        if name.startswith("total"):
+            c = int(name[5]) * 4 + int(name[6])
+            return sudoku._row_total(c, g) - sudoku._row_total(0, g)
+        a, d = name.split("_")[1:]
+        return sudoku._unit_count(sudoku.agent_names(4).index(a), int(d) - 1, g) - sudoku._row_total(0, g)
+
+    A = np.array([row(n) for n in names])
+    assert np.linalg.matrix_rank(A) == 39
+    every = [sudoku._row_total(c, g) - sudoku._row_total(0, g) for c in range(1, 16)] + \
+        [sudoku._unit_count(u, d, g) - sudoku._row_total(0, g) for u in range(12) for d in range(4)]
+    assert np.linalg.matrix_rank(np.vstack([A, every])) == 39
+    x = sudoku.one_hot(GRIDS[:20], 4)
+    assert np.allclose(x @ A.T, 0) and not np.allclose(sudoku.one_hot(np.ones((1, 16), dtype=int), 4) @ A.T, 0)  # all 1s breaks the counts
+
+
+def test_model_text_glues_every_cell_and_decodes_it():
+    t = sudoku.model_text(4)
+    lines = t.splitlines()
+    assert sum(ln.startswith("edge x") and ln.endswith("maps P | P hard") for ln in lines) == 32
+    assert sum(ln.startswith(("edge total", "edge count")) for ln in lines) == 39
+    assert sum(ln.startswith("decode y") for ln in lines) == 16
+    assert "encoder enc : 20 -> 64 tanh -> 32" in lines and lines[-1].startswith("decode y33")
+
+
+# ----------------------------------------------------------------------------------------------
+# the task registry
+
+
+def test_sudoku_task_scores_and_baseline():
+    from sheafdsl.training.tasks import TASKS
+
+    t = TASKS["sudoku4"]
+    s = t.splits(n=40, n_test=10, seed=0)
+    (P_, _), (Pt, St) = s["puzzles"]["train"], s["puzzles"]["hard"]
+    assert (P_ == 0).sum(axis=1).max() <= 9 and (Pt == 0).sum(axis=1).min() >= 10  # the held-out split is harder
+    perfect = {"hard": sudoku.targets(St, 4)}
+    assert t.scores(perfect, s) == {"test_solved": 1.0, "test_cell_accuracy": 1.0}
+    wrong = {"hard": {k: np.roll(v, 1, axis=1) for k, v in perfect["hard"].items()}}
+    assert t.scores(wrong, s)["test_solved"] == 0.0
+    b = t.baseline(s, 2000, steps=2)
+    assert abs(b["baseline_params"] / 2000 - 1) <= 0.10 and 0.0 <= b["baseline_test_solved"] <= 1.0
+
+
+def test_canvas_task_splits_patches_and_baseline():
+    from sheafdsl.training.tasks import TASKS
+
+    t = TASKS["digits_canvas"]
+    s = t.splits(n=30, n_test=12, seed=0)
+    assert s["train"][0]["g"].shape == (30, 4, 4, 16)
+    assert {k: v[0]["g"].shape for k, v in s["tests"].items()} == {"16": (12, 4, 4, 16), "24": (12, 6, 6, 16),
+                                                                    "32": (12, 8, 8, 16)}
+    X = s["canvases"]["test"]["24"][0]
+    assert np.array_equal(s["tests"]["24"][0]["g"][:, 1, 2], X.reshape(12, 24, 24)[:, 4:8, 8:12].reshape(12, 16))
+    perfect = {k: {"y": v[1]["y"]} for k, v in s["tests"].items()}
+    assert t.scores(perfect, s) == {"test_accuracy_by_canvas": {"16": 1.0, "24": 1.0, "32": 1.0}}
+    b = t.baseline(s, 3000, steps=2)
+    assert abs(b["baseline_params"] / 3000 - 1) <= 0.10
+    assert sorted(b["baseline_test_accuracy_by_canvas"]) == ["16", "24", "32"]
+    with pytest.raises(SheafError) as e:
+        canvas.patches(np.zeros((1, 36)), 6)
+    assert e.value.codes == ["E571"]

@@ -177,20 +177,25 @@ def _windows(xp: np.ndarray) -> np.ndarray:
 
 
 def _conv(x, W, b):
-    """'same' 3×3 convolution (cross-correlation): x (B, C, P, P), W (O, C, 3, 3) → (B, O, P, P)."""
-    win = _windows(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))))
-    return np.einsum("bcijkl,ockl->boij", win, W, optimize=True) + b[None, :, None, None], win
+    """'same' 3×3 convolution (cross-correlation): x (B, C, P, P), W (O, C, 3, 3) → (B, O, P, P), by im2col:
+    the (B·P·P, C·9) matrix of neighbourhoods times W reshaped (C·9, O)."""
+    B, C, P, _ = x.shape
+    cols = np.ascontiguousarray(_windows(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))))
+                                .transpose(0, 2, 3, 1, 4, 5)).reshape(B * P * P, C * 9)
+    out = cols @ W.reshape(len(W), -1).T + b
+    return out.reshape(B, P, P, -1).transpose(0, 3, 1, 2), cols
 
 
-def _conv_back(dout, win, W, shape):
-    dW = np.einsum("bcijkl,boij->ockl", win, dout, optimize=True)
-    db = dout.sum(axis=(0, 2, 3))
-    dwin = np.einsum("boij,ockl->bcijkl", dout, W, optimize=True)
+def _conv_back(dout, cols, W, shape):
     B, C, P, _ = shape
+    d2 = dout.transpose(0, 2, 3, 1).reshape(B * P * P, -1)  # (B·P·P, O)
+    dW = (d2.T @ cols).reshape(W.shape)
+    db = d2.sum(axis=0)
+    dcols = (d2 @ W.reshape(len(W), -1)).reshape(B, P, P, C, 3, 3)
     dxp = np.zeros((B, C, P + 2, P + 2))
     for k in range(3):
         for l in range(3):
-            dxp[:, :, k:k + P, l:l + P] += dwin[..., k, l]
+            dxp[:, :, k:k + P, l:l + P] += dcols[..., k, l].transpose(0, 3, 1, 2)
     return dxp[:, :, 1:-1, 1:-1], dW, db
 
 
@@ -264,10 +269,12 @@ class CNN:
 
 
 def cnn_for_params(target: int, size: int = 32) -> CNN:
-    """The CNN (C1, C2 ≤ 32) whose parameter count is nearest ``target``, fewer channels on ties."""
-    best = min(((c1, c2) for c1 in range(1, 33) for c2 in range(1, 33)),
-               key=lambda c: (abs(CNN.count(size, *c) - target), c[0] + c[1]))
-    return CNN(size, *best)
+    """A CNN whose parameter count is within 5% of ``target`` (the nearest, if none is): of those, the one with
+    C1 nearest C2 (a balanced net, not a 1-channel first layer feeding a wide head), then the fewest channels."""
+    pairs = [(c1, c2) for c2 in range(1, 65) for c1 in range(1, 33)]
+    off = {c: abs(CNN.count(size, *c) / target - 1) for c in pairs}
+    near = [c for c in pairs if off[c] <= 0.05] or [min(pairs, key=off.get)]
+    return CNN(size, *min(near, key=lambda c: (abs(c[1] - c[0]), c[0] + c[1])))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -71,3 +71,21 @@ def pad_to(X: np.ndarray, size: int, target: int) -> np.ndarray:
 def accuracy(scores: np.ndarray, Y: np.ndarray) -> float:
     """The fraction of rows whose arg max is the one-hot target's."""
     return float(np.mean(np.argmax(scores, axis=1) == np.argmax(Y, axis=1)))
+
+
+#: the side of a patch: an agent of the grid sees a PATCH × PATCH block of the canvas
+PATCH = 4
+
+
+def patches(X: np.ndarray, size: int, patch: int = PATCH) -> np.ndarray:
+    """(m, size²) canvases → (m, R, C, patch²) the grid agents' observations (R = C = size / patch), patch
+    (i, j) the block of rows patch·i .. and columns patch·j .., row-major.
+
+    >>> patches(np.arange(16.0)[None], 4, 2)[0, 0, 1].tolist()
+    [2.0, 3.0, 6.0, 7.0]
+    """
+    if size % patch:
+        raise SheafError(Diagnostic("E571", f"a {size}x{size} canvas does not split into {patch}x{patch} patches",
+                                    hint=f"canvas sizes are multiples of {patch}"))
+    m, r = len(X), size // patch
+    return (np.asarray(X).reshape(m, r, patch, r, patch).transpose(0, 1, 3, 2, 4).reshape(m, r, r, patch * patch))
