@@ -73,6 +73,13 @@ CODES: dict[str, str] = {
     "E281": "a `train` option (or statement) given twice",
     "E282": "a `train` option has a value of the wrong type",
     "E283": "a `train` option is out of range (e.g. `n=0`, `lr=-1`, `momentum=1`)",
+    # learned models (docs/admm.md "Learning"): encoders, grids, decoders, blocks
+    "E284": "an encoder that does not fit: unknown, widths against its observation (DIN) and agent (DOUT = 2·dim), an unknown activation, an activation after the affine output",
+    "E285": "the observation of an encoded objective is not pinned to the input, or an edge touches it",
+    "E286": "an edge or decoder block [a:b] that is empty or out of range, on a kind other than maps/identity, or a parameter map on a block outside a consensus problem",
+    "E287": "a decoder that does not fit: its output not pinned to the target, sources of different dimensions, several sources without `mean`, W or b of the wrong shape; or a learned model without a decoder",
+    "E288": "`right`/`down` on an edge that is not between one grid's agents, a grid used as a plain stalk, a grid edge of another kind than maps/identity, an empty grid",
+    "E289": "a learned model outside what its trainers differentiate: a nonsmooth objective term, an edge offset, a pin on an agent",
     "E290": "an edge from a stalk to itself",
     # objectives and hard constraints (consensus problems, `objective` and `... hard`)
     "E291": "an unknown objective kind",
@@ -87,6 +94,7 @@ CODES: dict[str, str] = {
     "W300": "a parameter that nothing uses",
     "W301": "a stalk with no edges, no pins and no objective",
     "W310": "an objective on a stalk whose every coordinate is hard-pinned (the term is constant)",
+    "W311": "an encoder that no objective or grid uses",
     # numerics: lowering and solvers
     "E500": "unknown or unusable array backend (lowering.backend)",
     "E501": "a state-dependent map (relu, sigmoid, softmax) on the head side of an edge",
@@ -139,6 +147,7 @@ CODES: dict[str, str] = {
     "E571": "a digits-canvas request that cannot be met: a canvas smaller than a digit, or a CNN input size not a multiple of 4 or smaller than the canvas",
     "E572": "a task baseline (MPNN, CNN) diverged: its loss became NaN or infinite",
     # training: data, config, trainers
+    "E550": "a learned model given to the plain consensus solvers (it is trained, and applied with its decoder)",
     "E600": "unknown data set",
     "E601": "a data file that is missing, unreadable or malformed",
     "E602": "the model's input/target stalks do not fit the data",

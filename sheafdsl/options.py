@@ -31,6 +31,9 @@ OBJECTIVE_KINDS = ("quadratic", "nonneg", "box", "simplex", "l1")
 TRAIN_SOLVERS = ("exact", "diffusion")
 #: ``train trainer=...``: exact equilibrium + local update, the paper's joint Euler flow, the baseline
 TRAINERS = ("sheaf", "joint", "backprop")
+#: the trainers of a learned consensus model (docs/admm.md "Learning"): reverse mode through K ADMM steps, the
+#: implicit (KKT adjoint) gradient of the equilibrium, the contrastive local rule
+LEARNED_TRAINERS = ("unrolled", "implicit", "local")
 #: ``train optimizer=...``
 OPTIMIZERS = ("sgd", "momentum", "adam")
 #: array backends (``lowering.get_backend``; ``auto`` picks cupy when a GPU is usable)
@@ -112,7 +115,8 @@ TRAIN_OPTIONS: dict[str, Option] = {
     "lr": _float(0.01, "learning rate"),
     "momentum": _float(0.9, "momentum (momentum and adam's β₁)", low_open=False, high=1.0, high_open=True),
     "trainer": Option(str, "sheaf", "sheaf (exact equilibrium + local update), joint (the paper's Euler flow) or "
-                      "backprop (the baseline)", choices=TRAINERS),
+                      "backprop (the baseline); for a learned model unrolled, implicit or local (default unrolled)",
+                      choices=TRAINERS + LEARNED_TRAINERS),
     "solver": Option(str, "exact", "the sheaf trainer's fast phase: exact, or diffusion (the heat equation)",
                      choices=TRAIN_SOLVERS),
     "seed": _int(0, 0, SEED_MAX, doc="initialises the parameters and orders the mini-batches"),
@@ -124,6 +128,11 @@ TRAIN_OPTIONS: dict[str, Option] = {
     "tol": _float(1e-10, "the fast phase's tolerance"),
     "backend": Option(str, "numpy", "the array backend", choices=BACKENDS),
     "data_seed": _int(42, 0, SEED_MAX, doc="the data's seed"),
+    "iterations": _int(20, 1, doc="a learned model's Sheaf-ADMM iterations K (the unrolled trainer's forward pass)"),
+    "window": _int(0, 0, doc="the unrolled trainer's truncated window: backpropagate through the last W iterations "
+                   "(0: all)"),
+    "rho": _float(1.0, "a learned model's ADMM penalty ρ"),
+    "nudge": _float(0.1, "the local trainer's nudge β: the weight of the loss in the two-sided energy"),
     "joint_init": Option(str, "zeros", "where the joint flow's stalks start: zeros, or the forward pass",
                          choices=JOINT_INITS),
 }
@@ -149,5 +158,5 @@ def problem(name: str, value) -> str | None:
     return None
 
 
-__all__ = ["SOLVE_METHODS", "TRAIN_SOLVERS", "TRAINERS", "OPTIMIZERS", "BACKENDS", "JOINT_INITS", "BOUNDARY_NAMES",
+__all__ = ["SOLVE_METHODS", "TRAIN_SOLVERS", "TRAINERS", "LEARNED_TRAINERS", "OPTIMIZERS", "BACKENDS", "JOINT_INITS", "BOUNDARY_NAMES",
            "SPLITS", "SPECTRUM_SAMPLES", "INIT_KINDS", "MAX_DIM", "MAX_PARAM_SIZE", "Option", "TRAIN_OPTIONS", "problem"]

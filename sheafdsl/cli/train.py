@@ -14,7 +14,7 @@ import click
 
 from ..errors import located
 from ..lowering.backend import blas_threads
-from ..options import BACKENDS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
+from ..options import BACKENDS, LEARNED_TRAINERS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
 from .common import console, emit_json, err_console, json_option, load_model, model_argument, print_table, seed_option
 
 
@@ -32,8 +32,13 @@ def _positive_float(ctx, param, value):
 @click.option("--batch", type=click.IntRange(min=1), help="Mini-batch size (default: the full training set).")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimiser on the local gradients.")
 @click.option("--lr", type=float, callback=_positive_float, help="Learning rate.")
-@click.option("--trainer", "trainer_name", type=click.Choice(TRAINERS),
-              help="sheaf: exact equilibrium + local update; joint: the paper's Euler flow; backprop: the baseline.")
+@click.option("--trainer", "trainer_name", type=click.Choice(TRAINERS + LEARNED_TRAINERS),
+              help="sheaf: exact equilibrium + local update; joint: the paper's Euler flow; backprop: the baseline. "
+                   "A learned consensus model: unrolled (through K ADMM steps), implicit (KKT adjoint), local.")
+@click.option("--iterations", type=click.IntRange(min=1), help="A learned model's ADMM iterations K.")
+@click.option("--window", type=click.IntRange(min=0), help="The unrolled trainer's truncated window (0: all K).")
+@click.option("--rho", type=float, callback=_positive_float, help="A learned model's ADMM penalty ρ.")
+@click.option("--nudge", type=float, callback=_positive_float, help="The local trainer's nudge β.")
 @click.option("--solver", type=click.Choice(TRAIN_SOLVERS), help="Fast-phase solver of the sheaf trainer.")
 @seed_option("Seed of the initial parameters and the mini-batch order.")
 @click.option("--n", "n", type=click.IntRange(min=1), help="Number of training examples.")
@@ -52,8 +57,8 @@ def _positive_float(ctx, param, value):
 @click.option("--snapshot-at", "snapshot_at", metavar="STEPS",
               help="Keep the parameters at these steps in DIR/snapshots/ (comma-separated, e.g. 1000,20000,100k).")
 @json_option
-def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed, n, log_every, checkpoint_every,
-            threads, backend, out, resume, baseline, plots, snapshot_at, as_json):
+def command(file, data, steps, batch, optimizer, lr, trainer_name, iterations, window, rho, nudge, solver, seed, n,
+            log_every, checkpoint_every, threads, backend, out, resume, baseline, plots, snapshot_at, as_json):
     """Train FILE; write metrics, checkpoints and plots to a run directory.
 
     \b
@@ -64,7 +69,7 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, solver, seed,
     """
     overrides = {"data": data, "steps": steps, "batch": batch, "optimizer": optimizer, "lr": lr,
                  "trainer": trainer_name, "solver": solver, "seed": seed, "n": n, "log_every": log_every,
-                 "backend": backend}
+                 "backend": backend, "iterations": iterations, "window": window, "rho": rho, "nudge": nudge}
     with located(file), blas_threads(threads):
         code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json,
                           checkpoint_every=checkpoint_every, snapshot_at=snapshot_at)
@@ -85,6 +90,16 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     from ..training.fit import cli_command, finish_run, start_run
 
     G = from_model(load_model(file))
+    from ..ir import is_learned
+
+    if is_learned(G):
+        return learned_main(G, file, overrides, out=out, resume=resume, as_json=as_json, plots=plots)
+    learned_only = [k for k in ("iterations", "window", "rho", "nudge") if overrides.get(k) is not None]
+    if learned_only:
+        from ..errors import Diagnostic, SheafError
+
+        raise SheafError(Diagnostic("E610", f"--{learned_only[0]} is an option of a learned consensus model's trainers; "
+                                    f"`{G.graph['name']}` is not one", file=file, hint=f"drop --{learned_only[0]}"))
     if baseline is None and as_json and not resume:  # --json leaves the baseline out unless asked for
         baseline = False
     run = start_run(G, file=file, overrides=overrides, out=out, resume=resume, baseline=baseline, command=cli_command(),
@@ -139,6 +154,60 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         emit_json(line)
     else:
         _print_summary(done.result, done.summary.get("baseline"), data, session, done.plots, done.discords, G)
+    return 0
+
+
+def learned_main(G, file: str, overrides: dict, *, out=None, resume=False, as_json=False, plots=True) -> int:
+    """``sheaf train`` of a learned consensus model (docs/admm.md "Learning"): the trainer, its result table or
+    JSON line, and with ``--out`` the trained parameters (``params.npz``) and ``summary.json``, written atomically."""
+    import io
+    import os
+
+    import numpy as np
+
+    from ..errors import Diagnostic, SheafError
+    from ..fileio import atomic_write_bytes
+    from ..lowering import to_numpy
+    from ..training.learned import fit_learned, learned_config
+    from ..training.run import atomic_write_json
+
+    if resume:
+        raise SheafError(Diagnostic("E631", "--resume is not available for a learned model's run", file=file,
+                                    hint="start the run again (its steps are seconds to minutes)"))
+    unused = [k for k in ("solver", "backend") if overrides.get(k) is not None and overrides[k] != "numpy"]
+    if unused:
+        raise SheafError(Diagnostic("E610", f"--{unused[0]} has no effect on a learned model's trainers", file=file))
+    config = learned_config(G, overrides)
+    if not as_json:
+        err_console.print(f"training {G.graph['name']} (a learned consensus model) with the {config.trainer} trainer, "
+                          f"K = {config.iterations} ADMM iterations, {config.optimizer} lr={config.lr:g}, "
+                          f"{config.steps} steps", soft_wrap=True, markup=False)
+    fit = fit_learned(G, config)
+    result = dict(fit["result"])
+    report = fit["data"].meta.get("report")
+    if report is not None:  # the task's own keys (a solved-puzzle fraction, a baseline beside it)
+        result.update(report(fit["trainer"], fit["data"], config))
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, **{k: to_numpy(v) for k, v in fit["params"].items()})
+        atomic_write_bytes(os.path.join(out, "params.npz"), buf.getvalue())
+        atomic_write_json(os.path.join(out, "summary.json"), {**result, "config": config.to_dict()})
+        result["out"] = str(out)
+    if as_json:
+        emit_json({k: v for k, v in result.items() if k != "loss_curve"})
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"{G.graph['name']}: {result['trainer']} trainer, {result['steps']} steps in "
+                    f"{result['seconds']:.2f} s", title_justify="left")
+    for c in ("split", "loss", "accuracy", "exact"):
+        t.add_column(c, justify="right" if c != "split" else "left")
+    rows = [("train", {k[6:]: v for k, v in result.items() if k.startswith("train_")})]
+    rows += list((result.get("tests") or {}).items())
+    for name, r in rows:
+        t.add_row(name, _fmt(r.get("loss")), _fmt(r.get("accuracy"), True), _fmt(r.get("exact"), True))
+    print_table(t)
     return 0
 
 

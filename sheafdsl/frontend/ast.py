@@ -118,6 +118,12 @@ class EdgeDecl:
     weight_span: Span = _span()
     hard: bool = False
     hard_span: Span = _span()
+    src_block: tuple[int, int] | None = None
+    dst_block: tuple[int, int] | None = None
+    src_block_span: Span = _span()
+    dst_block_span: Span = _span()
+    direction: str | None = None
+    direction_span: Span = _span()
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ class ObjectiveDecl:
     ``options.OBJECTIVE_KINDS``).
 
     ``args`` by kind: quadratic (Q, q?) each an Ident (a parameter) or a Lit; box (LO, HI) Lits; l1
-    (LAMBDA,) a Lit; nonneg and simplex nothing. ``kind_span`` is where the kind keyword is written.
+    (LAMBDA,) a Lit; encoded (ENC, OBS) Idents; nonneg and simplex nothing. ``kind_span`` is where the kind keyword is written.
     """
 
     stalk: Ident
@@ -237,8 +243,62 @@ class TrainDecl:
     span: Span = _span()
 
 
+@dataclass(frozen=True)
+class EncoderDecl:
+    """``encoder NAME : DIN -> H1 [ACT] -> ... -> DOUT``: an MLP whose output layer is affine.
+
+    ``widths`` (DIN, H1, ..., DOUT); ``activations``: one Ident or None per hidden width H1..H(L−1) (None:
+    tanh); one written after DOUT is kept in ``output_activation`` so that the checker can refuse it.
+    """
+
+    name: Ident
+    widths: tuple[int, ...]
+    activations: tuple = ()
+    output_activation: Ident | None = None
+    span: Span = _span()
+    width_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class GridDecl:
+    """``grid NAME : DIM observe ODIM encoded ENC``: agents NAME[i, j] on an R × C grid (R, C from the data)."""
+
+    name: Ident
+    dim: int
+    obs_dim: int
+    encoder: Ident
+    span: Span = _span()
+    dim_span: Span = _span()
+    obs_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class DecodeSource:
+    """One source of a decoder: a stalk (or grid), with an optional block ``[a:b]`` of its coordinates."""
+
+    name: Ident
+    block: tuple[int, int] | None = None
+    span: Span = _span()
+    block_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class DecodeDecl:
+    """``decode Y : [mean] SRC ... affine W [b] KIND``: ŷ = φ_KIND(W · mean(sources) + b), KIND identity (mse),
+    softmax (cross-entropy) or sigmoid (binary cross-entropy)."""
+
+    target: Ident
+    sources: tuple[DecodeSource, ...]
+    W: Ident
+    b: Ident | None = None
+    kind: str = "identity"
+    mean: bool = False
+    span: Span = _span()
+    kind_span: Span = _span()
+
+
 Statement = Union[Header, StalkDecl, ParamDecl, EdgeDecl, PinDecl, ReluctanceDecl, TieDecl, NetworkDecl, TrainDecl,
-                  ObjectiveDecl]
+                  ObjectiveDecl, EncoderDecl, GridDecl, DecodeDecl]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from ..nonlinearities import HIDDEN, TABLE as NONLINEARITIES
 from ..nonlinearities import OUTPUTS as OUTPUT_MAPS
 from . import ast as A
 from ..exact import decimal, psd_witness
-from .model import Edge, MapRef, Model, NetworkInfo, Objective, ObjectiveData, Param, Pin, Reluctance, SoftPin, Stalk, Tie
+from .model import (DECODER_KINDS, ENCODER_ACTIVATIONS, Decoder, Edge, Encoder, Grid, MapRef, Model, NetworkInfo,
+                    Objective, ObjectiveData, Param, Pin, Reluctance, SoftPin, Stalk, Tie)
 from .parser import parse_file, parse_text
 
 
@@ -188,6 +189,10 @@ class _Checker:
         self.train_seen: Span | None = None
         self.net_spans: set[Span] = set()
         self.used_params: set[str] = set()
+        self.encoders: dict[str, Encoder] = {}
+        self.grids: dict[str, Grid] = {}
+        self.decoders: list[Decoder] = []
+        self.used_encoders: set[str] = set()
         self.base_dir = os.path.dirname(os.path.abspath(module.path)) if module.path != "<input>" else os.getcwd()
 
     # -- names --
@@ -278,8 +283,8 @@ class _Checker:
         # only the first `network` is expanded (a second is E270, not a cascade of duplicate names)
         expanded = expand(A.Module(tuple(s for s in stmts if not (isinstance(s, A.NetworkDecl) and s is not nets[0])),
                                    self.m.path, self.m.source)).statements
-        order = (A.StalkDecl, A.ParamDecl, A.EdgeDecl, A.PinDecl, A.ReluctanceDecl, A.TieDecl, A.TrainDecl,
-                 A.ObjectiveDecl)
+        order = (A.StalkDecl, A.ParamDecl, A.EncoderDecl, A.GridDecl, A.EdgeDecl, A.PinDecl, A.ReluctanceDecl,
+                 A.TieDecl, A.TrainDecl, A.ObjectiveDecl, A.DecodeDecl)
         # declarations first, so that statements may refer to names declared further down
         for cls in order:
             for s in expanded:
@@ -287,6 +292,8 @@ class _Checker:
                     getattr(self, "check_" + cls.__name__)(s)
         if not self.d.has_errors:
             self.check_consensus()
+        if not self.d.has_errors:
+            self.check_learned()
         if not self.d.has_errors:
             self.warnings()
         if self.d.has_errors:
@@ -296,6 +303,7 @@ class _Checker:
             stalks=self.stalks, params=self.params, edges=self.edges, pins=self.pins,
             soft_pins=self.soft_pins, reluctances=self.reluctances, ties=self.ties, train=self.train,
             network=network, path=self.m.path, source=self.m.source, objectives=self.objectives,
+            encoders=self.encoders, grids=self.grids, decoders=self.decoders,
         )
 
     def check_network(self, n: A.NetworkDecl) -> NetworkInfo | None:
@@ -410,9 +418,46 @@ class _Checker:
         else:
             self.params[s.name.value] = Param(s.name.value, tuple(s.shape), base_dir=self.base_dir, span=s.name.span, **kw)
 
+    def endpoint(self, ident: A.Ident, block, span: Span, edge: A.EdgeDecl) -> Stalk | None:
+        """An edge's endpoint as the stalk its map sees: the stalk, a grid's agent, or a block [a:b] of either."""
+        g = self.grids.get(ident.value)
+        if g is not None:
+            if edge.direction is None:
+                self.d.error("E288", f"`{g.name}` is a grid: an edge between its agents says which neighbours it joins",
+                             ident.span, f"write `edge {edge.name.value} : {g.name} -> {g.name} right ...` (or `down`)")
+                return None
+            st = Stalk(g.name, g.dim, ident.span)
+        else:
+            st = self.stalk(ident)
+            if st is None:
+                return None
+        if block is None:
+            return st
+        a, b = block
+        if not 0 <= a < b <= st.dim:
+            self.d.error("E286", f"block [{a}:{b}] of `{st.name}` is " + ("empty" if a >= b else
+                         f"out of range (dimension {st.dim})"), span,
+                         f"a block [a:b] takes coordinates a .. b−1 with 0 ≤ a < b ≤ {st.dim}")
+            return None
+        if edge.kind not in ("maps", "identity"):
+            self.d.error("E286", f"a block of a stalk is an endpoint of `maps` and `identity` edges only, not of "
+                         f"{a_or_an(edge.kind)} edge", span)
+            return None
+        return Stalk(f"{st.name}[{a}:{b}]", b - a, st.span)
+
     def check_EdgeDecl(self, e: A.EdgeDecl) -> None:
         declared = self.declare(e.name, "edge")
-        src, dst = self.stalk(e.src), self.stalk(e.dst)
+        src = self.endpoint(e.src, e.src_block, e.src_block_span, e)
+        dst = self.endpoint(e.dst, e.dst_block, e.dst_block_span, e)
+        if e.direction is not None and src is not None and dst is not None:
+            if not (e.src.value in self.grids and e.dst.value == e.src.value):
+                self.d.error("E288", f"`{e.direction}` joins the neighbours of one grid; `{e.src.value}` -> "
+                             f"`{e.dst.value}` is not a grid's edge", e.direction_span,
+                             "declare the agents with `grid NAME : DIM observe ODIM encoded ENC`")
+                src = None
+            elif e.kind not in ("maps", "identity"):
+                self.d.error("E288", f"a grid's edge is `maps` or `identity`, not {a_or_an(e.kind)} edge", e.kind_span)
+                src = None
         sugar = e.span in self.net_spans  # its activation and output weight were checked with the `network`
         if e.hard and e.weight is not None:
             self.d.error("E298", f"edge `{e.name.value}` is both `hard` and weighted", e.hard_span,
@@ -421,7 +466,7 @@ class _Checker:
         weight = (e.weight if e.weight is not None and math.isfinite(e.weight) and e.weight > 0 else 1.0) if sugar \
             else self.weight(e.weight, e.weight_span, f"weight of edge `{e.name.value}`")
         ok = src is not None and dst is not None
-        if src is not None and dst is not None and src.name == dst.name and e.kind != "maps":
+        if src is not None and dst is not None and src.name == dst.name and e.kind != "maps" and e.direction is None:
             self.d.error("E290", f"edge `{e.name.value}` goes from `{src.name}` to itself", e.dst.span,
                          "only a `maps` edge may be a loop")
             ok = False
@@ -483,8 +528,9 @@ class _Checker:
                 dim = rs
             kw = dict(src_map=ref_s, dst_map=ref_d)
         if declared and ok:
-            self.edges[e.name.value] = Edge(e.name.value, src.name, dst.name, e.kind, dim, weight, span=e.name.span,
-                                            hard=e.hard, **kw)
+            self.edges[e.name.value] = Edge(e.name.value, e.src.value, e.dst.value, e.kind, dim, weight,
+                                            span=e.name.span, hard=e.hard, src_block=e.src_block,
+                                            dst_block=e.dst_block, direction=e.direction, **kw)
             self.edge_decls[e.name.value] = e
 
     def _use_span(self, e: A.EdgeDecl, p: Param, k: int) -> Span:
@@ -664,6 +710,9 @@ class _Checker:
         if stalk is None:
             return
         d, kind = stalk.dim, o.kind
+        if kind == "encoded":
+            self.encoded_objective(o, stalk)
+            return
         if kind not in OBJECTIVE_KINDS:
             self.d.error("E291", f"unknown objective kind `{kind}`", o.kind_span,
                          did_you_mean(kind, OBJECTIVE_KINDS) or "an objective is one of: " + ", ".join(OBJECTIVE_KINDS))
@@ -706,6 +755,188 @@ class _Checker:
             data = dict(lam=float(lam.value))
         self.objectives.append(Objective(stalk.name, kind, span=o.span, **data))
         self.objective_decls.append(o)
+
+    # -- learned models (docs/admm.md "Learning") --
+    def check_EncoderDecl(self, n: A.EncoderDecl) -> None:  # noqa: N802
+        if not self.declare(n.name, "encoder"):
+            return
+        ok = True
+        spans = n.width_spans or (n.span,) * len(n.widths)
+        for w, sp in zip(n.widths, spans):
+            ok &= self.dim(w, sp, "an encoder width")
+        if n.output_activation is not None:
+            self.d.error("E284", f"the output layer of encoder `{n.name.value}` is affine: it takes no activation",
+                         n.output_activation.span, "softplus is applied to Q's half of the output by `encoded`; "
+                         "an activation after a hidden width is that layer's")
+            ok = False
+        acts = []
+        for a in n.activations:
+            name = a.value if a is not None else "tanh"
+            if name not in ENCODER_ACTIVATIONS:
+                self.d.error("E284", f"unknown encoder activation `{name}`", a.span,
+                             did_you_mean(name, ENCODER_ACTIVATIONS) or "one of: " + ", ".join(ENCODER_ACTIVATIONS))
+                ok = False
+            acts.append(name)
+        layers = []
+        for k in range(1, len(n.widths)):
+            W, b = f"{n.name.value}_W{k}", f"{n.name.value}_b{k}"
+            for pname, shape, init in ((W, (n.widths[k], n.widths[k - 1]), "xavier"), (b, (n.widths[k],), "zeros")):
+                if self.declare(A.Ident(pname, n.name.span), "parameter") and ok:
+                    self.params[pname] = Param(pname, shape, init, base_dir=self.base_dir, span=n.name.span)
+                    self.used_params.add(pname)
+            layers.append((W, b))
+        if ok:
+            self.encoders[n.name.value] = Encoder(n.name.value, tuple(n.widths), tuple(acts), tuple(layers), n.span)
+        else:
+            self.invalid.add(n.name.value)
+
+    def encoder_for(self, ident: A.Ident, din: int, dout: int, obs: str, agent: str) -> Encoder | None:
+        enc = self.encoders.get(ident.value)
+        if enc is None:
+            if ident.value not in self.invalid:
+                self.d.error("E284", f"unknown encoder `{ident.value}`", ident.span,
+                             did_you_mean(ident.value, self.encoders) or "declare it with `encoder NAME : DIN -> H -> DOUT`")
+            return None
+        self.used_encoders.add(enc.name)
+        if enc.widths[0] != din:
+            self.d.error("E284", f"encoder `{enc.name}` reads {enc.widths[0]} numbers, but its observation {obs} has {din}",
+                         ident.span, f"its first width must be {din}")
+            return None
+        if enc.widths[-1] != dout:
+            self.d.error("E284", f"encoder `{enc.name}` gives {enc.widths[-1]} numbers, but {agent} needs {dout}: "
+                         f"q and the diagonal of Q", ident.span, f"its last width must be 2 x dim = {dout}")
+            return None
+        return enc
+
+    def check_GridDecl(self, g: A.GridDecl) -> None:  # noqa: N802
+        if not self.declare(g.name, "grid"):
+            return
+        if not (self.dim(g.dim, g.dim_span, "a grid agent's dimension") & self.dim(g.obs_dim, g.obs_span,
+                                                                                  "a grid agent's observation")):
+            self.invalid.add(g.name.value)
+            return
+        enc = self.encoder_for(g.encoder, g.obs_dim, 2 * g.dim, f"(`observe {g.obs_dim}`)", f"agent stalk ({g.dim})")
+        if enc is None:
+            self.invalid.add(g.name.value)
+            return
+        self.grids[g.name.value] = Grid(g.name.value, g.dim, g.obs_dim, enc.name, g.span)
+
+    def encoded_objective(self, o: A.ObjectiveDecl, stalk: Stalk) -> None:
+        enc_id, obs_id = o.args
+        obs = self.stalk(obs_id)
+        if obs is None:
+            return
+        if not any(p.stalk == obs.name and p.source == "input" for p in self.pins):
+            self.d.error("E285", f"the observation `{obs.name}` of an encoded objective must be pinned to the input",
+                         obs_id.span, f"add `pin {obs.name} = input`")
+            return
+        touching = [e.name for e in self.edges.values() if obs.name in (e.src, e.dst)]
+        if touching:
+            self.d.error("E285", f"the observation `{obs.name}` is read by the encoder only, but edge `{touching[0]}` "
+                         "touches it", obs_id.span, "an observation is data, not an agent: give the agent the edges")
+            return
+        enc = self.encoder_for(enc_id, obs.dim, 2 * stalk.dim, f"`{obs.name}`", f"`{stalk.name}` ({stalk.dim})")
+        if enc is None:
+            return
+        self.objectives.append(Objective(stalk.name, "encoded", span=o.span, encoder=enc.name, obs=obs.name))
+        self.objective_decls.append(o)
+
+    def check_DecodeDecl(self, dd: A.DecodeDecl) -> None:  # noqa: N802
+        y = self.stalk(dd.target)
+        if y is None:
+            return
+        if not any(p.stalk == y.name and p.source == "target" for p in self.pins):
+            self.d.error("E287", f"the output `{y.name}` of a decoder must be pinned to the target", dd.target.span,
+                         f"add `pin {y.name} = target`")
+            return
+        widths, srcs = [], []
+        for src in dd.sources:
+            g = self.grids.get(src.name.value)
+            st = Stalk(g.name, g.dim) if g is not None else self.stalk(src.name)
+            if st is None:
+                return
+            if g is None and st.name == y.name:
+                self.d.error("E287", f"a decoder reads the agents, not its own output `{y.name}`", src.span)
+                return
+            w = st.dim
+            if src.block is not None:
+                a, b = src.block
+                if not 0 <= a < b <= st.dim:
+                    self.d.error("E286", f"block [{a}:{b}] of `{st.name}` is " + ("empty" if a >= b else
+                                 f"out of range (dimension {st.dim})"), src.block_span,
+                                 f"a block [a:b] takes coordinates a .. b−1 with 0 ≤ a < b ≤ {st.dim}")
+                    return
+                w = b - a
+            widths.append((w, src))
+            srcs.append((st.name, src.block))
+        if len(set(w for w, _ in widths)) > 1:
+            (w0, s0), (w1, s1) = widths[0], next(x for x in widths if x[0] != widths[0][0])
+            self.d.error("E287", f"a decoder averages its sources, which need one dimension: `{s0.name.value}` has "
+                         f"{w0}, `{s1.name.value}` has {w1}", s1.span)
+            return
+        if not dd.mean and (len(srcs) > 1 or any(n in self.grids for n, _ in srcs)):
+            self.d.error("E287", "a decoder of several sources (or of a grid's agents) reads their average: write `mean`",
+                         dd.sources[0].span, f"`decode {y.name} : mean ...`")
+            return
+        width = widths[0][0]
+        W = self.param(dd.W)
+        b = self.param(dd.b) if dd.b is not None else None
+        if W is None or (dd.b is not None and b is None):
+            return
+        if W.shape != (y.dim, width):
+            self.d.error("E287", f"decoder weight `{W.name}` is {_fmt_shape(W.shape)}, but it maps {width} numbers "
+                         f"to `{y.name}` ({y.dim})", dd.W.span, f"declare `param {W.name} : {y.dim} x {width}`")
+            return
+        if b is not None and b.shape != (y.dim,):
+            self.d.error("E287", f"decoder bias `{b.name}` has shape {_fmt_shape(b.shape)}, `{y.name}` needs {y.dim}",
+                         dd.b.span, f"declare `param {b.name} : {y.dim}`")
+            return
+        if dd.kind == "softmax" and y.dim < 2:
+            self.d.error("E287", "a softmax decoder on one number is constant", dd.kind_span,
+                         "a two-class output is `sigmoid` on 1 dimension")
+            return
+        self.decoders.append(Decoder(y.name, tuple(srcs), W.name, b.name if b else None, dd.kind, dd.span))
+
+    def check_learned(self) -> None:
+        """What the learning trainers differentiate (E289): a strictly convex quadratic consensus problem on the
+        agents (encoded or quadratic objectives, linear edges without offsets, no pins on an agent)."""
+        if not (self.encoders or self.grids or self.decoders):
+            if not (self.objectives or any(e.hard for e in self.edges.values())):
+                for name, e in self.edges.items():
+                    sides = [(e.src_block, e.src_map), (e.dst_block, e.dst_map)]
+                    if any(b is not None and r is not None and r.param for b, r in sides):
+                        decl = self.edge_decls[name]
+                        self.d.error("E286", f"edge `{name}` puts a parameter map on a block of a stalk, which only a "
+                                     "consensus problem (a model with objectives or hard edges) or a learned model "
+                                     "lowers", decl.src_block_span if e.src_block else decl.dst_block_span,
+                                     "write the map over the whole stalk (zero columns elsewhere)")
+            return
+        targets = {d.target for d in self.decoders}
+        data = {o.obs for o in self.objectives if o.kind == "encoded"} | targets
+        agents = {e.src for e in self.edges.values()} | {e.dst for e in self.edges.values()} | \
+            {o.stalk for o in self.objectives}
+        for o, decl in zip(self.objectives, self.objective_decls):
+            if o.kind not in ("encoded", "quadratic"):
+                self.d.error("E289", f"a learned model's agents have quadratic objectives (`encoded` or `quadratic`); "
+                             f"the {o.kind} term of `{o.stalk}` is not differentiated by the trainers",
+                             decl.kind_span, "drop the term, or solve the model as a plain consensus problem")
+        for name, e in self.edges.items():
+            decl = self.edge_decls[name]
+            if e.b is not None:
+                self.d.error("E289", f"edge `{name}` has an offset: a learned model's edges are linear maps without a bias",
+                             decl.span, "use `maps` or `linear`")
+            if e.src in targets or e.dst in targets:
+                self.d.error("E287", f"edge `{name}` touches the decoder's output; the decoder alone reads the agents",
+                             decl.span)
+        for p in self.pins:
+            if p.stalk in agents and p.stalk not in data:
+                self.d.error("E289", f"`{p.stalk}` is an agent of a learned model: it is not pinned (its objective comes "
+                             "from its observation)", p.span, "pin an observation stalk to the input and encode it")
+        for st in targets & {o.stalk for o in self.objectives}:
+            self.d.error("E287", f"the decoder's output `{st}` has an objective", self.stalks[st].span)
+        if not self.decoders:
+            self.d.error("E287", "a learned model reads its agents into a target through a `decode` statement",
+                         Span(1, 1, 1, 2), "e.g. `decode y : mean g affine W b softmax`")
 
     def objective_data(self, arg, shape: tuple, what: str, matrix: bool = False) -> ObjectiveData | None:
         """Q (``matrix``) or q of a quadratic objective: a parameter of shape ``shape``, or a literal of that shape
@@ -901,6 +1132,9 @@ class _Checker:
         edged = {e.src for e in self.edges.values()} | {e.dst for e in self.edges.values()}
         pinned = {p.stalk for p in self.pins} | {p.stalk for p in self.soft_pins}
         with_objective = {o.stalk for o in self.objectives}
+        for name, enc in self.encoders.items():
+            if name not in self.used_encoders:
+                self.d.warning("W311", f"encoder `{name}` is not used by any objective or grid", enc.span)
         for name, s in self.stalks.items():
             if name not in edged and name not in pinned and name not in with_objective:
                 self.d.warning("W301", f"stalk `{name}` has no edges and no pins: it is unconstrained", s.span)
@@ -926,8 +1160,21 @@ def _param_value(p: Param):
 
 
 def _edge_block(c: "_Checker", e: Edge, stalk: str, side: str):
-    """The restriction map of one side of a linear edge as rows of floats (None when its values are not fixed)."""
+    """The restriction map of one side of a linear edge as rows of floats over the whole stalk (None when its values
+    are not fixed, or the side is a grid's agents)."""
+    if stalk not in c.stalks:
+        return None
+    rows = _edge_block_rows(c, e, stalk, side)
+    block = e.src_block if side == "src" else e.dst_block
+    if rows is None or block is None:
+        return rows
     n = c.stalks[stalk].dim
+    return tuple((0.0,) * block[0] + tuple(r) + (0.0,) * (n - block[1]) for r in rows)
+
+
+def _edge_block_rows(c: "_Checker", e: Edge, stalk: str, side: str):
+    block = e.src_block if side == "src" else e.dst_block
+    n = c.stalks[stalk].dim if block is None else block[1] - block[0]
     eye = tuple(tuple(1.0 if i == j else 0.0 for j in range(n)) for i in range(n))
     if side == "dst":
         ref = e.dst_map if e.kind == "maps" else MapRef(scale=1.0)

@@ -117,6 +117,10 @@ def _index(indices) -> str:
     return "" if indices is None else "[" + ", ".join(str(i) for i in indices) + "]"
 
 
+def _block(block) -> str:
+    return "" if block is None else f"[{block[0]}:{block[1]}]"
+
+
 def _train_value(item: A.TrainItem) -> str:
     if item.quoted:
         return f'"{item.value}"'
@@ -136,7 +140,7 @@ def _fields(s) -> tuple[str, ...]:
     if isinstance(s, A.ParamDecl):
         return (s.name.value, format_shape(s.shape))
     if isinstance(s, A.EdgeDecl):
-        return (s.name.value, s.src.value, s.dst.value)
+        return (s.name.value, s.src.value + _block(s.src_block), s.dst.value + _block(s.dst_block))
     if isinstance(s, A.PinDecl):
         return (s.stalk.value + _index(s.indices),)
     if isinstance(s, A.TieDecl):
@@ -170,7 +174,8 @@ def format_statement(s, widths: tuple[int, ...] = ()) -> list[str]:
         kind = s.kind + ("" if not args else " " + (" | ".join(args) if s.kind == "maps" else " ".join(args)))
         weight = "" if s.weight is None else f" weight {format_number(s.weight)}"
         hard = " hard" if s.hard else ""
-        return [f"edge {col[0]} : {col[1]} -> {col[2]}  {kind}{weight}{hard}".rstrip()]
+        direction = f" {s.direction}" if s.direction else ""
+        return [f"edge {col[0]} : {col[1]} -> {col[2]}{direction}  {kind}{weight}{hard}".rstrip()]
     if isinstance(s, A.ObjectiveDecl):
         args = "".join(" " + (a.value if isinstance(a, A.Ident) else format_literal(a.value)) for a in s.args)
         return [f"objective {col[0]} {s.kind}{args}".rstrip()]
@@ -199,6 +204,20 @@ def format_statement(s, widths: tuple[int, ...] = ()) -> list[str]:
             if s.output_weight is not None:
                 text += " weight " + format_number(s.output_weight)
         return [text]
+    if isinstance(s, A.EncoderDecl):
+        text = f"encoder {s.name.value} : {s.widths[0]}"
+        for k, w in enumerate(s.widths[1:]):
+            act = s.activations[k] if k < len(s.activations) else None
+            text += f" -> {w}" + (f" {act.value}" if act is not None else "")
+        if s.output_activation is not None:
+            text += f" {s.output_activation.value}"
+        return [text]
+    if isinstance(s, A.GridDecl):
+        return [f"grid {s.name.value} : {s.dim} observe {s.obs_dim} encoded {s.encoder.value}"]
+    if isinstance(s, A.DecodeDecl):
+        srcs = " ".join(x.name.value + _block(x.block) for x in s.sources)
+        b = f" {s.b.value}" if s.b is not None else ""
+        return [f"decode {s.target.value} : {'mean ' if s.mean else ''}{srcs} affine {s.W.value}{b} {s.kind}"]
     if isinstance(s, A.TrainDecl):
         return ["train " + " ".join(f"{i.key.value}={_train_value(i)}" for i in s.items)]
     raise TypeError(f"not a statement: {type(s).__name__}")

@@ -99,6 +99,9 @@ class Edge:
     arg: float | None = None
     span: Span = field(default=NOSPAN, compare=False)
     hard: bool = False
+    src_block: tuple[int, int] | None = None
+    dst_block: tuple[int, int] | None = None
+    direction: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,11 @@ class Objective:
     box      indicator of lo ≤ x ≤ hi ``lo``, ``hi``: tuples of d floats (±inf allowed)
     simplex  indicator of x ≥ 0, Σx = 1
     l1       lam ‖x‖₁                 ``lam`` ≥ 0
+    encoded  ½ xᵀQx + qᵀx             Q = diag(softplus(h[:d])), q = h[d:], h = ``encoder``(c_``obs``)
     ======== ======================== =====================================================
+
+    ``encoder``/``obs`` name the encoder and the observation stalk of an ``encoded`` term (for a grid's
+    agents, ``stalk`` is the grid's name and ``obs`` is None: each agent observes its own patch).
     """
 
     stalk: str
@@ -125,6 +132,8 @@ class Objective:
     hi: tuple | None = None
     lam: float | None = None
     span: Span = field(default=NOSPAN, compare=False)
+    encoder: str | None = None
+    obs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,49 @@ class NetworkInfo:
     output_weight: float = 1.0
 
 
+#: the hidden activations an encoder may use (``encoder e : 4 -> 8 relu -> 6``)
+ENCODER_ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "identity")
+#: the decoder kinds and their losses
+DECODER_KINDS = {"identity": "mse", "softmax": "cross-entropy", "sigmoid": "binary cross-entropy"}
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """An MLP h = W_L φ_{L−1}(… φ_1(W_1 o + b_1) …) + b_L; ``layers``: (W, b) parameter names per layer,
+    ``activations``: φ_1..φ_{L−1}."""
+
+    name: str
+    widths: tuple[int, ...]
+    activations: tuple[str, ...]
+    layers: tuple[tuple[str, str], ...]
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A family of agents NAME[i, j] on an R × C grid (R, C from the data): stalk ``dim`` each, an
+    observation of ``obs_dim`` numbers pinned to the input, the objective ``encoded encoder``."""
+
+    name: str
+    dim: int
+    obs_dim: int
+    encoder: str
+    span: Span = field(default=NOSPAN, compare=False)
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """ŷ = φ(W · mean_s x_s + b) into the target-pinned stalk ``target``; ``sources``: (stalk or grid, block
+    (a, b) or None); ``kind`` identity (mse), softmax (cross-entropy) or sigmoid (binary cross-entropy)."""
+
+    target: str
+    sources: tuple
+    W: str
+    b: str | None
+    kind: str
+    span: Span = field(default=NOSPAN, compare=False)
+
+
 @dataclass
 class Model:
     """A checked model. Dicts keep declaration order."""
@@ -216,6 +268,14 @@ class Model:
     path: str = "<input>"
     source: str = ""
     objectives: list = field(default_factory=list)
+    encoders: dict = field(default_factory=dict)
+    grids: dict = field(default_factory=dict)
+    decoders: list = field(default_factory=list)
+
+    @property
+    def is_learned(self) -> bool:
+        """True for a learned consensus model (docs/admm.md "Learning"): an encoder, a grid or a decoder."""
+        return bool(self.encoders or self.grids or self.decoders)
 
     @property
     def is_consensus(self) -> bool:

@@ -156,10 +156,66 @@ class ToAST(Transformer):
         return A.InitSpec(kind, file=str(c[0])[1:-1], key=_ident(c[1]) if c[1] is not None else None, span=_mspan(meta))
 
     def edge(self, meta, c):
-        name, src, dst, (kind, args, kspan), tail = c
+        name, (src, sblk, sbspan), (dst, dblk, dbspan), direction, (kind, args, kspan), tail = c
         (w, wspan), hspan = tail if tail is not None else ((None, Span()), None)
+        dname, dspan = direction if direction is not None else (None, Span())
         return A.EdgeDecl(_ident(name), _ident(src), _ident(dst), kind, args, w, _mspan(meta), kspan, wspan,
-                          hard=hspan is not None, hard_span=hspan or Span())
+                          hard=hspan is not None, hard_span=hspan or Span(), src_block=sblk, dst_block=dblk,
+                          src_block_span=sbspan, dst_block_span=dbspan, direction=dname, direction_span=dspan)
+
+    def endpoint(self, meta, c):
+        name, block = c
+        blk, bspan = block if block is not None else (None, Span())
+        return name, blk, bspan
+
+    def block(self, meta, c):
+        return (_to_int(c[0]), _to_int(c[1])), _mspan(meta)
+
+    def dir_right(self, meta, c):
+        return "right", _mspan(meta)
+
+    def dir_down(self, meta, c):
+        return "down", _mspan(meta)
+
+    def obj_encoded(self, meta, c):
+        stalk, kspan, enc, obs = c
+        return A.ObjectiveDecl(_ident(stalk), "encoded", (_ident(enc), _ident(obs)), _mspan(meta), kspan)
+
+    def encoder(self, meta, c):
+        name, first, *layers = c
+        widths = [first] + [w for w, _ in layers]
+        acts = [a for _, a in layers]
+        out_act = acts.pop() if acts else None
+        return A.EncoderDecl(_ident(name), tuple(_to_int(t) for t in widths),
+                             tuple(_ident(a) if a is not None else None for a in acts),
+                             _ident(out_act) if out_act is not None else None, _mspan(meta),
+                             tuple(_tspan(t) for t in widths))
+
+    def enc_layer(self, meta, c):
+        return c[0], c[1]
+
+    def grid(self, meta, c):
+        name, dim, odim, enc = c
+        return A.GridDecl(_ident(name), _to_int(dim), _to_int(odim), _ident(enc), _mspan(meta), _tspan(dim), _tspan(odim))
+
+    def decode(self, meta, c):
+        target, mean, *rest = c
+        *sources, W, b, (kind, kspan) = rest
+        srcs = tuple(A.DecodeSource(_ident(n), blk, _tspan(n), bspan) for n, blk, bspan in sources)
+        return A.DecodeDecl(_ident(target), srcs, _ident(W), _ident(b) if b is not None else None, kind,
+                            mean is not None, _mspan(meta), kspan)
+
+    def mean(self, meta, c):
+        return True
+
+    def dec_identity(self, meta, c):
+        return "identity", _mspan(meta)
+
+    def dec_softmax(self, meta, c):
+        return "softmax", _mspan(meta)
+
+    def dec_sigmoid(self, meta, c):
+        return "sigmoid", _mspan(meta)
 
     def tail_weight(self, meta, c):
         return c[0], c[1]
@@ -294,7 +350,8 @@ _FRIENDLY = {
     "_VBAR": "`|`", "_ARROW": "`->`",
 }
 
-STATEMENT_KEYWORDS = ("sheaf", "stalk", "param", "edge", "pin", "reluctance", "tie", "network", "train", "objective")
+STATEMENT_KEYWORDS = ("sheaf", "stalk", "param", "edge", "pin", "reluctance", "tie", "network", "train", "objective",
+                      "encoder", "grid", "decode")
 _CLOSING = {"_LSQB": "]", "_LPAR": ")"}
 
 

@@ -260,9 +260,19 @@ def param_specs(G: nx.MultiDiGraph) -> dict[str, ParamSpec]:
     return {p: d["spec"] for p, d in H.nodes(data=True) if p != ZERO}
 
 
-def _map_shape(G, m, v: str, side: str, edge: str) -> tuple[int | None, int]:
-    """(rows or None when they follow the edge, columns) of map ``m`` on stalk ``v``; checks its columns."""
+def _map_shape(G, m, v: str, side: str, edge: str, block=None) -> tuple[int | None, int]:
+    """(rows or None when they follow the edge, columns) of map ``m`` on stalk ``v`` (or on its coordinates
+    ``block`` = (a, b), a ≤ i < b); checks its columns."""
     dim = G.nodes[v]["dim"]
+    if block is not None:
+        a, b = block
+        if not (isinstance(a, int) and isinstance(b, int) and 0 <= a < b <= dim):
+            raise _err("E286", f"edge `{edge}`: block {block} of the {side} stalk `{v}` (dimension {dim}) is empty or "
+                       "out of range")
+        if not isinstance(m, ParamMap):
+            raise _err("E286", f"edge `{edge}`: only a parameter map sits on a block (a constant one is embedded "
+                       "in the whole stalk's matrix)")
+        dim = b - a
     if isinstance(m, ParamMap):
         spec = G.graph["parameter_sheaf"].nodes[m.param]["spec"]
         if len(spec.shape) != 2:
@@ -292,14 +302,16 @@ def _map_shape(G, m, v: str, side: str, edge: str) -> tuple[int | None, int]:
 
 @_builder
 def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_map, kind: str = "maps",
-             dim: int | None = None, weight: float = 1.0, bias: str | None = None, hard: bool = False) -> None:
+             dim: int | None = None, weight: float = 1.0, bias: str | None = None, hard: bool = False,
+             src_block: tuple[int, int] | None = None, dst_block: tuple[int, int] | None = None) -> None:
     """Add edge ``name`` with discord F_dst c_dst − F_src c_src − bias and energy ½ w² ‖discord‖²
     (``hard=True``: the constraint discord = 0 instead, and ``weight`` is unused).
 
     Validated as the checker validates an ``edge`` statement: E202 an unknown stalk, E203 an unknown
     parameter, E201 a name taken, E220/E222/E224/E225 maps that do not fit their stalks or each other,
     E221 a bias of the wrong length, E250 a weight that is not positive and finite, E290 a loop that
-    is not a ``maps`` edge.
+    is not a ``maps`` edge. ``src_block``/``dst_block`` = (a, b): a parameter map that acts on coordinates
+    a..b−1 of its stalk only (E286 otherwise), the learned models' shared cell blocks (docs/admm.md).
     """
     _name("edge", name)
     for v in (src, dst):
@@ -318,8 +330,8 @@ def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_
     if src == dst and kind not in ("maps", "soft_pin"):
         raise _err("E290", f"edge `{name}` goes from `{src}` to itself", "only a `maps` edge may be a loop")
     w = _weight(f"edge `{name}`", weight)
-    rows_src, _ = _map_shape(G, src_map, src, "source", name)
-    rows_dst, _ = _map_shape(G, dst_map, dst, "target", name)
+    rows_src, _ = _map_shape(G, src_map, src, "source", name, src_block)
+    rows_dst, _ = _map_shape(G, dst_map, dst, "target", name, dst_block)
     rows = {r for r in (rows_src, rows_dst) if r is not None}
     if dim is not None:
         dim = _whole(f"edge `{name}`", dim)
@@ -336,6 +348,8 @@ def add_edge(G: nx.MultiDiGraph, name: str, src: str, dst: str, *, src_map, dst_
             raise _err("E221", f"edge `{name}`: bias `{bias}` has shape {spec.shape}; the edge has dimension {d_e}")
     G.add_edge(src, dst, key=name, kind=kind, src_map=src_map, dst_map=dst_map, dim=d_e,
                weight=w, bias=bias, order=len(names), hard=bool(hard))
+    if src_block is not None or dst_block is not None:
+        G.edges[src, dst, name].update(src_block=src_block, dst_block=dst_block)
     names.add(name)
 
 
@@ -614,15 +628,43 @@ def is_state_dependent(G: nx.MultiDiGraph) -> bool:
 # from a checked model
 
 
-def from_model(model) -> nx.MultiDiGraph:
-    """Build the IR of a checked :class:`sheafdsl.frontend.model.Model`."""
+#: the grid size the commands that need one graph (compile, verify, check's IR build) instantiate a grid at
+DEFAULT_GRID = (2, 2)
+
+
+def grid_agent(grid: str, i: int, j: int) -> str:
+    """The IR name of agent (i, j) of a grid: ``g[0,1]``; its observation stalk is ``g[0,1].obs``."""
+    return f"{grid}[{i},{j}]"
+
+
+def from_model(model, grid_sizes: dict | None = None) -> nx.MultiDiGraph:
+    """Build the IR of a checked :class:`sheafdsl.frontend.model.Model`.
+
+    A learned model (``model.is_learned``) also gets ``G.graph["learned"]`` (:class:`LearnedSpec`); each of
+    its grids is instantiated at ``grid_sizes[name]`` = (R, C) (default :data:`DEFAULT_GRID`): agents
+    ``g[i,j]``, observation stalks ``g[i,j].obs`` pinned to the input, one edge ``e[i,j]`` per neighbour pair.
+    """
     G = new_sheaf(model.name)
     G.graph.update(train=dict(model.train), source=model.source, path=model.path, network=model.network)
+    grids = getattr(model, "grids", {}) or {}
+    sizes = {g: tuple(int(x) for x in (grid_sizes or {}).get(g, DEFAULT_GRID)) for g in grids}
+    for g, (R, C) in sizes.items():
+        if R < 1 or C < 1:
+            raise _err("E288", f"grid `{g}` needs at least one agent, not a {R} x {C} grid")
     for p in model.params.values():
         add_param(G, p.name, p.shape, p.init, std=p.std, value=p.value, file=p.file, key=p.key, base_dir=p.base_dir,
                   model_file=model.path, span=p.span)
     for s in model.stalks.values():
         add_stalk(G, s.name, s.dim)
+    learned_obj = []
+    for g, (R, C) in sizes.items():
+        spec = grids[g]
+        for i in range(R):
+            for j in range(C):
+                a = grid_agent(g, i, j)
+                add_stalk(G, a, spec.dim)
+                add_stalk(G, a + ".obs", spec.obs_dim)
+                learned_obj.append((a, spec.encoder, a + ".obs"))
     for e in model.edges.values():
         src_map, dst_map, bias = Identity(), Identity(), None
         if e.kind in ("affine", "linear"):
@@ -631,8 +673,19 @@ def from_model(model) -> nx.MultiDiGraph:
             src_map, dst_map = _map(e.src_map), _map(e.dst_map)
         else:  # an entry of the nonlinearity registry; an unknown one raises in Nonlinear (E511)
             src_map = nonlinear_map(e.kind, getattr(e, "arg", None))
-        add_edge(G, e.name, e.src, e.dst, kind=e.kind, src_map=src_map, dst_map=dst_map, dim=e.dim,
-                 weight=e.weight, bias=bias, hard=getattr(e, "hard", False))
+        direction = getattr(e, "direction", None)
+        if direction is None:
+            pairs = [(e.name, e.src, e.dst)]
+        else:
+            R, C = sizes[e.src]
+            di, dj = (0, 1) if direction == "right" else (1, 0)
+            pairs = [(f"{e.name}[{i},{j}]", grid_agent(e.src, i, j), grid_agent(e.src, i + di, j + dj))
+                     for i in range(R - di) for j in range(C - dj)]
+        for name, u, v in pairs:
+            sm, sb = _on_block(G, src_map, u, getattr(e, "src_block", None))
+            dm, db = _on_block(G, dst_map, v, getattr(e, "dst_block", None))
+            add_edge(G, name, u, v, kind=e.kind, src_map=sm, dst_map=dm, dim=e.dim,
+                     weight=e.weight, bias=bias, hard=getattr(e, "hard", False), src_block=sb, dst_block=db)
     for p in model.pins:
         add_pin(G, p.stalk, p.source, indices=p.indices, value=p.value)
     for sp in model.soft_pins:
@@ -640,13 +693,98 @@ def from_model(model) -> nx.MultiDiGraph:
         while name in G:
             name += "_"
         add_soft_pin(G, name, sp.stalk, sp.value, sp.weight, indices=sp.indices)
+    for g in sizes:
+        for a, _, obs in learned_obj:
+            if a.startswith(g + "["):
+                add_pin(G, obs, "input")
     for o in getattr(model, "objectives", ()):
-        _add_model_objective(G, o, model.path)
+        if o.kind == "encoded":
+            learned_obj.append((o.stalk, o.encoder, o.obs))
+        else:
+            _add_model_objective(G, o, model.path)
     for r in model.reluctances:
         add_reluctance(G, r.param, r.weight)
     for t in model.ties:
         add_tie(G, t.a, t.b, t.weight)
+    if getattr(model, "is_learned", False):
+        decoders = []
+        for d in model.decoders:
+            srcs = []
+            for name, block in d.sources:
+                if name in sizes:
+                    R, C = sizes[name]
+                    srcs += [(grid_agent(name, i, j), block) for i in range(R) for j in range(C)]
+                else:
+                    srcs.append((name, block))
+            decoders.append(DecoderSpec(d.target, tuple(srcs), d.W, d.b, d.kind))
+        G.graph["learned"] = LearnedSpec(dict(model.encoders), tuple(learned_obj), tuple(decoders), dict(sizes),
+                                         {g: grids[g] for g in grids}, model)
     return G
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """A decoder of the IR: ŷ = φ_kind(W · mean over ``sources`` (stalk, block or None) + b) into ``target``."""
+
+    target: str
+    sources: tuple
+    W: str
+    b: str | None
+    kind: str
+
+
+@dataclass(frozen=True, eq=False)
+class LearnedSpec:
+    """What a learned model adds to its IR (``G.graph["learned"]``): the encoders (name → ``frontend.model.Encoder``:
+    widths, activations, parameter names), the encoded objectives (agent, encoder, observation stalk), the
+    decoders (:class:`DecoderSpec`), the grids' sizes here and their declarations, and the checked model (to
+    instantiate another size: :func:`instantiate`)."""
+
+    encoders: dict
+    objectives: tuple
+    decoders: tuple
+    sizes: dict
+    grids: dict
+    model: object
+
+
+def is_learned(G) -> bool:
+    """True when ``G`` is a learned consensus model (docs/admm.md "Learning")."""
+    return G.graph.get("learned") is not None
+
+
+def instantiate(G, sizes: dict):
+    """The IR of ``G``'s learned model with its grids at ``sizes`` (name → (R, C)); ``G`` itself when they are
+    its sizes already. Cached on ``G`` per size."""
+    spec = G.graph["learned"]
+    want = {g: tuple(int(x) for x in sizes.get(g, spec.sizes[g])) for g in spec.sizes}
+    if want == spec.sizes:
+        return G
+    cache = G.graph.setdefault("_instances", {})
+    key = tuple(sorted(want.items()))
+    if key not in cache:
+        H = from_model(spec.model, want)
+        H.graph["parameter_sheaf"] = G.graph["parameter_sheaf"]  # one set of parameters for every size
+        cache[key] = H
+    return cache[key]
+
+
+def _on_block(G, m, v: str, block):
+    """A map on coordinates ``block`` of ``v``: a parameter map keeps the block (the edge says it); any other is
+    embedded in the whole stalk (zero columns elsewhere) as a Constant."""
+    if block is None or isinstance(m, ParamMap):
+        return m, block
+    a, b = block
+    w, dim = b - a, G.nodes[v]["dim"]
+    if isinstance(m, Identity):
+        inner = np.eye(w)
+    elif isinstance(m, Scaled):
+        inner = m.scale * np.eye(w)
+    else:
+        inner = np.asarray(m.matrix, dtype=float)
+    full = np.zeros((inner.shape[0], dim))
+    full[:, a:b] = inner
+    return Constant(full), None
 
 
 def _add_model_objective(G, o, path: str) -> None:

@@ -129,6 +129,17 @@ def _triplets(groups: dict) -> tuple:
     return np.concatenate(R), np.concatenate(C), np.concatenate(X)
 
 
+def _on_block(m, block, dim: int, params):
+    """The matrix of restriction map ``m`` over its whole stalk; on an edge's block (a, b) it acts on coordinates
+    a..b−1 only (zero columns elsewhere)."""
+    if block is None:
+        return maps.matrix(m, dim, params)
+    F = np.asarray(to_numpy(maps.matrix(m, block[1] - block[0], params)), dtype=float)
+    full = np.zeros((F.shape[0], dim))
+    full[:, block[0]:block[1]] = F
+    return full
+
+
 def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
     """Lower the consensus problem of ``G`` with parameter values ``params`` and the (B, N) cochain
     ``pinned`` holding the values of every hard pin (inference pins: input and constants; other
@@ -141,6 +152,10 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
     (no per-stalk sparse matrices or numpy calls)."""
     from ..ir.maps import ParamMap
 
+    if G.graph.get("learned") is not None:
+        raise _err("E550", "a learned model's objectives come from its encoder and its observations: it is trained "
+                   "(`sheaf train`) and applied with its decoder, not solved as a plain consensus problem",
+                   "sheaf train FILE --trainer unrolled|implicit|local")
     E = edges(G)
     for u, v, name, d in E:
         for m in (d["src_map"], d["dst_map"]):
@@ -273,8 +288,10 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
     for u, v, name, d in E:
         de = d["dim"]
         du, dv = nodes[u]["dim"], nodes[v]["dim"]
-        src_g.setdefault((de, du), []).append((r0, nodes[u]["offset"], maps.matrix(d["src_map"], du, params)))
-        dst_g.setdefault((de, dv), []).append((r0, nodes[v]["offset"], maps.matrix(d["dst_map"], dv, params)))
+        src_g.setdefault((de, du), []).append((r0, nodes[u]["offset"], _on_block(d["src_map"], d.get("src_block"), du,
+                                                                                  params)))
+        dst_g.setdefault((de, dv), []).append((r0, nodes[v]["offset"], _on_block(d["dst_map"], d.get("dst_block"), dv,
+                                                                                  params)))
         if d.get("bias") is not None:
             bias_items.append((r0, de, _batched(d["bias"], params[d["bias"]], (de,), B, f"bias of edge `{name}`:")))
         de_list.append(de)

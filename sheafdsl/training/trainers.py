@@ -550,6 +550,12 @@ TRAINERS = {"sheaf": SheafTrainer, "joint": JointTrainer, "backprop": BackpropTr
 def make_trainer(G, config: TrainConfig, data: Dataset, params: dict | None = None) -> Trainer:
     """The trainer that ``config.trainer`` names (sheaf | joint | backprop)."""
     cls = TRAINERS.get(config.trainer)
+    from ..options import LEARNED_TRAINERS
+
+    if config.trainer in LEARNED_TRAINERS:
+        raise SheafError(Diagnostic("E612", f"the `{config.trainer}` trainer trains a learned consensus model (an "
+                                    "encoder, grid or decoder: docs/admm.md, \"Learning\"); this model is a network "
+                                    "sheaf", hint="use --trainer sheaf, joint or backprop"))
     if cls is None:
         raise SheafError(Diagnostic("E610", f"unknown trainer `{config.trainer}`", hint="use one of: " + ", ".join(TRAINER_NAMES)))
     if feedforward(G) is None:
