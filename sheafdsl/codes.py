@@ -148,6 +148,12 @@ CODES: dict[str, str] = {
     "E572": "a task baseline (MPNN, CNN) diverged: its loss became NaN or infinite",
     # training: data, config, trainers
     "E550": "a learned model given to the plain consensus solvers (it is trained, and applied with its decoder)",
+    "E551": "not a learned model where one is needed, or a learned model's structure its lowering refuses (an agent without an objective, an edge to a non-agent, a nonlinear map)",
+    "E552": "a learned model's restriction-map parameter of the wrong shape for its edges",
+    "E553": "a learned model's data that does not fit: a missing observation, grid or target, or one of the wrong shape",
+    "E554": "a learned model's prox or KKT system is numerically singular",
+    "E555": "Sheaf-ADMM of a learned model diverged (non-finite stalks)",
+    "E556": "a step of a learned model's trainer diverged (a non-finite loss or gradient)",
     "E600": "unknown data set",
     "E601": "a data file that is missing, unreadable or malformed",
     "E602": "the model's input/target stalks do not fit the data",

@@ -50,7 +50,7 @@ def _choices(module: str, option: str):
 
 
 @pytest.mark.parametrize("module, option, table", [
-    ("train", "optimizer", O.OPTIMIZERS), ("train", "trainer_name", O.TRAINERS), ("train", "solver", O.TRAIN_SOLVERS),
+    ("train", "optimizer", O.OPTIMIZERS), ("train", "trainer_name", O.TRAINERS + O.LEARNED_TRAINERS), ("train", "solver", O.TRAIN_SOLVERS),
     ("train", "backend", O.BACKENDS), ("infer", "solver", O.SOLVE_METHODS), ("verify", "boundary", O.BOUNDARY_NAMES),
     ("diagnose", "split", O.SPLITS)])
 def test_cli_choices_are_the_library_tuples(module, option, table):

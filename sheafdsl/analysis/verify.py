@@ -1346,6 +1346,101 @@ def verify_consensus(ctx) -> list:
 # ----------------------------------------------------------------------------------------------
 
 
+def verify_learned(G, params: dict, symbolic_limit: int, t0: float, seed: int = 0) -> VerifyReport:
+    """The consensus claims of a learned model (docs/admm.md "Learning"), for **every** value of the parameters and
+    of the observations where the structure decides them:
+
+    - an ``encoded`` term is Q_v = diag(softplus(h)) with softplus(t) = log(1 + eᵗ) > 0 for every real t (1 + eᵗ > 1),
+      so Q_v ≻ 0 whatever the encoder's parameters and input; a literal ``quadratic`` term is decided exactly
+      (LDLᵀ over ℚ), a parameter one at the given values (``checked``);
+    - every agent with an encoded term makes H = Q + D_SᵀW²D_S ⪰ Q ≻ 0 on all of Rⁿ, so ZᵀHZ ≻ 0 on ker D_H:
+      strictly convex for all parameter values;
+    - the hard edges are D_H x = 0 (no offsets in a learned model), which x = 0 satisfies for all parameter
+      values: feasible;
+    - a strictly convex quadratic on a nonempty affine set is coercive there: a unique minimiser.
+
+    h⁰ and h¹ are those of the agents' sheaf (δ = D on the agents, hard and soft edges) at the given parameters.
+    """
+    from ..exact import decimal, psd_witness
+    from ..lowering.learned import LearnedStructure
+
+    S = LearnedStructure(G)
+    spec = G.graph["learned"]
+    encoded = {a for a, _, _ in spec.objectives}
+    claims = []
+    exact_q, numeric_q, bad = 0, 0, None
+    for gi, k, Qd, _ in S.quadratic:
+        v = S.groups[gi].agents[k]
+        if isinstance(Qd, str):
+            Q = np.asarray(params[Qd], dtype=float)
+            Q = Q.reshape(S.dim[v], S.dim[v])
+            lam = np.linalg.eigvalsh((Q + Q.T) / 2)
+            numeric_q += 1
+            if lam[0] < -S.dim[v] * np.finfo(float).eps * max(1.0, float(np.abs(lam).max())):
+                bad = Claim("objectives_convex", "failed", "numeric (eigvalsh)", f"parameter `{Qd}` (Q of `{v}`) has "
+                            f"smallest eigenvalue {lam[0]:.6g} < 0", {"stalk": v, "curvature": float(lam[0])})
+        else:
+            M = [[decimal(float(x)) for x in row] for row in np.asarray(Qd, dtype=float)]
+            exact_q += 1
+            if psd_witness(M) is not None:
+                vec, curv = psd_witness(M)
+                bad = Claim("objectives_convex", "failed", "exact rational (ℚ): LDLᵀ with diagonal pivoting",
+                            f"the literal Q of `{v}` is not positive semidefinite: vᵀQv = {curv} < 0",
+                            {"stalk": v, "vector": [float(x) for x in vec], "curvature": str(curv)})
+    enc_text = (f"each of the {len(spec.objectives)} encoded terms is Q_v = diag(softplus(h)), h = ENC(c_OBS), and "
+                "softplus(t) = log(1 + eᵗ) > 0 for every real t, so Q_v ≻ 0 for every value of the encoder's parameters "
+                "and of the observation")
+    if bad is not None:
+        claims.append(bad)
+    else:
+        extra = "" if not (exact_q or numeric_q) else (
+            f"; {exact_q} literal quadratic term(s) are ⪰ 0 exactly (LDLᵀ over ℚ)" if exact_q else "") + (
+            f"; {numeric_q} parameter quadratic term(s) are ⪰ 0 at the given values" if numeric_q else "")
+        claims.append(Claim("objectives_convex", "checked" if numeric_q else "proved",
+                            "structural (softplus > 0)" + (" + numeric" if numeric_q else ""), enc_text + extra))
+    feasible = Claim("constraints_feasible", "proved", "structural",
+                     f"the {int(S.hard.sum())} hard constraint rows are D_H x = 0 (a learned model's edges have no "
+                     "offsets), which x = 0 satisfies for every value of the restriction maps")
+    missing = [v for v in S.agents if v not in encoded]
+    if claims[0].status == "failed":
+        strict = Claim("strictly_convex", "skipped", "not convex", "the objectives are not convex")
+    elif not missing:
+        strict = Claim("strictly_convex", "proved", "structural (softplus > 0)",
+                       f"every one of the {len(S.agents)} agents has an encoded term, so Q ≻ 0 on all of Rⁿ (n = {S.n}) "
+                       "and H = Q + D_SᵀW²D_S ⪰ Q ≻ 0; hence ZᵀHZ ≻ 0 on ker D_H for all parameter values")
+    else:
+        from ..lowering.learned import coefficients
+
+        rng = np.random.default_rng(seed)
+        obs = {o: rng.normal(size=(1, G.nodes[o]["dim"])) for _, _, o in spec.objectives}
+        C = coefficients(S, params, obs, np, B=1)
+        F2, D = S.operators(C.F, np)
+        Dd = D.toarray()
+        H = np.zeros((S.n, S.n))
+        for g, Qg in zip(S.groups, C.Q):
+            H[g.cols[:, :, None], g.cols[:, None, :]] = Qg[0]
+        H += (Dd[~S.hard].T * S.w2[~S.hard]) @ Dd[~S.hard]
+        A = Dd[S.hard]
+        Z = np.linalg.svd(A)[2][np.linalg.matrix_rank(A):].T if A.size else np.eye(S.n)
+        lam = float(np.linalg.eigvalsh(Z.T @ H @ Z)[0]) if Z.size else np.inf
+        strict = Claim("strictly_convex", "checked" if lam > 1e-10 else "failed", "numeric (eigvalsh)",
+                       f"agents {', '.join(missing[:4])} have no encoded term; at the given parameters (and a random "
+                       f"observation) λ_min(ZᵀHZ) = {lam:.6g}", None if lam > 1e-10 else {"lambda_min": lam})
+    claims += [feasible, strict]
+    if strict.status in ("proved", "checked"):
+        claims.append(Claim("minimiser_unique", strict.status, strict.method,
+                            "the feasible set {D_H x = 0} is a nonempty subspace and the objective a strictly convex "
+                            "quadratic on it, so it is coercive there and has exactly one minimiser"
+                            + (" for every value of the parameters and observations" if strict.status == "proved" else "")))
+    else:
+        claims.append(Claim("minimiser_unique", "skipped", "not decided", "the problem is not strictly convex"))
+    Fv = S.map_values(params, np)
+    D = S.operators(Fv, np)[1].toarray()
+    r = int(np.linalg.matrix_rank(D)) if D.size else 0
+    return VerifyReport(G.graph.get("name", "sheaf"), S.n - r, S.M - r, S.n - r, claims, ("input",), symbolic_limit,
+                        time.perf_counter() - t0)
+
+
 def _check_finite(G, params) -> None:
     for p, a in params.items():
         if not np.all(np.isfinite(np.asarray(a, dtype=float))):
@@ -1413,6 +1508,8 @@ def verify(G, params: dict | None = None, *, symbolic_limit: int = DEFAULT_SYMBO
     check_shapes(G, params)
     params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
     _check_finite(G, params)
+    if G.graph.get("learned") is not None:
+        return verify_learned(G, params, symbolic_limit, t0, seed)
     ctx = _Ctx(G, params, sources, symbolic_limit, samples, weight_draws, seed)
     if is_consensus(G):
         claims = verify_consensus(ctx)

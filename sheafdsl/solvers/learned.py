@@ -107,14 +107,14 @@ class _ADMMOps:
 
 
 def admm(S: LearnedStructure, C: Coefficients, *, iterations: int, rho: float = 1.0, window: int | None = None,
-         xp=np, trace: bool = False, ops: _ADMMOps | None = None) -> Iterates:
-    """K = ``iterations`` steps of Sheaf-ADMM from y = μ = 0 (see the module docstring). ``window``: how many of
-    the last steps to record for :func:`admm_vjp` (None: none; 0 or ≥ K: all). ``trace``: record the
-    residuals per step."""
+         xp=np, trace: bool = False, ops: _ADMMOps | None = None, y0=None, mu0=None) -> Iterates:
+    """K = ``iterations`` steps of Sheaf-ADMM from y = μ = 0 (or ``y0``, ``mu0``: (2M, B), held constant by
+    :func:`admm_vjp`; see the module docstring). ``window``: how many of the last steps to record for
+    :func:`admm_vjp` (None: none; 0 or ≥ K: all). ``trace``: record the residuals per step."""
     ops = ops or _ADMMOps(S, C, rho, xp)
     B = C.B
-    y = xp.zeros((2 * S.M, B))
-    mu = xp.zeros((2 * S.M, B))
+    y = xp.zeros((2 * S.M, B)) if y0 is None else y0
+    mu = xp.zeros((2 * S.M, B)) if mu0 is None else mu0
     x = xp.zeros((S.n, B))
     K = int(iterations)
     taped_from = K if window is None else (0 if window <= 0 or window >= K else K - window)
