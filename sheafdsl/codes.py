@@ -142,11 +142,7 @@ CODES: dict[str, str] = {
     "E547": "sheaf linking: --classes data that is not two classes of points in R^3, or nothing to push through",
     "E548": "sheaf linking: the model has no single input stalk of dimension 3",
     "E549": "sheaf linking: an image at a stalk that overflows float64",
-    # the learned tasks (issue 11): Sudoku, digits on canvases, their baselines
-    "E570": "a Sudoku task request that cannot be met: an unknown grid order, blanks out of range, or too few distinct puzzles",
-    "E571": "a digits-canvas request that cannot be met: a canvas smaller than a digit, or a CNN input size not a multiple of 4 or smaller than the canvas",
-    "E572": "a task baseline (MPNN, CNN) diverged: its loss became NaN or infinite",
-    # training: data, config, trainers
+    # learned consensus models (docs/admm.md "Learning"): lowering, solvers, trainers
     "E550": "a learned model given to the plain consensus solvers (it is trained, and applied with its decoder)",
     "E551": "not a learned model where one is needed, or a learned model's structure its lowering refuses (an agent without an objective, an edge to a non-agent, a nonlinear map)",
     "E552": "a learned model's restriction-map parameter of the wrong shape for its edges",
@@ -154,6 +150,11 @@ CODES: dict[str, str] = {
     "E554": "a learned model's prox or KKT system is numerically singular",
     "E555": "Sheaf-ADMM of a learned model diverged (non-finite stalks)",
     "E556": "a step of a learned model's trainer diverged (a non-finite loss or gradient)",
+    # the learned tasks (issue 11): Sudoku, digits on canvases, their baselines
+    "E570": "a Sudoku task request that cannot be met: an unknown grid order, blanks out of range, or too few distinct puzzles",
+    "E571": "a digits-canvas request that cannot be met: a canvas smaller than a digit, or a CNN input size not a multiple of 4 or smaller than the canvas",
+    "E572": "a task baseline (MPNN, CNN) diverged: its loss became NaN or infinite",
+    # training: data, config, trainers
     "E600": "unknown data set",
     "E601": "a data file that is missing, unreadable or malformed",
     "E602": "the model's input/target stalks do not fit the data",

@@ -93,6 +93,10 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     from ..ir import is_learned
 
     if is_learned(G):
+        if snapshot_at:
+            from ..errors import Diagnostic, SheafError
+
+            raise SheafError(Diagnostic("E610", "--snapshot-at is not available for a learned model's run", file=file))
         return learned_main(G, file, overrides, out=out, resume=resume, as_json=as_json, plots=plots)
     learned_only = [k for k in ("iterations", "window", "rho", "nudge") if overrides.get(k) is not None]
     if learned_only:

@@ -220,29 +220,35 @@ class KKT:
         m = self.A.shape[0]
         self.m = m
         if m:
-            HA = self.hinv(xp.broadcast_to(self.A.T[:, None, :], (S.n, C.B, m)))  # (n, B, m)
-            Sc = xp.einsum("in,nbm->bim", self.A, HA)
+            Sc = self._schur_blocks() if self.blocks else xp.einsum(
+                "mi,bik->bmk", self.A, xp.einsum("bij,jm->bim", self.Hinv, self.A.T))
             scale = xp.maximum(xp.abs(xp.einsum("bii->b", Sc)) / m, 1e-300)
             self.Sc = Sc
             self.Sinv = xp.linalg.inv(Sc + (1e-11 * scale)[:, None, None] * xp.eye(m)[None])
 
-    def hinv(self, v):
-        """H⁻¹ v for v (n, B) or (n, B, k)."""
-        xp = self.xp
-        if v.ndim == 3:
-            return xp.stack([self.hinv(v[:, :, j]) for j in range(v.shape[2])], axis=2) if not self.blocks else \
-                self._hinv_blocks3(v)
-        if self.blocks:
-            return _apply_blocks(self.S, self.Hinv, v, xp)
-        return xp.einsum("bij,jb->ib", self.Hinv, v)
-
-    def _hinv_blocks3(self, v):
-        xp = self.xp
-        out = xp.empty_like(v)
-        for g, Hb in zip(self.S.groups, self.Hinv):
+    def _schur_blocks(self):
+        """S = Σ_v A_v H_v⁻¹ A_vᵀ agent by agent, on the hard rows that touch each agent only."""
+        xp, S = self.xp, self.S
+        rows = S.hard_rows_by_agent()
+        m, B = self.m, self.C.B
+        Apad = xp.concatenate([self.A, xp.zeros((1, S.n))], axis=0)
+        Sp = xp.zeros((B, m + 1, m + 1))
+        for g, Hb, rv in zip(S.groups, self.Hinv, rows):
+            if rv.shape[1] == 0:
+                continue
+            rvx = xp.asarray(rv)
             cols = xp.asarray(g.cols)
-            out[cols] = xp.einsum("bvij,vjbk->vibk", Hb, v[cols])
-        return out
+            As = Apad[rvx[:, :, None], cols[:, None, :]]  # (V, r, d)
+            blocks = (As[None] @ Hb) @ xp.swapaxes(As, 1, 2)[None]  # (B, V, r, r)
+            for k in range(g.V):
+                Sp[:, rvx[k][:, None], rvx[k][None, :]] += blocks[:, k]
+        return Sp[:, :m, :m]
+
+    def hinv(self, v):
+        """H⁻¹ v for v (n, B)."""
+        if self.blocks:
+            return _apply_blocks(self.S, self.Hinv, v, self.xp)
+        return self.xp.einsum("bij,jb->ib", self.Hinv, v)
 
     def schur_solve(self, rhs):
         """λ with S λ = rhs (rhs (m, B)), refined against the unregularised S."""
