@@ -16,6 +16,8 @@ from sheafdsl.frontend import DIAGNOSTICS, check_diagnostics, parse_file, parse_
 from sheafdsl.frontend.parser import decode_source
 
 XY = "sheaf t\nstalk x : 2\nstalk y : 3\n"  # two stalks on lines 2 and 3; the case starts on line 4
+LEARNED = ("sheaf t\nparam W : 2 x 2  init xavier\nencoder e : 3 -> 4 -> 4\nstalk a : 2\nstalk o : 3\npin o = input\n"
+           "objective a encoded e o\nstalk y : 2\npin y = target\ndecode y : a affine W identity\n")
 
 
 def diagnose(source: str) -> list[Diagnostic]:
@@ -189,6 +191,14 @@ CASES = [
     ("affine-hard-edge-on-pins", "sheaf t\nstalk x : 1\nstalk y : 1\nparam W : 1 x 1 = 2\nparam b : 1 = 1\n"
      "edge e : x -> y affine W b hard\npin x = 1\npin y = 2\n", "E299", 6, 28),
     ("simplex-fully-pinned", "sheaf t\nstalk x : 2\nobjective x simplex\npin x = [0.25, 0.75]\n", "W310", 3, 13),
+    # learned models (docs/admm.md "Learning"); LEARNED's statements are on lines 1-10
+    ("encoder-width", LEARNED.replace("e : 3 -> 4 -> 4", "e : 3 -> 4 -> 6"), "E284", 7, 21),
+    ("observation-not-input", LEARNED.replace("pin o = input", "pin o = [0, 0, 0]"), "E285", 7, 23),
+    ("block-out-of-range", LEARNED + "edge s : a[1:5] -> a  maps 1 | 1\n", "E286", 11, 11),
+    ("decoder-weight-shape", LEARNED.replace("W : 2 x 2", "W : 2 x 3"), "E287", 10, 21),
+    ("direction-without-grid", LEARNED + "edge s : a -> a right  maps 1 | 1\n", "E288", 11, 17),
+    ("nonsmooth-in-learned", LEARNED + "objective a nonneg\n", "E289", 11, 13),
+    ("unused-encoder", LEARNED + "encoder f : 2 -> 2\n", "W311", 11, 1),
 ]
 
 

@@ -356,3 +356,22 @@ def test_sheaf_train_trains_a_learned_model_from_an_npz(tmp_path):
     bad = CliRunner().invoke(cli, ["train", str(tmp_path / "m.sheaf"), "--data", str(tmp_path / "d.npz"), "--trainer",
                                    "backprop", "--json"])
     assert bad.exit_code == 1 and json.loads(bad.output)["diagnostics"][0]["code"] == "E612"
+
+
+def test_a_parameter_map_on_a_block_in_a_plain_consensus_problem_is_the_embedded_map():
+    import sheafdsl as sd
+
+    blocked = """sheaf blk
+param P : 1 x 2 = [[1, -1]]
+stalk a : 4
+stalk b : 2
+edge e : a[2:4] -> b  maps P | P hard
+objective a quadratic 1 [1, 2, 3, 4]
+objective b quadratic 2 [0, 1]
+"""
+    full = blocked.replace("param P : 1 x 2 = [[1, -1]]\n", "param P : 1 x 2 = [[1, -1]]\nparam F : 1 x 4 = [[0, 0, 1, -1]]\n")
+    full = full.replace("a[2:4] -> b  maps P | P", "a -> b  maps F | P")
+    xs = [sd.loads(t).infer(solver="exact").stalks for t in (blocked, full)]
+    assert np.allclose(xs[0]["a"], xs[1]["a"]) and np.allclose(xs[0]["b"], xs[1]["b"])
+    assert abs(float((xs[0]["a"][0, 2] - xs[0]["a"][0, 3]) - (xs[0]["b"][0, 0] - xs[0]["b"][0, 1]))) < 1e-12
+    assert not np.allclose(xs[0]["a"], -np.array([[1, 2, 3, 4]]))  # the constraint binds
