@@ -308,13 +308,16 @@ class Sheaf:
                       sources=BOUNDARIES[boundary], samples=DEFAULT_SAMPLES if samples is None else samples, seed=seed)
 
     def spectrum(self, params=None, *, seed: int = 0, inputs=None, targets=None, samples: int | None = None,
-                 dense_cutoff: int | None = None):
+                 dense_cutoff: int | None = None, vectors: bool = False):
         """λ_min, λ_max and κ of L_free (``sheaf spectrum``), in the training and inference variants.
 
         The state-dependent maps are fixed by ``inputs`` (the harmonic extension's gates per example;
         with ``targets``, the two-sided equilibrium's), or by ``samples`` random activation patterns
         (default 100). Returns a :class:`sheafdsl.analysis.spectrum.SpectrumReport` (``worst``,
-        ``samples``, ``warning``).
+        ``samples``, ``warning``). ``vectors=True`` adds ``report.vectors``: per sample the eigenvectors of
+        λ_min (Fiedler) and λ_max of the training L_free (input and target pinned, the paper's convention)
+        with their energy fraction per stalk block and per layer
+        (:class:`sheafdsl.analysis.spectrum.ExtremeVectors`).
         """
         if inputs is not None and samples is not None:
             raise _err("E526", "give either `inputs` or `samples`, not both")
@@ -325,7 +328,7 @@ class Sheaf:
         P = self._params(params, seed)
         boundary, target = spectrum_boundary(G, inputs, targets, names=("inputs", "targets"), file=API)
         return spectrum_report(G, P, boundary=boundary, targets=target, samples=samples, seed=seed,
-                               dense_cutoff=dense_cutoff)
+                               dense_cutoff=dense_cutoff, vectors=bool(vectors))
 
     def cohomology(self, params=None, *, seed: int = 0, boundary: str = "training", method: str = "auto"):
         """h⁰, h¹ and relative h⁰ of the boundary (:func:`sheafdsl.analysis.cohomology.cohomology`)."""
@@ -452,7 +455,8 @@ def spectrum_boundary(G, inputs, targets, *, names=("--input", "--target"), file
 
 
 def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: dict | None = None,
-                    samples: int | None = None, seed: int = 0, dense_cutoff: int | None = None):
+                    samples: int | None = None, seed: int = 0, dense_cutoff: int | None = None,
+                    vectors: bool = False):
     """The spectrum of L_free at the gates of ``boundary``'s harmonic extension (with ``targets``: of
     the two-sided equilibrium), or over ``samples`` random activation patterns (``Sheaf.spectrum``,
     ``sheaf spectrum``); ``report.warning`` says when some extension did not converge."""
@@ -483,7 +487,7 @@ def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: d
         states = sample_states(G, n, np.random.default_rng([seed, 1]))
         mode = "samples" if is_state_dependent(G) else "fixed"
     report = spectrum(G, params, states, dense_cutoff=DENSE_CUTOFF if dense_cutoff is None else dense_cutoff,
-                      mode=mode)
+                      mode=mode, vectors=vectors)
     report.warning = note
     return report
 

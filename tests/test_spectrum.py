@@ -297,3 +297,71 @@ def test_cli_target_errors(args, code, text):
     r = run("spectrum", PARABOLOID, *args)
     assert r.exit_code == code, r.output
     assert text in r.output and "Traceback" not in r.output
+
+
+# ----------------------------------------------------------------------------------------------
+# --vectors: the extreme eigenvectors and their energy per block (the paper's Fig 4)
+
+
+@settings(max_examples=15, deadline=None)
+@given(widths=st.lists(st.integers(1, 5), min_size=3, max_size=4), seed=st.integers(0, 2**16))
+def test_extreme_vectors_are_eigenpairs_of_the_dense_L_free(widths, seed):
+    from sheafdsl.analysis.spectrum import extreme_vectors
+
+    G = network(widths)
+    P = init_params(G, seed)
+    state, gates = sample_states(G, 1, np.random.default_rng(seed))[0]
+    A, _ = dense_L_free(G, P, VARIANTS["training"], state, gates)
+    w = np.linalg.eigvalsh(A)
+    ev = extreme_vectors(G, P, state, gates)
+    assert ev.lambda_min == pytest.approx(w[0], rel=1e-9, abs=1e-12)
+    assert ev.lambda_max == pytest.approx(w[-1], rel=1e-9)
+    for lam, v in ((ev.lambda_min, ev.v_min), (ev.lambda_max, ev.v_max)):
+        assert np.linalg.norm(v) == pytest.approx(1.0)
+        assert np.linalg.norm(A @ v - lam * v) <= 1e-9 * max(1.0, w[-1])
+        assert v[np.argmax(np.abs(v))] > 0
+    # the blocks are the free stalks, in order, and each vector's energy is split among them exactly
+    free = list(dict.fromkeys(s for s, _ in free_labels(G, VARIANTS["training"])))
+    assert list(ev.blocks) == free and "x" not in ev.blocks and "y" not in ev.blocks
+    for k in (0, 1):
+        assert sum(f[k] for f in ev.blocks.values()) == pytest.approx(1.0)
+        assert sum(f[k] for f in ev.layers.values()) == pytest.approx(1.0)
+    owner = np.array([s for s, _ in ev.labels])
+    for stalk, (fmin, fmax) in ev.blocks.items():
+        assert fmin == pytest.approx(float(np.sum(ev.v_min[owner == stalk] ** 2)))
+    L = len(widths) - 1  # layer ℓ holds zℓ and aℓ
+    assert sorted(ev.layers) == list(range(1, L + 1))
+    assert ev.layers[L][0] == pytest.approx(ev.blocks[f"z{L}"][0])
+
+
+def test_extreme_vectors_sparse_path_matches_dense():
+    from sheafdsl.analysis.spectrum import extreme_vectors
+
+    G = network([2, 7, 5, 1])
+    P = init_params(G, 3)
+    gates = {"act1": np.ones(7), "act2": np.ones(5)}  # all on: simple extreme eigenvalues
+    dense = extreme_vectors(G, P, gates=gates)
+    sparse = extreme_vectors(G, P, gates=gates, dense_cutoff=0)
+    assert sparse.method == "sparse eigsh" and dense.method == "dense eigh"
+    assert sparse.lambda_min == pytest.approx(dense.lambda_min, rel=1e-8)
+    assert sparse.lambda_max == pytest.approx(dense.lambda_max, rel=1e-8)
+    assert np.allclose(sparse.v_min, dense.v_min, atol=1e-6) and np.allclose(sparse.v_max, dense.v_max, atol=1e-6)
+
+
+def test_cli_vectors_json_states_the_convention():
+    res = CliRunner().invoke(cli, ["spectrum", str(ROOT / "models" / "paraboloid_paper.sheaf"), "--input", "[[0.5, -0.3], [1, 1]]",
+                                   "--vectors", "--json"])
+    assert res.exit_code == 0, res.output
+    v = json.loads(res.stdout)["vectors"]
+    assert v["variant"] == "training" and "input and target" in v["convention"]
+    assert v["free_stalks"] == ["z1", "a1", "z2"] and len(v["samples"]) == 2
+    s = v["samples"][0]
+    assert set(s["v_min"]) == {"z1", "a1", "z2"} and len(s["v_min"]["z1"]) == 30
+    assert sum(b["min"] for b in s["blocks"].values()) == pytest.approx(1.0)
+    assert v["mean"]["layers"]["1"]["max"] == pytest.approx(
+        np.mean([x["layers"]["1"]["max"] for x in v["samples"]]))
+    text = CliRunner().invoke(cli, ["spectrum", str(ROOT / "models" / "paraboloid_paper.sheaf"), "--samples", "3", "--vectors"])
+    assert text.exit_code == 0 and "Fiedler" in text.stdout and "layer 1" in text.stdout
+    plain = json.loads(CliRunner().invoke(cli, ["spectrum", str(ROOT / "models" / "paraboloid_paper.sheaf"), "--samples", "3",
+                                                "--json"]).stdout)
+    assert "vectors" not in plain

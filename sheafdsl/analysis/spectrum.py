@@ -3,7 +3,8 @@ r"""Spectra of the restricted Laplacian L_free = δ_Ωᵀ W² δ_Ω.
 Split the cochain c = (c_Ω free, c_U pinned). The harmonic extension of the pins is unique iff
 L_free ≻ 0, iff the relative cohomology H⁰(G, U; F) = ker δ_Ω vanishes; the heat equation converges at
 rate α·λ_min(L_free), and an explicit step is stable for α < 2/λ_max. This module measures λ_min,
-λ_max and κ = λ_max/λ_min.
+λ_max and κ = λ_max/λ_min, and (:func:`extreme_vectors`, ``sheaf spectrum --vectors``) the eigenvectors of
+λ_min and λ_max with the share of their energy in each free stalk's block and each layer.
 
 Two **variants** of "free", named by which pins are hard:
 
@@ -61,7 +62,7 @@ import scipy.sparse.linalg as spla
 
 from ..errors import Diagnostic, SheafError
 from ..options import SPECTRUM_SAMPLES
-from ..ir import BOUNDARIES, ReluGate, edges, free_indices, is_state_dependent, stalks, total_dim
+from ..ir import BOUNDARIES, ReluGate, edges, free_indices, is_state_dependent, layers, stalks, total_dim
 from ..ir.maps import Nonlinear
 from ..lowering import coboundary_matrix, edge_weight_vector, laplacian_matrix
 
@@ -335,6 +336,7 @@ class SpectrumReport:
     worst: dict
     state_dependent: bool
     warning: str | None = None  # e.g. some harmonic extensions did not converge
+    vectors: list | None = None  # per sample: ExtremeVectors of the training variant (``vectors=True``)
 
     def to_json(self) -> dict:
         t = self.worst["training"]
@@ -348,6 +350,8 @@ class SpectrumReport:
         }
         if self.warning:
             out["warning"] = self.warning
+        if self.vectors is not None:
+            out["vectors"] = vectors_json(self.vectors)
         return out
 
 
@@ -356,8 +360,9 @@ def _finite(x):
 
 
 def spectrum(G, params: dict, states, *, variants=tuple(VARIANTS), dense_cutoff: int = DENSE_CUTOFF,
-             mode: str = "samples") -> SpectrumReport:
-    """The extremes of L_free for each (state, gates) in ``states`` and each variant, and the worst case.
+             mode: str = "samples", vectors: bool = False) -> SpectrumReport:
+    """The extremes of L_free for each (state, gates) in ``states`` and each variant, and the worst case;
+    with ``vectors``, also each state's :func:`extreme_vectors` (training variant) in ``report.vectors``.
 
     Example: the paraboloid network's L_free is positive definite for every sampled pattern
     (δ_Ω is unitriangular), so no sample is singular.
@@ -394,7 +399,9 @@ def spectrum(G, params: dict, states, *, variants=tuple(VARIANTS), dense_cutoff:
                     "singular": any(e.singular for e in ex),
                     "singular_samples": sum(e.singular for e in ex), "worst_sample": k,
                     "kernel": ex[k].kernel, "nullity": ex[k].nullity, "tol": ex[k].tol, "method": ex[k].method}
-    return SpectrumReport(mode, samples, worst, is_state_dependent(G))
+    vecs = [extreme_vectors(G, params, state, gates, dense_cutoff=dense_cutoff) for state, gates in states] \
+        if vectors else None
+    return SpectrumReport(mode, samples, worst, is_state_dependent(G), vectors=vecs)
 
 
 def states_at(result, index: int | None = None) -> list[tuple[np.ndarray, dict]]:
@@ -406,3 +413,146 @@ def states_at(result, index: int | None = None) -> list[tuple[np.ndarray, dict]]
     gates = {e: to_numpy(g) for e, g in result.gates.items()}
     rows = range(C.shape[0]) if index is None else [index]
     return [(C[i], {e: g[i] for e, g in gates.items()}) for i in rows]
+
+
+# ------------------------------------------------------------------------------------------------
+# the extreme eigenvectors and where their energy sits (`sheaf spectrum --vectors`, the paper's Fig 4)
+
+#: the convention of which stalks are free, per variant, in words (printed and documented)
+CONVENTION = {
+    "training": "the input and target stalks (and constant pins) are pinned, every other stalk is free: for a "
+                "network the hidden stalks z_l, a_l and the output pre-activation z_L (the paper's L_free, the "
+                "fast phase of training)",
+    "inference": "the input stalks (and constant pins) are pinned; the target stalk is free (the system of "
+                 "`sheaf infer`)",
+}
+
+
+@dataclass
+class ExtremeVectors:
+    """The eigenpairs of λ_min and λ_max of one L_free (``variant``'s pins hard), and their energy per block.
+
+    ``v_min`` (the Fiedler vector of L_free: the eigenvector of its smallest eigenvalue, L_free being the
+    Laplacian with the pinned vertices removed) and ``v_max`` are unit (n,) vectors over the free
+    coordinates ``labels`` (``(stalk, local index)``), each with its largest entry positive. ``blocks``:
+    free stalk -> (fraction of ‖v_min‖², fraction of ‖v_max‖²) on that stalk's block of L_free (each sums
+    to 1 over the stalks); ``layers``: the same summed by layer (:func:`sheafdsl.ir.layers`: zℓ and aℓ are
+    layer ℓ); None where the graph has cycles.
+    """
+
+    variant: str
+    lambda_min: float | None
+    lambda_max: float | None
+    v_min: np.ndarray
+    v_max: np.ndarray
+    labels: list
+    blocks: dict
+    layers: dict | None
+    method: str
+
+    def by_stalk(self, v: np.ndarray) -> dict:
+        """A vector over the free coordinates, split into its stalks: stalk -> (d,) array."""
+        out: dict = {}
+        for (stalk, _), x in zip(self.labels, v):
+            out.setdefault(stalk, []).append(float(x))
+        return {k: np.asarray(x) for k, x in out.items()}
+
+    def to_json(self, vectors: bool = True) -> dict:
+        out = {"variant": self.variant, "lambda_min": self.lambda_min, "lambda_max": self.lambda_max,
+               "blocks": {k: {"min": a, "max": b} for k, (a, b) in self.blocks.items()},
+               "layers": None if self.layers is None else {str(k): {"min": a, "max": b}
+                                                           for k, (a, b) in self.layers.items()},
+               "method": self.method}
+        if vectors:
+            out["v_min"] = {k: x.tolist() for k, x in self.by_stalk(self.v_min).items()}
+            out["v_max"] = {k: x.tolist() for k, x in self.by_stalk(self.v_max).items()}
+        return out
+
+
+def _signed(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=float).ravel()
+    v = v / max(float(np.linalg.norm(v)), 1e-300)
+    return -v if v.size and v[int(np.argmax(np.abs(v)))] < 0 else v
+
+
+def extreme_vectors(G, params: dict, state=None, gates=None, *, variant: str = "training",
+                    dense_cutoff: int = DENSE_CUTOFF) -> ExtremeVectors:
+    """λ_min and λ_max of L_free = δ_Ωᵀ W² δ_Ω at one state (``state``, ``gates`` as in
+    :func:`restricted_laplacian`) with their eigenvectors, and the fraction of each vector's energy Σ_{i∈b} v_i²
+    in each free stalk's block b and in each layer (see :class:`ExtremeVectors`). Dense ``eigh`` up to
+    ``dense_cutoff`` free coordinates; above it ``eigsh`` (λ_max by Lanczos, λ_min by shift-invert about
+    σ = −10⁻³ λ_max).
+
+    >>> from sheafdsl.frontend import load_text
+    >>> from sheafdsl.ir import from_model
+    >>> from sheafdsl.lowering import init_params
+    >>> G = from_model(load_text("sheaf t\\nnetwork n : 2 -> 3 -> 1\\n"))
+    >>> ev = extreme_vectors(G, init_params(G, 0), gates={"act1": np.ones(3)})
+    >>> sorted(ev.blocks), round(sum(a for a, _ in ev.blocks.values()), 12), sorted(ev.layers)
+    (['a1', 'z1', 'z2'], 1.0, [1, 2])
+    """
+    sources = VARIANTS[variant]
+    labels = free_labels(G, sources)
+    L = restricted_laplacian(G, params, sources, state=state, gates=gates)
+    n = L.shape[0]
+    if n == 0:
+        return ExtremeVectors(variant, None, None, np.zeros(0), np.zeros(0), [], {}, {}, "empty")
+    if not np.all(np.isfinite(L.data)):
+        raise _overflow(L.data)
+    if n <= max(dense_cutoff, 2):
+        w, V = scipy.linalg.eigh(L.toarray())
+        lo, hi, v_lo, v_hi, method = float(w[0]), float(w[-1]), V[:, 0], V[:, -1], "dense eigh"
+    else:
+        A = sp.csc_matrix(L, dtype=float)
+        try:
+            mu, Vh = spla.eigsh(A, k=1, which="LA", maxiter=SPARSE_MAXITER)
+            hi = float(mu[0])
+            m, Vl = spla.eigsh(A, k=1, sigma=-SHIFT * hi if hi > 0 else -1.0, which="LM", maxiter=SPARSE_MAXITER)
+        except (spla.ArpackNoConvergence, spla.ArpackError) as exc:
+            raise SheafError(Diagnostic("E532", f"the sparse eigensolver (eigsh) failed on the {n} x {n} L_free: {exc}",
+                                        hint=f"use the dense solver: --dense-cutoff {n}")) from None
+        lo, v_lo, v_hi, method = max(float(m[0]), 0.0), Vl[:, 0], Vh[:, 0], "sparse eigsh"
+    v_lo, v_hi = _signed(v_lo), _signed(v_hi)
+    owner = np.array([s for s, _ in labels], dtype=object)
+    blocks = {}
+    for stalk in dict.fromkeys(owner):
+        sel = owner == stalk
+        blocks[stalk] = (float(np.sum(v_lo[sel] ** 2)), float(np.sum(v_hi[sel] ** 2)))
+    _, depth = layers(G)
+    by_layer = None
+    if all(depth[s] is not None for s in blocks):
+        by_layer = {}
+        for stalk, (a, b) in blocks.items():
+            x = by_layer.setdefault(depth[stalk], [0.0, 0.0])
+            x[0] += a
+            x[1] += b
+        by_layer = {k: tuple(by_layer[k]) for k in sorted(by_layer)}
+    return ExtremeVectors(variant, lo, hi, v_lo, v_hi, labels, blocks, by_layer, method)
+
+
+#: up to this many samples, ``--vectors``' JSON holds the eigenvectors themselves (above: only their fractions)
+VECTOR_ROWS = 10
+
+
+def mean_fractions(vecs: list) -> dict:
+    """The mean over samples of each block's and layer's energy fractions: ``{"blocks": {stalk: {"min", "max"}},
+    "layers": {layer: {"min", "max"}} or None}``."""
+    def mean(key):
+        if not vecs or any(getattr(v, key) is None for v in vecs):
+            return None
+        names = list(getattr(vecs[0], key))
+        return {str(k) if key == "layers" else k: {"min": float(np.mean([getattr(v, key)[k][0] for v in vecs])),
+                                                   "max": float(np.mean([getattr(v, key)[k][1] for v in vecs]))}
+                for k in names}
+
+    return {"blocks": mean("blocks") or {}, "layers": mean("layers")}
+
+
+def vectors_json(vecs: list) -> dict:
+    """``--vectors``' JSON: the convention, the free and pinned stalks, the mean fractions, and per sample
+    λ_min, λ_max, the fractions (and, for at most :data:`VECTOR_ROWS` samples, the vectors by stalk)."""
+    variant = vecs[0].variant if vecs else "training"
+    free = list(dict.fromkeys(s for s, _ in vecs[0].labels)) if vecs else []
+    return {"variant": variant, "convention": CONVENTION[variant], "free_stalks": free,
+            "mean": mean_fractions(vecs),
+            "samples": [v.to_json(vectors=len(vecs) <= VECTOR_ROWS) for v in vecs]}

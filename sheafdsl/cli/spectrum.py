@@ -53,8 +53,12 @@ SAMPLE_ROWS = 10
               help="Parameter values: an .npz (e.g. a training checkpoint) or a `sheaf train` run directory.")
 @click.option("--dense-cutoff", type=click.IntRange(min=0), default=None,
               help="Largest free dimension solved densely (default 1000); above it, sparse eigsh.")
+@click.option("--vectors", is_flag=True,
+              help="Also the eigenvectors of λ_min (Fiedler) and λ_max of the training L_free (input and target "
+                   "pinned, every other stalk free: the paper's convention) and their energy per stalk block and "
+                   "per layer.")
 @json_option
-def command(file, input_, target, samples, seed, params_path, dense_cutoff, as_json):
+def command(file, input_, target, samples, seed, params_path, dense_cutoff, vectors, as_json):
     """λ_min, λ_max and κ of L_free for FILE, at given inputs or over sampled activation patterns."""
     from ..api import spectrum_boundary, spectrum_report
     from ..lowering import load_params
@@ -67,7 +71,7 @@ def command(file, input_, target, samples, seed, params_path, dense_cutoff, as_j
     params = load_params(G, params_path, seed)
     boundary, targets = spectrum_boundary(G, input_, target)
     report = spectrum_report(G, params, boundary=boundary, targets=targets, samples=samples, seed=seed,
-                             dense_cutoff=dense_cutoff)
+                             dense_cutoff=dense_cutoff, vectors=vectors)
     note = report.warning
     if as_json:
         out = report.to_json()
@@ -130,5 +134,38 @@ def _print(G, report, seed, note) -> None:
                           f"λ_min ≤ tol = {w['tol']:.3g}, so κ = inf and the relative cohomology "
                           f"H⁰(G, U; F) = ker δ_Ω ≠ 0{null}: the harmonic extension is not unique. "
                           f"Free directions in the kernel: {dirs}")
+    if report.vectors is not None:
+        _print_vectors(G, report)
     if note:
         console.print(f"warning: {note}")
+
+
+def _print_vectors(G, report) -> None:
+    """The energy of the λ_min (Fiedler) and λ_max eigenvectors per free stalk and per layer (mean over samples)."""
+    from rich.table import Table
+
+    from ..analysis.spectrum import CONVENTION, mean_fractions
+
+    vecs = report.vectors
+    if not vecs or not vecs[0].labels:
+        console.print("eigenvectors: every coordinate is pinned (L_free is empty)")
+        return
+    n = len(vecs)
+    mean = mean_fractions(vecs)
+    console.print(f"eigenvectors of the training L_free ({CONVENTION['training']}); energy fraction "
+                  f"Σ v_i² per block" + (f", mean over {n} samples" if n > 1 else ""))
+    t = Table()
+    for col in ("block", "layer", "Fiedler (λ_min)", "λ_max"):
+        t.add_column(col, justify="left" if col == "block" else "right")
+    from ..ir import layers
+
+    depth = layers(G)[1]
+    for stalk, f in mean["blocks"].items():
+        t.add_row(stalk, "-" if depth.get(stalk) is None else str(depth[stalk]), f"{f['min']:.4f}", f"{f['max']:.4f}")
+    if mean["layers"]:
+        for layer, f in mean["layers"].items():
+            t.add_row(f"layer {layer}", layer, f"{f['min']:.4f}", f"{f['max']:.4f}")
+    print_table(t)
+    if n == 1:
+        v = vecs[0]
+        console.print(f"λ_min = {_num(v.lambda_min)}, λ_max = {_num(v.lambda_max)} ({v.method}); --json has the vectors")

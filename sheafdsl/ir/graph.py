@@ -601,6 +601,47 @@ def free_indices(G: nx.MultiDiGraph, sources=TRAINING) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+def is_parameterised(d) -> bool:
+    """An edge (its data ``d``) with a parameter: a parameter map on either side, or a bias."""
+    return isinstance(d["src_map"], ParamMap) or isinstance(d["dst_map"], ParamMap) or d.get("bias") is not None
+
+
+def layers(G: nx.MultiDiGraph) -> tuple[dict[str, int | None], dict[str, int | None]]:
+    """(edge layers, stalk layers): the layer of an edge is the number of parameterised edges on the longest
+    path from a source stalk up to and including it (at least 1), and a stalk's is that count on the longest
+    path into it (0 for a source). So in an MLP layer ℓ holds ``affℓ``, ``actℓ``, ``zℓ`` and ``aℓ``, the output
+    edge and stalk join the last layer, and the input is layer 0. A soft-pin edge takes the layer of the stalk
+    it pulls on (its anchor is layer 0). A graph with cycles has no layers (every value None).
+
+    >>> G = new_sheaf("chain")
+    >>> for v, d in (("x", 2), ("z", 3), ("a", 3)):
+    ...     add_stalk(G, v, d)
+    >>> add_param(G, "W", (3, 2))
+    >>> add_edge(G, "aff", "x", "z", src_map=ParamMap("W"), dst_map=Identity())
+    >>> add_edge(G, "act", "z", "a", src_map=ReluGate(), dst_map=Identity())
+    >>> layers(G)
+    ({'aff': 1, 'act': 1}, {'x': 0, 'z': 1, 'a': 1})
+    """
+    core = nx.MultiDiGraph()
+    core.add_nodes_from(G.nodes)
+    for u, v, name, d in edges(G):
+        if d.get("kind") != "soft_pin":
+            core.add_edge(u, v, key=name, **d)
+    if not nx.is_directed_acyclic_graph(core):
+        return {name: None for _, _, name, _ in edges(G)}, {v: None for v in stalks(G)}
+    depth = {v: 0 for v in core.nodes}  # parameterised edges on the longest path into v
+    out: dict[str, int | None] = {}
+    for v in nx.topological_sort(core):
+        for u, _, name, d in core.in_edges(v, keys=True, data=True):
+            layer = depth[u] + (1 if is_parameterised(d) else 0)
+            out[name] = max(layer, 1)
+            depth[v] = max(depth[v], layer)
+    for u, _, name, d in edges(G):
+        if name not in out:  # soft pins
+            out[name] = max(depth.get(u, 0), 1)
+    return out, {v: depth[v] for v in stalks(G)}
+
+
 def pinned_stalks(G: nx.MultiDiGraph, source: str) -> list[str]:
     """Stalks with a whole-stalk pin from ``source`` ("input" or "target"), in declaration order."""
     return [v for v in stalks(G) if any(p.source == source for p in G.nodes[v]["pins"])]

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import networkx as nx
 import numpy as np
 
-from ..ir import INFERENCE, constant_pins, edges, pinned_stalks
-from ..ir.maps import Nonlinear, ParamMap, ReluGate
+from ..ir import INFERENCE, constant_pins, edges, layers, pinned_stalks
+from ..ir.graph import is_parameterised
+from ..ir.maps import Nonlinear, ReluGate
 
 TYPES = ("affine", "activation", "output", "soft pin", "other")
 
@@ -75,10 +75,6 @@ class Diagnosis:
                 "layers": [asdict(g) for g in self.layers], "types": [asdict(g) for g in self.types]}
 
 
-def _parameterised(d) -> bool:
-    return isinstance(d["src_map"], ParamMap) or isinstance(d["dst_map"], ParamMap) or d.get("bias") is not None
-
-
 def edge_type(G, u: str, v: str, d: dict) -> str:
     """The type of an edge (see the module docstring)."""
     targets = set(pinned_stalks(G, "target"))
@@ -86,7 +82,7 @@ def edge_type(G, u: str, v: str, d: dict) -> str:
         return "soft pin"
     if v in targets or u in targets:
         return "output"
-    if _parameterised(d):
+    if is_parameterised(d):
         return "affine"
     if isinstance(d["src_map"], (ReluGate, Nonlinear)) or isinstance(d["dst_map"], (ReluGate, Nonlinear)):
         return "activation"
@@ -94,28 +90,9 @@ def edge_type(G, u: str, v: str, d: dict) -> str:
 
 
 def edge_layers(G) -> dict[str, int | None]:
-    """Layer of every edge: parameterised edges on the longest source-to-edge path (None if cyclic).
-
-    Soft-pin edges get the layer of the stalk they pull on.
-    """
-    core = nx.MultiDiGraph()
-    core.add_nodes_from(G.nodes)
-    for u, v, name, d in edges(G):
-        if d.get("kind") != "soft_pin":
-            core.add_edge(u, v, key=name, **d)
-    if not nx.is_directed_acyclic_graph(core):
-        return {name: None for _, _, name, _ in edges(G)}
-    depth = {v: 0 for v in core.nodes}  # parameterised edges on the longest path into v
-    out: dict[str, int | None] = {}
-    for v in nx.topological_sort(core):
-        for u, _, name, d in core.in_edges(v, keys=True, data=True):
-            layer = depth[u] + (1 if _parameterised(d) else 0)
-            out[name] = max(layer, 1)
-            depth[v] = max(depth[v], layer)
-    for u, _, name, d in edges(G):
-        if name not in out:  # soft pins
-            out[name] = max(depth.get(u, 0), 1)
-    return out
+    """Layer of every edge: parameterised edges on the longest source-to-edge path (None if cyclic); see
+    :func:`sheafdsl.ir.layers`. Soft-pin edges get the layer of the stalk they pull on."""
+    return layers(G)[0]
 
 
 def diagnose(G, discords: dict[str, float]) -> Diagnosis:
