@@ -87,6 +87,8 @@ class Inference:
     objective: object = None
     primal_residual: object = None
     dual_residual: object = None
+    #: a traced heat-equation solve (``trace=``): its :class:`Trajectory`
+    trajectory: object = None
 
     def to_json(self) -> dict:
         """What ``sheaf infer --json`` prints (one example unwrapped unless the input was a batch); a
@@ -103,6 +105,85 @@ class Inference:
                 "converged": bool(self.converged[0]), "iterations": self.iterations,
                 "residual": float(self.residual[0]), "consistent": bool(self.consistent[0]), "solver": self.solver,
                 **{k: float(v[0]) for k, v in extra.items()}}
+
+
+@dataclass
+class Trajectory:
+    """A heat-equation solve's history, on the host (``Sheaf.infer(..., solver="diffusion", trace=True)``,
+    ``sheaf infer --solver diffusion --trace``).
+
+    T snapshots (every ``every``-th step, and the first and the last) at ``iterations`` (T,): ``discord``
+    (T, B), the total discord energy Σ_e ½ w_e² ‖(δc)_e‖²; ``edges`` (edge -> (T, B)) and ``layers``
+    (layer -> (T, B); :func:`sheafdsl.ir.layers`) the same per edge and per layer; ``stalks``
+    (name -> (T, B, d); the recorded ones) the stalk values, an eliminated head (a sigmoid or softmax
+    output) as φ of its input. ``crossings``: every activation-pattern crossing, one dict per event, in
+    order: ``iteration`` k (the state after step k differs from the one before), ``example``, ``stalk``
+    and ``index`` of the unit, ``before`` and ``after`` (``"on"``, ``"sliding"``, ``"off"``: the sign of
+    its coordinate) and ``direction`` (+1 towards on, −1 towards off). ``dt`` is the fixed step α·dt
+    (None: the accelerated flow chose its own).
+    """
+
+    iterations: object
+    discord: object
+    edges: dict
+    layers: dict
+    stalks: dict
+    crossings: list
+    every: int = 1
+    dt: float | None = None
+
+    def to_json(self, batch: bool = True) -> dict:
+        """Plain lists; one example unwrapped (``batch=False``: (T,) per series instead of (T, B))."""
+        one = (lambda a: a.tolist()) if batch else (lambda a: a[:, 0].tolist())
+        return {"iterations": self.iterations.tolist(), "every": self.every, "dt": self.dt,
+                "discord": one(self.discord), "layers": {str(k): one(v) for k, v in self.layers.items()},
+                "edges": {k: one(v) for k, v in self.edges.items()},
+                "stalks": {k: (v.tolist() if batch else v[:, 0].tolist()) for k, v in self.stalks.items()},
+                "crossings": [c if batch else {k: v for k, v in c.items() if k != "example"} for c in self.crossings]}
+
+
+_STATE_NAMES = {1: "on", 0: "sliding", -1: "off"}
+
+
+def _trajectory(G, ops_vertex, t, *, every: int, dt) -> Trajectory:
+    """The host :class:`Trajectory` of a solver's :class:`~sheafdsl.solvers.diffusion.HeatTrajectory`."""
+    import numpy as np
+
+    from .ir import layers
+    from .lowering import to_numpy
+
+    host = lambda a: np.asarray(to_numpy(a))  # noqa: E731
+    E = host(t.edge_energy)  # (T, B, n_edges)
+    edges = {name: E[:, :, j] for j, name in enumerate(t.edge_names)}
+    edge_layer = layers(G)[0]
+    by_layer: dict = {}
+    for name, series in edges.items():
+        k = edge_layer.get(name)
+        if k is not None:
+            by_layer[k] = by_layer.get(k, 0.0) + series
+    cols = None if t.columns is None else host(t.columns)
+    vals = host(t.values)
+    stalks = {}
+    for v, sl in ops_vertex.items():
+        if G.nodes[v].get("anchor"):
+            continue
+        idx = np.arange(sl.start, sl.stop)
+        if cols is None:
+            stalks[v] = vals[:, :, idx]
+        elif np.isin(idx, cols).all() and idx.size:
+            where = {int(c): i for i, c in enumerate(cols)}
+            stalks[v] = vals[:, :, [where[int(i)] for i in idx]]
+    owner = {}
+    for v, sl in ops_vertex.items():
+        for i in range(sl.start, sl.stop):
+            owner[i] = (v, i - sl.start)
+    c = t.crossings
+    it, ex, co, b, a = (host(x) for x in (c.iteration, c.example, c.coordinate, c.before, c.after))
+    crossings = [{"iteration": int(it[i]), "example": int(ex[i]), "stalk": owner[int(co[i])][0],
+                  "index": owner[int(co[i])][1], "before": _STATE_NAMES[int(b[i])], "after": _STATE_NAMES[int(a[i])],
+                  "direction": 1 if a[i] > b[i] else -1} for i in range(it.shape[0])]
+    return Trajectory(host(t.iterations), E.sum(axis=2), edges, dict(sorted(by_layer.items())), stalks, crossings,
+                      every=every, dt=dt)
 
 
 @dataclass
@@ -257,7 +338,8 @@ class Sheaf:
     # ------------------------------------------------------------------ inference
     def infer(self, inputs=None, *, params=None, seed: int = 0, pins: dict | None = None, solver: str = "exact",
               rtol: float | None = None, maxiter: int | None = None, atol: float | None = None,
-              rho: float | None = None) -> Inference:
+              rho: float | None = None, x0=None, x0_seed: int = 0, dt: float | None = None, alpha: float = 1.0,
+              change_tol: float | None = None, trace=False, trace_stalks=None, trace_every: int = 1) -> Inference:
         """The harmonic extension of the pins (``sheaf infer``): stalks pinned to input take ``inputs``,
         constants come from the model, stalks pinned to target are free. A consensus problem (objectives,
         hard edges; docs/admm.md) is minimised instead: ``solver="admm"``, ``"admm-local"`` or ``"exact"``
@@ -269,6 +351,15 @@ class Sheaf:
         stalks in declaration order; see :mod:`sheafdsl.inputs`). ``pins``: ``{stalk: value}`` or
         ``{stalk: (indices, value)}``, extra hard pins (``{"y": [0.3]}`` solves the two-sided
         equilibrium). ``params``: a dict, an ``.npz`` path, or None (``init_params(seed)``).
+
+        The heat equation (``solver="diffusion"``): ``x0`` the initial stalks, ``"zeros"``, ``"random"``
+        (the free coordinates N(0, 1), seeded by ``x0_seed``), ``"forward"`` or a (B, N) cochain; ``dt``
+        the time step of the plain explicit Euler flow ċ = −α ∇E (the step is α·dt; default: the
+        accelerated flow with its own step); ``change_tol`` stops when the largest change of a coordinate
+        in one step is below it (the paper: 1e-15); ``trace=True`` records the trajectory
+        (``result.trajectory``, a :class:`Trajectory`: discord per iteration, per layer and per edge, the
+        stalks ``trace_stalks`` (default all) every ``trace_every`` steps, and every activation-pattern
+        crossing).
         """
         from .inputs import apply_pin, input_boundary
 
@@ -285,7 +376,9 @@ class Sheaf:
         P = self._params(params, seed)
         boundary, batch = input_boundary(inputs, G, what="inputs", file=API)
         return harmonic_extension(G, P, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter, file=API,
-                                  atol=atol, rho=rho)
+                                  atol=atol, rho=rho, x0=x0, x0_seed=x0_seed, dt=dt, alpha=alpha,
+                                  change_tol=change_tol, trace=trace, trace_stalks=trace_stalks,
+                                  trace_every=trace_every)
 
     # ------------------------------------------------------------------ analysis
     def verify(self, params=None, *, seed: int = 0, boundary: str = "training", symbolic_limit: int | None = None,
@@ -403,11 +496,19 @@ def export_ir(G, path, *, file: str = API) -> str:
 
 def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, solver: str = "exact",
                        rtol: float | None = None, maxiter: int | None = None, file: str = API,
-                       atol: float | None = None, rho: float | None = None) -> Inference:
+                       atol: float | None = None, rho: float | None = None, x0=None, x0_seed: int = 0,
+                       dt: float | None = None, alpha: float = 1.0, change_tol: float | None = None, trace=False,
+                       trace_stalks=None, trace_every: int = 1) -> Inference:
     """Solve for the harmonic extension of ``boundary`` (checked values of the input stalks) with the
     inference pins, and gather every stalk's values on the host (``Sheaf.infer``, ``sheaf infer``); for a
-    consensus problem, its minimiser (``solver`` admm, admm-local or exact; ``atol``, ``rho``: ADMM's)."""
+    consensus problem, its minimiser (``solver`` admm, admm-local or exact; ``atol``, ``rho``: ADMM's).
+    ``x0``, ``x0_seed``, ``dt``, ``alpha``, ``change_tol`` and ``trace*``: the heat equation's
+    (:meth:`Sheaf.infer`); E662 when they do not fit."""
     import numpy as np
+
+    heat = dict(x0=x0, x0_seed=x0_seed, **_heat_options(solver, x0=x0, dt=dt, alpha=alpha, change_tol=change_tol,
+                                                        trace=trace, trace_stalks=trace_stalks,
+                                                        trace_every=trace_every, file=file))
 
     from .ir import INFERENCE, stalks
     from .lowering import to_numpy
@@ -423,7 +524,7 @@ def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, s
                                         + f", not {v!r}", file=file))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # an overflow is reported below
         res = solve(G, params, boundary, method=solver, sources=INFERENCE,
-                    rtol=None if rtol is None else float(rtol), maxiter=maxiter, atol=atol, rho=rho)
+                    rtol=None if rtol is None else float(rtol), maxiter=maxiter, atol=atol, rho=rho, **heat)
     vals = {v: np.asarray(to_numpy(res.stalk(v))) for v in stalks(G) if not G.nodes[v].get("anchor")}
     bad = [v for v, a in vals.items() if not np.all(np.isfinite(a))]
     if bad:  # never print an infinity or NaN as a result
@@ -433,8 +534,39 @@ def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, s
     host = lambda a: np.asarray(to_numpy(a))  # noqa: E731
     extra = {k: host(getattr(res, k)) for k in ("objective", "primal_residual", "dual_residual")
              if getattr(res, k, None) is not None}
+    if res.trajectory is not None:
+        extra["trajectory"] = _trajectory(G, res.layout, res.trajectory, every=int(trace_every),
+                                          dt=heat.get("step"))
     return Inference(vals, host(res.energy), host(res.converged), host(res.consistent), host(res.residual),
                      int(res.iterations), solver, batch, res, **extra)
+
+
+def _heat_options(solver: str, *, x0, dt, alpha, change_tol, trace, trace_stalks, trace_every, file) -> dict:
+    """The heat equation's options as :func:`sheafdsl.solvers.solve` takes them (E662 when they do not fit)."""
+    import numbers
+
+    def bad(msg, hint=None):
+        return SheafError(Diagnostic("E662", msg, hint=hint, file=file))
+
+    given = [name for name, v in (("x0", x0), ("dt", dt), ("change_tol", change_tol), ("trace", trace or None),
+                                  ("trace_stalks", trace_stalks)) if v is not None]
+    if alpha != 1.0:
+        given.append("alpha")
+    if given and solver != "diffusion":
+        raise bad(f"{', '.join(given)}: the heat equation's options, not the `{solver}` solver's",
+                  "use solver=\"diffusion\" (--solver diffusion)")
+    for name, v in (("dt", dt), ("alpha", alpha), ("change_tol", change_tol)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < float("inf")):
+            raise bad(f"{name} must be a positive finite number, not {v!r}")
+    if trace_stalks is not None and not trace:
+        raise bad("trace_stalks without trace", "add trace=True (--trace)")
+    if isinstance(trace_every, bool) or not isinstance(trace_every, numbers.Integral) or trace_every < 1:
+        raise bad(f"trace_every must be a whole number >= 1, not {trace_every!r}")
+    out = {"step": None if dt is None else float(alpha) * float(dt),
+           "change_tol": None if change_tol is None else float(change_tol)}
+    if trace:
+        out["trajectory"] = {"stalks": None if trace_stalks is None else list(trace_stalks), "every": int(trace_every)}
+    return out
 
 
 def spectrum_boundary(G, inputs, targets, *, names=("--input", "--target"), file: str = "<command line>"):

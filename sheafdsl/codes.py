@@ -183,6 +183,8 @@ CODES: dict[str, str] = {
     # sheaf paper (E660–E669)
     "E660": "sheaf paper: an unknown item (`sheaf paper --list` lists them)",
     "E661": "sheaf paper: an output file or folder cannot be written (the folder is a file, not writable, or the disk is full)",
+    "E662": "a heat-equation option that does not fit: a fixed step, the change rule, a trajectory or named initial stalks with a solver other than diffusion, a non-positive step or tolerance, an unknown stalk to record, an unknown initial-stalks name or a bad seed",
+    "E663": "the heat-equation trace file (`sheaf infer --trace FILE`) cannot be written, or its extension is neither .json nor .npz",
     # snapshots and the spectral/discord items of `sheaf paper` (E680–E689)
     "E680": "--snapshot-at (snapshot_at=): not whole steps >= 0, or a step past the run's last step",
     "E681": "a snapshot file that is damaged or not a snapshot, or a snapshot asked for at a step that was not taken",

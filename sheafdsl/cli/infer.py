@@ -31,6 +31,7 @@ import numpy as np
 from ..inputs import apply_pin, input_boundary, parse_pin
 from ..ir import pinned_stalks
 from ..options import SOLVE_METHODS
+from ..solvers.core import STARTS
 from ..errors import Diagnostic, SheafError
 from .common import console, emit_json, json_option, load_ir, model_argument, print_table, seed_option
 
@@ -61,8 +62,27 @@ TABLE_ROWS = 20
 @click.option("--maxiter", type=int, default=None, help="Iteration limit (solver-specific default; ADMM 20000).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="ADMM: write the primal and dual residuals per iteration to this PNG.")
+@click.option("--x0", "x0", type=click.Choice(STARTS), default=None,
+              help="diffusion: the initial stalks (default zeros; random: N(0, 1) seeded by --x0-seed).")
+@click.option("--x0-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="diffusion: the seed of --x0 random.")
+@click.option("--dt", type=float, default=None,
+              help="diffusion: the time step of the plain explicit Euler flow ċ = −α∇E (default: the accelerated "
+                   "flow with its own step).")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="diffusion: the rate α of the flow (with --dt).")
+@click.option("--change-tol", type=float, default=None,
+              help="diffusion: stop when the largest change of a coordinate in one step is below this (the paper: "
+                   "1e-15) instead of the --rtol rule.")
+@click.option("--trace", "trace", is_flag=False, flag_value="-", default=None, metavar="[FILE]",
+              help="diffusion: record the trajectory (discord per iteration, per layer and per edge, the stalks, "
+                   "the activation-pattern crossings): printed (in --json, `trace`), or written to FILE "
+                   "(.json or .npz).")
+@click.option("--trace-stalks", default=None, metavar="NAME,...", help="With --trace: the stalks to record (default all).")
+@click.option("--trace-every", type=int, default=1, show_default=True,
+              help="With --trace: record the stalks and discords every k-th step (crossings: every step).")
 @json_option
-def command(file, input_, pins, solver, params_path, seed, rtol, atol, rho, maxiter, plot_path, as_json):
+def command(file, input_, pins, solver, params_path, seed, rtol, atol, rho, maxiter, plot_path, x0, x0_seed, dt, alpha,
+            change_tol, trace, trace_stalks, trace_every, as_json):
     """The harmonic extension of the pins of FILE: the values of the free stalks.
 
     Stalks pinned to input take --input; stalks pinned to target are free (pin them with --pin for the
@@ -83,19 +103,36 @@ def command(file, input_, pins, solver, params_path, seed, rtol, atol, rho, maxi
     if (atol is not None or rho is not None) and solver not in ("admm", "admm-local"):
         raise SheafError(Diagnostic("E519", f"--atol and --rho are ADMM's options, not the `{solver}` solver's",
                                     hint="use --solver admm or admm-local", file="<command line>"))
+    if trace is None and (trace_stalks is not None or trace_every != 1):
+        raise SheafError(Diagnostic("E662", "--trace-stalks and --trace-every need --trace", file="<command line>"))
+    if trace not in (None, "-") and not trace.endswith((".json", ".npz")):
+        raise SheafError(Diagnostic("E663", f"the trace file `{trace}` must end in .json or .npz",
+                                    file="<command line>", hint="e.g. --trace trace.npz"))
     out = harmonic_extension(G, params, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter,
-                             file="<command line>", atol=atol, rho=rho)
+                             file="<command line>", atol=atol, rho=rho, x0=x0, x0_seed=x0_seed if x0 else 0, dt=dt,
+                             alpha=alpha, change_tol=change_tol, trace=trace is not None,
+                             trace_stalks=None if trace_stalks is None else
+                             [t.strip() for t in trace_stalks.split(",") if t.strip()],
+                             trace_every=trace_every)
     res, vals = out.result, out.stalks
+    traj = out.trajectory
+    if traj is not None and trace != "-":
+        write_trace(traj, trace, batch=batch)
     if plot_path is not None:
         from ..training.plots import plot_residuals
 
         plot_residuals(res, plot_path, title=f"{G.graph.get('name', 'sheaf')}: {solver}, {res.iterations} iterations")
     if as_json:
-        emit_json(out.to_json())
+        payload = out.to_json()
+        if traj is not None:
+            payload["trace"] = traj.to_json(batch=batch) if trace == "-" else trace
+        emit_json(payload)
     elif out.objective is not None:
         _print_consensus(G, out, batch, solver)
     else:
         _print(G, res, vals, batch, solver)
+        if traj is not None:
+            _print_trace(traj, trace)
     if plot_path is not None and not as_json:
         console.print(f"residuals plotted to {plot_path}")
     if not bool(np.all(res.converged)):
@@ -205,3 +242,67 @@ def to_host(a):
     from ..lowering import to_numpy
 
     return np.asarray(to_numpy(a))
+
+
+# ----------------------------------------------------------------------------------------------
+# --trace
+
+
+def write_trace(traj, path: str, *, batch: bool) -> None:
+    """The trajectory as JSON (:meth:`Trajectory.to_json`) or as an .npz of arrays (``iterations``,
+    ``discord``, ``layer_K``, ``edge_NAME``, ``stalk_NAME``, and the crossings as ``crossing_iteration``,
+    ``crossing_example``, ``crossing_stalk``, ``crossing_index``, ``crossing_direction``), atomically; E663
+    when it cannot be written."""
+    import io
+    import json
+
+    from ..fileio import atomic_write_bytes, json_ready, write_error
+
+    if path.endswith(".json"):
+        data = (json.dumps(json_ready(traj.to_json(batch=batch)), allow_nan=False) + "\n").encode("utf-8")
+    else:
+        arrays = {"iterations": traj.iterations, "discord": traj.discord}
+        arrays.update({f"layer_{k}": v for k, v in traj.layers.items()})
+        arrays.update({f"edge_{k}": v for k, v in traj.edges.items()})
+        arrays.update({f"stalk_{k}": v for k, v in traj.stalks.items()})
+        cr = traj.crossings
+        for key, dtype in (("iteration", np.int64), ("example", np.int64), ("stalk", str), ("index", np.int64),
+                           ("direction", np.int8)):
+            arrays[f"crossing_{key}"] = np.array([c[key] for c in cr], dtype=dtype)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise write_error("E663", path, exc, file="<command line>") from None
+
+
+TRACE_ROWS = 12
+
+
+def _print_trace(traj, path: str) -> None:
+    """A few snapshots of the total and per-layer discord, and the first crossings."""
+    from rich.table import Table
+
+    T = traj.iterations.shape[0]
+    rows = sorted(set(np.linspace(0, T - 1, min(T, TRACE_ROWS)).round().astype(int).tolist()))
+    t = Table(title=f"heat equation: discord over {int(traj.iterations[-1])} iterations"
+                    + (f" (step α·dt = {traj.dt:g})" if traj.dt is not None else ""), title_justify="left")
+    t.add_column("iteration", justify="right")
+    t.add_column("total", justify="right")
+    for k in traj.layers:
+        t.add_column(f"layer {k}", justify="right")
+    for i in rows:
+        t.add_row(str(int(traj.iterations[i])), f"{float(np.mean(traj.discord[i])):.4g}",
+                  *[f"{float(np.mean(v[i])):.4g}" for v in traj.layers.values()])
+    print_table(t)
+    cr = traj.crossings
+    console.print(f"{len(cr)} activation-pattern crossing(s)" + (":" if cr else ""))
+    for c in cr[:TABLE_ROWS]:
+        console.print(f"  iteration {c['iteration']}: example {c['example']}, {c['stalk']}[{c['index']}] "
+                      f"{c['before']} -> {c['after']}")
+    if len(cr) > TABLE_ROWS:
+        console.print(f"  … {len(cr) - TABLE_ROWS} more (use --trace FILE or --json)")
+    if path != "-":
+        console.print(f"trace written to {path}")

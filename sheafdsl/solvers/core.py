@@ -135,7 +135,8 @@ def _sources(boundary, sources) -> tuple:
 
 def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece: str | None = None,
           rtol: float | None = None, maxiter: int | None = None, x0=None, warm=None, xp=None, record_trace: bool = False,
-          sources=None, atol: float | None = None, rho: float | None = None) -> SolveResult:
+          sources=None, atol: float | None = None, rho: float | None = None, x0_seed: int = 0,
+          step: float | None = None, change_tol: float | None = None, trajectory=None) -> SolveResult:
     """The harmonic extension of the pins of ``boundary`` (see the module docstring).
 
     Parameters
@@ -164,7 +165,15 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
         (Newton, CG) tolerances (default 1e-10). ADMM: the relative tolerance of its residuals (default 1e-6),
         with ``atol`` the absolute one (default 1e-9) and ``rho`` the initial penalty (default 1).
     maxiter : exact/cg: pattern solves (default 2·units + 20); diffusion: steps (default 200 000).
-    x0 : optional (B, N) initial cochain (its pinned part is overwritten; units exactly at 0 start sliding).
+    x0 : optional (B, N) initial cochain (its pinned part is overwritten; units exactly at 0 start sliding), or
+        the name of one (:data:`STARTS`, :func:`start_cochain`): ``"zeros"``, ``"random"`` (free coordinates
+        N(0, 1), seeded by ``x0_seed``) or ``"forward"`` (the forward pass).
+    step, change_tol, trajectory : the heat equation's (``method="diffusion"`` only). ``step``: a fixed step
+        α·dt of the plain explicit Euler flow c ← c − α dt ∇E (the paper's; default: the accelerated flow with
+        its own step); ``change_tol``: stop when the largest change of a coordinate in one step is below it
+        (the paper's rule, 1e-15; default: the residual rule ``rtol``); ``trajectory``: True, or
+        ``{"stalks": [names], "every": k}``, to record the trajectory (:class:`~.diffusion.HeatTrace`) into
+        ``result.trajectory``.
     warm : a previous :class:`SolveResult` or :class:`~sheafdsl.solvers.result.Warm` of the same examples:
         the driver starts at that equilibrium and its unit states (a trainer's previous step).
     xp : array module (default: that of the boundary arrays).
@@ -214,6 +223,13 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
 
         return solve_consensus(G, params, values, method=method, rtol=rtol, atol=atol, maxiter=maxiter, x0=x0,
                                warm=warm, rho=rho, xp=xp)
+    heat = step is not None or change_tol is not None or trajectory not in (None, False)
+    if heat and method != "diffusion":
+        raise _err("E662", f"a fixed step, the change rule and a trajectory are the heat equation's (`diffusion`), "
+                   f"not the `{method}` solver's", "use method=\"diffusion\" (--solver diffusion)")
+    for name, v in (("step", step), ("change_tol", change_tol)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < np.inf):
+            raise _err("E662", f"{name} must be a positive finite number, not {v!r}")
     if rtol is None:
         rtol = 1e-10
     if piece is not None and piece not in PIECES:
@@ -259,6 +275,8 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
         if w.cochain is None:  # a chain's warm start
             raise _err("E507", "this warm start holds a chain's stalks; pass x0= (a cochain) instead")
         x0, state = w.cochain, w.state
+    if isinstance(x0, str):
+        x0 = start_cochain(prob, c0, x0, seed=x0_seed)
     if x0 is not None:
         x0 = xp.asarray(x0, dtype=float)
         if x0.shape != c0.shape:
@@ -273,7 +291,16 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
     else:
         c = initial_guess(prob, c0)
     if method == "diffusion":
-        return diffusion(prob, c, rtol=rtol, maxiter=maxiter, record_trace=record_trace)
+        tracer = None
+        if trajectory not in (None, False):
+            from .diffusion import HeatTrace
+
+            opts = {} if trajectory is True else dict(trajectory)
+            tracer = HeatTrace(prob, columns=_columns(prob, opts.pop("stalks", None)), every=_every(opts.pop("every", 1)))
+            if opts:
+                raise _err("E662", f"unknown trajectory option `{next(iter(opts))}`", "use `stalks` and `every`")
+        return diffusion(prob, c, rtol=rtol, maxiter=maxiter, record_trace=record_trace, step=step,
+                         accelerate=step is None, change_tol=change_tol, tracer=tracer)
     inner = piece or choose_piece(prob, method)
     if method == "cg" and inner != "cg":
         raise _err("E509", f"method `cg` uses the `cg` piece solver, not `{inner}`")
@@ -302,6 +329,56 @@ def _chain_params(net, P, xp):
     from ..lowering.params import init_params
 
     return init_params(net.graph, 0, np if xp is None else xp)
+
+
+#: the named initial cochains of ``solve(..., x0=NAME)``
+STARTS = ("zeros", "random", "forward")
+
+
+def start_cochain(prob, c0, kind: str, *, seed: int = 0):
+    """A named initial cochain (B, N) with the pins of c0: ``zeros`` (c_Ω = 0), ``random`` (c_Ω ~ N(0, 1),
+    drawn on the host by ``numpy.random.default_rng(seed)``, so the same seed gives the same start on every
+    backend) or ``forward`` (the forward pass: the sweep of the problem, or of the problem with its pins on
+    head stalks released, as :func:`initial_guess`; E662 when the sheaf has none)."""
+    xp, s = prob.xp, prob.s
+    if kind not in STARTS:
+        raise _err("E662", f"unknown initial stalks `{kind}`", "use one of: " + ", ".join(STARTS))
+    c = c0.copy()
+    if kind == "random":
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise _err("E662", f"the seed of the random initial stalks must be a whole number >= 0, not {seed!r}")
+        c[:, s.free] = xp.asarray(np.random.default_rng(int(seed)).standard_normal((c.shape[0], s.n)))
+    elif kind == "forward":
+        plan = s.sweep if s.sweep is not None else s.warm
+        if plan is None:
+            raise _err("E662", "this sheaf has no forward pass to start from (it is not a feed-forward sweep)",
+                       "use x0 `zeros` or `random`")
+        from .active_set import run_sweep
+
+        run_sweep(prob.ops, plan, c)
+        c[:, s.pinned] = c0[:, s.pinned]
+    return c
+
+
+def _columns(prob, names):
+    """Cochain coordinates of the stalks ``names`` (None: every coordinate); E662 for an unknown stalk."""
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise _err("E662", "the stalks to record must be a list of stalk names")
+    vertex = prob.ops.vertex
+    bad = [n for n in names if n not in vertex]
+    if bad:
+        raise _err("E662", f"unknown stalk `{bad[0]}` to record",
+                   did_you_mean(bad[0], list(vertex)) or "stalks: " + ", ".join(vertex))
+    return np.concatenate([np.arange(vertex[n].start, vertex[n].stop) for n in names]) if names else \
+        np.zeros(0, dtype=np.int64)
+
+
+def _every(k):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise _err("E662", f"`every` (record every k-th step) must be a whole number >= 1, not {k!r}")
+    return int(k)
 
 
 def initial_guess(prob, c0):

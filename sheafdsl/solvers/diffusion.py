@@ -34,6 +34,8 @@ is ≤ rtol; converged examples stop moving while the rest of the batch goes on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .active_set import DENSE_LIMIT, OFF, ON, SLIDE, _masked, check_spd, filippov, finalize, piece_gradient, scale
@@ -92,10 +94,16 @@ def _keep_sides(prob, y, ref, xp):
     return y
 
 
-def diffusion(prob, c, *, rtol=1e-10, maxiter=None, record_trace=False, step=None, accelerate=True):
+def diffusion(prob, c, *, rtol=1e-10, maxiter=None, record_trace=False, step=None, accelerate=True,
+              change_tol=None, tracer=None):
     """Integrate the Filippov heat equation from c (B, N) until the relative Filippov gradient norm is ≤ rtol
-    for every example, or ``maxiter`` steps (default 200 000). ``step``: a fixed step size (no estimate);
-    ``accelerate=False``: the plain (explicit Euler) heat flow."""
+    for every example, or ``maxiter`` steps (default 200 000).
+
+    ``step``: a fixed step size α·dt (no estimate, and no halving when the residual stalls; only an energy
+    rise still halves it); ``accelerate=False``: the plain (explicit Euler) heat flow. ``change_tol``: stop
+    an example instead when the largest change of a coordinate in one step, max_i |x_{k+1} − x_k|_i, is
+    below it (rtol then plays no part; ``converged`` means that change was reached at a consistent point).
+    ``tracer``: a :class:`HeatTrace` that records the trajectory (``result.trajectory``)."""
     xp, s = prob.xp, prob.s
     B, n, nu = c.shape[0], s.n, len(s.gated_host)
     if maxiter is None:
@@ -116,7 +124,10 @@ def diffusion(prob, c, *, rtol=1e-10, maxiter=None, record_trace=False, step=Non
     else:
         alpha = xp.full(B, 1.0 / lam_bound)
     trace = [] if record_trace else None
+    by_change = change_tol is not None
     E = prob.energy(x)
+    if tracer is not None:
+        tracer.record(0, x, E)
     x_prev = x.copy()
     t = xp.ones(B)
     best, since = xp.full(B, np.inf), xp.zeros(B, dtype=np.int64)
@@ -138,11 +149,11 @@ def diffusion(prob, c, *, rtol=1e-10, maxiter=None, record_trace=False, step=Non
         best = xp.where(better, res_y, best)
         since = xp.where(better, 0, since + 1)
         stalled = since >= STALL
-        if bool(stalled.any()):  # (never below the rigorous step 1/λ̄, with which the plain flow converges)
+        if step is None and bool(stalled.any()):  # (never below the rigorous step 1/λ̄, with which the plain flow converges)
             alpha = xp.where(stalled, xp.maximum(0.5 * alpha, 1.0 / lam_bound), alpha)
             since = xp.where(stalled, 0, since)
             t = xp.where(stalled, 1.0, t)
-        done_y = active & (res_y <= rtol)  # y itself is a solution: stop there
+        done_y = active & (res_y <= rtol) if not by_change else active & (gnorm == 0)  # y itself is a solution
         if bool(done_y.any()):
             x = xp.where(done_y[:, None], y, x)
             E = xp.where(done_y, prob.energy(y), E)
@@ -169,7 +180,124 @@ def diffusion(prob, c, *, rtol=1e-10, maxiter=None, record_trace=False, step=Non
         t = xp.where(accept & ~crossed & accelerate, t_next, xp.where(worse | crossed, 1.0, t))
         x_prev = xp.where(worse[:, None], x, x_prev)
         alpha = xp.where(shrink, 0.5 * alpha, alpha)
+        if by_change:  # the largest change of a coordinate in this step (0 for a rejected step: not a stop)
+            still = accept & (xp.max(xp.abs(x[:, s.free] - x_prev[:, s.free]), axis=1) < change_tol)
+            active &= ~still
+        if tracer is not None:
+            tracer.record(k, x, E)
     if record_trace:  # the last entry: the energy at the point returned
         trace[-1] = E.copy()
+    if tracer is not None:
+        tracer.record(k, x, E, final=True)
     state = _states(x, s.gated, xp)
-    return finalize(prob, x, state, denom, xp.ones(B, dtype=bool), k, trace, "diffusion", rtol)
+    if by_change:
+        res = finalize(prob, x, state, denom, ~active, k, trace, "diffusion", np.inf)
+    else:
+        res = finalize(prob, x, state, denom, xp.ones(B, dtype=bool), k, trace, "diffusion", rtol)
+    if tracer is not None:
+        res.trajectory = tracer.result()
+    return res
+
+
+@dataclass
+class Crossings:
+    """Activation-pattern crossings of a traced heat-equation solve, one entry per event: at ``iteration``
+    k (the state after step k differs from the state after step k − 1), in ``example``, the unit at cochain
+    coordinate ``coordinate`` went from state ``before`` to ``after`` (ON = 1, SLIDE = 0, OFF = −1). A unit
+    crossing its switching surface in one step is one event (−1 → 1 or 1 → −1); the projected flow that
+    lands on the surface first makes two (1 → 0, then 0 → −1)."""
+
+    iteration: object
+    example: object
+    coordinate: object
+    before: object
+    after: object
+
+    def __len__(self) -> int:
+        return int(self.iteration.shape[0])
+
+    @property
+    def direction(self):
+        """+1 for a step towards on (OFF → SLIDE → ON), −1 towards off."""
+        return (self.after > self.before).astype(np.int8) * 2 - 1
+
+
+@dataclass
+class HeatTrajectory:
+    """What :class:`HeatTrace` recorded: T snapshots at ``iterations`` (T,) of the objective ``energy``
+    (T, B), each edge's discord energy ``edge_energy`` (T, B, n_edges) in the order of ``edge_names``, and the
+    cochain coordinates ``columns`` (None: all N) as ``values`` (T, B, len(columns)); and every
+    :class:`Crossings` event."""
+
+    iterations: object
+    energy: object
+    edge_energy: object
+    edge_names: list
+    values: object
+    columns: object
+    crossings: Crossings
+
+
+class HeatTrace:
+    """Records a heat-equation solve as it runs (``diffusion(..., tracer=HeatTrace(prob, ...))``).
+
+    Every ``every`` steps (and at the first and the last): the objective E (B,), each edge's discord energy
+    ½ w_e² ‖r_e(c)‖² (B, n_edges; ReLU edges as relu(c_u), eliminated heads set from their tails first, so
+    the output stalk is φ of its input), and the coordinates ``columns`` of the cochain (default all).
+    At every step: each unit whose state (ON/SLIDE/OFF, from the sign of c_t) changed: an
+    activation-pattern crossing (iteration, example, unit, state before, state after).
+    Nothing is recorded unless a tracer is passed, so the untraced solve does no extra work.
+    """
+
+    def __init__(self, prob, *, columns=None, every: int = 1):
+        xp, ops = prob.xp, prob.ops
+        self.prob, self.every = prob, max(1, int(every))
+        self.columns = None if columns is None else xp.asarray(columns, dtype=np.int64)
+        M = ops.M
+        ind = np.zeros((M, len(ops.edges)))
+        for j, e in enumerate(ops.edges):
+            ind[e.rows, j] = 1.0
+        self._ind = xp.asarray(ind)
+        self.edge_names = [e.name for e in ops.edges]
+        self.iterations, self.energy, self.edge_energy, self.values = [], [], [], []
+        self._cross = []  # (iteration, example indices, unit indices, before, after)
+        self._state = None
+        self._last = -1
+
+    def _snapshot(self, k, x, E):
+        xp, prob = self.prob.xp, self.prob
+        c = x.copy()
+        prob.finish_heads(c)
+        r = prob.ops.discord(c)
+        self.iterations.append(int(k))
+        self.energy.append(E.copy())
+        self.edge_energy.append(0.5 * (prob.ops.w2 * r * r) @ self._ind)
+        self.values.append(c if self.columns is None else c[:, self.columns])
+        self._last = k
+
+    def record(self, k: int, x, E, final: bool = False) -> None:
+        """The cochain x (B, N) after k steps, with objective E (B,)."""
+        xp, s = self.prob.xp, self.prob.s
+        if len(s.gated_host):
+            st = _states(x, s.gated, xp)
+            if self._state is not None:
+                ex, unit = xp.nonzero(st != self._state)
+                if ex.shape[0]:
+                    self._cross.append((k, ex, unit, self._state[ex, unit], st[ex, unit]))
+            self._state = st
+        if (k % self.every == 0 or final) and k != self._last:
+            self._snapshot(k, x, E)
+
+    def result(self) -> "HeatTrajectory":
+        xp = self.prob.xp
+        if self._cross:
+            it = xp.concatenate([xp.full(ex.shape[0], k, dtype=np.int64) for k, ex, *_ in self._cross])
+            ex, unit, before, after = (xp.concatenate([c[i] for c in self._cross]) for i in range(1, 5))
+        else:
+            it = ex = unit = xp.zeros(0, dtype=np.int64)
+            before = after = xp.zeros(0, dtype=np.int8)
+        return HeatTrajectory(iterations=xp.asarray(self.iterations, dtype=np.int64), energy=xp.stack(self.energy),
+                              edge_energy=xp.stack(self.edge_energy), edge_names=self.edge_names,
+                              values=xp.stack(self.values), columns=self.columns,
+                              crossings=Crossings(it, ex, self.prob.s.gated[unit] if unit.shape[0] else unit,
+                                                  before, after))

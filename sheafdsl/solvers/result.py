@@ -67,6 +67,8 @@ class SolveResult:
     equilibrium : :class:`Equilibrium` or None
         For a feed-forward chain solved by a chain piece solver: its stalks and discords, which the local
         update reads directly.
+    trajectory : :class:`~sheafdsl.solvers.diffusion.HeatTrajectory` or None
+        A traced heat-equation solve's history (``solve(..., method="diffusion", trajectory=...)``).
 
     ``cochain``, ``residual``, ``energy``, ``gates``, ``info`` and ``state`` may be computed on first access.
     """
@@ -78,6 +80,7 @@ class SolveResult:
     info = _lazy("info")
     state = _lazy("state")
     sliding = _lazy("sliding")
+    trajectory = None
 
     def __init__(self, cochain, converged, iterations, residual, energy, consistent, gates, info, trace=None,
                  method: str = "exact", layout: dict | None = None, sliding=None, state=None, equilibrium=None):
