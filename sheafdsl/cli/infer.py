@@ -16,6 +16,12 @@ quadratic objectives only), with ``--rho``, ``--maxiter``, ``--rtol``, ``--atol`
 draws ADMM's primal and dual residuals per iteration; ``--json`` adds ``objective``,
 ``primal_residual`` and ``dual_residual`` (``converged``: both residuals within their tolerances).
 
+The heat equation (``--solver diffusion``): ``--x0 zeros|random|forward`` (``--x0-seed``) the initial stalks,
+``--dt`` (with ``--alpha``) a fixed step of the plain Euler flow ċ = −α∇E, ``--change-tol`` the stopping rule
+"largest change of a coordinate in one step below it", ``--trace [FILE]`` the trajectory (discord per
+iteration, per layer and per edge; the stalks, ``--trace-stalks``, every ``--trace-every`` steps; every
+activation-pattern crossing), printed, in ``--json`` as ``trace``, or written to FILE (.json or .npz).
+
 Parameters come from ``lowering.init_params(G, --seed)`` unless ``--params FILE.npz`` gives them (an npz of
 name -> array, e.g. a training checkpoint; entries with a ``/`` in their name or starting with ``__`` are
 ignored).
