@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -183,3 +184,57 @@ def test_every_item_has_a_quick_test_and_a_docs_section():
 
 # ------------------------------------------------------------------------------------------------
 # the items (one test each: `run_quick(NAME, tmp_path)` and a check of what is true of its numbers)
+
+
+def _forward(widths, seed, x, output="identity"):
+    """The forward pass in plain NumPy, from the seeded parameters of the paper's net: (pre-activations, y)."""
+    from sheafdsl.paper.common import network
+
+    P = network(widths, output=output).init_params(seed=seed)
+    a, zs = np.asarray(x, dtype=float), []
+    for k in range(1, len(widths)):
+        z = P[f"W{k}"] @ a + P[f"b{k}"]
+        zs.append(z)
+        a = np.maximum(z, 0.0)
+    y = 1 / (1 + np.exp(-zs[-1])) if output == "sigmoid" else zs[-1]
+    return zs, y
+
+
+def test_fig1_quick(tmp_path):
+    """The heat equation converges to the forward pass at the rate L_free's λ_min predicts."""
+    n = run_quick("fig1", tmp_path)
+    _, y = _forward([2, 4, 1], 0, [0.5, -0.3])
+    assert n["forward"] == pytest.approx(y.tolist(), abs=1e-12)  # the exact solve is the forward pass
+    assert n["settings"]["dt"] == 0.01 and n["settings"]["alpha"] == 1.0 and n["settings"]["change_tol"] == 1e-15
+    assert n["discord_end"] < 1e-2 * n["discord_start"] and n["crossings"] >= 1
+    # on the last piece the discord decays by (1 − α dt λ_min)² per step: measured against predicted
+    assert n["decay_measured"] == pytest.approx(n["decay_predicted"], rel=1e-4)
+    # and the output is within the energy bound √(2E/λ_min) of the forward pass
+    assert n["output_error"] <= n["error_bound"] * (1 + 1e-9)
+    assert all(s.startswith("z1[") and d in (1, -1) for _, s, d in n["crossing_list"])
+
+
+def test_E1_quick(tmp_path):
+    n = run_quick("E1", tmp_path)
+    _, y = _forward([2, 6, 4, 4, 1], 0, [0.5, -0.3], output="sigmoid")
+    assert n["forward"] == pytest.approx(y.tolist(), abs=1e-12) and 0 < n["output"][0] < 1
+    assert sum(n["layers_end"].values()) == pytest.approx(n["discord_end"], rel=1e-12)
+    assert sorted(n["layers_end"]) == ["1", "2", "3", "4"]
+    assert sum(n["crossings_by_stalk"].values()) == n["crossings"] >= 1
+    assert set(n["crossings_by_stalk"]) <= {"z1", "z2", "z3"}
+    assert n["discord_end"] < n["discord_start"]
+
+
+def test_E2_quick(tmp_path):
+    n = run_quick("E2", tmp_path)
+    assert list(n["nets"]) == ["[2,4,1]", "[2,6,4,1]", "[2,6,4,4,1]"]
+    for name, widths in zip(n["nets"], ([2, 4, 1], [2, 6, 4, 1], [2, 6, 4, 4, 1])):
+        r = n["nets"][name]
+        zs, y = _forward(widths, 0, [0.5, -0.3])
+        i, j = (int(p[3:-1]) for p in r["plane"])
+        assert r["forward_point"] == pytest.approx([zs[0][i], zs[0][j]], abs=1e-12)
+        assert r["forward"] == pytest.approx(y.tolist(), abs=1e-12)
+        d = lambda p: np.hypot(p[0] - r["forward_point"][0], p[1] - r["forward_point"][1])  # noqa: E731
+        assert d(r["end"]) < d(r["start"])  # the trajectory approaches the forward pass in its plane
+        assert r["discord_end"] < r["discord_start"]
+    assert any(r["plane_crossings"] > 0 for r in n["nets"].values())

@@ -104,3 +104,29 @@ def prepare_out(out: Path) -> Path:
     except OSError as exc:
         raise write_error("E661", out, exc, hint="choose a writable --out folder") from None
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the paper's standard settings and small helpers
+
+#: the heat equation of Fig 1 and Figs E.1, E.2: the input, the rate α, the step dt, the stopping rule
+HEAT_INPUT = (0.5, -0.3)
+HEAT_ALPHA, HEAT_DT, HEAT_CHANGE_TOL = 1.0, 0.01, 1e-15
+
+
+def network(widths, *, output: str = "identity", activation: str = "relu", weight: float = 1.0, name: str = "net"):
+    """The paper's network sheaf [w0, ..., wL] (``network`` sugar, every edge weight 1 unless ``weight``
+    says otherwise for the output edge), as a :class:`sheafdsl.api.Sheaf`.
+
+    >>> network([2, 4, 1]).param_shapes
+    {'W1': (4, 2), 'b1': (4,), 'W2': (1, 4), 'b2': (1,)}
+    """
+    from ..api import loads
+
+    arrow = " -> ".join(str(int(w)) for w in widths)
+    return loads(f"sheaf {name}\nnetwork n : {arrow} {activation} output {output} weight {weight:g}\n")
+
+
+def label(widths) -> str:
+    """``[2,4,1]``: how the paper names a net."""
+    return "[" + ",".join(str(int(w)) for w in widths) + "]"

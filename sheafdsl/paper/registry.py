@@ -33,6 +33,9 @@ class Item:
 
 #: name -> item, in the paper's order within each helper's block; one line per item
 ITEMS: dict[str, Item] = {item.name: item for item in [
+    Item("fig1", "heat:fig1", title="Fig 1: the heat equation on a [2,4,1] net converges to the forward pass"),
+    Item("E1", "heat:E1", title="Fig E.1: convergence dashboard of a [2,6,4,4,1] sigmoid-output net"),
+    Item("E2", "heat:E2", title="Fig E.2: heat-equation trajectories of [2,4,1], [2,6,4,1], [2,6,4,4,1] nets"),
 ]}
 
 
