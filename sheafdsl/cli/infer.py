@@ -142,7 +142,8 @@ def command(file, input_, pins, solver, params_path, seed, rtol, atol, rho, maxi
     if plot_path is not None and not as_json:
         console.print(f"residuals plotted to {plot_path}")
     if not bool(np.all(res.converged)):
-        tol = f"rtol {rtol:g}" if rtol is not None else "the default tolerance"
+        tol = (f"largest change per step below {change_tol:g}" if change_tol is not None else
+               f"rtol {rtol:g}" if rtol is not None else "the default tolerance")
         click.echo(f"warning: {int((~np.asarray(res.converged)).sum())} of {res.batch} example(s) did not converge "
                    f"({tol}); raise --maxiter or try another --solver", err=True)
 
