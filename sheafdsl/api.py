@@ -178,10 +178,10 @@ def _trajectory(G, ops_vertex, t, *, every: int, dt) -> Trajectory:
         for i in range(sl.start, sl.stop):
             owner[i] = (v, i - sl.start)
     c = t.crossings
-    it, ex, co, b, a = (host(x) for x in (c.iteration, c.example, c.coordinate, c.before, c.after))
+    it, ex, co, b, a, d = (host(x) for x in (c.iteration, c.example, c.coordinate, c.before, c.after, c.direction))
     crossings = [{"iteration": int(it[i]), "example": int(ex[i]), "stalk": owner[int(co[i])][0],
                   "index": owner[int(co[i])][1], "before": _STATE_NAMES[int(b[i])], "after": _STATE_NAMES[int(a[i])],
-                  "direction": 1 if a[i] > b[i] else -1} for i in range(it.shape[0])]
+                  "direction": int(d[i])} for i in range(it.shape[0])]
     return Trajectory(host(t.iterations), E.sum(axis=2), edges, dict(sorted(by_layer.items())), stalks, crossings,
                       every=every, dt=dt)
 
@@ -553,6 +553,8 @@ def _heat_options(solver: str, *, x0, dt, alpha, change_tol, trace, trace_stalks
     if alpha != 1.0:
         given.append("alpha")
     if given and solver != "diffusion":
+        if file != API:  # the command's flags, not the API's names
+            given = ["--" + g.replace("_", "-") for g in given]
         raise bad(f"{', '.join(given)}: the heat equation's options, not the `{solver}` solver's",
                   "use solver=\"diffusion\" (--solver diffusion)")
     for name, v in (("dt", dt), ("alpha", alpha), ("change_tol", change_tol)):

@@ -29,7 +29,15 @@ above covers pieces with a larger λ_max, and so does halving the step of an exa
 halved in ``STALL`` steps (down to 1/λ̄ at most).
 
 **Tolerance.** An example is converged when its relative Filippov gradient norm (:attr:`SolveResult.residual`)
-is ≤ rtol; converged examples stop moving while the rest of the batch goes on.
+is ≤ rtol; converged examples stop moving while the rest of the batch goes on. With ``change_tol`` (the paper's
+rule) it stops instead when the largest change of a coordinate in one step is below it.
+
+**The paper's flow.** ``step=α·dt`` (with ``accelerate=False``) is the plain explicit Euler flow with that fixed
+step, as the paper integrates it: no step estimate and no stall halving (only an energy rise would halve it).
+
+**Trajectories.** A :class:`HeatTrace` passed as ``tracer`` records, as the flow runs, the energy, each edge's
+discord energy and the stalks every k steps, and every activation-pattern crossing at every step
+(:class:`HeatTrajectory`, :class:`Crossings`); without one nothing is recorded (``benchmarks/bench_heat.py``).
 """
 
 from __future__ import annotations
