@@ -8,6 +8,8 @@ measured is the gradients and their cost, not accuracy):
   (``r_i[a:b] -> c_j[c:d] maps P | P hard``, one shared P), so the hard rows have the redundancy of a cycle;
   each agent's objective encoded from the one-hot clues of its 4 cells (an MLP 20 -> 32 -> 2·4·ch); one
   softmax decoder per cell from the mean of its three blocks (16 decoders sharing W, b).
+- the sudoku4 task's own model (``sheafdsl.training.tasks.sudoku.model_text(4)``: two hard edges a cell and
+  hard digit-count rows) on real puzzles of its generator;
 - ``grid``: a grid of agents (8-dim stalks, 16-pixel observations) with soft neighbour edges, at 4 × 4.
 
 1. **Agreement over K**: max |g_unrolled(K) − g_implicit| over every parameter entry (and relative to
@@ -106,6 +108,14 @@ def sudoku_split(G, B: int, rng, n: int = 4) -> Split:
     return Split(inputs, targets)
 
 
+def task_sudoku_split(B: int, rng) -> Split:
+    """Real 4 × 4 puzzles (the sudoku4 task's generator) for the task's own model."""
+    from sheafdsl.training.tasks import sudoku as T
+
+    P, Sol = T.generate(B, blanks=(6, 9), seed=int(rng.integers(1 << 30)), size=4)
+    return Split(T.observations(P, 4), T.targets(Sol, 4))
+
+
 def grid_split(B: int, rng, R: int = 4) -> Split:
     return Split({"g": rng.normal(size=(B, R, R, 16))}, {"y": np.eye(10)[rng.integers(0, 10, B)]})
 
@@ -192,7 +202,11 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     report = {"threads": os.environ.get("OPENBLAS_NUM_THREADS"), "batch": a.batch, "rho": a.rho, "models": {}}
     Ks = (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-    for name, src, mk in (("sudoku4", sudoku_model(), lambda G, B: sudoku_split(G, B, rng)),
+    from sheafdsl.training.tasks import sudoku as T
+
+    for name, src, mk in (("sudoku4 (the task's model, tasks.sudoku.model_text(4))", T.model_text(4),
+                           lambda G, B: task_sudoku_split(B, rng)),
+                          ("sudoku4", sudoku_model(), lambda G, B: sudoku_split(G, B, rng)),
                           ("sudoku4 (3 edges a cell)", sudoku_model(cycle=True), lambda G, B: sudoku_split(G, B, rng)),
                           ("grid4x4", GRID_MODEL, lambda G, B: grid_split(B, rng))):
         G = from_model(load_text(src))
@@ -205,6 +219,7 @@ def main(argv=None) -> dict:
         mem = peak_memory(G, split, params, [("implicit", dict(trainer="implicit")),
                                              ("unrolled K=20", dict(trainer="unrolled", iterations=20, rho=a.rho)),
                                              ("unrolled K=200", dict(trainer="unrolled", iterations=200, rho=a.rho)),
+                                             ("unrolled K=1000", dict(trainer="unrolled", iterations=1000, rho=a.rho)),
                                              ("unrolled K=200 window 20", dict(trainer="unrolled", iterations=200,
                                                                               window=20, rho=a.rho))])
         n_params = int(sum(v.size for v in params.values()))

@@ -804,6 +804,25 @@ def train(sheaf, *, params=None, out=None, resume: bool = False, baseline: bool 
     if resume and params is not None:
         raise _err("E634", "cannot resume with new initial parameters: a resumed run continues from its checkpoint")
     _count("threads", threads, 1)
+    from .ir import is_learned
+
+    if is_learned(sheaf.graph):  # a learned consensus model: its own trainers (docs/admm.md "Learning")
+        from .training.learned import fit_learned, learned_config, write_learned_run
+
+        if resume or baseline or snapshot_at:
+            raise _err("E610", "a learned model's run has no resume, backprop baseline or snapshots")
+        with located(sheaf.path), blas_threads(threads):
+            config = learned_config(sheaf.graph, options)
+            history = []
+            fit = fit_learned(sheaf.graph, config, params=params, on_step=lambda t, loss: (
+                history.append({"step": t, "loss": loss}), on_step(t, loss, None) if on_step else None))
+            result = dict(fit["result"])
+            report = fit["data"].meta.get("report")
+            if report is not None:
+                result.update(report(fit["trainer"], fit["data"], config))
+            if out is not None:
+                write_learned_run(out, fit["params"], result, config)
+        return Fit({k: to_numpy(v).copy() for k, v in fit["params"].items()}, history, result, config, None, out, sheaf)
     with located(sheaf.path), blas_threads(threads):
         run = start_run(sheaf.graph, file=sheaf.path, overrides=options, out=out, resume=resume, baseline=baseline,
                         params=params, record=out is not None, snapshot_at=snapshot_at)

@@ -375,3 +375,18 @@ objective b quadratic 2 [0, 1]
     assert np.allclose(xs[0]["a"], xs[1]["a"]) and np.allclose(xs[0]["b"], xs[1]["b"])
     assert abs(float((xs[0]["a"][0, 2] - xs[0]["a"][0, 3]) - (xs[0]["b"][0, 0] - xs[0]["b"][0, 1]))) < 1e-12
     assert not np.allclose(xs[0]["a"], -np.array([[1, 2, 3, 4]]))  # the constraint binds
+
+
+def test_the_api_trains_a_learned_model(tmp_path):
+    import sheafdsl as sd
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 2, 2, 6))
+    np.savez(tmp_path / "d.npz", **{"train/g": X, "train/y": np.eye(5)[(X[:, 0, 0, 0] > 0).astype(int)]})
+    steps = []
+    fit = sd.train(sd.loads(GRID), data=str(tmp_path / "d.npz"), steps=12, trainer="unrolled", iterations=5,
+                   on_step=lambda t, loss, b: steps.append(t), out=str(tmp_path / "run"))
+    assert steps == list(range(1, 13)) and [h["step"] for h in fit.history] == steps
+    assert fit.metrics["trainer"] == "unrolled" and fit.metrics["iterations"] == 5
+    assert sorted(fit.params) == sorted(np.load(tmp_path / "run" / "params.npz").files)
+    assert fit.history[-1]["loss"] < fit.history[0]["loss"]

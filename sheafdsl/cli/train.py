@@ -164,16 +164,8 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
 def learned_main(G, file: str, overrides: dict, *, out=None, resume=False, as_json=False, plots=True) -> int:
     """``sheaf train`` of a learned consensus model (docs/admm.md "Learning"): the trainer, its result table or
     JSON line, and with ``--out`` the trained parameters (``params.npz``) and ``summary.json``, written atomically."""
-    import io
-    import os
-
-    import numpy as np
-
     from ..errors import Diagnostic, SheafError
-    from ..fileio import atomic_write_bytes
-    from ..lowering import to_numpy
-    from ..training.learned import fit_learned, learned_config
-    from ..training.run import atomic_write_json
+    from ..training.learned import fit_learned, learned_config, write_learned_run
 
     if resume:
         raise SheafError(Diagnostic("E631", "--resume is not available for a learned model's run", file=file,
@@ -192,11 +184,7 @@ def learned_main(G, file: str, overrides: dict, *, out=None, resume=False, as_js
     if report is not None:  # the task's own keys (a solved-puzzle fraction, a baseline beside it)
         result.update(report(fit["trainer"], fit["data"], config))
     if out is not None:
-        os.makedirs(out, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(buf, **{k: to_numpy(v) for k, v in fit["params"].items()})
-        atomic_write_bytes(os.path.join(out, "params.npz"), buf.getvalue())
-        atomic_write_json(os.path.join(out, "summary.json"), {**result, "config": config.to_dict()})
+        write_learned_run(out, fit["params"], result, config)
         result["out"] = str(out)
     if as_json:
         emit_json({k: v for k, v in result.items() if k != "loss_curve"})

@@ -222,9 +222,13 @@ class KKT:
         if m:
             Sc = self._schur_blocks() if self.blocks else xp.einsum(
                 "mi,bik->bmk", self.A, xp.einsum("bij,jm->bim", self.Hinv, self.A.T))
-            scale = xp.maximum(xp.abs(xp.einsum("bii->b", Sc)) / m, 1e-300)
-            self.Sc = Sc
-            self.Sinv = xp.linalg.inv(Sc + (1e-11 * scale)[:, None, None] * xp.eye(m)[None])
+            # S + εI in place (ε = 10⁻¹¹ tr(S)/m, for the redundant rows of a cycle of hard edges); the
+            # refinement steps correct against S itself: r − Sλ = r − (S + εI)λ + ελ
+            self.eps = 1e-11 * xp.maximum(xp.abs(xp.einsum("bii->b", Sc)) / m, 1e-300)
+            diag = xp.arange(m)
+            Sc[:, diag, diag] += self.eps[:, None]
+            self.Sreg = Sc
+            self.Sinv = xp.linalg.inv(Sc)
 
     def _schur_blocks(self):
         """S = Σ_v A_v H_v⁻¹ A_vᵀ agent by agent, on the hard rows that touch each agent only."""
@@ -255,8 +259,9 @@ class KKT:
         xp = self.xp
         r = xp.moveaxis(rhs, 1, 0)[:, :, None]  # (B, m, 1)
         lam = self.Sinv @ r
+        eps = self.eps[:, None, None]
         for _ in range(self.REFINE):
-            lam = lam + self.Sinv @ (r - self.Sc @ lam)
+            lam = lam + self.Sinv @ (r - self.Sreg @ lam + eps * lam)
         return xp.moveaxis(lam[:, :, 0], 0, 1)
 
     def solve(self, rhs_x):

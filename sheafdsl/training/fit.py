@@ -118,8 +118,12 @@ def resume_config(ck, overrides: dict, baseline_flag, file: str):
 
 def _refuse_consensus(G, file: str) -> None:
     """E612: a consensus problem (objectives, hard edges) has a minimiser to find, not parameters to train."""
-    from ..ir import is_consensus, objectives, stalks
+    from ..ir import is_consensus, is_learned, objectives, stalks
 
+    if is_learned(G):
+        raise SheafError(Diagnostic("E612", f"`{G.graph.get('name', 'sheaf')}` is a learned consensus model: its "
+                                    "trainers are unrolled, implicit and local (sheafdsl.training.learned)", file=file,
+                                    hint=f"train it with `sheaf train {file}` or sheafdsl.train(...)"))
     if not is_consensus(G):
         return
     spans = [o.span for v in stalks(G) for o in objectives(G, v) if o.span.known]

@@ -388,5 +388,21 @@ def fit_learned(G, config, *, data: LearnedData | None = None, params: dict | No
     return {"trainer": tr, "params": tr.params, "data": data, "result": result}
 
 
-__all__ = ["evaluate", "fit_learned", "learned_config", "load_learned_data", "LEARNED_TRAINERS", "LEARNED_TASKS", "LearnedData", "LearnedTrainer", "Split", "grid_sizes",
+def write_learned_run(out, params: dict, result: dict, config) -> None:
+    """``params.npz`` (the trained parameters) and ``summary.json`` (the result and the config) in ``out``, each
+    written atomically."""
+    import io
+
+    from ..fileio import atomic_write_bytes
+    from ..lowering import to_numpy
+    from .run import atomic_write_json
+
+    os.makedirs(out, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: to_numpy(v) for k, v in params.items()})
+    atomic_write_bytes(os.path.join(out, "params.npz"), buf.getvalue())
+    atomic_write_json(os.path.join(out, "summary.json"), {**result, "config": config.to_dict()})
+
+
+__all__ = ["evaluate", "fit_learned", "write_learned_run", "learned_config", "load_learned_data", "LEARNED_TRAINERS", "LEARNED_TASKS", "LearnedData", "LearnedTrainer", "Split", "grid_sizes",
            "observations", "register_task"]
