@@ -196,29 +196,6 @@ class LearnedStructure:
         self.nnz = start
         self.params_used = sorted({k for k, _, _, _, _ in self.blocks if isinstance(k, str)})
 
-    def hard_rows_by_agent(self) -> list:
-        """Per group, (V, r) indices of the hard rows (numbered among the hard rows) whose maps touch each agent,
-        padded with the count of hard rows (a dummy row)."""
-        if getattr(self, "_hard_rows", None) is None:
-            hard_index = -np.ones(self.M, dtype=np.int64)
-            hard_index[self.hard] = np.arange(int(self.hard.sum()))
-            agent_of = np.empty(self.n, dtype=np.int64)
-            for gi, g in enumerate(self.groups):
-                for k in range(g.V):
-                    agent_of[g.cols[k]] = gi * 10**9 + k
-            touch: dict = {}
-            for e, c in zip(self.erow, self.cols):
-                if self.hard[e]:
-                    touch.setdefault(int(agent_of[c]), set()).add(int(hard_index[e]))
-            m = int(self.hard.sum())
-            out = []
-            for gi, g in enumerate(self.groups):
-                sets = [sorted(touch.get(gi * 10**9 + k, ())) for k in range(g.V)]
-                r = max((len(x) for x in sets), default=0)
-                out.append(np.array([x + [m] * (r - len(x)) for x in sets], dtype=np.int64).reshape(g.V, r))
-            self._hard_rows = out
-        return self._hard_rows
-
     # -- the maps --
     def map_values(self, params, xp):
         """The values (nnz,) of the side maps on the pattern, from the parameters."""
