@@ -390,3 +390,25 @@ def test_the_api_trains_a_learned_model(tmp_path):
     assert fit.metrics["trainer"] == "unrolled" and fit.metrics["iterations"] == 5
     assert sorted(fit.params) == sorted(np.load(tmp_path / "run" / "params.npz").files)
     assert fit.history[-1]["loss"] < fit.history[0]["loss"]
+
+
+from hypothesis import example, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=8, deadline=None)
+@example(R=1, C=1, K=3, rho=1.0, seed=0)
+@given(R=st.integers(1, 3), C=st.integers(1, 3), K=st.integers(1, 6), rho=st.sampled_from([0.3, 1.0, 4.0]),
+       seed=st.integers(0, 10**6))
+def test_unrolled_and_implicit_gradients_on_random_grid_sizes(R, C, K, rho, seed):
+    """Any grid size (a 1 × 1 grid has no edges), any K and ρ: both gradients equal central differences in a few
+    random entries of every parameter."""
+    G, tr = _trainer(GRID, "unrolled", seed=seed % 97, iterations=K, rho=rho)
+    split = _split(G, 2, np.random.default_rng(seed), (R, C))
+    for name, loss in (("unrolled", lambda: tr.loss(split, method="admm")),
+                       ("implicit", lambda: tr.loss(split, method="kkt"))):
+        tr.trainer = name
+        grads = tr.loss_and_grads(split)[1]
+        fd = _fd(tr, loss, entries=2)
+        for k in tr.params:
+            m = ~np.isnan(fd[k])
+            assert np.allclose(grads[k][m], fd[k][m], atol=1e-6, rtol=1e-4), (name, k)
