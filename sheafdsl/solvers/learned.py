@@ -193,6 +193,8 @@ class KKT:
     (B, n, n)), the hard rows A (dense (m, n)) and the inverse of the Schur complement S = AH⁻¹Aᵀ + εI."""
 
     REFINE = 3
+    #: agents per batched product when the Schur complement is formed
+    CHUNK = 4
 
     def __init__(self, S: LearnedStructure, C: Coefficients, xp, *, extra_hessian=None):
         self.S, self.C, self.xp = S, C, xp
@@ -223,13 +225,13 @@ class KKT:
             Sc = self._schur_blocks() if self.blocks else xp.einsum(
                 "mi,bik->bmk", self.A, xp.einsum("bij,jm->bim", self.Hinv, self.A.T))
             # S + εI in place (ε = 10⁻¹¹ tr(S)/m, for the redundant rows of a cycle of hard edges); the
-            # refinement steps correct against S itself: r − Sλ = r − (S + εI)λ + ελ
+            # refinement steps correct against S itself, applied matrix-free as A H⁻¹ Aᵀ λ, so S is not kept
             self.eps = 1e-11 * xp.maximum(xp.abs(xp.einsum("bii->b", Sc)) / m, 1e-300)
             diag = xp.arange(m)
             Sc[:, diag, diag] += self.eps[:, None]
-            self.Sreg = Sc
             try:  # S + εI ≻ 0: one Cholesky factor per example (a third of an LU's work, a sixth of an inverse's)
                 self.L = xp.linalg.cholesky(Sc)
+                del Sc
             except Exception as exc:  # numpy's LinAlgError, cupy's
                 raise _err("E554", f"the Schur complement of the learned model's KKT system is not positive definite "
                            f"({exc})", "a hard edge whose maps are (numerically) zero, or non-finite parameters") from None
@@ -246,8 +248,13 @@ class KKT:
         out = xp.zeros((B, m, m))
         for g, Hb in zip(S.groups, self.Hinv):
             Ag = xp.moveaxis(self.A[:, xp.asarray(g.cols)], 0, 1)  # (V, m, d)
-            X = Ag[None] @ Hb  # (B, V, m, d)
-            out += xp.moveaxis(X, 1, 2).reshape(B, m, g.V * g.d) @ xp.swapaxes(Ag, 1, 2).reshape(g.V * g.d, m)
+            for k0 in range(0, g.V, self.CHUNK):  # a few agents and examples at a time: the products stay small
+                A_k = Ag[k0:k0 + self.CHUNK]
+                V = A_k.shape[0]
+                right = xp.swapaxes(A_k, 1, 2).reshape(V * g.d, m)
+                for b0 in range(0, B, self.CHUNK * 4):
+                    X = A_k[None] @ Hb[b0:b0 + self.CHUNK * 4, k0:k0 + self.CHUNK]  # (b, k, m, d)
+                    out[b0:b0 + self.CHUNK * 4] += xp.moveaxis(X, 1, 2).reshape(X.shape[0], m, V * g.d) @ right
         return out
 
     def hinv(self, v):
@@ -260,11 +267,11 @@ class KKT:
         """λ with S λ = rhs (rhs (m, B)), refined against the unregularised S."""
         xp = self.xp
         r = xp.moveaxis(rhs, 1, 0)[:, :, None]  # (B, m, 1)
-        lam = self._chol_solve(r)
-        eps = self.eps[:, None, None]
+        lam = self._chol_solve(r)[:, :, 0].T  # (m, B)
         for _ in range(self.REFINE):
-            lam = lam + self._chol_solve(r - self.Sreg @ lam + eps * lam)
-        return xp.moveaxis(lam[:, :, 0], 0, 1)
+            res = rhs - self.A @ self.hinv(self.A.T @ lam)
+            lam = lam + self._chol_solve(xp.moveaxis(res, 1, 0)[:, :, None])[:, :, 0].T
+        return lam
 
     def _chol_solve(self, r):
         """(S + εI)⁻¹ r for r (B, m, 1): two triangular solves per example with its Cholesky factor."""
