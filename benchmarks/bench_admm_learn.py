@@ -197,11 +197,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--rho", type=float, default=1.0)
     ap.add_argument("--train-steps", type=int, default=300)
+    ap.add_argument("--ks", type=int, nargs="*", default=[5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+                    help="the K of the agreement table (none: skip it)")
     ap.add_argument("--json-out")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     report = {"threads": os.environ.get("OPENBLAS_NUM_THREADS"), "batch": a.batch, "rho": a.rho, "models": {}}
-    Ks = (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+    Ks = tuple(a.ks)
     from sheafdsl.training.tasks import sudoku as T
 
     for name, src, mk in (("sudoku4 (the task's model, tasks.sudoku.model_text(4))", T.model_text(4),
@@ -213,7 +215,7 @@ def main(argv=None) -> dict:
         tr0 = LearnedTrainer(G, trainer="implicit", seed=0)
         params = {k: v + 0.2 * rng.normal(size=v.shape) for k, v in tr0.params.items()}
         small = mk(G, 8)
-        agree = agreement(G, small, params, Ks, a.rho)
+        agree = agreement(G, small, params, Ks, a.rho) if Ks else []
         split = mk(G, a.batch)
         times = step_times(G, split, params, a.repeats, rho=a.rho)
         mem = peak_memory(G, split, params, [("implicit", dict(trainer="implicit")),
