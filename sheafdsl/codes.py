@@ -150,6 +150,7 @@ CODES: dict[str, str] = {
     "E554": "a learned model's prox or KKT system is numerically singular",
     "E555": "Sheaf-ADMM of a learned model diverged (non-finite stalks)",
     "E556": "a step of a learned model's trainer diverged (a non-finite loss or gradient)",
+    "E557": "an edge with a parameter map on a block of a stalk given to the batched operators (cg, diffusion, the network trainers), which do not lower blocks",
     # the learned tasks (issue 11): Sudoku, digits on canvases, their baselines
     "E570": "a Sudoku task request that cannot be met: an unknown grid order, blanks out of range, or too few distinct puzzles",
     "E571": "a digits-canvas request that cannot be met: a canvas smaller than a digit, or a CNN input size not a multiple of 4 or smaller than the canvas",

@@ -412,3 +412,19 @@ def test_unrolled_and_implicit_gradients_on_random_grid_sizes(R, C, K, rho, seed
         for k in tr.params:
             m = ~np.isnan(fd[k])
             assert np.allclose(grads[k][m], fd[k][m], atol=1e-6, rtol=1e-4), (name, k)
+
+
+def test_blocks_lower_into_the_reference_coboundary_and_the_batched_operators_refuse_them():
+    from sheafdsl.lowering.assemble import coboundary_matrix
+    from sheafdsl.lowering.operators import SheafOperators
+
+    G = from_model(load_text(BLOCKS))
+    tr = LearnedTrainer(G, trainer="implicit", seed=0)
+    D = coboundary_matrix(G, tr.params).toarray()
+    S = LearnedStructure(G)
+    Dl = S.operators(S.map_values(tr.params, np), np)[1].toarray()
+    cols = [G.nodes[v]["offset"] + i for v in S.agents for i in range(S.dim[v])]  # the agents' coordinates
+    assert np.allclose(D[:, cols], Dl)
+    with pytest.raises(SheafError) as e:
+        SheafOperators(G, tr.params)
+    assert e.value.diagnostics[0].code == "E557"

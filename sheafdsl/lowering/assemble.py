@@ -60,11 +60,13 @@ def coboundary_matrix(G, params: dict, state=None, gates: dict | None = None) ->
     blocks = []
     for u, v, name, d in edges(G):
         rows = slice(eoff[name], eoff[name] + d["dim"])
-        for m, vert, sign in ((d["src_map"], u, -1.0), (d["dst_map"], v, 1.0)):
+        for m, vert, sign, blk in ((d["src_map"], u, -1.0, d.get("src_block")), (d["dst_map"], v, 1.0, d.get("dst_block"))):
             nd = G.nodes[vert]
             sv = None if state is None else state[nd["offset"]: nd["offset"] + nd["dim"]]
-            F = restriction_matrix(m, nd["dim"], params, sv, gates.get(name)).tocoo()
-            blocks.append((F.row + rows.start, F.col + nd["offset"], sign * F.data))
+            # a parameter map on a block (a, b) of its stalk acts on coordinates a..b−1 only
+            a, width = (0, nd["dim"]) if blk is None else (blk[0], blk[1] - blk[0])
+            F = restriction_matrix(m, width, params, sv, gates.get(name)).tocoo()
+            blocks.append((F.row + rows.start, F.col + nd["offset"] + a, sign * F.data))
     M = sum(d["dim"] for *_, d in edges(G))
     if not blocks:
         return sp.csr_matrix((M, N))

@@ -187,6 +187,11 @@ class SheafOperators:
         eoff = edge_offsets(G)
         self.edges: list[EdgeOp] = []
         for u, v, name, d in edges(G):
+            if d.get("src_block") is not None or d.get("dst_block") is not None:
+                raise SheafError(Diagnostic(
+                    "E557", f"edge `{name}` puts a parameter map on a block of a stalk, which the batched operators "
+                    "(cg, diffusion, the network trainers) do not lower", hint="solve it with --solver exact or admm "
+                    "(a consensus problem), or train it as a learned model"))
             for m, side in ((d["dst_map"], "dst"), (d["src_map"], "src")):
                 if side == "dst" and maps.is_state_dependent(m):
                     raise _unsupported(f"edge `{name}`: a state-dependent map ({type(m).__name__}) on the head "
