@@ -34,7 +34,7 @@ from sheafdsl.frontend import load_text  # noqa: E402
 from sheafdsl.ir import from_model  # noqa: E402
 from sheafdsl.training.config import TrainConfig  # noqa: E402
 from sheafdsl.training.data import dataset_for  # noqa: E402
-from sheafdsl.lowering.chain import apply_T, feedforward, forward, layer_gate  # noqa: E402
+from sheafdsl.lowering.chain import feedforward, output_sensitivity  # noqa: E402
 from sheafdsl.training.trainers import make_trainer  # noqa: E402
 
 
@@ -59,17 +59,7 @@ def model(widths: list[int], w_o: float, activation: str = "relu") -> str:
 
 def sensitivity(G, P, X) -> np.ndarray:
     """K per example at the forward pass: Σ_k ‖∂p/∂u_k‖² / w_k² (one output row)."""
-    net = feedforward(G)
-    V = forward(net, P, X)
-    m = len(net.layers)
-    R = np.ones((X.shape[0], 1, V[-1].shape[1]))
-    K = (R ** 2).sum(axis=(1, 2)) / net.layers[m - 1].weight ** 2
-    for k in range(m - 1, 0, -1):
-        layer = net.layers[k]
-        gate = layer_gate(layer, V[k]) if layer.kind in ("relu", "nonlinear") else None
-        R = apply_T(layer, P, R, gate)
-        K = K + (R ** 2).sum(axis=(1, 2)) / net.layers[k - 1].weight ** 2
-    return K
+    return output_sensitivity(feedforward(G), P, X)
 
 
 def one(widths, w_o, seed, steps, activation):

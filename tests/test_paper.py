@@ -238,3 +238,92 @@ def test_E2_quick(tmp_path):
         assert d(r["end"]) < d(r["start"])  # the trajectory approaches the forward pass in its plane
         assert r["discord_end"] < r["discord_start"]
     assert any(r["plane_crossings"] > 0 for r in n["nets"].values())
+
+# --- helper C: fig4, E5, E6, tableE2, lab12 -------------------------------------------------
+
+GOLDEN_GAP = (3 - 5 ** 0.5) / 2  # the smallest eigenvalue of [[2, -1], [-1, 1]]
+
+
+def test_E5_quick(tmp_path):
+    import numpy as np
+
+    nums = run_quick("E5", tmp_path)
+    tr = nums["series"]["training"]
+    # a 1-hidden-layer ReLU net with x, y pinned: every active unit j orthogonal to W2 leaves the block
+    # [[2, -1], [-1, 1]] on (z1_j, a1_j), so λ_min is exactly (3 - √5)/2 however the weights move
+    for k in ("min", "max"):
+        assert np.allclose([r[k] for r in tr["lambda_min"]], GOLDEN_GAP, atol=1e-12)
+    for r, lo, hi in zip(tr["kappa"], tr["lambda_min"], tr["lambda_max"]):
+        assert r["max"] == pytest.approx(hi["max"] / lo["max"], rel=1e-9)
+    assert tr["lambda_max"][-1]["median"] > tr["lambda_max"][0]["median"]  # the weights grow
+    inf = nums["series"]["inference"]["lambda_min"]
+    assert all(r["max"] < GOLDEN_GAP for r in inf)  # freeing y adds a softer direction
+    ev = nums["eigenvalues"][str(nums["settings"]["steps"])]
+    assert ev[0] == pytest.approx(GOLDEN_GAP, abs=1e-12) and ev == sorted(ev) and len(ev) == 61
+
+
+def test_E6_quick(tmp_path):
+    nums = run_quick("E6", tmp_path)
+    assert nums["edges"] == ["aff1", "act1", "aff2", "out"]
+    for trainer, stages in nums["profiles"].items():
+        for s, prof in stages.items():
+            d = {r["edge"]: r["discord"] for r in prof["edges"]}
+            # z2 is free between aff2 and out: at the equilibrium ∂E/∂z2 = δ_aff2 - δ_out = 0
+            assert d["aff2"] == pytest.approx(d["out"], rel=1e-9, abs=1e-15), (trainer, s)
+            assert sum(r["share"] for r in prof["edges"]) == pytest.approx(1.0)
+        totals = [stages[str(s)]["total"] for s in nums["stages"]]
+        assert totals[-1] < totals[0], trainer  # training lowers the pinned residual
+
+
+def test_tableE2_quick(tmp_path):
+    import numpy as np
+
+    from sheafdsl.lowering.chain import feedforward, predict
+    from sheafdsl.paper import spectral
+
+    nums = run_quick("tableE2", tmp_path)
+    pair = spectral.trained_pair(steps=spectral.QUICK["steps"], stages=spectral.QUICK["stages"], seed=42,
+                                 per_decade=spectral.QUICK["per_decade"], logs=spectral.QUICK["logs"],
+                                 log=lambda m: None)
+    data = spectral.dataset(pair["sheaf"])
+    net = feedforward(pair["sheaf"].graph)
+    for name in ("joint", "sgd"):
+        P = pair[name].snapshots[nums["step"]].params
+        half_mse = 0.5 * float(np.mean((predict(net, P, data.X_train) - data.Y_train) ** 2))
+        # the forward pass is a feasible cochain with all of its discord on the output edge, so the
+        # minimum over cochains (the pinned residual) is at most ½ MSE
+        assert 0 < nums["train"][name]["total"] <= half_mse * (1 + 1e-12)
+        assert set(nums["train"][name]["types"]) == {"affine", "activation", "output"}
+    assert "| `act1` | activation |" in nums["table"]
+
+
+def test_lab12_quick(tmp_path):
+    nums = run_quick("lab12", tmp_path)
+    loss = nums["loss"]
+    assert loss["sheaf"]["train_mse"][0] == loss["backprop"]["train_mse"][0]  # the same initialisation
+    assert loss["sheaf"]["train_mse"][-1] < loss["sheaf"]["train_mse"][0]
+    assert nums["batch_parallel"]["max_abs_difference"] < 1e-12  # Prop. 12.6: the batched solve is the same
+    assert nums["slowdown"]["lambda_min_init"] == pytest.approx(GOLDEN_GAP, abs=1e-9)
+    beta = nums["beta"]
+    assert all(r["best_beta"] is not None for r in beta["by_n"].values())
+    assert -2.0 < beta["slope"] < -0.5  # the best β falls with n_train (the book: slope -1)
+
+
+def test_fig4_quick(tmp_path):
+    import numpy as np
+
+    nums = run_quick("fig4", tmp_path)
+    shallow, deep = nums["nets"]["[2, 30, 1]"], nums["nets"]["[2, 12, 8, 6, 1]"]
+    b = shallow["blocks"]["training"]
+    assert b["stalks"] == ["z1", "a1", "z2"]
+    # the Fiedler space of a 1-hidden-layer net: (z1_j, a1_j) = (1, φ) per active unit, a1 ⊥ W2, nothing on z2
+    phi = (1 + 5 ** 0.5) / 2
+    assert np.allclose(b["fiedler_share"], [1 / (1 + phi ** 2), phi ** 2 / (1 + phi ** 2), 0.0], atol=1e-9)
+    assert b["lambda_min"]["max"] == pytest.approx(GOLDEN_GAP, abs=1e-12)
+    for net in (shallow, deep):
+        for conv in net["blocks"].values():
+            assert sum(conv["fiedler_share"]) == pytest.approx(1.0) and sum(conv["lambda_max_share"]) == pytest.approx(1.0)
+        types = {e["type"] for e in net["edges"]}
+        assert types == {"affine", "activation", "output"}
+        assert net["weight_edge_discord"] + net["relu_edge_discord"] < sum(e["discord"] for e in net["edges"])
+    assert deep["blocks"]["training"]["stalks"] == ["z1", "a1", "z2", "a2", "z3", "a3", "z4"]

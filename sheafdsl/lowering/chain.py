@@ -290,6 +290,23 @@ def predict_from(net: FeedForward, P, vm, xp=np):
     return phi(out.fn, vm, xp)
 
 
+def output_sensitivity(net: FeedForward, P, X, xp=np):
+    """K per example at the forward pass (X: (B, d_x) -> (B,)): K = Σ_ℓ ‖J_ℓ‖² / w_ℓ², J_ℓ how the
+    (single, linear) output row moves with the discord of edge ℓ. With the output edge's weight w_o,
+    the two-sided residual is R = ½ r² / (1/w_o² + K) (docs/training.md, "What the rule minimises"), so
+    the sheaf rule's step on an example is backprop's on ½ r² scaled by about 1 / (1/w_o² + K)."""
+    V = forward(net, P, X, xp)
+    m = len(net.layers)
+    R = xp.ones((X.shape[0], 1, V[-1].shape[1]))
+    K = (R ** 2).sum(axis=(1, 2)) / net.layers[m - 1].weight ** 2
+    for k in range(m - 1, 0, -1):
+        layer = net.layers[k]
+        gate = layer_gate(layer, V[k], xp) if layer.kind in ("relu", "nonlinear") else None
+        R = apply_T(layer, P, R, gate)
+        K = K + (R ** 2).sum(axis=(1, 2)) / net.layers[k - 1].weight ** 2
+    return K
+
+
 def output_discord(net, P, vm, Y, xp):
     """y − A v_m − b (linear output) or y − φ(v_m): the output edge's discord (B, n_out)."""
     out = net.output

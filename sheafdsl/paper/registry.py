@@ -36,6 +36,16 @@ ITEMS: dict[str, Item] = {item.name: item for item in [
     Item("fig1", "heat:fig1", title="Fig 1: the heat equation on a [2,4,1] net converges to the forward pass"),
     Item("E1", "heat:E1", title="Fig E.1: convergence dashboard of a [2,6,4,4,1] sigmoid-output net"),
     Item("E2", "heat:E2", title="Fig E.2: heat-equation trajectories of [2,4,1], [2,6,4,1], [2,6,4,4,1] nets"),
+    Item("fig4", "spectral:fig4", title="Fig 4: Fiedler and λ_max eigenvector energy per layer block, and per-edge "
+         "discord, of trained [2,30,1] and [2,12,8,6,1] nets", seed=42),
+    Item("E5", "spectral:E5", title="Fig E.5: λ_min, λ_max and κ of L_free over 100k steps of training [2,30,1] "
+         "(snapshots at 1k, 20k, 100k)", seed=42),
+    Item("E6", "spectral:E6", title="Fig E.6: per-edge discord residuals at 1k, 20k and 100k steps, sheaf against SGD",
+         seed=42),
+    Item("tableE2", "spectral:tableE2", title="Table E.2: pinned discord profiles of the trained [2,30,1], sheaf "
+         "against SGD", seed=42),
+    Item("lab12", "lab12:lab12", title="Lab 12 (the book): Algorithm 12.4 against SGD, the slowdown beside "
+         "1/λ_min(L_free), β ~ 1/n_train, the batch-parallel fast phase"),
 ]}
 
 

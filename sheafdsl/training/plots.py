@@ -66,7 +66,7 @@ def _finite_xy(steps, values):
     return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
 
 
-def _ticks(ax, axis: str = "x", n: int = 5) -> None:
+def compact_ticks(ax, axis: str = "x", n: int = 5) -> None:
     """At most about ``n`` labelled ticks, written compactly (``0.02``, ``1e-05``), on a linear or a
     log axis: tick labels never run together, and a log axis spanning less than a decade still
     gets labels (at 1, 2 and 5, or every digit, times a power of ten)."""
@@ -82,6 +82,9 @@ def _ticks(ax, axis: str = "x", n: int = 5) -> None:
         a.set_minor_locator(NullLocator())  # minor ticks cost more to lay out than they say
     else:
         a.set_major_locator(MaxNLocator(nbins=n, steps=[1, 2, 2.5, 5, 10]))
+
+
+_ticks = compact_ticks
 
 
 def _curve(ax, records, key, label, colour, ls="-"):
@@ -373,4 +376,4 @@ def plot_residuals(result, path, *, title: str = "") -> Path:
     return _save(fig, path, code="E530")
 
 
-__all__ = ["draw_lambda_min", "draw_edge_discord", "plot_equilibrium_history", "plot_loss", "plot_discord", "plot_surface", "plot_boundary", "plot_residuals"]
+__all__ = ["compact_ticks", "draw_lambda_min", "draw_edge_discord", "plot_equilibrium_history", "plot_loss", "plot_discord", "plot_surface", "plot_boundary", "plot_residuals"]
