@@ -11,6 +11,7 @@ E2xx    the checker (names, shapes, pins, weights; all reported at once)
 W3xx    the checker's warnings
 E5xx    numerics and command-line input (E500–E529 lowering/solvers/infer, E530–E549 compile/spectrum/linking)
 E6xx    training (E600–E629 data, config, trainers; E630–E649 run directories; E650–E659 verify; E680–E689 snapshots)
+E7xx    distributed runs on Dask workers (E700–E719)
 ======  ===============================================================
 
 Adding a code is one entry here plus one row in the table of docs/language.md;
@@ -189,6 +190,11 @@ CODES: dict[str, str] = {
     # snapshots and the spectral/discord items of `sheaf paper` (E680–E689)
     "E680": "--snapshot-at (snapshot_at=): not whole steps >= 0, or a step past the run's last step",
     "E681": "a snapshot file that is damaged or not a snapshot, or a snapshot asked for at a step that was not taken",
+    # distributed: Dask workers (sheafdsl.distributed)
+    "E700": "--workers or --scheduler without Dask installed (the [distributed] extra)",
+    "E701": "a cluster asked for with both or neither of a worker count and a scheduler, or a worker count below 1",
+    "E702": "the Dask scheduler cannot be reached, or has no workers",
+    "E704": "every worker died, or a shard could not be rebuilt after repeated worker deaths",
 }
 
 

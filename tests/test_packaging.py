@@ -44,7 +44,7 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
     assert len(commands) == 2, commands
     train, test = commands
     assert "sheaf train models/paraboloid.sheaf" in train and "pip install" in train
-    assert "pytest" in test and "'.[test]'" in test
+    assert "pytest" in test and "'.[test,distributed]'" in test  # the LocalCluster tests run in CI too
     ci = (ROOT / ".ci" / "run").read_text()
     assert test.strip() in ci, "the fast CI job must run exactly the README's test command"
 

@@ -42,6 +42,30 @@ def seed_option(help: str, default=None):
 model_argument = click.argument("file", type=click.Path(dir_okay=False))
 
 
+def cluster_options(f):
+    """``--workers N`` (a LocalCluster of N processes) and ``--scheduler ADDRESS`` (a running Dask cluster):
+    the batch is sharded over their workers (docs/distributed.md; the ``[distributed]`` extra)."""
+    f = click.option("--scheduler", metavar="ADDRESS", default=None,
+                     help="Run on the Dask cluster of this scheduler (tcp://host:8786): the batch is sharded over "
+                          "its workers (docs/distributed.md).")(f)
+    return click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="Shard the batch over a local Dask cluster of N worker processes "
+                             "(the [distributed] extra).")(f)
+
+
+def open_cluster(workers, scheduler):
+    """A context manager: the :class:`sheafdsl.distributed.Cluster` the flags name, or None (one process)."""
+    import contextlib
+
+    if workers is None and scheduler is None:
+        return contextlib.nullcontext(None)
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give either --workers or --scheduler, not both")
+    from ..distributed import Cluster
+
+    return Cluster(workers, scheduler)
+
+
 def load_model(path: str):
     """Parse and check a model file; warnings go to stderr, errors raise SheafError (exit 1)."""
     model, warnings = check_with_warnings(parse_file(path))

@@ -15,7 +15,8 @@ import click
 from ..errors import located
 from ..lowering.backend import blas_threads
 from ..options import BACKENDS, LEARNED_TRAINERS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
-from .common import console, emit_json, err_console, json_option, load_model, model_argument, print_table, seed_option
+from .common import (cluster_options, console, emit_json, err_console, json_option, load_model, model_argument,
+                     open_cluster, print_table, seed_option)
 
 
 def _positive_float(ctx, param, value):
@@ -56,9 +57,11 @@ def _positive_float(ctx, param, value):
 @click.option("--plots/--no-plots", default=True, help="Write PNG plots into the run directory (default: on).")
 @click.option("--snapshot-at", "snapshot_at", metavar="STEPS",
               help="Keep the parameters at these steps in DIR/snapshots/ (comma-separated, e.g. 1000,20000,100k).")
+@cluster_options
 @json_option
 def command(file, data, steps, batch, optimizer, lr, trainer_name, iterations, window, rho, nudge, solver, seed, n,
-            log_every, checkpoint_every, threads, backend, out, resume, baseline, plots, snapshot_at, as_json):
+            log_every, checkpoint_every, threads, backend, out, resume, baseline, plots, snapshot_at, workers, scheduler,
+            as_json):
     """Train FILE; write metrics, checkpoints and plots to a run directory.
 
     \b
@@ -66,13 +69,14 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, iterations, w
       sheaf train models/paraboloid.sheaf
       sheaf train models/paraboloid.sheaf --steps 500 --lr 0.005 --out runs/p
       sheaf train models/paraboloid.sheaf --out runs/p --resume --steps 1000
+      sheaf train models/paraboloid.sheaf --workers 2
     """
     overrides = {"data": data, "steps": steps, "batch": batch, "optimizer": optimizer, "lr": lr,
                  "trainer": trainer_name, "solver": solver, "seed": seed, "n": n, "log_every": log_every,
                  "backend": backend, "iterations": iterations, "window": window, "rho": rho, "nudge": nudge}
-    with located(file), blas_threads(threads):
+    with located(file), blas_threads(threads), open_cluster(workers, scheduler) as cluster:
         code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json,
-                          checkpoint_every=checkpoint_every, snapshot_at=snapshot_at)
+                          checkpoint_every=checkpoint_every, snapshot_at=snapshot_at, cluster=cluster)
     raise SystemExit(code)
 
 
@@ -80,7 +84,7 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, iterations, w
 
 
 def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=None, plots=True, as_json=False,
-               checkpoint_every: float = 30.0, snapshot_at=None) -> int:
+               checkpoint_every: float = 30.0, snapshot_at=None, cluster=None) -> int:
     """The body of ``sheaf train`` (returns the exit code; SheafError propagates to the CLI -> exit 1).
 
     The run itself is :func:`sheafdsl.training.fit.start_run` / :func:`~sheafdsl.training.fit.finish_run`,
@@ -93,6 +97,12 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     from ..ir import is_learned
 
     if is_learned(G):
+        if cluster is not None:
+            from ..errors import Diagnostic, SheafError
+
+            raise SheafError(Diagnostic("E703", "a learned consensus model's trainers run in one process; --workers "
+                                                "and --scheduler shard the sheaf, joint and backprop trainers",
+                                        file=file, hint="drop --workers/--scheduler"))
         if snapshot_at:
             from ..errors import Diagnostic, SheafError
 
@@ -106,8 +116,15 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
                                     f"`{G.graph['name']}` is not one", file=file, hint=f"drop --{learned_only[0]}"))
     if baseline is None and as_json and not resume:  # --json leaves the baseline out unless asked for
         baseline = False
+    factory = None
+    if cluster is not None:
+        import functools
+
+        from ..distributed import sharded_trainer
+
+        factory = functools.partial(sharded_trainer, cluster)
     run = start_run(G, file=file, overrides=overrides, out=out, resume=resume, baseline=baseline, command=cli_command(),
-                    checkpoint_every=checkpoint_every, snapshot_at=snapshot_at)
+                    checkpoint_every=checkpoint_every, snapshot_at=snapshot_at, trainer_factory=factory)
     if not as_json:
         for note in run.notes:
             click.echo(f"note: {note}", err=True)
@@ -124,7 +141,9 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
         err_console.print(f"training {G.graph['name']} on {data.name} ({data.task}, {len(data.X_train)} train / "
                           f"{len(data.X_test)} test) with the {what}, {opt}, "
                           f"{config.steps} steps{start}"
-                          + (" + backprop baseline" if run.baseline is not None else "") + f" -> {rundir.path}",
+                          + (" + backprop baseline" if run.baseline is not None else "")
+                          + (f", sharded over {len(run.session.trainer._ranges)} Dask workers" if cluster is not None
+                             else "") + f" -> {rundir.path}",
                           soft_wrap=True, markup=False)
 
     outcome = _run_with_progress(session, config.steps, show=not as_json)

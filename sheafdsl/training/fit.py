@@ -136,7 +136,7 @@ def _refuse_consensus(G, file: str) -> None:
 
 def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: bool = False, baseline=None,
               params: dict | None = None, record: bool = True, command: list | None = None,
-              checkpoint_every: float | None = None, snapshot_at=None) -> Run:
+              checkpoint_every: float | None = None, snapshot_at=None, trainer_factory=None) -> Run:
     """Prepare a run of the IR ``G`` (built from the model text ``G.graph["source"]`` of ``file``).
 
     ``overrides``: option -> value (None: not given). ``baseline``: True/False, or None for "if the
@@ -145,6 +145,8 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
     ``checkpoint_every``: seconds of wall time between checkpoints (None: the session's default).
     ``snapshot_at``: steps to keep the parameters of (``"1000,20000"`` or a list; :mod:`.snapshots`; E680
     for a step past the last one); a resumed run keeps its recorded steps unless new ones are given.
+    ``trainer_factory(G, config, data, params)``: makes the trainer instead of ``make_trainer`` (a sharded
+    trainer on Dask workers, :func:`sheafdsl.distributed.sharded_trainer`; the baseline stays in this process).
     """
     from ..lowering import check_params, to_numpy
     from .checkpoint import load_checkpoint, sha256_text, versions
@@ -207,7 +209,7 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
         initial = check_params(G, params, file=file)
     else:
         initial = None
-    trainer = make_trainer(G, config, data, params=initial)
+    trainer = (trainer_factory or make_trainer)(G, config, data, params=initial)
     if ck is not None:
         trainer.load_state_dict(ck.state)
     trainer.preflight()  # a model the run cannot train fails here, before its run directory is made

@@ -44,7 +44,7 @@ from ..options import TRAINERS as TRAINER_NAMES
 from ..lowering import get_backend, init_params, to_numpy
 from ..lowering.chain import energy_gradient, feedforward, forward, predict, unsupported
 from ..solvers import solve
-from ..solvers.chain import chain_equilibrium, chain_pins, stalks_cochain
+from ..solvers.chain import ChainPins, chain_equilibrium, chain_pins, stalks_cochain
 from ..solvers.result import Warm
 from .backprop import backprop_gradients
 from .config import TrainConfig
@@ -203,6 +203,12 @@ class Trainer:
     def _gradients(self, X, Y, idx):
         raise NotImplementedError
 
+    def _start_warm(self) -> None:
+        """Set up the per-example state that the first step leaves for the examples outside its batch (a
+        trainer that keeps one); a no-op once it exists. A sharded run (:mod:`sheafdsl.distributed`) calls
+        it on a shard none of whose examples are in a step's batch, so that shard's state is what one process
+        would hold."""
+
     def evaluate(self, splits=("train", "test")) -> dict:
         """Task losses of the forward pass on ``splits``, with their MSE (regression) or accuracy:
         ``{"train_loss", "train_mse" | "train_accuracy", "test_loss", ...}``."""
@@ -341,11 +347,20 @@ class SheafTrainer(Trainer):
     """
 
     name = "sheaf"
+    #: max |pin| over the whole mini-batch when this trainer solves only a shard of it (set by
+    #: :mod:`sheafdsl.distributed`): the solver's side tolerance scales with it, so a shard decides its
+    #: units exactly as the one process solving the whole batch does
+    batch_pins_max: float | None = None
 
     def __init__(self, G, config, data, params=None):
         super().__init__(G, config, data, params)
         self.warm: Warm | None = None  # the training set's equilibria [None, v_1..v_m] and unit states
         self._pins = None  # the training set's data pins, checked once (ChainPins); a step takes its rows
+
+    def _batch_pins(self, idx) -> ChainPins:
+        pins = self._pins.take(idx)
+        m = self.batch_pins_max
+        return pins if m is None else ChainPins(self.net, pins.X, pins.Y, pins_max=m)
 
     def preflight(self) -> None:
         """E604/E540 before step 1 when the fast phase cannot be done: its conditioning (κ beyond float64),
@@ -372,6 +387,17 @@ class SheafTrainer(Trainer):
              for k in state if k.startswith("warm.s.")}
         self.warm = Warm(V=V, S=S)
 
+    def _start_warm(self) -> None:
+        """Every training example starts at its forward pass (with the unit states it implies, for the exact
+        fast phase; the heat equation keeps stalks only)."""
+        if self.warm is not None:
+            return
+        net, xp = self.net, self.xp
+        Vall = forward(net, self.params, self.Xtr, xp)
+        S = {} if self.config.solver == "diffusion" else {
+            k: xp.where(Vall[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers}
+        self.warm = Warm(V=[None] + [v.copy() for v in Vall[1:]], S=S)
+
     def _gradients(self, X, Y, idx):
         xp, net, P = self.xp, self.net, self.params
         V = forward(net, P, X, xp)
@@ -380,20 +406,16 @@ class SheafTrainer(Trainer):
         if self.config.solver == "diffusion":  # the local heat equation, warm-started at the last equilibria
             with self._pure():
                 eq = self._heat(X, Y, None if self.warm is None else self.warm.take(idx))
-            if self.warm is None:
-                self.warm = Warm(V=[None] + [v.copy() for v in forward(net, P, self.Xtr, xp)[1:]], S={})
+            self._start_warm()
             self.warm.put(idx, Warm(V=eq.V, S={}))
         else:
-            if self.warm is None:  # every training example starts at its forward pass
-                Vall = forward(net, P, self.Xtr, xp)
-                self.warm = Warm(V=[None] + [v.copy() for v in Vall[1:]],
-                                 S={k: xp.where(Vall[k] >= 0, 1, -1).astype(np.int8) for k in net.relu_layers})
+            self._start_warm()
             if self._pins is None:
                 self._pins = chain_pins(net, {net.input: self.Xtr, net.target: self.Ytr}, xp)
             w = self.warm.take(idx)
             w = Warm(V=w.V, S=w.S, forward=V)  # the forward pass above: its first layer is the solve's too
             with self._pure():
-                res = solve(net, P, self._pins.take(idx), boundary=TRAINING, warm=w, rtol=self.config.tol, xp=xp)
+                res = solve(net, P, self._batch_pins(idx), boundary=TRAINING, warm=w, rtol=self.config.tol, xp=xp)
             self.warm.put(idx, res)
             eq = res.equilibrium
         self.last_equilibrium = eq
@@ -493,6 +515,11 @@ class GeneralSheafTrainer(Trainer):
     def _predict(self, X):
         return self._solve(X).stalk(self.target)
 
+    def _start_warm(self) -> None:
+        """Examples not yet solved start at the zero cochain."""
+        if self.warm is None:
+            self.warm = self.xp.zeros((self.n_train, self.ops.N))
+
     def equilibrium(self, X, Y):
         return self._solve(self.xp.asarray(X, dtype=float), self.xp.asarray(Y, dtype=float))
 
@@ -506,8 +533,7 @@ class GeneralSheafTrainer(Trainer):
         loss = task_loss(self.data.task, self._predict(X), Y, self.xp)
         x0 = None if self.warm is None else (self.warm if idx is None else self.warm[idx])
         res = self._solve(X, Y, x0)
-        if self.warm is None:
-            self.warm = self.xp.zeros((self.n_train, res.cochain.shape[1]))
+        self._start_warm()
         if idx is None:
             self.warm = res.cochain.copy()
         else:
@@ -549,6 +575,11 @@ TRAINERS = {"sheaf": SheafTrainer, "joint": JointTrainer, "backprop": BackpropTr
 
 def make_trainer(G, config: TrainConfig, data: Dataset, params: dict | None = None) -> Trainer:
     """The trainer that ``config.trainer`` names (sheaf | joint | backprop)."""
+    return trainer_class(G, config, data)(G, config, data, params)
+
+
+def trainer_class(G, config: TrainConfig, data: Dataset) -> type:
+    """The class :func:`make_trainer` instantiates for this model and config (E610, E612 when there is none)."""
     cls = TRAINERS.get(config.trainer)
     from ..options import LEARNED_TRAINERS
 
@@ -564,10 +595,10 @@ def make_trainer(G, config: TrainConfig, data: Dataset, params: dict | None = No
                 "E612", f"the `{config.trainer}` trainer needs a feed-forward network sheaf (a chain x -> ... -> y); "
                 f"`{G.graph.get('name', 'sheaf')}` is not one", hint="use --trainer sheaf, which trains any sheaf"))
         check_compatible(G, data)
-        return GeneralSheafTrainer(G, config, data, params)
-    return cls(G, config, data, params)
+        return GeneralSheafTrainer
+    return cls
 
 
 __all__ = ["DivergenceError", "Trainer", "SheafTrainer", "JointTrainer", "BackpropTrainer", "GeneralSheafTrainer",
-           "make_trainer",
+           "make_trainer", "trainer_class",
            "task_loss", "accuracy"]

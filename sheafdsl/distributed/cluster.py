@@ -1,0 +1,90 @@
+"""Where the work runs: a Dask ``LocalCluster`` of N worker processes, or a running scheduler.
+
+``sheaf ... --workers N`` starts N single-threaded worker processes on this machine (one BLAS thread
+each); ``--scheduler ADDRESS`` joins a cluster started with ``dask scheduler`` and ``dask worker
+ADDRESS`` (every worker needs sheafdsl installed). Both give a :class:`Cluster`, a context manager
+that closes what it started.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import Diagnostic, SheafError
+
+#: environment of the worker processes a LocalCluster starts: one BLAS thread each (the workers are the parallelism)
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: seconds to wait for a scheduler to answer
+CONNECT_TIMEOUT = 10.0
+
+
+def require_dask():
+    """Import ``distributed`` or say how to install it (E700)."""
+    try:
+        import distributed
+    except ImportError:
+        raise SheafError(Diagnostic("E700", "running on several workers needs Dask, which is not installed",
+                                    hint="pip install 'sheafdsl[distributed]' (dask and distributed)")) from None
+    return distributed
+
+
+class Cluster:
+    """A Dask client and, with ``workers=N``, the LocalCluster of N processes it owns.
+
+    ``workers``: start a LocalCluster of that many processes (1 thread each, :data:`WORKER_ENV`);
+    ``scheduler``: the address of a running scheduler (``tcp://host:8786``) to join instead.
+    """
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None, *, timeout: float | None = None):
+        if (workers is None) == (scheduler is None):
+            raise SheafError(Diagnostic("E701", "give either a number of workers or a scheduler address",
+                                        hint="--workers N starts N local processes; --scheduler ADDRESS joins a cluster"))
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise SheafError(Diagnostic("E701", f"the number of workers must be a whole number >= 1, not {workers!r}"))
+        distributed = require_dask()
+        timeout = CONNECT_TIMEOUT if timeout is None else timeout
+        self.local = None
+        try:
+            if workers is not None:
+                self.local = distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                    silence_logs=logging.ERROR, env=dict(WORKER_ENV))
+                self.client = distributed.Client(self.local, set_as_default=False)
+            else:
+                self.client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            self.close()
+            where = f"the scheduler at `{scheduler}`" if scheduler is not None else f"a local cluster of {workers}"
+            raise SheafError(Diagnostic("E702", f"cannot reach {where}: {exc}",
+                                        hint="start one with `dask scheduler` and `dask worker ADDRESS`, or use "
+                                             "--workers N for local processes")) from None
+        if scheduler is not None:
+            try:
+                self.client.wait_for_workers(1, timeout=timeout)
+            except (OSError, TimeoutError) as exc:
+                self.close()
+                raise SheafError(Diagnostic("E702", f"the scheduler at `{scheduler}` has no workers ({exc})",
+                                            hint="start some with `dask worker " + scheduler + "`")) from None
+
+    def workers(self) -> list[str]:
+        """The addresses of the live workers, in a fixed (sorted) order."""
+        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def close(self) -> None:
+        client, self.client = getattr(self, "client", None), None
+        if client is not None:
+            client.close()
+        if self.local is not None:
+            self.local.close()
+            self.local = None
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+
+__all__ = ["Cluster", "require_dask", "WORKER_ENV"]
+

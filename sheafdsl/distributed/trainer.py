@@ -1,0 +1,296 @@
+"""Batch-sharded training: the fast phase of every step solved on the workers, one reduction per step.
+
+The per-example problems of a step share θ and nothing else (the book's Prop. 12.6), so the training
+set is cut into contiguous shards, one per worker, each held there as a trainer of the same class over
+its rows (:mod:`.worker`). Step t on the driver:
+
+1. the batch I_t (the trainer's own mini-batch order) is split by shard, I_t = ∪_k I_t^k;
+2. θ_t is broadcast with the rows I_t^k of each shard and max |pin| over I_t (the solver's side
+   tolerance is a property of the whole batch);
+3. each worker solves its rows, warm-started from the equilibria it keeps, and returns the sums
+   Σ_{i∈I_t^k} ℓ_i and Σ_{i∈I_t^k} ∂E_i/∂θ;
+4. the driver reduces, g = (1/|I_t|) Σ_k Σ_{i∈I_t^k} ∂E_i/∂θ (a trainer that sums, the joint rule, skips
+   the 1/|I_t|), and takes the optimiser step exactly as one process does (parameter sheaf, finiteness
+   checks, optimiser, all in :meth:`~sheafdsl.training.trainers.Trainer.step`).
+
+So the parameters agree with one process to round-off in the order of the sums (1e-12 after a run;
+``tests/test_distributed.py``).
+
+**Faults.** The driver keeps the shards' state as of the last synchronisation (the start, every
+:data:`SYNC_EVERY` steps and every checkpoint, when it gathers it anyway) and the θ and rows of each
+step since. A shard whose worker died (or that answers for another step) is rebuilt on a live worker
+from that state and replays its steps since, deterministically, so the run ends with the same result.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+
+from ..errors import Diagnostic, SheafError
+from ..lowering import to_numpy
+from ..training.data import Dataset
+from . import worker as W
+
+#: steps between two gatherings of the shards' state (bounds what a lost shard replays)
+SYNC_EVERY = 100
+#: seconds between two checks that the workers a step waits for are alive
+POLL = 0.25
+#: rebuilds of one step's shards before giving up (E704)
+MAX_REBUILDS = 5
+
+
+def _host(a):
+    return np.asarray(to_numpy(a))
+
+
+def split_rows(n: int, k: int) -> list[tuple[int, int]]:
+    """``k`` contiguous ranges [a, b) covering 0..n-1, sizes differing by at most one.
+
+    >>> split_rows(10, 3)
+    [(0, 4), (4, 7), (7, 10)]
+    """
+    q, r = divmod(int(n), int(k))
+    out, a = [], 0
+    for j in range(int(k)):
+        b = a + q + (1 if j < r else 0)
+        out.append((a, b))
+        a = b
+    return out
+
+
+class ShardedTrainer:
+    """The driver's side of a sharded trainer; mixed in before a trainer class by :func:`sharded_class`.
+
+    Everything but :meth:`_gradients` (and where the per-example state lives) is the trainer's own.
+    """
+
+    #: how the trainer reduces its per-example gradients: "mean" (sheaf rule, backprop) or "sum" (joint)
+    reduce = "mean"
+
+    def attach(self, cluster, shards: int | None = None) -> None:
+        """Cut the training set into ``shards`` (default: one per worker) on ``cluster``."""
+        self.cluster, self.client = cluster, cluster.client
+        k = max(1, min(int(shards or len(cluster.workers())), self.n_train))
+        self._ranges = split_rows(self.n_train, k)
+        self._token = f"sheafdsl-{uuid.uuid4().hex}/"
+        self._where: list[str | None] = [None] * k  # the worker holding each shard (None: to be placed)
+        pending = getattr(self, "_pending_state", None) or {}
+        self._base = self._split_state(pending)  # the shards' state at step _base_step
+        self._base_step = int(self.step_count)
+        self._log: list[tuple] = []  # (step, θ, max |pin|, rows per shard) of each step since the base
+        self._config = self._worker_config()
+        self.rebuilds = 0  # shards rebuilt after a fault (or an abandoned step), over the run
+        self.timing = {"driver": 0.0, "workers": 0.0}  # seconds: the driver's own work, waiting for the shards
+
+    def _worker_config(self):
+        import dataclasses
+
+        cfg = self.config
+        if self.reduce == "sum" and getattr(cfg, "beta", 0) is None:  # the joint rule's β = 1/n of the whole set
+            cfg = dataclasses.replace(cfg, beta=float(self.beta))
+        return cfg
+
+    # -- shards ------------------------------------------------------------------------------
+
+    def _key(self, k: int) -> str:
+        return f"{self._token}{k}"
+
+    def _shard_data(self, k: int) -> Dataset:
+        import dataclasses
+
+        a, b = self._ranges[k]
+        d = self.data
+        return dataclasses.replace(d, X_train=d.X_train[a:b], Y_train=d.Y_train[a:b], X_test=d.X_test[:0],
+                                   Y_test=d.Y_test[:0])
+
+    def _split_state(self, state: dict) -> list[dict]:
+        """Each shard's rows of a row-indexed trainer state (the training set's warm starts)."""
+        return [{k: np.asarray(v)[a:b] for k, v in state.items()} for a, b in self._ranges]
+
+    def _alive(self) -> list[str]:
+        addrs = self.cluster.workers()
+        if not addrs:
+            raise SheafError(Diagnostic("E704", "every worker of the cluster is gone: the sharded run cannot go on",
+                                        hint="restart the workers (or use --workers N); the last checkpoint is kept"))
+        return addrs
+
+    def _place(self, lost: list[int]) -> None:
+        """(Re)build the shards ``lost`` on live workers from the base state, then replay the steps since."""
+        for attempt in range(MAX_REBUILDS + 1):
+            addrs = self._alive()
+            held = {a: sum(1 for w in self._where if w == a) for a in addrs}
+            P = {k: _host(v) for k, v in self.params.items()}
+            futs = {}
+            for k in lost:
+                addr = min(addrs, key=lambda a: (held[a], addrs.index(a)))  # the least loaded live worker
+                held[addr] += 1
+                self._where[k] = addr
+                data = self.client.scatter(self._shard_data(k), workers=[addr], hash=False)  # its rows, once
+                futs[k] = self.client.submit(W.shard_init, self._key(k), self.G, self._config, data, P, self._base[k],
+                                             self._base_step, self.reduce, workers=[addr], allow_other_workers=False,
+                                             pure=False)
+            ok = all(v is not None for v in self._wait(futs).values())
+            for step, Pl, pm, rows in self._log if ok else ():  # replay: the same θ and rows give the same state
+                if any(v is None for v in self._run_step(lost, step, Pl, pm, rows).values()):
+                    ok = False
+                    break
+            if ok:
+                return
+        raise SheafError(Diagnostic("E704", f"shard(s) {lost} could not be rebuilt: their workers keep dying",
+                                    hint="check the workers' memory and logs; the last checkpoint is kept"))
+
+    def _wait(self, futs: dict) -> dict:
+        """The results of ``futs`` (shard -> future); None for a shard whose worker died or that the worker
+        does not hold at that step. A task's own error (a SheafError of the step) is raised here."""
+        import asyncio
+        import concurrent.futures
+
+        out, pending = {}, dict(futs)
+        while pending:
+            k, f = next(iter(pending.items()))
+            try:
+                out[k] = f.result(timeout=POLL)  # the task's own exception is raised, as one process would
+                del pending[k]
+                continue
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+            except (asyncio.CancelledError, concurrent.futures.CancelledError):
+                out[k] = None
+                del pending[k]
+                continue
+            live = self.cluster.workers()
+            for j, g in list(pending.items()):
+                if g.status == "pending" and self._where[j] not in live:
+                    g.cancel()  # its worker is gone: the task can never run there
+                    out[j] = None
+                    del pending[j]
+        return out
+
+    def _run_step(self, shards, step, P, pins_max, rows) -> dict:
+        return self._wait({k: self.client.submit(W.shard_step, self._key(k), step, P, rows[k], pins_max,
+                                                 workers=[self._where[k]], allow_other_workers=False, pure=False)
+                           for k in shards})
+
+    def _ask(self, fn, args) -> list:
+        """``fn(key_k, *args[k])`` on every shard, rebuilding the shards that are lost; results in shard order."""
+        out: dict = {}
+        todo = list(range(len(self._ranges)))
+        for _ in range(MAX_REBUILDS + 1):
+            self._place([k for k in todo if self._where[k] is None])
+            got = self._wait({k: self.client.submit(fn, self._key(k), *args[k], workers=[self._where[k]],
+                                                    allow_other_workers=False, pure=False) for k in todo})
+            out.update({k: v for k, v in got.items() if v is not None})
+            todo = [k for k in todo if got[k] is None]
+            if not todo:
+                return [out[k] for k in range(len(self._ranges))]
+            self.rebuilds += len(todo)
+            for k in todo:
+                self._where[k] = None
+        raise SheafError(Diagnostic("E704", f"shard(s) {todo} could not be solved after {MAX_REBUILDS} rebuilds "
+                                            "(their workers keep dying)",
+                                    hint="check the workers' memory and logs; the last checkpoint is kept"))
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def _gradients(self, X, Y, idx):
+        t0 = time.perf_counter()
+        step = int(self.step_count)
+        P = {k: _host(v) for k, v in self.params.items()}
+        pins_max = float(max(abs(X).max(), abs(Y).max())) if X.shape[0] else 0.0
+        ih = None if idx is None else _host(idx)
+        rows = [None if ih is None else ih[(ih >= a) & (ih < b)] - a for a, b in self._ranges]
+        t1 = time.perf_counter()
+        with self._pure():  # the solves change no driver state: a signal may abandon the step here
+            res = self._ask(W.shard_step, [(step, P, r, pins_max) for r in rows])
+        t2 = time.perf_counter()
+        n = sum(r[3] for r in res)
+        loss = sum(r[0] for r in res) / n
+        counts = [r[1] for r in res if r[3]]
+        cf = None if any(c is None for c in counts) else sum(counts) / n
+        grads: dict = {}
+        for r in res:  # in shard order: the same sums at every run
+            for name, g in r[2].items():
+                grads[name] = g if name not in grads else grads[name] + g
+        c = 1.0 / n if self.reduce == "mean" else 1.0
+        grads = {name: self.xp.asarray(g * c) for name, g in grads.items()}
+        self._log.append((step, P, pins_max, rows))
+        if len(self._log) >= SYNC_EVERY:
+            self._sync(step + 1)
+        self.timing["driver"] += (t1 - t0) + (time.perf_counter() - t2)
+        self.timing["workers"] += t2 - t1
+        return loss, cf, grads
+
+    # -- the per-example state ---------------------------------------------------------------
+
+    def _sync(self, step: int) -> list[dict]:
+        """Gather the shards' state at ``step``: the new base a lost shard is rebuilt from."""
+        parts = self._ask(W.shard_state, [(step,)] * len(self._ranges))
+        self._base, self._base_step, self._log = parts, step, []
+        return parts
+
+    def _extra_state(self) -> dict:
+        """The training set's per-example state, gathered from the shards (a checkpoint's warm starts)."""
+        if getattr(self, "_ranges", None) is None:
+            return {}
+        parts = self._sync(int(self.step_count))
+        keys = set(parts[0])
+        if not keys or any(set(p) != keys for p in parts):
+            return {}
+        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in sorted(keys)}
+
+    def _load_extra(self, state) -> None:
+        super()._load_extra(state)  # checked (and held) as one process holds it
+        rows = {k: np.asarray(v) for k, v in state.items()
+                if k.startswith(("warm.", "stalk.")) and np.ndim(v) >= 1 and np.shape(v)[0] == self.n_train}
+        if getattr(self, "_ranges", None) is None:
+            self._pending_state = rows
+            return
+        self._base, self._base_step, self._log = self._split_state(rows), int(self.step_count), []
+        self._where = [None] * len(self._ranges)
+
+    def _warm_for(self, X):
+        """The logging solves start where one process's do: at the stored equilibria of the first rows."""
+        B = X.shape[0]
+        if not self.step_count or not hasattr(self, "warm") or B > self.n_train or not bool((X == self.Xtr[:B]).all()):
+            return None
+        parts = self._ask(W.shard_rows, [(int(self.step_count), np.arange(max(0, min(b, B) - a)))
+                                         for a, b in self._ranges])
+        parts = [p for p in parts if p and next(iter(p.values())).shape[0]]
+        if not parts:
+            return None
+        state = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+        saved = self.warm
+        try:
+            super()._load_extra(state)
+            return super()._warm_for(X)
+        finally:
+            self.warm = saved
+
+    def close(self) -> None:
+        """Forget the shards on the workers."""
+        if getattr(self, "_token", None) and getattr(self, "client", None) is not None:
+            try:
+                self.client.run(W.drop, self._token)
+            except (OSError, RuntimeError):
+                pass
+
+
+def sharded_class(cls: type) -> type:
+    """``cls`` (a trainer class) with its batch solved on the cluster's workers."""
+    reduce = "sum" if cls.name == "joint" else "mean"
+    return type(f"Sharded{cls.__name__}", (ShardedTrainer, cls), {"reduce": reduce})
+
+
+def sharded_trainer(cluster, G, config, data, params=None, shards: int | None = None):
+    """The trainer :func:`~sheafdsl.training.trainers.make_trainer` would make, sharded on ``cluster``."""
+    from ..training.trainers import trainer_class
+
+    tr = sharded_class(trainer_class(G, config, data))(G, config, data, params)
+    tr.attach(cluster, shards)
+    return tr
+
+
+__all__ = ["ShardedTrainer", "sharded_class", "sharded_trainer", "split_rows", "SYNC_EVERY"]

@@ -1,0 +1,197 @@
+"""Sharded runs on a Dask LocalCluster agree with one process (sheafdsl.distributed; docs/distributed.md).
+
+One module-scoped cluster (2 processes, 1 thread each) serves every test; it is joined by address, so
+``--scheduler`` is exercised too. The killed-worker test runs last: the nanny restarts the worker, and
+the run must end with the one-process result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+import sheafdsl as sd  # noqa: E402
+from sheafdsl.errors import SheafError  # noqa: E402
+from sheafdsl.training.data import dataset_for  # noqa: E402
+from sheafdsl.training.fit import model_config  # noqa: E402
+from sheafdsl.training.trainers import make_trainer  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = os.path.join(ROOT, "models")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from sheafdsl.distributed import Cluster
+
+    with Cluster(workers=2) as c:
+        yield c
+
+
+def _setup(model, **over):
+    G = sd.load(os.path.join(MODELS, model)).graph
+    cfg = model_config(G, over)
+    return G, cfg, dataset_for(G, cfg)
+
+
+def _run(tr, steps):
+    for _ in range(steps):
+        tr.step()
+    return tr
+
+
+def _agree(a, b, tol=1e-12):
+    assert sorted(a.params) == sorted(b.params)
+    for k in a.params:
+        np.testing.assert_allclose(np.asarray(a.params[k]), np.asarray(b.params[k]), rtol=0, atol=tol, err_msg=k)
+    ea, eb = a.evaluate(), b.evaluate()
+    assert ea.keys() == eb.keys()
+    for k in ea:
+        assert ea[k] == pytest.approx(eb[k], rel=1e-12, abs=1e-14), k
+
+
+@pytest.mark.parametrize("model, over, steps", [
+    ("paraboloid.sheaf", {"batch": 64, "n": 300}, 25),           # the sheaf rule, mini-batches (warm starts per shard)
+    ("blobs.sheaf", {"batch": None, "n": 200}, 10),              # softmax output: Newton inside the fast phase
+    ("paraboloid.sheaf", {"trainer": "joint", "batch": 50, "n": 200}, 20),  # the paper's joint flow (a sum)
+    ("paraboloid.sheaf", {"trainer": "backprop", "batch": 40, "n": 200}, 10),
+    ("residual.sheaf", {"batch": 50, "n": 150}, 5),               # a skip edge: the general sheaf trainer
+])
+def test_sharded_trainer_equals_one_process(cluster, model, over, steps):
+    from sheafdsl.distributed import sharded_trainer
+
+    G, cfg, data = _setup(model, **over)
+    one = _run(make_trainer(G, cfg, data), steps)
+    tr = _run(sharded_trainer(cluster, G, cfg, data), steps)
+    assert len(tr._ranges) == 2 and tr.rebuilds == 0
+    _agree(tr, one)
+    # the per-example state the workers keep is the one process's, row for row (a checkpoint's warm starts)
+    s1, s2 = one.state_dict(), tr.state_dict()
+    assert sorted(s1) == sorted(s2)
+    for k in s1:
+        if np.asarray(s1[k]).dtype.kind in "fi":
+            np.testing.assert_allclose(np.asarray(s2[k], float), np.asarray(s1[k], float), rtol=0, atol=1e-11,
+                                       err_msg=k)
+
+
+def test_a_shard_outside_the_batch_keeps_the_state_one_process_would(cluster):
+    """A step whose batch lies in one shard only: the other shard's warm starts still begin at the first step's
+    forward pass, as one process's do (so a later step starts from the same point)."""
+    from sheafdsl.distributed import sharded_trainer
+
+    G, cfg, data = _setup("paraboloid.sheaf", batch=20, n=200)
+    one, tr = make_trainer(G, cfg, data), sharded_trainer(cluster, G, cfg, data)
+    idx = np.arange(20)  # rows 0..19: all in shard 0
+    for t in (one, tr):
+        t._batch_indices = lambda step, idx=idx: idx
+    _run(one, 2), _run(tr, 2)
+    _agree(tr, one)
+    s1, s2 = one.state_dict(), tr.state_dict()
+    for k in s1:
+        if k.startswith("warm."):  # shard 1 (rows 100..199) never solved: exactly the first step's forward pass
+            np.testing.assert_array_equal(np.asarray(s2[k])[100:], np.asarray(s1[k])[100:], err_msg=k)
+            np.testing.assert_allclose(np.asarray(s2[k], float), np.asarray(s1[k], float), rtol=0, atol=1e-12)
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from sheafdsl.cli.main import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=True)
+
+
+def _train_cli(tmp_path, name, *extra):
+    out = tmp_path / name
+    r = _cli("train", os.path.join(MODELS, "paraboloid.sheaf"), "--steps", "30", "--batch", "50", "--n", "200",
+             "--log-every", "10", "--no-baseline", "--no-plots", "--json", "--out", str(out), *extra)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout), out
+
+
+def test_sheaf_train_scheduler_equals_one_process_and_resumes(cluster, tmp_path):
+    """`sheaf train --scheduler ADDRESS` (a running cluster): the summary and the checkpoint are the one
+    process's; a sharded run resumed from its checkpoint continues exactly."""
+    addr = cluster.client.scheduler.address
+    one, d1 = _train_cli(tmp_path, "one")
+    many, d2 = _train_cli(tmp_path, "many", "--scheduler", addr)
+    for k in ("train_loss", "test_loss", "test_mse", "consistent_fraction"):
+        assert many[k] == pytest.approx(one[k], rel=1e-12), k
+    c1, c2 = np.load(d1 / "checkpoint.npz"), np.load(d2 / "checkpoint.npz")
+    for k in c1.files:
+        if c1[k].dtype.kind == "f":
+            np.testing.assert_allclose(c2[k], c1[k], rtol=0, atol=1e-12, err_msg=k)
+    half, d3 = _train_cli(tmp_path, "half", "--scheduler", addr, "--steps", "20")
+    again, _ = _train_cli(tmp_path, "half", "--scheduler", addr, "--resume")
+    for k in ("train_loss", "test_loss"):
+        assert again[k] == pytest.approx(one[k], rel=1e-12), k
+
+
+def test_cluster_flags_are_checked(tmp_path, monkeypatch):
+    from sheafdsl.distributed import cluster as C
+
+    monkeypatch.setattr(C, "CONNECT_TIMEOUT", 1.0)
+    model = os.path.join(MODELS, "paraboloid.sheaf")
+    r = _cli("train", model, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1")
+    assert r.exit_code == 2 and "not both" in r.output
+    assert _cli("train", model, "--workers", "0").exit_code == 2
+    r = _cli("train", model, "--scheduler", "tcp://127.0.0.1:9", "--steps", "1", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 1 and "E702" in r.output and "cannot reach" in r.output, r.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_without_dask_the_flags_say_what_to_install(monkeypatch):
+    from sheafdsl.distributed import cluster as C
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
+    with pytest.raises(SheafError) as e:
+        C.Cluster(workers=2)
+    d = e.value.diagnostics[0]
+    assert d.code == "E700" and "sheafdsl[distributed]" in d.hint
+
+
+def test_the_core_never_imports_dask():
+    """Every command without --workers/--scheduler, and every module outside sheafdsl.distributed, runs
+    without Dask: nothing imports it."""
+    code = ("import sys, pkgutil, importlib, sheafdsl\n"
+            "mods = [m.name for m in pkgutil.walk_packages(sheafdsl.__path__, 'sheafdsl.')\n"
+            "        if not m.name.startswith('sheafdsl.distributed') and not m.name.endswith('__main__')]\n"
+            "for m in mods: importlib.import_module(m)\n"
+            "from click.testing import CliRunner\n"
+            "from sheafdsl.cli.main import cli\n"
+            f"r = CliRunner().invoke(cli, ['infer', {os.path.join(MODELS, 'paraboloid.sheaf')!r}, '--input', '[0.5, 1]'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "print(len(mods), [m for m in ('dask', 'distributed') if m in sys.modules])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr
+    n, loaded = p.stdout.split(" ", 1)
+    assert int(n) > 40 and loaded.strip() == "[]"
+
+
+def test_a_killed_worker_is_recovered_with_the_same_result(cluster):
+    """SIGKILL the worker holding shard 0 mid-run: its shard is rebuilt on a live worker from the last
+    synchronised state and replays its steps since; the run ends with the one-process parameters."""
+    from sheafdsl.distributed import sharded_trainer
+
+    G, cfg, data = _setup("paraboloid.sheaf", batch=64, n=300)
+    one = _run(make_trainer(G, cfg, data), 16)
+    tr = sharded_trainer(cluster, G, cfg, data)
+    _run(tr, 5)
+    tr.state_dict()  # a synchronisation (as a checkpoint takes): the base is step 5
+    _run(tr, 4)      # steps 6..9 are only in the workers' memory (and the driver's log)
+    dead = tr._where[0]
+    pid = cluster.client.run(os.getpid)[dead]
+    os.kill(pid, signal.SIGKILL)
+    _run(tr, 7)
+    assert tr.rebuilds >= 1 and dead not in tr._where
+    _agree(tr, one)
+    cluster.client.wait_for_workers(2, timeout=60)  # the nanny restarts it
