@@ -16,6 +16,8 @@ from ..errors import Diagnostic, SheafError
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: seconds to wait for a scheduler to answer
 CONNECT_TIMEOUT = 10.0
+#: seconds to wait for the processes of a LocalCluster to start and register
+START_TIMEOUT = 120.0
 
 
 def require_dask():
@@ -58,6 +60,14 @@ class Cluster:
             raise SheafError(Diagnostic("E702", f"cannot reach {where}: {exc}",
                                         hint="start one with `dask scheduler` and `dask worker ADDRESS`, or use "
                                              "--workers N for local processes")) from None
+        if workers is not None:  # a loaded machine may start the processes after the cluster object exists
+            try:
+                self.client.wait_for_workers(workers, timeout=START_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                self.close()
+                raise SheafError(Diagnostic("E702", f"the {workers} local worker processes did not start in "
+                                                    f"{START_TIMEOUT:g} s ({exc})",
+                                            hint="the machine may be overloaded: try fewer --workers")) from None
         if scheduler is not None:
             try:
                 self.client.wait_for_workers(1, timeout=timeout)
