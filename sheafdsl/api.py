@@ -498,12 +498,13 @@ def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, s
                        rtol: float | None = None, maxiter: int | None = None, file: str = API,
                        atol: float | None = None, rho: float | None = None, x0=None, x0_seed: int = 0,
                        dt: float | None = None, alpha: float = 1.0, change_tol: float | None = None, trace=False,
-                       trace_stalks=None, trace_every: int = 1) -> Inference:
+                       trace_stalks=None, trace_every: int = 1, cluster=None) -> Inference:
     """Solve for the harmonic extension of ``boundary`` (checked values of the input stalks) with the
     inference pins, and gather every stalk's values on the host (``Sheaf.infer``, ``sheaf infer``); for a
     consensus problem, its minimiser (``solver`` admm, admm-local or exact; ``atol``, ``rho``: ADMM's).
     ``x0``, ``x0_seed``, ``dt``, ``alpha``, ``change_tol`` and ``trace*``: the heat equation's
-    (:meth:`Sheaf.infer`); E662 when they do not fit."""
+    (:meth:`Sheaf.infer`); E662 when they do not fit. ``cluster`` (a :class:`sheafdsl.distributed.Cluster`):
+    the batch split over its workers (docs/distributed.md)."""
     import numpy as np
 
     heat = dict(x0=x0, x0_seed=x0_seed, **_heat_options(solver, x0=x0, dt=dt, alpha=alpha, change_tol=change_tol,
@@ -522,9 +523,24 @@ def harmonic_extension(G, params: dict, boundary: dict, *, batch: bool = True, s
                               or v < 0 or (name == "rho" and v == 0)):
             raise SheafError(Diagnostic("E519", f"{name} must be a finite number " + (">= 0" if name == "atol" else "> 0")
                                         + f", not {v!r}", file=file))
+    local = None
+    if cluster is not None and solver == "admm-local":  # the agents partitioned over the workers
+        from .distributed.admm import partitioned
+
+        local = partitioned(cluster, maxiter=maxiter)
+    elif cluster is not None:  # the batch split over the workers
+        from .distributed.batch import sharded_inference
+
+        if trace or x0 == "random":
+            raise SheafError(Diagnostic("E703", "a heat-equation trace, or random initial stalks, belong to one batch: "
+                                                "they are not split over workers", file=file,
+                                        hint="drop --trace / --x0 random, or --workers"))
+        return sharded_inference(cluster, G, params, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter,
+                                 file=file, atol=atol, rho=rho, x0=x0, dt=dt, alpha=alpha, change_tol=change_tol)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # an overflow is reported below
         res = solve(G, params, boundary, method=solver, sources=INFERENCE,
-                    rtol=None if rtol is None else float(rtol), maxiter=maxiter, atol=atol, rho=rho, **heat)
+                    rtol=None if rtol is None else float(rtol), maxiter=maxiter, atol=atol, rho=rho, **heat,
+                    **({} if local is None else {"local": local}))
     vals = {v: np.asarray(to_numpy(res.stalk(v))) for v in stalks(G) if not G.nodes[v].get("anchor")}
     bad = [v for v, a in vals.items() if not np.all(np.isfinite(a))]
     if bad:  # never print an infinity or NaN as a result
@@ -590,7 +606,7 @@ def spectrum_boundary(G, inputs, targets, *, names=("--input", "--target"), file
 
 def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: dict | None = None,
                     samples: int | None = None, seed: int = 0, dense_cutoff: int | None = None,
-                    vectors: bool = False):
+                    vectors: bool = False, cluster=None):
     """The spectrum of L_free at the gates of ``boundary``'s harmonic extension (with ``targets``: of
     the two-sided equilibrium), or over ``samples`` random activation patterns (``Sheaf.spectrum``,
     ``sheaf spectrum``); ``report.warning`` says when some extension did not converge."""
@@ -602,6 +618,10 @@ def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: d
 
     _count("samples", samples, 1)
     _count("dense_cutoff", dense_cutoff, 0)
+    if cluster is not None and boundary is not None:
+        raise SheafError(Diagnostic("E703", "--workers splits the sampled activation patterns of --samples over the "
+                                            "workers, not the spectra at given --input examples",
+                                    hint="use --samples N with --workers, or drop --workers", file="<command line>"))
     note = None
     if boundary is not None:
         from .solvers import solve
@@ -620,8 +640,13 @@ def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: d
         require_budget(G, n, dense_cutoff=DENSE_CUTOFF if dense_cutoff is None else dense_cutoff)  # before allocating
         states = sample_states(G, n, np.random.default_rng([seed, 1]))
         mode = "samples" if is_state_dependent(G) else "fixed"
-    report = spectrum(G, params, states, dense_cutoff=DENSE_CUTOFF if dense_cutoff is None else dense_cutoff,
-                      mode=mode, vectors=vectors)
+    cutoff = DENSE_CUTOFF if dense_cutoff is None else dense_cutoff
+    if cluster is not None:  # the sampled patterns split over the workers (docs/distributed.md)
+        from .distributed.batch import sharded_spectrum
+
+        report = sharded_spectrum(cluster, G, params, states, dense_cutoff=cutoff, mode=mode, vectors=vectors)
+    else:
+        report = spectrum(G, params, states, dense_cutoff=cutoff, mode=mode, vectors=vectors)
     report.warning = note
     return report
 

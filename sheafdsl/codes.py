@@ -193,7 +193,8 @@ CODES: dict[str, str] = {
     # distributed: Dask workers (sheafdsl.distributed)
     "E700": "--workers or --scheduler without Dask installed (the [distributed] extra)",
     "E701": "a cluster asked for with both or neither of a worker count and a scheduler, or a worker count below 1",
-    "E702": "the Dask scheduler cannot be reached, or has no workers",
+    "E702": "the Dask scheduler cannot be reached, or has no workers (or local worker processes did not start)",
+    "E703": "this command, solver or option cannot run sharded over workers (the message says what can)",
     "E704": "every worker died, or a shard could not be rebuilt after repeated worker deaths",
 }
 

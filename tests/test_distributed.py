@@ -177,6 +177,98 @@ def test_the_core_never_imports_dask():
     assert int(n) > 40 and loaded.strip() == "[]"
 
 
+# ----------------------------------------------------------------------------------------------
+# batched solves and admm-local across workers
+
+
+def test_sharded_inference_and_spectrum_equal_one_process(cluster):
+    """`sheaf infer --workers`: every stalk of a batch (a chain's forward pass and a general sheaf's active-set
+    solves) as one process computes it, to round-off; `sheaf spectrum --samples --workers`: the same report."""
+    from sheafdsl.api import harmonic_extension, spectrum_report
+    from sheafdsl.lowering import init_params
+
+    rng = np.random.default_rng(3)
+    for model in ("paraboloid.sheaf", "residual.sheaf"):
+        G = sd.load(os.path.join(MODELS, model)).graph
+        P = init_params(G, 0)
+        X = rng.uniform(-2, 2, (301, 2))
+        one = harmonic_extension(G, P, {"x": X})
+        many = harmonic_extension(G, P, {"x": X}, cluster=cluster)
+        assert many.result.batch == 301 and len(many.result.parts) == 2
+        for v in one.stalks:
+            np.testing.assert_allclose(many.stalks[v], one.stalks[v], rtol=1e-12, atol=1e-14, err_msg=v)
+        np.testing.assert_array_equal(many.converged, one.converged)
+        np.testing.assert_array_equal(many.consistent, one.consistent)
+        r1 = spectrum_report(G, P, samples=24, seed=5)
+        r2 = spectrum_report(G, P, samples=24, seed=5, cluster=cluster)
+        assert r2.to_json() == r1.to_json()
+
+
+def _consensus(n_agents: int, seed: int = 0, batch: int | None = None):
+    """A ring-with-chords consensus problem: 3-dim agents, random 2 x 3 maps, half the edges hard, a
+    quadratic and a box on every agent (bench_admm.py's kind of problem, small)."""
+    from sheafdsl.ir import Constant, add_edge, add_objective, add_param, add_stalk, new_sheaf
+
+    rng = np.random.default_rng(seed)
+    G = new_sheaf(f"ring{n_agents}")
+    params = {}
+    for i in range(n_agents):
+        add_stalk(G, f"v{i}", 3)
+        A = rng.normal(size=(3, 3))
+        add_param(G, f"q{i}", (3,), "zeros")
+        params[f"q{i}"] = rng.normal(size=(batch, 3) if batch else 3)
+        add_objective(G, f"v{i}", "quadratic", Q=A @ A.T / 3 + 0.1 * np.eye(3), q=f"q{i}")
+        add_objective(G, f"v{i}", "box", lo=-0.5, hi=0.5)
+    pairs = [(i, (i + 1) % n_agents) for i in range(n_agents)] + [(i, (i + 5) % n_agents) for i in range(0, n_agents, 3)]
+    for k, (a, b) in enumerate(pairs):
+        add_edge(G, f"e{k}", f"v{a}", f"v{b}", src_map=Constant(rng.normal(size=(2, 3))),
+                 dst_map=Constant(rng.normal(size=(2, 3))), hard=k % 2 == 0)
+    return G, params
+
+
+def test_admm_local_across_workers_equals_one_process(cluster):
+    """`--solver admm-local --workers 2`: the agents partitioned (Kernighan–Lin), only cut edges' ends
+    travelling, worker to worker; the same iterations and minimiser as one process (to the round-off of the
+    stopping test's sums), and far fewer values sent than the problem holds."""
+    from sheafdsl.distributed.admm import partition, partitioned
+    from sheafdsl.solvers import solve
+
+    G, params = _consensus(40, batch=2)
+    owner = partition(G, 2)
+    assert sorted(set(owner.values())) == [0, 1] and abs(sum(owner.values()) - 20) <= 1
+    made = []
+
+    def local(P, rho, warm):
+        made.append(partitioned(cluster)(P, rho, warm))
+        return made[-1]
+
+    one = solve(G, params, method="admm-local", rtol=1e-6)
+    many = solve(G, params, method="admm-local", rtol=1e-6, local=local)
+    assert many.iterations == one.iterations and bool(np.all(many.converged))
+    np.testing.assert_allclose(many.cochain, one.cochain, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(many.objective, one.objective, rtol=1e-10)
+    a = made[0]
+    cut = a.cut_edges
+    assert 0 < cut < 20 and a._per_iteration == 2 * 2 * cut  # each cut edge: its two ends' e, 2 rows each
+    assert a.messages == a._per_iteration * one.iterations
+
+
+def test_sheaf_infer_admm_local_workers_cli(cluster, tmp_path):
+    """The contract command: `sheaf infer FILE --solver admm-local --workers N` (here by --scheduler) prints the
+    one-process minimiser; --workers with --input on `sheaf spectrum` is E703."""
+    model = os.path.join(MODELS, "formation.sheaf")
+    addr = cluster.client.scheduler.address
+    one = _cli("infer", model, "--solver", "admm-local", "--json")
+    many = _cli("infer", model, "--solver", "admm-local", "--scheduler", addr, "--json")
+    assert one.exit_code == 0 and many.exit_code == 0, many.output
+    a, b = json.loads(one.stdout), json.loads(many.stdout)
+    assert b["iterations"] == a["iterations"]
+    for v in a["stalks"]:
+        np.testing.assert_allclose(b["stalks"][v], a["stalks"][v], atol=1e-9)
+    r = _cli("spectrum", os.path.join(MODELS, "paraboloid.sheaf"), "--input", "[0.5, 1]", "--scheduler", addr)
+    assert r.exit_code == 1 and "E703" in r.output
+
+
 def test_a_killed_worker_is_recovered_with_the_same_result(cluster):
     """SIGKILL the worker holding shard 0 mid-run: its shard is rebuilt on a live worker from the last
     synchronised state and replays its steps since; the run ends with the one-process parameters."""

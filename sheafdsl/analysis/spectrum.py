@@ -375,6 +375,15 @@ def spectrum(G, params: dict, states, *, variants=tuple(VARIANTS), dense_cutoff:
     >>> r.worst["training"]["singular"], r.worst["training"]["lambda_min"] > 0, len(r.samples)
     (False, True, 8)
     """
+    samples = sample_extremes(G, params, states, variants=variants, dense_cutoff=dense_cutoff)
+    vecs = [extreme_vectors(G, params, state, gates, dense_cutoff=dense_cutoff) for state, gates in states] \
+        if vectors else None
+    return summarise(G, samples, variants=variants, mode=mode, vectors=vecs)
+
+
+def sample_extremes(G, params: dict, states, *, variants=tuple(VARIANTS), dense_cutoff: int = DENSE_CUTOFF) -> list:
+    """Per (state, gates) of ``states``: variant -> :class:`Extremes` of its L_free (each sample on its own,
+    so a list of states can be cut anywhere and the pieces computed apart: ``sheaf spectrum --workers``)."""
     labels = {v: free_labels(G, VARIANTS[v]) for v in variants}
     frees = {v: free_indices(G, VARIANTS[v]) for v in variants}
     samples = []
@@ -385,6 +394,12 @@ def spectrum(G, params: dict, states, *, variants=tuple(VARIANTS), dense_cutoff:
         for v in variants:
             row[v] = gram_extremes(A[:, frees[v]], dense_cutoff=dense_cutoff, labels=labels[v])
         samples.append(row)
+    return samples
+
+
+def summarise(G, samples: list, *, variants=tuple(VARIANTS), mode: str = "samples", vectors=None) -> SpectrumReport:
+    """The report of per-sample extremes (:func:`sample_extremes`): the worst case of each variant
+    (``vectors``: the states' :func:`extreme_vectors`, or None)."""
     worst = {}
     for v in variants:
         ex = [s[v] for s in samples]
@@ -399,9 +414,7 @@ def spectrum(G, params: dict, states, *, variants=tuple(VARIANTS), dense_cutoff:
                     "singular": any(e.singular for e in ex),
                     "singular_samples": sum(e.singular for e in ex), "worst_sample": k,
                     "kernel": ex[k].kernel, "nullity": ex[k].nullity, "tol": ex[k].tol, "method": ex[k].method}
-    vecs = [extreme_vectors(G, params, state, gates, dense_cutoff=dense_cutoff) for state, gates in states] \
-        if vectors else None
-    return SpectrumReport(mode, samples, worst, is_state_dependent(G), vectors=vecs)
+    return SpectrumReport(mode, samples, worst, is_state_dependent(G), vectors=vectors)
 
 
 def states_at(result, index: int | None = None) -> list[tuple[np.ndarray, dict]]:

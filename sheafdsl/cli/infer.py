@@ -22,6 +22,9 @@ The heat equation (``--solver diffusion``): ``--x0 zeros|random|forward`` (``--x
 iteration, per layer and per edge; the stalks, ``--trace-stalks``, every ``--trace-every`` steps; every
 activation-pattern crossing), printed, in ``--json`` as ``trace``, or written to FILE (.json or .npz).
 
+``--workers N`` (a local Dask cluster) or ``--scheduler ADDRESS`` (a running one) split the batch over
+the workers (docs/distributed.md); with ``--solver admm-local`` they split the agents instead.
+
 Parameters come from ``lowering.init_params(G, --seed)`` unless ``--params FILE.npz`` gives them (an npz of
 name -> array, e.g. a training checkpoint; entries with a ``/`` in their name or starting with ``__`` are
 ignored).
@@ -39,7 +42,8 @@ from ..ir import pinned_stalks
 from ..options import SOLVE_METHODS
 from ..solvers.core import STARTS
 from ..errors import Diagnostic, SheafError
-from .common import console, emit_json, json_option, load_ir, model_argument, print_table, seed_option
+from .common import (cluster_options, console, emit_json, json_option, load_ir, model_argument, open_cluster,
+                     print_table, seed_option)
 
 TABLE_ROWS = 20
 
@@ -86,9 +90,10 @@ TABLE_ROWS = 20
 @click.option("--trace-stalks", default=None, metavar="NAME,...", help="With --trace: the stalks to record (default all).")
 @click.option("--trace-every", type=int, default=1, show_default=True,
               help="With --trace: record the stalks and discords every k-th step (crossings: every step).")
+@cluster_options
 @json_option
 def command(file, input_, pins, solver, params_path, seed, rtol, atol, rho, maxiter, plot_path, x0, x0_seed, dt, alpha,
-            change_tol, trace, trace_stalks, trace_every, as_json):
+            change_tol, trace, trace_stalks, trace_every, workers, scheduler, as_json):
     """The harmonic extension of the pins of FILE: the values of the free stalks.
 
     Stalks pinned to input take --input; stalks pinned to target are free (pin them with --pin for the
@@ -114,12 +119,18 @@ def command(file, input_, pins, solver, params_path, seed, rtol, atol, rho, maxi
     if trace not in (None, "-") and not trace.endswith((".json", ".npz")):
         raise SheafError(Diagnostic("E663", f"the trace file `{trace}` must end in .json or .npz",
                                     file="<command line>", hint="e.g. --trace trace.npz"))
-    out = harmonic_extension(G, params, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter,
-                             file="<command line>", atol=atol, rho=rho, x0=x0, x0_seed=x0_seed if x0 else 0, dt=dt,
-                             alpha=alpha, change_tol=change_tol, trace=trace is not None,
-                             trace_stalks=None if trace_stalks is None else
-                             [t.strip() for t in trace_stalks.split(",") if t.strip()],
-                             trace_every=trace_every)
+    sharded = workers is not None or scheduler is not None
+    if plot_path is not None and sharded and solver != "admm-local":
+        raise SheafError(Diagnostic("E703", "--plot draws one ADMM run's residuals; --workers splits the instances "
+                                            "into several runs", hint="drop --plot or --workers",
+                                    file="<command line>"))
+    with open_cluster(workers, scheduler) as cluster:
+        out = harmonic_extension(G, params, boundary, batch=batch, solver=solver, rtol=rtol, maxiter=maxiter,
+                                 file="<command line>", atol=atol, rho=rho, x0=x0, x0_seed=x0_seed if x0 else 0, dt=dt,
+                                 alpha=alpha, change_tol=change_tol, trace=trace is not None,
+                                 trace_stalks=None if trace_stalks is None else
+                                 [t.strip() for t in trace_stalks.split(",") if t.strip()],
+                                 trace_every=trace_every, cluster=cluster)
     res, vals = out.result, out.stalks
     traj = out.trajectory
     if traj is not None and trace != "-":

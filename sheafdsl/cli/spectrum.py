@@ -1,4 +1,4 @@
-"""``sheaf spectrum FILE [--input JSON | --samples N] [--seed S] [--params FILE.npz] [--json]``.
+"""``sheaf spectrum FILE [--input JSON | --samples N [--workers N | --scheduler ADDRESS]] [--seed S] [--params FILE.npz] [--json]``.
 
 λ_min, λ_max and κ = λ_max/λ_min of the restricted Laplacian L_free = δ_Ωᵀ W² δ_Ω (see
 :mod:`sheafdsl.analysis.spectrum`), in two variants:
@@ -19,7 +19,8 @@ The state-dependent maps are fixed either
 - by ``--samples N`` (default 100): N random activation patterns, each ReLU unit on or off by a fair coin
   (a generator seeded with ``[seed, 1]``), nonlinear maps linearised at c ~ N(0, I).
 
-A sheaf with no state-dependent map has one L_free, computed once. Parameters come from
+A sheaf with no state-dependent map has one L_free, computed once. ``--workers N`` / ``--scheduler ADDRESS``
+split the sampled patterns over Dask workers (docs/distributed.md): the same report. Parameters come from
 ``init_params(G, --seed)`` or ``--params FILE.npz``.
 
 A singular L_free (λ_min ≤ n·ε·λ_max) is a result, not an error: κ is reported as inf (``null`` in JSON,
@@ -35,7 +36,8 @@ import click
 import numpy as np
 
 from ..options import SPECTRUM_SAMPLES
-from .common import console, emit_json, json_option, load_ir, model_argument, print_table, seed_option
+from .common import (cluster_options, console, emit_json, json_option, load_ir, model_argument, open_cluster,
+                     print_table, seed_option)
 
 SAMPLE_ROWS = 10
 
@@ -57,8 +59,9 @@ SAMPLE_ROWS = 10
               help="Also the eigenvectors of λ_min (Fiedler) and λ_max of the training L_free (input and target "
                    "pinned, every other stalk free: the paper's convention) and their energy per stalk block and "
                    "per layer.")
+@cluster_options
 @json_option
-def command(file, input_, target, samples, seed, params_path, dense_cutoff, vectors, as_json):
+def command(file, input_, target, samples, seed, params_path, dense_cutoff, vectors, workers, scheduler, as_json):
     """λ_min, λ_max and κ of L_free for FILE, at given inputs or over sampled activation patterns."""
     from ..api import spectrum_boundary, spectrum_report
     from ..lowering import load_params
@@ -70,8 +73,15 @@ def command(file, input_, target, samples, seed, params_path, dense_cutoff, vect
     G = load_ir(file)
     params = load_params(G, params_path, seed)
     boundary, targets = spectrum_boundary(G, input_, target)
-    report = spectrum_report(G, params, boundary=boundary, targets=targets, samples=samples, seed=seed,
-                             dense_cutoff=dense_cutoff, vectors=vectors)
+    if input_ is not None and (workers is not None or scheduler is not None):
+        from ..errors import Diagnostic, SheafError
+
+        raise SheafError(Diagnostic("E703", "--workers splits the sampled activation patterns of --samples over the "
+                                            "workers, not the spectra at given --input examples",
+                                    hint="use --samples N with --workers, or drop --workers", file="<command line>"))
+    with open_cluster(workers, scheduler) as cluster:
+        report = spectrum_report(G, params, boundary=boundary, targets=targets, samples=samples, seed=seed,
+                                 dense_cutoff=dense_cutoff, vectors=vectors, cluster=cluster)
     note = report.warning
     if as_json:
         out = report.to_json()

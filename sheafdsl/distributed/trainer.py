@@ -83,7 +83,8 @@ class ShardedTrainer:
         self._log: list[tuple] = []  # (step, θ, max |pin|, rows per shard) of each step since the base
         self._config = self._worker_config()
         self.rebuilds = 0  # shards rebuilt after a fault (or an abandoned step), over the run
-        self.timing = {"driver": 0.0, "workers": 0.0}  # seconds: the driver's own work, waiting for the shards
+        #: seconds: the driver's own work, waiting for the shards, and the slowest shard's work inside that wait
+        self.timing = {"driver": 0.0, "workers": 0.0, "compute": 0.0}
 
     def _worker_config(self):
         import dataclasses
@@ -221,6 +222,7 @@ class ShardedTrainer:
             self._sync(step + 1)
         self.timing["driver"] += (t1 - t0) + (time.perf_counter() - t2)
         self.timing["workers"] += t2 - t1
+        self.timing["compute"] += max(r[4] for r in res)  # the slowest shard's own solve and update
         return loss, cf, grads
 
     # -- the per-example state ---------------------------------------------------------------

@@ -53,8 +53,11 @@ def shard_init(key: str, G, config, data, params: dict, state: dict, step: int, 
 def shard_step(key: str, step: int, params: dict, idx, pins_max):
     """Step ``step`` of shard ``key``: the trainer's own fast phase and local update on its rows ``idx``
     (None: all of them) with the broadcast ``params``. Returns (loss sum, consistent count or None,
-    gradient sums, rows) — sums over the shard's examples, for the driver to reduce — or None when this
-    worker does not hold the shard at that step."""
+    gradient sums, rows, seconds) — sums over the shard's examples, for the driver to reduce — or None when this
+    worker does not hold the shard at that step; last, the seconds the step took here."""
+    import time
+
+    t0 = time.perf_counter()
     sh = SHARDS.get(key)
     if sh is None or sh.step != int(step):
         return None
@@ -75,7 +78,7 @@ def shard_step(key: str, step: int, params: dict, idx, pins_max):
         count = None if cf is None else int(round(float(cf) * n))
     sh.step = int(step) + 1
     tr.step_count = sh.step
-    return float(loss) * n, count, out, n
+    return float(loss) * n, count, out, n, time.perf_counter() - t0
 
 
 def shard_state(key: str, step: int):

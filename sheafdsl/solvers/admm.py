@@ -433,10 +433,13 @@ class ADMMOutcome:
 
 
 def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=None, maxiter=None, warm=None,
-             adapt: bool = True, record_trace: bool = True, stall=None, zsolve: str | None = None) -> ADMMOutcome:
+             adapt: bool = True, record_trace: bool = True, stall=None, zsolve: str | None = None,
+             local=None) -> ADMMOutcome:
     """Run ``admm`` or ``admm-local`` on the lowered problem ``P`` (see the module docstring). ``zsolve``
     (admm): ``cg`` (matrix-free, the default on a GPU) or ``factor`` (one sparse LU per value of ρ and κ,
-    on the host; the default with numpy)."""
+    on the host; the default with numpy). ``local(P, rho, warm)`` (admm-local): the iteration's state and
+    step in place of :class:`_Local`'s, with its interface (the agents spread over Dask workers:
+    :mod:`sheafdsl.distributed.admm`); everything else (stopping, ρ, stalls) is this loop's."""
     xp = P.xp
     o = dict(DEFAULTS)
     for k, v in dict(rho=rho, alpha=alpha, rtol=rtol, atol=atol, maxiter=maxiter, stall=stall).items():
@@ -457,7 +460,7 @@ def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=N
         zsolve = "factor" if xp is np else "cg"
     if zsolve not in ("factor", "cg"):
         raise _err("E519", f"zsolve must be `factor` or `cg`, not {zsolve!r}")
-    algo = _Global(P, rho_v, warm, zsolve) if method == "admm" else _Local(P, rho_v, warm)
+    algo = _Global(P, rho_v, warm, zsolve) if method == "admm" else (local or _Local)(P, rho_v, warm)
     rtol_, atol_, alpha_ = float(o["rtol"]), float(o["atol"]), float(o["alpha"])
     maxit, adapt_every, adapt_stop = int(o["maxiter"]), o["adapt_every"], o["adapt_stop"]
     check = o["check"] if method == "admm-local" else 1

@@ -71,7 +71,8 @@ def pinned_cochain(G, params, values, xp):
 
 
 def solve_consensus(G, params, values=None, *, method: str = "admm", rtol=None, atol=None, maxiter=None, x0=None,
-                    warm=None, rho=None, alpha=None, xp=None, record_trace: bool = True, zsolve=None) -> SolveResult:
+                    warm=None, rho=None, alpha=None, xp=None, record_trace: bool = True, zsolve=None,
+                    local=None) -> SolveResult:
     """Solve the consensus problem of ``G`` (module docstring) for a batch; returns a :class:`SolveResult`
     with, besides the usual fields, ``objective``, ``primal_residual`` and ``dual_residual`` (B,), the
     residual traces ``primal_trace``/``dual_trace``/``rho_trace`` (T, B) (ADMM), and ``state`` (a warm start
@@ -103,7 +104,7 @@ def solve_consensus(G, params, values=None, *, method: str = "admm", rtol=None, 
     from .admm import run_admm
 
     out = run_admm(P, method=method, rho=rho, alpha=alpha, rtol=rtol, atol=atol, maxiter=maxiter, warm=w,
-                   record_trace=record_trace, zsolve=zsolve)
+                   record_trace=record_trace, zsolve=zsolve, local=local)
     x = out.x
     obj = P.objective(x)
     res = SolveResult(P.cochain(x), out.converged, out.iterations, xp.maximum(out.primal, out.dual), obj,

@@ -136,7 +136,7 @@ def _sources(boundary, sources) -> tuple:
 def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece: str | None = None,
           rtol: float | None = None, maxiter: int | None = None, x0=None, warm=None, xp=None, record_trace: bool = False,
           sources=None, atol: float | None = None, rho: float | None = None, x0_seed: int = 0,
-          step: float | None = None, change_tol: float | None = None, trajectory=None) -> SolveResult:
+          step: float | None = None, change_tol: float | None = None, trajectory=None, local=None) -> SolveResult:
     """The harmonic extension of the pins of ``boundary`` (see the module docstring).
 
     Parameters
@@ -222,7 +222,7 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
         from .consensus import solve_consensus
 
         return solve_consensus(G, params, values, method=method, rtol=rtol, atol=atol, maxiter=maxiter, x0=x0,
-                               warm=warm, rho=rho, xp=xp)
+                               warm=warm, rho=rho, xp=xp, local=local)
     heat = step is not None or change_tol is not None or trajectory not in (None, False)
     if heat and method != "diffusion":
         raise _err("E662", f"a fixed step, the change rule and a trajectory are the heat equation's (`diffusion`), "

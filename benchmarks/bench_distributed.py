@@ -1,0 +1,361 @@
+"""Throughput against workers (1, 2) for the three sharded paths of issue 14, broken into compute,
+serialisation and communication per step, and the scaling model of docs/distributed.md.
+
+1. ``sheaf infer`` at batch 10⁶ (paraboloid net, input pinned): examples per second, one process against
+   :func:`sheafdsl.distributed.batch.sharded_inference` on 1 and 2 workers;
+2. a sheaf-rule training step at batch 10⁵ (paraboloid net, 10⁵ training examples, full batch): steps
+   per second, :class:`~sheafdsl.training.trainers.SheafTrainer` against the sharded trainer on 1 and 2
+   workers (the target: ≥ 1.6× with two workers);
+3. ``admm-local`` on 10⁴ agents (the random geometric problem of bench_admm.py): iterations per second
+   for a fixed number of iterations (it does not converge in a benchmark's time), one process against
+   the partitioned iteration on 2 workers.
+
+The compared runs alternate (single, 1 worker, 2 workers, single, ...) ``--repeats`` times; medians are
+reported. Per step: **compute** is the time inside the workers' solves (their own clocks; for the
+partitioned ADMM, the parts' arithmetic), **serialisation** the time to pickle and unpickle what a step
+sends and receives (measured on the driver on the same objects), **communication** the rest of the
+step's wall time beyond compute and serialisation (latency, scheduling, transfers, waiting for the
+slowest shard). One BLAS thread everywhere; the load average is printed with the results.
+
+Usage: ``python benchmarks/bench_distributed.py [--repeats 3] [--only infer,train,admm] [--json-out FILE]
+[--plot docs/distributed_scaling.png]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+#: the scaling model's network: one stated latency and bandwidth (a 10 Gb/s data-centre link)
+LATENCY_S = 200e-6
+BANDWIDTH_BPS = 1.25e9
+
+
+def _ser(obj) -> tuple[float, int]:
+    """Seconds to pickle and unpickle ``obj`` (protocol 5, as Dask's), and its size in bytes."""
+    t = time.perf_counter()
+    b = pickle.dumps(obj, protocol=5)
+    pickle.loads(b)
+    return time.perf_counter() - t, len(b)
+
+
+def _median(xs):
+    return float(np.median(np.asarray(xs, dtype=float)))
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. infer
+
+
+def _timed_piece(boundary, G, params):
+    from sheafdsl.api import harmonic_extension
+
+    t = time.perf_counter()
+    out = harmonic_extension(G, params, boundary, batch=True)
+    out.result = None
+    return time.perf_counter() - t, out
+
+
+def bench_infer(clusters, B: int, repeats: int) -> dict:
+    import sheafdsl as sd
+    from sheafdsl.api import harmonic_extension
+    from sheafdsl.distributed.batch import sharded_inference
+    from sheafdsl.distributed.trainer import split_rows
+    from sheafdsl.lowering import init_params
+
+    G = sd.load(ROOT / "models" / "paraboloid.sheaf").graph
+    P = init_params(G, 0)
+    X = np.random.default_rng(0).uniform(-2, 2, (B, 2))
+    rows: dict = {"single": [], **{f"{w} workers": [] for w in clusters}}
+    parts: dict = {w: [] for w in clusters}
+    for _ in range(repeats):
+        t = time.perf_counter()
+        ref = harmonic_extension(G, P, {"x": X})
+        rows["single"].append(time.perf_counter() - t)
+        for w, c in clusters.items():
+            t = time.perf_counter()
+            out = sharded_inference(c, G, P, {"x": X}, batch=True, solver="exact")
+            wall = time.perf_counter() - t
+            rows[f"{w} workers"].append(wall)
+            assert all(np.allclose(out.stalks[v], ref.stalks[v], rtol=1e-13, atol=1e-15) for v in ref.stalks)
+            # the breakdown: the workers' own solve times, and the pickling of what travels
+            pieces = [{"x": X[a:b]} for a, b in split_rows(B, w)]
+            futs = [c.client.submit(_timed_piece, p, G, P, pure=False) for p in pieces]
+            res = c.client.gather(futs)
+            compute = max(r[0] for r in res)
+            ser = sum(_ser(p)[0] + _ser(r[1])[0] for p, r in zip(pieces, res))
+            size = sum(_ser(p)[1] + _ser(r[1])[1] for p, r in zip(pieces, res))
+            parts[w].append((wall, compute, ser, size))
+    out = {"batch": B, "seconds": {k: _median(v) for k, v in rows.items()}}
+    out["throughput"] = {k: B / v for k, v in out["seconds"].items()}
+    out["breakdown"] = {f"{w} workers": {"compute": _median([p[1] for p in v]), "serialisation": _median([p[2] for p in v]),
+                                         "communication": _median([max(0.0, p[0] - p[1] - p[2]) for p in v]),
+                                         "bytes": int(v[0][3])} for w, v in parts.items()}
+    out["single_compute"] = out["seconds"]["single"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. a sheaf-rule step
+
+
+def bench_train(clusters, n: int, steps: int, repeats: int) -> dict:
+    import sheafdsl as sd
+    from sheafdsl.distributed import sharded_trainer
+    from sheafdsl.training.data import dataset_for
+    from sheafdsl.training.fit import model_config
+    from sheafdsl.training.trainers import make_trainer
+
+    G = sd.load(ROOT / "models" / "paraboloid.sheaf").graph
+    cfg = model_config(G, {"n": n, "batch": None, "steps": steps})
+    data = dataset_for(G, cfg)
+    one = make_trainer(G, cfg, data)
+    many = {w: sharded_trainer(c, G, cfg, data) for w, c in clusters.items()}
+    for t in (one, *many.values()):  # warm-up: the first step sets up the warm starts (and places the shards)
+        t.step()
+    rows: dict = {"single": [], **{f"{w} workers": [] for w in clusters}}
+    brk: dict = {w: [] for w in clusters}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            one.step()
+        rows["single"].append((time.perf_counter() - t0) / steps)
+        for w, tr in many.items():
+            tr.timing.update(driver=0.0, workers=0.0, compute=0.0)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                tr.step()
+            wall = (time.perf_counter() - t0) / steps
+            rows[f"{w} workers"].append(wall)
+            P = {k: np.asarray(v) for k, v in tr.params.items()}
+            ser = len(tr._ranges) * (_ser((P, None, 1.0))[0] + _ser((1.0, 1, P, 1))[0])  # θ out, the sums back
+            compute = tr.timing["compute"] / steps
+            brk[w].append((wall, compute, ser, tr.timing["driver"] / steps))
+    for w, tr in many.items():
+        d = max(float(np.abs(np.asarray(tr.params[k]) - np.asarray(one.params[k])).max()) for k in one.params)
+        assert d < 1e-12, d
+    out = {"n": n, "seconds_per_step": {k: _median(v) for k, v in rows.items()}}
+    out["throughput"] = {k: n / v for k, v in out["seconds_per_step"].items()}
+    out["speedup"] = {k: out["seconds_per_step"]["single"] / v for k, v in out["seconds_per_step"].items()}
+    out["breakdown"] = {f"{w} workers": {"compute": _median([b[1] for b in v]), "serialisation": _median([b[2] for b in v]),
+                                         "communication": _median([max(0.0, b[0] - b[1] - b[2]) for b in v])}
+                        for w, v in brk.items()}
+    out["theta_bytes"] = int(sum(np.asarray(v).nbytes for v in one.params.values()))
+    out["driver_seconds_per_step"] = _median([b[3] for v in brk.values() for b in v])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. admm-local
+
+
+def bench_admm(clusters, agents: int, iters: int, repeats: int) -> dict:
+    """Seconds per iteration: one process from the difference of two runs (iters/3 and iters iterations, so
+    that lowering and the vertex factorisation cancel), the partitioned one from its blocks of iterations
+    (its setup, the partition and the parts' data, reported apart)."""
+    import warnings
+
+    from bench_admm import problem
+    from sheafdsl.distributed.admm import partitioned
+    from sheafdsl.solvers import solve
+
+    G, params, _, m = problem(agents, seed=0)
+    i1 = max(1, iters // 3)
+    rows: dict = {"single": []}
+    brk: dict = {}
+    info = {}
+    for _ in range(repeats):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # not converged in so few iterations: that is not the point here
+            t0 = time.perf_counter()
+            solve(G, params, method="admm-local", maxiter=i1)
+            t1 = time.perf_counter()
+            ref = solve(G, params, method="admm-local", maxiter=iters)
+            t2 = time.perf_counter()
+            rows["single"].append(((t2 - t1) - (t1 - t0)) / (iters - i1))
+            for w, c in clusters.items():
+                made = []
+
+                def make(P, rho, warm, _c=c):
+                    made.append(partitioned(_c, maxiter=iters)(P, rho, warm))
+                    return made[-1]
+
+                t0 = time.perf_counter()
+                res = solve(G, params, method="admm-local", maxiter=iters, local=make)
+                wall = time.perf_counter() - t0
+                a = made[0]
+                per = a.timing["block"] / iters
+                rows.setdefault(f"{w} workers", []).append(per)
+                with a.client.as_current():
+                    secs = [p.timings().result() for p in a.parts]
+                compute = max(s["compute"] for s in secs) / iters
+                wait = max(s["wait"] for s in secs) / iters
+                nvals = max(1, a._per_iteration // len(a.parts))
+                ser = _ser(np.zeros((nvals, 1)))[0] * len(a.parts)
+                brk.setdefault(w, []).append((per, compute, ser, wait, wall - a.timing["block"]))
+                info[w] = {"cut_edges": a.cut_edges, "edges": m, "values_sent_per_iteration": a._per_iteration,
+                           "parts": len(a.parts), "max_abs_difference": float(np.abs(res.cochain - ref.cochain).max())}
+    out = {"agents": agents, "edges": m, "iterations": iters,
+           "seconds_per_iteration": {k: _median(v) for k, v in rows.items()}}
+    out["speedup"] = {k: out["seconds_per_iteration"]["single"] / v for k, v in out["seconds_per_iteration"].items()}
+    out["breakdown"] = {f"{w} workers": {"compute": _median([b[1] for b in v]), "serialisation": _median([b[2] for b in v]),
+                                         "communication": _median([max(0.0, b[0] - b[1] - b[2]) for b in v]),
+                                         "waiting_for_neighbours": _median([b[3] for b in v]),
+                                         "setup_seconds": _median([b[4] for b in v])} for w, v in brk.items()}
+    out["partition"] = info
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the scaling model
+
+
+PS = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
+
+
+def scaling(results: dict, latency: float = LATENCY_S, bandwidth: float = BANDWIDTH_BPS) -> dict:
+    """The model of docs/distributed.md from the measured per-shard costs, at p = 1 .. 512 workers.
+
+    - training step (batch B): T(p) = C/p + D + p·(2λ + b/β), C the one-process step's compute, D the
+      driver's own work per step, b the bytes of θ out and of the gradient sums back (a star: the driver
+      talks to each worker in turn);
+    - infer (batch B): T(p) = C/p + p·2λ + V/β + V·σ, V the bytes of inputs and stalks that cross the driver's
+      link whatever p, σ the measured seconds of (un)pickling per byte;
+    - admm-local (n agents): T(p) = C/p + 2λ + 32·c(p)/(p·β) + p·2λ/K, the parts' compute, one exchange with
+      the neighbours (in parallel), each part's share of the cut edges' values (two ends, two rows, 8 bytes),
+      and the driver's call of every part once per block of K = 10 iterations; c(p) = c(2)·2(√p − 1) cut edges
+      (a geometric graph cut into √p × √p squares).
+
+    Throughput X(p) = (examples or iterations) / T(p); it stops scaling at the p where X is largest."""
+    out = {}
+    tr = results.get("train")
+    if tr:
+        B = tr["n"]
+        C = tr["seconds_per_step"]["single"]
+        D = tr.get("driver_seconds_per_step", 0.0)
+        b = 2 * tr["theta_bytes"] + 64
+        T = C / PS + D + PS * (2 * latency + b / bandwidth)
+        out["train"] = {"p": PS.tolist(), "throughput": (B / T).tolist(), "formula": "C/p + D + p(2λ + b/β)",
+                        "C": C, "D": D, "b": b, "best_p": int(PS[np.argmax(B / T)])}
+    inf = results.get("infer")
+    if inf:
+        B = inf["batch"]
+        C = inf["single_compute"]
+        br = inf["breakdown"].get("2 workers") or next(iter(inf["breakdown"].values()))
+        V = br["bytes"]
+        sigma = br["serialisation"] / max(V, 1)
+        T = C / PS + PS * 2 * latency + V / bandwidth + V * sigma
+        out["infer"] = {"p": PS.tolist(), "throughput": (B / T).tolist(), "formula": "C/p + 2λp + V/β + Vσ",
+                        "C": C, "V": V, "sigma": sigma, "best_p": int(PS[np.argmax(B / T)]),
+                        "bound": 1.0 / (V / B / bandwidth + V / B * sigma)}
+    ad = results.get("admm")
+    if ad:
+        C = ad["seconds_per_iteration"]["single"]
+        c2 = next(iter(ad["partition"].values()))["cut_edges"]
+        cut = np.where(PS > 1, c2 * 2 * (np.sqrt(PS) - 1), 0.0)
+        T = C / PS + np.where(PS > 1, 2 * latency, 0.0) + 32 * cut / (PS * bandwidth) + PS * 2 * latency / 10
+        out["admm"] = {"p": PS.tolist(), "throughput": (1.0 / T).tolist(),
+                       "formula": "C/p + 2λ + 32c(p)/(pβ) + 2λp/K", "C": C, "cut_2": c2,
+                       "best_p": int(PS[np.argmax(1.0 / T)])}
+    return out
+
+
+def plot(model: dict, measured: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(model), figsize=(4.2 * len(model), 3.6))
+    axes = np.atleast_1d(axes)
+    names = {"train": ("sheaf-rule step, batch 10⁵", "examples / s", "train"),
+             "infer": ("sheaf infer, batch 10⁶", "examples / s", "infer"),
+             "admm": ("admm-local, 10⁴ agents", "iterations / s", "admm")}
+    for ax, (k, m) in zip(axes, model.items()):
+        title, unit, key = names[k]
+        ax.loglog(m["p"], m["throughput"], "-o", ms=3, label="model")
+        meas = measured.get(key, {})
+        pts = []
+        if k == "admm":
+            for lab, v in meas.get("seconds_per_iteration", {}).items():
+                pts.append((1 if lab == "single" else int(lab.split()[0]), 1.0 / v))
+        else:
+            n = meas.get("n") or meas.get("batch")
+            secs = meas.get("seconds_per_step") or meas.get("seconds") or {}
+            for lab, v in secs.items():
+                pts.append((1 if lab == "single" else int(lab.split()[0]), n / v))
+        if pts:
+            ax.plot(*zip(*pts), "s", color="C3", label="measured (this machine)")
+        ax.axvline(m["best_p"], color="0.6", ls=":", lw=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("workers p")
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"scaling model: λ = {LATENCY_S * 1e6:g} µs, β = {BANDWIDTH_BPS / 1e9:g} GB/s", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", default="infer,train,admm")
+    ap.add_argument("--infer-batch", type=int, default=1_000_000)
+    ap.add_argument("--train-n", type=int, default=100_000)
+    ap.add_argument("--train-steps", type=int, default=5)
+    ap.add_argument("--agents", type=int, default=10_000)
+    ap.add_argument("--admm-iters", type=int, default=100)
+    ap.add_argument("--json-out")
+    ap.add_argument("--plot", help="write the scaling model's plot (PNG)")
+    ap.add_argument("--model-only", metavar="JSON", help="no runs: the model and plot from a saved --json-out")
+    args = ap.parse_args(argv)
+    if args.model_only:
+        results = json.loads(Path(args.model_only).read_text())
+        results["model"] = scaling(results)
+        print(json.dumps(results["model"], indent=1))
+        if args.plot:
+            plot(results["model"], results, args.plot)
+        return 0
+    from sheafdsl.distributed import Cluster
+
+    only = set(args.only.split(","))
+    load0 = os.getloadavg()
+    results: dict = {"blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "cores": os.cpu_count(),
+                     "latency_s": LATENCY_S, "bandwidth_Bps": BANDWIDTH_BPS}
+    with Cluster(workers=1) as c1, Cluster(workers=2) as c2:
+        clusters = {1: c1, 2: c2}
+        if "infer" in only:
+            results["infer"] = bench_infer(clusters, args.infer_batch, args.repeats)
+            print(json.dumps(results["infer"], indent=1), flush=True)
+        if "train" in only:
+            results["train"] = bench_train(clusters, args.train_n, args.train_steps, args.repeats)
+            print(json.dumps(results["train"], indent=1), flush=True)
+        if "admm" in only:
+            results["admm"] = bench_admm({2: c2}, args.agents, args.admm_iters, args.repeats)
+            print(json.dumps(results["admm"], indent=1), flush=True)
+    results["load_average"] = {"before": load0, "after": os.getloadavg()}
+    results["model"] = scaling(results)
+    print(json.dumps(results))
+    if args.plot:
+        plot(results["model"], results, args.plot)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
