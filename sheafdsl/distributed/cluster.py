@@ -78,7 +78,9 @@ class Cluster:
 
     def workers(self) -> list[str]:
         """The addresses of the live workers, in a fixed (sorted) order."""
-        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        # asked of the scheduler each time: Client.scheduler_info() may answer from a cache without the workers
+        info = self.client.sync(self.client.scheduler.identity, n_workers=-1)
+        return sorted(info.get("workers", {}))
 
     def close(self) -> None:
         client, self.client = getattr(self, "client", None), None
