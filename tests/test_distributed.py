@@ -59,11 +59,11 @@ def _agree(a, b, tol=1e-12):
 
 
 @pytest.mark.parametrize("model, over, steps", [
-    ("paraboloid.sheaf", {"batch": 64, "n": 300}, 25),           # the sheaf rule, mini-batches (warm starts per shard)
-    ("blobs.sheaf", {"batch": None, "n": 200}, 10),              # softmax output: Newton inside the fast phase
-    ("paraboloid.sheaf", {"trainer": "joint", "batch": 50, "n": 200}, 20),  # the paper's joint flow (a sum)
-    ("paraboloid.sheaf", {"trainer": "backprop", "batch": 40, "n": 200}, 10),
-    ("residual.sheaf", {"batch": 50, "n": 150}, 5),               # a skip edge: the general sheaf trainer
+    ("paraboloid.sheaf", {"batch": 64, "n": 300}, 12),           # the sheaf rule, mini-batches (warm starts per shard)
+    ("blobs.sheaf", {"batch": None, "n": 200}, 5),              # softmax output: Newton inside the fast phase
+    ("paraboloid.sheaf", {"trainer": "joint", "batch": 50, "n": 200}, 8),  # the paper's joint flow (a sum)
+    ("paraboloid.sheaf", {"trainer": "backprop", "batch": 40, "n": 200}, 5),
+    ("residual.sheaf", {"batch": 50, "n": 150}, 3),               # a skip edge: the general sheaf trainer
 ])
 def test_sharded_trainer_equals_one_process(cluster, model, over, steps):
     from sheafdsl.distributed import sharded_trainer
@@ -111,8 +111,8 @@ def _cli(*args):
 
 def _train_cli(tmp_path, name, *extra):
     out = tmp_path / name
-    r = _cli("train", os.path.join(MODELS, "paraboloid.sheaf"), "--steps", "30", "--batch", "50", "--n", "200",
-             "--log-every", "10", "--no-baseline", "--no-plots", "--json", "--out", str(out), *extra)
+    r = _cli("train", os.path.join(MODELS, "paraboloid.sheaf"), "--steps", "16", "--batch", "50", "--n", "200",
+             "--log-every", "8", "--no-baseline", "--no-plots", "--json", "--out", str(out), *extra)
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout), out
 
@@ -129,7 +129,7 @@ def test_sheaf_train_scheduler_equals_one_process_and_resumes(cluster, tmp_path)
     for k in c1.files:
         if c1[k].dtype.kind == "f":
             np.testing.assert_allclose(c2[k], c1[k], rtol=0, atol=1e-12, err_msg=k)
-    half, d3 = _train_cli(tmp_path, "half", "--scheduler", addr, "--steps", "20")
+    half, d3 = _train_cli(tmp_path, "half", "--scheduler", addr, "--steps", "8")
     again, _ = _train_cli(tmp_path, "half", "--scheduler", addr, "--resume")
     for k in ("train_loss", "test_loss"):
         assert again[k] == pytest.approx(one[k], rel=1e-12), k
@@ -233,9 +233,9 @@ def test_admm_local_across_workers_equals_one_process(cluster):
     from sheafdsl.distributed.admm import partition, partitioned
     from sheafdsl.solvers import solve
 
-    G, params = _consensus(40, batch=2)
+    G, params = _consensus(24, batch=2)
     owner = partition(G, 2)
-    assert sorted(set(owner.values())) == [0, 1] and abs(sum(owner.values()) - 20) <= 1
+    assert sorted(set(owner.values())) == [0, 1] and abs(sum(owner.values()) - 12) <= 1
     made = []
 
     def local(P, rho, warm):
@@ -249,7 +249,7 @@ def test_admm_local_across_workers_equals_one_process(cluster):
     np.testing.assert_allclose(many.objective, one.objective, rtol=1e-10)
     a = made[0]
     cut = a.cut_edges
-    assert 0 < cut < 20 and a._per_iteration == 2 * 2 * cut  # each cut edge: its two ends' e, 2 rows each
+    assert 0 < cut < 14 and a._per_iteration == 2 * 2 * cut  # each cut edge: its two ends' e, 2 rows each
     assert a.messages == a._per_iteration * one.iterations
 
 
