@@ -42,7 +42,7 @@ def _submit_all(cluster, fn, pieces, *args, **kw):
     whose worker dies, on another: the piece is part of its task)."""
     client = cluster.client
     with warnings.catch_warnings():  # a large piece in a task is what makes it recoverable: no advice needed
-        warnings.filterwarnings("ignore", message=".*[Ll]arge object.*")
+        warnings.filterwarnings("ignore", message=".*[Ll]arge (object|graph).*")
         futs = [client.submit(fn, piece, *args, pure=False, **kw) for piece in pieces]
         return client.gather(futs)
 

@@ -12,8 +12,13 @@ import logging
 
 from ..errors import Diagnostic, SheafError
 
-#: environment of the worker processes a LocalCluster starts: one BLAS thread each (the workers are the parallelism)
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: environment of the worker processes a LocalCluster starts: one BLAS thread each (the workers are the
+#: parallelism); malloc keeps freed blocks below 32 MB for reuse instead of unmapping them (Dask's default trim
+#: threshold of 64 KiB made every (B, d) temporary of a solve fresh pages); no statistical profiler (a thread
+#: that takes the GIL every 10 ms from the solves)
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 25),
+              "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
 #: seconds to wait for a scheduler to answer
 CONNECT_TIMEOUT = 10.0
 #: seconds to wait for the processes of a LocalCluster to start and register
@@ -49,7 +54,7 @@ class Cluster:
         try:
             if workers is not None:
                 self.local = distributed.LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",  # any free port
                     silence_logs=logging.ERROR, env=dict(WORKER_ENV))
                 self.client = distributed.Client(self.local, set_as_default=False)
             else:
