@@ -102,6 +102,20 @@ class LearnedData:
 LEARNED_TASKS: dict = {}
 
 
+def _builtin_tasks() -> dict:
+    """:data:`LEARNED_TASKS` with the built-in tasks (``sheafdsl.training.tasks``: sudoku4, sudoku9, digits_canvas)
+    registered on first use (importing them here would make every learned run load the task generators)."""
+    if not _BUILTIN_REGISTERED:
+        from .tasks.learned import register
+
+        register()
+        _BUILTIN_REGISTERED.append(True)
+    return LEARNED_TASKS
+
+
+_BUILTIN_REGISTERED: list = []
+
+
 def register_task(name: str, loader) -> None:
     """Make ``train data=NAME`` load ``loader(G, config)`` (a :class:`LearnedData`) for a learned model."""
     LEARNED_TASKS[name] = loader
@@ -262,7 +276,7 @@ def load_learned_data(G, config) -> LearnedData:
     from .data import is_data_file, resolve_data
 
     spec = config.data
-    if spec in LEARNED_TASKS:
+    if spec in _builtin_tasks():
         return LEARNED_TASKS[spec](G, config)
     if not is_data_file(spec):
         raise _err("E600", f"unknown data set `{spec}` for a learned model",
@@ -330,6 +344,7 @@ def learned_config(G, overrides: dict | None = None):
     from .fit import model_dir
 
     train, over = dict(G.graph.get("train") or {}), {k: v for k, v in (overrides or {}).items() if v is not None}
+    _builtin_tasks()
     named = over.get("trainer", train.get("trainer"))
     if named is not None and named not in LEARNED_TRAINERS:
         raise _err("E612", f"the `{named}` trainer trains a network sheaf; this is a learned consensus model",

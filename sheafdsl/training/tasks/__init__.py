@@ -4,7 +4,7 @@ the scores that say how well a model did, and a parameter-matched NumPy baseline
 =============  =====================================================================  ==========================
 task           data                                                                   baseline
 =============  =====================================================================  ==========================
-sudoku4        4×4 puzzles with unique solutions: train 6–9 blanks, test 10–11         recurrent MPNN (agent graph)
+sudoku4        4×4 puzzles with unique solutions: train 8–9 blanks, test 10–11         recurrent MPNN (agent graph)
 sudoku9        9×9 puzzles: train 40–45 blanks, test 46–50                             recurrent MPNN
 digits_canvas  the 8×8 digits at random on 16×16 canvases (train); 16, 24, 32 (test)   CNN on the canvas padded to 32
 =============  =====================================================================  ==========================
@@ -94,6 +94,7 @@ class CanvasTask:
     name: str = "digits_canvas"
     train_canvas: int = canvas.TRAIN_CANVAS
     test_canvases: tuple[int, ...] = canvas.TEST_CANVASES
+    patch: int = canvas.PATCH
     n: int = 1437
     n_test: int = 360
     baseline_steps: int = 600
@@ -104,9 +105,9 @@ class CanvasTask:
         raw = canvas.canvas_splits(self.n if n is None else n, self.n_test if n_test is None else n_test, seed,
                                    self.train_canvas, self.test_canvases)
         X, Y, _ = raw["train"]
-        out = {"train": ({"g": canvas.patches(X, self.train_canvas)}, {"y": Y}), "tests": {}, "canvases": raw}
+        out = {"train": ({"g": canvas.patches(X, self.train_canvas, self.patch)}, {"y": Y}), "tests": {}, "canvases": raw}
         for s, (Xt, Yt, _) in raw["test"].items():
-            out["tests"][s] = ({"g": canvas.patches(Xt, int(s))}, {"y": Yt})
+            out["tests"][s] = ({"g": canvas.patches(Xt, int(s), self.patch)}, {"y": Yt})
         return out
 
     def scores(self, outputs: dict, splits: dict, prefix: str = "") -> dict:
@@ -131,7 +132,7 @@ class CanvasTask:
 
 
 #: the tasks by the name a model's ``train data=NAME`` gives
-TASKS = {"sudoku4": SudokuTask("sudoku4", 4, (6, 9), (10, 11)),
+TASKS = {"sudoku4": SudokuTask("sudoku4", 4, (8, 9), (10, 11)),
          "sudoku9": SudokuTask("sudoku9", 9, (40, 45), (46, 50), n=1000, n_test=200),
          "digits_canvas": CanvasTask()}
 

@@ -422,4 +422,6 @@ def model_text(n: int = 4, hidden: int = 64, train: str | None = None) -> str:
                  f"{names[bu]}[{bs * n}:{bs * n + n}] affine Wd bd softmax")
     if train:
         L += ["", train]
-    return "\n".join(L) + "\n"
+    from ...frontend.formatter import format_source
+
+    return format_source("\n".join(L) + "\n")
