@@ -41,24 +41,28 @@ def test_model_ir_is_consistent(path):
     # vertices: the model's stalks in order (then soft-pin anchors), offsets contiguous
     names = stalks(G)
     assert names[: len(model.stalks)] == list(model.stalks)
-    assert all(G.nodes[v]["anchor"] for v in names[len(model.stalks):])
+    # then soft-pin anchors, and a learned model's grid agents (``g[i,j]``, ``g[i,j].obs``) at the default size
+    grids = tuple(f"{g}[" for g in (G.graph.get("learned").grids if G.graph.get("learned") else ()))
+    assert all(G.nodes[v]["anchor"] or v.startswith(grids) for v in names[len(model.stalks):])
     off = 0
     for v in names:
         assert G.nodes[v]["offset"] == off
         off += G.nodes[v]["dim"]
     assert off == total_dim(G) == sum(s.dim for s in model.stalks.values()) + sum(
-        len(sp.value) for sp in model.soft_pins)
+        len(sp.value) for sp in model.soft_pins) + sum(G.nodes[v]["dim"] for v in names if grids and v.startswith(grids))
     for s in model.stalks.values():
         assert G.nodes[s.name]["dim"] == s.dim
     # edges: one per declared edge (plus one per soft pin), each restriction map d_e x d_v
-    assert G.number_of_edges() == len(model.edges) + len(model.soft_pins)
+    if not grids:  # a grid's `right`/`down` edge is one edge per pair of neighbours
+        assert G.number_of_edges() == len(model.edges) + len(model.soft_pins)
     P = init_params(G, 0)
     for u, v, name, d in edges(G):
         if name in model.edges:
             e = model.edges[name]
             assert (u, v, d["kind"], d["dim"], d["weight"]) == (e.src, e.dst, e.kind, e.dim, e.weight)
-        for m, w in ((d["src_map"], u), (d["dst_map"], v)):
-            assert restriction_matrix(m, G.nodes[w]["dim"], P).shape == (d["dim"], G.nodes[w]["dim"])
+        for m, w, block in ((d["src_map"], u, d.get("src_block")), (d["dst_map"], v, d.get("dst_block"))):
+            width = G.nodes[w]["dim"] if block is None else block[1] - block[0]  # an endpoint block's map sees its width
+            assert restriction_matrix(m, width, P).shape == (d["dim"], width)
         if d["bias"] is not None:
             assert P[d["bias"]].shape == (d["dim"],)
     assert coboundary_matrix(G, P).shape == (edge_dim(G), total_dim(G))
