@@ -178,6 +178,8 @@ CODES: dict[str, str] = {
     "E636": "sheaf diagnose: the run's model.sheaf no longer matches the model its checkpoint recorded",
     "E640": "training diverged (NaN or infinity): the message names the step and the edge",
     "E641": "a file of the run (checkpoint, metrics, summary, plot) or diagnose's plot cannot be written; nothing half-written is left and the last checkpoint is kept",
+    # the joint trainer's options
+    "E670": "a training option the chosen trainer does not follow: --lr or --optimizer other than sgd with the joint trainer (its weights move by forward Euler with step dt), or --stalk-init/--stalk-reinit with a trainer other than joint",
     # verify
     "E650": "verify: a parameter holding NaN or infinite values",
     "E651": "verify: a free dimension too large for the dense checks",

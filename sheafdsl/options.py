@@ -38,8 +38,8 @@ LEARNED_TRAINERS = ("unrolled", "implicit", "local")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 #: array backends (``lowering.get_backend``; ``auto`` picks cupy when a GPU is usable)
 BACKENDS = ("numpy", "cupy", "auto")
-#: where the joint flow's stalks start
-JOINT_INITS = ("zeros", "forward")
+#: where the joint flow's stalks start: at zero, at the forward pass, or random (N(0, 1), from the seed)
+JOINT_INITS = ("zeros", "forward", "random")
 #: boundary names of ``sheaf verify --boundary`` and the API (their pin sources: ``sheafdsl.ir.BOUNDARIES``)
 BOUNDARY_NAMES = ("training", "inference")
 #: which examples ``sheaf diagnose --split`` pins
@@ -133,8 +133,10 @@ TRAIN_OPTIONS: dict[str, Option] = {
                    "(0: all)"),
     "rho": _float(1.0, "a learned model's ADMM penalty ρ"),
     "nudge": _float(0.1, "the local trainer's nudge β: the weight of the loss in the two-sided energy"),
-    "joint_init": Option(str, "zeros", "where the joint flow's stalks start: zeros, or the forward pass",
-                         choices=JOINT_INITS),
+    "joint_init": Option(str, "zeros", "where the joint flow's stalks start: zeros, the forward pass, or random "
+                         "(N(0, 1) entries from the seed)", choices=JOINT_INITS),
+    "joint_reinit": _int(0, 0, doc="the joint flow's epoch: its stalks restart at the forward pass every K steps "
+                         "(0: never)"),
 }
 
 

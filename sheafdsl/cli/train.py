@@ -14,7 +14,7 @@ import click
 
 from ..errors import located
 from ..lowering.backend import blas_threads
-from ..options import BACKENDS, LEARNED_TRAINERS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
+from ..options import BACKENDS, JOINT_INITS, LEARNED_TRAINERS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
 from .common import (cluster_options, console, emit_json, err_console, json_option, load_model, model_argument,
                      open_cluster, print_table, seed_option)
 
@@ -41,6 +41,10 @@ def _positive_float(ctx, param, value):
 @click.option("--rho", type=float, callback=_positive_float, help="A learned model's ADMM penalty ρ.")
 @click.option("--nudge", type=float, callback=_positive_float, help="The local trainer's nudge β.")
 @click.option("--solver", type=click.Choice(TRAIN_SOLVERS), help="Fast-phase solver of the sheaf trainer.")
+@click.option("--stalk-init", type=click.Choice(JOINT_INITS),
+              help="Where the joint trainer's stalks start: zero, the forward pass, or N(0, 1) from the seed.")
+@click.option("--stalk-reinit", type=click.IntRange(min=0), metavar="K",
+              help="The joint trainer's epoch: its stalks restart at the forward pass every K steps (0: never).")
 @seed_option("Seed of the initial parameters and the mini-batch order.")
 @click.option("--n", "n", type=click.IntRange(min=1), help="Number of training examples.")
 @click.option("--log-every", type=click.IntRange(min=1), help="Log metrics every K steps.")
@@ -59,9 +63,9 @@ def _positive_float(ctx, param, value):
               help="Keep the parameters at these steps in DIR/snapshots/ (comma-separated, e.g. 1000,20000,100k).")
 @cluster_options
 @json_option
-def command(file, data, steps, batch, optimizer, lr, trainer_name, iterations, window, rho, nudge, solver, seed, n,
-            log_every, checkpoint_every, threads, backend, out, resume, baseline, plots, snapshot_at, workers, scheduler,
-            as_json):
+def command(file, data, steps, batch, optimizer, lr, trainer_name, iterations, window, rho, nudge, solver,
+            stalk_init, stalk_reinit, seed, n, log_every, checkpoint_every, threads, backend, out, resume, baseline,
+            plots, snapshot_at, workers, scheduler, as_json):
     """Train FILE; write metrics, checkpoints and plots to a run directory.
 
     \b
@@ -73,7 +77,8 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, iterations, w
     """
     overrides = {"data": data, "steps": steps, "batch": batch, "optimizer": optimizer, "lr": lr,
                  "trainer": trainer_name, "solver": solver, "seed": seed, "n": n, "log_every": log_every,
-                 "backend": backend, "iterations": iterations, "window": window, "rho": rho, "nudge": nudge}
+                 "backend": backend, "iterations": iterations, "window": window, "rho": rho, "nudge": nudge,
+                 "joint_init": stalk_init, "joint_reinit": stalk_reinit}
     with located(file), blas_threads(threads), open_cluster(workers, scheduler) as cluster:
         code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json,
                           checkpoint_every=checkpoint_every, snapshot_at=snapshot_at, cluster=cluster)
@@ -133,9 +138,12 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     if not as_json:
         what = f"{config.trainer} trainer" + (f" ({config.solver} solver)" if config.trainer == "sheaf" else "")
         start = "" if ck is None else f", resuming at step {ck.step}"
-        if config.trainer == "joint":  # the flow's step is dt; lr is not used
+        if config.trainer == "joint":  # forward Euler with step dt; optimizer and lr are the baseline's
             beta = config.beta if config.beta is not None else 1.0 / len(data.X_train)
-            opt = f"{config.optimizer} dt={config.dt:g} α={config.alpha:g} β={beta:.3g}"
+            opt = (f"forward Euler dt={config.dt:g} α={config.alpha:g} β={beta:.3g}, stalks from {config.joint_init}"
+                   + (f", restarted every {config.joint_reinit} steps" if config.joint_reinit else ""))
+            if run.baseline is not None:
+                opt += f"; baseline {config.optimizer} lr={config.lr:g}"
         else:
             opt = f"{config.optimizer} lr={config.lr:g}"
         err_console.print(f"training {G.graph['name']} on {data.name} ({data.task}, {len(data.X_train)} train / "

@@ -134,6 +134,39 @@ def _refuse_consensus(G, file: str) -> None:
         G.graph.get("source") or None)
 
 
+#: the options only the joint trainer reads (their flags: --stalk-init, --stalk-reinit)
+JOINT_ONLY = {"joint_init": "--stalk-init", "joint_reinit": "--stalk-reinit"}
+
+
+def _refuse_unfollowed(config, overrides: dict, train: dict, file: str) -> None:
+    """E670: an option the trainer would not follow, given with it (a flag or API keyword, or the model's
+    own ``train`` statement when that names the trainer): ``lr`` or an optimiser other than sgd with the
+    joint trainer, whose weights move by forward Euler with step ``dt``; the joint-only options with
+    another trainer. The model's ``optimizer`` and ``lr`` under ``--trainer joint`` are the baseline's."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if train.get("trainer") == config.trainer and "trainer" not in given:
+        given = {**train, **given}  # the statement that names the trainer names its options too
+    if config.trainer == "joint":
+        bad = []
+        if "lr" in given:
+            bad.append(f"--lr {given['lr']:g}")
+        if given.get("optimizer", "sgd") != "sgd":
+            bad.append(f"--optimizer {given['optimizer']}")
+        if bad:
+            raise SheafError(Diagnostic(
+                "E670", f"{' and '.join(bad)} would not be followed by the `joint` trainer: the joint flow moves its "
+                        f"weights by forward Euler, θ ← θ − dt·g, with step dt = {config.dt:g}",
+                file=file, hint="drop " + " and ".join(b.split()[0] for b in bad) + "; set the step with dt= in the "
+                                "train statement (the model's optimizer and lr train the backprop baseline)"))
+        return
+    bad = [flag for key, flag in JOINT_ONLY.items() if key in given]
+    if bad:
+        raise SheafError(Diagnostic(
+            "E670", f"{' and '.join(bad)} would not be followed by the `{config.trainer}` trainer: they set where "
+                    "the joint flow's stalks start and restart", file=file,
+            hint="drop " + " and ".join(bad) + ", or use --trainer joint"))
+
+
 def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: bool = False, baseline=None,
               params: dict | None = None, record: bool = True, command: list | None = None,
               checkpoint_every: float | None = None, snapshot_at=None, trainer_factory=None) -> Run:
@@ -186,6 +219,7 @@ def start_run(G, *, file: str, overrides: dict | None = None, out=None, resume: 
         config = model_config(G, overrides)
         use_baseline = (True if baseline is None else baseline) and config.trainer != "backprop"
 
+    _refuse_unfollowed(config, overrides, G.graph.get("train") or {}, file)
     if overrides.get("solver") is not None and config.trainer != "sheaf":
         raise SheafError(Diagnostic(
             "E610", f"--solver {overrides['solver']} has no effect on the `{config.trainer}` trainer: the solver is the "

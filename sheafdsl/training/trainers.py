@@ -11,8 +11,9 @@ and the optimiser, so their numbers compare like for like.
   c ← c − dt·α ∇_c E,  θ ← θ − dt·(β Σ_i ∂E_i/∂θ + ∂E_H/∂θ) with β = 1/n_train by default, gates
   σ = 1[z ≥ 0] read from the current stalks, stalks warm-started across steps (one stored cochain
   per training example), starting at zero (``joint_init="zeros"``, which reproduces the peer's
-  paraboloid numbers) or at the forward pass (``"forward"``). The optimiser's step size is ``dt``
-  (``sgd`` is then exactly forward Euler); ``lr`` is not used.
+  paraboloid numbers), at the forward pass (``"forward"``) or random (``"random"``), restarted at the
+  forward pass every ``joint_reinit`` steps when that is > 0. The weights move by forward Euler with
+  step ``dt`` (no optimiser; ``lr`` is not used). The fused step is :mod:`sheafdsl.training.joint`.
 - **backprop.** Gradient of mean_i w_o² ℓ(p_i, y_i) at the forward pass by the chain rule, plus the
   parameter sheaf's gradient.
 
@@ -433,33 +434,90 @@ class BackpropTrainer(Trainer):
 
 
 class JointTrainer(Trainer):
-    """The paper's simultaneous Euler flow of stalks (α) and weights (β, summed updates), step dt."""
+    """The paper's simultaneous Euler flow of stalks (α) and weights (β, summed updates), step dt.
+
+    The weights move by forward Euler, θ ← θ − dt·g (no optimiser: ``optimizer`` and ``lr`` are the
+    other trainers' and the baseline's; ``sheaf train`` refuses them with ``--trainer joint``, E670).
+    The step is :class:`~sheafdsl.training.joint.JointFlow`, fused on preallocated buffers (a chain
+    with a parameter tied across edges takes :meth:`_gradients`, the same flow written plainly). The
+    stalks start as ``joint_init`` says (zeros, the forward pass, or random) and, with
+    ``joint_reinit`` = K > 0, restart at the forward pass every K steps (the paper's epochs).
+    """
 
     name = "joint"
 
     def __init__(self, G, config, data, params=None):
+        from .joint import JointFlow, initial_stalks
+
         super().__init__(G, config, data, params)
         self.beta = config.beta if config.beta is not None else 1.0 / self.n_train
-        V = forward(self.net, self.params, self.Xtr, self.xp)
-        init = getattr(config, "joint_init", "zeros")
-        self.stalks = [v.copy() if init == "forward" else self.xp.zeros_like(v) for v in V[1:]]
+        self.opt = make_optimizer("sgd", config.dt, xp=self.xp)  # forward Euler; its state is the step count
+        self.flow = None
+        if JointFlow.fusable(self.net):
+            self._fuse()
+        self.stalks = initial_stalks(self.net, self.params, self.Xtr, config.joint_init, config.seed, self.xp)
+
+    def _fuse(self):
+        from .joint import JointFlow
+
+        xp, task = self.xp, self.data.task
+        self.flow = JointFlow(self.net, self.params, xp, self.config.alpha, self.beta, self.config.dt,
+                              lambda pred, Y: task_loss(task, pred, Y, xp))
+        self.params = dict(self.flow.params)
 
     def _step_size(self) -> float:
         return self.config.dt
 
+    def step(self) -> dict:
+        """One step of the flow on the next mini-batch: {"loss", "consistent_fraction": None}."""
+        from .joint import initial_stalks
+
+        xp, t = self.xp, self.step_count
+        every = self.config.joint_reinit
+        if every and t > 0 and t % every == 0:  # a new epoch: the stalks restart at the forward pass
+            self.stalks = initial_stalks(self.net, self.params, self.Xtr, "forward", self.config.seed, xp)
+        if self.flow is None:
+            return super().step()
+        if not self.flow.is_packed(self.params):  # the parameters were replaced (a loaded state)
+            self._fuse()
+        flow = self.flow
+        idx = self._batch_indices(t)
+        if idx is None:
+            V, X, Y = self.stalks, self.Xtr, self.Ytr
+        else:
+            V, X, Y = [s[idx] for s in self.stalks], self.Xtr[idx], self.Ytr[idx]
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported below
+            loss = flow.step(V, X, Y)
+            for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
+                flow.gviews[k] += g
+            self._check_finite(loss, flow.gviews)
+            grad = flow.grad
+            grad *= self.config.dt  # θ ← θ − dt·g, as SGD's θ −= lr·g
+            flow.flat -= grad
+            self.opt.t += 1
+        if idx is not None:
+            for s, v in zip(self.stalks, V):
+                s[idx] = v
+        self.step_count += 1
+        if not np.isfinite(float(flow.flat.sum())):
+            for k, v in self.params.items():
+                if not bool(xp.isfinite(v).all()):
+                    raise DivergenceError(self.step_count, self._where(k))
+        return {"loss": loss, "consistent_fraction": None}
+
+    def _check_finite(self, loss: float, grads: dict) -> None:
+        if self.flow is not None and np.isfinite(loss) and np.isfinite(float(self.flow.grad.sum())):
+            return
+        super()._check_finite(loss, grads)
+
     def _gradients(self, X, Y, idx):
+        """The flow written plainly (a chain with a parameter tied across edges): the chain's energy
+        gradient moves the stalks, the summed local update the weights."""
         xp, net, P = self.xp, self.net, self.params
         V = [X] + ([s for s in self.stalks] if idx is None else [s[idx] for s in self.stalks])
-        pred = predict(net, P, X, xp)
-        loss = task_loss(self.data.task, pred, Y, xp)
+        loss = task_loss(self.data.task, predict(net, P, X, xp), Y, xp)
         grads_c, U, disc, _ = energy_gradient(net, P, V, Y, xp)
-
-        class _Eq:  # the current (not equilibrium) cochain, for the edge-local weight gradient
-            pass
-
-        eq = _Eq()
-        eq.V, eq.U, eq.out_disc = V, U, disc
-        g = local_gradients(net, P, eq, "sum", xp)
+        g = local_gradients(net, P, Equilibrium(V, U, disc), "sum", xp)
         step = self.config.dt * self.config.alpha
         for j in range(len(self.stalks)):
             if idx is None:
@@ -473,6 +531,13 @@ class JointTrainer(Trainer):
 
     def _load_extra(self, state) -> None:
         self.stalks = [self.xp.array(np.asarray(state[f"stalk.{j}"], dtype=float)) for j in range(len(self.stalks))]
+
+
+class Equilibrium:
+    """A cochain as the local update reads it: vertex values V, chain discords U, the output discord."""
+
+    def __init__(self, V, U, out_disc):
+        self.V, self.U, self.out_disc = V, U, out_disc
 
 
 def _output(net, P, vm, xp):
