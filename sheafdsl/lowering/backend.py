@@ -63,6 +63,56 @@ def scipy_module(xp, name: str):
     return importlib.import_module(("scipy." if xp.__name__ == "numpy" else "cupyx.scipy.") + name)
 
 
+class Fused:
+    """In-place updates fused into one pass: ``axpy(a, x, y)``: y += a·x; ``gemm(alpha, A, B, C)``:
+    C += α·A B (C (n, k) C-contiguous, A (n, m), B (m, k)). On numpy they are BLAS calls (axpy, ger for a
+    rank-one product, gemm with β = 1), with no temporary; on another backend, the plain expressions.
+
+    >>> import numpy as np
+    >>> f = fused(np)
+    >>> y = np.ones(3); f.axpy(2.0, np.arange(3.0), y); y
+    array([1., 3., 5.])
+    >>> C = np.zeros((2, 2)); f.gemm(1.0, np.ones((2, 1)), np.array([[1.0, 2.0]]), C); C
+    array([[1., 2.],
+           [1., 2.]])
+    """
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.blas = None
+        if xp is np:
+            from scipy.linalg import blas
+
+            self.blas = blas
+
+    def axpy(self, a: float, x, y) -> None:
+        if self.blas is None or not (x.flags.c_contiguous and y.flags.c_contiguous) or x.dtype != np.float64:
+            y += a * x
+            return
+        r = self.blas.daxpy(x.reshape(-1), y.reshape(-1), a=a)
+        if not np.shares_memory(r, y):  # f2py copied y: write the result back
+            y.reshape(-1)[...] = r
+
+    def gemm(self, alpha: float, A, B, C) -> None:
+        ok = self.blas is not None and C.flags.c_contiguous and C.dtype == np.float64 and A.ndim == B.ndim == 2
+        if not ok:
+            C += alpha * (A @ B)
+            return
+        # in Fortran order: Cᵀ += α Bᵀ Aᵀ, Cᵀ being C's memory as it is
+        if A.shape[1] == 1:  # a rank-one product: ger
+            r = self.blas.dger(alpha, np.ascontiguousarray(B).reshape(-1), np.ascontiguousarray(A).reshape(-1),
+                               a=C.T, overwrite_a=1)
+        else:
+            r = self.blas.dgemm(alpha, B.T, A.T, beta=1.0, c=C.T, overwrite_c=1)
+        if not np.shares_memory(r, C):
+            C[...] = r.T
+
+
+def fused(xp) -> Fused:
+    """The fused in-place updates of the backend ``xp`` (:class:`Fused`)."""
+    return Fused(xp)
+
+
 def to_numpy(a):
     """A host (numpy) copy of an array from any backend."""
     get = getattr(a, "get", None)

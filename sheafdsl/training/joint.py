@@ -17,6 +17,9 @@ zero discord), written into buffers allocated once per batch size (``out=``):
 
 - no Python objects per step beyond the views it reuses; the forward pass that the reported loss
   needs starts from the discord's first product A_1 x + b_1 instead of recomputing it;
+- the stalk step is two fused in-place updates per stalk (:func:`~sheafdsl.lowering.backend.fused`:
+  BLAS axpy, ger, gemm on numpy), v_j −= s w_j² U_j and v_j += s w_{j+1}² A_{j+1}ᵀ U_{j+1}, instead of
+  forming ∇_{v_j} E (a zero gradient still leaves a stalk exactly where it is);
 - the parameters are views into one flat vector and their gradients views into another, so the
   gradient's sign, weight and β, and the weight step θ ← θ − dt g, are one operation each.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..lowering.backend import fused
 from ..lowering.chain import FeedForward, forward, out_linear, phi, predict_from
 from ..lowering.nonlinear import kernel
 
@@ -47,6 +51,7 @@ class JointFlow:
 
     def __init__(self, net: FeedForward, P: dict, xp, alpha: float, beta: float, dt: float, task_loss):
         self.net, self.xp, self.task_loss = net, xp, task_loss
+        self.fused = fused(xp)
         self.beta, self.step_size = float(beta), float(dt) * float(alpha)
         names = list(P)
         sizes = [int(np.prod(P[k].shape)) for k in names]
@@ -83,7 +88,7 @@ class JointFlow:
         if b is None:
             xp, layers = self.xp, self.net.layers
             b = {"U": [xp.empty((B, l.d_out)) for l in layers], "T": [xp.empty((B, l.d_out)) for l in layers],
-                 "G": [xp.empty((B, l.d_out)) for l in layers], "P": [xp.empty((B, l.d_in)) for l in layers],
+                 "P": [xp.empty((B, l.d_in)) for l in layers],
                  "F": [xp.empty((B, l.d_out)) for l in layers], "ones": xp.ones(B),
                  "gate": {k: xp.empty((B, l.d_in)) for k, l in enumerate(layers) if l.kind == "relu"}}
             self._buffers[B] = b
@@ -94,7 +99,7 @@ class JointFlow:
         layers, out = net.layers, net.output
         m = len(layers)
         b = self._buf(X.shape[0])
-        U, T, G, gate = b["U"], b["T"], b["G"], b["gate"]
+        U, T, gate = b["U"], b["T"], b["gate"]
         V = [X] + list(V)
         gates = {}
         for k, layer in enumerate(layers):  # U_k = v_{k+1} − A_k v_k − b_k, as chain.apply computes A_k v_k + b_k
@@ -137,29 +142,27 @@ class JointFlow:
             gv[name][...] = 0.0
         self.grad *= self.scale
         self.grad *= self.beta
-        # ∇_{v_j} E into G_j, then v_j ← v_j − dt α ∇_{v_j} E in place
+        # v_j ← v_j − dt α ∇_{v_j} E in place, the two terms of the gradient as two fused updates:
+        # v_j −= s w_j² U_j, then v_j += s w_{j+1}² A_{j+1}ᵀ U_{j+1} (σ ⊙ U for a gate; ger/gemm for a map)
+        s, f = self.step_size, self.fused
         for j in range(m):
-            wj = layers[j].weight ** 2
-            own = U[j] if wj == 1.0 else wj * U[j]
+            vj = V[j + 1]
+            f.axpy(-s * layers[j].weight ** 2, U[j], vj)
             if j + 1 < m:
                 nxt = layers[j + 1]
-                w2 = nxt.weight ** 2
-                pull = U[j + 1] if w2 == 1.0 else w2 * U[j + 1]
+                a = s * nxt.weight ** 2
                 if nxt.kind in ("relu", "nonlinear"):
-                    xp.multiply(pull, gates[j + 1], out=b["P"][j + 1])
+                    pull = b["P"][j + 1]
+                    xp.multiply(U[j + 1], gates[j + 1], out=pull)
+                    f.axpy(a, pull, vj)
                 else:
-                    # dot, not matmul: numpy's matmul loops in C (no BLAS) for an outer product (d_out = 1)
-                    xp.dot(pull, P[nxt.param] if nxt.kind == "param" else nxt.matrix, out=b["P"][j + 1])
-                back = b["P"][j + 1]
+                    f.gemm(a, U[j + 1], P[nxt.param] if nxt.kind == "param" else nxt.matrix, vj)
             else:
-                w2 = out.weight ** 2
-                back = disc if w2 == 1.0 else w2 * disc
+                a = s * out.weight ** 2
                 if out.fn == "linear" and not (out.param is None and out.bias is None and out.identity):
-                    back = back @ out_linear(out, P)[0]
-            g = G[j]
-            xp.subtract(own, back, out=g)
-            g *= self.step_size
-            V[j + 1] -= g
+                    f.gemm(a, disc, out_linear(out, P)[0], vj)
+                else:
+                    f.axpy(a, disc, vj)
         return loss
 
     def _predict(self, b, X):
