@@ -1,7 +1,7 @@
 """A PyTorch reimplementation of the paper's joint Euler flow: the side-by-side baseline of bench_joint.py.
 
 The paper's own code (a PyTorch library, not on this machine) trains a ReLU MLP as a sheaf by one
-simultaneous forward-Euler flow of stalks and weights (DESIGN.md §6): stalks z_k (pre-activation)
+simultaneous forward-Euler flow of stalks and weights (docs/tasks.md): stalks z_k (pre-activation)
 and a_k (activation) per training example, edge discords
 
     z_k − (W_k a_{k−1} + b_k),   a_k − σ(z_k) z_k  (σ = 1[z ≥ 0]),   y − z_out  (the pinned target),
