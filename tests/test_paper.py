@@ -327,3 +327,59 @@ def test_fig4_quick(tmp_path):
         assert types == {"affine", "activation", "output"}
         assert net["weight_edge_discord"] + net["relu_edge_discord"] < sum(e["discord"] for e in net["edges"])
     assert deep["blocks"]["training"]["stalks"] == ["z1", "a1", "z2", "a2", "z3", "a3", "z4"]
+
+
+# helper B's items: the joint rule's training figures and tables (sheafdsl/paper/training.py)
+
+
+def test_fig2_quick(tmp_path):
+    """Both rules lower their losses on both tasks; SGD separates the circle."""
+    n = run_quick("fig2", tmp_path)
+    for task in ("paraboloid", "circle"):
+        for rule in ("joint", "sgd"):
+            r = n[task][rule]
+            assert r["train_loss"] < r["initial_train_loss"], (task, rule, r)
+    assert n["circle"]["sgd"]["test_accuracy"] >= 0.8
+    assert n["paper"]["paraboloid"]["joint"] == {"train_mse": 0.0756, "test_mse": 0.088}
+    assert n["protocol"]["joint_init"] == "random" and n["protocol"]["seed"] == 42
+
+
+def test_fig3_quick(tmp_path):
+    """The three regimes: the smallest β·n stagnates, the largest diverges, the best lies strictly between."""
+    n = run_quick("fig3", tmp_path)
+    rows = n["rows"]
+    bn = [r["beta_n"] for r in rows]
+    assert bn == sorted(bn) and bn[0] < n["best_beta_n"] < bn[-1]
+    assert rows[-1]["diverged"] == len(n["seeds"]) and rows[-1]["median_test_mse"] is None  # inf -> null
+    assert rows[0]["median_test_mse"] > 2 * n["best_median_test_mse"]
+    assert n["best_median_test_mse"] == min(r["median_test_mse"] for r in rows if r["median_test_mse"] is not None)
+
+
+def test_tableE1_quick(tmp_path):
+    """Eight configurations; the ratios are the losses' ratios; SGD's test loss beats the joint flow's."""
+    rows = run_quick("tableE1", tmp_path)["rows"]
+    assert sorted((r["task"], len(r["hidden"])) for r in rows) == sorted(
+        (t, h) for t in ("paraboloid", "saddle", "circle", "blobs") for h in (1, 2))
+    for r in rows:
+        assert r["joint_over_sgd_test"] == pytest.approx(r["joint"]["test_loss"] / r["sgd"]["test_loss"])
+        assert r["sgd_test_over_train"] == pytest.approx(r["sgd"]["test_loss"] / r["sgd"]["train_loss"])
+        assert r["sgd"]["test_loss"] < r["joint"]["test_loss"], r
+
+
+def test_E3_quick(tmp_path):
+    """Sixteen panels (eight configurations, two rules), the same runs as Table E.1."""
+    n = run_quick("E3", tmp_path)["panels"]
+    t = run_quick("tableE1", tmp_path / "t")["rows"]
+    assert len(n) == 8
+    for r in t:
+        p = n[f"{r['task']}_{len(r['hidden'])}h"]
+        assert p["joint"]["test_loss"] == r["joint"]["test_loss"] and p["sgd"]["test_loss"] == r["sgd"]["test_loss"]
+
+
+def test_E4_quick(tmp_path):
+    """Each depth's test MSE falls with the integration time; at the longest time the deepest net lags the shallowest."""
+    rows = run_quick("E4", tmp_path)["rows"]
+    assert [r["widths"] for r in rows] == [[2, 30, 1], [2, 10, 8, 1], [2, 8, 6, 4, 1]]
+    for r in rows:
+        assert all(a > b for a, b in zip(r["test_mse"], r["test_mse"][1:])), r
+    assert rows[2]["test_mse"][-1] > rows[0]["test_mse"][-1]

@@ -46,6 +46,11 @@ ITEMS: dict[str, Item] = {item.name: item for item in [
          "against SGD", seed=42),
     Item("lab12", "lab12:lab12", title="Lab 12 (the book): Algorithm 12.4 against SGD, the slowdown beside "
          "1/λ_min(L_free), β ~ 1/n_train, the batch-parallel fast phase"),
+    Item("fig2", "training:fig2", "Fig 2: the joint flow against SGD on the paraboloid and the circle", seed=42),
+    Item("fig3", "training:fig3", "Fig 3: β scaling of the joint flow (final test MSE against β·n_train)", seed=42),
+    Item("tableE1", "training:tableE1", "Table E.1: eight configurations, joint flow against SGD", seed=42),
+    Item("E3", "training:E3", "Fig E.3: the output panels of Table E.1's configurations", seed=42),
+    Item("E4", "training:E4", "Fig E.4: depth × integration time of the joint flow", seed=42),
 ]}
 
 
