@@ -39,7 +39,8 @@ class JointFlow:
     :meth:`fusable` says whether it applies: every parameter on one edge (a parameter tied across
     edges takes the trainer's plain path). ``params`` are views into ``flat``. ``step(V, X, Y)`` moves
     the batch's stalks ``V`` = [v_1..v_m] in place, writes β Σ_i ∂E_i/∂θ into ``grad`` (views
-    ``gviews``) and returns the batch's task loss at the forward pass (``task_loss(pred, Y)``).
+    ``gviews``) and returns the batch's task loss at the forward pass (``task_loss(pred, Y)``; None with
+    ``loss=False``: the forward pass is then not computed).
     """
 
     @staticmethod
@@ -94,7 +95,7 @@ class JointFlow:
             self._buffers[B] = b
         return b
 
-    def step(self, V: list, X, Y) -> float:
+    def step(self, V: list, X, Y, loss: bool = True) -> float | None:
         xp, net, P = self.xp, self.net, self.params
         layers, out = net.layers, net.output
         m = len(layers)
@@ -119,7 +120,7 @@ class JointFlow:
                 if layer.bias is not None:
                     T[k] += P[layer.bias]
             xp.subtract(V[k + 1], T[k], out=U[k])
-        loss = self.task_loss(self._predict(b, X), Y)
+        loss = self.task_loss(self._predict(b, X), Y) if loss else None
         vm = V[m]
         if out.fn == "linear":  # r = y − A_o v_m − b_o
             if out.param is None and out.bias is None and out.identity:

@@ -552,10 +552,16 @@ class TrainingSession:
 
     # ------------------------------------------------------------------ the loop
     def run(self, steps: int, on_step=None) -> Outcome:
-        """Train until ``trainer.step_count == steps``; ``on_step(step, loss, baseline_loss)`` after each step."""
+        """Train until ``trainer.step_count == steps``; ``on_step(step, loss, baseline_loss)`` after each step.
+
+        The trainer is asked for its step's loss (``step(loss=True)``) on the steps that log it, the
+        last, and every step when ``on_step`` wants each loss; an ``on_step`` with ``throttled = True``
+        (a progress bar) takes None on the other steps. Only a trainer with ``lazy_loss`` (the joint
+        trainer, whose step needs no forward pass but the loss's) is asked; the others always report it."""
         from .trainers import DivergenceError, StepAbandoned
 
         tr, bl = self.trainer, self.baseline
+        every_loss = on_step is not None and not getattr(on_step, "throttled", False)
         last: dict = {}
         blast: dict | None = {} if bl is not None else None
         with _DeferredInterrupt(*(t for t in (tr, bl) if t is not None)) as sigint:
@@ -570,8 +576,12 @@ class TrainingSession:
                     t0 = time.perf_counter()
                     try:
                         # overflow on the way to a divergence is detected and reported below, not warned about
+                        nxt = tr.step_count + 1
                         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                            last = tr.step()
+                            if getattr(tr, "lazy_loss", False):  # its loss is extra work: only when it is read
+                                last = tr.step(loss=every_loss or nxt % self.log_every == 0 or nxt == steps)
+                            else:
+                                last = tr.step()
                     except DivergenceError as exc:
                         self.seconds += time.perf_counter() - t0
                         step = getattr(exc, "step", None)
@@ -587,7 +597,7 @@ class TrainingSession:
                         return self._diverged(step, where, "", message=msg)
                     self.seconds += time.perf_counter() - t0
                     step = int(tr.step_count)
-                    if not _finite(last.get("loss")):
+                    if last.get("loss") is not None and not _finite(last["loss"]):
                         where, what = self._nonfinite_where()
                         return self._diverged(step, where, what)
                     if bl is not None:

@@ -107,6 +107,8 @@ class Trainer:
     #: inside a pure stretch of a step (a solve, which changes no trainer state): the run loop's signal
     #: handler may then abandon the step at once, and the state is still that of the last completed step
     in_solve = False
+    #: whether ``step(loss=False)`` saves work (the run loop then asks for the loss only on logged steps)
+    lazy_loss = False
     #: set by the run loop's signal handler: the next pure stretch is not started (:class:`StepAbandoned`)
     stop_requested = False
 
@@ -181,8 +183,9 @@ class Trainer:
 
     # -- the API -------------------------------------------------------------------------------
 
-    def step(self) -> dict:
-        """One optimisation step on the next mini-batch: {"loss", "consistent_fraction"}."""
+    def step(self, loss: bool = True) -> dict:
+        """One optimisation step on the next mini-batch: {"loss", "consistent_fraction"} (``loss`` is for
+        trainers with :attr:`lazy_loss`; this one always computes it)."""
         idx = self._batch_indices(self.step_count)
         X, Y = (self.Xtr, self.Ytr) if idx is None else (self.Xtr[idx], self.Ytr[idx])
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported below
@@ -445,6 +448,7 @@ class JointTrainer(Trainer):
     """
 
     name = "joint"
+    lazy_loss = True  # step(loss=False) skips the forward pass the loss needs (the run loop asks when it logs)
 
     def __init__(self, G, config, data, params=None):
         from .joint import JointFlow, initial_stalks
@@ -452,6 +456,7 @@ class JointTrainer(Trainer):
         super().__init__(G, config, data, params)
         self.beta = config.beta if config.beta is not None else 1.0 / self.n_train
         self.opt = make_optimizer("sgd", config.dt, xp=self.xp)  # forward Euler; its state is the step count
+        self._tied = G.graph["parameter_sheaf"].number_of_edges() > 0  # reluctance or ties: their gradient too
         self.flow = None
         if JointFlow.fusable(self.net):
             self._fuse()
@@ -468,8 +473,9 @@ class JointTrainer(Trainer):
     def _step_size(self) -> float:
         return self.config.dt
 
-    def step(self) -> dict:
-        """One step of the flow on the next mini-batch: {"loss", "consistent_fraction": None}."""
+    def step(self, loss: bool = True) -> dict:
+        """One step of the flow on the next mini-batch: {"loss", "consistent_fraction": None}; the loss
+        (a forward pass) only with ``loss=True``, else None."""
         from .joint import initial_stalks
 
         xp, t = self.xp, self.step_count
@@ -487,9 +493,10 @@ class JointTrainer(Trainer):
         else:
             V, X, Y = [s[idx] for s in self.stalks], self.Xtr[idx], self.Ytr[idx]
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported below
-            loss = flow.step(V, X, Y)
-            for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
-                flow.gviews[k] += g
+            loss = flow.step(V, X, Y, loss)
+            if self._tied:
+                for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
+                    flow.gviews[k] += g
             self._check_finite(loss, flow.gviews)
             grad = flow.grad
             grad *= self.config.dt  # θ ← θ − dt·g, as SGD's θ −= lr·g
@@ -505,10 +512,10 @@ class JointTrainer(Trainer):
                     raise DivergenceError(self.step_count, self._where(k))
         return {"loss": loss, "consistent_fraction": None}
 
-    def _check_finite(self, loss: float, grads: dict) -> None:
-        if self.flow is not None and np.isfinite(loss) and np.isfinite(float(self.flow.grad.sum())):
+    def _check_finite(self, loss, grads: dict) -> None:
+        if self.flow is not None and (loss is None or np.isfinite(loss)) and np.isfinite(float(self.flow.grad.sum())):
             return
-        super()._check_finite(loss, grads)
+        super()._check_finite(0.0 if loss is None else loss, grads)
 
     def _gradients(self, X, Y, idx):
         """The flow written plainly (a chain with a parameter tied across edges): the chain's energy
