@@ -8,7 +8,7 @@ It measures, alternating the compared runs in every round and reporting medians:
 
 - **in-step**: in this process, the seconds of N steps of our ``JointTrainer.step`` and of
   :class:`joint_torch.JointFlowTorch.step` from the same data, initial weights and stalks (wall and
-  CPU seconds); their final parameters are compared too (the two implementations must agree to
+  CPU seconds; each computes the train loss once per 1,000 steps); their final parameters are compared too (the two implementations must agree to
   round-off: max |Δθ| over max |θ|);
 - **whole-command**: the wall and CPU seconds of fresh processes, start to exit:
   ``sheaf train models/paraboloid_paper.sheaf --trainer joint --optimizer sgd --steps 100000`` as a
@@ -49,6 +49,8 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the in-step runs compute the train loss once per epoch, on both sides (as the paper's code logs it)
+LOG_EVERY = 1000
 MODEL = ROOT / "models" / "paraboloid_paper.sheaf"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -85,8 +87,8 @@ def in_step(steps: int, repeats: int) -> dict:
     for _ in range(repeats):
         T, data = our_trainer(steps)
         w, c = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            T.step()
+        for t in range(1, steps + 1):
+            T.step(loss=t % LOG_EVERY == 0)  # both sides compute the train loss once per epoch
         ours.append((time.perf_counter() - w, time.process_time() - c))
         P = {k: np.array(v) for k, v in T.params.items()}
         T0, _ = our_trainer(1)
@@ -94,8 +96,10 @@ def in_step(steps: int, repeats: int) -> dict:
         F = JointFlowTorch([P0["W1"], P0["W2"]], [P0["b1"], P0["b2"]], data.X_train, data.Y_train,
                            alpha=T.config.alpha, dt=T.config.dt, init=T.config.joint_init)
         w, c = time.perf_counter(), time.process_time()
-        for _ in range(steps):
+        for t in range(1, steps + 1):
             F.step()
+            if t % LOG_EVERY == 0:
+                F.train_mse()
         theirs.append((time.perf_counter() - w, time.process_time() - c))
         Q = {"W1": F.W[0].numpy(), "b1": F.b[0].numpy(), "W2": F.W[1].numpy(), "b2": F.b[1].numpy()}
         scale = max(float(np.abs(P[k]).max()) for k in P)
