@@ -147,7 +147,9 @@ def whole(steps: int, repeats: int, sheaf: str) -> dict:
         for label, ts in times.items():
             out[label] = {"wall_s": statistics.median(t[0] for t in ts), "cpu_s": statistics.median(t[1] for t in ts),
                           "rounds": ts}
-        out["ours_train_mse"] = summary.get("trainer", summary).get("train_mse") if isinstance(summary, dict) else None
+        ours = summary["trainer"]
+        out["ours_train_mse"], out["ours_test_mse"] = ours["train_loss"], ours["test_mse"]
+        out["ours_in_step_s"] = ours["seconds"]
         out["torch_train_mse"] = float(tor["log"][-1][1]) if len(tor["log"]) else None
         out["torch_test_mse"] = float(tor["test_mse"])
         return out
@@ -187,6 +189,7 @@ def main(argv=None) -> int:
         w = res["whole"]
         for label in [k for k in w if isinstance(w[k], dict)]:
             print(f"  whole      {label:42s} {w[label]['wall_s']:7.2f} s wall {w[label]['cpu_s']:7.2f} s CPU")
+        print(f"             train MSE ours {w['ours_train_mse']:.6f} torch {w['torch_train_mse']:.6f}")
     print(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
