@@ -198,6 +198,7 @@ CODES: dict[str, str] = {
     "E702": "the Dask scheduler cannot be reached, or has no workers (or local worker processes did not start)",
     "E703": "this command, solver or option cannot run sharded over workers (the message says what can)",
     "E704": "every worker died, or a shard could not be rebuilt after repeated worker deaths",
+    "E705": "the joint flow's stalk restarts (joint_reinit) with a sharded run",
 }
 
 

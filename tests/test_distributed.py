@@ -287,3 +287,13 @@ def test_a_killed_worker_is_recovered_with_the_same_result(cluster):
     assert tr.rebuilds >= 1 and dead not in tr._where
     _agree(tr, one)
     cluster.client.wait_for_workers(2, timeout=60)  # the nanny restarts it
+
+
+def test_the_joint_flows_stalk_restarts_are_refused_when_sharded(cluster):
+    """E705: joint_reinit restarts stalks that live on the workers; a sharded run refuses it up front."""
+    from sheafdsl.distributed import sharded_trainer
+
+    G, cfg, data = _setup("paraboloid.sheaf", trainer="joint", batch=50, n=200, joint_reinit=4)
+    with pytest.raises(SheafError) as e:
+        sharded_trainer(cluster, G, cfg, data)
+    assert e.value.codes == ["E705"]

@@ -72,6 +72,12 @@ class ShardedTrainer:
 
     def attach(self, cluster, shards: int | None = None) -> None:
         """Cut the training set into ``shards`` (default: one per worker) on ``cluster``."""
+        if getattr(self, "flow", None) is not None:  # the joint rule's fused step runs in one process: the
+            self.flow = None                         # driver takes the plain step, whose _gradients is the shards'
+        if self.reduce == "sum" and getattr(self.config, "joint_reinit", 0):
+            raise SheafError(Diagnostic("E705", "the joint flow's stalk restarts (joint_reinit) are not sharded: "
+                                                "the stalks live on the workers",
+                                        hint="train without --workers/--scheduler, or without --stalk-reinit"))
         self.cluster, self.client = cluster, cluster.client
         k = max(1, min(int(shards or len(cluster.workers())), self.n_train))
         self._ranges = split_rows(self.n_train, k)
