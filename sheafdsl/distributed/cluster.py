@@ -53,9 +53,16 @@ class Cluster:
         self.local = None
         try:
             if workers is not None:
-                self.local = distributed.LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",  # any free port
-                    silence_logs=logging.ERROR, env=dict(WORKER_ENV))
+                import dask
+
+                # malloc reads its tunables when a process starts: they must be in the environment the worker
+                # processes are spawned with (Dask's pre-spawn environment), not set inside them (``env=``)
+                pre = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+                pre.update({k: v for k, v in WORKER_ENV.items() if k.startswith("MALLOC_")})
+                with dask.config.set({"distributed.nanny.pre-spawn-environ": pre}):
+                    self.local = distributed.LocalCluster(
+                        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        silence_logs=logging.ERROR, env=dict(WORKER_ENV))
                 self.client = distributed.Client(self.local, set_as_default=False)
             else:
                 self.client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
