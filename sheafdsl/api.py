@@ -466,6 +466,7 @@ class Sheaf:
         """
         from .training.fit import model_config
 
+        refuse_consensus(self.graph, "diagnose")
         _choice("split", split, SPLITS)
         if _pinless(self.graph) and data is None:
             return _diagnose_pins(self.graph, self._params(params, seed if seed is not None else (
@@ -604,6 +605,26 @@ def spectrum_boundary(G, inputs, targets, *, names=("--input", "--target"), file
     return boundary, parse_target(targets, G, next(iter(boundary.values())).shape[0], what=names[1], file=file)
 
 
+def refuse_consensus(G, command: str) -> None:
+    """E591: ``sheaf spectrum`` and ``sheaf diagnose`` analyse a network sheaf's energy and its equilibria; a
+    consensus problem (objectives, hard edges) has neither, so they say what to run instead, at the first
+    objective or hard edge of the file."""
+    from .ir import consensus_span, is_consensus, model_error
+
+    if not is_consensus(G) or G.graph.get("learned") is not None:
+        return
+    path = G.graph.get("path") or "FILE"
+    what = {"spectrum": "the spectrum of L_free, the Laplacian of a network sheaf's energy: a consensus problem's "
+                        "hard edges are constraints and its objectives are not edge energies, so L_free says nothing "
+                        "about it",
+            "diagnose": "the discord of a network sheaf's two-sided (training) equilibrium: a consensus problem has "
+                        "none (it is solved, not trained)"}[command]
+    raise model_error(G, "E591", f"`{G.graph.get('name', 'sheaf')}` states a consensus problem (local objectives "
+                      f"and/or hard edges): `sheaf {command}` reports {what}", consensus_span(G),
+                      f"`sheaf verify {path}` proves its convexity (with the margin λ_min(ZᵀHZ) on ker δ_hard) and "
+                      f"`sheaf infer {path} --solver admm --json` solves it (minimiser, objective, residuals)")
+
+
 def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: dict | None = None,
                     samples: int | None = None, seed: int = 0, dense_cutoff: int | None = None,
                     vectors: bool = False, cluster=None):
@@ -616,6 +637,7 @@ def spectrum_report(G, params: dict, *, boundary: dict | None = None, targets: d
                                     states_at)
     from .ir import is_state_dependent
 
+    refuse_consensus(G, "spectrum")
     _count("samples", samples, 1)
     _count("dense_cutoff", dense_cutoff, 0)
     if cluster is not None and boundary is not None:

@@ -165,7 +165,9 @@ CODES: dict[str, str] = {
     "E605": "a data set too small for the requested n / n_test",
     "E610": "an unknown or invalid training option (trainer, optimiser, config value)",
     "E611": "a saved trainer state that does not fit the trainer (another trainer, missing or misshapen parameters)",
-    "E612": "the trainer needs a feed-forward network sheaf (and a consensus problem is solved with `sheaf infer --solver admm`, not trained)",
+    "E590": "sheaf train: a consensus problem (objectives, hard edges) is solved with `sheaf infer --solver admm`, not trained",
+    "E591": "sheaf spectrum / sheaf diagnose: a consensus problem has no network-sheaf energy to analyse (use `sheaf verify` and `sheaf infer --solver admm`)",
+    "E612": "the trainer needs a feed-forward network sheaf",
     "E620": "a trainer step diverged (a non-finite value); the run loop reports it as E640",
     "E621": "a linear system of the model (a trainer step, a solve) is numerically singular (e.g. a very deep or narrow network)",
     # training: run directories, checkpoints, resume, diagnose, faults

@@ -107,9 +107,9 @@ def consensus_sheaves(draw, quadratic_only: bool = False):
     for k in range(ne):
         a, b = rng.choice(nv, 2, replace=False)
         hard = draw(st.booleans())
-        # a hard edge of dimension ≤ both stalks' (a wider one pins its stalks to a point, feasible only
-        # through the biases, which makes ADMM crawl: that case has its own tests)
-        de = draw(st.integers(1, min(dims[a], dims[b]) if hard else 3))
+        # a hard edge as wide as it likes: one wider than a stalk fixes all its coordinates (feasible through
+        # the biases), the case where plain ADMM iterations crawl
+        de = draw(st.integers(1, 3))
         u, v = f"v{a}", f"v{b}"
         Fu = Constant(rng.normal(size=(de, dims[a])))
         Fv = Identity() if (de == dims[b] and rng.random() < 0.3) else Constant(rng.normal(size=(de, dims[b])))
@@ -130,16 +130,18 @@ def consensus_sheaves(draw, quadratic_only: bool = False):
     return G, params
 
 
-def _kkt_rank_ok(G, params):
-    """The hard constraints leave a feasible set of positive dimension (rank D_h < n): when they fix the
-    free coordinates to a point, ADMM converges linearly but slowly (thousands of iterations), which the
-    fixed-case tests below cover without making the property test slow."""
+def _lowered(G, params):
     from sheafdsl.lowering.consensus import lower_consensus
     from sheafdsl.solvers.consensus import pinned_cochain
 
-    P = lower_consensus(G, params, pinned_cochain(G, params, None, np))
+    return lower_consensus(G, params, pinned_cochain(G, params, None, np))
+
+
+def _fixes_everything(G, params):
+    """The hard constraints fix the free coordinates to a point (rank D_h = n)."""
+    P = _lowered(G, params)
     Dh = P.host["Dh"].toarray()
-    return P.n > 0 and (Dh.shape[0] == 0 or np.linalg.matrix_rank(Dh) < P.n)
+    return Dh.shape[0] > 0 and np.linalg.matrix_rank(Dh) == P.n
 
 
 def _close(res, ref, tol=1e-6):
@@ -150,10 +152,12 @@ def _close(res, ref, tol=1e-6):
 
 def _agree(case):
     G, params = case
-    assume(_kkt_rank_ok(G, params))
+    assume(_lowered(G, params).n > 0)  # hard edges that fix every coordinate included
     ref, val = cvxpy_reference(G, params)
     for method in ("admm", "admm-local"):
-        res = solve(G, params, None, method=method, maxiter=50000, **TIGHT)
+        # admm-local (edge-based, first-order, every update local) needs up to ~5·10⁴ iterations at rtol 1e-10 on
+        # some drawn problems (hypothesis found them); its accuracy is held to the same 1e-6 as admm's
+        res = solve(G, params, None, method=method, maxiter=50000 if method == "admm" else 200000, **TIGHT)
         assert bool(res.converged[0]), method
         _close(res, ref)
         assert abs(float(res.objective[0]) - val) <= 1e-6 * max(1.0, abs(val))
@@ -363,9 +367,12 @@ def test_simplex_projection_is_the_nearest_point(seed, k, capped):
                         capped=bool(np.isfinite(hi).any()))[0, :, 0]
     y = cp.Variable(k)
     cons = [cp.sum(y) == s, y >= lo] + [y[i] <= hi[i] for i in range(k) if np.isfinite(hi[i])]
-    cp.Problem(cp.Minimize(cp.sum_squares(y - a)), cons).solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12,
-                                                                tol_feas=1e-12)
-    assert np.allclose(x, y.value, atol=1e-7)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(y - a)), cons)
+    prob.solve(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    if prob.status == "optimal":
+        assert np.allclose(x, y.value, atol=1e-7)
+    else:  # Clarabel at 1e-12 sometimes stops inaccurate (seed 21324, k=4: 43.49 against our 42.63): no farther
+        assert np.sum((x - a) ** 2) <= np.sum((y.value - a) ** 2) + 1e-9
     assert abs(x.sum() - s) < 1e-10 and np.all(x >= lo - 1e-12) and np.all(x <= hi + 1e-12)
 
 
@@ -431,3 +438,125 @@ def test_vectorised_lowering_matches_the_ir_written_out(case, B):
     assert np.array_equal(P.lam.ravel(), lam[free])
     w2 = np.array([d["weight"] ** 2 for *_, d in edges(G) for _ in range(d["dim"])] + [0.0])[:-1]
     assert np.allclose(P.ws2.ravel(), w2[~hard])
+
+
+def boxed_network(n=12, seed=5, B=None):
+    """The benchmark's kind of problem at a small size: 3-dim agents on a ring with chords, random 2 × 3 maps,
+    every other edge hard (biases keep a random point feasible), quadratic + box [-0.5, 0.5] on every agent
+    (many coordinates end on the box), q per instance when ``B`` is given."""
+    rng = np.random.default_rng(seed)
+    G = new_sheaf("boxed")
+    params = {}
+    xbar = rng.uniform(-0.4, 0.4, size=(n, 3))
+    for i in range(n):
+        add_stalk(G, f"v{i}", 3)
+        A = rng.normal(size=(3, 3))
+        add_param(G, f"q{i}", (3,), "zeros")
+        params[f"q{i}"] = 3 * rng.normal(size=(B, 3) if B else 3)
+        add_objective(G, f"v{i}", "quadratic", Q=A @ A.T / 3 + 0.1 * np.eye(3), q=f"q{i}")
+        add_objective(G, f"v{i}", "box", lo=-0.5, hi=0.5)
+    pairs = [(i, (i + 1) % n) for i in range(n)] + [(i, (i + 5) % n) for i in range(0, n, 3)]
+    for k, (a, b) in enumerate(pairs):
+        Fa, Fb = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+        bias = None
+        if k % 2 == 0:
+            bias = f"o{k}"
+            add_param(G, bias, (2,), "zeros")
+            params[bias] = Fb @ xbar[b] - Fa @ xbar[a]
+        add_edge(G, f"e{k}", f"v{a}", f"v{b}", src_map=Constant(Fa), dst_map=Constant(Fb), hard=k % 2 == 0,
+                 bias=bias)
+    return G, params
+
+
+def test_polish_certifies_the_exact_minimiser_in_fewer_iterations():
+    """admm stops on a polished point (the equality-constrained QP on the active set its iterates found,
+    certified by the KKT conditions) far sooner than its residuals alone would stop it, and that point is
+    the minimiser to round-off (CVXPY at 1e-11)."""
+    from sheafdsl.solvers.consensus import solve_consensus
+
+    G, params = boxed_network()
+    ref, _ = cvxpy_reference(G, params)
+    pol = solve_consensus(G, params, method="admm", rtol=1e-7)
+    plain = solve_consensus(G, params, method="admm", rtol=1e-7, polish=False)
+    assert bool(pol.polished[0]) and not bool(plain.polished[0]) and bool(pol.converged[0] and plain.converged[0])
+    assert pol.iterations < plain.iterations
+    at_box = sum(int(np.sum(np.isclose(np.abs(x), 0.5, atol=1e-9))) for x in ref.values())
+    assert at_box >= 5  # the active set is not trivial
+    _close(pol, ref, tol=1e-8)
+    _close(plain, ref, tol=1e-5)
+    assert float(pol.primal_residual[0]) <= 1e-2 * float(pol.primal_tolerance[0])
+    assert float(pol.dual_residual[0]) <= float(pol.dual_tolerance[0])
+
+
+def test_polish_refuses_a_wrong_active_set():
+    """The certificate is a real test: the minimiser (on the box exactly, as the prox leaves it) passes it;
+    a point with a few interior coordinates wrongly on the box fails it, corrections or not."""
+    from sheafdsl.solvers.admm import _Global, polish_solution
+
+    G, params = boxed_network()
+    P = _lowered(G, params)
+    g = _Global(P, None, {}, "factor")
+    ref, _ = cvxpy_reference(G, params)
+    xs = np.concatenate([ref[f"v{i}"] for i in range(12)])[:, None]
+    xs = np.where(np.abs(np.abs(xs) - 0.5) < 1e-7, np.sign(xs) * 0.5, xs)
+    eps_p, eps_d = np.array([1e-7 * np.linalg.norm(xs)]), np.array([1e-7 * np.linalg.norm(g.c_lin)])
+    x, ok, prim, dual = polish_solution(P, g.Ls, g.c_lin, xs, eps_p, eps_d, rounds=0)
+    assert ok[0] and np.allclose(x, xs, atol=1e-8) and prim[0] <= 1e-2 * eps_p[0] and dual[0] <= eps_d[0]
+    interior = np.flatnonzero(np.abs(xs[:, 0]) < 0.5)
+    pick = interior[np.argsort(-np.abs(xs[interior, 0]))[:3]]
+    wrong = xs.copy()
+    wrong[pick, 0] = np.sign(wrong[pick, 0]) * 0.5
+    for rounds in (0, 4):
+        x, ok, prim, dual = polish_solution(P, g.Ls, g.c_lin, wrong, eps_p, eps_d, rounds=rounds)
+        assert not ok[0] and max(prim[0] / eps_p[0], dual[0] / eps_d[0]) > 1 and np.array_equal(x, wrong)
+
+
+def test_instances_stop_on_their_own():
+    """Each instance of a batch stops when it meets its tolerances (compaction), so an instance warm-started at
+    its solution stops at once while the others go on, and every instance equals its own solve."""
+    from sheafdsl.solvers.consensus import solve_consensus
+
+    G, params = boxed_network(B=5)
+    first = solve_consensus(G, params, method="admm", polish=False, **TIGHT)
+    warm = dict(first.state)
+    for k in ("z", "u", "uh"):  # every instance but 2 starts cold
+        warm[k] = np.where(np.arange(5) == 2, warm[k], 0.0)
+    res = solve_consensus(G, params, method="admm", warm=warm, polish=False, **TIGHT)
+    assert bool(np.all(res.converged))
+    assert res.iterations_each[2] <= 2 < min(np.delete(res.iterations_each, 2))
+    for b in range(5):
+        one = solve_consensus(G, {k: (v[b] if np.ndim(v) == 2 else v) for k, v in params.items()}, method="admm",
+                              **TIGHT)
+        assert np.allclose(one.cochain[0], res.cochain[b], atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["admm", "admm-local"])
+def test_hard_edges_that_fix_every_coordinate(method):
+    """A hard edge wider than its stalks fixes them to a point (feasible through its bias): both methods find
+    it and the minimiser of the rest, as CVXPY does."""
+    rng = np.random.default_rng(11)
+    G = new_sheaf("fixed")
+    params = {}
+    xbar = {"a": rng.uniform(-0.5, 0.5, 2), "b": rng.uniform(-0.5, 0.5, 2), "c": rng.uniform(-1, 1, 2)}
+    for v in xbar:
+        add_stalk(G, v, 2)
+        add_objective(G, v, "quadratic", Q=np.eye(2), q=rng.normal(size=2))
+    add_objective(G, "a", "box", lo=-1, hi=1)
+    add_objective(G, "c", "l1", lam=0.4)
+    Fa, Fb = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+    add_param(G, "o", (3,), "zeros")
+    params["o"] = Fb @ xbar["b"] - Fa @ xbar["a"]
+    add_edge(G, "ab", "a", "b", src_map=Constant(Fa), dst_map=Constant(Fb), hard=True, bias="o")
+    add_edge(G, "bc", "b", "c", src_map=Identity(), dst_map=Identity(), weight=1.5)
+    assert np.linalg.matrix_rank(_lowered(G, params).host["Dh"].toarray()) == 3  # a and b: 3 rows on 4 coordinates
+    add_param(G, "o2", (3,), "zeros")
+    Fc = rng.normal(size=(3, 2))
+    params["o2"] = Fc @ xbar["a"] - Fa @ xbar["a"]
+    add_edge(G, "aa", "a", "a", src_map=Constant(Fa), dst_map=Constant(Fc), hard=True, bias="o2")
+    assert not _fixes_everything(G, params) and np.linalg.matrix_rank(
+        _lowered(G, params).host["Dh"].toarray()) == 4  # now a and b are fixed, c is free
+    ref, val = cvxpy_reference(G, params)
+    res = solve(G, params, None, method=method, maxiter=50000, **TIGHT)
+    assert bool(res.converged[0])
+    _close(res, ref)
+    assert np.allclose(np.asarray(res.stalk("a"))[0], xbar["a"], atol=1e-6)

@@ -154,3 +154,42 @@ def test_api_infer_with_admm(tmp_path):
     for v, x in ref.items():
         assert np.allclose(r.stalks[v][0], x, atol=1e-6)
     assert r.to_json()["primal_residual"] <= 1e-6
+
+
+@pytest.mark.parametrize("solver,code,line", [("admm", "E515", 4), ("admm-local", "E515", 4), ("exact", "E517", 5),
+                                              ("cg", "E513", 5)])
+def test_consensus_errors_point_at_their_statement(tmp_path, solver, code, line):
+    """The solvers' errors carry a span: the hard edge that cannot hold (E515), the first term exact cannot take
+    (E517), the first objective of a problem cg does not solve (E513): file:line:col, the line, a caret."""
+    path = write(tmp_path, INFEASIBLE)
+    r = run("infer", path, "--solver", solver)
+    d = json.loads(run("infer", path, "--solver", solver, "--json").stdout)["diagnostics"][0]
+    assert (d["code"], d["file"], d["line"]) == (code, path, line) and d["col"] >= 1
+    assert r.exit_code == 1 and f"{path}:{line}:{d['col']}: error[{code}]" in r.output, r.output
+    assert INFEASIBLE.split("\n")[line - 1] in r.output and "^" in r.output
+
+
+def test_infeasible_up_front_points_at_the_box(tmp_path):
+    """E514 (an input value outside its stalk's box: only the data can say) at the box it leaves."""
+    text = "sheaf pinned\nstalk a : 1\nstalk b : 1\nedge ab : a -> b  maps 1 | 1\nobjective b box 0 1\n" \
+           "objective a quadratic 1 0\npin b = input\n"
+    path = write(tmp_path, text)
+    r = run("infer", path, "--solver", "admm", "--input", '{"b": [2.0]}')
+    assert r.exit_code == 1 and f"{path}:5:" in r.output and "error[E514]" in r.output, r.output
+    assert "objective b box 0 1" in r.output and "^" in r.output
+
+
+@pytest.mark.parametrize("command", ["spectrum", "diagnose"])
+def test_spectrum_and_diagnose_refuse_a_consensus_problem(tmp_path, command):
+    import sheafdsl as sd
+    from sheafdsl.errors import SheafError
+
+    path = write(tmp_path, MODEL)
+    r = run(command, path)
+    assert r.exit_code == 1 and f"{path}:7:" in r.output and "error[E591]" in r.output, r.output
+    assert "sheaf verify" in r.output and "--solver admm" in r.output
+    d = json.loads(run(command, path, "--json").stdout)["diagnostics"][0]
+    assert d["code"] == "E591" and d["line"] == 7
+    with pytest.raises(SheafError) as e:
+        getattr(sd.load(path), command)()
+    assert e.value.codes == ["E591"]

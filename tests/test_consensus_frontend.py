@@ -188,11 +188,11 @@ def test_sheaf_train_refuses_a_consensus_problem(tmp_path):
     path.write_text(CONTRACT)
     res = CliRunner().invoke(cli, ["train", str(path), "--out", str(tmp_path / "run")])
     assert res.exit_code == 1, res.output
-    assert "E612" in res.output and "sheaf infer" in res.output and "--solver admm" in res.output
+    assert "E590" in res.output and "sheaf infer" in res.output and "--solver admm" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "run").exists()
     assert f"{path}:7:1" in res.output  # at the first objective
     res = CliRunner().invoke(cli, ["train", str(path), "--json"])
-    assert res.exit_code == 1 and json.loads(res.stdout.strip().splitlines()[-1])["diagnostics"][0]["code"] == "E612"
+    assert res.exit_code == 1 and json.loads(res.stdout.strip().splitlines()[-1])["diagnostics"][0]["code"] == "E590"
 
 
 def test_the_api_loads_a_consensus_model_and_refuses_to_train_it():
@@ -202,7 +202,7 @@ def test_the_api_loads_a_consensus_model_and_refuses_to_train_it():
     assert sh.is_consensus and [o.kind for o in sh.objectives["w"]] == ["simplex", "l1"]
     with pytest.raises(SheafError) as e:
         sd.train(sh, steps=1)
-    assert e.value.codes == ["E612"]
+    assert e.value.codes == ["E590"]
 
 
 def test_an_oversized_literal_q_is_refused_at_its_statement(monkeypatch):

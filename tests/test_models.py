@@ -242,4 +242,4 @@ def test_consensus_models_are_refused_by_train(name):
 
     with pytest.raises(SheafError) as e:
         train(load(os.path.join(os.path.dirname(__file__), "..", "models", f"{name}.sheaf")), steps=1)
-    assert e.value.codes == ["E612"] and "--solver admm" in e.value.diagnostics[0].hint
+    assert e.value.codes == ["E590"] and "--solver admm" in e.value.diagnostics[0].hint

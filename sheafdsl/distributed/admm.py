@@ -311,6 +311,18 @@ class Partitioned:
     def solution(self):
         return self._gather()["w"]
 
+    def state(self, rho):
+        """The per-instance state the driver keeps when instances stop (it is not cut: no ``keep``)."""
+        return self.warm(rho)
+
+    @staticmethod
+    def solution_of(state):
+        return state["w"]
+
+    @staticmethod
+    def warm_of(state):
+        return dict(state)
+
     def warm(self, rho):
         st = self._state if self._f is None and getattr(self, "_state", None) is not None else self._gather()
         return dict(st, rho=rho)

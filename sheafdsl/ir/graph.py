@@ -496,6 +496,42 @@ def objectives(G: nx.MultiDiGraph, stalk: str) -> list[ObjectiveSpec]:
     return G.nodes[stalk].get("objectives", [])
 
 
+def declared_at(G: nx.MultiDiGraph, *, stalk: str | None = None, edge: str | None = None, kinds=None) -> Span:
+    """Where an edge or a stalk was written (NOSPAN for a graph built in Python); a stalk with ``kinds``:
+    its first objective of one of those kinds, else its declaration."""
+    if edge is not None:
+        for _, _, k, d in G.edges(keys=True, data=True):
+            if k == edge:
+                return d.get("span", NOSPAN)
+    if stalk is not None and stalk in G:
+        for o in (G.nodes[stalk].get("objectives") or []) if kinds else []:
+            if o.kind in kinds and o.span.known:
+                return o.span
+        return G.nodes[stalk].get("span", NOSPAN)
+    return NOSPAN
+
+
+def model_error(G: nx.MultiDiGraph, code: str, message: str, span: Span = NOSPAN, hint: str | None = None) -> SheafError:
+    """A SheafError about the model ``G`` was built from, at ``span``: rendered ``file:line:col`` with the source
+    line and a caret when G came from a file (else as the layers below report it, ``<input>``)."""
+    path = G.graph.get("path")
+    file = path if span.known and path and path != PYTHON else "<input>"
+    return SheafError(Diagnostic(code, message, span, "error", hint, file), G.graph.get("source") or None)
+
+
+def consensus_span(G: nx.MultiDiGraph) -> Span:
+    """Where a consensus problem shows itself: its first objective, else its first hard edge (NOSPAN: neither
+    was written in a file)."""
+    for v in stalks(G):
+        for o in G.nodes[v].get("objectives") or []:
+            if o.span.known:
+                return o.span
+    for *_, d in edges(G):
+        if d.get("hard") and d.get("span", NOSPAN).known:
+            return d["span"]
+    return NOSPAN
+
+
 def is_consensus(G: nx.MultiDiGraph) -> bool:
     """True when the sheaf states a consensus problem: some stalk has an objective or some edge is hard."""
     return any(d.get("objectives") for _, d in G.nodes(data=True)) or \
@@ -697,6 +733,7 @@ def from_model(model, grid_sizes: dict | None = None) -> nx.MultiDiGraph:
                   model_file=model.path, span=p.span)
     for s in model.stalks.values():
         add_stalk(G, s.name, s.dim)
+        G.nodes[s.name]["span"] = s.span
     learned_obj = []
     for g, (R, C) in sizes.items():
         spec = grids[g]
@@ -727,6 +764,7 @@ def from_model(model, grid_sizes: dict | None = None) -> nx.MultiDiGraph:
             dm, db = _on_block(G, dst_map, v, getattr(e, "dst_block", None))
             add_edge(G, name, u, v, kind=e.kind, src_map=sm, dst_map=dm, dim=e.dim,
                      weight=e.weight, bias=bias, hard=getattr(e, "hard", False), src_block=sb, dst_block=db)
+            G.edges[u, v, name]["span"] = e.span
     for p in model.pins:
         add_pin(G, p.stalk, p.source, indices=p.indices, value=p.value)
     for sp in model.soft_pins:

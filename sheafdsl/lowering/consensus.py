@@ -39,15 +39,18 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import Diagnostic, SheafError
-from ..ir import INFERENCE, edges, free_indices, objectives, pinned_indices, stalks, total_dim
+from ..ir import INFERENCE, declared_at, edges, free_indices, model_error, objectives, pinned_indices, stalks, total_dim
 from ..ir.maps import Nonlinear, ReluGate
 from . import maps
 from .backend import to_numpy
 from .operators import sparse_module
 
 
-def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
-    return SheafError(Diagnostic(code, msg, hint=hint))
+def _err(code: str, msg: str, hint: str | None = None, G=None, **where) -> SheafError:
+    """The error, at the statement ``where`` names (``stalk=``/``edge=``/``kinds=``: :func:`declared_at`)."""
+    if G is None:
+        return SheafError(Diagnostic(code, msg, hint=hint))
+    return model_error(G, code, msg, declared_at(G, **where), hint)
 
 
 def _batched(name: str, value, shape: tuple, B: int, what: str) -> np.ndarray:
@@ -72,7 +75,7 @@ class ConsensusProblem:
 
     Attributes (n free coordinates, B instances, M_h / M_s rows of the hard / soft edges)::
 
-        Q  (n, n) sparse, block diagonal      q   (n, B)        lam (n, 1)     lo, hi (n, 1)
+        Q  (n, n) sparse, block diagonal      q   (n, B)        lam (n, 1) (has_l1: any λ > 0)     lo, hi (n, 1)
         Dh (M_h, n) sparse   bh (M_h, B)       Ds (M_s, n) sparse   bs (M_s, B)   ws2 (M_s, 1) = w_e²
         Fs, Fd (M, n) sparse: every edge's source and head maps on the free coordinates (δ_Ω = Fd − Fs),
         b (M, B), w2 (M, 1) and hard (M, 1) bool, in edge order (the edge-based, local ADMM reads these);
@@ -85,6 +88,16 @@ class ConsensusProblem:
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
+
+    def subset(self, cols):
+        """The same problem for the instances at ``cols`` only (their q, b, bh, bs and simplex sums; the
+        shared operators are not copied)."""
+        Pc = ConsensusProblem(**self.__dict__)
+        Pc.B = len(cols)
+        for k in ("q", "b", "bh", "bs"):
+            setattr(Pc, k, getattr(self, k)[:, cols])
+        Pc.simplex = [(rows, s[:, cols], lo, hi) for rows, s, lo, hi in self.simplex]
+        return Pc
 
     def cochain(self, x):
         """The full (B, N) cochain with the free coordinates ``x`` (n, B) and the pins."""
@@ -161,11 +174,11 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
         for m in (d["src_map"], d["dst_map"]):
             for p in [getattr(m, "param", None) if isinstance(m, ParamMap) else None, d.get("bias")]:
                 if p is not None and p not in (params or {}):
-                    raise _err("E502", f"edge `{name}` uses parameter `{p}`, which has no value")
+                    raise _err("E502", f"edge `{name}` uses parameter `{p}`, which has no value", G=G, edge=name)
             if isinstance(m, (ReluGate, Nonlinear)):
                 raise _err("E513", f"edge `{name}` has a state-dependent map ({type(m).__name__}); a consensus "
                            "problem (admm, admm-local) needs linear restriction maps",
-                           "solve this sheaf with --solver exact, cg or diffusion")
+                           "solve this sheaf with --solver exact, cg or diffusion", G=G, edge=name)
     pinned_h = np.asarray(to_numpy(pinned), dtype=float)
     B, N = pinned_h.shape
     if N != total_dim(G):
@@ -199,12 +212,13 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
                 if isinstance(o.Q, str):
                     Qv = np.asarray(to_numpy(_value(params, o.Q, v)), dtype=float)
                     if Qv.shape != (d, d):
-                        raise _err("E519", f"parameter `{o.Q}` (Q of stalk `{v}`) has shape {Qv.shape}, not {(d, d)}")
+                        raise _err("E519", f"parameter `{o.Q}` (Q of stalk `{v}`) has shape {Qv.shape}, not {(d, d)}",
+                                   G=G, stalk=v, kinds=("quadratic",))
                     Qv = 0.5 * (Qv + Qv.T)
                     if o.Q not in checked_Q:
                         if np.linalg.eigvalsh(Qv)[0] < -1e-10 * max(1.0, float(np.abs(Qv).max())):
                             raise _err("E514", f"parameter `{o.Q}` (Q of stalk `{v}`) is not positive semidefinite: "
-                                       "the objective is not convex", "give a Q ⪰ 0")
+                                       "the objective is not convex", "give a Q ⪰ 0", G=G, stalk=v, kinds=("quadratic",))
                         checked_Q.add(o.Q)
                 else:
                     Qv = o.Q
@@ -239,7 +253,8 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
         i = int(bad[0])
         v, j = _owner(offs, names_v, i)
         raise _err("E514", f"stalk `{v}`: its objectives leave coordinate {j} no value "
-                   f"({lo_full[i]:g} ≤ x ≤ {hi_full[i]:g})", "the problem is infeasible: relax a box")
+                   f"({lo_full[i]:g} ≤ x ≤ {hi_full[i]:g})", "the problem is infeasible: relax a box",
+                   G=G, stalk=v, kinds=("box", "nonneg", "simplex"))
     if len(pin_idx):
         vals = P[:, pin_idx]
         out = (vals < lo_full[pin_idx] - 1e-12) | (vals > hi_full[pin_idx] + 1e-12)
@@ -251,7 +266,8 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
             v, j = _owner(offs, names_v, i)
             raise _err("E514", f"stalk `{v}`: coordinate {j} is pinned to {vals[b0, c0]:g}, outside its objectives' "
                        f"bounds [{lo_full[i]:g}, {hi_full[i]:g}]" + (f" (instance {b0})" if B > 1 else ""),
-                       "the problem is infeasible: change the pin or the bounds")
+                       "the problem is infeasible: change the pin or the bounds", G=G, stalk=v,
+                       kinds=("box", "nonneg", "simplex"))
     simplex = []
     groups: dict[int, list] = {}
     for v in simplex_v:
@@ -265,7 +281,7 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
             raise _err("E514", f"stalk `{v}`: the simplex needs its coordinates to sum to 1, which its pins"
                        + (" and bounds" if len(fidx) else "") + f" make impossible (the free part must sum to "
                        f"{s[worst[0]]:g})" + (f" (instance {int(worst[0])})" if B > 1 else ""),
-                       "the problem is infeasible: change the pins or the bounds")
+                       "the problem is infeasible: change the pins or the bounds", G=G, stalk=v, kinds=("simplex",))
         if len(fidx):
             groups.setdefault(len(fidx), []).append((col[fidx], s, lo_v, hi_v))
     for k, gs in groups.items():
@@ -337,7 +353,7 @@ def lower_consensus(G, params: dict, pinned, xp=np) -> ConsensusProblem:
     return ConsensusProblem(
         xp=xp, G=G, B=B, N=N, n=n, M=M, free=xp.asarray(free), free_host=free, pinned=xp.asarray(pinned_h),
         Q=dev(Qf), q=xp.asarray(q), lam=xp.asarray(lamfull[free][:, None]), lo=xp.asarray(lo_full[free][:, None]),
-        hi=xp.asarray(hi_full[free][:, None]), simplex=simplex, blocks=blocks,
+        hi=xp.asarray(hi_full[free][:, None]), simplex=simplex, blocks=blocks, has_l1=bool(np.any(lamfull[free])),
         Dh=dev(D[h]), bh=xp.asarray(b[h]), Ds=dev(D[s_]), bs=xp.asarray(b[s_]), ws2=xp.asarray(w2[s_]),
         Fs=dev(Fs), Fd=dev(Fd), b=xp.asarray(b), w2=xp.asarray(w2), hard=xp.asarray(hard[:, None]),
         edge_rows=names, quadratic=bool(quadratic),

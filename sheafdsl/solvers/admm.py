@@ -45,7 +45,8 @@ endpoints; no global reduction remains in an iteration (the stopping test sums r
 scale also counts the smooth part's gradient, as OSQP does: with g = 0 the optimal u is 0 and Boyd's
 ‖ρAᵀu‖ alone would leave only atol). **Adaptive ρ**
 (residual balancing, in the normalised form of OSQP): every ``adapt_every`` iterations, until ``adapt_stop``,
-ρ ← ρ·√((‖r‖/ε-scale_pri)/(‖s‖/ε-scale_dual)) when that ratio leaves [1/5, 5] (the scaled duals rescale).
+ρ ← ρ·√((‖r‖/ε-scale_pri)/(‖s‖/ε-scale_dual)) when that ratio leaves [1/5, 5] (the scaled duals rescale;
+``admm-local`` only raises ρ: lowering it by this rule slowed the edge-based method down to a stall).
 **Infeasible or unbounded problems**: for a problem with a solution both residuals tend to 0; for an
 infeasible one the primal residual tends to a positive limit (the minimal displacement of the
 Douglas–Rachford operator), for an unbounded one the iterates run away with a dual residual that stays.
@@ -72,6 +73,8 @@ from ..lowering.operators import sparse_module
 #: projection from the start (measured: from κ = 100 the balancing rule climbed to the cap 10⁶ on every
 #: benchmark problem, at the price of more iterations and refactorisations on the way)
 KAPPA0 = 1e6
+#: the z-step of a batch (B ≥ 8) with at most this many free coordinates is factorised densely (Cholesky)
+DENSE_Z = 1000
 
 DEFAULTS = dict(rho=1.0, alpha=1.6, rtol=1e-6, atol=1e-9, maxiter=20000, adapt_every=25, adapt_stop=10000,
                 check=10, stall=1e-4)
@@ -86,8 +89,8 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 
 
 def _colnorm(xp, a):
-    """‖a‖ of each column (instance): (B,)."""
-    return xp.sqrt(xp.sum(a * a, axis=0))
+    """‖a‖ of each column (instance): (B,), one reduction (no squared temporary)."""
+    return xp.sqrt(xp.einsum("ij,ij->j", a, a))
 
 
 def project_simplex(xp, A, s, lo, hi, capped: bool):
@@ -134,7 +137,10 @@ def prox_g(P, a, rho):
     (capped) simplex projection of a − λ/ρ (on x ≥ 0, λ|x| = λx is linear)."""
     xp = P.xp
     t = P.lam / rho
-    x = xp.clip(xp.sign(a) * xp.maximum(xp.abs(a) - t, 0.0), P.lo, P.hi)
+    if P.has_l1:
+        x = xp.clip(xp.sign(a) * xp.maximum(xp.abs(a) - t, 0.0), P.lo, P.hi)
+    else:  # no l1 term: the clip alone
+        x = xp.clip(a, P.lo, P.hi)
     for rows, s, lo, hi in P.simplex:
         A = a[rows] - t[rows]
         x[rows] = project_simplex(xp, A, s, lo, hi, capped=bool(xp.any(xp.isfinite(hi))))
@@ -201,6 +207,9 @@ class _Global:
         self.cg_steps = 0
         self.cg_tol = None
         self.kappa = xp.full((1, B), KAPPA0) if warm.get("kappa") is None else warm["kappa"].copy()
+        if B > 1 and bool(xp.any(self.kappa != self.kappa[0, 0])):  # a warm start whose instances stopped apart
+            f = xp.exp(xp.mean(xp.log(self.kappa))) / self.kappa
+            self.kappa, self.uh = self.kappa * f, self.uh / f
         self.hz = P.Dh @ self.z - P.bh
 
     def step(self, rho, alpha):
@@ -259,12 +268,20 @@ class _Global:
             import scipy.sparse.linalg as spl
 
             A = (_host_csr(self.Ls) + rho * sp.eye(self.P.n) + rho_h * _host_csr(self.Lh)).tocsc()
-            # SPD (Ls ⪰ 0, ρ > 0): a symmetric fill-reducing ordering and no pivoting (about 1.6x less fill
-            # and faster solves than the default COLAMD with partial pivoting on the benchmark problems)
-            lu = spl.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                          options=dict(SymmetricMode=True)) if self.P.n else None
             xp = self.xp
-            self._lu = (lambda b: xp.asarray(lu.solve(np.asarray(_host(b))))) if lu is not None else (lambda b: b)
+            if 0 < self.P.n <= DENSE_Z and self.P.B >= 8:
+                # small and batched: one dense Cholesky, and the B right-hand sides by two level-3 triangular
+                # solves (SuperLU solves them column by column)
+                import scipy.linalg as sla
+
+                c = sla.cho_factor(A.toarray(), lower=True, check_finite=False)
+                self._lu = lambda b: xp.asarray(sla.cho_solve(c, np.asarray(_host(b)), check_finite=False))
+            else:
+                # SPD (Ls ⪰ 0, ρ > 0): a symmetric fill-reducing ordering and no pivoting (about 1.6x less fill
+                # and faster solves than the default COLAMD with partial pivoting on the benchmark problems)
+                lu = spl.splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                              options=dict(SymmetricMode=True)) if self.P.n else None
+                self._lu = (lambda b: xp.asarray(lu.solve(np.asarray(_host(b))))) if lu is not None else (lambda b: b)
             self._lu_key = key
             self.factorisations += 1
         return self._lu
@@ -294,8 +311,34 @@ class _Global:
     def solution(self):
         return self.x
 
-    def warm(self, rho):
-        return dict(z=self.z, u=self.u, uh=self.uh, rho=rho, kappa=self.kappa)
+    #: the per-instance state (columns), kept when an instance stops and sliced by compaction
+    STATE = ("x", "z", "u", "uh", "hz", "kappa")
+
+    def state(self, rho):
+        return dict({k: getattr(self, k) for k in self.STATE}, rho=rho)
+
+    def keep(self, cols):
+        """Go on with the instances at ``cols`` only (compaction)."""
+        for k in self.STATE + ("c_lin",):
+            setattr(self, k, getattr(self, k)[:, cols])
+        for k in ("cg_tol", "r1", "r2", "s1", "s2"):
+            if getattr(self, k, None) is not None:
+                setattr(self, k, getattr(self, k)[cols])
+        self.P = self.P.subset(cols)
+
+    def set_solution(self, cols, x):
+        """A polished minimiser for the instances at ``cols``: x = z there (so x − z = 0)."""
+        self.x[:, cols] = x
+        self.z[:, cols] = x
+        self.hz[:, cols] = self.P.Dh @ x - self.P.bh[:, cols]
+
+    @staticmethod
+    def solution_of(state):
+        return state["x"]
+
+    @staticmethod
+    def warm_of(state):
+        return {k: state[k] for k in ("z", "u", "uh", "rho", "kappa")}
 
 
 class _Local:
@@ -393,8 +436,23 @@ class _Local:
     def solution(self):
         return self.w
 
-    def warm(self, rho):
-        return dict(x=self.x, w=self.w, yu=self.yu, yv=self.yv, mu=self.mu, mv=self.mv, mw=self.mw, rho=rho)
+    STATE = ("x", "w", "yu", "yv", "mu", "mv", "mw")
+
+    def state(self, rho):
+        return dict({k: getattr(self, k) for k in self.STATE}, rho=rho)
+
+    def keep(self, cols):
+        for k in self.STATE:
+            setattr(self, k, getattr(self, k)[:, cols])
+        self.P = self.P.subset(cols)
+
+    @staticmethod
+    def solution_of(state):
+        return state["w"]
+
+    @staticmethod
+    def warm_of(state):
+        return dict(state)
 
 
 def _host_csr(A):
@@ -434,12 +492,21 @@ class ADMMOutcome:
 
 def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=None, maxiter=None, warm=None,
              adapt: bool = True, record_trace: bool = True, stall=None, zsolve: str | None = None,
-             local=None) -> ADMMOutcome:
+             polish: bool | None = None, local=None) -> ADMMOutcome:
     """Run ``admm`` or ``admm-local`` on the lowered problem ``P`` (see the module docstring). ``zsolve``
-    (admm): ``cg`` (matrix-free, the default on a GPU) or ``factor`` (one sparse LU per value of ρ and κ,
-    on the host; the default with numpy). ``local(P, rho, warm)`` (admm-local): the iteration's state and
-    step in place of :class:`_Local`'s, with its interface (the agents spread over Dask workers:
-    :mod:`sheafdsl.distributed.admm`); everything else (stopping, ρ, stalls) is this loop's."""
+    (admm): ``cg`` (matrix-free, the default on a GPU) or ``factor`` (one sparse factorisation per value
+    of ρ and κ, on the host; the default with numpy). ``polish`` (admm, default on with numpy): try
+    :func:`polish_solution` on an instance once its residuals meet the test at rtol = ``POLISH_RTOL`` (then
+    10× tighter after each failed try) while at most ``POLISH_MAX`` instances are left; a polished instance
+    stops when its certificate meets the tolerances.
+
+    ``local(P, rho, warm)`` (admm-local): the iteration's state and step in place of :class:`_Local`'s, with
+    its interface (the agents spread over Dask workers: :mod:`sheafdsl.distributed.admm`); everything else
+    (stopping, ρ, stalls) is this loop's.
+
+    Each instance stops on its own: once it meets its tolerances (or its polish is certified) its iterate is
+    kept and, when enough have stopped, the iteration goes on with the others only (compaction, when the
+    iteration can be cut: ``keep``)."""
     xp = P.xp
     o = dict(DEFAULTS)
     for k, v in dict(rho=rho, alpha=alpha, rtol=rtol, atol=atol, maxiter=maxiter, stall=stall).items():
@@ -461,77 +528,298 @@ def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=N
     if zsolve not in ("factor", "cg"):
         raise _err("E519", f"zsolve must be `factor` or `cg`, not {zsolve!r}")
     algo = _Global(P, rho_v, warm, zsolve) if method == "admm" else (local or _Local)(P, rho_v, warm)
+    if B > 1 and bool(xp.any(rho_v != rho_v[0, 0])):  # one ρ for the batch (one factorisation): the geometric mean
+        f = xp.exp(xp.mean(xp.log(rho_v))) / rho_v
+        algo.rescale(f)
+        rho_v = rho_v * f
+    do_polish = (method == "admm" and xp is np) if polish is None else bool(polish and method == "admm")
     rtol_, atol_, alpha_ = float(o["rtol"]), float(o["atol"]), float(o["alpha"])
     maxit, adapt_every, adapt_stop = int(o["maxiter"]), o["adapt_every"], o["adapt_stop"]
-    check = o["check"] if method == "admm-local" else 1
+    # the stopping test (its scales cost two products more than an iteration's residuals): every iteration for
+    # one instance, every ``check`` for admm-local and for a batch (whose iteration is cheap per instance)
+    check = o["check"] if method == "admm-local" else (1 if B == 1 else 5)
     tr_r, tr_s, tr_rho = [], [], []
+    # per instance, over the whole batch: what is kept when it stops
+    act = np.arange(B)                      # the instances still iterated (columns of algo's arrays)
+    done = np.zeros(B, dtype=bool)          # stopped (converged, or polished), over the whole batch
+    fin = {}                                # name -> (., B) arrays of the stopped instances' state
+    last_r, last_s = xp.full(B, xp.inf), xp.full(B, xp.inf)
+    fin_eps_pri, fin_eps_dual = xp.zeros(B), xp.zeros(B)
+    iters = np.zeros(B, dtype=np.int64)
+    polished = np.zeros(B, dtype=bool)
+    level = np.full(B, max(1.0, POLISH_RTOL / rtol_))
     best, bests = None, {}
-    converged = xp.zeros(B, dtype=bool)
     k = 0
+
+    def finish(cols_local, r_, s_, ep_, ed_, k_):
+        """Keep the state of the instances at ``cols_local`` (columns of the active arrays)."""
+        g = xp.asarray(act[cols_local])
+        state = algo.state(rho_v)
+        for name, a in state.items():
+            if name not in fin:
+                fin[name] = xp.zeros(a.shape[:-1] + (B,), dtype=a.dtype)
+            fin[name][..., g] = a[..., cols_local]
+        last_r[g], last_s[g] = r_[cols_local], s_[cols_local]
+        fin_eps_pri[g], fin_eps_dual[g] = ep_[cols_local], ed_[cols_local]
+        iters[act[cols_local]] = k_
+        done[act[cols_local]] = True
+
     for k in range(1, maxit + 1):
         r, s = algo.step(rho_v, alpha_)
-        if record_trace:
-            tr_r.append(r)
-            tr_s.append(s)
-            tr_rho.append(rho_v[0].copy())
-        if k % check and k != maxit:
+        ax = xp.asarray(act)
+        if record_trace:  # the stopped instances (not yet compacted away) keep their final residuals
+            run_ = ~done[act]
+            last_r[xp.asarray(act[run_])], last_s[xp.asarray(act[run_])] = r[xp.asarray(run_)], s[xp.asarray(run_)]
+            tr_r.append(last_r.copy())
+            tr_s.append(last_s.copy())
+            rr = xp.zeros(B) + (fin["rho"][0] if "rho" in fin else 0.0)
+            rr[ax] = rho_v[0]
+            tr_rho.append(rr)
+        if k % check and k != maxit and k != 1:  # the first iteration is tested too (a warm start)
             continue
         sp_, sd_, sqn = algo.scales()
         eps_pri = math.sqrt(algo.p) * atol_ + rtol_ * sp_
         eps_dual = sqn * atol_ + rtol_ * sd_
-        converged = (r <= eps_pri) & (s <= eps_dual)
+        live = ~done[act]
+        conv = (r <= eps_pri) & (s <= eps_dual)
         merit = xp.maximum(r / eps_pri, s / eps_dual)
-        best = merit if best is None else xp.minimum(best, merit)
+        new = np.flatnonzero(np.asarray(_host(conv)) & live)
+        if new.size:
+            finish(new, r, s, eps_pri, eps_dual, k)
+            live[new] = False
+        if do_polish and live.any() and int(live.sum()) <= POLISH_MAX:
+            mh = np.asarray(_host(merit))
+            cand = np.flatnonzero(live & (mh <= level[act]))
+            if cand.size:
+                xo, ok, pr, du = polish_solution(algo.P.subset(cand), algo.Ls, algo.c_lin[:, cand],
+                                                 algo.x[:, cand], eps_pri[cand], eps_dual[cand])
+                good = cand[ok]
+                if good.size:
+                    algo.set_solution(good, xp.asarray(xo[:, ok]))
+                    rr_, ss_ = r.copy(), s.copy()
+                    rr_[good], ss_[good] = xp.asarray(pr[ok]), xp.asarray(du[ok])
+                    finish(good, rr_, ss_, eps_pri, eps_dual, k)
+                    polished[act[good]] = True
+                    live[good] = False
+                level[act[cand[~ok]]] = np.maximum(level[act[cand[~ok]]] / 10.0, 1.0)
+        if done.all():
+            break
+        finite = xp.isfinite(r) & xp.isfinite(s)
+        if not bool(xp.all(finite | ~xp.asarray(live))):
+            loc = int(np.argmin(np.asarray(_host(finite)) | ~live))
+            _diverged(P, algo, loc, int(act[loc]))
+        m_full = xp.full(B, xp.inf) if best is None else best.copy()
+        m_full[ax] = merit
+        m_full[xp.asarray(done)] = 0.0
+        best = m_full if best is None else xp.minimum(best, m_full)
         bests[k] = best
         if method == "admm":  # the CG residual bounds the error of s (and of r·ρ): keep it under a tenth of ε
             algo.cg_tol = xp.maximum(0.1 * xp.minimum(eps_dual, rho_v[0] * eps_pri),
                                      1e-3 * xp.minimum(rho_v[0] * r, s))
-        if bool(xp.all(converged)):
-            break
-        finite = xp.isfinite(r) & xp.isfinite(s)
-        if not bool(xp.all(finite)):
-            _diverged(P, algo, int(xp.argmin(finite.astype(np.int8))))
+        if hasattr(algo, "keep") and ((~live).sum() and (~live).sum() * 8 >= live.size
+                                        or live.sum() <= POLISH_MAX < live.size):
+            keep = np.flatnonzero(live)  # compaction: iterate the unstopped instances only
+            algo.keep(keep)
+            rho_v = rho_v[:, keep]
+            act = act[keep]
+            r, s, eps_pri, eps_dual = r[keep], s[keep], eps_pri[keep], eps_dual[keep]
+            sp_, sd_ = sp_[keep], sd_[keep]
+            live = live[keep]
         if adapt and k % adapt_every == 0 and k <= adapt_stop:
             ratio = xp.sqrt((r / xp.maximum(sp_, 1e-300)) / xp.maximum(s / xp.maximum(sd_, 1e-300), 1e-300))
-            ratio = _shared(xp, ratio, converged | ~xp.isfinite(ratio))
+            skip = ~xp.asarray(live)
+            ratio = _shared(xp, ratio, skip | ~xp.isfinite(ratio))
             change = (ratio > 5.0) | (ratio < 0.2)
+            if method == "admm-local":  # ρ only grows there: balancing down stalled it (a plain sheaf went to 1e-6)
+                change = ratio > 5.0
             if bool(xp.any(change)):
-                new = xp.clip(rho_v * xp.where(change, ratio, 1.0)[None, :], 1e-6, 1e6)
-                algo.rescale(new / rho_v)
-                rho_v = new
+                newr = xp.clip(rho_v * xp.where(change, ratio, 1.0)[None, :], 1e-6, 1e6)
+                algo.rescale(newr / rho_v)
+                rho_v = newr
             if hasattr(algo, "adapt_hard") and P.Dh.shape[0]:
-                algo.adapt_hard(converged)
+                algo.adapt_hard(skip)
         half = (k // 2) // check * check
         if k >= 1000 and k % 50 == 0 and half in bests:
-            stalled = (best >= (1.0 - o["stall"]) * bests[half]) & ~converged
+            stalled = (best >= (1.0 - o["stall"]) * bests[half]) & ~xp.asarray(done)
             for j in [j for j in bests if j < half]:
                 del bests[j]
             if bool(xp.any(stalled)):
-                _stalled(P, algo, int(xp.argmax(stalled.astype(np.int8))), r, s, eps_pri, eps_dual, k)
-    eps_pri = math.sqrt(algo.p) * atol_ + rtol_ * sp_
-    eps_dual = sqn * atol_ + rtol_ * sd_
+                g = int(xp.argmax(stalled.astype(np.int8)))
+                loc = int(np.flatnonzero(act == g)[0])
+                _stalled(P, algo, loc, g, r, s, eps_pri, eps_dual, k)
+    if not done.all():  # maxiter: keep the unstopped ones as they are
+        left = np.flatnonzero(~done[act])
+        finish(left, r, s, eps_pri, eps_dual, k)
+    conv_all = xp.asarray((last_r <= fin_eps_pri) & (last_s <= fin_eps_dual))
     stack = (lambda L: xp.stack(L)) if record_trace and tr_r else (lambda L: None)
-    return ADMMOutcome(x=algo.solution(), converged=converged, iterations=k, primal=r, dual=s, eps_pri=eps_pri,
-                       eps_dual=eps_dual, trace_primal=stack(tr_r), trace_dual=stack(tr_s), trace_rho=stack(tr_rho),
-                       warm=algo.warm(rho_v), cg_steps=getattr(algo, "cg_steps", 0), method=method,
-                       factorisations=getattr(algo, "factorisations", 0))
+    state = {name: a for name, a in fin.items()}
+    return ADMMOutcome(x=algo.solution_of(state), converged=conv_all, iterations=k, primal=last_r, dual=last_s,
+                       eps_pri=fin_eps_pri, eps_dual=fin_eps_dual, trace_primal=stack(tr_r), trace_dual=stack(tr_s),
+                       trace_rho=stack(tr_rho), warm=algo.warm_of(state), cg_steps=getattr(algo, "cg_steps", 0),
+                       method=method, factorisations=getattr(algo, "factorisations", 0),
+                       iterations_each=iters, polished=polished)
 
 
-def _where(P, x) -> str:
+# ----------------------------------------------------------------------------------------------
+# polishing: the exact minimiser on the active set the iterates have found
+
+#: at most this many instances are polished per attempt (each is its own sparse factorisation), and at
+#: most POLISH_ROUNDS active-set corrections each
+POLISH_MAX = 16
+POLISH_ROUNDS = 4
+#: the first polish is tried when an instance's residuals meet the stopping test at rtol = POLISH_RTOL (its
+#: merit max(‖r‖/ε_pri, ‖s‖/ε_dual) is at most POLISH_RTOL/rtol), the next ones at 10×, 100× … tighter
+POLISH_RTOL = 1e-3
+
+
+def polish_solution(P, Ls, c_lin, x, eps_pri, eps_dual, rounds: int = POLISH_ROUNDS):
+    """Polish ADMM iterates ``x`` (n, B) into exact minimisers (OSQP's polish, for every nonsmooth term here,
+    with primal-dual active-set corrections); on the host (scipy). Per instance:
+
+    - the **active set**: coordinates at a bound (x_i = lo_i or hi_i: the prox clips exactly) or at the kink
+      of an l1 term (x_i = 0) are fixed there; the others are free, an l1 term on them linear, λ_i σ_i x_i
+      with σ_i = sign x_i;
+    - the **equality-constrained QP** on the free coordinates F: minimise ½ xᵀ Ls x − c_linᵀx + Σ λ_i σ_i x_i
+      subject to C x = d, C = [D_h; S] (S: one row Σ x = s per simplex stalk), by the proximal method of
+      multipliers on one sparse LU of the SPD K = Ls_FF + σ C_FᵀC_F + δI (σ = 10⁸·scale, δ = 10⁻⁹·scale):
+      x⁺ = x + K⁻¹(e₁ + σC_Fᵀe₂), y⁺ = y + σ(C_F x⁺ − r₂) with the KKT residuals e₁ = r₁ − Ls_FF x − C_Fᵀy,
+      e₂ = r₂ − C_F x (the correction form, so each solve's error scales with the residuals, not with σ),
+      until they are under ε_dual/4 and ε_pri/1000, or stall (at most 30 solves; redundant hard rows need no
+      special case; the hard edges' multipliers can be large, hence the large σ);
+    - the **certificate**: with g = Ls x − c_lin + Cᵀy, x is a minimiser iff it is feasible and every −g_i
+      lies in the subdifferential of the nonsmooth terms at x_i, [λ_i a_i − ∞·1(x_i = lo_i),
+      λ_i b_i + ∞·1(x_i = hi_i)] ([a, b] = ∂|x_i|). The distance of −g to that set is the dual residual; the
+      violation of the bounds and of C x = d the primal one;
+    - when the certificate fails, one **active-set correction** (a primal-dual active-set step): a free
+      coordinate past a bound is fixed at it (an l1 coordinate that changed sign at 0), a fixed one whose −g_i
+      points into the interior is freed; then solve again, up to ``rounds`` times while the residuals
+      shrink (far from the minimiser these steps can wander: the iterations then go on).
+
+    Returns (x (n, B), ok (B,) bool, primal (B,), dual (B,)): ok where the dual residual meets ``eps_dual``
+    and the primal one a hundredth of ``eps_pri`` (B,): on the right active set the constraints hold to
+    round-off, and a fixed set that the constraints can only nearly meet (a coordinate fixed at a bound it
+    should leave) is not taken for a minimiser; x is the polished point where ok, the input elsewhere."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spl
+
+    n, B = x.shape
+    lo, hi, lam = (np.asarray(_host(a), dtype=float).ravel() for a in (P.lo, P.hi, P.lam))
+    Ls = _host_csr(Ls)
+    c_lin = np.asarray(_host(c_lin), dtype=float)
+    S_rows, S_cols, sums = [], [], []
+    m0 = 0
+    for rows, s, _, _ in P.simplex:
+        rows, s = np.asarray(_host(rows)), np.asarray(_host(s))
+        S_rows.append(np.repeat(np.arange(rows.shape[0]) + m0, rows.shape[1]))
+        S_cols.append(rows.ravel())
+        sums.append(s)
+        m0 += rows.shape[0]
+    S = sp.csr_matrix((np.ones(sum(len(c) for c in S_cols)), (np.concatenate(S_rows), np.concatenate(S_cols))),
+                      shape=(m0, n)) if m0 else sp.csr_matrix((0, n))
+    C = sp.vstack([_host_csr(P.Dh), S]).tocsr()
+    d_all = np.vstack([np.asarray(_host(P.bh), dtype=float)] + sums) if m0 else np.asarray(_host(P.bh), dtype=float)
+    xs = np.asarray(_host(x), dtype=float)
+    out = xs.copy()
+    ok = np.zeros(B, dtype=bool)
+    prim, dual = np.full(B, np.inf), np.full(B, np.inf)
+    ep, ed = np.asarray(_host(eps_pri)).ravel(), np.asarray(_host(eps_dual)).ravel()
+    scale = max(1.0, float(abs(Ls).max()) if Ls.nnz else 0.0)
+    cscale = max(1.0, float(abs(C).max()) ** 2 if C.nnz else 0.0)
+    sigma, delta = 1e8 * scale / cscale, 1e-9 * scale
+    CT = C.T.tocsr()
+    for b in range(B):
+        xb = xs[:, b]
+        fixed = (xb <= lo) | (xb >= hi) | ((lam > 0) & (xb == 0))
+        fval = np.where(xb <= lo, lo, np.where(xb >= hi, hi, 0.0))
+        sgn = np.sign(xb)
+        last = np.inf
+        for _ in range(rounds + 1):
+            xn = np.where(fixed, fval, 0.0)
+            F = np.flatnonzero(~fixed)
+            y = np.zeros(C.shape[0])
+            if F.size:
+                LF, CF = Ls[F][:, F], C[:, F]
+                K = (LF + sigma * (CF.T @ CF) + delta * sp.eye(F.size)).tocsc()
+                try:
+                    lu = spl.splu(K, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                                  options=dict(SymmetricMode=True))
+                except RuntimeError:
+                    break
+                r1 = (c_lin[:, b] - lam * sgn - Ls @ xn)[F]
+                r2 = d_all[:, b] - C @ xn
+                xf = xb[F].copy()
+                CFT = CF.T.tocsr()
+                p1 = p2 = np.inf
+                for it in range(30):  # in correction form: each solve's error scales with the residuals
+                    e1, e2 = r1 - LF @ xf - CFT @ y, r2 - CF @ xf
+                    n1, n2 = np.linalg.norm(e1) / ed[b], np.linalg.norm(e2) / ep[b]
+                    if n1 <= 0.25 and n2 <= 1e-3:
+                        break
+                    if it >= 3 and n2 > 0.5 * p2 and (n1 <= 0.25 or n1 > 0.5 * p1):
+                        break  # stalled: round-off, or a fixed set that the constraints cannot meet
+                    p1, p2 = n1, n2
+                    xf = xf + lu.solve(e1 + sigma * (CFT @ e2))
+                    y = y + sigma * (CF @ xf - r2)
+                xn[F] = xf
+            g = Ls @ xn - c_lin[:, b] + CT @ y
+            sg = np.sign(xn)
+            lower = np.where(xn <= lo, -np.inf, np.where(sg != 0, sg, -1.0) * lam)
+            upper = np.where(xn >= hi, np.inf, np.where(sg != 0, sg, 1.0) * lam)
+            dres = np.maximum(np.maximum(lower + g, -g - upper), 0.0)
+            pv = np.r_[np.maximum(lo - xn, 0.0), np.maximum(xn - hi, 0.0), C @ xn - d_all[:, b]]
+            prim[b], dual[b] = np.linalg.norm(pv), np.linalg.norm(dres)
+            if prim[b] <= 1e-2 * ep[b] and dual[b] <= ed[b]:
+                ok[b] = True
+                out[:, b] = xn
+                break
+            merit = max(prim[b] / ep[b], dual[b] / ed[b])
+            if merit >= last:  # the corrections are not converging from here: leave it to the iterations
+                break
+            last = merit
+            # a primal-dual active-set step: fix what left its bounds (or crossed an l1 kink), free what is pushed in
+            below, above = ~fixed & (xn < lo), ~fixed & (xn > hi)
+            crossed = ~fixed & (lam > 0) & (xn * sgn < 0)
+            release = fixed & (dres > 0)
+            fval = np.where(below, lo, np.where(above, hi, np.where(crossed, 0.0, fval)))
+            sgn = np.where(release, np.sign(-g), np.where(crossed, 0.0, sgn))
+            fixed = (fixed & ~release) | below | above | crossed
+            if not (below.any() or above.any() or crossed.any() or release.any()):
+                break
+    return out, ok, prim, dual
+
+
+def _stalk_at(P, x) -> str | None:
     """The stalk whose free coordinates hold the largest |x| (x: (n,) host)."""
     i = int(np.argmax(np.abs(x))) if x.size else 0
     for v, sl in P.blocks.items():
         if sl.start <= i < sl.stop:
-            return f"stalk `{v}`"
-    return "the free coordinates"
+            return v
+    return None
 
 
-def _hard_edge(P, r) -> str:
+def _where(P, x) -> str:
+    v = _stalk_at(P, x)
+    return f"stalk `{v}`" if v is not None else "the free coordinates"
+
+
+def _hard_edge_at(P, r) -> str | None:
     """The hard edge whose rows hold the largest |r| (r: (M_h,) host)."""
     hard = np.asarray(_host(P.hard)).ravel()
     names = [name for name, r0, de in P.edge_rows for _ in range(de)]
     hn = [nm for nm, h in zip(names, hard) if h]
-    return f"edge `{hn[int(np.argmax(np.abs(r)))]}`" if len(hn) and r.size else "the hard edges"
+    return hn[int(np.argmax(np.abs(r)))] if len(hn) and r.size else None
+
+
+def _hard_edge(P, r) -> str:
+    e = _hard_edge_at(P, r)
+    return f"edge `{e}`" if e is not None else "the hard edges"
+
+
+def _at(P, code, msg, hint, *, edge=None, stalk=None):
+    """The error at the named edge's or stalk's statement (file:line:col when the model came from a file)."""
+    from ..ir import declared_at, model_error
+
+    return model_error(P.G, code, msg, declared_at(P.G, edge=edge, stalk=stalk), hint)
 
 
 def _host(a):
@@ -540,28 +828,34 @@ def _host(a):
     return to_numpy(a)
 
 
-def _diverged(P, algo, b):
-    x = np.asarray(_host(algo.solution()))[:, b]
+def _diverged(P, algo, loc, b):
+    x = np.asarray(_host(algo.solution()))[:, loc]
     bad = np.flatnonzero(~np.isfinite(x))
     where = _where(P, np.where(np.isfinite(x), 0.0, 1.0)) if bad.size else _where(P, x)
-    raise _err("E516", f"ADMM diverged: the iterates of {where} became infinite or NaN"
-               + (f" (instance {b})" if P.B > 1 else ""),
-               "the objective is unbounded below or its data overflow float64: check Q ⪰ 0 on the free "
-               "directions, the bounds and the scale of q")
+    raise _at(P, "E516", f"ADMM diverged: the iterates of {where} became infinite or NaN"
+              + (f" (instance {b})" if P.B > 1 else ""),
+              "the objective is unbounded below or its data overflow float64: check Q ⪰ 0 on the free "
+              "directions, the bounds and the scale of q",
+              stalk=_stalk_at(P, np.where(np.isfinite(x), 0.0, 1.0)) if bad.size else _stalk_at(P, x))
 
 
-def _stalled(P, algo, b, r, s, eps_pri, eps_dual, k):
+def _stalled(P, algo, loc, b, r, s, eps_pri, eps_dual, k):
+    """E515/E516 for the instance at column ``loc`` of the active arrays, ``b`` of the batch."""
     inst = f" (instance {b})" if P.B > 1 else ""
-    rp, rd = float(_host(r)[b] / _host(eps_pri)[b]), float(_host(s)[b] / _host(eps_dual)[b])
-    x = np.asarray(_host(algo.solution()))[:, b]
+    Pa = algo.P
+    rp, rd = float(_host(r)[loc] / _host(eps_pri)[loc]), float(_host(s)[loc] / _host(eps_dual)[loc])
+    x = np.asarray(_host(algo.solution()))[:, loc]
     if rp >= rd:
-        hz = np.asarray(_host(P.Dh @ algo.solution() - P.bh))[:, b] if P.Dh.shape[0] else np.zeros(0)
-        where = _hard_edge(P, hz) if hz.size and np.abs(hz).max() > 0 else _where(P, x)
-        raise _err("E515", f"the problem looks infeasible{inst}: after {k} ADMM iterations the primal residual "
-                   f"{float(_host(r)[b]):.3g} no longer decreases (tolerance {float(_host(eps_pri)[b]):.3g}); the "
+        hz = np.asarray(_host(Pa.Dh @ algo.solution() - Pa.bh))[:, loc] if Pa.Dh.shape[0] else np.zeros(0)
+        edge = _hard_edge_at(P, hz) if hz.size and np.abs(hz).max() > 0 else None
+        where = f"edge `{edge}`" if edge is not None else _where(P, x)
+        raise _at(P, "E515", f"the problem looks infeasible{inst}: after {k} ADMM iterations the primal residual "
+                   f"{float(_host(r)[loc]):.3g} no longer decreases (tolerance {float(_host(eps_pri)[loc]):.3g}); the "
                    f"largest violation is at {where}",
                    "the hard edges, hard pins and the stalks' boxes/simplices cannot all hold: check them "
-                   "(`sheaf verify` proves feasibility of the linear constraints)")
-    raise _err("E516", f"the problem looks unbounded{inst}: after {k} ADMM iterations the iterates keep moving "
-               f"(dual residual {float(_host(s)[b]):.3g} no longer decreases; |x| is largest at {_where(P, x)})",
-               "the objective decreases without bound along a feasible direction: add a quadratic, a box or a pin there")
+                   "(`sheaf verify` proves feasibility of the linear constraints)",
+                  edge=edge, stalk=None if edge is not None else _stalk_at(P, x))
+    raise _at(P, "E516", f"the problem looks unbounded{inst}: after {k} ADMM iterations the iterates keep moving "
+               f"(dual residual {float(_host(s)[loc]):.3g} no longer decreases; |x| is largest at {_where(P, x)})",
+               "the objective decreases without bound along a feasible direction: add a quadratic, a box or a pin there",
+              stalk=_stalk_at(P, x))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-from ..ir import INFERENCE, constant_pins, edges, objectives, param_specs, stalks, total_dim
+from ..ir import INFERENCE, constant_pins, declared_at, edges, model_error, objectives, param_specs, stalks, total_dim
 from ..lowering.backend import array_module
 from ..lowering.consensus import lower_consensus
 from .result import SolveResult
@@ -72,11 +72,13 @@ def pinned_cochain(G, params, values, xp):
 
 def solve_consensus(G, params, values=None, *, method: str = "admm", rtol=None, atol=None, maxiter=None, x0=None,
                     warm=None, rho=None, alpha=None, xp=None, record_trace: bool = True, zsolve=None,
-                    local=None) -> SolveResult:
+                    polish=None, local=None) -> SolveResult:
     """Solve the consensus problem of ``G`` (module docstring) for a batch; returns a :class:`SolveResult`
     with, besides the usual fields, ``objective``, ``primal_residual`` and ``dual_residual`` (B,), the
-    residual traces ``primal_trace``/``dual_trace``/``rho_trace`` (T, B) (ADMM), and ``state`` (a warm start
-    for the next ADMM solve of the same instances: ``warm=result``)."""
+    residual traces ``primal_trace``/``dual_trace``/``rho_trace`` (T, B) (ADMM), ``state`` (a warm start
+    for the next ADMM solve of the same instances: ``warm=result``), and (ADMM) ``iterations_each`` (B,),
+    where each instance stopped, and ``polished`` (B,), which instances stopped on a polish certificate
+    (``polish=``: :func:`sheafdsl.solvers.admm.run_admm`)."""
     if xp is None:
         first = next(iter((values or {}).values()), None)
         xp = array_module(first) if first is not None else np
@@ -104,7 +106,7 @@ def solve_consensus(G, params, values=None, *, method: str = "admm", rtol=None, 
     from .admm import run_admm
 
     out = run_admm(P, method=method, rho=rho, alpha=alpha, rtol=rtol, atol=atol, maxiter=maxiter, warm=w,
-                   record_trace=record_trace, zsolve=zsolve, local=local)
+                   record_trace=record_trace, zsolve=zsolve, polish=polish, local=local)
     x = out.x
     obj = P.objective(x)
     res = SolveResult(P.cochain(x), out.converged, out.iterations, xp.maximum(out.primal, out.dual), obj,
@@ -114,6 +116,7 @@ def solve_consensus(G, params, values=None, *, method: str = "admm", rtol=None, 
     res.primal_trace, res.dual_trace, res.rho_trace = out.trace_primal, out.trace_dual, out.trace_rho
     res.state = dict(out.warm, method=method)
     res.cg_steps, res.factorisations = out.cg_steps, out.factorisations
+    res.iterations_each, res.polished = out.iterations_each, out.polished
     return res
 
 
@@ -124,8 +127,10 @@ def _exact(P, layout, rtol) -> SolveResult:
     xp = P.xp
     if not P.quadratic:
         kinds = sorted({o.kind for v in stalks(P.G) for o in objectives(P.G, v) if o.kind != "quadratic"})
-        raise _err("E517", "the exact solver handles quadratic objectives only; this problem has "
-                   + ", ".join(kinds) + " terms", "use --solver admm (or admm-local)")
+        first = next(v for v in stalks(P.G) if any(o.kind != "quadratic" for o in objectives(P.G, v)))
+        raise model_error(P.G, "E517", "the exact solver handles quadratic objectives only; this problem has "
+                          + ", ".join(kinds) + " terms", declared_at(P.G, stalk=first, kinds=tuple(kinds)),
+                          "use --solver admm (or admm-local)")
     h = P.host
     n, B = P.n, P.B
     Ds, ws2 = h["Ds"], h["ws2"].ravel()
@@ -166,11 +171,13 @@ def _exact(P, layout, rtol) -> SolveResult:
         lam = sol[n:] + sigma * c
         v = np.abs(c).max(initial=0.0)
         if v > 1e-8 * max(1.0, np.abs(bh).max(initial=0.0), np.abs(x).max(initial=0.0)):
-            from .admm import _hard_edge
+            from .admm import _hard_edge_at
 
-            raise _err("E518", f"the hard constraints cannot all hold: {_hard_edge(P, np.abs(c).max(axis=1))} keeps a "
-                       f"violation of {v:.3g} at the closest point", "check the hard edges' maps and biases, and the hard "
-                       "pins (`sheaf verify` gives an infeasible combination)")
+            e = _hard_edge_at(P, np.abs(c).max(axis=1))
+            raise model_error(P.G, "E518", f"the hard constraints cannot all hold: "
+                              + (f"edge `{e}`" if e is not None else "the hard edges") + f" keeps a violation of {v:.3g} "
+                              "at the closest point", declared_at(P.G, edge=e), "check the hard edges' maps and biases, "
+                              "and the hard pins (`sheaf verify` gives an infeasible combination)")
     xd = xp.asarray(x)
     stat = np.sqrt(((Pm @ x + p + Dh.T @ lam) ** 2).sum(0))
     prim = np.sqrt(((Dh @ x - bh) ** 2).sum(0)) if Dh.shape[0] else np.zeros(B)
@@ -200,9 +207,10 @@ def _unique(P, Ps) -> None:
         for s, sl in P.blocks.items():
             if sl.stop > sl.start and np.abs(v[sl]).max() > 1e-6:
                 names.append(s)
-        raise _err("E518", "the minimiser is not unique: the objective is flat along a direction that every hard "
-                   "edge allows, moving " + ", ".join(f"`{s}`" for s in names[:6]) + (" …" if len(names) > 6 else ""),
-                   "add a quadratic objective or a pin there (a strictly convex objective on ker δ_hard)")
+        raise model_error(P.G, "E518", "the minimiser is not unique: the objective is flat along a direction that "
+                          "every hard edge allows, moving " + ", ".join(f"`{s}`" for s in names[:6])
+                          + (" …" if len(names) > 6 else ""), declared_at(P.G, stalk=names[0] if names else None),
+                          "add a quadratic objective or a pin there (a strictly convex objective on ker δ_hard)")
 
 
 __all__ = ["solve_consensus", "CONSENSUS_METHODS", "pinned_cochain"]

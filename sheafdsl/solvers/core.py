@@ -213,12 +213,15 @@ def solve(G, params, values=None, *, boundary=None, method: str = "exact", piece
     if method not in METHODS:
         raise _err("E509", f"unknown solver `{method}`", "use one of: " + ", ".join(METHODS))
     if _consensus(G, method):
+        from ..ir import consensus_span, model_error
+
         if method not in ("admm", "admm-local", "exact"):
-            raise _err("E513", f"the `{method}` solver does not solve consensus problems (objectives on stalks, "
-                       "hard edges)", "use --solver admm, admm-local or exact (quadratic objectives)")
+            raise model_error(G, "E513", f"the `{method}` solver does not solve consensus problems (objectives on "
+                              "stalks, hard edges)", consensus_span(G),
+                              "use --solver admm, admm-local or exact (quadratic objectives)")
         if tuple(srcs) != tuple(INFERENCE):
-            raise _err("E513", "a consensus problem is solved with the inference pins (input and constants); "
-                       "pin a target stalk with a hard pin instead")
+            raise model_error(G, "E513", "a consensus problem is solved with the inference pins (input and "
+                              "constants); pin a target stalk with a hard pin instead", consensus_span(G))
         from .consensus import solve_consensus
 
         return solve_consensus(G, params, values, method=method, rtol=rtol, atol=atol, maxiter=maxiter, x0=x0,

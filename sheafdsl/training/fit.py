@@ -117,7 +117,7 @@ def resume_config(ck, overrides: dict, baseline_flag, file: str):
 
 
 def _refuse_consensus(G, file: str) -> None:
-    """E612: a consensus problem (objectives, hard edges) has a minimiser to find, not parameters to train."""
+    """E590: a consensus problem (objectives, hard edges) has a minimiser to find, not parameters to train."""
     from ..ir import is_consensus, is_learned, objectives, stalks
 
     if is_learned(G):
@@ -128,7 +128,7 @@ def _refuse_consensus(G, file: str) -> None:
         return
     spans = [o.span for v in stalks(G) for o in objectives(G, v) if o.span.known]
     raise SheafError(Diagnostic(
-        "E612", f"`{G.graph.get('name', 'sheaf')}` states a consensus problem (local objectives and/or hard edges): "
+        "E590", f"`{G.graph.get('name', 'sheaf')}` states a consensus problem (local objectives and/or hard edges): "
                 "it is solved, not trained", spans[0] if spans else Span(), "error",
         f"solve it with `sheaf infer {file} --solver admm` (or `--solver admm-local`, `--solver exact`)", file),
         G.graph.get("source") or None)
