@@ -383,3 +383,11 @@ def test_E4_quick(tmp_path):
     for r in rows:
         assert all(a > b for a, b in zip(r["test_mse"], r["test_mse"][1:])), r
     assert rows[2]["test_mse"][-1] > rows[0]["test_mse"][-1]
+
+
+def test_the_paper_items_carry_the_papers_model_word_for_word():
+    """An installed package has no models/ folder: the items carry models/paraboloid_paper.sheaf's text."""
+    from sheafdsl.paper import training
+
+    path = Path(__file__).resolve().parents[1] / "models" / "paraboloid_paper.sheaf"
+    assert training.PAPER_TEXT == path.read_text()
