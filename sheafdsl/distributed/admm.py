@@ -64,7 +64,8 @@ class Part:
         import threading
 
         self.__dict__.update(data)
-        self.P = types.SimpleNamespace(xp=np, lam=self.lam, lo=self.lo, hi=self.hi, simplex=self.simplex)
+        self.P = types.SimpleNamespace(xp=np, lam=self.lam, lo=self.lo, hi=self.hi, simplex=self.simplex,
+                                       has_l1=bool(np.any(self.lam)))  # what prox_g reads of a lowered problem
         self._inbox: dict = {}
         self._cv = threading.Condition()
         self.peers: dict = {}
