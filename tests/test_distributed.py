@@ -233,7 +233,9 @@ def test_admm_local_across_workers_equals_one_process(cluster):
     from sheafdsl.distributed.admm import partition, partitioned
     from sheafdsl.solvers import solve
 
-    G, params = _consensus(24, batch=2)
+    # one instance: a batch's instances stop one by one, and one process then compacts to the unstopped ones
+    # (whose ρ balancing goes on without the stopped), which the parts do not mirror (docs/distributed.md)
+    G, params = _consensus(24, batch=1)
     owner = partition(G, 2)
     assert sorted(set(owner.values())) == [0, 1] and abs(sum(owner.values()) - 12) <= 1
     made = []
