@@ -116,16 +116,12 @@ class Part:
     def phase_a(self, rho, alpha, f):
         """Rescale the duals by ``f`` (a ρ change), the x-step, and this part's edge ends' e = a + μ; returns
         the e of cut edges' ends, per destination part: {part: (rows, values)}."""
+        from ..solvers.admm import local_x_step
+
         if f is not None:
             self.mu, self.mv, self.mw = self.mu / f, self.mv / f, self.mw / f
-        rhs = -self.q + rho * (self.FsT @ (self.yu - self.mu) + self.FdT @ (self.yv - self.mv) + (self.w - self.mw))
-        x = self.T @ ((self.Tt @ rhs) / (self.lamH + rho))
-        axu, axv = self.Fs @ x, self.Fd @ x
-        au = alpha * axu + (1 - alpha) * self.yu
-        av = alpha * axv + (1 - alpha) * self.yv
-        aw = alpha * x + (1 - alpha) * self.w
-        eu, ev = au + self.mu, av + self.mv
-        self._a = (x, axu, axv, au, av, aw, eu, ev)
+        self._a = local_x_step(self, self.q, rho, alpha)
+        eu, ev = self._a[6], self._a[7]
         return {q: (eu[pu], ev[pv]) for q, (pu, pv) in self.send.items()}
 
     def phase_b(self, rho, incoming):

@@ -341,6 +341,24 @@ class _Global:
         return {k: state[k] for k in ("z", "u", "uh", "rho", "kappa")}
 
 
+def local_x_step(s, q, rho, alpha):
+    """admm-local's vertex step and over-relaxation on the state ``s`` (a :class:`_Local`, or one part of it
+    across workers, :class:`sheafdsl.distributed.admm.Part`: edge-end rows ``Fs, Fd``, the vertex solve's
+    factors ``T, Tt, lamH``, copies ``yu, yv, w`` and scaled duals ``mu, mv, mw``):
+
+        x = T diag(1/(lamH + ρ)) Tt (−q + ρ(Fsᵀ(yu − mu) + Fdᵀ(yv − mv) + w − mw)),
+        a = α·(Fs x, Fd x, x) + (1 − α)·(yu, yv, w),   e = a_{u,v} + (mu, mv).
+
+    Returns (x, Fs x, Fd x, au, av, aw, eu, ev), each (rows, B)."""
+    rhs = -q + rho * (s.FsT @ (s.yu - s.mu) + s.FdT @ (s.yv - s.mv) + (s.w - s.mw))
+    x = s.T @ ((s.Tt @ rhs) / (s.lamH + rho))
+    axu, axv = s.Fs @ x, s.Fd @ x
+    au = alpha * axu + (1 - alpha) * s.yu
+    av = alpha * axv + (1 - alpha) * s.yv
+    aw = alpha * x + (1 - alpha) * s.w
+    return x, axu, axv, au, av, aw, au + s.mu, av + s.mv
+
+
 class _Local:
     """Edge-based ADMM (``admm-local``): vertex solves factorised once, edge proxes, vertex copies w."""
 
@@ -396,13 +414,7 @@ class _Local:
 
     def step(self, rho, alpha):
         xp, P = self.xp, self.P
-        rhs = -P.q + rho * (self.FsT @ (self.yu - self.mu) + self.FdT @ (self.yv - self.mv) + (self.w - self.mw))
-        x = self.T @ ((self.Tt @ rhs) / (self.lamH + rho))
-        axu, axv = self.Fs @ x, self.Fd @ x
-        au = alpha * axu + (1 - alpha) * self.yu
-        av = alpha * axv + (1 - alpha) * self.yv
-        aw = alpha * x + (1 - alpha) * self.w
-        eu, ev = au + self.mu, av + self.mv
+        x, axu, axv, au, av, aw, eu, ev = local_x_step(self, P.q, rho, alpha)
         rr = ev - eu - P.b
         theta = xp.where(self.theta_hard, 0.5, P.w2 / (rho + 2.0 * P.w2))
         yu, yv = eu + theta * rr, ev - theta * rr
