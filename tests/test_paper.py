@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from sheafdsl.cli.main import cli
+from cli_results import json_line, no_traceback
 from sheafdsl.paper import registry, runner
 from sheafdsl.paper.common import PaperContext, new_figure
 
@@ -23,17 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def invoke(*args):
     return CliRunner().invoke(cli, ["paper", *args], catch_exceptions=True)
-
-
-def no_traceback(res):
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    assert "Traceback" not in res.output
-
-
-def json_line(res) -> dict:
-    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stdout
-    return json.loads(lines[0])
 
 
 def run_quick(name, tmp_path) -> dict:

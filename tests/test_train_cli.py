@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from sheafdsl.cli.main import cli
+from cli_results import json_line, no_traceback
 from sheafdsl.training.checkpoint import load_checkpoint
 from sheafdsl.training.run import MetricsLog
 
@@ -23,17 +24,6 @@ def invoke(args, monkeypatch=None):
     """Run the CLI in-process."""
     args = ["train", *args]
     return CliRunner().invoke(cli, args, catch_exceptions=True)
-
-
-def no_traceback(res):
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    assert "Traceback" not in res.output
-
-
-def json_line(res) -> dict:
-    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stdout
-    return json.loads(lines[0])
 
 
 @pytest.fixture(scope="module")
