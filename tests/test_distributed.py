@@ -271,6 +271,24 @@ def test_sheaf_infer_admm_local_workers_cli(cluster, tmp_path):
     assert r.exit_code == 1 and "E703" in r.output
 
 
+def test_the_replay_log_keeps_each_steps_parameters(cluster):
+    """A lost shard replays the steps since the last synchronisation with the θ of each step: the log holds
+    copies, not the driver's arrays, which the optimiser then updates in place."""
+    from sheafdsl.distributed import sharded_trainer
+
+    G, cfg, data = _setup("paraboloid.sheaf", batch=64, n=300)
+    tr = sharded_trainer(cluster, G, cfg, data)
+    thetas = []
+    for _ in range(3):
+        thetas.append({k: np.array(v) for k, v in tr.params.items()})
+        tr.step()
+    assert [s for s, *_ in tr._log] == [0, 1, 2]
+    for (_, P, _, _), want in zip(tr._log, thetas):
+        for k in want:
+            np.testing.assert_array_equal(P[k], want[k], err_msg=k)
+    tr.close()
+
+
 def test_a_killed_worker_is_recovered_with_the_same_result(cluster):
     """SIGKILL the worker holding shard 0 mid-run: its shard is rebuilt on a live worker from the last
     synchronised state and replays its steps since; the run ends with the one-process parameters."""
@@ -288,6 +306,12 @@ def test_a_killed_worker_is_recovered_with_the_same_result(cluster):
     _run(tr, 7)
     assert tr.rebuilds >= 1 and dead not in tr._where
     _agree(tr, one)
+    # the rebuilt shard replayed steps 6..9 with their own θ: its warm starts are the one-process ones
+    # (the parameters alone can agree while a replay from the wrong θ leaves other equilibria behind)
+    mine, ref = tr._extra_state(), one._extra_state()
+    assert mine.keys() == ref.keys() and mine
+    for k in ref:
+        np.testing.assert_allclose(mine[k], np.asarray(ref[k]), rtol=0, atol=1e-12, err_msg=k)
     cluster.client.wait_for_workers(2, timeout=60)  # the nanny restarts it
 
 

@@ -205,7 +205,7 @@ class ShardedTrainer:
     def _gradients(self, X, Y, idx):
         t0 = time.perf_counter()
         step = int(self.step_count)
-        P = {k: _host(v) for k, v in self.params.items()}
+        P = {k: _host(v).copy() for k, v in self.params.items()}  # a copy: the optimiser steps in place, the log keeps θ_t
         pins_max = float(max(abs(X).max(), abs(Y).max())) if X.shape[0] else 0.0
         ih = None if idx is None else _host(idx)
         rows = [None if ih is None else ih[(ih >= a) & (ih < b)] - a for a, b in self._ranges]
