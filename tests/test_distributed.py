@@ -1,7 +1,7 @@
 """Sharded runs on a Dask LocalCluster agree with one process (sheafdsl.distributed; docs/distributed.md).
 
 One module-scoped cluster (2 processes, 1 thread each) serves every test; it is joined by address, so
-``--scheduler`` is exercised too. The killed-worker test runs last: the nanny restarts the worker, and
+``--scheduler`` is exercised too. The killed-worker tests run last: the nanny restarts the worker, and
 the run must end with the one-process result.
 """
 
@@ -314,6 +314,34 @@ def test_a_killed_worker_is_recovered_with_the_same_result(cluster):
         np.testing.assert_allclose(mine[k], np.asarray(ref[k]), rtol=0, atol=1e-12, err_msg=k)
     cluster.client.wait_for_workers(2, timeout=60)  # the nanny restarts it
 
+
+
+def _die_in_the_next_step(key):
+    """(Run on a worker.) The shard ``key`` kills its own process when its next step starts solving."""
+    from sheafdsl.distributed import worker
+
+    def die(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    worker.SHARDS[key].trainer._gradients = die
+
+
+def test_a_worker_that_dies_inside_a_step_is_recovered_with_the_same_result(cluster):
+    """The worker holding shard 1 dies while it solves a step (the call to it is in flight, not between
+    steps): the step waits, rebuilds the shard on a live worker, and the run ends as one process's."""
+    from sheafdsl.distributed import sharded_trainer
+
+    cluster.client.wait_for_workers(2, timeout=60)
+    G, cfg, data = _setup("paraboloid.sheaf", batch=64, n=300)
+    one = _run(make_trainer(G, cfg, data), 10)
+    tr = sharded_trainer(cluster, G, cfg, data)
+    _run(tr, 4)
+    dead = tr._where[1]
+    cluster.client.run(_die_in_the_next_step, tr._key(1), workers=[dead])
+    _run(tr, 6)
+    assert tr.rebuilds >= 1 and dead not in tr._where
+    _agree(tr, one)
+    cluster.client.wait_for_workers(2, timeout=60)
 
 def test_the_joint_flows_stalk_restarts_are_refused_when_sharded(cluster):
     """E705: joint_reinit restarts stalks that live on the workers; a sharded run refuses it up front."""

@@ -46,6 +46,16 @@ def _host(a):
     return np.asarray(to_numpy(a))
 
 
+class _Lost:
+    """The answer of a shard whose worker is gone before the call: None (rebuild it)."""
+
+    def result(self, timeout=None):
+        return None
+
+
+_LOST = _Lost()
+
+
 def split_rows(n: int, k: int) -> list[tuple[int, int]]:
     """``k`` contiguous ranges [a, b) covering 0..n-1, sizes differing by at most one.
 
@@ -83,6 +93,7 @@ class ShardedTrainer:
         self._ranges = split_rows(self.n_train, k)
         self._token = f"sheafdsl-{uuid.uuid4().hex}/"
         self._where: list[str | None] = [None] * k  # the worker holding each shard (None: to be placed)
+        self._endpoints: dict = {}  # worker address -> its ShardEndpoint actor
         pending = getattr(self, "_pending_state", None) or {}
         self._base = self._split_state(pending)  # the shards' state at step _base_step
         self._base_step = int(self.step_count)
@@ -126,6 +137,8 @@ class ShardedTrainer:
 
     def _place(self, lost: list[int]) -> None:
         """(Re)build the shards ``lost`` on live workers from the base state, then replay the steps since."""
+        if not lost:  # (asking the scheduler which workers live is itself a round trip)
+            return
         for attempt in range(MAX_REBUILDS + 1):
             addrs = self._alive()
             held = {a: sum(1 for w in self._where if w == a) for a in addrs}
@@ -140,6 +153,7 @@ class ShardedTrainer:
                                              self._base_step, self.reduce, workers=[addr], allow_other_workers=False,
                                              pure=False)
             ok = all(v is not None for v in self._wait(futs).values())
+            ok = ok and all(self._endpoint(self._where[k]) is not None for k in lost)
             for step, Pl, pm, rows in self._log if ok else ():  # replay: the same θ and rows give the same state
                 if any(v is None for v in self._run_step(lost, step, Pl, pm, rows).values()):
                     ok = False
@@ -149,12 +163,35 @@ class ShardedTrainer:
         raise SheafError(Diagnostic("E704", f"shard(s) {lost} could not be rebuilt: their workers keep dying",
                                     hint="check the workers' memory and logs; the last checkpoint is kept"))
 
-    def _wait(self, futs: dict) -> dict:
-        """The results of ``futs`` (shard -> future); None for a shard whose worker died or that the worker
-        does not hold at that step. A task's own error (a SheafError of the step) is raised here."""
+    def _endpoint(self, addr: str):
+        """The :class:`~.worker.ShardEndpoint` actor on worker ``addr`` (made once), or None if ``addr`` died."""
+        ep = self._endpoints.get(addr)
+        if ep is None:
+            with self.client.as_current():  # the proxy talks through this client (it is not the default one)
+                made = self._wait({0: self.client.submit(W.ShardEndpoint, actor=True, workers=[addr],
+                                                         allow_other_workers=False, pure=False)}, {0: addr})[0]
+            if made is not None:
+                self._endpoints[addr] = ep = made
+        return ep
+
+    def _call(self, k: int, fn, *args):
+        """``fn(key_k, *args)`` on the worker holding shard ``k``, through its endpoint: an ActorFuture."""
+        addr = self._where[k]
+        ep = self._endpoint(addr)
+        try:
+            return _LOST if ep is None else ep.run(fn, self._key(k), *args)
+        except RuntimeError:  # "Worker holding Actor was lost": the proxy knows its worker died
+            self._endpoints.pop(addr, None)
+            return _LOST
+
+    def _wait(self, futs: dict, where: dict | None = None) -> dict:
+        """The results of ``futs`` (shard -> future or actor future); None for a shard whose worker died or
+        that the worker does not hold at that step. A task's own error (a SheafError of the step) is raised
+        here. ``where``: the worker of each future (default: the shard's)."""
         import asyncio
         import concurrent.futures
 
+        where = where or {k: self._where[k] for k in futs}
         out, pending = {}, dict(futs)
         while pending:
             k, f = next(iter(pending.items()))
@@ -162,24 +199,26 @@ class ShardedTrainer:
                 out[k] = f.result(timeout=POLL)  # the task's own exception is raised, as one process would
                 del pending[k]
                 continue
-            except (TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, asyncio.TimeoutError):  # (TimeoutError is an OSError: first)
                 pass
-            except (asyncio.CancelledError, concurrent.futures.CancelledError):
+            except (asyncio.CancelledError, concurrent.futures.CancelledError, OSError):
+                # cancelled, or an actor whose worker cannot be reached (the connection closed mid-call)
                 out[k] = None
                 del pending[k]
+                self._endpoints.pop(where[k], None)
                 continue
             live = self.cluster.workers()
             for j, g in list(pending.items()):
-                if g.status == "pending" and self._where[j] not in live:
-                    g.cancel()  # its worker is gone: the task can never run there
+                if where[j] not in live:  # its worker is gone: the call can never be answered
+                    if getattr(g, "status", None) == "pending":
+                        g.cancel()
                     out[j] = None
                     del pending[j]
+                    self._endpoints.pop(where[j], None)
         return out
 
     def _run_step(self, shards, step, P, pins_max, rows) -> dict:
-        return self._wait({k: self.client.submit(W.shard_step, self._key(k), step, P, rows[k], pins_max,
-                                                 workers=[self._where[k]], allow_other_workers=False, pure=False)
-                           for k in shards})
+        return self._wait({k: self._call(k, W.shard_step, step, P, rows[k], pins_max) for k in shards})
 
     def _ask(self, fn, args) -> list:
         """``fn(key_k, *args[k])`` on every shard, rebuilding the shards that are lost; results in shard order."""
@@ -187,8 +226,7 @@ class ShardedTrainer:
         todo = list(range(len(self._ranges)))
         for _ in range(MAX_REBUILDS + 1):
             self._place([k for k in todo if self._where[k] is None])
-            got = self._wait({k: self.client.submit(fn, self._key(k), *args[k], workers=[self._where[k]],
-                                                    allow_other_workers=False, pure=False) for k in todo})
+            got = self._wait({k: self._call(k, fn, *args[k]) for k in todo})
             out.update({k: v for k, v in got.items() if v is not None})
             todo = [k for k in todo if got[k] is None]
             if not todo:

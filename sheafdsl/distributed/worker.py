@@ -81,6 +81,20 @@ def shard_step(key: str, step: int, params: dict, idx, pins_max):
     return float(loss) * n, count, out, n, time.perf_counter() - t0
 
 
+class ShardEndpoint:
+    """A Dask actor, one per worker: the driver's direct line to the shards held in this process.
+
+    A task goes driver → scheduler → worker → scheduler → driver; an actor's method call goes driver →
+    worker → driver, so a step's round trip costs about a fifth of a task's (2–3 ms against 10–14 ms on
+    a 2-core machine). It holds no state of its own: :meth:`run` calls one of this module's functions
+    on :data:`SHARDS`, which the actor shares with the tasks (``shard_init``) of the same process.
+    """
+
+    def run(self, fn, *args):
+        """``fn(*args)`` here, ``fn`` one of :func:`shard_step`, :func:`shard_state`, :func:`shard_rows`."""
+        return fn(*args)
+
+
 def shard_state(key: str, step: int):
     """The shard's part of the trainer state at step ``step`` (host arrays), or None if not held here."""
     sh = SHARDS.get(key)
