@@ -392,3 +392,34 @@ def test_general_rule_equals_the_fast_path_on_a_network(parab, small_data):
         gen.step()
     for k in fast.params:
         np.testing.assert_allclose(gen.params[k], fast.params[k], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("batch", [None, 48])
+def test_a_batch_solved_in_blocks_is_the_whole_batch_solved_at_once(monkeypatch, batch):
+    """A batch of more than ``block_rows`` examples is solved a block of rows at a time: the same
+    parameters, losses and warm starts as one solve of the whole batch, to round-off (full batch and
+    mini-batches; blocks of 7 rows, so a batch ends in a short block)."""
+    import sheafdsl.lowering.backend as backend
+
+    G = from_model(load_file("models/paraboloid.sheaf"))
+    data = load_dataset("paraboloid", n=100, n_test=16)
+    c = cfg(trainer="sheaf", batch=batch, seed=3)
+    whole = make_trainer(G, c, data)
+    hist_whole = [whole.step() for _ in range(6)]
+    monkeypatch.setattr(backend, "CPU_BLOCK_ROWS", 7)
+    blocks = make_trainer(G, c, data)
+    hist_blocks = [blocks.step() for _ in range(6)]
+    for a, b in zip(hist_whole, hist_blocks):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-13, abs=1e-15)
+        assert b["consistent_fraction"] == pytest.approx(a["consistent_fraction"], abs=1e-12)
+    for k in whole.params:
+        np.testing.assert_allclose(blocks.params[k], whole.params[k], rtol=0, atol=1e-13, err_msg=k)
+    sw, sb = whole.state_dict(), blocks.state_dict()
+    assert sw.keys() == sb.keys()
+    for k in sw:
+        a, b = np.asarray(sw[k]), np.asarray(sb[k])
+        if a.dtype.kind in "fiu":
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-12, err_msg=k)
+        else:
+            assert (a == b).all(), k
+    assert any(k.startswith("warm.") for k in sw)

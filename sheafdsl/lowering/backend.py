@@ -55,6 +55,24 @@ def get_backend(name: str = "numpy"):
     raise SheafError(Diagnostic("E500", f"unknown backend `{name}`", hint="use one of: " + ", ".join(BACKENDS)))
 
 
+#: rows of a batch that one batched solve takes at a time on a CPU (:func:`block_rows`)
+CPU_BLOCK_ROWS = 4096
+
+
+def block_rows(xp) -> int | None:
+    """The rows of a batch that a batched solve should take at a time on ``xp``, or None for all of them.
+
+    On a CPU (numpy) a block of :data:`CPU_BLOCK_ROWS` examples keeps a step's stalks and temporaries in
+    cache: a 10⁵-example sheaf-rule step of a [2, 30, 1] net is memory-bound otherwise (1.15 µs of CPU an
+    example, against 0.75 in blocks; ``benchmarks/bench_distributed.py``). A GPU (cupy) wants the whole
+    batch.
+
+    >>> block_rows(np)
+    4096
+    """
+    return None if xp.__name__.startswith("cupy") else CPU_BLOCK_ROWS
+
+
 def scipy_module(xp, name: str):
     """``scipy.<name>`` for numpy, ``cupyx.scipy.<name>`` for cupy (e.g. ``sparse``, ``sparse.linalg``,
     ``special``): the one place the backend is named, used once per lowering or per nonlinearity."""

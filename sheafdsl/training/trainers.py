@@ -43,6 +43,7 @@ from ..errors import Diagnostic, SheafError
 from ..ir import INFERENCE, TRAINING, edges, free_indices
 from ..options import TRAINERS as TRAINER_NAMES
 from ..lowering import get_backend, init_params, to_numpy
+from ..lowering.backend import block_rows
 from ..lowering.chain import energy_gradient, feedforward, forward, predict, unsupported
 from ..solvers import solve
 from ..solvers.chain import ChainPins, chain_equilibrium, chain_pins, stalks_cochain
@@ -403,6 +404,33 @@ class SheafTrainer(Trainer):
         self.warm = Warm(V=[None] + [v.copy() for v in Vall[1:]], S=S)
 
     def _gradients(self, X, Y, idx):
+        """The batch's loss, consistent fraction and mean local gradients. A batch of more than
+        :func:`~sheafdsl.lowering.backend.block_rows` examples is solved a block of rows at a time (the
+        examples' problems share θ and nothing else), with the whole batch's max |pin| for the solver's
+        side tolerance, so each block decides its units as the whole batch would; the results are the
+        block-size-weighted means of the blocks'."""
+        B, block = int(X.shape[0]), block_rows(self.xp)
+        if self.config.solver == "diffusion" or block is None or B <= block:
+            return self._block_gradients(X, Y, idx)
+        saved = self.batch_pins_max
+        if saved is None:
+            self.batch_pins_max = float(max(abs(X).max(), abs(Y).max()))
+        loss, count, grads = 0.0, 0.0, {}
+        try:
+            for a in range(0, B, block):
+                b = min(a + block, B)
+                rows = slice(a, b) if idx is None else idx[a:b]
+                w = (b - a) / B
+                lb, cf, gb = self._block_gradients(X[a:b], Y[a:b], rows)
+                loss += w * float(lb)
+                count += w * float(cf)
+                for k, g in gb.items():
+                    grads[k] = grads[k] + w * g if k in grads else w * g
+        finally:
+            self.batch_pins_max = saved
+        return loss, count, grads
+
+    def _block_gradients(self, X, Y, idx):
         xp, net, P = self.xp, self.net, self.params
         V = forward(net, P, X, xp)
         pred = _output(net, P, V[-1], xp)
