@@ -94,6 +94,7 @@ class ShardedTrainer:
         self._token = f"sheafdsl-{uuid.uuid4().hex}/"
         self._where: list[str | None] = [None] * k  # the worker holding each shard (None: to be placed)
         self._endpoints: dict = {}  # worker address -> its ShardEndpoint actor
+        self._dead: set = set()  # the workers seen to die (a restarted worker comes back at a new address)
         pending = getattr(self, "_pending_state", None) or {}
         self._base = self._split_state(pending)  # the shards' state at step _base_step
         self._base_step = int(self.step_count)
@@ -129,7 +130,8 @@ class ShardedTrainer:
         return [{k: np.asarray(v)[a:b] for k, v in state.items()} for a, b in self._ranges]
 
     def _alive(self) -> list[str]:
-        addrs = self.cluster.workers()
+        # (the scheduler may still list a worker this driver has seen die: it learns of a death later)
+        addrs = [a for a in self.cluster.workers() if a not in self._dead]
         if not addrs:
             raise SheafError(Diagnostic("E704", "every worker of the cluster is gone: the sharded run cannot go on",
                                         hint="restart the workers (or use --workers N); the last checkpoint is kept"))
@@ -148,7 +150,12 @@ class ShardedTrainer:
                 addr = min(addrs, key=lambda a: (held[a], addrs.index(a)))  # the least loaded live worker
                 held[addr] += 1
                 self._where[k] = addr
-                data = self.client.scatter(self._shard_data(k), workers=[addr], hash=False)  # its rows, once
+                try:
+                    data = self.client.scatter(self._shard_data(k), workers=[addr], hash=False)  # its rows, once
+                except (KeyError, OSError):  # the worker left the scheduler since it was listed
+                    self._dead.add(addr)
+                    futs[k] = _LOST
+                    continue
                 futs[k] = self.client.submit(W.shard_init, self._key(k), self.G, self._config, data, P, self._base[k],
                                              self._base_step, self.reduce, workers=[addr], allow_other_workers=False,
                                              pure=False)
@@ -182,6 +189,7 @@ class ShardedTrainer:
             return _LOST if ep is None else ep.run(fn, self._key(k), *args)
         except RuntimeError:  # "Worker holding Actor was lost": the proxy knows its worker died
             self._endpoints.pop(addr, None)
+            self._dead.add(addr)
             return _LOST
 
     def _wait(self, futs: dict, where: dict | None = None) -> dict:
@@ -201,11 +209,15 @@ class ShardedTrainer:
                 continue
             except (TimeoutError, asyncio.TimeoutError):  # (TimeoutError is an OSError: first)
                 pass
-            except (asyncio.CancelledError, concurrent.futures.CancelledError, OSError):
-                # cancelled, or an actor whose worker cannot be reached (the connection closed mid-call)
+            except (asyncio.CancelledError, concurrent.futures.CancelledError):
+                out[k] = None
+                del pending[k]
+                continue
+            except OSError:  # an actor whose worker cannot be reached (the connection closed mid-call)
                 out[k] = None
                 del pending[k]
                 self._endpoints.pop(where[k], None)
+                self._dead.add(where[k])
                 continue
             live = self.cluster.workers()
             for j, g in list(pending.items()):
@@ -215,6 +227,7 @@ class ShardedTrainer:
                     out[j] = None
                     del pending[j]
                     self._endpoints.pop(where[j], None)
+                    self._dead.add(where[j])
         return out
 
     def _run_step(self, shards, step, P, pins_max, rows) -> dict:
