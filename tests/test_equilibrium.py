@@ -13,7 +13,8 @@ from sheafdsl.lowering import coboundary_matrix, edge_weight_vector, init_params
 from sheafdsl.training.data import load_dataset
 from sheafdsl.lowering.chain import energy_gradient, equilibrium_energy, feedforward, forward
 from sheafdsl.solvers import solve
-from sheafdsl.solvers.chain import chain_equilibrium, exact_equilibrium, solve_pattern
+from sheafdsl.solvers.chain import chain_equilibrium, exact_equilibrium, refreshed_start, solve_pattern
+from sheafdsl.solvers.result import Warm
 from sheafdsl.training.update import local_gradients, parameter_sheaf_energy, parameter_sheaf_gradients
 
 
@@ -311,6 +312,82 @@ def test_softmax_equilibrium_regression(text, energy, abs_sum, sliding, iteratio
     grads, U, _, _ = energy_gradient(net, P, eq.V, Y)
     grads = _filippov(net, eq.V, grads, U)
     assert max(float(np.abs(g).max()) for g in grads) < 1e-12  # 5e-11 before: Newton stopped at its tolerance
+
+
+DIGITS = "sheaf digits\nnetwork mlp : 64 -> 64 -> 10 relu output softmax\n"
+
+
+@pytest.fixture(scope="module")
+def digits_warm():
+    """A softmax chain's equilibrium on 200 digits at initial parameters P0 (the warm start) and the
+    parameters P1 moved away from P0, as a few training steps move them between two visits of an example."""
+    G = model(DIGITS)
+    d = load_dataset("digits", n=1437, n_test=360)
+    X, Y = d.X_train[:200], d.Y_train[:200]
+    P0 = init_params(G, 0)
+    r0 = solve(G, P0, {"x": X, "y": Y}, boundary=TRAINING, piece="chain")
+    rng = np.random.default_rng(1)
+    P1 = {k: v + 0.05 * rng.normal(size=v.shape) for k, v in P0.items()}
+    return G, feedforward(G), P0, P1, X, Y, r0
+
+
+def _stationary(net, P, eq, Y, atol):
+    grads, U, _, _ = energy_gradient(net, P, eq.V, Y)
+    grads = _filippov(net, eq.V, grads, U)
+    return max(float(np.abs(g).max()) for g in grads) < atol
+
+
+def test_a_refreshed_warm_start_reaches_an_exact_equilibrium_in_fewer_pattern_solves(digits_warm):
+    """After the parameters move, the warm pattern read at the current pre-activations (refreshed_start)
+    saves most of the ratio-test iterations that the stale warm pattern costs, and still ends at a
+    consistent stationary point to round-off; where both starts end in the same states, at the same point."""
+    G, net, P0, P1, X, Y, r0 = digits_warm
+    w = Warm.of(r0)
+    fresh = exact_equilibrium(net, P1, X, Y, init=(w.V, w.S), refresh=True)
+    stale = exact_equilibrium(net, P1, X, Y, init=(w.V, w.S), refresh=False)
+    assert fresh.consistent.all() and stale.consistent.all()
+    assert 2 * fresh.iterations <= stale.iterations  # 3 against 15 pattern solves at this seed
+    assert _stationary(net, P1, fresh, Y, 1e-11)
+    same = (fresh.S[1] == stale.S[1]).all(axis=1)
+    assert same.mean() >= 0.9
+    for a, b in zip(fresh.V[1:], stale.V[1:]):
+        np.testing.assert_allclose(a[same], b[same], atol=1e-10)
+    # solve(..., warm=previous result) is this refreshed start
+    r1 = solve(G, P1, {"x": X, "y": Y}, boundary=TRAINING, warm=r0)
+    assert r1.iterations == fresh.iterations
+    np.testing.assert_allclose(r1.equilibrium.V[1], fresh.V[1], atol=1e-12)
+
+
+def test_the_refresh_changes_only_contradicted_units_and_stays_feasible(digits_warm):
+    """At unchanged parameters an equilibrium is left as it is (one pattern solve, the same point); after
+    they move, only units whose warm state the current pre-activations contradict change, each to a value on
+    its new side."""
+    G, net, P0, P1, X, Y, r0 = digits_warm
+    w = Warm.of(r0)
+    from sheafdsl.lowering.chain import apply
+
+    pre0 = apply(net.layers[0], P0, X)
+    V, S, rho = refreshed_start(net, P0, Y, [X] + w.V[1:], w.S, pre0, 1e-8, np)
+    assert S[1] is w.S[1] and V[1] is w.V[1]
+    np.testing.assert_allclose(rho, net.output.weight ** 2 * (Y - _softmax(V[-1])), atol=1e-15)  # the warm force
+    again = solve(G, P0, {"x": X, "y": Y}, boundary=TRAINING, warm=r0)
+    assert again.iterations == 1 and (np.asarray(again.state) == np.asarray(r0.state)).all()
+    np.testing.assert_allclose(again.cochain, r0.cochain, atol=1e-12)
+    pre1 = apply(net.layers[0], P1, X)
+    V, S, _ = refreshed_start(net, P1, Y, [X] + w.V[1:], w.S, pre1, 1e-8, np)
+    s, v = S[1], V[1]
+    changed = s != w.S[1]
+    assert changed.any()
+    assert (v[s == 1] >= 0).all() and (v[s == -1] <= 0).all() and (v[s == 0] == 0).all()
+    assert (v[~changed] == w.V[1][~changed]).all()
+    assert ((s[changed] == -1) == (pre1[changed] < 0)).all()  # a changed unit is OFF exactly where pre < 0
+    old = w.S[1][changed]
+    assert ((old == -1) <= (pre1[changed] > 1e-8)).all()  # a warm OFF unit changes only when pre > margin
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 # ----------------------------------------------------------------------------------------------

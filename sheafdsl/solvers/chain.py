@@ -46,7 +46,7 @@ from ..ir import TRAINING
 from ..lowering.chain import (FeedForward, apply, apply_T, equilibrium_energy, forward, out_linear, out_map,
                               output_discord, output_energy)
 from .banded import prefer_banded, solve_banded
-from .driver import ON, SLIDE, active_set, loop_limits
+from .driver import OFF, ON, RELEASE_TOL, SLIDE, active_set, loop_limits
 from .output import newton, sigmoid_scalar
 from .result import Equilibrium, SolveResult, Warm
 from .shallow import ShallowPiece, is_shallow
@@ -443,7 +443,7 @@ class _ChainSolution:
 
 def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_iter: int | None = None,
                       init=None, guess=None, forward_values=None, with_energy: bool = True,
-                      kernel: str = "auto", pins_max: float | None = None) -> Equilibrium:
+                      kernel: str = "auto", pins_max: float | None = None, refresh: bool = False) -> Equilibrium:
     """The two-sided equilibrium by the exact pattern solve and the active-set driver.
 
     ``guess``: optional unit states (dict layer -> (B, d) int8), e.g. each example's final pattern at
@@ -454,7 +454,9 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     for S: tail signs agree, sliding tails 0); default the forward pass. ``kernel``: "auto" uses the
     shallow piece solver (:mod:`.shallow`) on the chains it covers (one ReLU layer, one output row),
     "general" always chain elimination (the same equilibrium, up to round-off). ``pins_max``: max |pin|
-    over X and Y when the caller has it (:attr:`ChainPins.pins_max`).
+    over X and Y when the caller has it (:attr:`ChainPins.pins_max`). ``refresh``: ``init`` is a previous
+    equilibrium (a warm start), whose first-layer states are refreshed at the current parameters where a
+    pattern solve is a Newton solve (:func:`refreshed_start`).
     """
     if kernel not in ("auto", "general"):
         raise ValueError(f"kernel must be 'auto' or 'general', not {kernel!r}")
@@ -505,6 +507,11 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     shallow = kernel == "auto" and is_shallow(net)
     free = [k for k in net.relu_layers if k >= 1]
     maxiter, eps_z = loop_limits(sum(net.layers[k].d_in for k in free), pins_max, max_iter)
+    rho0 = None
+    if refresh and not shallow and net.output.fn != "linear" and 1 in free and net.layers[0].kind != "relu":
+        if pre1 is None:
+            pre1 = apply(net.layers[0], P, X)
+        V, S, rho0 = refreshed_start(net, P, Y, V, S, pre1, _refresh_margin(net, Y, eps_z), xp)
     if shallow:
         piece = ShallowPiece(net, P, X, Y, xp, tol, eps_z, pre1)
         z, S0 = V[1], S[1]
@@ -513,11 +520,70 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
         z, S0 = piece.join({k: V[k] for k in free}), piece.join({k: S[k] for k in free})
         if not free:
             S0 = xp.zeros((X.shape[0], 0), dtype=np.int8)
-    warm = None
-    if net.output.fn != "linear" and init is not None:  # warm Newton start: the force at the start point
+    warm = rho0
+    if warm is None and net.output.fn != "linear" and init is not None:  # warm Newton start: the force there
         warm = net.output.weight ** 2 * output_discord(net, P, V[-1], Y, xp)
     dr = active_set(piece, z, S0, maxiter=maxiter, warm=warm)
     return piece.result(dr, with_energy)
+
+
+def refreshed_start(net: FeedForward, P, Y, V, S, pre1, margin: float, xp=np):
+    """A warm start (V, S) (the previous equilibrium of each example, feasible for its states) with the states
+    of the first ReLU layer refreshed at the current parameters; returns (V, S, ρ_w).
+
+    The first layer's tail v_1 is fed by the pinned input: at a pattern, v_1 = pre + σ ⊙ g / w_1², with
+    pre = A_1 x + b_1 (current parameters) and g = J_2ᵀρ the output force ρ pulled back to v_2 (through the
+    deeper layers, at their warm gates). With the warm force ρ_w = w_o² (y − φ(v_m)) in place of the
+    pattern's own ρ, each unit's state is read off as at an equilibrium: OFF where pre < 0 (v = pre), ON
+    where pre + g/w_1² ≥ 0 (v = pre + g/w_1²), else SLIDE (v = 0). Only the units whose warm state that
+    reading contradicts by more than ``margin`` change (warm OFF with pre > margin; warm ON with
+    pre + g/w_1² < −margin; warm SLIDE with pre < −margin or pre + g/w_1² > margin), each to a value on
+    its new side, so the start stays feasible, an equilibrium at unchanged parameters stays where it is,
+    and the driver (:mod:`.driver`) still decides every unit exactly from there.
+
+    Why: a training step revisits an example after the parameters have moved, and a first-layer unit
+    whose pre-activation changed sign costs the driver a ratio-test iteration (a whole pattern solve)
+    per unit; read at the current pre-activations the warm pattern is nearly the final one.
+    Shapes: V = [v_0..v_m] (B, d_k), S {relu layer: (B, d) int8}, pre1 (B, d_1), Y (B, n_out).
+    """
+    layers, out = net.layers, net.output
+    rho = out.weight ** 2 * output_discord(net, P, V[-1], Y, xp)
+    g = rho @ out_linear(out, P)[0] if out.fn == "linear" else rho
+    for k in range(len(layers) - 1, 1, -1):  # layers[k]: v_k -> v_{k+1}, from v_m back to v_2
+        layer = layers[k]
+        if layer.kind == "relu":
+            g = g * (S[k] == ON)
+        else:
+            g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
+    w2 = layers[0].weight ** 2
+    on = pre1 + (g if w2 == 1.0 else g / w2)
+    s = S[1]
+    bad = (s == OFF) & (pre1 > margin)
+    bad |= (s == ON) & (on < -margin)
+    bad |= (s == SLIDE) & ((pre1 < -margin) | (on > margin))
+    fb = _flat(bad.ravel())
+    if fb.shape[0] == 0:
+        return V, S, rho
+    p, o = pre1.ravel()[fb], on.ravel()[fb]
+    new = xp.where(p < 0, OFF, xp.where(o >= 0, ON, SLIDE)).astype(np.int8)
+    s = s.copy()
+    s.ravel()[fb] = new
+    v1 = V[1].copy()
+    v1.ravel()[fb] = xp.where(new == OFF, p, xp.where(new == ON, o, 0.0))
+    S = dict(S)
+    S[1] = s
+    V = list(V)
+    V[1] = v1
+    return V, S, rho
+
+
+def _refresh_margin(net: FeedForward, Y, eps_z: float) -> float:
+    """How far a warm state must be contradicted before :func:`refreshed_start` changes it: beyond the
+    driver's side tolerance ε_z and its release tolerance at a sliding unit of the first layer
+    (RELEASE_TOL · (1 + w_o²)(1 + max|y − p|), in v_1's units: / w_1²), so that an equilibrium stays put."""
+    w_o2 = net.output.weight ** 2
+    top = float(abs(Y).max()) + 1.0 if Y.shape[0] else 1.0  # |y − p| ≤ max|y| + 1 for a sigmoid or softmax p
+    return max(1e4 * eps_z, 10 * RELEASE_TOL * (1.0 + w_o2) * (1.0 + top) / net.layers[0].weight ** 2)
 
 
 class ChainPins(Mapping):
@@ -601,7 +667,7 @@ def solve_chain(net: FeedForward, P, values, *, warm=None, rtol: float = 1e-10, 
         fwd = w.forward
     eq = exact_equilibrium(net, P, X, Y, xp, tol=rtol, max_iter=maxiter, init=init, with_energy=record_trace,
                            kernel="general" if piece == "chain" else "auto", forward_values=fwd,
-                           pins_max=values.pins_max)
+                           pins_max=values.pins_max, refresh=init is not None)
     return ChainResult(net, P, X, Y, eq, xp, rtol, eq.info.get("piece", "chain"))
 
 
