@@ -2,9 +2,10 @@
 
 For fixed unit states the equilibrium is the minimiser of a convex quadratic in the discords u_1..u_m
 (v_k = A_k(σ) v_{k−1} + b_k + u_k) under the linear constraints v_k[i] = 0 at the sliding units:
-a dense KKT system per example. The batch solve splits the examples with coupled sliding rows (deep
-relu layers) from the others (the one-row solve): the merged result must be that minimiser for every
-example, whichever group it fell into, and the same as solving the whole batch by the coupled path.
+a dense KKT system per example. The batch solve takes the one-row solve for every example and adds the
+coupled sliding rows (deep relu layers) as a Schur update only on the examples that have them (a sigmoid
+output: those examples take the coupled Newton solve instead): the result must be that minimiser for every
+example, whichever way it went, and the same as solving the whole batch by the coupled path.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def test_mixed_batches_solve_each_example_exactly(hidden, B, seed, p_slide, w_o,
 
 def test_mixed_batch_regression_matches_the_whole_batch_coupled_solve():
     """Fixed seed: a batch where some examples have sliding units on the 2nd and 3rd hidden layers and others
-    not. The split solve equals the dense reference and the coupled path run on the whole batch."""
+    not. The one-row solve with its Schur update equals the dense reference and the coupled path run on the
+    whole batch."""
     G, net = _net([2, 6, 5, 4, 1], 1.0, weights=[1.0, 0.7, 1.3, 1.0, 0.9, 1.1, 1.0])
     rng = np.random.default_rng(20261201)
     P = init_params(G, 3)

@@ -19,7 +19,9 @@ linear output (u = Jᵀ(I + JJᵀ)⁻¹ r with unit weights), a few Newton steps
 (:mod:`.output`). J is formed by n_L backward sweeps through the chain (vectorised as one sweep of an
 (B, n_L, d) tensor, kept one shared (n_L, d) matrix until the sweep meets a gate), then one more sweep
 gives u. A sliding unit of a deep ReLU layer (z_t = 0 held) is one more constraint row with infinite
-weight in the same system (its discord on the incoming edge becomes −(pre-activation)).
+weight in the same system (its discord on the incoming edge becomes −(pre-activation)); with one linear
+output row those rows are a Schur update on the one-row solution, solved only for the examples that have
+them (:func:`_slide_rows`).
 
 This solver is **exact, not local**: the sweeps carry information across edges. The local reference is
 the heat equation (:mod:`.diffusion`), which must reach the same point; the parameter update that follows
@@ -63,59 +65,111 @@ class PatternSolution:
     energy: object  # per-example energy (B,)
     newton_ok: object  # (B,) bool
     rho: object = None  # (B, n_out): the output force w_o²(y − φ(p*)) (a warm start for the next solve)
-    slide: dict | None = None  # relu tail vertex k -> (B, d) bool sliding mask, only where some unit slides
+
+
+class StepMaps:
+    """The chain's maps at fixed parameters P, held by a piece solver for the pattern solves of one fast phase
+    (θ does not move inside it): per layer the forward map's right factor A_kᵀ as a contiguous array (BLAS
+    multiplies by a transposed view markedly slower at these widths), A_k for the backward sweeps, and w_k²."""
+
+    def __init__(self, net: FeedForward, P, xp=np):
+        self.net, self.P = net, P
+        self.At, self.A, self.w2 = [], [], []
+        for layer in net.layers:
+            A = None
+            if layer.kind in ("param", "fixed"):
+                A = P[layer.param] if layer.kind == "param" else layer.matrix
+            self.A.append(A)
+            self.At.append(None if A is None else xp.ascontiguousarray(A.T))
+            self.w2.append(layer.weight ** 2)
+
+    def apply(self, k: int, v, gate=None):
+        """A_k v + b_k for layer k (v: (B, d_in)); the gated value for a relu layer."""
+        layer = self.net.layers[k]
+        At = self.At[k]
+        if At is None:
+            return apply(layer, self.P, v, gate)
+        out = v @ At
+        if layer.bias is not None:
+            out += self.P[layer.bias]
+        return out
+
+
+def sliding_units(S, xp=np) -> dict:
+    """{relu layer k ≥ 1: (rows, cols)} of the sliding units of states S (dict k -> (B, d_k)), only the layers
+    that have some."""
+    out = {}
+    for k, s in S.items():
+        if k >= 1:
+            r, c = xp.nonzero(s == SLIDE)
+            if r.shape[0]:
+                out[k] = (r, c)
+    return out
 
 
 def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_newton: int = 30,
-                  with_energy: bool = True, F=None, rho0=None, pre1=None) -> PatternSolution:
+                  with_energy: bool = True, F=None, rho0=None, pre1=None, *, maps=None, gates=None,
+                  slides=None, tails=None) -> PatternSolution:
     """Minimise E exactly for fixed unit states ``S`` (dict layer index -> (B, d) int8 in {+1, 0, −1}).
 
     Inactive and sliding units have gate 0; a sliding unit also holds its tail value at 0. Cost: a
-    forward pass, one batched backward sweep of the (B, n_out + n_slide, d) sensitivity tensor, an
-    (n_out + n_slide)-dimensional solve per example (Newton for sigmoid/softmax), and one more sweep.
+    forward pass, one backward sweep of the output row ((B, d), a vector shared by the batch until the
+    first gate), a scalar per example, one more sweep; with coupled sliding rows (relu layers k ≥ 2) a
+    Schur update on that one-row solution for the examples that have them (:func:`_slide_rows`), or, for
+    sigmoid/softmax and several outputs, the (n_out + n_slide)-row solve (:func:`_coupled_discords`).
 
-    With one output row, only the examples that have coupled sliding rows pay for them: the others take the
-    one-row solve ((B, d) sweeps, a scalar per example), and the discords of the two groups are merged
-    before the stalks are rebuilt. Both solve the same per-example system (the examples do not interact),
-    so the result is the whole batch's coupled solve, to round-off.
+    Optional, from a piece solver that has them: ``maps`` (:class:`StepMaps` at P), ``gates`` (the 0/1 relu
+    gates of S as floats), ``slides`` (:func:`sliding_units` of S) and ``tails`` ({relu layer k: (B, d_k) array}: where the equilibrium
+    values of the free relu tails are written, e.g. views of the piece's (B, units) array).
     """
     B = X.shape[0]
     layers = net.layers
+    maps = maps or StepMaps(net, P, xp)
     # 0/1 gates as floats: a product with them is exactly the gated value (and faster than with a bool)
-    gates = {k: (S[k] == 1).astype(X.dtype) for k in S}
+    if gates is None:
+        gates = {k: (S[k] == 1).astype(X.dtype) for k in S}
+    if slides is None:
+        slides = sliding_units(S, xp)
     if F is None:  # the forward pass at the pattern (the caller may pass it when S is the forward pattern)
         F = [X]
-        for k, layer in enumerate(layers):
+        for k in range(len(layers)):
             if k == 0 and pre1 is not None:  # v_1's value does not depend on the pattern: x is pinned
                 F.append(pre1)
             else:
-                F.append(apply(layer, P, F[-1], gates.get(k)))
+                F.append(maps.apply(k, F[-1], gates.get(k)))
     out = net.output
     # sliding rows: a unit of relu layer k (tail vertex k) whose own tail value depends on free
     # discords upstream (k >= 2) becomes a constraint row; for k == 1 the row decouples (see _finish).
-    deep = [k for k in S if k >= 2]
-    slide_masks = {k: S[k] == 0 for k in deep}
-    counts = sum((slide_masks[k].sum(axis=1) for k in deep), xp.zeros(B, dtype=np.int64)) if deep else None
-    coupled = counts > 0 if deep else None
-    n_coupled = int(coupled.sum()) if deep else 0
-    if n_coupled and prefer_banded(net, out.d_out + int(counts.max())):  # many sliding rows: along the chain
+    deep = [k for k in slides if k >= 2]
+    counts = None
+    if deep:
+        counts = xp.zeros(B, dtype=np.int64)
+        for k in deep:
+            counts += xp.bincount(slides[k][0], minlength=B)
+    if deep and prefer_banded(net, out.d_out + int(counts.max())):  # many sliding rows: along the chain
         U, rho, ok = solve_banded(net, P, X, Y, S, gates, F, xp, tol, max_newton, rho0)
-    elif out.d_out == 1 and out.fn != "softmax" and n_coupled < B:
-        if n_coupled == 0:
-            U, rho, ok = _one_row_discords(net, P, Y, gates, F[-1], xp, tol, rho0)
-        else:  # the examples without coupled rows take the one-row solve
+    elif out.d_out == 1 and out.fn == "linear":
+        U, rho, ok = _one_row_discords(net, P, Y, gates, F[-1], xp, tol, rho0, maps=maps,
+                                       slide_rows=(F, {k: slides[k] for k in deep}) if deep else None)
+    elif out.d_out == 1 and out.fn != "softmax" and (not deep or bool((counts == 0).any())):
+        if not deep:
+            U, rho, ok = _one_row_discords(net, P, Y, gates, F[-1], xp, tol, rho0, maps=maps)
+        else:  # the examples without coupled rows take the one-row solve, the others the coupled Newton solve
+            coupled = counts > 0
+            masks = {k: S[k] == SLIDE for k in deep}
             i0, i1 = _flat(~coupled), _flat(coupled)
             U0, r0, ok0 = _one_row_discords(net, P, Y[i0], {k: g[i0] for k, g in gates.items()}, F[-1][i0], xp, tol,
-                                            _take(rho0, i0))
+                                            _take(rho0, i0), maps=maps)
             U1, r1, ok1 = _coupled_discords(net, P, Y[i1], {k: g[i1] for k, g in gates.items()}, F[-1][i1],
-                                            {k: F[k][i1] for k in deep}, {k: mk[i1] for k, mk in slide_masks.items()},
+                                            {k: F[k][i1] for k in deep}, {k: mk[i1] for k, mk in masks.items()},
                                             counts[i1], xp, tol, max_newton, _take(rho0, i1))
             U = [_merge(a, b, i0, i1, B, xp) for a, b in zip(U0, U1)]
             rho, ok = _merge(r0, r1, i0, i1, B, xp), _merge(ok0, ok1, i0, i1, B, xp)
     else:
-        U, rho, ok = _coupled_discords(net, P, Y, gates, F[-1], {k: F[k] for k in deep}, slide_masks, counts, xp, tol,
-                                       max_newton, rho0)
-    sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy)
+        masks = {k: S[k] == SLIDE for k in deep}
+        U, rho, ok = _coupled_discords(net, P, Y, gates, F[-1], {k: F[k] for k in deep}, masks,
+                                       counts if deep else None, xp, tol, max_newton, rho0)
+    sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy, maps=maps, slides=slides, tails=tails)
     sol.rho = rho
     return sol
 
@@ -232,16 +286,18 @@ def _coupled_discords(net, P, Y, gates, Fm, Fslide, slide_masks, counts, xp, tol
     return U, rho[:, :n_out], newton_ok
 
 
-def _one_row_discords(net, P, Y, gates, Fm, xp, tol=1e-10, rho0=None):
-    """(U, ρ (B, 1), flags): the common case of one output row (linear or sigmoid) and no coupled sliding rows,
-    with (B, d) sweeps and no batched solves.
+def _one_row_discords(net, P, Y, gates, Fm, xp, tol=1e-10, rho0=None, maps=None, slide_rows=None):
+    """(U, ρ (B, 1), flags): the common case of one output row (linear or sigmoid), with (B, d) sweeps and no
+    batched solves.
 
     Linear: ρ = (y − p_f) / (1/w_o² + Σ_k ‖J_k‖²/w_k²); sigmoid: the scalar equation of
-    :func:`sigmoid_scalar`; then u_k = J_kᵀ ρ / w_k².
+    :func:`sigmoid_scalar`; then u_k = J_kᵀ ρ / w_k². ``slide_rows`` = (F, {k: (rows, cols)}) adds the
+    coupled sliding rows of a linear output by a Schur update on that solution (:func:`_slide_rows`).
     """
     layers = net.layers
     m = len(layers)
     out = net.output
+    A_mats = maps.A if maps is not None else [P[l.param] if l.kind == "param" else l.matrix for l in layers]
     if out.fn == "linear":
         A_out, _ = out_linear(out, P)
         p_f = out_map(out, P, Fm)
@@ -260,10 +316,11 @@ def _one_row_discords(net, P, Y, gates, Fm, xp, tol=1e-10, rho0=None):
             layer = layers[j - 1]
             if layer.kind == "relu":
                 gated[j - 1] = getattr(g, "ndim", 0) == 1
-                # a gated row is only formed when the sweep goes on below it (J_1 never is)
-                g = g * gates[j - 1] if j - 1 > 1 or not gated[j - 1] else None
+                # a gated row is only formed when the sweep goes on below it (J_1 never is), or when the
+                # sliding rows need it
+                g = g * gates[j - 1] if j - 1 > 1 or not gated[j - 1] or slide_rows else None
             else:
-                g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
+                g = g @ A_mats[j - 1]
     k1 = 1.0 / net.output.weight ** 2
     for j in range(1, m + 1):
         gj = Gs[j]
@@ -276,8 +333,11 @@ def _one_row_discords(net, P, Y, gates, Fm, xp, tol=1e-10, rho0=None):
         w2 = layers[j - 1].weight ** 2
         k1 = k1 + (n2 if w2 == 1.0 else n2 / w2)
     ok = xp.ones(Y.shape[0], dtype=bool)
+    slide = None
     if out.fn == "linear":
         rho = (Y - p_f) / (k1[:, None] if getattr(k1, "ndim", 0) else k1)
+        if slide_rows is not None:
+            slide = _slide_rows(net, A_mats, gates, slide_rows[0], slide_rows[1], Gs, k1, rho, xp)
     else:
         kk = k1 - 1.0 / out.weight ** 2
         kk = kk[:, None] if getattr(kk, "ndim", 0) else kk
@@ -293,32 +353,103 @@ def _one_row_discords(net, P, Y, gates, Fm, xp, tol=1e-10, rho0=None):
             raw = Gs[j] * rho
         w2 = layers[j - 1].weight ** 2
         U[j - 1] = raw if w2 == 1.0 else raw / w2
+    if slide is not None:  # the sliding rows' own pull-back, on the examples that have them
+        ex, Hs, mu = slide
+        for j, Hj in Hs.items():
+            U[j - 1][ex] += xp.einsum("esd,es->ed", Hj, mu) / layers[j - 1].weight ** 2
     return U, rho, ok
 
 
-def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy):
-    """Discords -> equilibrium stalks (and the energy)."""
+def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
+    """The coupled sliding rows of a linear one-row output as a Schur update of the one-row solution, only on
+    the examples that have them; ``rho`` (B, 1) is updated in place, and (examples, {j: H_j}, μ) returned for
+    the pull-back u_j += H_jᵀ μ / w_j².
+
+    A sliding unit i of relu layer k ≥ 2 holds v_k[i] = F_k[i] + H u = 0 (H: its sensitivity to the discords,
+    rows e_i swept down from vertex k). With J the output row, K_oo = J W⁻² Jᵀ, K_so = H W⁻² Jᵀ,
+    K_ss = H W⁻² Hᵀ and κ = 1/w_o² + K_oo (the one-row system), the KKT system
+
+        [κ  K_osᵀ; K_so  K_ss] [ρ; μ] = [y − p_f; −F_s]
+
+    is solved from the one-row ρ⁰ = (y − p_f)/κ: (K_ss − K_so K_soᵀ/κ) μ = −F_s − K_so ρ⁰, ρ = ρ⁰ − K_soᵀμ/κ
+    (an SPD system of the example's own sliding rows: K_ss ⪰ I/w_k² on them; padded rows are identity)."""
+    layers = net.layers
+    deep = sorted(slides)
+    r_all = xp.concatenate([slides[k][0] for k in deep])
+    c_all = xp.concatenate([slides[k][1] for k in deep])
+    k_all = xp.concatenate([xp.full(slides[k][0].shape[0], k) for k in deep])
+    ex, inv = xp.unique(r_all, return_inverse=True)  # the examples with coupled rows, and each row's example
+    nc, n = ex.shape[0], r_all.shape[0]
+    counts = xp.bincount(inv, minlength=nc)
+    R = int(counts.max())
+    order = xp.argsort(inv, kind="stable")
+    slot = xp.empty(n, dtype=np.int64)
+    slot[order] = xp.arange(n) - (xp.cumsum(counts) - counts)[inv[order]]
+    # the rows' sensitivities to the discords entering each vertex j ≤ the deepest sliding layer
+    Hs, h = {}, None
+    for j in range(deep[-1], 0, -1):
+        if j in slides:
+            sel = k_all == j
+            seed = xp.zeros((nc, R, layers[j].d_in))
+            seed[inv[sel], slot[sel], c_all[sel]] = 1.0
+            h = seed if h is None else h + seed
+        Hs[j] = h
+        if j > 1:
+            layer = layers[j - 1]
+            h = h * gates[j - 1][ex][:, None, :] if layer.kind == "relu" else h @ A_mats[j - 1]
+    Kso = xp.zeros((nc, R))
+    Kss = xp.zeros((nc, R, R))
+    for j, Hj in Hs.items():
+        Gj = Gs[j]
+        Jc = Gj if Gj.ndim == 1 else Gj[ex]
+        w2 = layers[j - 1].weight ** 2
+        Kso += (Hj @ Jc[..., None])[..., 0] / w2 if Jc.ndim == 2 else (Hj @ Jc) / w2
+        Kss += xp.matmul(Hj, xp.swapaxes(Hj, 1, 2)) / w2
+    kc = k1[ex] if getattr(k1, "ndim", 0) else xp.full(nc, k1)
+    Fs = xp.zeros((nc, R))
+    for k in deep:
+        sel = k_all == k
+        Fs[inv[sel], slot[sel]] = F[k][r_all[sel], c_all[sel]]
+    Sc = Kss - Kso[:, :, None] * Kso[:, None, :] / kc[:, None, None]
+    pad = xp.arange(R)[None, :] >= counts[:, None]
+    if bool(pad.any()):
+        pe, ps = xp.nonzero(pad)
+        Sc[pe, ps, ps] = 1.0
+    r0 = rho[ex, 0]
+    mu = xp.linalg.solve(Sc, (-Fs - Kso * r0[:, None])[..., None])[..., 0]
+    rho[ex, 0] = r0 - (Kso * mu).sum(axis=1) / kc
+    return ex, Hs, mu
+
+
+def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy, maps=None, slides=None, tails=None):
+    """Discords -> equilibrium stalks (and the energy); ``tails`` as in :func:`solve_pattern`."""
     layers = net.layers
     m = len(layers)
+    maps = maps or StepMaps(net, P, xp)
+    if slides is None:
+        slides = sliding_units(S, xp)
     # relu layer 1 (tail v_1 fed by the pinned input): a sliding unit's incoming discord is −pre
-    slide = {k: S[k] == 0 for k in S if k >= 1}
-    slide = {k: mk for k, mk in slide.items() if bool(mk.any())}
-    if 1 in slide:  # then v_1 = pre + (−pre) is exactly 0 on the sliding units (few: index them)
-        r, c = xp.nonzero(slide[1])
+    if 1 in slides:  # then v_1 = pre + (−pre) is exactly 0 on the sliding units (few: index them)
+        r, c = slides[1]
         U[0][r, c] = -F[1][r, c]  # U[0] is fresh from the sweep
     V = [X]
-    for k, layer in enumerate(layers):
+    for k in range(m):
         # v_k = A_k v_{k−1} + b_k + u_k (the first layer's input is pinned: reuse the forward value)
-        v = (F[1] if k == 0 else apply(layer, P, V[-1], gates.get(k))) + U[k]
-        if k >= 1 and k + 1 in slide:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
-            v = xp.where(slide[k + 1], 0.0, v)
+        a = F[1] if k == 0 else maps.apply(k, V[-1], gates.get(k))
+        if tails is not None and k + 1 in tails:
+            v = xp.add(a, U[k], out=tails[k + 1])
+        else:
+            v = a + U[k]
+        if k >= 1 and k + 1 in slides:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
+            r, c = slides[k + 1]
+            v[r, c] = 0.0
         V.append(v)
     if with_energy:
         e_out, out_disc, _ = output_energy(net, P, V[m], Y, xp)
         energy = e_out + sum(0.5 * layers[k].weight ** 2 * (U[k] ** 2).sum(axis=1) for k in range(m))
     else:
         out_disc, energy = output_discord(net, P, V[m], Y, xp), None
-    return PatternSolution(V, U, out_disc, energy, newton_ok, slide=slide)
+    return PatternSolution(V, U, out_disc, energy, newton_ok)
 
 
 def kkt_ok(net: FeedForward, S, sol: PatternSolution, xp=np):
@@ -362,6 +493,7 @@ class ChainPiece:
         self.pre1 = (apply(layers[0], P, X) if pre1 is None else pre1) if layers[0].kind != "relu" else None
         width = sum(l.d_out for l in layers) + net.output.d_out
         self.subsets = X.shape[0] * width * net.output.d_out > SUBSET_WORK
+        self.maps = StepMaps(net, P, xp)  # the parameters do not move during the solve
         self._rows = self._data = None
 
     def states(self, S) -> dict:
@@ -390,14 +522,27 @@ class ChainPiece:
 
     def solve(self, S, rows, warm, fs):
         Xs, Ys, p1, f0 = self._gather(rows)
-        Sd = {k: S[:, sl] for k, sl in self.slices.items()}
+        xp, u = self.xp, self.units
+        G = (S == ON).astype(Xs.dtype)  # the free relu layers' 0/1 gates, one array
+        Sd, gates, slides = {}, {}, {}
+        for k, sl in self.slices.items():
+            Sd[k], gates[k] = S[:, sl], G[:, sl]
+        if fs.shape[0]:  # the sliding units per layer, from the driver's flat list
+            r, c = fs // u, fs % u
+            for k, sl in self.slices.items():
+                m = (c >= sl.start) & (c < sl.stop) if len(self.slices) > 1 else None
+                rk, ck = (r, c - sl.start) if m is None else (r[m], c[m] - sl.start)
+                if rk.shape[0]:
+                    slides[k] = (rk, ck)
         if f0 is not None:
-            Sd[0] = f0
-        sol = solve_pattern(self.net, self.P, Xs, Ys, Sd, self.xp, self.tol, with_energy=False, rho0=warm, pre1=p1)
+            Sd[0], gates[0] = f0, (f0 == ON).astype(Xs.dtype)
+        z = xp.empty((Xs.shape[0], u))
+        sol = solve_pattern(self.net, self.P, Xs, Ys, Sd, xp, self.tol, with_energy=False, rho0=warm, pre1=p1,
+                            maps=self.maps, gates=gates, slides=slides,
+                            tails={k: z[:, sl] for k, sl in self.slices.items()})
         fields = {f"V{j}": v for j, v in enumerate(sol.V) if j > 0}
         fields.update({f"U{j}": u for j, u in enumerate(sol.U, start=1)})
         fields["out"] = sol.out_disc
-        z = self.join({k: sol.V[k] for k in self.free}) if self.free else self.xp.zeros((Xs.shape[0], 0))
         return _ChainSolution(z, sol.newton_ok, fields, sol.rho if warm is not None else None, sol, self)
 
     def result(self, dr, with_energy=True) -> Equilibrium:
