@@ -109,7 +109,7 @@ def sliding_units(S, xp=np) -> dict:
 
 def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_newton: int = 30,
                   with_energy: bool = True, F=None, rho0=None, pre1=None, *, maps=None, gates=None,
-                  slides=None, tails=None) -> PatternSolution:
+                  slides=None) -> PatternSolution:
     """Minimise E exactly for fixed unit states ``S`` (dict layer index -> (B, d) int8 in {+1, 0, −1}).
 
     Inactive and sliding units have gate 0; a sliding unit also holds its tail value at 0. Cost: a
@@ -119,8 +119,7 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
     sigmoid/softmax and several outputs, the (n_out + n_slide)-row solve (:func:`_coupled_discords`).
 
     Optional, from a piece solver that has them: ``maps`` (:class:`StepMaps` at P), ``gates`` (the 0/1 relu
-    gates of S as floats), ``slides`` (:func:`sliding_units` of S) and ``tails`` ({relu layer k: (B, d_k) array}: where the equilibrium
-    values of the free relu tails are written, e.g. views of the piece's (B, units) array).
+    gates of S as floats, contiguous arrays) and ``slides`` (:func:`sliding_units` of S).
     """
     B = X.shape[0]
     layers = net.layers
@@ -169,7 +168,7 @@ def solve_pattern(net: FeedForward, P, X, Y, S, xp=np, tol: float = 1e-10, max_n
         masks = {k: S[k] == SLIDE for k in deep}
         U, rho, ok = _coupled_discords(net, P, Y, gates, F[-1], {k: F[k] for k in deep}, masks,
                                        counts if deep else None, xp, tol, max_newton, rho0)
-    sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy, maps=maps, slides=slides, tails=tails)
+    sol = _finish(net, P, X, Y, S, gates, F, U, ok, xp, with_energy, maps=maps, slides=slides)
     sol.rho = rho
     return sol
 
@@ -421,8 +420,8 @@ def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
     return ex, Hs, mu
 
 
-def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy, maps=None, slides=None, tails=None):
-    """Discords -> equilibrium stalks (and the energy); ``tails`` as in :func:`solve_pattern`."""
+def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy, maps=None, slides=None):
+    """Discords -> equilibrium stalks (and the energy)."""
     layers = net.layers
     m = len(layers)
     maps = maps or StepMaps(net, P, xp)
@@ -436,10 +435,7 @@ def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy, maps=None,
     for k in range(m):
         # v_k = A_k v_{k−1} + b_k + u_k (the first layer's input is pinned: reuse the forward value)
         a = F[1] if k == 0 else maps.apply(k, V[-1], gates.get(k))
-        if tails is not None and k + 1 in tails:
-            v = xp.add(a, U[k], out=tails[k + 1])
-        else:
-            v = a + U[k]
+        v = a + U[k]
         if k >= 1 and k + 1 in slides:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
             r, c = slides[k + 1]
             v[r, c] = 0.0
@@ -523,10 +519,10 @@ class ChainPiece:
     def solve(self, S, rows, warm, fs):
         Xs, Ys, p1, f0 = self._gather(rows)
         xp, u = self.xp, self.units
-        G = (S == ON).astype(Xs.dtype)  # the free relu layers' 0/1 gates, one array
         Sd, gates, slides = {}, {}, {}
-        for k, sl in self.slices.items():
-            Sd[k], gates[k] = S[:, sl], G[:, sl]
+        for k, sl in self.slices.items():  # contiguous gates: a product with a column block of (nb, u) is slow
+            Sd[k] = S[:, sl]
+            gates[k] = (Sd[k] == ON).astype(Xs.dtype)
         if fs.shape[0]:  # the sliding units per layer, from the driver's flat list
             r, c = fs // u, fs % u
             for k, sl in self.slices.items():
@@ -536,10 +532,9 @@ class ChainPiece:
                     slides[k] = (rk, ck)
         if f0 is not None:
             Sd[0], gates[0] = f0, (f0 == ON).astype(Xs.dtype)
-        z = xp.empty((Xs.shape[0], u))
         sol = solve_pattern(self.net, self.P, Xs, Ys, Sd, xp, self.tol, with_energy=False, rho0=warm, pre1=p1,
-                            maps=self.maps, gates=gates, slides=slides,
-                            tails={k: z[:, sl] for k, sl in self.slices.items()})
+                            maps=self.maps, gates=gates, slides=slides)
+        z = self.join({k: sol.V[k] for k in self.free}) if self.free else xp.zeros((Xs.shape[0], 0))
         fields = {f"V{j}": v for j, v in enumerate(sol.V) if j > 0}
         fields.update({f"U{j}": u for j, u in enumerate(sol.U, start=1)})
         fields["out"] = sol.out_disc
