@@ -89,10 +89,10 @@ class Part:
 
     def run(self, k0: int, n: int, rho, alpha, f):
         """Iterations k0 .. k0 + n − 1 (the duals first rescaled by ``f``): the squared norms' partial sums
-        of each, (n, 6, B)."""
+        of each, (n, 7, B)."""
         import time
 
-        out = np.empty((n, 6, self.x.shape[1]))
+        out = np.empty((n, 7, self.x.shape[1]))
         for i in range(n):
             k = k0 + i
             t0 = time.perf_counter()
@@ -127,16 +127,17 @@ class Part:
     def phase_b(self, rho, incoming):
         """The edge proxes, w-step and dual updates, given the other ends' e of the cut edges
         (``incoming``: {part: (eu values for its rows, ev values)}); returns the squared norms' partial sums
-        (6, B): ‖Ax−y‖², ‖Aᵀ(y−y_prev)‖², ‖Ax‖², ‖y‖², ‖Aᵀμ‖², ‖Qx+q‖²."""
-        from ..solvers.admm import prox_g
+        (7, B), in the copy rows' equilibrated scale c (``_Local``): ‖√c(Ax−y)‖², ‖AᵀC(y−y_prev)‖², ‖√c Ax‖², ‖√c y‖²,
+        ‖AᵀCμ‖², ‖Qx+q‖², ‖√c μ‖²."""
+        from ..solvers.admm import edge_theta, prox_g
 
         x, axu, axv, au, av, aw, eu, ev = self._a
         ev_u = ev[self.int_u_in_v] if self.int_u.size == eu.shape[0] else self._fill(eu.shape, ev, "u", incoming)
         eu_v = eu[self.int_v_in_u] if self.int_v.size == ev.shape[0] else self._fill(ev.shape, eu, "v", incoming)
         ru = ev_u - eu - self.b_u
         rv = ev - eu_v - self.b_v
-        tu = np.where(self.hard_u, 0.5, self.w2_u / (rho + 2.0 * self.w2_u))
-        tv = np.where(self.hard_v, 0.5, self.w2_v / (rho + 2.0 * self.w2_v))
+        tu = edge_theta(np, self.hard_u, self.w2_u, self.g_u, self.gsum_u, rho)
+        tv = edge_theta(np, self.hard_v, self.w2_v, self.g_v, self.gsum_v, rho)
         yu, yv = eu + tu * ru, ev - tv * rv
         w = prox_g(self.P, aw + self.mw, rho)
         self.mu = self.mu + au - yu
@@ -144,10 +145,12 @@ class Part:
         self.mw = self.mw + (aw - w)
         dyu, dyv, dw = yu - self.yu, yv - self.yv, w - self.w
         self.x, self.yu, self.yv, self.w = x, yu, yv, w
-        sq = lambda a: np.sum(a * a, axis=0)  # noqa: E731
-        return np.stack([sq(axu - yu) + sq(axv - yv) + sq(x - w), sq(self.FsT @ dyu + self.FdT @ dyv + dw),
-                         sq(axu) + sq(axv) + sq(x), sq(yu) + sq(yv) + sq(w),
-                         sq(self.FsT @ self.mu + self.FdT @ self.mv + self.mw), sq(self.Q @ x + self.q)])
+        sq = lambda a, c=1.0: np.sum(c * (a * a), axis=0)  # noqa: E731
+        cu, cv = self.c_u, self.c_v
+        return np.stack([sq(axu - yu, cu) + sq(axv - yv, cv) + sq(x - w), sq(self.FsT @ dyu + self.FdT @ dyv + dw),
+                         sq(axu, cu) + sq(axv, cv) + sq(x), sq(yu, cu) + sq(yv, cv) + sq(w),
+                         sq(self.FsT @ self.mu + self.FdT @ self.mv + self.mw), sq(self.Q @ x + self.q),
+                         sq(self.mu, cu) + sq(self.mv, cv) + sq(self.mw)])
 
     def _fill(self, shape, local, side, incoming):
         """The other end's e for each of this part's ``side`` ends: from this part (internal edges) or the
@@ -206,6 +209,7 @@ def _part_data(P, L, owner_col, owner_row_u, owner_row_v, j) -> dict:
         T=_rows(L.T, V, V), Tt=_rows(L.Tt, V, V), lamH=h(L.lamH)[V], q=h(P.q)[V], Q=_rows(P.Q, V, V),
         Fs=_rows(P.Fs, Eu, V), Fd=_rows(P.Fd, Ev, V), FsT=_rows(L.FsT, V, Eu), FdT=_rows(L.FdT, V, Ev),
         b_u=b[Eu], b_v=b[Ev], hard_u=hard[Eu], hard_v=hard[Ev], w2_u=w2[Eu], w2_v=w2[Ev],
+        g_u=h(L.gu)[Eu], g_v=h(L.gv)[Ev], gsum_u=h(L.gsum)[Eu], gsum_v=h(L.gsum)[Ev], c_u=h(L.cu)[Eu], c_v=h(L.cv)[Ev],
         lam=h(P.lam)[V], lo=h(P.lo)[V], hi=h(P.hi)[V], simplex=simplex,
         x=h(L.x)[V], w=h(L.w)[V], mw=h(L.mw)[V], yu=h(L.yu)[Eu], mu=h(L.mu)[Eu], yv=h(L.yv)[Ev], mv=h(L.mv)[Ev],
         int_u=int_u, int_v=int_v,
@@ -283,6 +287,7 @@ class Partitioned:
         s = rho_h[0] * np.sqrt(s6[1])
         self._scales = (np.maximum(np.sqrt(s6[2]), np.sqrt(s6[3])),
                         np.maximum(rho_h[0] * np.sqrt(s6[4]), np.sqrt(s6[5])), math.sqrt(self.n))
+        self.balance_dual = np.maximum(self._scales[1], rho_h[0] * np.sqrt(s6[6]))  # as _Local's
         return r, s
 
     def scales(self):

@@ -30,10 +30,12 @@ ker δ_hard, reached in the limit of the dual updates.
 ``admm-local`` (edge-based ADMM): every edge e = (u → v) keeps copies y_{e,u} = F_{u◁e} x_u and
 y_{e,v} = F_{v◁e} x_v, every stalk a copy w_v = x_v carrying g_v::
 
-    x_v ← (Q_v + ρK_v)⁻¹ (ρ Σ_e F_{v◁e}ᵀ(y_{e,v} − μ_{e,v}) + ρ(w_v − μ_v) − q_v),  K_v = Σ_e F_{v◁e}ᵀF_{v◁e} + I
-    (y_{e,u}, y_{e,v}) ← the prox of the edge: a = F x + μ, r = a_v − a_u − b_e,
-                         y_u = a_u + θ r, y_v = a_v − θ r,   θ = ½ (hard), w_e²/(ρ + 2w_e²) (soft)
+    x_v ← (Q_v + ρK_v)⁻¹ (ρ Σ_e F_{v◁e}ᵀC_e(y_{e,v} − μ_{e,v}) + ρ(w_v − μ_v) − q_v),  K_v = Σ_e F_{v◁e}ᵀC_eF_{v◁e} + I
+    (y_{e,u}, y_{e,v}) ← the prox of the edge, row by row: a = F x + μ, r = a_v − a_u − b_e,
+                         y_u = a_u + θ_u r, y_v = a_v − θ_v r   (θ: :func:`edge_theta`)
     w_v ← prox_{g_v/ρ}(x_v + μ_v),   μ ← μ + (Ax − y)
+
+with every copy row i of an edge end equilibrated, penalty ρc_i, c_i = 1/‖F_i‖² (:class:`_Local`).
 
 Q_v + ρK_v is factorised once: K_v^{-1/2} Q_v K_v^{-1/2} = UΛUᵀ gives (Q_v + ρK_v)⁻¹ = T(Λ + ρ)⁻¹Tᵀ with
 T = K_v^{-1/2}U, so a new ρ costs a diagonal. Every update reads only a stalk's own edges or an edge's two
@@ -45,8 +47,10 @@ endpoints; no global reduction remains in an iteration (the stopping test sums r
 scale also counts the smooth part's gradient, as OSQP does: with g = 0 the optimal u is 0 and Boyd's
 ‖ρAᵀu‖ alone would leave only atol). **Adaptive ρ**
 (residual balancing, in the normalised form of OSQP): every ``adapt_every`` iterations, until ``adapt_stop``,
-ρ ← ρ·√((‖r‖/ε-scale_pri)/(‖s‖/ε-scale_dual)) when that ratio leaves [1/5, 5] (the scaled duals rescale;
-``admm-local`` only raises ρ: lowering it by this rule slowed the edge-based method down to a stall).
+ρ ← ρ·√((‖r‖/ε-scale_pri)/(‖s‖/ε-scale_dual)) when that ratio leaves [1/5, 5] (the scaled duals rescale).
+``admm-local`` balances against a dual scale that does not vanish at the minimiser, the copies' forces
+ρ‖√c μ‖ as well: on a plain sheaf (no objective) the optimal AᵀCμ is 0, so the test's scale ρ‖AᵀCμ‖ tends to 0,
+s/ε-scale_dual stays of order one, and the rule drove ρ down to its floor 10⁻⁶, a stall.
 **Infeasible or unbounded problems**: for a problem with a solution both residuals tend to 0; for an
 infeasible one the primal residual tends to a positive limit (the minimal displacement of the
 Douglas–Rachford operator), for an unbounded one the iterates run away with a dual residual that stays.
@@ -343,10 +347,11 @@ class _Global:
 
 def local_x_step(s, q, rho, alpha):
     """admm-local's vertex step and over-relaxation on the state ``s`` (a :class:`_Local`, or one part of it
-    across workers, :class:`sheafdsl.distributed.admm.Part`: edge-end rows ``Fs, Fd``, the vertex solve's
-    factors ``T, Tt, lamH``, copies ``yu, yv, w`` and scaled duals ``mu, mv, mw``):
+    across workers, :class:`sheafdsl.distributed.admm.Part`: edge-end rows ``Fs, Fd``, the transposes weighted by
+    the copy rows' equilibration, ``FsT = Fsᵀ C_u``, ``FdT = Fdᵀ C_v``, the vertex solve's factors ``T, Tt, lamH``,
+    copies ``yu, yv, w`` and scaled duals ``mu, mv, mw``):
 
-        x = T diag(1/(lamH + ρ)) Tt (−q + ρ(Fsᵀ(yu − mu) + Fdᵀ(yv − mv) + w − mw)),
+        x = T diag(1/(lamH + ρ)) Tt (−q + ρ(Fsᵀ C_u (yu − mu) + Fdᵀ C_v (yv − mv) + w − mw)),
         a = α·(Fs x, Fd x, x) + (1 − α)·(yu, yv, w),   e = a_{u,v} + (mu, mv).
 
     Returns (x, Fs x, Fd x, au, av, aw, eu, ev), each (rows, B)."""
@@ -359,8 +364,31 @@ def local_x_step(s, q, rho, alpha):
     return x, axu, axv, au, av, aw, au + s.mu, av + s.mv
 
 
+def edge_theta(xp, hard, w2, g_end, g_sum, rho):
+    """The share θ of one end of an edge row in admm-local's edge prox (each row alone, both ends' copies at
+    their own penalties ρc = ρ/g, g = ‖F_row‖², the copy rows' equilibration; g = 0: that end has no free
+    coordinate, so no copy, y = 0 = a there)::
+
+        (y_u, y_v) = argmin  φ_e(y_v − y_u − b) + ρ/(2g_u) (y_u − a_u)² + ρ/(2g_v) (y_v − a_v)²,   r = a_v − a_u − b,
+        y_u = a_u + θ_u r,  y_v = a_v − θ_v r,   θ_end = w² g_end / (ρ + w² (g_u + g_v))   (soft: φ = w²/2 t²),
+                                                 θ_end = g_end / (g_u + g_v)                (hard: φ = ι{t = 0}),
+
+    (0 where both ends have no copy). With g_u = g_v = 1 this is the plain θ = w²/(ρ + 2w²), ½ (hard)."""
+    pos = g_sum > 0
+    soft = w2 * g_end / (rho + w2 * g_sum)
+    return xp.where(pos, xp.where(hard, g_end / xp.where(pos, g_sum, 1.0), soft), 0.0)
+
+
 class _Local:
-    """Edge-based ADMM (``admm-local``): vertex solves factorised once, edge proxes, vertex copies w."""
+    """Edge-based ADMM (``admm-local``): vertex solves factorised once, edge proxes, vertex copies w.
+
+    **Copy-row equilibration.** The copies' constraints are F_i x = y_i, one per edge-end row i; their scale is
+    the row's norm, which a model sets at will (a hard edge 0.02 x_v = 0.1 x_u + b asks x_v to agree through a
+    row of norm 0.02). ADMM with one ρ on such rows is a penalty of ρ‖F_i‖² on x: the small rows barely pull
+    their vertex and the iteration crawls (issue 10: a drawn problem stalled for 2·10⁵ iterations). So each row
+    is scaled to unit norm, c_i (F_i x − y_i) with c_i = 1/‖F_i‖² (a row with no free coordinate, an end whose
+    stalk is pinned there, has no copy at all, c_i = 0): every constraint row is then as stiff as every other,
+    and ρ is the one number left to balance (in both directions: ``run_admm``)."""
 
     def __init__(self, P, rho, warm):
         import scipy.sparse as sp
@@ -371,7 +399,10 @@ class _Local:
         h = P.host
         Fs = _host_csr(P.Fs)
         Fd = _host_csr(P.Fd)
-        K = (Fs.T @ Fs + Fd.T @ Fd + sp.eye(n)).tocsr()
+        gu = np.asarray(Fs.multiply(Fs).sum(axis=1)).ravel()
+        gv = np.asarray(Fd.multiply(Fd).sum(axis=1)).ravel()
+        cu, cv = _inv(gu), _inv(gv)
+        K = (Fs.T @ sp.diags(cu) @ Fs + Fd.T @ sp.diags(cv) @ Fd + sp.eye(n)).tocsr()
         Q = h["Q"].tocsr()
         rows, cols, vals = [], [], []
         lam = np.zeros(n)
@@ -397,11 +428,15 @@ class _Local:
         Tm = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)) \
             if rows else sp.csr_matrix((n, n))
         S = sparse_module(xp)
-        self.T = Tm if xp is np else S.csr_matrix(Tm)
-        self.Tt = Tm.T.tocsr() if xp is np else S.csr_matrix(Tm.T.tocsr())
+        dev = (lambda A: A.tocsr()) if xp is np else (lambda A: S.csr_matrix(A.tocsr()))
+        self.T, self.Tt = dev(Tm), dev(Tm.T)
         self.lamH = xp.asarray(lam[:, None])
         self.Fs, self.Fd = P.Fs, P.Fd
-        self.FsT, self.FdT = P.Fs.T.tocsr(), P.Fd.T.tocsr()
+        self.FsT, self.FdT = dev(Fs.T @ sp.diags(cu)), dev(Fd.T @ sp.diags(cv))
+        # the copy rows' weights c (for the residuals: ‖√c (F x − y)‖) and norms g (for the edge prox)
+        self.cu, self.cv = xp.asarray(cu[:, None]), xp.asarray(cv[:, None])
+        self.gu, self.gv = xp.asarray(gu[:, None]), xp.asarray(gv[:, None])
+        self.gsum = self.gu + self.gv
         self.theta_hard = P.hard
         self.x = xp.zeros((n, B)) if warm.get("x") is None else warm["x"].copy()
         self.w = self.x.copy() if warm.get("w") is None else warm["w"].copy()
@@ -416,8 +451,8 @@ class _Local:
         xp, P = self.xp, self.P
         x, axu, axv, au, av, aw, eu, ev = local_x_step(self, P.q, rho, alpha)
         rr = ev - eu - P.b
-        theta = xp.where(self.theta_hard, 0.5, P.w2 / (rho + 2.0 * P.w2))
-        yu, yv = eu + theta * rr, ev - theta * rr
+        yu = eu + edge_theta(xp, self.theta_hard, P.w2, self.gu, self.gsum, rho) * rr
+        yv = ev - edge_theta(xp, self.theta_hard, P.w2, self.gv, self.gsum, rho) * rr
         w = prox_g(P, aw + self.mw, rho)
         self.mu = self.mu + au - yu
         self.mv = self.mv + av - yv
@@ -425,21 +460,23 @@ class _Local:
         self.mw = self.mw + dmw
         dyu, dyv, dw = yu - self.yu, yv - self.yv, w - self.w
         self.x, self.yu, self.yv, self.w = x, yu, yv, w
-        cn = lambda a: _colnorm(xp, a) ** 2  # noqa: E731
-        r = xp.sqrt(cn(axu - yu) + cn(axv - yv) + cn(x - w))
+        r = xp.sqrt(_wsq(xp, self.cu, axu - yu) + _wsq(xp, self.cv, axv - yv) + _wsq(xp, 1.0, x - w))
         s = rho[0] * _colnorm(xp, self.FsT @ dyu + self.FdT @ dyv + dw)
         self._last = (rho, axu, axv)
         return r, s
 
     def scales(self):
-        """(scale_pri, scale_dual, √n) of the stopping test at the last iterate."""
+        """(scale_pri, scale_dual, √n) of the stopping test at the last iterate (the equilibrated rows')."""
         xp, P = self.xp, self.P
         rho, axu, axv = self._last
-        cn = lambda a: _colnorm(xp, a) ** 2  # noqa: E731
         x, yu, yv, w = self.x, self.yu, self.yv, self.w
-        scale_pri = xp.maximum(xp.sqrt(cn(axu) + cn(axv) + cn(x)), xp.sqrt(cn(yu) + cn(yv) + cn(w)))
+        cu, cv = self.cu, self.cv
+        scale_pri = xp.maximum(xp.sqrt(_wsq(xp, cu, axu) + _wsq(xp, cv, axv) + _wsq(xp, 1.0, x)),
+                               xp.sqrt(_wsq(xp, cu, yu) + _wsq(xp, cv, yv) + _wsq(xp, 1.0, w)))
         scale_dual = xp.maximum(rho[0] * _colnorm(xp, self.FsT @ self.mu + self.FdT @ self.mv + self.mw),
                                 _colnorm(xp, P.Q @ x + P.q))
+        self.balance_dual = xp.maximum(scale_dual, rho[0] * xp.sqrt(_wsq(xp, cu, self.mu) + _wsq(xp, cv, self.mv)
+                                                                    + _wsq(xp, 1.0, self.mw)))
         return scale_pri, scale_dual, math.sqrt(P.n)
 
     def rescale(self, f):
@@ -465,6 +502,16 @@ class _Local:
     @staticmethod
     def warm_of(state):
         return dict(state)
+
+
+def _inv(g):
+    """1/g where g > 0, else 0 (a copy row with no free coordinate has no copy)."""
+    return np.where(g > 0, 1.0 / np.where(g > 0, g, 1.0), 0.0)
+
+
+def _wsq(xp, c, a):
+    """Σ_i c_i a_i² per column (B,): the squared norm of a in the rows' equilibrated scale."""
+    return xp.sum(c * (a * a), axis=0)
 
 
 def _host_csr(A):
@@ -590,6 +637,7 @@ def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=N
         if k % check and k != maxit and k != 1:  # the first iteration is tested too (a warm start)
             continue
         sp_, sd_, sqn = algo.scales()
+        sb_ = getattr(algo, "balance_dual", sd_)  # the dual scale ρ is balanced against (admm-local's: see there)
         eps_pri = math.sqrt(algo.p) * atol_ + rtol_ * sp_
         eps_dual = sqn * atol_ + rtol_ * sd_
         live = ~done[act]
@@ -635,15 +683,13 @@ def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=N
             rho_v = rho_v[:, keep]
             act = act[keep]
             r, s, eps_pri, eps_dual = r[keep], s[keep], eps_pri[keep], eps_dual[keep]
-            sp_, sd_ = sp_[keep], sd_[keep]
+            sp_, sd_, sb_ = sp_[keep], sd_[keep], sb_[keep]
             live = live[keep]
         if adapt and k % adapt_every == 0 and k <= adapt_stop:
-            ratio = xp.sqrt((r / xp.maximum(sp_, 1e-300)) / xp.maximum(s / xp.maximum(sd_, 1e-300), 1e-300))
+            ratio = xp.sqrt((r / xp.maximum(sp_, 1e-300)) / xp.maximum(s / xp.maximum(sb_, 1e-300), 1e-300))
             skip = ~xp.asarray(live)
             ratio = _shared(xp, ratio, skip | ~xp.isfinite(ratio))
             change = (ratio > 5.0) | (ratio < 0.2)
-            if method == "admm-local":  # ρ only grows there: balancing down stalled it (a plain sheaf went to 1e-6)
-                change = ratio > 5.0
             if bool(xp.any(change)):
                 newr = xp.clip(rho_v * xp.where(change, ratio, 1.0)[None, :], 1e-6, 1e6)
                 algo.rescale(newr / rho_v)
