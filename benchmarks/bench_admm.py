@@ -13,7 +13,9 @@ and the box [-0.5, 0.5]³ (active on a good share of the coordinates).
 2. **Batch** (a 50-agent problem, 1,000 instances with their own q): one batched ``solve`` (q as a
    (1000, 3) parameter per agent) against separate CVXPY solves of the same instances, per instance:
    fresh problems (``--cvxpy-sample`` of them, timed and scaled) and a parametrised problem (q a
-   ``cp.Parameter``, compiled once, re-solved).
+   ``cp.Parameter``, compiled once, re-solved). Wall seconds and this process's CPU seconds
+   (``time.process_time``) of each, alternating: on a shared, loaded machine the CPU seconds are the
+   fairer ratio (both sides are one thread).
 
 Usage: ``python benchmarks/bench_admm.py [--sizes 10 100 1000 10000] [--batch 1000] [--backend numpy|cupy]
 [--json-out FILE]``. One BLAS thread unless the environment says otherwise. Prints tables, then one
@@ -212,20 +214,27 @@ def batch_bench(B: int, sample: int, xp, repeats: int = 2, local: bool = False):
     obj = 0.5 * cp.quad_form(xv, cp.psd_wrap(Q)) + qp @ xv + 0.5 * cp.sum_squares(arrays["Ds"] @ xv)
     prob = cp.Problem(cp.Minimize(obj), [xv >= -BOX, xv <= BOX, arrays["Dh"] @ xv == 0])
     t_ours, t_fresh, t_param = [], [], []
+    c_ours, c_fresh, c_param = [], [], []  # CPU seconds of this process (what a loaded machine distorts least)
     refs = {}
     for _ in range(repeats):
+        c0 = time.process_time()
         x, t, r = ours(G, params, "admm", xp, **SETTINGS["admm"])
+        c_ours.append(time.process_time() - c0)
         t_ours.append(t)
-        ts = []
+        ts, cs = [], []
         for b in range(sample):
+            c0 = time.process_time()
             xb, tb = cvxpy_solve(arrays, "CLARABEL", q=qall[b], **SETTINGS["clarabel"])
+            cs.append(time.process_time() - c0)
             ts.append(tb)
         t_fresh.append(float(np.median(ts)))
-        t0 = time.perf_counter()
+        c_fresh.append(float(np.median(cs)))
+        t0, c0 = time.perf_counter(), time.process_time()
         for b in range(sample):
             qp.value = qall[b]
             prob.solve(solver="CLARABEL", **SETTINGS["clarabel"])
         t_param.append((time.perf_counter() - t0) / sample)
+        c_param.append((time.process_time() - c0) / sample)
     for b in range(sample):  # the references, not timed
         refs[b] = cvxpy_solve(arrays, "CLARABEL", q=qall[b], **TIGHT_CLARABEL)[0]
     errs = [np.linalg.norm(x[b] - refs[b]) / np.linalg.norm(refs[b]) for b in range(sample)]
@@ -236,7 +245,13 @@ def batch_bench(B: int, sample: int, xp, repeats: int = 2, local: bool = False):
                cvxpy_param_per_instance_s=float(np.median(t_param)), sample=sample, repeats=repeats,
                max_rel_err=float(np.max(errs)), median_rel_err=float(np.median(errs)),
                speedup_fresh=float(np.median(t_fresh)) / (med / B), speedup_param=float(np.median(t_param)) / (med / B),
-               converged=bool(np.all(to_numpy(r.converged))))
+               converged=bool(np.all(to_numpy(r.converged))),
+               ours_cpu_s=float(np.median(c_ours)), ours_cpu_runs=c_ours, ours_cpu_per_instance_s=float(np.median(c_ours)) / B,
+               cvxpy_fresh_cpu_per_instance_s=float(np.median(c_fresh)),
+               cvxpy_param_cpu_per_instance_s=float(np.median(c_param)),
+               speedup_fresh_cpu=float(np.median(c_fresh)) / (float(np.median(c_ours)) / B),
+               speedup_param_cpu=float(np.median(c_param)) / (float(np.median(c_ours)) / B),
+               iterations_max=int(np.max(r.iterations_each)), load=os.getloadavg())
     if local:
         x2, t_local, r2 = ours(G, params, "admm-local", xp, **SETTINGS["admm-local"])
         out.update(local_s=t_local, local_per_instance_s=t_local / B, local_iterations=int(r2.iterations))
@@ -246,6 +261,10 @@ def batch_bench(B: int, sample: int, xp, repeats: int = 2, local: bool = False):
           f"ms per instance (median of {sample}, {repeats} alternating rounds); speed-up {out['speedup_fresh']:.1f}x (fresh), "
           f"{out['speedup_param']:.2f}x (parametrised); rel. error vs Clarabel at 1e-12: max {out['max_rel_err']:.1e}, "
           f"median {out['median_rel_err']:.1e}", flush=True)
+    print(f"  CPU seconds: admm {out['ours_cpu_s']:.3g} s = {out['ours_cpu_per_instance_s'] * 1e3:.3g} ms/instance; CVXPY+Clarabel "
+          f"fresh {out['cvxpy_fresh_cpu_per_instance_s'] * 1e3:.3g} ms, parametrised {out['cvxpy_param_cpu_per_instance_s'] * 1e3:.3g} "
+          f"ms; speed-up {out['speedup_fresh_cpu']:.1f}x (fresh), {out['speedup_param_cpu']:.2f}x (parametrised); "
+          f"load average {out['load'][0]:.1f}", flush=True)
     return out
 
 

@@ -77,6 +77,10 @@ from ..lowering.operators import sparse_module
 #: projection from the start (measured: from κ = 100 the balancing rule climbed to the cap 10⁶ on every
 #: benchmark problem, at the price of more iterations and refactorisations on the way)
 KAPPA0 = 1e6
+#: admm-local moves ρ when the balancing factor leaves [1/LOCAL_BAND, LOCAL_BAND] (admm: [1/5, 5]): a new ρ costs
+#: it nothing (a diagonal), and the tighter band keeps ρ nearer the balance (benchmark, 100 agents: 7090 → 5590
+#: iterations; 10 agents 250 → 160)
+LOCAL_BAND = 2.0
 #: the z-step of a batch (B ≥ 8) with at most this many free coordinates is factorised densely (Cholesky)
 DENSE_Z = 1000
 
@@ -702,7 +706,8 @@ def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=N
             ratio = xp.sqrt((r / xp.maximum(sp_, 1e-300)) / xp.maximum(s / xp.maximum(sb_, 1e-300), 1e-300))
             skip = ~xp.asarray(live)
             ratio = _shared(xp, ratio, skip | ~xp.isfinite(ratio))
-            change = (ratio > 5.0) | (ratio < 0.2)
+            band = LOCAL_BAND if method == "admm-local" else 5.0
+            change = (ratio > band) | (ratio < 1 / band)
             if bool(xp.any(change)):
                 newr = xp.clip(rho_v * xp.where(change, ratio, 1.0)[None, :], 1e-6, 1e6)
                 moved = bool(xp.any(newr != rho_v))
