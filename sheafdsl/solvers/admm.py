@@ -569,8 +569,10 @@ def run_admm(P, *, method: str = "admm", rho=None, alpha=None, rtol=None, atol=N
     (admm): ``cg`` (matrix-free, the default on a GPU) or ``factor`` (one sparse factorisation per value
     of ρ and κ, on the host; the default with numpy). ``polish`` (admm, default on with numpy): try
     :func:`polish_solution` on an instance once its residuals meet the test at rtol = ``POLISH_RTOL`` (then
-    10× tighter after each failed try) while at most ``POLISH_MAX`` instances are left; a polished instance
-    stops when its certificate meets the tolerances.
+    10× tighter after each failed try) while at most ``POLISH_MAX`` instances are left; a batch of at least
+    ``POLISH_BATCH`` instances whose KKT matrix is small enough (:func:`kkt_inverse`) tries
+    :func:`polish_batch` instead, on every unstopped instance from rtol = ``POLISH_RTOL_BATCH`` on; a polished
+    instance stops when its certificate meets the tolerances.
 
     ``local(P, rho, warm)`` (admm-local): the iteration's state and step in place of :class:`_Local`'s, with
     its interface (the agents spread over Dask workers: :mod:`sheafdsl.distributed.admm`); everything else
