@@ -374,23 +374,23 @@ def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
     (an SPD system of the example's own sliding rows: K_ss ⪰ I/w_k² on them; padded rows are identity)."""
     layers = net.layers
     deep = sorted(slides)
-    r_all = xp.concatenate([slides[k][0] for k in deep])
-    c_all = xp.concatenate([slides[k][1] for k in deep])
-    k_all = xp.concatenate([xp.full(slides[k][0].shape[0], k) for k in deep])
-    ex, inv = xp.unique(r_all, return_inverse=True)  # the examples with coupled rows, and each row's example
-    nc, n = ex.shape[0], r_all.shape[0]
-    counts = xp.bincount(inv, minlength=nc)
+    ex = xp.unique(xp.concatenate([slides[k][0] for k in deep]))  # the examples with coupled rows
+    nc = ex.shape[0]
+    # each row: its example's position e, its slot among that example's rows (layer by layer), its unit
+    place, counts = {}, xp.zeros(nc, dtype=np.int64)
+    for k in deep:
+        r, c = slides[k]  # row-major, so e is sorted
+        e = xp.searchsorted(ex, r)
+        place[k] = (e, counts[e] + xp.arange(e.shape[0]) - xp.searchsorted(e, e), c, r)
+        counts = counts + xp.bincount(e, minlength=nc)
     R = int(counts.max())
-    order = xp.argsort(inv, kind="stable")
-    slot = xp.empty(n, dtype=np.int64)
-    slot[order] = xp.arange(n) - (xp.cumsum(counts) - counts)[inv[order]]
     # the rows' sensitivities to the discords entering each vertex j ≤ the deepest sliding layer
     Hs, h = {}, None
     for j in range(deep[-1], 0, -1):
-        if j in slides:
-            sel = k_all == j
+        if j in place:
+            e, sl, c, _ = place[j]
             seed = xp.zeros((nc, R, layers[j].d_in))
-            seed[inv[sel], slot[sel], c_all[sel]] = 1.0
+            seed[e, sl, c] = 1.0
             h = seed if h is None else h + seed
         Hs[j] = h
         if j > 1:
@@ -406,9 +406,8 @@ def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
         Kss += xp.matmul(Hj, xp.swapaxes(Hj, 1, 2)) / w2
     kc = k1[ex] if getattr(k1, "ndim", 0) else xp.full(nc, k1)
     Fs = xp.zeros((nc, R))
-    for k in deep:
-        sel = k_all == k
-        Fs[inv[sel], slot[sel]] = F[k][r_all[sel], c_all[sel]]
+    for k, (e, sl, c, r) in place.items():
+        Fs[e, sl] = F[k][r, c]
     Sc = Kss - Kso[:, :, None] * Kso[:, None, :] / kc[:, None, None]
     pad = xp.arange(R)[None, :] >= counts[:, None]
     if bool(pad.any()):
