@@ -28,7 +28,9 @@ chain (n_L to form K, one for u = Jᵀρ). ``floor`` times exactly those sweeps 
 trained parameters, and the sheaf trainer is re-run with its fast phase timed (``solve_us``, the pattern
 solves per step), so the table says how far each figure is from the floor: ``solve/floor`` (the fast
 phase against one floor solve per step) and ``floor ratio`` = (sheaf step − fast phase + floor) / backprop
-step, the in-step ratio if the fast phase cost exactly one floor solve.
+step, the in-step ratio if the fast phase cost exactly one floor solve. The fast phase is also split into
+the piece solves of the whole batch, those of the unsettled subsets, and the driver's own bookkeeping
+(ratio test, release rule, compaction; what is left of the loop).
 
 Prints a table, then one JSON document (also written to ``--json`` when given).
 """
@@ -131,13 +133,17 @@ def floor_sweeps(net, P, X, xp):
 
 
 def floor_profile(G, base: dict, repeats: int) -> dict:
-    """Re-run the sheaf trainer with its fast phase timed (every ``solve`` call of a step), then time the floor
+    """Re-run the sheaf trainer with its fast phase timed (every ``solve`` call of a step, and inside it the
+    driver's loop and its piece solves: the whole batch's and the unsettled subsets'), then time the floor
     sweeps (:func:`floor_sweeps`) on the training batch at the trained parameters (median of ``repeats``)."""
+    import sheafdsl.solvers.active_set as gen
+    import sheafdsl.solvers.chain as chain
     import sheafdsl.training.trainers as tr
 
     cfg = TrainConfig.from_sources(G.graph.get("train") or {}, dict(base, trainer="sheaf"))
     T = make_trainer(G, cfg, dataset_for(G, cfg))
     inner, spent, solves = tr.solve, [0.0], [0]
+    parts = {"loop": 0.0, "whole": 0.0, "subsets": 0.0}
 
     def timed(*a, **k):
         t0 = time.perf_counter()
@@ -146,14 +152,34 @@ def floor_profile(G, base: dict, repeats: int) -> dict:
         solves[0] += int(r.iterations)
         return r
 
-    tr.solve = timed
+    def driven(drive):
+        def run(piece, *a, **k):
+            real = piece.solve
+
+            def piece_solve(S, rows, warm, fs):
+                t0 = time.perf_counter()
+                out = real(S, rows, warm, fs)
+                parts["whole" if rows is None else "subsets"] += time.perf_counter() - t0
+                return out
+
+            piece.solve = piece_solve  # this call's piece only
+            t0 = time.perf_counter()
+            try:
+                return drive(piece, *a, **k)
+            finally:
+                parts["loop"] += time.perf_counter() - t0
+                del piece.solve
+        return run
+
+    loops = (chain.active_set, gen.drive)
+    tr.solve, chain.active_set, gen.drive = timed, driven(loops[0]), driven(loops[1])
     try:
         t0 = time.perf_counter()
         for _ in range(cfg.steps):
             T.step()
         step = (time.perf_counter() - t0) / cfg.steps
     finally:
-        tr.solve = inner
+        tr.solve, (chain.active_set, gen.drive) = inner, loops
     X = T.Xtr if cfg.batch is None else T.Xtr[: cfg.batch]
     n = max(50, min(2000, int(0.05 / max(step, 1e-6))))
     floors = []
@@ -162,9 +188,11 @@ def floor_profile(G, base: dict, repeats: int) -> dict:
         for _ in range(n):
             floor_sweeps(T.net, T.params, X, T.xp)
         floors.append((time.perf_counter() - t0) / n)
+    us = {k: 1e6 * v / cfg.steps for k, v in parts.items()}
     return {"step_us": 1e6 * step, "solve_us": 1e6 * spent[0] / cfg.steps,
             "pattern_solves_per_step": solves[0] / cfg.steps, "floor_us": 1e6 * statistics.median(floors),
-            "rows": T.net.output.d_out}
+            "rows": T.net.output.d_out, "whole_batch_us": us["whole"], "subsets_us": us["subsets"],
+            "driver_us": us["loop"] - us["whole"] - us["subsets"]}
 
 
 def add_floor(res: dict, G, base: dict, repeats: int) -> None:
@@ -291,7 +319,8 @@ def _floor_note(r: dict) -> str:
     if not f:
         return ""
     return (f"fast phase {f['solve_us']:.0f} us/step = {f['solve_over_floor']:.1f}x floor ({f['floor_us']:.0f} us: "
-            f"1 fwd + {f['rows'] + 1} bwd), {f['pattern_solves_per_step']:.2f} solves/step; floor ratio "
+            f"1 fwd + {f['rows'] + 1} bwd), {f['pattern_solves_per_step']:.2f} solves/step (whole batch "
+            f"{f['whole_batch_us']:.0f} us, subsets {f['subsets_us']:.0f}, driver {f['driver_us']:.0f}); floor ratio "
             f"{f['floor_ratio']:.2f}")
 
 

@@ -162,7 +162,7 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
         zb = sol.z
         # ratio test on the segment z -> z̄: the first unit to reach z = 0 from its side
         move = None
-        fv = _flat(ss * zb < -eps)  # active below 0 or inactive above 0 (sliding: never)
+        fv = _flat(((zb < -eps) & (ss == ON)) | ((zb > eps) & (ss == OFF)))  # (sliding: never; no int8·float product)
         if fv.shape[0]:
             zr = zs.ravel()[fv]
             t = xp.maximum(zr / (zr - zb.ravel()[fv]), 0.0)  # zr is 0 or of the other sign: t in [0, 1]
