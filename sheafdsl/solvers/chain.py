@@ -489,6 +489,8 @@ class ChainPiece:
         width = sum(l.d_out for l in layers) + net.output.d_out
         self.subsets = X.shape[0] * width * net.output.d_out > SUBSET_WORK
         self.maps = StepMaps(net, P, xp)  # the parameters do not move during the solve
+        m = len(layers)
+        self._keys = [f"V{j}" for j in range(1, m + 1)] + [f"U{j}" for j in range(1, m + 1)]  # the solves' fields
         self._rows = self._data = None
 
     def states(self, S) -> dict:
@@ -534,8 +536,7 @@ class ChainPiece:
         sol = solve_pattern(self.net, self.P, Xs, Ys, Sd, xp, self.tol, with_energy=False, rho0=warm, pre1=p1,
                             maps=self.maps, gates=gates, slides=slides)
         z = self.join({k: sol.V[k] for k in self.free}) if self.free else xp.zeros((Xs.shape[0], 0))
-        fields = {f"V{j}": v for j, v in enumerate(sol.V) if j > 0}
-        fields.update({f"U{j}": u for j, u in enumerate(sol.U, start=1)})
+        fields = dict(zip(self._keys, sol.V[1:] + sol.U))
         fields["out"] = sol.out_disc
         return _ChainSolution(z, sol.newton_ok, fields, sol.rho if warm is not None else None, sol, self)
 

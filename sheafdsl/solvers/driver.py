@@ -271,9 +271,10 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
                 zs, ss, ws, last_rel = zn, newS, sol.warm, release
                 continue
             g = gid[fi]
+            every = fi.shape[0] == nb  # the last subset, typically: its arrays as they are
             for name, a in sol.fields.items():
-                F[name][g] = a[fi]
-            S_all[g], cons[g] = newS[fi], ok[fi]
+                F[name][g] = a if every else a[fi]
+            S_all[g], cons[g] = (newS, ok) if every else (newS[fi], ok[fi])
             keep = _flat(~finished)
             gid = gid[keep]
         if gid.shape[0] == 0:
