@@ -241,7 +241,7 @@ def _run_with_progress(session, steps: int, *, show: bool):
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err_console,
                         transient=False)
     start = int(session.trainer.step_count)
-    state = {"t": 0.0, "loss": None}
+    state = {"t": 0.0, "loss": None, "bloss": None}
 
     with progress:
         task = progress.add_task("train", total=steps, completed=start, info="")
@@ -249,15 +249,17 @@ def _run_with_progress(session, steps: int, *, show: bool):
         def on_step(step, loss, bloss):
             if loss is not None:
                 state["loss"] = loss
+            if bloss is not None:
+                state["bloss"] = bloss
             now = time.monotonic()
             if now - state["t"] < 0.1 and step != steps:  # rich refreshes ~10x/s; skip needless updates
                 return
             state["t"] = now
             info = ("" if state["loss"] is None else f"loss {state['loss']:.3e}") + (
-                f"  backprop {bloss:.3e}" if bloss is not None else "")
+                f"  backprop {state['bloss']:.3e}" if state["bloss"] is not None else "")
             progress.update(task, completed=step, info=info)
 
-        on_step.throttled = True  # the losses of the logged steps are enough (the joint trainer skips the rest)
+        on_step.throttled = True  # the losses of the logged steps are enough (lazy-loss trainers skip the rest)
 
         outcome = session.run(steps, on_step=on_step)
         progress.update(task, completed=session.trainer.step_count)

@@ -10,6 +10,7 @@ Algorithms take ``xp`` (or arrays that already live on it) and never branch on w
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 
@@ -82,15 +83,25 @@ def scipy_module(xp, name: str):
 
 
 class Fused:
-    """In-place updates fused into one pass: ``axpy(a, x, y)``: y += a·x; ``gemm(alpha, A, B, C)``:
-    C += α·A B (C (n, k) C-contiguous, A (n, m), B (m, k)). On numpy they are BLAS calls (axpy, ger for a
-    rank-one product, gemm with β = 1), with no temporary; on another backend, the plain expressions.
+    """In-place updates fused into one pass, bound once to their arrays and then called with no
+    arguments (a step that repeats them on preallocated buffers pays the checks and the views once):
+
+    - ``axpy(a, x, y)``: y += a·x (x, y of one shape);
+    - ``gemm(alpha, A, B, C)``: C += α·A B (C (n, k), A (n, m), B (m, k)).
+
+    On numpy, with C-contiguous float64 outputs, they are BLAS calls (daxpy; dger for a rank-one
+    product, m = 1; dgemm with β = 1) writing into y and C with no temporary; otherwise (another
+    backend, or a strided output) the plain expressions. A call returns what BLAS returns (the output). The arrays must keep their memory while the
+    bound update is in use (views into buffers allocated once).
 
     >>> import numpy as np
     >>> f = fused(np)
-    >>> y = np.ones(3); f.axpy(2.0, np.arange(3.0), y); y
+    >>> y = np.ones(3); up = f.axpy(2.0, np.arange(3.0), y)
+    >>> _ = up(); y
     array([1., 3., 5.])
-    >>> C = np.zeros((2, 2)); f.gemm(1.0, np.ones((2, 1)), np.array([[1.0, 2.0]]), C); C
+    >>> _ = up(); y
+    array([1., 5., 9.])
+    >>> C = np.zeros((2, 2)); _ = f.gemm(1.0, np.ones((2, 1)), np.array([[1.0, 2.0]]), C)(); C
     array([[1., 2.],
            [1., 2.]])
     """
@@ -103,27 +114,35 @@ class Fused:
 
             self.blas = blas
 
-    def axpy(self, a: float, x, y) -> None:
-        if self.blas is None or not (x.flags.c_contiguous and y.flags.c_contiguous) or x.dtype != np.float64:
-            y += a * x
-            return
-        r = self.blas.daxpy(x.reshape(-1), y.reshape(-1), a=a)
-        if not np.shares_memory(r, y):  # f2py copied y: write the result back
-            y.reshape(-1)[...] = r
+    @staticmethod
+    def _writable_f64(a) -> bool:
+        return a.dtype == np.float64 and a.flags.c_contiguous and a.flags.aligned and a.flags.writeable
 
-    def gemm(self, alpha: float, A, B, C) -> None:
-        ok = self.blas is not None and C.flags.c_contiguous and C.dtype == np.float64 and A.ndim == B.ndim == 2
-        if not ok:
-            C += alpha * (A @ B)
-            return
-        # in Fortran order: Cᵀ += α Bᵀ Aᵀ, Cᵀ being C's memory as it is
+    def axpy(self, a: float, x, y):
+        """The bound update y += a·x."""
+        a = float(a)
+        if self.blas is None or not (self._writable_f64(y) and x.dtype == np.float64 and x.flags.c_contiguous
+                                     and x.shape == y.shape):
+            def up():
+                y.__iadd__(a * x)
+            return up
+        return functools.partial(self.blas.daxpy, x.reshape(-1), y.reshape(-1), a=a)
+
+    def gemm(self, alpha: float, A, B, C):
+        """The bound update C += α·A B."""
+        alpha = float(alpha)
+        if self.blas is None or not (self._writable_f64(C) and A.ndim == B.ndim == 2):
+            def up():
+                C.__iadd__(alpha * (A @ B))
+            return up
+        # in Fortran order: Cᵀ += α Bᵀ Aᵀ, Cᵀ being C's memory as it is (F-contiguous: updated in place)
         if A.shape[1] == 1:  # a rank-one product: ger
-            r = self.blas.dger(alpha, np.ascontiguousarray(B).reshape(-1), np.ascontiguousarray(A).reshape(-1),
-                               a=C.T, overwrite_a=1)
-        else:
-            r = self.blas.dgemm(alpha, B.T, A.T, beta=1.0, c=C.T, overwrite_c=1)
-        if not np.shares_memory(r, C):
-            C[...] = r.T
+            b, a = B.reshape(-1), A.reshape(-1)
+            if not (b.flags.c_contiguous and a.flags.c_contiguous):  # a strided row: a copy each call
+                return lambda: self.blas.dger(alpha, np.ascontiguousarray(B).reshape(-1),
+                                              np.ascontiguousarray(A).reshape(-1), a=C.T, overwrite_a=1)
+            return functools.partial(self.blas.dger, alpha, b, a, a=C.T, overwrite_a=1)
+        return functools.partial(self.blas.dgemm, alpha, B.T, A.T, beta=1.0, c=C.T, overwrite_c=1)
 
 
 def fused(xp) -> Fused:

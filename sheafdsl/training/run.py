@@ -601,7 +601,7 @@ class TrainingSession:
                         where, what = self._nonfinite_where()
                         return self._diverged(step, where, what)
                     if bl is not None:
-                        blast = self._baseline_step()
+                        blast = self._baseline_step(every_loss or step % self.log_every == 0 or step == steps)
                         bl = self.baseline
                         if bl is None:
                             blast = None
@@ -677,20 +677,22 @@ class TrainingSession:
 
         return all(np.all(np.isfinite(to_numpy(p))) for p in self.trainer.params.values())
 
-    def _baseline_step(self) -> dict | None:
+    def _baseline_step(self, loss: bool = True) -> dict | None:
+        """One step of the baseline (its loss only when ``loss``, for a baseline with ``lazy_loss``); None
+        when it diverged, and it is then dropped with a warning."""
         from .trainers import DivergenceError
 
         t0 = time.perf_counter()
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                out = self.baseline.step()
+                out = self.baseline.step(loss=loss) if getattr(self.baseline, "lazy_loss", False) else self.baseline.step()
         except DivergenceError as exc:
             out = None
             why = "; ".join(d.message for d in exc.diagnostics)
         else:
             why = f"training diverged at step {self.baseline.step_count}: its loss is not finite"
         self.baseline_seconds += time.perf_counter() - t0
-        if out is not None and _finite(out.get("loss")):
+        if out is not None and (out.get("loss") is None or _finite(out["loss"])):  # None: not computed this step
             return out
         self.warnings.append(f"the backprop baseline stopped: {why}; it was dropped and the run goes on without it")
         self.baseline = None

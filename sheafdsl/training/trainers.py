@@ -454,17 +454,106 @@ class SheafTrainer(Trainer):
         return loss, eq.consistent_fraction, local_gradients(net, P, eq, "mean", xp)
 
 
-class BackpropTrainer(Trainer):
-    """Standard backpropagation (the baseline)."""
+class FusedSteps:
+    """What the trainers with a fused step share (mixed in before :class:`Trainer`): ``flow`` holds the
+    parameters packed (:mod:`.flat`; ``params`` are its views) and binds one plan per batch size, the
+    step of that batch on its own buffers (:mod:`.joint`, :mod:`.backprop`). ``flow`` is None where
+    the trainer takes its plain path (a parameter tied across edges; a sharded run)."""
+
+    flow = None
+
+    def _fuse(self) -> None:
+        self.flow = self._make_flow()
+        self.params = dict(self.flow.params)
+        self._plans: dict = {}  # batch size (None: the training set) -> the flow's step of that batch
+
+    def _batch_plan(self, idx):
+        """The fused step of this step's batch: the training set itself (idx None), or a mini-batch
+        gathered into the plan's buffers."""
+        xp = self.xp
+        if not self.flow.is_packed(self.params):  # the parameters were replaced (a loaded state)
+            self._fuse()
+        if idx is None:
+            plan = self._plans.get(None)
+            if plan is None or plan.X is not self.Xtr or plan.Y is not self.Ytr:
+                plan = self._plans[None] = self.flow.bind(self.Xtr, self.Ytr)
+            return plan
+        B = int(idx.shape[0])
+        plan = self._plans.get(B)
+        if plan is None:
+            plan = self._plans[B] = self.flow.bind(xp.empty((B,) + tuple(self.Xtr.shape[1:])),
+                                                   xp.empty((B,) + tuple(self.Ytr.shape[1:])))
+        xp.take(self.Xtr, idx, axis=0, out=plan.X)
+        xp.take(self.Ytr, idx, axis=0, out=plan.Y)
+        return plan
+
+    def _check_finite(self, loss, grads: dict) -> None:
+        if self.flow is not None and (loss is None or np.isfinite(loss)) and np.isfinite(float(self.flow.grad.sum())):
+            return
+        super()._check_finite(0.0 if loss is None else loss, grads)
+
+    def _check_params(self) -> None:
+        """After a fused step: DivergenceError naming the first parameter that is not finite."""
+        if not np.isfinite(float(self.flow.flat.sum())):
+            for k, v in self.params.items():
+                if not bool(self.xp.isfinite(v).all()):
+                    raise DivergenceError(self.step_count, self._where(k))
+
+
+class BackpropTrainer(FusedSteps, Trainer):
+    """Standard backpropagation (the baseline). A chain whose every parameter sits on one edge takes the
+    fused step (:class:`~sheafdsl.training.backprop.BackpropFlow`: the same gradients on preallocated
+    buffers; plain SGD then updates the packed parameters in one operation); a tied parameter takes
+    :meth:`_gradients`."""
 
     name = "backprop"
+    lazy_loss = True  # step(loss=False) skips the task loss (the run loop asks when it logs)
+
+    def __init__(self, G, config, data, params=None):
+        from .backprop import BackpropFlow
+
+        super().__init__(G, config, data, params)
+        self._tied = G.graph["parameter_sheaf"].number_of_edges() > 0  # reluctance or ties: their gradient too
+        if BackpropFlow.fusable(self.net):
+            self._fuse()
+
+    def _make_flow(self):
+        from .backprop import BackpropFlow
+
+        xp, task = self.xp, self.data.task
+        return BackpropFlow(self.net, self.params, xp, lambda pred, Y: task_loss(task, pred, Y, xp))
+
+    def step(self, loss: bool = True) -> dict:
+        """One step on the next mini-batch: {"loss", "consistent_fraction": None}; the loss (at the
+        forward pass, before the update) only with ``loss=True``, else None."""
+        if self.flow is None:
+            return super().step()
+        idx = self._batch_indices(self.step_count)
+        plan = self._batch_plan(idx)
+        flow, xp = self.flow, self.xp
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported below
+            loss = plan.step(loss)
+            if self._tied:
+                for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
+                    flow.gviews[k] += g
+            self._check_finite(loss, flow.gviews)
+            if self.opt.name == "sgd":  # θ ← θ − η g on the packed parameters, as SGD.step does per array
+                grad = flow.grad
+                grad *= self.opt.lr
+                flow.flat -= grad
+                self.opt.t += 1
+            else:
+                self.opt.step(self.params, flow.gviews)  # in place on the views
+        self.step_count += 1
+        self._check_params()
+        return {"loss": loss, "consistent_fraction": None}
 
     def _gradients(self, X, Y, idx):
         _, pred, grads = backprop_gradients(self.net, self.params, X, Y, self.xp)
         return task_loss(self.data.task, pred, Y, self.xp), None, grads
 
 
-class JointTrainer(Trainer):
+class JointTrainer(FusedSteps, Trainer):
     """The paper's simultaneous Euler flow of stalks (α) and weights (β, summed updates), step dt.
 
     The weights move by forward Euler, θ ← θ − dt·g (no optimiser: ``optimizer`` and ``lr`` are the
@@ -485,18 +574,16 @@ class JointTrainer(Trainer):
         self.beta = config.beta if config.beta is not None else 1.0 / self.n_train
         self.opt = make_optimizer("sgd", config.dt, xp=self.xp)  # forward Euler; its state is the step count
         self._tied = G.graph["parameter_sheaf"].number_of_edges() > 0  # reluctance or ties: their gradient too
-        self.flow = None
         if JointFlow.fusable(self.net):
             self._fuse()
         self.stalks = initial_stalks(self.net, self.params, self.Xtr, config.joint_init, config.seed, self.xp)
 
-    def _fuse(self):
+    def _make_flow(self):
         from .joint import JointFlow
 
         xp, task = self.xp, self.data.task
-        self.flow = JointFlow(self.net, self.params, xp, self.config.alpha, self.beta, self.config.dt,
-                              lambda pred, Y: task_loss(task, pred, Y, xp))
-        self.params = dict(self.flow.params)
+        return JointFlow(self.net, self.params, xp, self.config.alpha, self.beta, self.config.dt,
+                         lambda pred, Y: task_loss(task, pred, Y, xp))
 
     def _step_size(self) -> float:
         return self.config.dt
@@ -512,16 +599,17 @@ class JointTrainer(Trainer):
             self.stalks = initial_stalks(self.net, self.params, self.Xtr, "forward", self.config.seed, xp)
         if self.flow is None:
             return super().step()
-        if not self.flow.is_packed(self.params):  # the parameters were replaced (a loaded state)
-            self._fuse()
-        flow = self.flow
         idx = self._batch_indices(t)
-        if idx is None:
-            V, X, Y = self.stalks, self.Xtr, self.Ytr
+        plan = self._batch_plan(idx)
+        if idx is None:  # the training set's stalks are the plan's own arrays
+            if not plan.holds(self.stalks):  # new stalks (a start, an epoch, a loaded state): copied in
+                self.stalks = plan.load(self.stalks)
         else:
-            V, X, Y = [s[idx] for s in self.stalks], self.Xtr[idx], self.Ytr[idx]
+            for v, s in zip(plan.V, self.stalks):
+                xp.take(s, idx, axis=0, out=v)
+        flow = self.flow
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported below
-            loss = flow.step(V, X, Y, loss)
+            loss = plan.step(loss)
             if self._tied:
                 for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
                     flow.gviews[k] += g
@@ -531,19 +619,11 @@ class JointTrainer(Trainer):
             flow.flat -= grad
             self.opt.t += 1
         if idx is not None:
-            for s, v in zip(self.stalks, V):
+            for s, v in zip(self.stalks, plan.V):
                 s[idx] = v
         self.step_count += 1
-        if not np.isfinite(float(flow.flat.sum())):
-            for k, v in self.params.items():
-                if not bool(xp.isfinite(v).all()):
-                    raise DivergenceError(self.step_count, self._where(k))
+        self._check_params()
         return {"loss": loss, "consistent_fraction": None}
-
-    def _check_finite(self, loss, grads: dict) -> None:
-        if self.flow is not None and (loss is None or np.isfinite(loss)) and np.isfinite(float(self.flow.grad.sum())):
-            return
-        super()._check_finite(0.0 if loss is None else loss, grads)
 
     def _gradients(self, X, Y, idx):
         """The flow written plainly (a chain with a parameter tied across edges): the chain's energy
