@@ -87,7 +87,9 @@ class Fused:
     arguments (a step that repeats them on preallocated buffers pays the checks and the views once):
 
     - ``axpy(a, x, y)``: y += a·x (x, y of one shape);
-    - ``gemm(alpha, A, B, C)``: C += α·A B (C (n, k), A (n, m), B (m, k)).
+    - ``gemm(alpha, A, B, C)``: C += α·A B (C (n, k), A (n, m), B (m, k));
+    - ``product(A, B, C)``: C = A B, and ``affine(v, A, b, T)``: T = v Aᵀ + b, each a list of such updates
+      computing what the numpy expression does, bit for bit, in fewer passes.
 
     On numpy, with C-contiguous float64 outputs, they are BLAS calls (daxpy; dger for a rank-one
     product, m = 1; dgemm with β = 1) writing into y and C with no temporary; otherwise (another
@@ -142,7 +144,44 @@ class Fused:
                 return lambda: self.blas.dger(alpha, np.ascontiguousarray(B).reshape(-1),
                                               np.ascontiguousarray(A).reshape(-1), a=C.T, overwrite_a=1)
             return functools.partial(self.blas.dger, alpha, b, a, a=C.T, overwrite_a=1)
-        return functools.partial(self.blas.dgemm, alpha, B.T, A.T, beta=1.0, c=C.T, overwrite_c=1)
+        ops = _fortran(B.T), _fortran(A.T)
+        if None in ops:  # a strided operand: the plain expression (a copy at every call would be the same)
+            return lambda: C.__iadd__(alpha * (A @ B))
+        (a, ta), (b, tb) = ops
+        return functools.partial(self.blas.dgemm, alpha, a, b, beta=1.0, c=C.T, trans_a=ta, trans_b=tb,
+                                 overwrite_c=1)
+
+    def product(self, A, B, C) -> list:
+        """The bound ``C = A B`` (a list of updates), as ``A @ B`` computes it: a rank-one product
+        (A with one column) as C = 0, then ger, instead of numpy's much slower path for it."""
+        if A.ndim == B.ndim == 2 and A.shape[1] == 1 and self.blas is not None and self._writable_f64(C):
+            return [functools.partial(C.fill, 0.0), self.gemm(1.0, A, B, C)]
+        return [functools.partial(self.xp.matmul, A, B, out=C)]
+
+    def affine(self, v, A, b, T) -> list:
+        """The bound ``T = v Aᵀ + b`` (a list of updates; b may be None), bit for bit as ``v @ A.T + b``:
+        where numpy's matmul is a BLAS gemm (more than one row and one column), as T = b broadcast, then
+        gemm with β = 1 (no zeroing pass, no broadcast addition), else matmul and the addition."""
+        xp = self.xp
+        if (b is not None and self.blas is not None and self._writable_f64(T) and T.ndim == 2
+                and T.shape[0] > 1 and T.shape[1] > 1):
+            return [functools.partial(np.copyto, T, b), self.gemm(1.0, v, A.T, T)]
+        ops = [functools.partial(xp.matmul, v, A.T, out=T)]
+        if b is not None:
+            ops.append(functools.partial(xp.add, T, b, out=T))
+        return ops
+
+
+def _fortran(M):
+    """``M`` as a BLAS operand without a copy: (M, 0) when it is F-contiguous, (Mᵀ, 1) when Mᵀ is, else
+    None."""
+    if M.dtype != np.float64:
+        return None
+    if M.flags.f_contiguous:
+        return M, 0
+    if M.flags.c_contiguous:
+        return M.T, 1
+    return None
 
 
 def fused(xp) -> Fused:

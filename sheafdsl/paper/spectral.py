@@ -4,7 +4,8 @@ Each trains the paper's [2, 30, 1] ReLU net (unit edge weights, He initialisatio
 300 training and 100 test points, data seed 42) two ways from the same initial parameters:
 
 - **sheaf**: the paper's joint Euler flow of stalks and weights (α = 1, β = 1/n_train, dt = 0.005,
-  full batch, 100 epochs of 1000 steps = 100k steps, the stalks starting at the forward pass);
+  full batch, 100 epochs of 1000 steps = 100k steps, the stalks starting at the forward pass and
+  re-initialised there at every epoch, as the paper does);
 - **SGD**: backprop with plain SGD, full batch, lr = β·n_train·dt = dt (the flow's own weight step:
   its update is dt·β·Σ_i ∇θ E_i = dt · mean_i ∇θ E_i), the same number of steps.
 
@@ -21,7 +22,7 @@ the paper's three stages 1k, 20k and 100k; the items analyse those snapshots:
 - **tableE2** (pinned discord profiles): the same at the end of training, per edge, per type and per
   layer, with each edge's share of the residual, on the training and the test set.
 
-``ctx.quick`` scales the schedule down (2000 steps, stages at 100, 400, 2000; 10 inputs).
+``ctx.quick`` scales the schedule down (1000 steps in epochs of 250, stages at 50, 200, 1000; 8 inputs).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from .lab12 import net_text
 WIDTHS = (2, 30, 1)
 N_TRAIN, N_TEST, DATA_SEED = 300, 100, 42
 DT, EPOCH = 0.005, 1000
-FULL = dict(steps=100_000, stages=(1000, 20_000, 100_000), inputs=50, per_decade=4, logs=50)
-QUICK = dict(steps=1000, stages=(50, 200, 1000), inputs=8, per_decade=1, logs=1)
+FULL = dict(steps=100_000, stages=(1000, 20_000, 100_000), inputs=50, per_decade=4, logs=50, epoch=EPOCH)
+QUICK = dict(steps=1000, stages=(50, 200, 1000), inputs=8, per_decade=1, logs=1, epoch=250)
 #: where the paper's numbers are not available on this machine, the items say so in their JSON
 NO_PAPER_NUMBERS = "the paper's values for this item are not on this machine (its figures show no table of numbers we could set beside ours)"
 
@@ -59,28 +60,30 @@ def paper_net(widths=WIDTHS, name: str = "net"):
     return sd.loads(net_text(list(widths), name), path=f"<{name}>")
 
 
-def joint_options(dt: float = DT) -> dict:
+def joint_options(dt: float = DT, epoch: int = EPOCH) -> dict:
     """The paper's joint flow: α = 1, β = 1/n_train (the default), forward Euler with step dt on the stalks
-    and the summed weight updates, full batch, the stalks starting at the forward pass."""
-    return dict(trainer="joint", optimizer="sgd", dt=dt, alpha=1.0, joint_init="forward")
+    and the summed weight updates, full batch, the stalks starting at the forward pass and re-initialised
+    there every ``epoch`` steps (the paper's epochs)."""
+    return dict(trainer="joint", optimizer="sgd", dt=dt, alpha=1.0, joint_init="forward", joint_reinit=epoch)
 
 
 _CACHE: dict = {}
 
 
 def trained(widths, kind: str, *, steps: int, snapshot_at, dt: float = DT, seed: int = 42, logs: int = 50,
-            log=print):
+            epoch: int = EPOCH, log=print):
     """One run of the paper's net ``widths`` from its seeded initialisation: ``kind`` "joint" (the paper's
-    flow, step dt) or "sgd" (backprop, lr dt), full batch, keeping snapshots at ``snapshot_at``; a
+    flow, step dt, epochs of ``epoch`` steps) or "sgd" (backprop, lr dt), full batch, keeping snapshots at
+    ``snapshot_at``; a
     :class:`sheafdsl.api.Fit`, computed once per process for the same settings (``sheaf paper all``
     shares the runs between items)."""
     import sheafdsl as sd
     from ..lowering.backend import blas_threads
 
-    key = (tuple(widths), kind, steps, tuple(snapshot_at), dt, seed, logs)
+    key = (tuple(widths), kind, steps, tuple(snapshot_at), dt, seed, logs, epoch if kind == "joint" else None)
     if key not in _CACHE:
         sh = paper_net(widths, "paper_" + "_".join(map(str, widths)))
-        how = joint_options(dt) if kind == "joint" else dict(trainer="backprop", optimizer="sgd", lr=dt)
+        how = joint_options(dt, epoch) if kind == "joint" else dict(trainer="backprop", optimizer="sgd", lr=dt)
         log(f"training {list(widths)}: {'the joint flow' if kind == 'joint' else 'SGD'}, {steps} steps of "
             f"{'dt' if kind == 'joint' else 'lr'} {dt:g}")
         with blas_threads(1):
@@ -91,12 +94,14 @@ def trained(widths, kind: str, *, steps: int, snapshot_at, dt: float = DT, seed:
 
 
 def trained_pair(widths=WIDTHS, *, steps: int, stages, dt: float = DT, seed: int = 42, per_decade: int = 4,
-                 logs: int = 50, log=print) -> dict:
+                 logs: int = 50, epoch: int = EPOCH, log=print) -> dict:
     """The sheaf (joint flow) and SGD runs of the module docstring, with snapshots on :func:`schedule`."""
     snaps = schedule(steps, stages, per_decade)
-    runs = {kind: trained(widths, kind, steps=steps, snapshot_at=snaps, dt=dt, seed=seed, logs=logs, log=log)
+    runs = {kind: trained(widths, kind, steps=steps, snapshot_at=snaps, dt=dt, seed=seed, logs=logs, epoch=epoch,
+                          log=log)
             for kind in ("joint", "sgd")}
-    return {"sheaf": runs["joint"].sheaf, **runs, "steps": steps, "stages": tuple(stages), "dt": dt, "seed": seed}
+    return {"sheaf": runs["joint"].sheaf, **runs, "steps": steps, "stages": tuple(stages), "dt": dt, "seed": seed,
+            "epoch": epoch}
 
 
 def dataset(sh):
@@ -150,7 +155,7 @@ def _settings(ctx) -> dict:
 def _pair(ctx) -> dict:
     cfg = _settings(ctx)
     return trained_pair(steps=cfg["steps"], stages=cfg["stages"], seed=ctx.seed, per_decade=cfg["per_decade"],
-                        logs=cfg["logs"], log=ctx.log)
+                        logs=cfg["logs"], epoch=cfg["epoch"], log=ctx.log)
 
 
 def _summary(values) -> dict:
@@ -210,7 +215,7 @@ def E5(ctx) -> dict:
                    for v in ("training", "inference")} for s in pair["stages"]}
     return {"steps": steps, "series": series, "stages": at, "inputs": len(X), "trainer": "joint",
             "eigenvalues": {str(s): rows[s]["eigenvalues"] for s in pair["stages"]},
-            "settings": {"dt": pair["dt"], "steps": pair["steps"], "seed": pair["seed"]},
+            "settings": {"dt": pair["dt"], "steps": pair["steps"], "seed": pair["seed"], "epoch": pair["epoch"]},
             "paper": {"note": NO_PAPER_NUMBERS}}
 
 
@@ -301,7 +306,7 @@ def tableE2(ctx) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Fig 4
 
-#: the two nets of Fig 4: widths, dt, epochs (of EPOCH steps)
+#: the two nets of Fig 4: widths, dt, epochs (of EPOCH steps; QUICK["epoch"] with --quick)
 FIG4_NETS = (((2, 30, 1), 0.005, 100), ((2, 12, 8, 6, 1), 0.05, 200))
 FIG4_QUICK_STEPS = (QUICK["steps"], 400)
 
@@ -336,13 +341,13 @@ def fig4(ctx) -> dict:
     numbers = {}
     for row, ((widths, dt, epochs), quick_steps) in enumerate(zip(FIG4_NETS, FIG4_QUICK_STEPS)):
         steps = quick_steps if ctx.quick else epochs * EPOCH
+        cfg = _settings(ctx)
         if tuple(widths) == WIDTHS:  # the same run as E5/E6/tableE2's (shared in `sheaf paper all`)
-            cfg = _settings(ctx)
-            fit = trained(widths, "joint", steps=steps, dt=dt, seed=ctx.seed, logs=cfg["logs"], log=ctx.log,
-                          snapshot_at=schedule(steps, cfg["stages"], cfg["per_decade"]))
+            fit = trained(widths, "joint", steps=steps, dt=dt, seed=ctx.seed, logs=cfg["logs"], epoch=cfg["epoch"],
+                          log=ctx.log, snapshot_at=schedule(steps, cfg["stages"], cfg["per_decade"]))
         else:
             fit = trained(widths, "joint", steps=steps, dt=dt, seed=ctx.seed, logs=QUICK["logs"] if ctx.quick else 50,
-                          snapshot_at=[steps], log=ctx.log)
+                          epoch=cfg["epoch"], snapshot_at=[steps], log=ctx.log)
         sh, P = fit.sheaf, fit.snapshots[steps].params
         data = dataset(sh)
         X, Y = data.X_test[:n_inputs], data.Y_test[:n_inputs]
@@ -374,7 +379,7 @@ def fig4(ctx) -> dict:
         ax.set_title(f"{name}: discord per edge, x and y pinned",
                      fontsize=9)
         numbers[name] = {
-            "widths": list(widths), "dt": dt, "steps": steps, "inputs": len(X),
+            "widths": list(widths), "dt": dt, "steps": steps, "epoch": cfg["epoch"], "inputs": len(X),
             "blocks": {v: {"stalks": c["stalks"],
                            "fiedler_share": np.mean(c["min_share"], axis=0).tolist(),
                            "lambda_max_share": np.mean(c["max_share"], axis=0).tolist(),

@@ -16,6 +16,7 @@ import functools
 
 import numpy as np
 
+from ..lowering.backend import fused
 from ..lowering.chain import FeedForward, apply, apply_T, layer_gate, out_linear, output_energy, phi
 from ..lowering.nonlinear import kernel
 from .flat import FlatParams, edge_terms, fusable
@@ -112,6 +113,7 @@ class BackpropPlan:
         pred = V[m] if identity_out else xp.empty((B, out.d_out))
         self.pred = pred
         ones = xp.ones(B)
+        f = fused(xp)
         ops = []
         for k, layer in enumerate(layers):  # the forward pass, keeping the gates
             v = V[k]
@@ -124,17 +126,13 @@ class BackpropPlan:
                 ops.append(functools.partial(_into, V[k + 1], kern.phi, xp, v, layer.map.arg))
             else:
                 A = P[layer.param] if layer.kind == "param" else xp.asarray(layer.matrix)
-                ops.append(functools.partial(xp.matmul, v, A.T, out=V[k + 1]))
-                if layer.bias is not None:
-                    ops.append(functools.partial(xp.add, V[k + 1], P[layer.bias], out=V[k + 1]))
+                ops.extend(f.affine(v, A, None if layer.bias is None else P[layer.bias], V[k + 1]))
         c = -(out.weight ** 2) / B
         gv = flow.gviews
         if out.fn == "linear":
             A_o, b_o = out_linear(out, P)
             if not identity_out:
-                ops.append(functools.partial(xp.matmul, V[m], xp.asarray(A_o).T, out=pred))
-                if b_o is not None:
-                    ops.append(functools.partial(xp.add, pred, b_o, out=pred))
+                ops.extend(f.affine(V[m], xp.asarray(A_o), b_o, pred))
             ops.append(functools.partial(xp.subtract, Y, pred, out=D))
             gp = xp.empty((B, out.d_out))
             ops.append(functools.partial(xp.multiply, D, c, out=gp))  # dL/dp
@@ -146,7 +144,7 @@ class BackpropPlan:
                 g = gp
             else:
                 g = xp.empty((B, out.d_in))
-                ops.append(functools.partial(xp.matmul, gp, xp.asarray(A_o), out=g))
+                ops.extend(f.product(gp, xp.asarray(A_o), g))
         else:
             ops.append(functools.partial(_into, pred, phi, out.fn, V[m], xp))
             ops.append(functools.partial(xp.subtract, Y, pred, out=D))
@@ -164,7 +162,7 @@ class BackpropPlan:
                     ops.append(functools.partial(xp.multiply, g, gate[k], out=nxt))
                 else:
                     A = P[layer.param] if layer.kind == "param" else xp.asarray(layer.matrix)
-                    ops.append(functools.partial(xp.matmul, g, A, out=nxt))
+                    ops.extend(f.product(g, A, nxt))
                 g = nxt
         for name in flow.free:
             ops.append(functools.partial(gv[name].fill, 0.0))

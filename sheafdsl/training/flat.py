@@ -9,6 +9,8 @@ then says False and the trainer packs again.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ..lowering.chain import FeedForward
@@ -33,10 +35,12 @@ class FlatParams:
             self.params[k] = self.flat[lo:hi].reshape(shape)
             self.gviews[k] = self.grad[lo:hi].reshape(shape)
             self.params[k][...] = P[k]
+        self._views = tuple(self.params.values())
 
     def is_packed(self, P: dict) -> bool:
-        """Whether every array of P is still one of these views (a loaded state replaces them)."""
-        return all(P.get(k) is v for k, v in self.params.items())
+        """Whether every array of P is still one of these views, in their order (a loaded state replaces
+        them; the trainers' ``params`` is ``dict(params)``)."""
+        return len(P) == len(self._views) and all(map(operator.is_, P.values(), self._views))
 
     def per_entry(self, values: dict, default: float = 0.0):
         """A flat vector (on ``xp``) holding ``values[name]`` on each entry of that parameter."""

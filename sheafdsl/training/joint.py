@@ -33,6 +33,7 @@ zero discord), written into buffers allocated once per batch (:class:`JointPlan`
 from __future__ import annotations
 
 import functools
+import operator
 
 import numpy as np
 
@@ -102,6 +103,7 @@ class JointPlan:
         self._F = [xp.empty((B, l.d_out)) for l in layers]  # the forward pass of the loss
         D = self.D = xp.empty((B, out.d_out))  # the output edge's discord
         ones = xp.ones(B)
+        f = flow.fused
         ops = []
         # T_k = A_k v_k + b_k (as chain.apply computes it), the gates from the current stalks
         for k, layer in enumerate(layers):
@@ -113,9 +115,7 @@ class JointPlan:
                 ops.append(functools.partial(_nonlinear, xp, kernel(layer.map.fn), layer.map.arg, v, T[k], gate[k]))
             else:
                 A = P[layer.param] if layer.kind == "param" else xp.asarray(layer.matrix)
-                ops.append(functools.partial(xp.matmul, v, A.T, out=T[k]))
-                if layer.bias is not None:
-                    ops.append(functools.partial(xp.add, T[k], P[layer.bias], out=T[k]))
+                ops.extend(f.affine(v, A, None if layer.bias is None else P[layer.bias], T[k]))
         ops.append(functools.partial(xp.subtract, self._Vflat, self._Tflat, out=self._Uflat))  # U = v − T, all edges
         vm = self.V[m - 1]
         identity_out = out.fn == "linear" and out.param is None and out.bias is None and out.identity
@@ -123,10 +123,7 @@ class JointPlan:
             ops.append(functools.partial(xp.subtract, Y, vm, out=D))
         elif out.fn == "linear":
             A_o, b_o = out_linear(out, P)
-            A_o = xp.asarray(A_o)
-            ops.append(functools.partial(xp.matmul, vm, A_o.T, out=D))
-            if b_o is not None:
-                ops.append(functools.partial(xp.add, D, b_o, out=D))
+            ops.extend(f.affine(vm, xp.asarray(A_o), b_o, D))
             ops.append(functools.partial(xp.subtract, Y, D, out=D))
         else:
             ops.append(functools.partial(_phi_discord, xp, out.fn, Y, vm, D))
@@ -142,7 +139,7 @@ class JointPlan:
         # v_j ← v_j − dt α ∇_{v_j} E in place, the two terms of the gradient as two fused updates:
         # v_j −= s w_j² U_j (all stalks in one update when the edge weights are equal), then
         # v_j += s w_{j+1}² A_{j+1}ᵀ U_{j+1} (σ ⊙ U for a gate; ger/gemm for a map)
-        s, f = flow.step_size, flow.fused
+        s = flow.step_size
         w2 = [l.weight ** 2 for l in layers]
         if len(set(w2)) == 1:
             ops.append(f.axpy(-s * w2[0], self._Uflat, self._Vflat))
@@ -170,7 +167,7 @@ class JointPlan:
 
     def holds(self, stalks) -> bool:
         """Whether ``stalks`` are this plan's own arrays (``V``)."""
-        return len(stalks) == self.m and all(a is b for a, b in zip(stalks, self.V))
+        return len(stalks) == self.m and all(map(operator.is_, stalks, self.V))
 
     def load(self, stalks) -> list:
         """Copy ``stalks`` into ``V`` and return ``V``."""

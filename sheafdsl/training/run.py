@@ -556,15 +556,19 @@ class TrainingSession:
 
         The trainer is asked for its step's loss (``step(loss=True)``) on the steps that log it, the
         last, and every step when ``on_step`` wants each loss; an ``on_step`` with ``throttled = True``
-        (a progress bar) takes None on the other steps. Only a trainer with ``lazy_loss`` (the joint
-        trainer, whose step needs no forward pass but the loss's) is asked; the others always report it."""
+        (a progress bar) takes None on the other steps; so is the baseline. Only a trainer with
+        ``lazy_loss`` (the joint and backprop trainers, whose step needs no loss) is asked; the others
+        always report it."""
         from .trainers import DivergenceError, StepAbandoned
 
         tr, bl = self.trainer, self.baseline
         every_loss = on_step is not None and not getattr(on_step, "throttled", False)
         last: dict = {}
         blast: dict | None = {} if bl is not None else None
-        with _DeferredInterrupt(*(t for t in (tr, bl) if t is not None)) as sigint:
+        lazy = getattr(tr, "lazy_loss", False)  # its loss is extra work: asked for only when it is read
+        # overflow on the way to a divergence is detected and reported, not warned about (set once for the loop)
+        with _DeferredInterrupt(*(t for t in (tr, bl) if t is not None)) as sigint, \
+                np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
                 if self.checkpoint_step < 0:  # a fresh run: record the start, so curves begin at the initialisation
                     self.log({"loss": tr.evaluate()["train_loss"]},
@@ -575,13 +579,11 @@ class TrainingSession:
                 while tr.step_count < steps:
                     t0 = time.perf_counter()
                     try:
-                        # overflow on the way to a divergence is detected and reported below, not warned about
-                        nxt = tr.step_count + 1
-                        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                            if getattr(tr, "lazy_loss", False):  # its loss is extra work: only when it is read
-                                last = tr.step(loss=every_loss or nxt % self.log_every == 0 or nxt == steps)
-                            else:
-                                last = tr.step()
+                        if lazy:
+                            nxt = tr.step_count + 1
+                            last = tr.step(loss=every_loss or nxt % self.log_every == 0 or nxt == steps)
+                        else:
+                            last = tr.step()
                     except DivergenceError as exc:
                         self.seconds += time.perf_counter() - t0
                         step = getattr(exc, "step", None)
@@ -683,9 +685,8 @@ class TrainingSession:
         from .trainers import DivergenceError
 
         t0 = time.perf_counter()
-        try:
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                out = self.baseline.step(loss=loss) if getattr(self.baseline, "lazy_loss", False) else self.baseline.step()
+        try:  # inside the run loop's np.errstate
+            out = self.baseline.step(loss=loss) if getattr(self.baseline, "lazy_loss", False) else self.baseline.step()
         except DivergenceError as exc:
             out = None
             why = "; ".join(d.message for d in exc.diagnostics)

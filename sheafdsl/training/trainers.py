@@ -36,6 +36,7 @@ the step count, so a resumed run sees the same batches.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 
@@ -488,13 +489,13 @@ class FusedSteps:
         return plan
 
     def _check_finite(self, loss, grads: dict) -> None:
-        if self.flow is not None and (loss is None or np.isfinite(loss)) and np.isfinite(float(self.flow.grad.sum())):
+        if self.flow is not None and (loss is None or math.isfinite(loss)) and math.isfinite(self.flow.grad.sum()):
             return
         super()._check_finite(0.0 if loss is None else loss, grads)
 
     def _check_params(self) -> None:
         """After a fused step: DivergenceError naming the first parameter that is not finite."""
-        if not np.isfinite(float(self.flow.flat.sum())):
+        if not math.isfinite(self.flow.flat.sum()):
             for k, v in self.params.items():
                 if not bool(self.xp.isfinite(v).all()):
                     raise DivergenceError(self.step_count, self._where(k))
