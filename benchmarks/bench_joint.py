@@ -8,8 +8,9 @@ It measures, alternating the compared runs in every round and reporting medians:
 
 - **in-step**: in this process, the seconds of N steps of our ``JointTrainer.step`` and of
   :class:`joint_torch.JointFlowTorch.step` from the same data, initial weights and stalks (wall and
-  CPU seconds; each computes the train loss once per 1,000 steps); their final parameters are compared too (the two implementations must agree to
-  round-off: max |Δθ| over max |θ|);
+  CPU seconds; each computes the train loss once per 1,000 steps); their final parameters are compared
+  too (the two implementations must agree to round-off: max |Δθ| over max |θ|); and the command's
+  default baseline (backprop, SGD) on its fused step and on its plain path;
 - **whole-command**: the wall and CPU seconds of fresh processes, start to exit:
   ``sheaf train models/paraboloid_paper.sheaf --trainer joint --optimizer sgd --steps 100000`` as a
   user runs it (plots, metrics, checkpoints and the default backprop baseline beside it), the same
@@ -23,6 +24,7 @@ machine is shared: CPU seconds are the steadier number when it is busy).
 Usage::
 
     python benchmarks/bench_joint.py                      # 3 rounds, 100k steps
+    python benchmarks/bench_joint.py --instep-steps 20000 # in-step rounds of 20k steps, whole commands of 100k
     python benchmarks/bench_joint.py --quick              # 1 round, 5k steps (a smoke run)
     python benchmarks/bench_joint.py --skip-whole --repeats 5
 
@@ -51,11 +53,14 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 #: the in-step runs compute the train loss once per epoch, on both sides (as the paper's code logs it)
 LOG_EVERY = 1000
+#: steps run before a baseline's timed ones
+WARM = 200
 MODEL = ROOT / "models" / "paraboloid_paper.sheaf"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def our_trainer(steps: int):
+def our_trainer(steps: int, trainer: str = "joint"):
+    """The trainer of the command's run (``trainer`` "backprop": its default baseline, SGD at the model's lr)."""
     from sheafdsl.frontend import load_file
     from sheafdsl.ir import from_model
     from sheafdsl.training.config import TrainConfig
@@ -63,9 +68,25 @@ def our_trainer(steps: int):
     from sheafdsl.training.trainers import make_trainer
 
     G = from_model(load_file(str(MODEL)))
-    cfg = TrainConfig.from_sources(G.graph.get("train") or {}, {"trainer": "joint", "steps": steps})
+    over = {"trainer": "joint", "steps": steps} if trainer == "joint" else {"trainer": "backprop", "optimizer": "sgd",
+                                                                             "steps": steps}
+    cfg = TrainConfig.from_sources(G.graph.get("train") or {}, over)
     data = dataset_for(G, cfg)
     return make_trainer(G, cfg, data), data
+
+
+def _baseline_steps(steps: int, fused: bool) -> tuple[float, float]:
+    """Wall and CPU seconds of ``steps`` steps of the default backprop baseline (its loss once per epoch), on
+    its fused step or on the plain path (the general chain rule and the optimiser per array)."""
+    B, _ = our_trainer(steps + WARM, "backprop")
+    if not fused:
+        B.flow = None
+    for _ in range(WARM):  # the first steps bind the buffers and touch their pages
+        B.step(loss=False)
+    w, c = time.perf_counter(), time.process_time()
+    for t in range(1, steps + 1):
+        B.step(loss=t % LOG_EVERY == 0)
+    return time.perf_counter() - w, time.process_time() - c
 
 
 def torch_input(path: Path) -> None:
@@ -82,9 +103,11 @@ def in_step(steps: int, repeats: int) -> dict:
     from joint_torch import JointFlowTorch
 
     torch.set_num_threads(1)
-    ours, theirs = [], []
+    ours, theirs, base_fused, base_plain = [], [], [], []
     diff = None
     for _ in range(repeats):
+        base_fused.append(_baseline_steps(steps, True))
+        base_plain.append(_baseline_steps(steps, False))
         T, data = our_trainer(steps)
         w, c = time.perf_counter(), time.process_time()
         for t in range(1, steps + 1):
@@ -112,6 +135,9 @@ def in_step(steps: int, repeats: int) -> dict:
             "speedup_wall": med(theirs, 0) / med(ours, 0), "speedup_cpu": med(theirs, 1) / med(ours, 1),
             "ours_us_per_step": 1e6 * med(ours, 1) / steps, "torch_us_per_step": 1e6 * med(theirs, 1) / steps,
             "max_rel_param_diff": diff, "ours_train_mse": ours_mse, "torch_train_mse": torch_mse,
+            "baseline_fused_us_per_step": 1e6 * med(base_fused, 1) / steps,
+            "baseline_plain_us_per_step": 1e6 * med(base_plain, 1) / steps,
+            "baseline_speedup_cpu": med(base_plain, 1) / med(base_fused, 1),
             "rounds": {"ours": ours, "torch": theirs}}
 
 
@@ -152,6 +178,13 @@ def whole(steps: int, repeats: int, sheaf: str) -> dict:
         out["ours_in_step_s"] = ours["seconds"]
         out["torch_train_mse"] = float(tor["log"][-1][1]) if len(tor["log"]) else None
         out["torch_test_mse"] = float(tor["test_mse"])
+        # like with like: torch runs the flow alone, so its match is the command without the baseline (which
+        # still writes plots, metrics and checkpoints); the default command trains a second net beside it
+        t = out["torch (joint_torch.py)"]
+        for label, key in (("sheaf train --no-baseline", "no_baseline"),
+                           ("sheaf train (with the backprop baseline)", "with_baseline")):
+            out[f"torch_over_{key}_cpu"] = t["cpu_s"] / out[label]["cpu_s"]
+            out[f"torch_over_{key}_wall"] = t["wall_s"] / out[label]["wall_s"]
         return out
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -160,6 +193,7 @@ def whole(steps: int, repeats: int, sheaf: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--instep-steps", type=int, default=None, help="steps of each in-step round (default: --steps)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 5,000 steps")
     ap.add_argument("--skip-whole", action="store_true")
@@ -171,11 +205,12 @@ def main(argv=None) -> int:
         args.steps, args.repeats = 5000, 1
     res = {"load_before": os.getloadavg(), "threads": 1, "cpus": os.cpu_count()}
     if not args.skip_instep:
-        res["in_step"] = in_step(args.steps, args.repeats)
+        res["in_step"] = in_step(args.instep_steps or args.steps, args.repeats)
     if not args.skip_whole:
         res["whole"] = whole(args.steps, args.repeats, args.sheaf)
     res["load_after"] = os.getloadavg()
-    print(f"joint rule, {args.steps} steps, median of {args.repeats} alternating rounds, 1 BLAS thread, "
+    print(f"joint rule, {args.steps} steps (in-step rounds: {args.instep_steps or args.steps}), median of "
+          f"{args.repeats} alternating rounds, 1 BLAS thread, "
           f"load {res['load_before'][0]:.1f} -> {res['load_after'][0]:.1f} on {res['cpus']} cores")
     if "in_step" in res:
         s = res["in_step"]
@@ -183,12 +218,17 @@ def main(argv=None) -> int:
               f"({s['ours_us_per_step']:.0f} µs/step) | torch {s['torch_wall_s']:7.2f} s wall {s['torch_cpu_s']:7.2f} s "
               f"CPU ({s['torch_us_per_step']:.0f} µs/step) | torch/ours {s['speedup_wall']:.2f}x wall, "
               f"{s['speedup_cpu']:.2f}x CPU")
+        print(f"  baseline   backprop (SGD) fused {s['baseline_fused_us_per_step']:.0f} µs/step | plain path "
+              f"{s['baseline_plain_us_per_step']:.0f} µs/step | {s['baseline_speedup_cpu']:.2f}x CPU")
         print(f"             train MSE ours {s['ours_train_mse']:.6f} torch {s['torch_train_mse']:.6f}; "
               f"parameters agree to {s['max_rel_param_diff']:.1e} (relative)")
     if "whole" in res:
         w = res["whole"]
         for label in [k for k in w if isinstance(w[k], dict)]:
             print(f"  whole      {label:42s} {w[label]['wall_s']:7.2f} s wall {w[label]['cpu_s']:7.2f} s CPU")
+        print(f"             torch/ours: {w['torch_over_no_baseline_cpu']:.2f}x CPU ({w['torch_over_no_baseline_wall']:.2f}x "
+              f"wall) without the baseline (like with like), {w['torch_over_with_baseline_cpu']:.2f}x CPU "
+              f"({w['torch_over_with_baseline_wall']:.2f}x wall) with it")
         print(f"             train MSE ours {w['ours_train_mse']:.6f} torch {w['torch_train_mse']:.6f}")
     print(json.dumps(res, indent=1))
     if args.json:
