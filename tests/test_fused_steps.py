@@ -193,3 +193,44 @@ def test_bound_updates_on_strided_outputs_fall_back_to_the_plain_expressions():
     A, Bm = rng.standard_normal((7, 1)), rng.standard_normal((1, 5))
     f.gemm(1.0, A, Bm, y)()
     np.testing.assert_allclose(big[:, ::2], y0 + 2.0 * x + A @ Bm, rtol=1e-14)
+
+
+# ----------------------------------------------------------------------------------------------
+# the run loop's stretches
+
+
+def test_stretches_between_events_change_nothing():
+    """The run loop runs the steps between two events (log steps, snapshots, the last) as one stretch for
+    trainers with cheap steps; a run that sees every step (an on_step that wants each loss) ends at the
+    same parameters, with the same records and snapshots, bit for bit, baseline included."""
+    from sheafdsl.training.run import TrainingSession
+
+    def run(each):
+        src, data = CASES["paper"]
+        G, d = _graph(src), _data(data)
+        c = TrainConfig.from_sources({}, dict(trainer="joint", steps=230, seed=1, joint_reinit=40))
+        cb = TrainConfig.from_sources({}, dict(trainer="backprop", optimizer="sgd", lr=0.05, steps=230, seed=1))
+        T, B = make_trainer(G, c, d), make_trainer(G, cb, d)
+        S = TrainingSession(None, G, T, d, meta={}, baseline=B, log_every=50, snapshot_at=[73, 100])
+        seen = []
+
+        def on_step(step, loss, bloss):
+            seen.append(step)
+
+        on_step.throttled = not each
+        out = S.run(230, on_step=on_step)
+        assert out.status == "finished" and T.step_count == B.step_count == 230
+        return T, B, S, seen
+
+    (T1, B1, S1, seen1), (T2, B2, S2, seen2) = run(True), run(False)
+    assert seen1 == list(range(1, 231)) and seen2 == [50, 73, 100, 150, 200, 230]
+    for a, b in ((T1, T2), (B1, B2)):
+        for k in a.params:
+            np.testing.assert_array_equal(a.params[k], b.params[k])
+    keys = ("step", "loss", "baseline_loss", "test_loss", "baseline_test_loss")
+    assert [[r.get(k) for k in keys] for r in S1.metrics.read()] == [[r.get(k) for k in keys] for r in S2.metrics.read()]
+    assert sorted(S1.snapshots) == sorted(S2.snapshots) == [73, 100]
+    for s in (73, 100):
+        for k in S1.snapshots[s].params:
+            np.testing.assert_array_equal(S1.snapshots[s].params[k], S2.snapshots[s].params[k])
+            np.testing.assert_array_equal(S1.snapshots[s].baseline[k], S2.snapshots[s].baseline[k])

@@ -23,7 +23,11 @@ that cost a solve) on every ``lambda_every``-th step, which :func:`lambda_interv
 run's length so that a run samples them about :data:`LAMBDA_SAMPLES` times. A checkpoint (five fsyncs: the file, its folder, and
 the same for ``meta.json``, plus the metrics log) is taken by wall time: at the first log step at
 least ``checkpoint_every`` seconds (default 30) after the previous one, at the last step, and on an
-interrupt; plus one at step 0, so that a divergence at step 1 has a checkpoint to go back to.
+interrupt; plus one at step 0, so that a divergence at step 1 has a checkpoint to go back to. The
+steps between two that the loop must see (a log step, a snapshot, the last) run as one stretch
+(``trainer.steps(n)``) when the trainers' steps are cheap and need nothing from the loop (the joint and
+backprop trainers, ``lazy_loss``): the same steps, without the loop's work around each (a test holds the
+two ways to the same bits).
 """
 
 from __future__ import annotations
@@ -566,6 +570,10 @@ class TrainingSession:
         last: dict = {}
         blast: dict | None = {} if bl is not None else None
         lazy = getattr(tr, "lazy_loss", False)  # its loss is extra work: asked for only when it is read
+        # the steps between two that the loop must see (a log step, a snapshot, the last) run in one stretch,
+        # when every trainer's step is cheap and needs nothing from the loop (lazy_loss: joint, backprop)
+        stretch = lazy and not every_loss and (bl is None or getattr(bl, "lazy_loss", False))
+        stretch = stretch and hasattr(tr, "steps") and (bl is None or hasattr(bl, "steps"))
         # overflow on the way to a divergence is detected and reported, not warned about (set once for the loop)
         with _DeferredInterrupt(*(t for t in (tr, bl) if t is not None)) as sigint, \
                 np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -577,13 +585,17 @@ class TrainingSession:
                     if 0 in self.snapshot_at:
                         self.take_snapshot()
                 while tr.step_count < steps:
+                    quiet = self._next_event(int(tr.step_count), steps) - int(tr.step_count) - 1 if stretch else 0
                     t0 = time.perf_counter()
                     try:
-                        if lazy:
-                            nxt = tr.step_count + 1
-                            last = tr.step(loss=every_loss or nxt % self.log_every == 0 or nxt == steps)
-                        else:
-                            last = tr.step()
+                        if quiet > 0:  # no loss, no logging: only the steps (a signal stops them)
+                            tr.steps(quiet)
+                        if not sigint.requested:
+                            if lazy:
+                                nxt = tr.step_count + 1
+                                last = tr.step(loss=every_loss or nxt % self.log_every == 0 or nxt == steps)
+                            else:
+                                last = tr.step()
                     except DivergenceError as exc:
                         self.seconds += time.perf_counter() - t0
                         step = getattr(exc, "step", None)
@@ -602,8 +614,9 @@ class TrainingSession:
                     if last.get("loss") is not None and not _finite(last["loss"]):
                         where, what = self._nonfinite_where()
                         return self._diverged(step, where, what)
-                    if bl is not None:
-                        blast = self._baseline_step(every_loss or step % self.log_every == 0 or step == steps)
+                    if bl is not None:  # the baseline catches up: it is at the trainer's step at every event
+                        blast = self._baseline_step(every_loss or step % self.log_every == 0 or step == steps,
+                                                    step - int(bl.step_count))
                         bl = self.baseline
                         if bl is None:
                             blast = None
@@ -679,14 +692,28 @@ class TrainingSession:
 
         return all(np.all(np.isfinite(to_numpy(p))) for p in self.trainer.params.values())
 
-    def _baseline_step(self, loss: bool = True) -> dict | None:
-        """One step of the baseline (its loss only when ``loss``, for a baseline with ``lazy_loss``); None
-        when it diverged, and it is then dropped with a warning."""
+    def _next_event(self, step: int, steps: int) -> int:
+        """The first step after ``step`` that the run loop must see: a log step, a snapshot, or the last."""
+        nxt = min(steps, (step // self.log_every + 1) * self.log_every)
+        snaps = [s for s in self.snapshot_at if step < s < nxt]
+        return min(snaps) if snaps else nxt
+
+    def _baseline_step(self, loss: bool = True, n: int = 1) -> dict | None:
+        """``n`` steps of the baseline (its loss, on the last, only when ``loss``, for a baseline with
+        ``lazy_loss``); None when it diverged, and it is then dropped with a warning."""
         from .trainers import DivergenceError
 
+        bl = self.baseline
         t0 = time.perf_counter()
+        out = {}
         try:  # inside the run loop's np.errstate
-            out = self.baseline.step(loss=loss) if getattr(self.baseline, "lazy_loss", False) else self.baseline.step()
+            if getattr(bl, "lazy_loss", False):
+                if n > 1:
+                    bl.steps(n - 1, stop=False)  # to the trainer's step, even after a signal
+                out = bl.step(loss=loss) if n > 0 else out
+            else:
+                for _ in range(n):
+                    out = bl.step()
         except DivergenceError as exc:
             out = None
             why = "; ".join(d.message for d in exc.diagnostics)

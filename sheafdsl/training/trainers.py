@@ -488,6 +488,32 @@ class FusedSteps:
         xp.take(self.Ytr, idx, axis=0, out=plan.Y)
         return plan
 
+    def step(self, loss: bool = True) -> dict:
+        """One step on the next mini-batch: {"loss", "consistent_fraction": None}; the loss (at the forward
+        pass, before the update) only with ``loss=True``, else None."""
+        if self.flow is None:
+            return self._plain_step()
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported by the step
+            return self._fused_step(loss)
+
+    def steps(self, n: int, stop: bool = True) -> None:
+        """``n`` steps without their losses, under one ``np.errstate`` (the run loop's stretches between the
+        steps it logs); with ``stop``, a signal (:attr:`stop_requested`) ends them after the step in progress."""
+        if self.flow is None:
+            for _ in range(n):
+                self._plain_step()
+                if stop and self.stop_requested:
+                    return
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(n):
+                self._fused_step(False)
+                if stop and self.stop_requested:
+                    return
+
+    def _plain_step(self) -> dict:
+        return Trainer.step(self)
+
     def _check_finite(self, loss, grads: dict) -> None:
         if self.flow is not None and (loss is None or math.isfinite(loss)) and math.isfinite(self.flow.grad.sum()):
             return
@@ -524,27 +550,22 @@ class BackpropTrainer(FusedSteps, Trainer):
         xp, task = self.xp, self.data.task
         return BackpropFlow(self.net, self.params, xp, lambda pred, Y: task_loss(task, pred, Y, xp))
 
-    def step(self, loss: bool = True) -> dict:
-        """One step on the next mini-batch: {"loss", "consistent_fraction": None}; the loss (at the
-        forward pass, before the update) only with ``loss=True``, else None."""
-        if self.flow is None:
-            return super().step()
+    def _fused_step(self, loss: bool) -> dict:
         idx = self._batch_indices(self.step_count)
         plan = self._batch_plan(idx)
         flow, xp = self.flow, self.xp
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported below
-            loss = plan.step(loss)
-            if self._tied:
-                for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
-                    flow.gviews[k] += g
-            self._check_finite(loss, flow.gviews)
-            if self.opt.name == "sgd":  # θ ← θ − η g on the packed parameters, as SGD.step does per array
-                grad = flow.grad
-                grad *= self.opt.lr
-                flow.flat -= grad
-                self.opt.t += 1
-            else:
-                self.opt.step(self.params, flow.gviews)  # in place on the views
+        loss = plan.step(loss)
+        if self._tied:
+            for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
+                flow.gviews[k] += g
+        self._check_finite(loss, flow.gviews)
+        if self.opt.name == "sgd":  # θ ← θ − η g on the packed parameters, as SGD.step does per array
+            grad = flow.grad
+            grad *= self.opt.lr
+            flow.flat -= grad
+            self.opt.t += 1
+        else:
+            self.opt.step(self.params, flow.gviews)  # in place on the views
         self.step_count += 1
         self._check_params()
         return {"loss": loss, "consistent_fraction": None}
@@ -589,17 +610,22 @@ class JointTrainer(FusedSteps, Trainer):
     def _step_size(self) -> float:
         return self.config.dt
 
-    def step(self, loss: bool = True) -> dict:
-        """One step of the flow on the next mini-batch: {"loss", "consistent_fraction": None}; the loss
-        (a forward pass) only with ``loss=True``, else None."""
-        from .joint import initial_stalks
+    def _restart_if_due(self) -> None:
+        """At the start of an epoch (``joint_reinit`` steps), the stalks restart at the forward pass."""
+        t, every = self.step_count, self.config.joint_reinit
+        if every and t > 0 and t % every == 0:
+            from .joint import initial_stalks
 
+            self.stalks = initial_stalks(self.net, self.params, self.Xtr, "forward", self.config.seed, self.xp)
+
+    def _plain_step(self) -> dict:
+        self._restart_if_due()
+        return Trainer.step(self)
+
+    def _fused_step(self, loss: bool) -> dict:
+        """One step of the flow on the next mini-batch (``step``'s, inside its ``np.errstate``)."""
+        self._restart_if_due()
         xp, t = self.xp, self.step_count
-        every = self.config.joint_reinit
-        if every and t > 0 and t % every == 0:  # a new epoch: the stalks restart at the forward pass
-            self.stalks = initial_stalks(self.net, self.params, self.Xtr, "forward", self.config.seed, xp)
-        if self.flow is None:
-            return super().step()
         idx = self._batch_indices(t)
         plan = self._batch_plan(idx)
         if idx is None:  # the training set's stalks are the plan's own arrays
@@ -609,16 +635,15 @@ class JointTrainer(FusedSteps, Trainer):
             for v, s in zip(plan.V, self.stalks):
                 xp.take(s, idx, axis=0, out=v)
         flow = self.flow
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported below
-            loss = plan.step(loss)
-            if self._tied:
-                for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
-                    flow.gviews[k] += g
-            self._check_finite(loss, flow.gviews)
-            grad = flow.grad
-            grad *= self.config.dt  # θ ← θ − dt·g, as SGD's θ −= lr·g
-            flow.flat -= grad
-            self.opt.t += 1
+        loss = plan.step(loss)
+        if self._tied:
+            for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
+                flow.gviews[k] += g
+        self._check_finite(loss, flow.gviews)
+        grad = flow.grad
+        grad *= self.config.dt  # θ ← θ − dt·g, as SGD's θ −= lr·g
+        flow.flat -= grad
+        self.opt.t += 1
         if idx is not None:
             for s, v in zip(self.stalks, plan.V):
                 s[idx] = v
