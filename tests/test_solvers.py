@@ -502,3 +502,18 @@ def test_a_slope_between_rtol_and_the_release_tolerance_is_released():
         r = solve(G, P, {"x": x}, method=method, sources=("input", "value"), rtol=1e-12)
         assert r.converged.all(), method
         np.testing.assert_allclose(r.stalk("z1"), x @ P["W1"].T, rtol=0, atol=1e-22)
+
+
+def test_cg_converges_where_the_forcing_is_below_the_side_resolution():
+    """A network whose parameters are all but zero (W = 0, b1 = -8.8e-27, found by hypothesis in
+    docs/testing.md's property): the forcing is 1e-26 while the input pins are O(1), so the residual
+    relative to it cannot be met once a unit is put exactly on its side (within ε_z). cg reaches the
+    forward pass and says it converged, as exact does; the gradient left is below ε_z·λ_max."""
+    G = from_model(load_text("sheaf m\nnetwork mlp : 1 -> 1 -> 1 output identity weight 1\n"))
+    p = {k: np.zeros_like(v) for k, v in init_params(G, seed=0).items()}
+    p["b1"] = np.array([-8.8e-27])
+    x = np.random.default_rng(0).standard_normal((4, 1))
+    for method in ("cg", "exact"):
+        res = solve(G, p, {"x": x}, method=method, sources=("input", "value"), rtol=1e-12)
+        assert res.converged.all() and res.info == 0, method
+        np.testing.assert_allclose(res.stalk("y"), 0.0, atol=1e-20)

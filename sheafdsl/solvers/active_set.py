@@ -155,8 +155,13 @@ def filippov(g, g_on, g_off, state, gpos, xp):
     return gm, gp, xp.where(slide, right, -np.inf), xp.where(slide, left, -np.inf)
 
 
-def finalize(prob, c, state, denom, converged, iterations, trace, method, rtol):
-    """Heads, gates with Filippov multipliers, residual, energy and consistency at the final cochain."""
+def finalize(prob, c, state, denom, converged, iterations, trace, method, rtol, floor=None):
+    """Heads, gates with Filippov multipliers, residual, energy and consistency at the final cochain.
+
+    An example converges when its residual ‖g_F‖ / denom ≤ ``rtol``, or when ‖g_F‖ is below ``floor``
+    (a callable giving the side resolution's gradient ε_z·λ_max: putting a unit within ε_z of z = 0 exactly
+    on its side moves the gradient by up to that much, so a forcing far below it, pins and parameters all
+    but zero, cannot be resolved relative to itself)."""
     xp, s, ops = prob.xp, prob.s, prob.ops
     prob.finish_heads(c)
     z = c[:, s.gated]
@@ -174,7 +179,10 @@ def finalize(prob, c, state, denom, converged, iterations, trace, method, rtol):
     unit_gate = xp.where(slide, mult, (state == ON).astype(c.dtype))
     gates = prob.gates_from(c, unit_gate)
     energy = prob.energy(c, gates)
-    converged = converged & consistent & (residual <= rtol)
+    ok = residual <= rtol
+    if floor is not None and not bool(xp.all(ok)):
+        ok = ok | (residual * denom <= floor())
+    converged = converged & consistent & ok
     n_bad = int((~converged).sum())
     if trace is not None:
         trace = xp.stack(trace) if trace else xp.zeros((0, c.shape[0]))
@@ -567,7 +575,9 @@ class GeneralPiece:
         if record_trace:  # the energy at the start and at the equilibrium (the driver does not keep the path)
             trace = [start_energy, self.prob.energy(c)]
         iterations = self.cg_steps if self.inner == "cg" else dr.iterations
-        return finalize(self.prob, c, dr.S, self.denom, dr.consistent, iterations, trace, method, self.rtol)
+        lam = self.lam
+        return finalize(self.prob, c, dr.S, self.denom, dr.consistent, iterations, trace, method, self.rtol,
+                        floor=lambda: self.eps_z * (lam if lam is not None else self.prob.hessian_bound()))
 
 
 class _GeneralSolution:
