@@ -23,7 +23,7 @@ measured is the gradients and their cost, not accuracy):
    parameters and batches for the three trainers; test accuracy on 4 × 4 grids and on 6 × 6 grids (the
    same model file at another size), and the seconds inside the steps.
 
-Usage: ``python benchmarks/bench_admm_learn.py [--batch 64] [--repeats 7] [--json-out FILE]``. One BLAS
+Usage: ``python benchmarks/bench_admm_learn.py [--batch 64] [--repeats 7] [--agree-rho 1 10] [--json-out FILE]``. One BLAS
 thread unless the environment says otherwise. Prints tables, then one JSON line with every number.
 """
 
@@ -199,8 +199,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--ks", type=int, nargs="*", default=[5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
                     help="the K of the agreement table (none: skip it)")
+    ap.add_argument("--agree-rho", type=float, nargs="*", default=None,
+                    help="the ρ of the unrolled iterations in the agreement table (several: one table each; default --rho)")
     ap.add_argument("--json-out")
     a = ap.parse_args(argv)
+    agree_rhos = a.agree_rho or [a.rho]
     rng = np.random.default_rng(0)
     report = {"threads": os.environ.get("OPENBLAS_NUM_THREADS"), "batch": a.batch, "rho": a.rho, "models": {}}
     Ks = tuple(a.ks)
@@ -215,7 +218,7 @@ def main(argv=None) -> dict:
         tr0 = LearnedTrainer(G, trainer="implicit", seed=0)
         params = {k: v + 0.2 * rng.normal(size=v.shape) for k, v in tr0.params.items()}
         small = mk(G, 8)
-        agree = agreement(G, small, params, Ks, a.rho) if Ks else []
+        agree = [dict(r, rho=rho) for rho in agree_rhos for r in agreement(G, small, params, Ks, rho)] if Ks else []
         split = mk(G, a.batch)
         times = step_times(G, split, params, a.repeats, rho=a.rho)
         mem = peak_memory(G, split, params, [("implicit", dict(trainer="implicit")),
@@ -227,10 +230,10 @@ def main(argv=None) -> dict:
         n_params = int(sum(v.size for v in params.values()))
         report["models"][name] = {"params": n_params, "agreement": agree, "step_seconds": times, "peak_bytes": mem}
         print(f"\n{name} ({n_params} parameters; agreement on a batch of 8, timing and memory on {a.batch})")
-        print("| K | max |g_unrolled − g_implicit| | relative |")
-        print("|---|---|---|")
+        print("| ρ | K | max |g_unrolled − g_implicit| | relative |")
+        print("|---|---|---|---|")
         for r in agree:
-            print(f"| {r['K']} | {r['max_abs']:.2e} | {r['relative']:.2e} |")
+            print(f"| {r['rho']:g} | {r['K']} | {r['max_abs']:.2e} | {r['relative']:.2e} |")
         ti, tu = times["implicit"], times["unrolled K=20"]
         print(f"step (median of {a.repeats}, alternated): implicit {1e3 * ti:.1f} ms, unrolled K=20 {1e3 * tu:.1f} ms, "
               f"implicit / unrolled = {ti / tu:.2f}")

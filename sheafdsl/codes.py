@@ -11,7 +11,7 @@ E2xx    the checker (names, shapes, pins, weights; all reported at once)
 W3xx    the checker's warnings
 E5xx    numerics and command-line input (E500–E529 lowering/solvers/infer, E530–E549 compile/spectrum/linking)
 E6xx    training (E600–E629 data, config, trainers; E630–E649 run directories; E650–E659 verify; E680–E689 snapshots)
-E7xx    distributed runs on Dask workers (E700–E719)
+E7xx    distributed runs on Dask workers (E700–E719); learned models' checks (E730–E739)
 ======  ===============================================================
 
 Adding a code is one entry here plus one row in the table of docs/language.md;
@@ -201,6 +201,8 @@ CODES: dict[str, str] = {
     "E703": "this command, solver or option cannot run sharded over workers (the message says what can)",
     "E704": "every worker died, or a shard could not be rebuilt after repeated worker deaths",
     "E705": "the joint flow's stalk restarts (joint_reinit) with a sharded run",
+    # learned consensus models, the checker (E730–E739)
+    "E730": "a `nobias` encoder with a hidden activation whose value at 0 is not 0 (sigmoid, softplus)",
 }
 
 

@@ -56,6 +56,20 @@ pin y = target
 decode y : mean g affine Wd bd softmax
 """
 
+# a canvas-style grid: a bias-free encoder (a blank patch encodes to q = 0) and a decoder of the agents' sum
+POOLED = """sheaf pooled
+param P  : 3 x 4   init xavier
+param Wd : 5 x 4   init xavier
+param bd : 5       init zeros
+encoder enc : 6 -> 8 tanh -> 8 nobias
+grid g : 4 observe 6 encoded enc
+edge gh : g -> g right  maps P | P weight 1
+edge gv : g -> g down  maps P | P weight 1
+stalk y : 5
+pin y = target
+decode y : sum g affine Wd bd softmax
+"""
+
 
 def _split(G, B, rng, grid=None):
     spec = G.graph["learned"]
@@ -108,7 +122,7 @@ def _trainer(src, trainer, seed=3, **kw):
 
 
 def test_new_statements_round_trip_through_the_formatter():
-    for src in (BLOCKS, GRID, EXAMPLE):
+    for src in (BLOCKS, GRID, EXAMPLE, POOLED):
         m = parse_text(src)
         text = format_module(m)
         assert parse_text(text).statements == m.statements
@@ -146,6 +160,37 @@ def test_checker_errors_point_at_the_statement(change, code, where):
     diags = [d for d in check_diagnostics(parse_text(src)) if d.severity == "error"]
     assert diags, src
     assert (diags[0].code, diags[0].span.line) == where, diags[0]
+
+
+def test_a_nobias_encoder_declares_no_biases_and_a_sum_decoder_pools_by_sum():
+    m = load_text(POOLED)
+    assert m.encoders["enc"].layers == (("enc_W1", None), ("enc_W2", None))
+    assert not any(k.startswith("enc_b") for k in m.params)
+    assert m.decoders[0].pool == "sum" and load_text(GRID).decoders[0].pool == "mean"
+    for act, ok in (("relu", True), ("identity", True), ("sigmoid", False), ("softplus", False)):
+        diags = check_diagnostics(parse_text(POOLED.replace("8 tanh -> 8 nobias", f"8 {act} -> 8 nobias")))
+        errs = [(d.code, d.span.line, d.span.col) for d in diags if d.severity == "error"]
+        assert errs == ([] if ok else [("E730", 5, 22)]), (act, errs)
+    assert check_diagnostics(parse_text(POOLED.replace("8 tanh -> 8 nobias", "8 sigmoid -> 8"))) == []
+
+
+def test_a_blank_patch_encodes_to_zero_and_pads_nothing_into_a_sum_readout():
+    """With a `nobias` encoder a zero observation gives q = 0 for any parameters, so an agent that sees nothing and
+    has no edges sits at x = 0; a sum decoder's logits are then the same on a larger grid padded with blank patches
+    (without the edges: the exact statement of size invariance; the mean would shrink the logits instead)."""
+    bag = POOLED.replace("edge gh : g -> g right  maps P | P weight 1\nedge gv : g -> g down  maps P | P weight 1\n", "")
+    G, tr = _trainer(bag, "implicit", seed=5)
+    rng = np.random.default_rng(4)
+    small = _split(G, 3, rng, (2, 3))
+    big = np.zeros((3, 4, 5, 6))
+    big[:, 1:3, 2:5] = small.inputs["g"]
+    x, S, (C, _, _) = tr.equilibrium(Split({"g": big}, small.targets))
+    blank = [S.offset[f"g[{i},{j}]"] for i in range(4) for j in range(5) if not (1 <= i < 3 and 2 <= j < 5)]
+    idx = np.concatenate([np.arange(o, o + 4) for o in blank])
+    assert np.abs(C.q[idx]).max() == 0.0 and np.abs(x[idx]).max() < 1e-12
+    assert np.allclose(tr.predict({"g": big})["y"], tr.predict(small)["y"], atol=1e-12)
+    G2, tr2 = _trainer(bag.replace("sum g", "mean g"), "implicit", seed=5)
+    assert not np.allclose(tr2.predict({"g": big})["y"], tr2.predict(small)["y"], atol=1e-3)
 
 
 def test_grid_misuse_and_unused_encoder():
@@ -243,7 +288,7 @@ def test_kkt_equilibrium_matches_an_independent_assembly_and_admm_converges_to_i
 # every gradient against central finite differences
 
 
-@pytest.mark.parametrize("src", [BLOCKS, GRID, EXAMPLE])
+@pytest.mark.parametrize("src", [BLOCKS, GRID, EXAMPLE, POOLED])
 def test_implicit_gradient_is_the_derivative_of_the_equilibrium_loss(src):
     G, tr = _trainer(src, "implicit")
     split = _split(G, 3, np.random.default_rng(2))
@@ -253,7 +298,7 @@ def test_implicit_gradient_is_the_derivative_of_the_equilibrium_loss(src):
         assert np.allclose(grads[k], fd[k], atol=1e-7, rtol=1e-5), k
 
 
-@pytest.mark.parametrize("src", [BLOCKS, GRID])
+@pytest.mark.parametrize("src", [BLOCKS, GRID, POOLED])
 def test_unrolled_gradient_is_the_derivative_of_the_loss_after_k_iterations(src):
     G, tr = _trainer(src, "unrolled", iterations=7)
     split = _split(G, 3, np.random.default_rng(3))

@@ -245,7 +245,8 @@ class TrainDecl:
 
 @dataclass(frozen=True)
 class EncoderDecl:
-    """``encoder NAME : DIN -> H1 [ACT] -> ... -> DOUT``: an MLP whose output layer is affine.
+    """``encoder NAME : DIN -> H1 [ACT] -> ... -> DOUT [nobias]``: an MLP whose output layer is affine (linear
+    with ``nobias``: no layer has a bias, so a zero observation encodes to h = 0).
 
     ``widths`` (DIN, H1, ..., DOUT); ``activations``: one Ident or None per hidden width H1..H(L−1) (None:
     tanh); one written after DOUT is kept in ``output_activation`` so that the checker can refuse it.
@@ -257,6 +258,7 @@ class EncoderDecl:
     output_activation: Ident | None = None
     span: Span = _span()
     width_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)
+    bias: bool = True
 
 
 @dataclass(frozen=True)
@@ -284,15 +286,16 @@ class DecodeSource:
 
 @dataclass(frozen=True)
 class DecodeDecl:
-    """``decode Y : [mean] SRC ... affine W [b] KIND``: ŷ = φ_KIND(W · mean(sources) + b), KIND identity (mse),
-    softmax (cross-entropy) or sigmoid (binary cross-entropy)."""
+    """``decode Y : [mean|sum] SRC ... affine W [b] KIND``: ŷ = φ_KIND(W · pool(sources) + b), ``pool`` the mean or
+    the sum of the sources (None: one source, read as it is), KIND identity (mse), softmax (cross-entropy) or
+    sigmoid (binary cross-entropy)."""
 
     target: Ident
     sources: tuple[DecodeSource, ...]
     W: Ident
     b: Ident | None = None
     kind: str = "identity"
-    mean: bool = False
+    pool: str | None = None
     span: Span = _span()
     kind_span: Span = _span()
 

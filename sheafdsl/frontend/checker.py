@@ -26,7 +26,7 @@ from ..nonlinearities import HIDDEN, TABLE as NONLINEARITIES
 from ..nonlinearities import OUTPUTS as OUTPUT_MAPS
 from . import ast as A
 from ..exact import decimal, psd_witness
-from .model import (DECODER_KINDS, ENCODER_ACTIVATIONS, Decoder, Edge, Encoder, Grid, MapRef, Model, NetworkInfo,
+from .model import (DECODER_KINDS, ENCODER_ACTIVATIONS, ZERO_AT_ZERO, Decoder, Edge, Encoder, Grid, MapRef, Model, NetworkInfo,
                     Objective, ObjectiveData, Param, Pin, Reluctance, SoftPin, Stalk, Tie)
 from .parser import parse_file, parse_text
 
@@ -777,10 +777,16 @@ class _Checker:
                              did_you_mean(name, ENCODER_ACTIVATIONS) or "one of: " + ", ".join(ENCODER_ACTIVATIONS))
                 ok = False
             acts.append(name)
+            if not n.bias and name in ENCODER_ACTIVATIONS and name not in ZERO_AT_ZERO:
+                self.d.error("E730", f"encoder `{n.name.value}` is `nobias`, but {name}(0) ≠ 0: a zero observation "
+                             "would not encode to h = 0", a.span if a is not None else n.span,
+                             "a `nobias` encoder's hidden layers are one of: " + ", ".join(ZERO_AT_ZERO))
+                ok = False
         layers = []
         for k in range(1, len(n.widths)):
-            W, b = f"{n.name.value}_W{k}", f"{n.name.value}_b{k}"
-            for pname, shape, init in ((W, (n.widths[k], n.widths[k - 1]), "xavier"), (b, (n.widths[k],), "zeros")):
+            W, b = f"{n.name.value}_W{k}", (f"{n.name.value}_b{k}" if n.bias else None)
+            decl = [(W, (n.widths[k], n.widths[k - 1]), "xavier")] + ([(b, (n.widths[k],), "zeros")] if n.bias else [])
+            for pname, shape, init in decl:
                 if self.declare(A.Ident(pname, n.name.span), "parameter") and ok:
                     self.params[pname] = Param(pname, shape, init, base_dir=self.base_dir, span=n.name.span)
                     self.used_params.add(pname)
@@ -871,12 +877,12 @@ class _Checker:
             srcs.append((st.name, src.block))
         if len(set(w for w, _ in widths)) > 1:
             (w0, s0), (w1, s1) = widths[0], next(x for x in widths if x[0] != widths[0][0])
-            self.d.error("E287", f"a decoder averages its sources, which need one dimension: `{s0.name.value}` has "
+            self.d.error("E287", f"a decoder pools its sources, which need one dimension: `{s0.name.value}` has "
                          f"{w0}, `{s1.name.value}` has {w1}", s1.span)
             return
-        if not dd.mean and (len(srcs) > 1 or any(n in self.grids for n, _ in srcs)):
-            self.d.error("E287", "a decoder of several sources (or of a grid's agents) reads their average: write `mean`",
-                         dd.sources[0].span, f"`decode {y.name} : mean ...`")
+        if dd.pool is None and (len(srcs) > 1 or any(n in self.grids for n, _ in srcs)):
+            self.d.error("E287", "a decoder of several sources (or of a grid's agents) pools them: write `mean` (their "
+                         "average) or `sum`", dd.sources[0].span, f"`decode {y.name} : mean ...` or `decode {y.name} : sum ...`")
             return
         width = widths[0][0]
         W = self.param(dd.W)
@@ -895,7 +901,8 @@ class _Checker:
             self.d.error("E287", "a softmax decoder on one number is constant", dd.kind_span,
                          "a two-class output is `sigmoid` on 1 dimension")
             return
-        self.decoders.append(Decoder(y.name, tuple(srcs), W.name, b.name if b else None, dd.kind, dd.span))
+        self.decoders.append(Decoder(y.name, tuple(srcs), W.name, b.name if b else None, dd.kind, dd.span,
+                                     pool=dd.pool or "mean"))
 
     def check_learned(self) -> None:
         """What the learning trainers differentiate (E289): a strictly convex quadratic consensus problem on the

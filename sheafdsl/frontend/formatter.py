@@ -211,13 +211,13 @@ def format_statement(s, widths: tuple[int, ...] = ()) -> list[str]:
             text += f" -> {w}" + (f" {act.value}" if act is not None else "")
         if s.output_activation is not None:
             text += f" {s.output_activation.value}"
-        return [text]
+        return [text + ("" if s.bias else " nobias")]
     if isinstance(s, A.GridDecl):
         return [f"grid {s.name.value} : {s.dim} observe {s.obs_dim} encoded {s.encoder.value}"]
     if isinstance(s, A.DecodeDecl):
         srcs = " ".join(x.name.value + _block(x.block) for x in s.sources)
         b = f" {s.b.value}" if s.b is not None else ""
-        return [f"decode {s.target.value} : {'mean ' if s.mean else ''}{srcs} affine {s.W.value}{b} {s.kind}"]
+        return [f"decode {s.target.value} : {s.pool + ' ' if s.pool else ''}{srcs} affine {s.W.value}{b} {s.kind}"]
     if isinstance(s, A.TrainDecl):
         return ["train " + " ".join(f"{i.key.value}={_train_value(i)}" for i in s.items)]
     raise TypeError(f"not a statement: {type(s).__name__}")

@@ -210,19 +210,21 @@ class NetworkInfo:
 
 #: the hidden activations an encoder may use (``encoder e : 4 -> 8 relu -> 6``)
 ENCODER_ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "identity")
+#: the activations with φ(0) = 0: the hidden layers a ``nobias`` encoder may use (so that h(0) = 0)
+ZERO_AT_ZERO = ("tanh", "relu", "identity")
 #: the decoder kinds and their losses
 DECODER_KINDS = {"identity": "mse", "softmax": "cross-entropy", "sigmoid": "binary cross-entropy"}
 
 
 @dataclass(frozen=True)
 class Encoder:
-    """An MLP h = W_L φ_{L−1}(… φ_1(W_1 o + b_1) …) + b_L; ``layers``: (W, b) parameter names per layer,
-    ``activations``: φ_1..φ_{L−1}."""
+    """An MLP h = W_L φ_{L−1}(… φ_1(W_1 o + b_1) …) + b_L; ``layers``: (W, b) parameter names per layer (b None
+    for an encoder declared ``nobias``: then h(0) = 0, since every φ_k(0) = 0), ``activations``: φ_1..φ_{L−1}."""
 
     name: str
     widths: tuple[int, ...]
     activations: tuple[str, ...]
-    layers: tuple[tuple[str, str], ...]
+    layers: tuple[tuple[str, str | None], ...]
     span: Span = field(default=NOSPAN, compare=False)
 
 
@@ -240,8 +242,9 @@ class Grid:
 
 @dataclass(frozen=True)
 class Decoder:
-    """ŷ = φ(W · mean_s x_s + b) into the target-pinned stalk ``target``; ``sources``: (stalk or grid, block
-    (a, b) or None); ``kind`` identity (mse), softmax (cross-entropy) or sigmoid (binary cross-entropy)."""
+    """ŷ = φ(W · pool_s x_s + b) into the target-pinned stalk ``target``; ``sources``: (stalk or grid, block
+    (a, b) or None); ``pool`` "mean" or "sum" over the sources (a grid: over its agents); ``kind`` identity (mse),
+    softmax (cross-entropy) or sigmoid (binary cross-entropy)."""
 
     target: str
     sources: tuple
@@ -249,6 +252,7 @@ class Decoder:
     b: str | None
     kind: str
     span: Span = field(default=NOSPAN, compare=False)
+    pool: str = "mean"
 
 
 @dataclass

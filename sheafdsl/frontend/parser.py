@@ -182,14 +182,17 @@ class ToAST(Transformer):
         return A.ObjectiveDecl(_ident(stalk), "encoded", (_ident(enc), _ident(obs)), _mspan(meta), kspan)
 
     def encoder(self, meta, c):
-        name, first, *layers = c
+        name, first, *layers, nobias = c
         widths = [first] + [w for w, _ in layers]
         acts = [a for _, a in layers]
         out_act = acts.pop() if acts else None
         return A.EncoderDecl(_ident(name), tuple(_to_int(t) for t in widths),
                              tuple(_ident(a) if a is not None else None for a in acts),
                              _ident(out_act) if out_act is not None else None, _mspan(meta),
-                             tuple(_tspan(t) for t in widths))
+                             tuple(_tspan(t) for t in widths), bias=nobias is None)
+
+    def nobias(self, meta, c):
+        return True
 
     def enc_layer(self, meta, c):
         return c[0], c[1]
@@ -199,14 +202,17 @@ class ToAST(Transformer):
         return A.GridDecl(_ident(name), _to_int(dim), _to_int(odim), _ident(enc), _mspan(meta), _tspan(dim), _tspan(odim))
 
     def decode(self, meta, c):
-        target, mean, *rest = c
+        target, pool, *rest = c
         *sources, W, b, (kind, kspan) = rest
         srcs = tuple(A.DecodeSource(_ident(n), blk, _tspan(n), bspan) for n, blk, bspan in sources)
         return A.DecodeDecl(_ident(target), srcs, _ident(W), _ident(b) if b is not None else None, kind,
-                            mean is not None, _mspan(meta), kspan)
+                            pool, _mspan(meta), kspan)
 
-    def mean(self, meta, c):
-        return True
+    def pool_mean(self, meta, c):
+        return "mean"
+
+    def pool_sum(self, meta, c):
+        return "sum"
 
     def dec_identity(self, meta, c):
         return "identity", _mspan(meta)

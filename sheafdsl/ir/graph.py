@@ -795,7 +795,7 @@ def from_model(model, grid_sizes: dict | None = None) -> nx.MultiDiGraph:
                     srcs += [(grid_agent(name, i, j), block) for i in range(R) for j in range(C)]
                 else:
                     srcs.append((name, block))
-            decoders.append(DecoderSpec(d.target, tuple(srcs), d.W, d.b, d.kind))
+            decoders.append(DecoderSpec(d.target, tuple(srcs), d.W, d.b, d.kind, d.pool))
         G.graph["learned"] = LearnedSpec(dict(model.encoders), tuple(learned_obj), tuple(decoders), dict(sizes),
                                          {g: grids[g] for g in grids}, model)
     return G
@@ -803,13 +803,20 @@ def from_model(model, grid_sizes: dict | None = None) -> nx.MultiDiGraph:
 
 @dataclass(frozen=True)
 class DecoderSpec:
-    """A decoder of the IR: ŷ = φ_kind(W · mean over ``sources`` (stalk, block or None) + b) into ``target``."""
+    """A decoder of the IR: ŷ = φ_kind(W · pool over ``sources`` (stalk, block or None) + b) into ``target``, ``pool``
+    "mean" (Σ_s x_s / |sources|) or "sum" (Σ_s x_s)."""
 
     target: str
     sources: tuple
     W: str
     b: str | None
     kind: str
+    pool: str = "mean"
+
+    @property
+    def scale(self) -> float:
+        """The factor of Σ_s x_s in the pooled reading: 1/|sources| for ``mean``, 1 for ``sum``."""
+        return 1.0 / len(self.sources) if self.pool == "mean" else 1.0
 
 
 @dataclass(frozen=True, eq=False)

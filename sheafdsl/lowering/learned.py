@@ -196,6 +196,22 @@ class LearnedStructure:
         self.nnz = start
         self.params_used = sorted({k for k, _, _, _, _ in self.blocks if isinstance(k, str)})
 
+    def hard_rows(self) -> list:
+        """Per group, per agent: the indices (in the hard rows' order, the rows of A = D[hard]) of the hard rows whose
+        pattern touches the agent's coordinates (host arrays, computed once): the rows of its term A_v H_v⁻¹ A_vᵀ."""
+        if getattr(self, "_hard_rows", None) is None:
+            pos = np.cumsum(self.hard) - 1  # edge row -> its index among the hard rows
+            owner = np.full(self.n, -1, dtype=np.int64)
+            for v in self.agents:
+                owner[self.offset[v]:self.offset[v] + self.dim[v]] = self.agents.index(v)
+            on = self.hard[self.erow] if self.M else np.zeros(0, dtype=bool)
+            touched: dict = {}
+            for a, r in zip(owner[self.cols[on]], pos[self.erow[on]]):
+                touched.setdefault(int(a), set()).add(int(r))
+            self._hard_rows = [[np.array(sorted(touched.get(self.agents.index(v), ())), dtype=np.int64)
+                                for v in g.agents] for g in self.groups]
+        return self._hard_rows
+
     # -- the maps --
     def map_values(self, params, xp):
         """The values (nnz,) of the side maps on the pattern, from the parameters."""
@@ -231,11 +247,14 @@ class LearnedStructure:
 
 
 def mlp_forward(enc, params, o, xp):
-    """h = W_L φ(… φ(W_1 o + b_1) …) + b_L for rows o (m, DIN); returns (h (m, DOUT), the layers' (z, a))."""
+    """h = W_L φ(… φ(W_1 o + b_1) …) + b_L for rows o (m, DIN) (no b_k for a ``nobias`` encoder); returns
+    (h (m, DOUT), the layers' (z, a))."""
     a, cache = o, []
     L = len(enc.layers)
     for k, (Wn, bn) in enumerate(enc.layers):
-        z = a @ xp.asarray(params[Wn]).T + xp.asarray(params[bn])
+        z = a @ xp.asarray(params[Wn]).T
+        if bn is not None:
+            z = z + xp.asarray(params[bn])
         if k < L - 1:
             act = _ACT[enc.activations[k]][0](xp, z)
             cache.append((a, z, act))
@@ -256,7 +275,8 @@ def mlp_backward(enc, params, cache, hbar, xp) -> dict:
         if act is not None:
             g = g * _ACT[enc.activations[k]][1](xp, z, act)
         grads[Wn] = g.T @ a_in
-        grads[bn] = g.sum(0)
+        if bn is not None:
+            grads[bn] = g.sum(0)
         if k:
             g = g @ xp.asarray(params[Wn])
     return grads
@@ -339,22 +359,22 @@ def coefficient_grads(S: LearnedStructure, params: dict, C: Coefficients, Qbar: 
 # decoders
 
 
-def _source_mean(S: LearnedStructure, dec, x, xp):
-    """mean_s x_s[block] for a decoder: (B, w) from x (n, B)."""
+def _pooled(S: LearnedStructure, dec, x, xp):
+    """The pooled reading of a decoder, ``dec.scale`` · Σ_s x_s[block] (the mean or the sum): (B, w) from x (n, B)."""
     acc = None
     for st, block in dec.sources:
         o = S.offset[st]
         a, b = (0, S.dim[st]) if block is None else block
         part = x[o + a:o + b]
         acc = part if acc is None else acc + part
-    return (acc / len(dec.sources)).T
+    return (acc * dec.scale).T
 
 
 def decode(S: LearnedStructure, params: dict, x, xp) -> dict:
     """Every decoder's prediction ŷ (B, dim Y) from the agents' stalks x (n, B)."""
     out = {}
     for dec in S.spec.decoders:
-        z = _source_mean(S, dec, x, xp) @ xp.asarray(params[dec.W]).T
+        z = _pooled(S, dec, x, xp) @ xp.asarray(params[dec.W]).T
         if dec.b is not None:
             z = z + xp.asarray(params[dec.b])
         if dec.kind == "softmax":
@@ -378,7 +398,7 @@ def decode_loss(S: LearnedStructure, params: dict, x, targets: dict, xp, *, grad
         if dec.target not in targets:
             raise _err("E553", f"no target values for `{dec.target}`")
         y = xp.asarray(targets[dec.target], dtype=float)
-        xs = _source_mean(S, dec, x, xp)
+        xs = _pooled(S, dec, x, xp)
         W = xp.asarray(params[dec.W])
         z = xs @ W.T + (xp.asarray(params[dec.b]) if dec.b is not None else 0.0)
         if y.shape != z.shape:
@@ -401,7 +421,7 @@ def decode_loss(S: LearnedStructure, params: dict, x, targets: dict, xp, *, grad
         for k, v in ((dec.W, zbar.T @ xs), (dec.b, zbar.sum(0))):
             if k is not None:
                 grads[k] = grads[k] + v if k in grads else v
-        xsbar = (zbar @ W).T / len(dec.sources)  # (w, B)
+        xsbar = (zbar @ W).T * dec.scale  # (w, B)
         for st, block in dec.sources:
             o = S.offset[st]
             a, b = (0, S.dim[st]) if block is None else block
