@@ -117,21 +117,19 @@ def test_bench_tasks_writes_tables_and_plots(tmp_path):
 
 @pytest.mark.slow
 def test_sudoku4_as_shipped_reproduces_its_measured_result():
-    """The shipped model with its own train statement (implicit, 1500 steps): the held-out harder puzzles solved
-    as docs/admm.md reports (86.0%; the 90% target is missed), ahead of the parameter-matched MPNN trained as
-    long on the same puzzles (83.2%)."""
+    """The shipped model with its own train statement (implicit, 1500 steps on 6000 puzzles): the held-out harder
+    puzzles solved as docs/admm.md reports (89.4%; the 90% target is missed by a little)."""
     res = CliRunner().invoke(cli, ["train", SUDOKU, "--json"])
     out = json_line(res)
-    assert out["test_solved"] >= 0.85 and out["train_exact"] == 1.0
-    assert out["test_solved"] > out["baseline_test_solved"] >= 0.75
+    assert out["test_solved"] >= 0.88 and out["train_exact"] >= 0.97
 
 
 @pytest.mark.slow
 def test_digits_canvas_as_shipped_reproduces_its_measured_result():
-    """The shipped grid model (implicit, 600 steps): 48% at the training canvas, and it does not hold under the
-    shift (16% at 24, 13% at 32: the target is missed), as docs/admm.md reports; the CNN 45 / 29 / 18%."""
+    """The shipped grid model (a `nobias` encoder, a `sum` decoder; implicit, 2000 steps): within 10 points of its
+    16 × 16 accuracy on the 32 × 32 canvas (63.6% → 55.3%, docs/admm.md), while the CNN drops by more."""
     res = CliRunner().invoke(cli, ["train", DIGITS, "--json"])
     out = json_line(res)
     acc, base = out["test_accuracy_by_canvas"], out["baseline_test_accuracy_by_canvas"]
-    assert acc["16"] >= 0.45 and acc["32"] < acc["16"] - 0.2
-    assert base["16"] >= 0.40 and base["32"] < base["16"]
+    assert acc["16"] >= 0.60 and acc["16"] - acc["32"] <= 0.10
+    assert base["16"] - base["32"] > acc["16"] - acc["32"]
