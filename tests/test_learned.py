@@ -70,6 +70,34 @@ pin y = target
 decode y : sum g affine Wd bd softmax
 """
 
+# hard edges only (H⁻¹ per agent block, the Schur complement formed agent by agent), around a cycle: the third
+# edge repeats what the first two say, so S = AH⁻¹Aᵀ is singular (regularised, refined), as in a Sudoku
+CYCLE = """sheaf cycle
+param P  : 2 x 3   init xavier
+param Wd : 3 x 3   init xavier
+param bd : 3       init zeros
+encoder enc : 4 -> 5 tanh -> 12
+stalk a : 6
+stalk b : 6
+stalk c : 6
+stalk oa : 4
+stalk ob : 4
+stalk oc : 4
+pin oa = input
+pin ob = input
+pin oc = input
+objective a encoded enc oa
+objective b encoded enc ob
+objective c encoded enc oc
+edge ab : a[0:3] -> b[0:3]  maps P | P hard
+edge bc : b[0:3] -> c[0:3]  maps P | P hard
+edge ac : a[0:3] -> c[0:3]  maps P | P hard
+edge ab2 : a[3:6] -> b[3:6]  maps [[1, 0, 0]] | [[0, 1, 0]] hard
+stalk y : 3
+pin y = target
+decode y : sum a[3:6] b[3:6] c[0:3] affine Wd bd softmax
+"""
+
 
 def _split(G, B, rng, grid=None):
     spec = G.graph["learned"]
@@ -193,6 +221,26 @@ def test_a_blank_patch_encodes_to_zero_and_pads_nothing_into_a_sum_readout():
     assert not np.allclose(tr2.predict({"g": big})["y"], tr2.predict(small)["y"], atol=1e-3)
 
 
+def test_the_schur_complement_agent_by_agent_is_the_dense_product():
+    """KKT's per-agent Schur complement (each agent's term on the hard rows that touch it) against A H⁻¹ Aᵀ formed
+    densely, on the cycle model (a row touched by two agents) and the Sudoku task's model."""
+    from sheafdsl.training.tasks import sudoku
+
+    for src in (CYCLE, sudoku.model_text(4)):
+        G, tr = _trainer(src, "implicit")
+        split = _split(G, 3, np.random.default_rng(7))
+        S = tr.structure(split.inputs)
+        C = coefficients(S, tr.params, observations(S.G, split.inputs, np), np, B=3)
+        K = SL.KKT(S, C, np)
+        Hinv = np.zeros((3, S.n, S.n))
+        for g, Hb in zip(S.groups, K.Hinv):
+            for k in range(g.V):
+                Hinv[:, g.cols[k][:, None], g.cols[k][None, :]] = Hb[:, k]
+        dense = np.einsum("mi,bij,kj->bmk", K.A, Hinv, K.A)
+        assert K.blocks and K.m > 0
+        assert np.allclose(K._schur_blocks(), dense, rtol=1e-12, atol=1e-12 * np.abs(dense).max())
+
+
 def test_grid_misuse_and_unused_encoder():
     bad = GRID.replace("edge gh : g -> g right", "edge gh : g -> g")
     assert check_diagnostics(parse_text(bad))[0].code == "E288"
@@ -273,7 +321,7 @@ def _dense_kkt(G, tr, split):
     return np.array(xs).T
 
 
-@pytest.mark.parametrize("src", [BLOCKS, GRID])
+@pytest.mark.parametrize("src", [BLOCKS, GRID, CYCLE])
 def test_kkt_equilibrium_matches_an_independent_assembly_and_admm_converges_to_it(src):
     G, tr = _trainer(src, "implicit")
     split = _split(G, 3, np.random.default_rng(1))
@@ -288,7 +336,7 @@ def test_kkt_equilibrium_matches_an_independent_assembly_and_admm_converges_to_i
 # every gradient against central finite differences
 
 
-@pytest.mark.parametrize("src", [BLOCKS, GRID, EXAMPLE, POOLED])
+@pytest.mark.parametrize("src", [BLOCKS, GRID, EXAMPLE, POOLED, CYCLE])
 def test_implicit_gradient_is_the_derivative_of_the_equilibrium_loss(src):
     G, tr = _trainer(src, "implicit")
     split = _split(G, 3, np.random.default_rng(2))
