@@ -797,18 +797,8 @@ def polish_solution(P, Ls, c_lin, x, eps_pri, eps_dual, rounds: int = POLISH_ROU
     lo, hi, lam = (np.asarray(_host(a), dtype=float).ravel() for a in (P.lo, P.hi, P.lam))
     Ls = _host_csr(Ls)
     c_lin = np.asarray(_host(c_lin), dtype=float)
-    S_rows, S_cols, sums = [], [], []
-    m0 = 0
-    for rows, s, _, _ in P.simplex:
-        rows, s = np.asarray(_host(rows)), np.asarray(_host(s))
-        S_rows.append(np.repeat(np.arange(rows.shape[0]) + m0, rows.shape[1]))
-        S_cols.append(rows.ravel())
-        sums.append(s)
-        m0 += rows.shape[0]
-    S = sp.csr_matrix((np.ones(sum(len(c) for c in S_cols)), (np.concatenate(S_rows), np.concatenate(S_cols))),
-                      shape=(m0, n)) if m0 else sp.csr_matrix((0, n))
-    C = sp.vstack([_host_csr(P.Dh), S]).tocsr()
-    d_all = np.vstack([np.asarray(_host(P.bh), dtype=float)] + sums) if m0 else np.asarray(_host(P.bh), dtype=float)
+    C, d_all = _constraint_rows(P)
+    d_all = np.asarray(_host(d_all), dtype=float)
     xs = np.asarray(_host(x), dtype=float)
     out = xs.copy()
     ok = np.zeros(B, dtype=bool)
