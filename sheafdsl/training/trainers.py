@@ -363,9 +363,9 @@ class SheafTrainer(Trainer):
         self.warm: Warm | None = None  # the training set's equilibria [None, v_1..v_m] and unit states
         self._pins = None  # the training set's data pins, checked once (ChainPins); a step takes its rows
 
-    def _batch_pins(self, idx) -> ChainPins:
+    def _batch_pins(self, idx, pins_max=None) -> ChainPins:
         pins = self._pins.take(idx)
-        m = self.batch_pins_max
+        m = self.batch_pins_max if pins_max is None else pins_max
         return pins if m is None else ChainPins(self.net, pins.X, pins.Y, pins_max=m)
 
     def preflight(self) -> None:
@@ -413,25 +413,22 @@ class SheafTrainer(Trainer):
         B, block = int(X.shape[0]), block_rows(self.xp)
         if self.config.solver == "diffusion" or block is None or B <= block:
             return self._block_gradients(X, Y, idx)
-        saved = self.batch_pins_max
-        if saved is None:
-            self.batch_pins_max = float(max(abs(X).max(), abs(Y).max()))
+        pm = self.batch_pins_max
+        if pm is None:
+            pm = float(max(abs(X).max(), abs(Y).max()))
         loss, count, grads = 0.0, 0.0, {}
-        try:
-            for a in range(0, B, block):
-                b = min(a + block, B)
-                rows = slice(a, b) if idx is None else idx[a:b]
-                w = (b - a) / B
-                lb, cf, gb = self._block_gradients(X[a:b], Y[a:b], rows)
-                loss += w * float(lb)
-                count += w * float(cf)
-                for k, g in gb.items():
-                    grads[k] = grads[k] + w * g if k in grads else w * g
-        finally:
-            self.batch_pins_max = saved
+        for a in range(0, B, block):
+            b = min(a + block, B)
+            rows = slice(a, b) if idx is None else idx[a:b]
+            w = (b - a) / B
+            lb, cf, gb = self._block_gradients(X[a:b], Y[a:b], rows, pm)
+            loss += w * float(lb)
+            count += w * float(cf)
+            for k, g in gb.items():
+                grads[k] = grads[k] + w * g if k in grads else w * g
         return loss, count, grads
 
-    def _block_gradients(self, X, Y, idx):
+    def _block_gradients(self, X, Y, idx, pins_max=None):
         xp, net, P = self.xp, self.net, self.params
         V = forward(net, P, X, xp)
         pred = _output(net, P, V[-1], xp)
@@ -448,7 +445,7 @@ class SheafTrainer(Trainer):
             w = self.warm.take(idx)
             w = Warm(V=w.V, S=w.S, forward=V)  # the forward pass above: its first layer is the solve's too
             with self._pure():
-                res = solve(net, P, self._batch_pins(idx), boundary=TRAINING, warm=w, rtol=self.config.tol, xp=xp)
+                res = solve(net, P, self._batch_pins(idx, pins_max), boundary=TRAINING, warm=w, rtol=self.config.tol, xp=xp)
             self.warm.put(idx, res)
             eq = res.equilibrium
         self.last_equilibrium = eq
