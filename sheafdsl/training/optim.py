@@ -12,6 +12,12 @@ Each takes a gradient dict and updates the parameter dict in place:
 >>> opt = make_optimizer("sgd", lr=0.5)
 >>> opt.step(P, {"w": np.array([2.0, 2.0])}); P["w"]
 array([ 0., -3.])
+
+:meth:`Optimizer.step_flat` is the same update on parameters packed in one flat vector (a trainer's
+:class:`~sheafdsl.training.flat.FlatParams`): a few operations on the whole vector instead of a few per
+array, with the same arithmetic element by element (so the same numbers, bit for bit), the moments
+packed alike (``m``/``v`` stay name -> array, views of the packed moments, so the state exports are the
+same).
 """
 
 from __future__ import annotations
@@ -36,6 +42,38 @@ class Optimizer:
     def step(self, params: dict, grads: dict) -> None:
         raise NotImplementedError
 
+    def step_flat(self, flat, grad, layout) -> None:
+        """:meth:`step` on packed parameters: ``flat`` (n,) and its gradient ``grad`` (n,) laid out as
+        ``layout.offsets`` (name -> (start, stop)) and ``layout.params`` (name -> view) say; ``flat`` is
+        updated in place and ``grad`` is used as scratch (overwritten)."""
+        raise NotImplementedError
+
+    def _packed(self, moments: tuple, layout, xp):
+        """The flat buffers of the moment dicts ``moments`` (names of dict attributes) in the layout of the
+        parameters, each dict's arrays views of its buffer (copied in when the dict holds arrays not yet
+        packed: a loaded state, or steps by :meth:`step`), and whether they held nothing yet (the first
+        step), plus a scratch vector: (buffers, first, scratch)."""
+        got = getattr(self, "_flat", None)
+        if got is not None and got[0] is layout and all(
+                len(getattr(self, name)) == len(views) and all(getattr(self, name).get(k) is v for k, v in views.items())
+                for name, views in zip(moments, got[1])):
+            return got[2], False, got[3]
+        n = layout.flat.shape[0]
+        first = all(not getattr(self, name) for name in moments)
+        bufs, allviews = [], []
+        for name in moments:
+            old, buf, views = getattr(self, name), xp.zeros(n), {}
+            for k, (lo, hi) in layout.offsets.items():
+                views[k] = buf[lo:hi].reshape(layout.params[k].shape)
+                if k in old:
+                    views[k][...] = old[k]
+            setattr(self, name, dict(views))
+            bufs.append(buf)
+            allviews.append(views)
+        scratch = xp.empty(n)
+        self._flat = (layout, allviews, bufs, scratch)
+        return bufs, first, scratch
+
     def state_dict(self) -> dict:
         return {"t": np.asarray(self.t)}
 
@@ -50,6 +88,11 @@ class SGD(Optimizer):
         self.t += 1
         for k, g in grads.items():
             params[k] -= self.lr * g
+
+    def step_flat(self, flat, grad, layout):
+        self.t += 1
+        grad *= self.lr
+        flat -= grad
 
 
 class Momentum(Optimizer):
@@ -67,6 +110,18 @@ class Momentum(Optimizer):
             v = g.copy() if v is None else self.mu * v + g
             self.v[k] = v
             params[k] -= self.lr * v
+
+    def step_flat(self, flat, grad, layout):
+        self.t += 1
+        xp = self.xp
+        (v,), first, _ = self._packed(("v",), layout, xp)
+        if first:
+            v[...] = grad
+        else:
+            v *= self.mu
+            v += grad
+        xp.multiply(v, self.lr, out=grad)
+        flat -= grad
 
     def state_dict(self):
         out = super().state_dict()
@@ -103,6 +158,33 @@ class Adam(Optimizer):
             self.m[k], self.v[k] = m, v
             # θ −= η m̂/(√v̂ + ε) written with the bias corrections folded into the step
             params[k] -= step * m / (v ** 0.5 + self.eps * np.sqrt(c2))
+
+    def step_flat(self, flat, grad, layout):
+        self.t += 1
+        xp = self.xp
+        c1 = 1.0 - self.b1 ** self.t
+        c2 = 1.0 - self.b2 ** self.t
+        step = self.lr * np.sqrt(c2) / c1
+        (m, v), first, tmp = self._packed(("m", "v"), layout, xp)
+        b1, b2 = self.b1, self.b2
+        # the operations of step(), in its order, on the packed vectors
+        if first:
+            xp.multiply(grad, 1 - b1, out=m)
+            xp.multiply(grad, 1 - b2, out=v)
+            v *= grad
+        else:
+            m *= b1
+            xp.multiply(grad, 1 - b1, out=tmp)
+            m += tmp
+            v *= b2
+            xp.multiply(grad, 1 - b2, out=tmp)
+            tmp *= grad
+            v += tmp
+        xp.sqrt(v, out=tmp)
+        tmp += self.eps * np.sqrt(c2)
+        xp.multiply(m, step, out=grad)
+        grad /= tmp
+        flat -= grad
 
     def state_dict(self):
         out = super().state_dict()

@@ -45,7 +45,7 @@ from ..ir import INFERENCE, TRAINING, edges, free_indices
 from ..options import TRAINERS as TRAINER_NAMES
 from ..lowering import get_backend, init_params, to_numpy
 from ..lowering.backend import block_rows
-from ..lowering.chain import energy_gradient, feedforward, forward, predict, unsupported
+from ..lowering.chain import apply, energy_gradient, feedforward, forward, predict, unsupported
 from ..solvers import solve
 from ..solvers.chain import ChainPins, chain_equilibrium, chain_pins, stalks_cochain
 from ..solvers.result import Warm
@@ -350,18 +350,106 @@ class SheafTrainer(Trainer):
     active-set loop of the next step starts there (a feasible point for those states: the first
     pattern solve then usually ends the loop). They start at the forward pass and are trainer state
     (:meth:`state_dict`), so a resumed run continues exactly.
+
+    A chain whose every parameter sits on one edge takes the packed step (:meth:`step`): the parameters
+    are views of one flat vector (:class:`~sheafdsl.training.flat.FlatParams`, ``flow``), the local update
+    writes into the views of one flat gradient, the optimiser updates the flat vector
+    (:meth:`~sheafdsl.training.optim.Optimizer.step_flat`) and the finiteness checks are one sum each;
+    the task loss (a forward pass) is computed only when asked (``step(loss=True)``, the default; the run
+    loop asks on the steps it logs). The numbers are those of the plain path (``flow`` None: a parameter
+    tied across edges, the heat equation, a batch solved in blocks, a sharded run), bit for bit.
     """
 
     name = "sheaf"
+    lazy_loss = True  # step(loss=False) skips the forward pass and the task loss (the run loop asks when it logs)
+    flow = None  # the packed parameters of the packed step (None: the plain path)
     #: max |pin| over the whole mini-batch when this trainer solves only a shard of it (set by
     #: :mod:`sheafdsl.distributed`): the solver's side tolerance scales with it, so a shard decides its
     #: units exactly as the one process solving the whole batch does
     batch_pins_max: float | None = None
 
     def __init__(self, G, config, data, params=None):
+        from .flat import fusable
+
         super().__init__(G, config, data, params)
         self.warm: Warm | None = None  # the training set's equilibria [None, v_1..v_m] and unit states
         self._pins = None  # the training set's data pins, checked once (ChainPins); a step takes its rows
+        self._tied = G.graph["parameter_sheaf"].number_of_edges() > 0  # reluctance or ties: their gradient too
+        block, B = block_rows(self.xp), int(config.batch or self.n_train)
+        if fusable(self.net) and config.solver != "diffusion" and (block is None or min(B, self.n_train) <= block):
+            self._pack()
+
+    def _pack(self) -> None:
+        from .flat import FlatParams
+
+        self.flow = FlatParams(self.params, self.xp)
+        self.params = dict(self.flow.params)
+
+    def step(self, loss: bool = True) -> dict:
+        """One step on the next mini-batch: {"loss", "consistent_fraction"}; the loss (at the forward pass,
+        before the update) only with ``loss=True``, else None."""
+        if self.flow is None:
+            return Trainer.step(self)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported by the step
+            return self._packed_step(loss)
+
+    def steps(self, n: int, stop: bool = True) -> None:
+        """``n`` steps without their losses (the run loop's stretches between the steps it logs); with
+        ``stop``, a signal (:attr:`stop_requested`) ends them after the step in progress."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(n):
+                self.step(False)
+                if stop and self.stop_requested:
+                    return
+
+    def _packed_step(self, want_loss: bool) -> dict:
+        xp, net, flow = self.xp, self.net, self.flow
+        if not flow.is_packed(self.params):  # the parameters were replaced (a loaded state)
+            self._pack()
+            flow = self.flow
+        P = self.params
+        idx = self._batch_indices(self.step_count)
+        if self._pins is None:
+            self._pins = chain_pins(net, {net.input: self.Xtr, net.target: self.Ytr}, xp)
+        pins = self._pins.take(idx)
+        X, Y = pins.X, pins.Y
+        loss = None
+        if want_loss:
+            V = forward(net, P, X, xp)
+            loss = task_loss(self.data.task, _output(net, P, V[-1], xp), Y, xp)
+        else:  # the solve reads only the first layer's output of the forward pass
+            first = net.layers[0]
+            V = [X, apply(first, P, X)] if first.kind in ("param", "fixed") else None
+        self._start_warm()
+        w = self.warm.take(idx)
+        if self.stop_requested:  # as _pure, inline: a signal abandons the step before the solve
+            raise StepAbandoned
+        self.in_solve = True
+        try:
+            res = solve(net, P, pins, boundary=TRAINING, warm=Warm(V=w.V, S=w.S, forward=V), rtol=self.config.tol,
+                        xp=xp)
+        except np.linalg.LinAlgError as exc:  # numerically singular: a property of the model, said plainly
+            raise SingularSystemError(self.step_count + 1, self.name, str(exc)) from None
+        finally:
+            self.in_solve = False
+        self.warm.put(idx, res)
+        eq = self.last_equilibrium = res.equilibrium
+        grads = local_gradients(net, P, eq, "mean", xp, out=flow.gviews)
+        if self._tied:
+            for k, g in parameter_sheaf_gradients(self.G, P, xp).items():
+                grads[k] += g
+        if loss is None or math.isfinite(loss):
+            if not math.isfinite(flow.grad.sum()):
+                Trainer._check_finite(self, 0.0, grads)
+        else:
+            Trainer._check_finite(self, loss, grads)
+        self.opt.step_flat(flow.flat, flow.grad, flow)
+        self.step_count += 1
+        if not math.isfinite(flow.flat.sum()):
+            for k, v in P.items():
+                if not bool(xp.isfinite(v).all()):
+                    raise DivergenceError(self.step_count, self._where(k))
+        return {"loss": loss, "consistent_fraction": eq.consistent_fraction}
 
     def _batch_pins(self, idx, pins_max=None) -> ChainPins:
         pins = self._pins.take(idx)

@@ -13,19 +13,30 @@ from ..lowering.backend import to_numpy
 from ..lowering.chain import FeedForward
 
 
-def local_gradients(net: FeedForward, P, eq, reduce: str = "mean", xp=np) -> dict:
+def local_gradients(net: FeedForward, P, eq, reduce: str = "mean", xp=np, out: dict | None = None) -> dict:
     """∇_θ of the batch residual from each parameterised edge's own discord and endpoint stalks.
 
     For an edge with discord u = v_head − W v_tail − b and weight w: ∂E/∂W = −w² u v_tailᵀ,
     ∂E/∂b = −w² u (the envelope theorem: c* is stationary, so no chain rule is needed). ``reduce``:
-    "mean" (the sheaf trainer) or "sum" (the paper's joint rule) over the batch.
+    "mean" (the sheaf trainer) or "sum" (the paper's joint rule) over the batch. ``out``: name -> array of
+    the parameter's shape (views of a packed gradient, say) to write the gradients into, the same numbers
+    without allocating them; the returned dict then holds those arrays.
     """
     B = eq.V[0].shape[0]
     c = 1.0 / B if reduce == "mean" else 1.0
     grads: dict = {}
 
-    def acc(name, g):
-        grads[name] = grads[name] + g if name in grads else g
+    def acc(name, a, b, s):  # grads[name] += (a @ b) * s
+        if out is None:
+            g = (a @ b) * s
+            grads[name] = grads[name] + g if name in grads else g
+        elif name in grads:  # a parameter on two edges
+            g = (a @ b) * s
+            grads[name] += g
+        else:
+            g = grads[name] = out[name]
+            xp.matmul(a, b, out=g)
+            g *= s
 
     ones = None  # sums over the batch as products with a ones vector (a BLAS call, not a reduction loop)
     for k, layer in enumerate(net.layers):
@@ -33,21 +44,25 @@ def local_gradients(net: FeedForward, P, eq, reduce: str = "mean", xp=np) -> dic
             continue
         s = -c * layer.weight ** 2  # scales the small (d_out, d_in) result, not the (B, d) discords
         u = eq.U[k]
-        acc(layer.param, (u.T @ eq.V[k]) * s)
+        acc(layer.param, u.T, eq.V[k], s)
         if layer.bias is not None:
             ones = xp.ones(B) if ones is None else ones
-            acc(layer.bias, (ones @ u) * s)
-    out = net.output
-    if out.fn == "linear" and (out.param is not None or out.bias is not None):
-        s = -c * out.weight ** 2
-        if out.param is not None:
-            acc(out.param, (eq.out_disc.T @ eq.V[-1]) * s)
-        if out.bias is not None:
+            acc(layer.bias, ones, u, s)
+    o = net.output
+    if o.fn == "linear" and (o.param is not None or o.bias is not None):
+        s = -c * o.weight ** 2
+        if o.param is not None:
+            acc(o.param, eq.out_disc.T, eq.V[-1], s)
+        if o.bias is not None:
             ones = xp.ones(B) if ones is None else ones
-            acc(out.bias, (ones @ eq.out_disc) * s)
+            acc(o.bias, ones, eq.out_disc, s)
     for name in P:
         if name not in grads:
-            grads[name] = xp.zeros_like(P[name])
+            if out is None:
+                grads[name] = xp.zeros_like(P[name])
+            else:
+                g = grads[name] = out[name]
+                g[...] = 0.0
     return grads
 
 
