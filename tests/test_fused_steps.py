@@ -234,3 +234,46 @@ def test_stretches_between_events_change_nothing():
         for k in S1.snapshots[s].params:
             np.testing.assert_array_equal(S1.snapshots[s].params[k], S2.snapshots[s].params[k])
             np.testing.assert_array_equal(S1.snapshots[s].baseline[k], S2.snapshots[s].baseline[k])
+
+
+def _joint(case, **kw):
+    src, data = CASES[case]
+    c = TrainConfig.from_sources({}, dict(trainer="joint", steps=100, seed=1, **kw))
+    return make_trainer(_graph(src), c, _data(data))
+
+
+@pytest.mark.parametrize("make", [lambda: _joint("paper", joint_reinit=7), lambda: _joint("sigmoid", dt=0.02),
+                                  lambda: _trainer("paper", optimizer="sgd", lr=0.05),
+                                  lambda: _trainer("softmax-tanh", optimizer="sgd", lr=0.05)])
+def test_a_stretch_is_the_checked_steps_bit_for_bit(make):
+    """``steps(n)`` runs a full batch's steps as one tuple of operations repeated, checked once at the end;
+    it ends where n checked steps end (parameters, stalks, step and optimiser counts), epochs included."""
+    A, B = make(), make()
+    assert A._stretch() is not None  # the stretch path is the one under test
+    A.steps(23)
+    for _ in range(23):
+        B.step(loss=False)
+    assert A.step_count == B.step_count == 23 and A.opt.t == B.opt.t
+    for k in A.params:
+        np.testing.assert_array_equal(A.params[k], B.params[k])
+    for a, b in zip(getattr(A, "stalks", ()), getattr(B, "stalks", ())):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", [lambda: _joint("paper", dt=40.0), lambda: _trainer("paper", optimizer="sgd", lr=1e4)])
+def test_a_diverging_stretch_stops_where_the_checked_steps_do(make):
+    """A stretch that goes non-finite is replayed from its start with every step checked: the same
+    DivergenceError (step, place) as n checked steps, and the same state left behind."""
+    from sheafdsl.training.trainers import DivergenceError
+
+    A, B = make(), make()
+    with pytest.raises(DivergenceError) as ea:
+        A.steps(80)
+    with pytest.raises(DivergenceError) as eb:
+        for _ in range(80):
+            B.step(loss=False)
+    assert 1 < ea.value.step < 80
+    assert (ea.value.step, ea.value.where) == (eb.value.step, eb.value.where)
+    assert A.step_count == B.step_count
+    for k in A.params:
+        np.testing.assert_array_equal(A.params[k], B.params[k])

@@ -167,6 +167,7 @@ class BackpropPlan:
         for name in flow.free:
             ops.append(functools.partial(gv[name].fill, 0.0))
         self.ops = tuple(ops)
+        self.state = ()  # what a step moves besides the parameters: nothing
 
     def step(self, loss: bool = True) -> float | None:
         for op in self.ops:

@@ -164,6 +164,7 @@ class JointPlan:
                 else:
                     ops.append(f.axpy(a, D, vj))
         self.ops = tuple(ops)
+        self.state = (self._Vflat,)  # what a step moves besides the parameters
 
     def holds(self, stalks) -> bool:
         """Whether ``stalks`` are this plan's own arrays (``V``)."""

@@ -36,6 +36,7 @@ the step count, so a resumed run sees the same batches.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import numpy as np
@@ -591,10 +592,67 @@ class FusedSteps:
                     return
             return
         with np.errstate(over="ignore", invalid="ignore"):
-            for _ in range(n):
-                self._fused_step(False)
+            while n > 0:
+                stretch = self._stretch()
+                if stretch is None:  # this step needs more than its plan's operations
+                    self._fused_step(False)
+                    n -= 1
+                else:
+                    ops, k = stretch
+                    k = min(k, n)
+                    n -= self._run_stretch(ops, k, stop)
                 if stop and self.stop_requested:
                     return
+
+    def _stretch(self):
+        """``(ops, k)``: the next k steps are the tuple ``ops`` run k times (the full batch's fused step
+        with the update θ ← θ − η g appended, as :meth:`_fused_step` computes it); None where the next step
+        needs more (a mini-batch, a tied parameter's gradient, an optimiser with state)."""
+        if self._tied or self._batch_indices(self.step_count) is not None:
+            return None
+        eta = self._stretch_rate()
+        if eta is None:
+            return None
+        plan = self._batch_plan(None)
+        ops = plan.__dict__.get("stretch_ops")
+        if ops is None or ops[0] != eta:
+            flow, xp = self.flow, self.xp
+            update = (functools.partial(xp.multiply, flow.grad, eta, out=flow.grad),  # as grad *= η
+                      functools.partial(xp.subtract, flow.flat, flow.grad, out=flow.flat))  # as flat -= grad
+            ops = plan.stretch_ops = (eta, plan.ops + update)
+        return ops[1], self._stretch_length()
+
+    def _stretch_rate(self):
+        """η of a stretch (None: the optimiser's step is not θ ← θ − η g)."""
+        return None
+
+    def _stretch_length(self) -> int:
+        return 1 << 62
+
+    def _run_stretch(self, ops: tuple, k: int, stop: bool) -> int:
+        """Run ``ops`` k times (fewer when a signal stops them): the steps done. A non-finite parameter
+        after them (a NaN or ∞ stays one, so none passes unseen) sends the state back to the stretch's start
+        and replays it step by step with :meth:`_fused_step`'s checks, which raise the same
+        DivergenceError, at the same step and with the same state, as the checked steps would have."""
+        flow, xp, plan = self.flow, self.xp, self._plans[None]
+        saved = [a.copy() for a in (flow.flat,) + plan.state]
+        t0, opt_t0 = self.step_count, self.opt.t
+        done = 0
+        while done < k:
+            for op in ops:
+                op()
+            done += 1
+            if stop and self.stop_requested:
+                break
+        self.step_count += done
+        self.opt.t += done
+        if not math.isfinite(flow.flat.sum()):
+            for a, s in zip((flow.flat,) + plan.state, saved):
+                xp.copyto(a, s)
+            self.step_count, self.opt.t = t0, opt_t0
+            for _ in range(done):
+                self._fused_step(False)
+        return done
 
     def _plain_step(self) -> dict:
         return Trainer.step(self)
@@ -634,6 +692,9 @@ class BackpropTrainer(FusedSteps, Trainer):
 
         xp, task = self.xp, self.data.task
         return BackpropFlow(self.net, self.params, xp, lambda pred, Y: task_loss(task, pred, Y, xp))
+
+    def _stretch_rate(self):
+        return self.opt.lr if self.opt.name == "sgd" else None
 
     def _fused_step(self, loss: bool) -> dict:
         idx = self._batch_indices(self.step_count)
@@ -706,6 +767,22 @@ class JointTrainer(FusedSteps, Trainer):
     def _plain_step(self) -> dict:
         self._restart_if_due()
         return Trainer.step(self)
+
+    def _stretch_rate(self):
+        return self.config.dt
+
+    def _stretch_length(self) -> int:
+        every = self.config.joint_reinit  # a stretch ends where an epoch restarts the stalks
+        return every - self.step_count % every if every else super()._stretch_length()
+
+    def _stretch(self):
+        stretch = super()._stretch()
+        if stretch is not None:
+            self._restart_if_due()
+            plan = self._plans[None]
+            if not plan.holds(self.stalks):
+                self.stalks = plan.load(self.stalks)
+        return stretch
 
     def _fused_step(self, loss: bool) -> dict:
         """One step of the flow on the next mini-batch (``step``'s, inside its ``np.errstate``)."""
