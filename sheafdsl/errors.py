@@ -101,6 +101,13 @@ class Diagnostic:
         return "\n".join(out)
 
 
+def _rebuild_error(cls, args, state):
+    err = Exception.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
 class SheafError(Exception):
     """A problem with the user's input, carrying one or more diagnostics.
 
@@ -117,6 +124,11 @@ class SheafError(Exception):
 
     def __str__(self) -> str:  # rendered on demand: a file with thousands of errors stays cheap to check
         return self.render()
+
+    def __reduce__(self):
+        """Pickled as its class and attributes (a subclass's ``__init__`` takes other arguments): the same
+        error crosses a process boundary (a Dask worker, a plot rendered in a forked process)."""
+        return _rebuild_error, (type(self), self.args, dict(self.__dict__))
 
     @property
     def errors(self) -> list[Diagnostic]:

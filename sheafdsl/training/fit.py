@@ -18,6 +18,7 @@ printing):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -378,21 +379,23 @@ def write_plots(run: Run, records: list, discords: dict) -> list:
     session, G, data, config = run.session, run.G, run.data, run.config
     rd, name = session.rundir, G.graph["name"]
     loss = LOSS_LABEL.get(data.task, "loss")
-    out = [P.plot_loss(records, rd.file("loss.png"), title=f"{name}: {config.trainer} trainer vs backprop"
-                       if session.baseline is not None else f"{name}: {config.trainer} trainer",
-                       main_label=config.trainer, ylabel=f"{loss} (batch)", test_label=f"{loss} (test set)",
-                       marks=sorted(session.snapshot_at))]
+    jobs = [functools.partial(P.plot_loss, records, rd.file("loss.png"),
+                              title=f"{name}: {config.trainer} trainer vs backprop" if session.baseline is not None
+                              else f"{name}: {config.trainer} trainer", main_label=config.trainer,
+                              ylabel=f"{loss} (batch)", test_label=f"{loss} (test set)",
+                              marks=sorted(session.snapshot_at))]
     if discords:  # none when the equilibrium could not be solved (see TrainingSession.equilibrium_skipped)
-        out.append(P.plot_discord(diagnose(G, discords), rd.file("discord.png"),
-                                  title=f"{name}: equilibrium discord per edge at step {session.trainer.step_count}"))
+        jobs.append(functools.partial(P.plot_discord, diagnose(G, discords), rd.file("discord.png"),
+                                      title=f"{name}: equilibrium discord per edge at step {session.trainer.step_count}"))
     if data.n_inputs == 2:
         predict = predictor(G, {k: to_numpy(v) for k, v in session.trainer.params.items()})
         if predict is not None:
             if data.task == "regression" and data.n_outputs == 1:
-                out.append(P.plot_surface(predict, data, rd.file("surface.png"), title=f"{name}: learned surface"))
+                jobs.append(functools.partial(P.plot_surface, predict, data, rd.file("surface.png"),
+                                              title=f"{name}: learned surface"))
             elif data.task != "regression":
-                out.append(P.plot_boundary(predict, data, rd.file("boundary.png"), title=f"{name}"))
-    return out
+                jobs.append(functools.partial(P.plot_boundary, predict, data, rd.file("boundary.png"), title=f"{name}"))
+    return P.write_all(jobs)
 
 
 @dataclass

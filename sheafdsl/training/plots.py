@@ -23,6 +23,7 @@ every tick label again and costs more than drawing the figure.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,62 @@ def _save(fig, path, code: str = "E641") -> Path:
     except OSError as exc:
         raise write_error(code, path, exc) from None
     return Path(path)
+
+
+def write_all(jobs: list) -> list:
+    """Run plot jobs (callables that each write one PNG and return its path) and return their paths in
+    order. Where the platform forks and this process runs one thread (the end of a ``sheaf train``), the
+    first job runs here and each other one in a forked child, so the figures render on the cores a
+    one-thread run leaves idle; the files are the same either way, and the first failing job's error
+    (in job order) is raised here as it would be in turn. Otherwise (threads that a fork would copy
+    mid-flight: a notebook, a Dask client) they run in turn."""
+    import threading
+
+    if len(jobs) < 2 or not hasattr(os, "fork") or threading.active_count() > 1:
+        return [job() for job in jobs]
+    import pickle
+
+    from matplotlib.backends import backend_agg  # noqa: F401  imported once, before the children copy it
+
+    children = []
+    for job in jobs[1:]:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: render, send back ("ok", path) or ("error", exc), exit without cleanup
+            os.close(r)
+            try:
+                try:
+                    msg = ("ok", job())
+                except BaseException as exc:  # noqa: BLE001  raised in the parent, not here
+                    msg = ("error", exc)
+                try:
+                    data = pickle.dumps(msg)
+                except Exception:  # noqa: BLE001  an unpicklable error still says what it was
+                    data = pickle.dumps(("error", RuntimeError(f"{type(msg[1]).__name__}: {msg[1]}")))
+                with os.fdopen(w, "wb") as f:
+                    f.write(data)
+            finally:
+                os._exit(0)
+        os.close(w)
+        children.append((pid, r))
+    results, first_error = [], None
+    try:
+        results.append(jobs[0]())
+    except BaseException as exc:  # noqa: BLE001  the children are reaped first
+        first_error = exc
+    for pid, r in children:
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        kind, value = pickle.loads(data) if data else (
+            "error", RuntimeError(f"a plot's process ended with status {status} before it wrote its figure"))
+        if kind == "ok":
+            results.append(value)
+        elif first_error is None:
+            first_error = value
+    if first_error is not None:
+        raise first_error
+    return results
 
 
 def _finite_xy(steps, values):
