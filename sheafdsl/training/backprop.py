@@ -119,7 +119,7 @@ class BackpropPlan:
             v = V[k]
             if layer.kind == "relu":
                 ops.append(functools.partial(xp.greater_equal, v, 0.0, out=gate[k], casting="unsafe"))
-                ops.append(functools.partial(xp.multiply, v, gate[k], out=V[k + 1]))
+                ops.append(functools.partial(xp.maximum, v, 0.0, out=V[k + 1]))  # σ ⊙ v
             elif layer.kind == "nonlinear":
                 kern = kernel(layer.map.fn)
                 ops.append(functools.partial(_into, gate[k], kern.dphi, xp, v, layer.map.arg))

@@ -108,9 +108,9 @@ class JointPlan:
         # T_k = A_k v_k + b_k (as chain.apply computes it), the gates from the current stalks
         for k, layer in enumerate(layers):
             v = tails[k]
-            if layer.kind == "relu":  # σ = 1[v ≥ 0] as 0./1., then σ ⊙ v
+            if layer.kind == "relu":  # σ = 1[v ≥ 0] as 0./1. (for the pull below), σ ⊙ v as max(v, 0)
                 ops.append(functools.partial(xp.greater_equal, v, 0.0, out=gate[k], casting="unsafe"))
-                ops.append(functools.partial(xp.multiply, v, gate[k], out=T[k]))
+                ops.append(functools.partial(xp.maximum, v, 0.0, out=T[k]))
             elif layer.kind == "nonlinear":
                 ops.append(functools.partial(_nonlinear, xp, kernel(layer.map.fn), layer.map.arg, v, T[k], gate[k]))
             else:
