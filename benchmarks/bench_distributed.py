@@ -115,7 +115,36 @@ def bench_infer(clusters, B: int, repeats: int) -> dict:
 # 2. a sheaf-rule step
 
 
+def _cpu(pids) -> float:
+    """CPU seconds used so far by the processes ``pids``, all their threads: the scheduler's nanosecond
+    counters (/proc/PID/task/TID/schedstat) where Linux has them, else psutil's (10 ms ticks)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+            for tid in tasks:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                        total += int(f.read().split()[0]) * 1e-9
+                except (OSError, ValueError, IndexError):  # a thread that just ended
+                    pass
+        except OSError:
+            try:
+                import psutil
+
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+            except Exception:  # a worker that is gone counts nothing more
+                pass
+    return total
+
+
 def bench_train(clusters, n: int, steps: int, repeats: int) -> dict:
+    """Seconds and CPU seconds per step. Per sharded step: the wall time; the slowest shard's solve (its wall
+    and its CPU time, the worker's own clocks); the latency of the messages each way (driver → worker until
+    the last shard starts, the last shard's end → the driver, one clock on one machine); the driver's CPU
+    (its main thread; its whole process, with the LocalCluster's scheduler and nannies in its event loop);
+    and the workers' processes' CPU (their solves plus their event loops)."""
     import sheafdsl as sd
     from sheafdsl.distributed import sharded_trainer
     from sheafdsl.training.data import dataset_for
@@ -129,35 +158,51 @@ def bench_train(clusters, n: int, steps: int, repeats: int) -> dict:
     many = {w: sharded_trainer(c, G, cfg, data) for w, c in clusters.items()}
     for t in (one, *many.values()):  # warm-up: the first step sets up the warm starts (and places the shards)
         t.step()
+    me = os.getpid()
+    workers = {w: list(c.client.run(os.getpid).values()) for w, c in clusters.items()}
     rows: dict = {"single": [], **{f"{w} workers": [] for w in clusters}}
+    cpu_single: list = []
     brk: dict = {w: [] for w in clusters}
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         for _ in range(steps):
             one.step()
         rows["single"].append((time.perf_counter() - t0) / steps)
+        cpu_single.append((time.thread_time() - c0) / steps)
         for w, tr in many.items():
-            tr.timing.update(driver=0.0, workers=0.0, compute=0.0)
+            tr.timing.update(dict.fromkeys(tr.timing, 0.0))
+            d0, m0, w0 = _cpu([me]), time.thread_time(), _cpu(workers[w])
             t0 = time.perf_counter()
             for _ in range(steps):
                 tr.step()
             wall = (time.perf_counter() - t0) / steps
+            d1, m1, w1 = _cpu([me]), time.thread_time(), _cpu(workers[w])
             rows[f"{w} workers"].append(wall)
-            P = {k: np.asarray(v) for k, v in tr.params.items()}
-            ser = len(tr._ranges) * (_ser((P, None, 1.0))[0] + _ser((1.0, 1, P, 1))[0])  # θ out, the sums back
-            compute = tr.timing["compute"] / steps
-            brk[w].append((wall, compute, ser, tr.timing["driver"] / steps))
+            theta = np.concatenate([np.asarray(v).ravel() for v in tr.params.values()])
+            ser = len(tr._ranges) * (_ser(("key", 1, theta, None, 1.0))[0] + _ser((1.0, 1, None, theta, 1, (0.0,) * 4))[0])
+            T = {k: v / steps for k, v in tr.timing.items()}
+            brk[w].append({"wall": wall, "compute": T["compute"], "compute_cpu": T["compute_cpu"], "serialisation": ser,
+                           "imbalance": T["compute_cpu"] * len(tr._ranges) / T["shards_cpu"],
+                           "send": T["send"], "receive": T["receive"], "driver": T["driver"],
+                           "driver_main_cpu": (m1 - m0) / steps, "driver_process_cpu": (d1 - d0) / steps,
+                           "workers_cpu": (w1 - w0) / steps})
     for w, tr in many.items():
         d = max(float(np.abs(np.asarray(tr.params[k]) - np.asarray(one.params[k])).max()) for k in one.params)
         assert d < 1e-12, d
     out = {"n": n, "seconds_per_step": {k: _median(v) for k, v in rows.items()}}
     out["throughput"] = {k: n / v for k, v in out["seconds_per_step"].items()}
     out["speedup"] = {k: out["seconds_per_step"]["single"] / v for k, v in out["seconds_per_step"].items()}
-    out["breakdown"] = {f"{w} workers": {"compute": _median([b[1] for b in v]), "serialisation": _median([b[2] for b in v]),
-                                         "communication": _median([max(0.0, b[0] - b[1] - b[2]) for b in v])}
-                        for w, v in brk.items()}
+    out["single_cpu_per_step"] = _median(cpu_single)
+    out["breakdown"] = {}
+    for w, v in brk.items():
+        b = {k: _median([x[k] for x in v]) for k in v[0] if k != "wall"}
+        b["communication"] = _median([max(0.0, x["wall"] - x["compute"] - x["serialisation"]) for x in v])
+        # each shard's CPU per example against one process's: > 1 when the shards slow each other (shared caches,
+        # memory bandwidth) or something else takes their cores
+        b["compute_cpu_vs_single"] = b["compute_cpu"] * w / out["single_cpu_per_step"]
+        out["breakdown"][f"{w} workers"] = b
     out["theta_bytes"] = int(sum(np.asarray(v).nbytes for v in one.params.values()))
-    out["driver_seconds_per_step"] = _median([b[3] for v in brk.values() for b in v])
+    out["driver_seconds_per_step"] = _median([x["driver"] for v in brk.values() for x in v])
     return out
 
 

@@ -82,6 +82,75 @@ def test_sharded_trainer_equals_one_process(cluster, model, over, steps):
                                        err_msg=k)
 
 
+def _worker_setup(dask_worker):
+    import dask
+
+    return {"profile": dask.config.get("distributed.worker.profile.enabled"),
+            "tick": dask.config.get("distributed.admin.tick.interval"),
+            "callbacks": sorted(dask_worker.periodic_callbacks)}
+
+
+def test_the_local_cluster_runs_without_dasks_background_work_and_talks_to_workers_directly(cluster):
+    """The LocalCluster's workers have no statistical profiler (it sampled the solving thread every 10 ms:
+    before this release the setting was an environment variable, which the configuration a nanny hands its
+    worker overrode), their loops tick once a second, not 50 times; the settings are the cluster's, not
+    this process's; and the client calls the workers' actors directly, not through the scheduler's proxy."""
+    import dask
+
+    from sheafdsl.distributed.cluster import CLUSTER_CONFIG
+
+    got = cluster.client.run(_worker_setup)
+    assert len(got) == 2
+    for info in got.values():
+        assert info["profile"] is False and info["tick"] == CLUSTER_CONFIG["distributed.admin.tick.interval"]
+        assert "profile" not in info["callbacks"] and "tick" in info["callbacks"]
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # this process keeps Dask's defaults
+    assert dask.config.get("distributed.admin.tick.interval") == "20ms"
+    assert cluster.client.direct_to_workers is True
+    assert "stealing" not in cluster.local.scheduler.periodic_callbacks
+
+
+def test_a_step_sends_theta_and_returns_the_sums_packed():
+    """worker.pack / unpack: θ and the gradient sums travel as one float64 vector each, in the shard's
+    parameter order; unpack gives views with the parameters' shapes and the same numbers bit for bit."""
+    from sheafdsl.distributed import worker as W
+
+    rng = np.random.default_rng(3)
+    shapes = {"W1": (30, 2), "b1": (30,), "W2": (1, 30), "b2": (1,)}
+    P = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    names = ["b2", "W1", "b1", "W2"]
+    flat = W.pack(P, names)
+    assert flat.shape == (sum(int(np.prod(s)) for s in shapes.values()),) and flat.dtype == np.float64
+    np.testing.assert_array_equal(flat[:1], P["b2"])
+    back = W.unpack(flat, names, shapes)
+    assert list(back) == names
+    for k in P:
+        assert back[k].shape == shapes[k] and np.shares_memory(back[k], flat)
+        np.testing.assert_array_equal(back[k], P[k])
+    assert W.pack({}, []).shape == (0,)
+
+
+def test_a_sharded_step_reports_where_its_time_goes(cluster):
+    """The driver's clocks of a step: the slowest shard's solve (wall and CPU), all shards' CPU, and the
+    latency each way of the messages of the shard that finished last, all measured and within the wait."""
+    import time
+
+    from sheafdsl.distributed import sharded_trainer
+
+    G, cfg, data = _setup("paraboloid.sheaf", batch=None, n=400)
+    tr = sharded_trainer(cluster, G, cfg, data)
+    tr.step()
+    tr.timing.update(dict.fromkeys(tr.timing, 0.0))
+    t0 = time.perf_counter()
+    _run(tr, 3)
+    wall = time.perf_counter() - t0
+    T = tr.timing
+    assert 0 < T["compute_cpu"] <= T["shards_cpu"] and 0 < T["compute"]
+    assert T["send"] >= 0 and T["receive"] >= 0
+    assert T["send"] + T["receive"] < T["workers"] <= wall and T["compute"] < T["workers"]
+    tr.close()
+
+
 def test_a_shard_outside_the_batch_keeps_the_state_one_process_would(cluster):
     """A step whose batch lies in one shard only: the other shard's warm starts still begin at the first step's
     forward pass, as one process's do (so a later step starts from the same point)."""

@@ -14,15 +14,39 @@ from ..errors import Diagnostic, SheafError
 
 #: environment of the worker processes a LocalCluster starts: one BLAS thread each (the workers are the
 #: parallelism); malloc keeps freed blocks below 32 MB for reuse instead of unmapping them (Dask's default trim
-#: threshold of 64 KiB made every (B, d) temporary of a solve fresh pages); no statistical profiler (a thread
-#: that takes the GIL every 10 ms from the solves)
+#: threshold of 64 KiB made every (B, d) temporary of a solve fresh pages)
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 25),
-              "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+              "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 25)}
+#: Dask's configuration for the processes of a LocalCluster: its scheduler and nannies (in this process) and
+#: its workers (a nanny hands its worker the configuration it was made under; an environment variable would
+#: lose to it). Dask's defaults wake every process of the cluster about 200 times a second: the workers'
+#: statistical profiler samples the solving thread every 10 ms and the event loops' health tick runs every
+#: 20 ms in each worker, nanny and the scheduler; memory monitors (100 ms), work stealing (100 ms) and system
+#: monitors (500 ms) add to it. On a machine with a core per worker, that CPU is taken from the solves. Here:
+#: no profiler, no work stealing (every task and actor is pinned to its worker), the ticks and monitors once
+#: a second (the memory limits are still enforced, a second later at most).
+CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.scheduler.work-stealing": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 #: seconds to wait for a scheduler to answer
 CONNECT_TIMEOUT = 10.0
 #: seconds to wait for the processes of a LocalCluster to start and register
 START_TIMEOUT = 120.0
+
+
+def _direct() -> bool:
+    """Whether the client talks to the workers directly: yes, unless Dask's configuration says no
+    (``distributed.client.direct-to-workers: false``, for workers the driver cannot reach). An actor's call
+    (every step's) then goes driver → worker → driver; Dask's default sends it through the scheduler's
+    proxy, two more hops (and, on a LocalCluster, a loop-back through the driver's own process)."""
+    import dask
+
+    direct = dask.config.get("distributed.client.direct-to-workers", None)
+    return True if direct is None else bool(direct)
 
 
 def require_dask():
@@ -59,13 +83,14 @@ class Cluster:
                 # processes are spawned with (Dask's pre-spawn environment), not set inside them (``env=``)
                 pre = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
                 pre.update({k: v for k, v in WORKER_ENV.items() if k.startswith("MALLOC_")})
-                with dask.config.set({"distributed.nanny.pre-spawn-environ": pre}):
+                with dask.config.set({"distributed.nanny.pre-spawn-environ": pre, **CLUSTER_CONFIG}):
                     self.local = distributed.LocalCluster(
                         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                         silence_logs=logging.ERROR, env=dict(WORKER_ENV))
-                self.client = distributed.Client(self.local, set_as_default=False)
+                self.client = distributed.Client(self.local, set_as_default=False, direct_to_workers=_direct())
             else:
-                self.client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
+                self.client = distributed.Client(scheduler, timeout=timeout, set_as_default=False,
+                                                 direct_to_workers=_direct())
         except (OSError, TimeoutError, ValueError) as exc:
             self.close()
             where = f"the scheduler at `{scheduler}`" if scheduler is not None else f"a local cluster of {workers}"
@@ -110,5 +135,5 @@ class Cluster:
         return False
 
 
-__all__ = ["Cluster", "require_dask", "WORKER_ENV"]
+__all__ = ["Cluster", "require_dask", "WORKER_ENV", "CLUSTER_CONFIG"]
 

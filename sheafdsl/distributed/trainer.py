@@ -24,6 +24,7 @@ from that state and replays its steps since, deterministically, so the run ends 
 
 from __future__ import annotations
 
+import pickle
 import time
 import uuid
 
@@ -54,6 +55,23 @@ class _Lost:
 
 
 _LOST = _Lost()
+
+
+class _Step:
+    """The answer of a shard's step: its endpoint's pickled reply (:meth:`~.worker.ShardEndpoint.step`),
+    unpickled."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future):
+        self.future = future
+
+    def result(self, timeout=None):
+        blob = self.future.result(timeout=timeout)
+        return None if blob is None else pickle.loads(blob)
+
+    def __getattr__(self, name):  # status, cancel (of a task's future; an actor's has neither)
+        return getattr(self.future, name)
 
 
 def split_rows(n: int, k: int) -> list[tuple[int, int]]:
@@ -100,9 +118,14 @@ class ShardedTrainer:
         self._base_step = int(self.step_count)
         self._log: list[tuple] = []  # (step, θ, max |pin|, rows per shard) of each step since the base
         self._config = self._worker_config()
+        self._names = list(self.params)  # the order of θ's entries in a step's messages (worker.pack)
+        self._pins_max_all = None  # max |pin| over the whole training set (the full-batch steps')
         self.rebuilds = 0  # shards rebuilt after a fault (or an abandoned step), over the run
-        #: seconds: the driver's own work, waiting for the shards, and the slowest shard's work inside that wait
-        self.timing = {"driver": 0.0, "workers": 0.0, "compute": 0.0}
+        #: seconds over the run: the driver's own work in the steps, waiting for the shards, the slowest shard's
+        #: work inside that wait (its wall and its CPU time; all shards' CPU time), and the latency of the
+        #: messages of the shard that finished last (driver → worker until its step starts, its end → the
+        #: driver: with its solve, the whole wait; a driver and a local worker share one clock)
+        self.timing = dict.fromkeys(("driver", "workers", "compute", "compute_cpu", "shards_cpu", "send", "receive"), 0.0)
 
     def _worker_config(self):
         import dataclasses
@@ -144,7 +167,7 @@ class ShardedTrainer:
         for attempt in range(MAX_REBUILDS + 1):
             addrs = self._alive()
             held = {a: sum(1 for w in self._where if w == a) for a in addrs}
-            P = {k: _host(v) for k, v in self.params.items()}
+            P = {k: _host(self.params[k]) for k in self._names}
             futs = {}
             for k in lost:
                 addr = min(addrs, key=lambda a: (held[a], addrs.index(a)))  # the least loaded live worker
@@ -186,7 +209,11 @@ class ShardedTrainer:
         addr = self._where[k]
         ep = self._endpoint(addr)
         try:
-            return _LOST if ep is None else ep.run(fn, self._key(k), *args)
+            if ep is None:
+                return _LOST
+            if fn is W.shard_step:  # the step's hot path: one pickled message each way
+                return _Step(ep.step(pickle.dumps((self._key(k),) + args, protocol=5)))
+            return ep.run(fn, self._key(k), *args)
         except RuntimeError:  # "Worker holding Actor was lost": the proxy knows its worker died
             self._endpoints.pop(addr, None)
             self._dead.add(addr)
@@ -231,7 +258,8 @@ class ShardedTrainer:
         return out
 
     def _run_step(self, shards, step, P, pins_max, rows) -> dict:
-        return self._wait({k: self._call(k, W.shard_step, step, P, rows[k], pins_max) for k in shards})
+        theta = W.pack(P, self._names)
+        return self._wait({k: self._call(k, W.shard_step, step, theta, rows[k], pins_max) for k in shards})
 
     def _ask(self, fn, args) -> list:
         """``fn(key_k, *args[k])`` on every shard, rebuilding the shards that are lost; results in shard order."""
@@ -256,31 +284,54 @@ class ShardedTrainer:
     def _gradients(self, X, Y, idx):
         t0 = time.perf_counter()
         step = int(self.step_count)
-        P = {k: _host(v).copy() for k, v in self.params.items()}  # a copy: the optimiser steps in place, the log keeps θ_t
-        pins_max = float(max(abs(X).max(), abs(Y).max())) if X.shape[0] else 0.0
+        P = {k: _host(self.params[k]).copy() for k in self._names}  # copies: the optimiser steps in place, the log keeps θ_t
+        pins_max = self._pins_max(X, Y, idx)
         ih = None if idx is None else _host(idx)
         rows = [None if ih is None else ih[(ih >= a) & (ih < b)] - a for a, b in self._ranges]
+        theta = W.pack(P, self._names)
         t1 = time.perf_counter()
         with self._pure():  # the solves change no driver state: a signal may abandon the step here
-            res = self._ask(W.shard_step, [(step, P, r, pins_max) for r in rows])
+            res = self._ask(W.shard_step, [(step, theta, r, pins_max) for r in rows])
         t2 = time.perf_counter()
-        n = sum(r[3] for r in res)
+        n = sum(r[4] for r in res)
         loss = sum(r[0] for r in res) / n
-        counts = [r[1] for r in res if r[3]]
+        counts = [r[1] for r in res if r[4]]
         cf = None if any(c is None for c in counts) else sum(counts) / n
-        grads: dict = {}
-        for r in res:  # in shard order: the same sums at every run
-            for name, g in r[2].items():
-                grads[name] = g if name not in grads else grads[name] + g
+        sums: dict = {}  # gradient names -> the sum of the shards' packed sums, in shard order (the same sums every run)
+        for r in res:
+            if r[3] is not None:
+                names = tuple(self._names) if r[2] is None else r[2]
+                sums[names] = r[3] if names not in sums else sums[names] + r[3]
         c = 1.0 / n if self.reduce == "mean" else 1.0
-        grads = {name: self.xp.asarray(g * c) for name, g in grads.items()}
+        shapes = {k: tuple(np.shape(v)) for k, v in self.params.items()}
+        grads: dict = {}
+        for names, flat in sums.items():
+            for name, g in W.unpack(flat * c, names, shapes).items():
+                grads[name] = self.xp.asarray(g) if name not in grads else grads[name] + self.xp.asarray(g)
         self._log.append((step, P, pins_max, rows))
         if len(self._log) >= SYNC_EVERY:
             self._sync(step + 1)
         self.timing["driver"] += (t1 - t0) + (time.perf_counter() - t2)
         self.timing["workers"] += t2 - t1
-        self.timing["compute"] += max(r[4] for r in res)  # the slowest shard's own solve and update
+        clocks = [r[5] for r in res]
+        self.timing["compute"] += max(c[0] for c in clocks)  # the slowest shard's own solve and update
+        self.timing["compute_cpu"] += max(c[1] for c in clocks)
+        self.timing["shards_cpu"] += sum(c[1] for c in clocks)
+        last = max(clocks, key=lambda c: c[3])  # the shard that finished last: the step's critical path
+        self.timing["send"] += last[2] - t1
+        self.timing["receive"] += t2 - last[3]
         return loss, cf, grads
+
+    def _pins_max(self, X, Y, idx) -> float:
+        """max |pin| over the step's batch (X, Y): the solver's side tolerance, the whole batch's. The full
+        training set's (a full-batch step's) is computed once."""
+        whole = idx is None and X is self.Xtr and Y is self.Ytr
+        if whole and self._pins_max_all is not None:
+            return self._pins_max_all
+        m = float(max(abs(X).max(), abs(Y).max())) if X.shape[0] else 0.0
+        if whole:
+            self._pins_max_all = m
+        return m
 
     # -- the per-example state ---------------------------------------------------------------
 

@@ -11,6 +11,8 @@ driver abandoned), answers ``None`` and the driver rebuilds that shard (:mod:`.t
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 
 #: key -> _Shard, in this worker process
@@ -18,10 +20,26 @@ SHARDS: dict = {}
 
 
 class _Shard:
-    __slots__ = ("trainer", "step", "reduce")
+    __slots__ = ("trainer", "step", "reduce", "names")
 
-    def __init__(self, trainer, step: int, reduce: str):
-        self.trainer, self.step, self.reduce = trainer, int(step), reduce
+    def __init__(self, trainer, step: int, reduce: str, names):
+        self.trainer, self.step, self.reduce, self.names = trainer, int(step), reduce, tuple(names)
+
+
+def pack(arrays: dict, names) -> np.ndarray:
+    """The arrays ``arrays[name]`` for ``name`` in ``names``, raveled and concatenated: one float64 vector
+    (what a step sends each way: θ out, the gradient sums back)."""
+    return np.concatenate([np.asarray(arrays[k], dtype=float).ravel() for k in names]) if names else np.zeros(0)
+
+
+def unpack(flat: np.ndarray, names, shapes: dict) -> dict:
+    """:func:`pack`'s inverse: {name: view of ``flat`` with ``shapes[name]``}."""
+    out, a = {}, 0
+    for k in names:
+        b = a + int(np.prod(shapes[k], dtype=int))
+        out[k] = flat[a:b].reshape(shapes[k])
+        a = b
+    return out
 
 
 def _host(a):
@@ -39,46 +57,56 @@ def _address() -> str:
 def shard_init(key: str, G, config, data, params: dict, state: dict, step: int, reduce: str) -> str:
     """Make (or replace) shard ``key`` here: a trainer over the shard's rows ``data``, with ``params``, the
     shard's part of the trainer state ``state`` (its rows of the warm starts; {} before the first step),
-    at step ``step``. Returns this worker's address."""
+    at step ``step``. The order of ``params`` is the order of θ's and the gradients' entries in a step's
+    messages (:func:`pack`). Returns this worker's address."""
     from ..training.trainers import make_trainer
 
     tr = make_trainer(G, config, data, params=params)
     tr.step_count = int(step)
     if state:
         tr._load_extra(state)
-    SHARDS[key] = _Shard(tr, step, reduce)
+    SHARDS[key] = _Shard(tr, step, reduce, list(params))
     return _address()
 
 
-def shard_step(key: str, step: int, params: dict, idx, pins_max):
+def shard_step(key: str, step: int, theta: np.ndarray, idx, pins_max):
     """Step ``step`` of shard ``key``: the trainer's own fast phase and local update on its rows ``idx``
-    (None: all of them) with the broadcast ``params``. Returns (loss sum, consistent count or None,
-    gradient sums, rows, seconds) — sums over the shard's examples, for the driver to reduce — or None when this
-    worker does not hold the shard at that step; last, the seconds the step took here."""
+    (None: all of them) with the broadcast parameters θ (``theta``: :func:`pack`'s vector, in the
+    shard's parameter order). Returns (loss sum, consistent count or None, gradient names, gradient sums,
+    rows, clocks) — sums over the shard's examples, for the driver to reduce; the gradient sums packed
+    in the order of their names (None: the shard's parameter order), both None when none of the batch is
+    here — or None when this worker does not hold the shard at that step. ``clocks`` = (seconds, CPU
+    seconds of this thread, perf_counter at entry, at exit): the step's cost here, and when it ran (the
+    driver's and a local worker's perf_counter are one clock, so the benchmark splits the messages'
+    latency from the work)."""
     import time
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     sh = SHARDS.get(key)
     if sh is None or sh.step != int(step):
         return None
     tr = sh.trainer
     xp = tr.xp
-    tr.params = {k: xp.asarray(v, dtype=float) for k, v in params.items()}
+    shapes = {k: tuple(v.shape) for k, v in tr.params.items()}
+    tr.params = {k: xp.asarray(v, dtype=float) for k, v in unpack(theta, sh.names, shapes).items()}
     tr.batch_pins_max = pins_max
     X, Y = (tr.Xtr, tr.Ytr) if idx is None else (tr.Xtr[xp.asarray(idx)], tr.Ytr[xp.asarray(idx)])
     n = int(X.shape[0])
     if n == 0:  # none of this step's batch is here: the state the first step leaves, nothing to add
         tr._start_warm()
-        loss, count, out = 0.0, 0, {}
+        loss, count, names, out = 0.0, 0, None, None
     else:
         with np.errstate(over="ignore", invalid="ignore"):  # the driver checks finiteness, as one process does
             loss, cf, grads = tr._gradients(X, Y, None if idx is None else xp.asarray(idx))
         scale = float(n) if sh.reduce == "mean" else 1.0
-        out = {k: _host(g) * scale for k, g in grads.items()}
+        names = [k for k in sh.names if k in grads] + sorted(k for k in grads if k not in sh.names)
+        out = pack({k: _host(grads[k]) for k in names}, names) * scale
+        names = None if tuple(names) == sh.names else tuple(names)
         count = None if cf is None else int(round(float(cf) * n))
     sh.step = int(step) + 1
     tr.step_count = sh.step
-    return float(loss) * n, count, out, n, time.perf_counter() - t0
+    t1 = time.perf_counter()
+    return float(loss) * n, count, names, out, n, (t1 - t0, time.thread_time() - c0, t0, t1)
 
 
 class ShardEndpoint:
@@ -91,8 +119,16 @@ class ShardEndpoint:
     """
 
     def run(self, fn, *args):
-        """``fn(*args)`` here, ``fn`` one of :func:`shard_step`, :func:`shard_state`, :func:`shard_rows`."""
+        """``fn(*args)`` here, ``fn`` one of :func:`shard_state`, :func:`shard_rows` (or :func:`shard_step`)."""
         return fn(*args)
+
+    def step(self, blob: bytes) -> bytes:
+        """:func:`shard_step` of ``pickle.loads(blob)`` (its arguments), its result pickled.
+
+        A step's call is one pickled message each way: Dask serialises each argument of an actor's call
+        (and a dict of arrays array by array) at about 0.1 ms of CPU apiece on this machine, six times
+        the cost of pickling them together (protocol 5); θ and the gradient sums are one vector each."""
+        return pickle.dumps(shard_step(*pickle.loads(blob)), protocol=5)
 
 
 def shard_state(key: str, step: int):
