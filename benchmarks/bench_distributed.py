@@ -17,6 +17,14 @@ sends and receives (measured on the driver on the same objects), **communication
 step's wall time beyond compute and serialisation (latency, scheduling, transfers, waiting for the
 slowest shard). One BLAS thread everywhere; the load average is printed with the results.
 
+The training step also reports **CPU seconds**, which a shared machine disturbs less than wall time: one
+process's per step (its thread); per sharded step the slowest shard's solve on its own thread
+(``compute_cpu``; ``compute_cpu_vs_single``: a shard's CPU per example against one process's), the
+shards' imbalance (slowest over mean), the driver's main thread and whole process (which holds the
+LocalCluster's scheduler and nannies), and the workers' processes (their solves and their event loops;
+the nanosecond counters of /proc/PID/task/*/schedstat); and the latency each way of the messages of the
+shard that finished last (``send``, ``receive``).
+
 Usage: ``python benchmarks/bench_distributed.py [--repeats 3] [--only infer,train,admm] [--json-out FILE]
 [--plot docs/distributed_scaling.png]``.
 """
