@@ -35,6 +35,7 @@ class Optimizer:
         self.lr = float(lr)
         self.t = 0
         self.xp = np  # the array module that loaded state is put on
+        self._flat = None  # (layout, views, packed moments, scratch) of step_flat
 
     def _like(self, a):
         return self.xp.asarray(np.array(a, copy=True))
@@ -53,10 +54,8 @@ class Optimizer:
         parameters, each dict's arrays views of its buffer (copied in when the dict holds arrays not yet
         packed: a loaded state, or steps by :meth:`step`), and whether they held nothing yet (the first
         step), plus a scratch vector: (buffers, first, scratch)."""
-        got = getattr(self, "_flat", None)
-        if got is not None and got[0] is layout and all(
-                len(getattr(self, name)) == len(views) and all(getattr(self, name).get(k) is v for k, v in views.items())
-                for name, views in zip(moments, got[1])):
+        got = self._flat  # dropped by step() and load_state_dict(), which replace the dicts' arrays
+        if got is not None and got[0] is layout:
             return got[2], False, got[3]
         n = layout.flat.shape[0]
         first = all(not getattr(self, name) for name in moments)
@@ -79,6 +78,7 @@ class Optimizer:
 
     def load_state_dict(self, state: dict) -> None:
         self.t = int(state["t"])
+        self._flat = None
 
 
 class SGD(Optimizer):
@@ -105,6 +105,7 @@ class Momentum(Optimizer):
 
     def step(self, params, grads):
         self.t += 1
+        self._flat = None
         for k, g in grads.items():
             v = self.v.get(k)
             v = g.copy() if v is None else self.mu * v + g
@@ -147,6 +148,7 @@ class Adam(Optimizer):
         c1 = 1.0 - self.b1 ** self.t
         c2 = 1.0 - self.b2 ** self.t
         step = self.lr * np.sqrt(c2) / c1
+        self._flat = None
         for k, g in grads.items():
             m = self.m.get(k)
             if m is None:
