@@ -374,13 +374,28 @@ def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
     (an SPD system of the example's own sliding rows: K_ss ⪰ I/w_k² on them; padded rows are identity)."""
     layers = net.layers
     deep = sorted(slides)
-    ex = xp.unique(xp.concatenate([slides[k][0] for k in deep]))  # the examples with coupled rows
+    # the examples with coupled rows, in order (the rows of each layer are row-major: sorted by example), and
+    # each example's position among them; index arithmetic, not xp.unique (a sort, and most of this
+    # function's per-call cost on the few rows a step has)
+    B = rho.shape[0]
+    if len(deep) == 1:
+        r = slides[deep[0]][0]
+        first = xp.ones(r.shape[0], dtype=bool)
+        first[1:] = r[1:] != r[:-1]
+        ex = r[first]
+    else:
+        mark = xp.zeros(B, dtype=bool)
+        for k in deep:
+            mark[slides[k][0]] = True
+        ex = _flat(mark)
     nc = ex.shape[0]
+    pos = xp.empty(B, dtype=np.int64)
+    pos[ex] = xp.arange(nc)
     # each row: its example's position e, its slot among that example's rows (layer by layer), its unit
     place, counts = {}, xp.zeros(nc, dtype=np.int64)
     for k in deep:
         r, c = slides[k]  # row-major, so e is sorted
-        e = xp.searchsorted(ex, r)
+        e = pos[r]
         place[k] = (e, counts[e] + xp.arange(e.shape[0]) - xp.searchsorted(e, e), c, r)
         counts = counts + xp.bincount(e, minlength=nc)
     R = int(counts.max())
@@ -414,7 +429,11 @@ def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
         pe, ps = xp.nonzero(pad)
         Sc[pe, ps, ps] = 1.0
     r0 = rho[ex, 0]
-    mu = xp.linalg.solve(Sc, (-Fs - Kso * r0[:, None])[..., None])[..., 0]
+    rhs = -Fs - Kso * r0[:, None]
+    if R == 1:  # one row per example: the division that the batched LU does for a 1 × 1 system, bit for bit
+        mu = rhs / Sc[:, :, 0]
+    else:
+        mu = xp.linalg.solve(Sc, rhs[..., None])[..., 0]
     rho[ex, 0] = r0 - (Kso * mu).sum(axis=1) / kc
     return ex, Hs, mu
 
