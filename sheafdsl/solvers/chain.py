@@ -452,8 +452,11 @@ def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy, maps=None,
     V = [X]
     for k in range(m):
         # v_k = A_k v_{k−1} + b_k + u_k (the first layer's input is pinned: reuse the forward value)
-        a = F[1] if k == 0 else maps.apply(k, V[-1], gates.get(k))
-        v = a + U[k]
+        if k == 0:
+            v = F[1] + U[0]
+        else:  # a fresh array from the map: the discord is added in place
+            v = maps.apply(k, V[-1], gates.get(k))
+            v += U[k]
         if k >= 1 and k + 1 in slides:  # v_{k+1} is the tail of a relu layer: sliding units sit exactly at 0
             r, c = slides[k + 1]
             v[r, c] = 0.0
