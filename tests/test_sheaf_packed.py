@@ -144,3 +144,23 @@ def test_stretches_of_sheaf_steps_change_nothing():
     assert [[r.get(k) for k in keys] for r in S1.metrics.read()] == [[r.get(k) for k in keys] for r in S2.metrics.read()]
     for k in S1.snapshots[73].params:
         np.testing.assert_array_equal(S1.snapshots[73].params[k], S2.snapshots[73].params[k])
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="one core: every BLAS pool has one thread anyway")
+def test_blas_threads_limits_the_blas_that_the_fused_steps_load():
+    """``blas_threads(1)`` (``sheaf train --threads 1``, the default) limits SciPy's BLAS too, which the fused
+    steps load on their first step: loaded after the limits were set, it kept a thread per core (the
+    backprop baseline of README command 1 then took 18 s instead of 0.2 on a busy 2-core machine)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from sheafdsl.lowering.backend import blas_threads, fused\n"
+            "with blas_threads(1):\n"
+            "    fused(np)\n"
+            "    print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[1]"

@@ -20,11 +20,17 @@ from ..options import BACKENDS  # noqa: F401 (re-exported: the one list of backe
 
 @contextlib.contextmanager
 def blas_threads(n: int | None):
-    """Limit the BLAS (and OpenMP) thread pools to ``n`` threads inside the block (None: leave them)."""
+    """Limit the BLAS (and OpenMP) thread pools to ``n`` threads inside the block (None: leave them).
+
+    threadpoolctl limits the pools of the libraries loaded when the block starts, so SciPy's BLAS (its own
+    OpenBLAS, which the fused steps call through ``scipy.linalg.blas``: :class:`Fused`) is loaded first;
+    loaded later inside the block, it would keep one thread per core.
+    """
     if n is None:
         yield
         return
-    from threadpoolctl import threadpool_limits  # it limits the pools of the libraries already loaded (numpy's)
+    import scipy.linalg.blas  # noqa: F401 (loaded before the limits are set: see above)
+    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=int(n)):
         yield
