@@ -75,15 +75,16 @@ def paraboloid_model(coupling: float | None = None):
     return from_model(load_text(src, str(ROOT / "models" / "paraboloid.sheaf")))
 
 
-#: the steps whose loss the benchmark asks for, as ``sheaf train`` logs them (its default ``--log-every``)
-LOG_EVERY = 50
+#: the benchmark asks the trainers for their loss every LOG_EVERY-th step (``--loss-every``; 1: every step, as
+#: the figures before issue 9's bookkeeping slice were measured; 50: as ``sheaf train`` logs by default)
+LOG_EVERY = 1
 
 
 def run(G, config: TrainConfig, data):
     """Train to ``config.steps``; returns (wall seconds inside step(), evaluate() plus the process CPU
-    seconds, min consistent fraction). CPU time is what a busy shared machine distorts least. As in
-    ``sheaf train``, the loss is asked for on every ``LOG_EVERY``-th step and the last (a trainer with
-    ``lazy_loss`` skips it on the others)."""
+    seconds, min consistent fraction). CPU time is what a busy shared machine distorts least. The loss
+    is asked for on every ``LOG_EVERY``-th step and the last (a trainer with ``lazy_loss`` skips it on
+    the others, as in ``sheaf train``)."""
     T = make_trainer(G, config, data)
     cf = 1.0
     n = config.steps
@@ -370,6 +371,9 @@ def main(argv=None) -> int:
     ap.add_argument("--digits-steps", type=int, default=None, help="override models/digits.sheaf's 1000 steps")
     ap.add_argument("--digits-batch", type=int, default=None, help="override models/digits.sheaf's batch of 256")
     ap.add_argument("--joint-steps", type=int, default=100_000)
+    ap.add_argument("--loss-every", type=int, default=1,
+                    help="ask the trainers for their loss every N-th step (1: every step, as earlier figures; 50: as "
+                         "`sheaf train` logs; trainers with lazy_loss skip it on the others)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 300 steps, 2,000 joint steps")
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS threads (threadpoolctl; default 1, as `sheaf train`): small batched arrays "
@@ -383,11 +387,14 @@ def main(argv=None) -> int:
 
 
 def _main(ap, args) -> int:
+    global LOG_EVERY
+    LOG_EVERY = max(1, args.loss_every)
     if args.quick:
         args.steps, args.deep_steps, args.digits_steps, args.joint_steps, args.repeats = 300, 100, 100, 2000, 1
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     results: dict = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                                 "cpus": os.cpu_count(), "blas_threads": args.threads}}
+                                 "cpus": os.cpu_count(), "blas_threads": args.threads},
+                       "loss_every": LOG_EVERY}
     for t in tasks:
         t0 = time.perf_counter()
         if t == "paraboloid":
