@@ -180,7 +180,7 @@ def main(argv=None) -> dict:
     print(f"{a.task}: the baseline ...", flush=True)
     t0 = time.perf_counter()
     r.update(task.baseline(data.meta["splits"], r["params"], seed=int(config.seed),
-                           steps=a.baseline_steps or int(config.steps)))
+                           steps=a.baseline_steps or int(config.steps), lr_schedule=config.lr_schedule))
     r["baseline_seconds"] = time.perf_counter() - t0
     r["paper"] = PAPER[a.task]
     r["load"] = os.getloadavg()[0]

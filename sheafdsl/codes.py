@@ -181,7 +181,7 @@ CODES: dict[str, str] = {
     "E640": "training diverged (NaN or infinity): the message names the step and the edge",
     "E641": "a file of the run (checkpoint, metrics, summary, plot) or diagnose's plot cannot be written; nothing half-written is left and the last checkpoint is kept",
     # the joint trainer's options
-    "E670": "a training option the chosen trainer does not follow: --lr or --optimizer other than sgd with the joint trainer (its weights move by forward Euler with step dt), or --stalk-init/--stalk-reinit with a trainer other than joint",
+    "E670": "a training option the chosen trainer does not follow: --lr or --optimizer other than sgd with the joint trainer (its weights move by forward Euler with step dt), or --stalk-init/--stalk-reinit with a trainer other than joint, or an lr_schedule other than constant with a network sheaf's trainer",
     # verify
     "E650": "verify: a parameter holding NaN or infinite values",
     "E651": "verify: a free dimension too large for the dense checks",

@@ -38,6 +38,8 @@ LEARNED_TRAINERS = ("unrolled", "implicit", "local")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 #: array backends (``lowering.get_backend``; ``auto`` picks cupy when a GPU is usable)
 BACKENDS = ("numpy", "cupy", "auto")
+#: ``train lr_schedule=...``: the learning rate of a learned model's trainers (and its task's baseline) over the run
+LR_SCHEDULES = ("constant", "cosine")
 #: where the joint flow's stalks start: at zero, at the forward pass, or random (N(0, 1), from the seed)
 JOINT_INITS = ("zeros", "forward", "random")
 #: boundary names of ``sheaf verify --boundary`` and the API (their pin sources: ``sheafdsl.ir.BOUNDARIES``)
@@ -133,6 +135,8 @@ TRAIN_OPTIONS: dict[str, Option] = {
                    "(0: all)"),
     "rho": _float(1.0, "a learned model's ADMM penalty ρ"),
     "nudge": _float(0.1, "the local trainer's nudge β: the weight of the loss in the two-sided energy"),
+    "lr_schedule": Option(str, "constant", "a learned model's learning rate over the steps: constant, or cosine "
+                          "(η_t = η (1 + cos(π t / steps)) / 2)", choices=LR_SCHEDULES),
     "joint_init": Option(str, "zeros", "where the joint flow's stalks start: zeros, the forward pass, or random "
                          "(N(0, 1) entries from the seed)", choices=JOINT_INITS),
     "joint_reinit": _int(0, 0, doc="the joint flow's epoch: its stalks restart at the forward pass every K steps "
@@ -160,5 +164,5 @@ def problem(name: str, value) -> str | None:
     return None
 
 
-__all__ = ["SOLVE_METHODS", "TRAIN_SOLVERS", "TRAINERS", "LEARNED_TRAINERS", "OPTIMIZERS", "BACKENDS", "JOINT_INITS", "BOUNDARY_NAMES",
+__all__ = ["SOLVE_METHODS", "TRAIN_SOLVERS", "TRAINERS", "LEARNED_TRAINERS", "OPTIMIZERS", "BACKENDS", "JOINT_INITS", "LR_SCHEDULES", "BOUNDARY_NAMES",
            "SPLITS", "SPECTRUM_SAMPLES", "INIT_KINDS", "MAX_DIM", "MAX_PARAM_SIZE", "Option", "TRAIN_OPTIONS", "problem"]

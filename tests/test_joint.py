@@ -196,7 +196,8 @@ def _cli(*args):
                                           (["--trainer", "joint", "--optimizer", "adam"], "--optimizer adam"),
                                           (["--trainer", "joint", "--optimizer", "momentum", "--lr", "1"], "--lr"),
                                           (["--stalk-init", "random"], "--stalk-init"),
-                                          (["--trainer", "backprop", "--stalk-reinit", "10"], "--stalk-reinit")])
+                                          (["--trainer", "backprop", "--stalk-reinit", "10"], "--stalk-reinit"),
+                                          (["--lr-schedule", "cosine"], "lr_schedule=cosine")])
 def test_unfollowed_flags_are_refused(tmp_path, flags, named):
     out = tmp_path / "r"
     res = _cli("train", "models/paraboloid_paper.sheaf", "--steps", "2", "--out", str(out), *flags)
@@ -221,6 +222,9 @@ def test_the_api_refuses_the_same(tmp_path):
     assert e.value.codes == ["E670"]
     with pytest.raises(SheafError) as e:  # the model's own statement names the trainer and an optimiser
         sd.train(sd.loads("sheaf j\nnetwork m : 2 -> 4 -> 1\ntrain trainer=joint optimizer=adam steps=2\n"))
+    assert e.value.codes == ["E670"]
+    with pytest.raises(SheafError) as e:  # only a learned model's trainers follow a learning-rate schedule
+        sd.train(sd.loads("sheaf s\nnetwork m : 2 -> 4 -> 1\ntrain lr_schedule=cosine steps=2\n"))
     assert e.value.codes == ["E670"]
     # the model's optimizer and lr are the baseline's when the trainer comes from elsewhere
     fit = sd.train("models/paraboloid_paper.sheaf", trainer="joint", steps=3, baseline=True)

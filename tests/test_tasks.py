@@ -255,6 +255,30 @@ def test_fit_lowers_the_loss_and_a_divergence_is_a_sheaf_error():
     assert e.value.codes == ["E572"]
 
 
+def test_fit_follows_the_lr_schedule_step_by_step():
+    """B.fit with lr_schedule=cosine is Adam whose step size at step t is scheduled_lr(lr, t, T): the same loop written
+    out by hand (the seeded batches, the step size set before each step) gives the same parameters, and they are not
+    the constant rate's."""
+    from sheafdsl.training.optim import make_optimizer, scheduled_lr
+
+    P_, S_ = sudoku.generate(40, blanks=(4, 6), seed=1)
+    X, Y = sudoku.one_hot(P_, 4), sudoku.one_hot(S_, 4)
+    m = B.MPNN(4, hidden=6, rounds=2)
+    got, _ = B.fit(m, X, Y, steps=7, batch=16, lr=0.05, seed=3, lr_schedule="cosine")
+    const, _ = B.fit(m, X, Y, steps=7, batch=16, lr=0.05, seed=3)
+    rng, P, opt = np.random.default_rng(3), m.init(3), make_optimizer("adam", 0.05)
+    order, pos = rng.permutation(len(X)), 0
+    for t in range(7):
+        if pos + 16 > len(X):
+            order, pos = rng.permutation(len(X)), 0
+        idx, pos = order[pos:pos + 16], pos + 16
+        opt.lr = scheduled_lr(0.05, t, 7, "cosine")
+        opt.step(P, m.loss_and_grad(P, X[idx], Y[idx])[1])
+    for k in P:
+        np.testing.assert_array_equal(got[k], P[k])
+    assert any(not np.allclose(got[k], const[k]) for k in P)
+
+
 # ----------------------------------------------------------------------------------------------
 # the model's data layout and the digit-count constraints
 

@@ -14,7 +14,7 @@ from sheafdsl.training.config import TrainConfig
 from sheafdsl.training.data import load_dataset
 from sheafdsl.lowering.chain import energy_gradient, feedforward, forward
 from sheafdsl.training.update import local_gradients
-from sheafdsl.training.optim import make_optimizer
+from sheafdsl.training.optim import make_optimizer, scheduled_lr
 from sheafdsl.training.trainers import (BackpropTrainer, DivergenceError, JointTrainer, SheafTrainer, make_trainer)
 
 
@@ -84,6 +84,19 @@ def test_optimizer_formulas():
         v = 0.999 * v + 0.001 * gt ** 2
         w = w - 0.1 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
     np.testing.assert_allclose(P["w"], w, rtol=1e-12)
+
+
+def test_the_cosine_schedule_anneals_from_lr_to_zero():
+    """η_t = η (1 + cos(π t / T)) / 2: η at t = 0, η/2 halfway, strictly decreasing, η_t + η_{T−t} = η; constant is η."""
+    T, lr = 40, 0.03
+    cos = np.array([scheduled_lr(lr, t, T, "cosine") for t in range(T + 1)])
+    assert cos[0] == lr and abs(cos[T // 2] - lr / 2) < 1e-15 and abs(cos[T]) < 1e-15
+    assert np.all(np.diff(cos) < 0)
+    np.testing.assert_allclose(cos + cos[::-1], lr, rtol=1e-13)
+    assert {scheduled_lr(lr, t, T, "constant") for t in range(T)} == {lr}
+    with pytest.raises(SheafError) as e:
+        scheduled_lr(lr, 0, T, "linear")
+    assert e.value.codes == ["E610"]
 
 
 def test_optimizer_state_round_trip():

@@ -14,7 +14,7 @@ import click
 
 from ..errors import located
 from ..lowering.backend import blas_threads
-from ..options import BACKENDS, JOINT_INITS, LEARNED_TRAINERS, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
+from ..options import BACKENDS, JOINT_INITS, LEARNED_TRAINERS, LR_SCHEDULES, OPTIMIZERS, TRAIN_SOLVERS, TRAINERS
 from .common import (cluster_options, console, emit_json, err_console, json_option, load_model, model_argument,
                      open_cluster, print_table, seed_option)
 
@@ -33,6 +33,8 @@ def _positive_float(ctx, param, value):
 @click.option("--batch", type=click.IntRange(min=1), help="Mini-batch size (default: the full training set).")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimiser on the local gradients.")
 @click.option("--lr", type=float, callback=_positive_float, help="Learning rate.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES),
+              help="A learned model's learning rate over the steps: constant, or cosine annealing to 0.")
 @click.option("--trainer", "trainer_name", type=click.Choice(TRAINERS + LEARNED_TRAINERS),
               help="sheaf: exact equilibrium + local update; joint: the paper's Euler flow; backprop: the baseline. "
                    "A learned consensus model: unrolled (through K ADMM steps), implicit (KKT adjoint), local.")
@@ -63,7 +65,7 @@ def _positive_float(ctx, param, value):
               help="Keep the parameters at these steps in DIR/snapshots/ (comma-separated, e.g. 1000,20000,100k).")
 @cluster_options
 @json_option
-def command(file, data, steps, batch, optimizer, lr, trainer_name, iterations, window, rho, nudge, solver,
+def command(file, data, steps, batch, optimizer, lr, lr_schedule, trainer_name, iterations, window, rho, nudge, solver,
             stalk_init, stalk_reinit, seed, n, log_every, checkpoint_every, threads, backend, out, resume, baseline,
             plots, snapshot_at, workers, scheduler, as_json):
     """Train FILE; write metrics, checkpoints and plots to a run directory.
@@ -78,7 +80,7 @@ def command(file, data, steps, batch, optimizer, lr, trainer_name, iterations, w
     overrides = {"data": data, "steps": steps, "batch": batch, "optimizer": optimizer, "lr": lr,
                  "trainer": trainer_name, "solver": solver, "seed": seed, "n": n, "log_every": log_every,
                  "backend": backend, "iterations": iterations, "window": window, "rho": rho, "nudge": nudge,
-                 "joint_init": stalk_init, "joint_reinit": stalk_reinit}
+                 "joint_init": stalk_init, "joint_reinit": stalk_reinit, "lr_schedule": lr_schedule}
     with located(file), blas_threads(threads), open_cluster(workers, scheduler) as cluster:
         code = train_main(file, overrides, out=out, resume=resume, baseline=baseline, plots=plots, as_json=as_json,
                           checkpoint_every=checkpoint_every, snapshot_at=snapshot_at, cluster=cluster)
@@ -203,7 +205,8 @@ def learned_main(G, file: str, overrides: dict, *, out=None, resume=False, as_js
     config = learned_config(G, overrides)
     if not as_json:
         err_console.print(f"training {G.graph['name']} (a learned consensus model) with the {config.trainer} trainer, "
-                          f"K = {config.iterations} ADMM iterations, {config.optimizer} lr={config.lr:g}, "
+                          f"K = {config.iterations} ADMM iterations, {config.optimizer} lr={config.lr:g}"
+                          f"{'' if config.lr_schedule == 'constant' else ' (' + config.lr_schedule + ')'}, "
                           f"{config.steps} steps", soft_wrap=True, markup=False)
     fit = fit_learned(G, config)
     result = dict(fit["result"])

@@ -143,8 +143,13 @@ def _refuse_unfollowed(config, overrides: dict, train: dict, file: str) -> None:
     """E670: an option the trainer would not follow, given with it (a flag or API keyword, or the model's
     own ``train`` statement when that names the trainer): ``lr`` or an optimiser other than sgd with the
     joint trainer, whose weights move by forward Euler with step ``dt``; the joint-only options with
-    another trainer. The model's ``optimizer`` and ``lr`` under ``--trainer joint`` are the baseline's."""
+    another trainer; an ``lr_schedule`` other than constant (only a learned model's trainers follow one). The model's ``optimizer`` and ``lr`` under ``--trainer joint`` are the baseline's."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    if config.lr_schedule != "constant":  # from a flag or the statement: no network trainer follows it
+        raise SheafError(Diagnostic(
+            "E670", f"lr_schedule={config.lr_schedule} would not be followed by the `{config.trainer}` trainer: the "
+                    "learning-rate schedule is a learned consensus model's (its trainers and its task's baseline)",
+            file=file, hint="drop lr_schedule (--lr-schedule); the step size of this trainer is the constant lr"))
     if train.get("trainer") == config.trainer and "trainer" not in given:
         given = {**train, **given}  # the statement that names the trainer names its options too
     if config.trainer == "joint":

@@ -363,10 +363,12 @@ def learned_config(G, overrides: dict | None = None):
 def fit_learned(G, config, *, data: LearnedData | None = None, params: dict | None = None, on_step=None,
                 xp=np) -> dict:
     """Train a learned model with ``config`` (a TrainConfig: trainer, iterations, window, rho, nudge, steps, batch,
-    optimizer, lr, seed); return {"trainer", "params", "data", "result"}: the result has the step count, the
+    optimizer, lr and its ``lr_schedule`` over the steps, seed); return {"trainer", "params", "data", "result"}: the result has the step count, the
     seconds inside the steps, and the loss/accuracy/exact of the train split and of each test split
     (``test_loss``, ``test_accuracy`` ... for the first, ``tests`` for all), and ``residuals``: the ADMM primal
     and dual residual per iteration on the first test split's first examples."""
+    from .optim import scheduled_lr
+
     data = data if data is not None else load_learned_data(G, config)
     name = config.trainer if config.trainer in LEARNED_TRAINERS else "unrolled"
     tr = LearnedTrainer(G, trainer=name, iterations=config.iterations, window=config.window, rho=config.rho,
@@ -379,6 +381,7 @@ def fit_learned(G, config, *, data: LearnedData | None = None, params: dict | No
     seconds = 0.0
     losses = []
     for t in range(config.steps):
+        tr.opt.lr = scheduled_lr(config.lr, t, config.steps, config.lr_schedule)
         if pos + batch > n:
             order, pos = rng.permutation(n), 0
         rec = tr.step(data.train.take(order[pos:pos + batch]))

@@ -7,6 +7,10 @@ Each takes a gradient dict and updates the parameter dict in place:
 - adam:     m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;  θ ← θ − η m̂ / (√v̂ + ε), with bias
   corrections m̂ = m / (1 − β1^t), v̂ = v / (1 − β2^t) (Kingma & Ba; β1 = 0.9, β2 = 0.999, ε = 1e-8).
 
+The step size η of step t (0-based) of a run of T steps follows a schedule (:func:`scheduled_lr`,
+:data:`sheafdsl.options.LR_SCHEDULES`): ``constant`` η, or ``cosine`` η_t = η (1 + cos(π t / T)) / 2
+(Loshchilov & Hutter's annealing without restarts, to 0: η at the first step, η/2 halfway).
+
 >>> import numpy as np
 >>> P = {"w": np.array([1.0, -2.0])}
 >>> opt = make_optimizer("sgd", lr=0.5)
@@ -25,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import Diagnostic, SheafError
-from ..options import OPTIMIZERS
+from ..options import LR_SCHEDULES, OPTIMIZERS
 
 
 class Optimizer:
@@ -203,6 +207,19 @@ class Adam(Optimizer):
 def _host(a):
     get = getattr(a, "get", None)
     return np.array(get() if callable(get) else a, copy=True)
+
+
+def scheduled_lr(lr: float, t: int, steps: int, schedule: str = "constant") -> float:
+    """The step size of step ``t`` (0-based) of ``steps``: ``lr``, or for ``cosine`` lr·(1 + cos(π t / steps)) / 2.
+
+    >>> [round(scheduled_lr(0.01, t, 4, "cosine"), 6) for t in range(4)]
+    [0.01, 0.008536, 0.005, 0.001464]
+    """
+    if schedule == "constant":
+        return float(lr)
+    if schedule == "cosine":
+        return float(lr) * 0.5 * (1.0 + float(np.cos(np.pi * t / max(int(steps), 1))))
+    raise SheafError(Diagnostic("E610", f"unknown lr_schedule `{schedule}`", hint="use one of: " + ", ".join(LR_SCHEDULES)))
 
 
 def make_optimizer(name: str, lr: float, momentum: float = 0.9, xp=np) -> Optimizer:

@@ -72,14 +72,17 @@ class SudokuTask:
         cells = float(np.mean(sudoku.decode(sc, self.size) == St))
         return {f"{prefix}test_solved": sudoku.solved_fraction(sc, St), f"{prefix}test_cell_accuracy": cells}
 
-    def baseline(self, splits: dict, n_params: int, seed: int = 0, steps: int | None = None) -> dict:
-        """The recurrent MPNN with the parameter count nearest ``n_params``, trained on the training puzzles."""
+    def baseline(self, splits: dict, n_params: int, seed: int = 0, steps: int | None = None,
+                 lr_schedule: str = "constant") -> dict:
+        """The recurrent MPNN with the parameter count nearest ``n_params``, trained on the training puzzles (its
+        learning rate over the steps as ``lr_schedule`` says: the model's, for a like-for-like comparison)."""
         (P, S), (Pt, St) = splits["puzzles"]["train"], splits["puzzles"]["hard"]
         k = self.size
         model = baselines.mpnn_for_params(n_params, k, self.baseline_rounds)
         params, losses = baselines.fit(model, sudoku.one_hot(P, k), sudoku.one_hot(S, k),
                                        steps=self.baseline_steps if steps is None else steps,
-                                       batch=self.baseline_batch, lr=self.baseline_lr, seed=seed)
+                                       batch=self.baseline_batch, lr=self.baseline_lr, seed=seed,
+                                       lr_schedule=lr_schedule)
         sc = baselines.predict(model, params, sudoku.one_hot(Pt, k))
         return {"baseline_test_solved": sudoku.solved_fraction(sc, St),
                 "baseline_test_cell_accuracy": float(np.mean(sudoku.decode(sc, k) == St)),
@@ -115,15 +118,18 @@ class CanvasTask:
         acc = {s: canvas.accuracy(outputs[s]["y"], splits["tests"][s][1]["y"]) for s in splits["tests"]}
         return {f"{prefix}test_accuracy_by_canvas": acc}
 
-    def baseline(self, splits: dict, n_params: int, seed: int = 0, steps: int | None = None) -> dict:
-        """The CNN with the parameter count nearest ``n_params`` on every canvas padded to the largest."""
+    def baseline(self, splits: dict, n_params: int, seed: int = 0, steps: int | None = None,
+                 lr_schedule: str = "constant") -> dict:
+        """The CNN with the parameter count nearest ``n_params`` on every canvas padded to the largest (its learning
+        rate over the steps as ``lr_schedule`` says)."""
         raw = splits["canvases"]
         big = max(self.test_canvases + (self.train_canvas,))
         model = baselines.cnn_for_params(n_params, big)
         X, Y, _ = raw["train"]
         params, losses = baselines.fit(model, canvas.pad_to(X, self.train_canvas, big), Y,
                                        steps=self.baseline_steps if steps is None else steps,
-                                       batch=self.baseline_batch, lr=self.baseline_lr, seed=seed)
+                                       batch=self.baseline_batch, lr=self.baseline_lr, seed=seed,
+                                       lr_schedule=lr_schedule)
         acc = {s: canvas.accuracy(baselines.predict(model, params, canvas.pad_to(Xt, int(s), big)), Yt)
                for s, (Xt, Yt, _) in raw["test"].items()}
         return {"baseline_test_accuracy_by_canvas": acc, "baseline_params": model.n_params(),

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import Diagnostic, SheafError
-from ..optim import make_optimizer
+from ..optim import make_optimizer, scheduled_lr
 from .sudoku import geometry
 
 
@@ -282,13 +282,16 @@ def cnn_for_params(target: int, size: int = 32) -> CNN:
 
 
 def fit(model, X: np.ndarray, Y: np.ndarray, *, steps: int = 1000, batch: int = 64, lr: float = 0.01,
-        seed: int = 0, params: dict | None = None, log_every: int = 0) -> tuple[dict, list[float]]:
-    """Adam on minibatches (a seeded reshuffle each epoch); (parameters, loss per step)."""
+        seed: int = 0, params: dict | None = None, log_every: int = 0,
+        lr_schedule: str = "constant") -> tuple[dict, list[float]]:
+    """Adam on minibatches (a seeded reshuffle each epoch), its step size ``lr`` over the steps as ``lr_schedule``
+    says (:func:`sheafdsl.training.optim.scheduled_lr`); (parameters, loss per step)."""
     rng = np.random.default_rng(seed)
     P = params if params is not None else model.init(seed)
     opt = make_optimizer("adam", lr)
     losses, order, pos = [], rng.permutation(len(X)), 0
-    for _ in range(int(steps)):
+    for t in range(int(steps)):
+        opt.lr = scheduled_lr(lr, t, int(steps), lr_schedule)
         if pos + batch > len(X):
             order, pos = rng.permutation(len(X)), 0
         idx = order[pos:pos + batch]

@@ -7,7 +7,7 @@ A loader ``load(G, config)`` reads ``config.n``, ``config.n_test`` and ``config.
 hard-split puzzles solved exactly) and ``baseline_test_solved`` (the MPNN's); for the canvases
 ``test_accuracy_by_canvas`` ({"16": …, "24": …, "32": …}) and ``baseline_test_accuracy_by_canvas`` (the
 CNN's). The baseline trains as many Adam steps as the model (``config.steps``), from ``config.seed``, with the
-task's own batch and learning rate.
+task's own batch and learning rate, on the model's ``lr_schedule``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def loader(name: str):
             res = task.scores(outs, splits)
             res["params"] = n_params(trainer.params)
             if baseline:
-                res.update(task.baseline(splits, res["params"], seed=int(cfg.seed), steps=int(cfg.steps)))
+                res.update(task.baseline(splits, res["params"], seed=int(cfg.seed), steps=int(cfg.steps),
+                                         lr_schedule=cfg.lr_schedule))
             return res
 
         tr_in, tr_out = splits["train"]
