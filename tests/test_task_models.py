@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from sheafdsl.cli.main import cli
 from sheafdsl.frontend import load_file
 from sheafdsl.ir import from_model
-from sheafdsl.training.learned import LEARNED_TASKS, LearnedTrainer, learned_config, load_learned_data
+from sheafdsl.training.learned import LEARNED_TASKS, LearnedTrainer, fit_learned, learned_config, load_learned_data
 from sheafdsl.training.tasks import TASKS, sudoku
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +101,30 @@ def test_a_trained_model_scores_what_it_predicts():
     assert rep["test_solved"] == float(np.mean(np.all(digits == St, axis=1)))
 
 
+def test_the_shipped_sudoku_schedule_is_followed_by_fit_learned_and_the_flag_overrides_it(tmp_path):
+    """The shipped train statement anneals the step size (lr_schedule=cosine): fit_learned's parameters are those of
+    the same loop written out with scheduled_lr(lr, t, steps) set before each step, and `--lr-schedule constant`
+    trains differently."""
+    from sheafdsl.training.optim import scheduled_lr
+
+    G = from_model(load_file(SUDOKU))
+    cfg = learned_config(G, {"n": 24, "n_test": 4, "steps": 3, "batch": 8})
+    assert cfg.lr_schedule == "cosine"
+    data = load_learned_data(G, cfg)
+    fit = fit_learned(G, cfg, data=data)
+    tr = LearnedTrainer(G, trainer=cfg.trainer, lr=cfg.lr, seed=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(data.train))
+    for t in range(3):  # 3 batches of 8 fit in one epoch
+        tr.opt.lr = scheduled_lr(cfg.lr, t, 3, "cosine")
+        tr.step(data.train.take(order[8 * t:8 * t + 8]))
+    for k in tr.params:
+        np.testing.assert_array_equal(fit["params"][k], tr.params[k])
+    runs = [json_line(CliRunner().invoke(cli, ["train", small(SUDOKU, tmp_path, n=24, n_test=4, steps=3), "--json",
+                                               "--batch", "8", *flags])) for flags in ([], ["--lr-schedule", "constant"])]
+    assert runs[0]["train_loss"] != runs[1]["train_loss"]
+
+
 def test_bench_tasks_writes_tables_and_plots(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_tasks.py"), "sudoku4", "--out", str(tmp_path),
@@ -117,13 +141,14 @@ def test_bench_tasks_writes_tables_and_plots(tmp_path):
 
 @pytest.mark.slow
 def test_sudoku4_as_shipped_reproduces_its_measured_result():
-    """The shipped model with its own train statement (implicit, 1500 steps on 6000 puzzles): the held-out harder
-    puzzles solved as docs/admm.md reports (89.4%; the 90% target is missed by a little), well ahead of the
-    parameter-matched MPNN trained as long on the same puzzles (77.2%)."""
+    """The shipped model with its own train statement (implicit, 3000 steps of 64 on 12000 puzzles, the step size
+    cosine-annealed): the held-out harder puzzles solved as docs/admm.md reports (93.8%; the target is ≥ 90%), and the
+    parameter-matched MPNN trained as long, on the same schedule, on the same puzzles ahead of it (96.2%): the
+    margin the issue asks for is missed, as the README says."""
     res = CliRunner().invoke(cli, ["train", SUDOKU, "--json"])
     out = json_line(res)
-    assert out["test_solved"] >= 0.88 and out["train_exact"] >= 0.97
-    assert out["test_solved"] - out["baseline_test_solved"] >= 0.10
+    assert out["test_solved"] >= 0.90 and out["train_exact"] >= 0.97
+    assert out["baseline_test_solved"] > out["test_solved"] and abs(out["baseline_params"] / out["params"] - 1) <= 0.10
 
 
 @pytest.mark.slow
