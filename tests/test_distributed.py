@@ -148,6 +148,49 @@ def test_a_sharded_step_reports_where_its_time_goes(cluster):
     assert 0 < T["compute_cpu"] <= T["shards_cpu"] and 0 < T["compute"]
     assert T["send"] >= 0 and T["receive"] >= 0
     assert T["send"] + T["receive"] < T["workers"] <= wall and T["compute"] < T["workers"]
+    assert len(tr._channels) == 2 and all(c is not None for c in tr._channels.values())  # steps on the channels
+    tr.close()
+    assert not tr._channels
+
+
+def _fail_in_the_next_step(key):
+    """(Run on a worker.) The shard ``key``'s next step raises an error of its own."""
+    from sheafdsl.distributed import worker
+
+    def fail(*a, **k):
+        raise ValueError("the shard's own error")
+
+    worker.SHARDS[key].trainer._gradients = fail
+
+
+@pytest.mark.parametrize("channel", [True, False])
+def test_steps_through_the_channel_or_through_dask_equal_one_process(cluster, channel):
+    """A step goes on the workers' step channels, or through the Dask actors where the client may not reach
+    the workers directly (``distributed.client.direct-to-workers: false``): the same result either way. A
+    reply to an abandoned request on a channel is skipped; a step's own error is raised on the driver."""
+    import pickle
+
+    import dask
+
+    from sheafdsl.distributed import sharded_trainer
+    from sheafdsl.distributed import worker as W
+
+    G, cfg, data = _setup("paraboloid.sheaf", batch=64, n=300)
+    one = _run(make_trainer(G, cfg, data), 6)
+    with dask.config.set({"distributed.client.direct-to-workers": None if channel else False}):
+        tr = sharded_trainer(cluster, G, cfg, data)
+        _run(tr, 3)
+        assert len(tr._channels) == 2 and all((c is not None) == channel for c in tr._channels.values())
+        if channel:  # a request the driver will not wait for: its reply must not answer the next step
+            conn = tr._channels[tr._where[0]]
+            theta = W.pack({k: np.asarray(v) for k, v in tr.params.items()}, tr._names)
+            conn.send_bytes(pickle.dumps((-1, (tr._key(0), 10**6, theta, None, 1.0)), protocol=5))  # (answered None)
+        _run(tr, 3)
+        assert tr.rebuilds == 0
+        _agree(tr, one)
+        cluster.client.run(_fail_in_the_next_step, tr._key(1), workers=[tr._where[1]])
+        with pytest.raises(ValueError, match="the shard's own error"):
+            tr.step()
     tr.close()
 
 

@@ -24,6 +24,7 @@ from that state and replays its steps since, deterministically, so the run ends 
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
 import uuid
@@ -41,6 +42,8 @@ SYNC_EVERY = 100
 POLL = 0.25
 #: rebuilds of one step's shards before giving up (E704)
 MAX_REBUILDS = 5
+#: seconds to open and connect a worker's step channel before the steps go through Dask instead
+CHANNEL_TIMEOUT = 5.0
 
 
 def _host(a):
@@ -57,9 +60,16 @@ class _Lost:
 _LOST = _Lost()
 
 
+def _answer(reply: tuple):
+    """A step's result from its unpickled reply (:func:`~.worker.step_reply`); the step's own error raised."""
+    _, ok, value = reply
+    if not ok:
+        raise value
+    return value
+
+
 class _Step:
-    """The answer of a shard's step: its endpoint's pickled reply (:meth:`~.worker.ShardEndpoint.step`),
-    unpickled."""
+    """The answer of a shard's step through its Dask endpoint (:meth:`~.worker.ShardEndpoint.step`)."""
 
     __slots__ = ("future",)
 
@@ -67,11 +77,30 @@ class _Step:
         self.future = future
 
     def result(self, timeout=None):
-        blob = self.future.result(timeout=timeout)
-        return None if blob is None else pickle.loads(blob)
+        return _answer(pickle.loads(self.future.result(timeout=timeout)))
 
-    def __getattr__(self, name):  # status, cancel (of a task's future; an actor's has neither)
-        return getattr(self.future, name)
+
+class _Channeled:
+    """The answer of a shard's step sent on its worker's step channel (:meth:`~.worker.ShardEndpoint.open`).
+
+    Replies come in the order of the requests; one with another request number answers a request of a
+    step the driver abandoned, and is skipped. A closed channel is a dead worker: ConnectionResetError."""
+
+    __slots__ = ("conn", "tag")
+
+    def __init__(self, conn, tag):
+        self.conn, self.tag = conn, tag
+
+    def result(self, timeout=None):
+        try:
+            while True:
+                if not self.conn.poll(timeout):
+                    raise TimeoutError(f"no answer in {timeout} s")
+                reply = pickle.loads(self.conn.recv_bytes())
+                if reply[0] == self.tag:
+                    return _answer(reply)
+        except EOFError:
+            raise ConnectionResetError("the worker closed its step channel") from None
 
 
 def split_rows(n: int, k: int) -> list[tuple[int, int]]:
@@ -112,6 +141,9 @@ class ShardedTrainer:
         self._token = f"sheafdsl-{uuid.uuid4().hex}/"
         self._where: list[str | None] = [None] * k  # the worker holding each shard (None: to be placed)
         self._endpoints: dict = {}  # worker address -> its ShardEndpoint actor
+        self._channels: dict = {}  # worker address -> its step channel (a Connection), or None: through Dask
+        self._authkey = os.urandom(32)  # what the workers' step channels ask of this driver
+        self._requests = 0  # step requests sent (their numbers tag the replies)
         self._dead: set = set()  # the workers seen to die (a restarted worker comes back at a new address)
         pending = getattr(self, "_pending_state", None) or {}
         self._base = self._split_state(pending)  # the shards' state at step _base_step
@@ -212,12 +244,50 @@ class ShardedTrainer:
             if ep is None:
                 return _LOST
             if fn is W.shard_step:  # the step's hot path: one pickled message each way
-                return _Step(ep.step(pickle.dumps((self._key(k),) + args, protocol=5)))
+                self._requests += 1
+                blob = pickle.dumps((self._requests, (self._key(k),) + args), protocol=5)
+                conn = self._channel(addr, ep)
+                if conn is None:
+                    return _Step(ep.step(blob))
+                try:
+                    conn.send_bytes(blob)
+                except OSError:  # the channel's other end is gone: so is its worker
+                    self._lose(addr)
+                    return _LOST
+                return _Channeled(conn, self._requests)
             return ep.run(fn, self._key(k), *args)
         except RuntimeError:  # "Worker holding Actor was lost": the proxy knows its worker died
-            self._endpoints.pop(addr, None)
-            self._dead.add(addr)
+            self._lose(addr)
             return _LOST
+
+    def _channel(self, addr: str, ep):
+        """The step channel to worker ``addr`` (opened once, through its endpoint ``ep``), or None: the steps
+        go through Dask (a client told not to reach the workers directly, a ``tls://`` worker, a channel
+        that could not be opened or connected in :data:`CHANNEL_TIMEOUT` seconds)."""
+        from multiprocessing import AuthenticationError
+
+        from .cluster import _direct
+
+        if addr in self._channels:
+            return self._channels[addr]
+        conn = None
+        if _direct():
+            try:
+                where = ep.open(self._authkey).result(timeout=CHANNEL_TIMEOUT)
+                if where is not None:
+                    conn = W.connect(where, self._authkey, CHANNEL_TIMEOUT)
+            except (OSError, EOFError, RuntimeError, AuthenticationError):  # (TimeoutError is an OSError)
+                conn = None
+        self._channels[addr] = conn
+        return conn
+
+    def _lose(self, addr: str) -> None:
+        """Forget worker ``addr``: it died (its endpoint and step channel are closed with it)."""
+        self._endpoints.pop(addr, None)
+        conn = self._channels.pop(addr, None)
+        if conn is not None:
+            conn.close()
+        self._dead.add(addr)
 
     def _wait(self, futs: dict, where: dict | None = None) -> dict:
         """The results of ``futs`` (shard -> future or actor future); None for a shard whose worker died or
@@ -240,11 +310,10 @@ class ShardedTrainer:
                 out[k] = None
                 del pending[k]
                 continue
-            except OSError:  # an actor whose worker cannot be reached (the connection closed mid-call)
+            except OSError:  # a worker that cannot be reached (the connection closed mid-call)
                 out[k] = None
                 del pending[k]
-                self._endpoints.pop(where[k], None)
-                self._dead.add(where[k])
+                self._lose(where[k])
                 continue
             live = self.cluster.workers()
             for j, g in list(pending.items()):
@@ -253,8 +322,7 @@ class ShardedTrainer:
                         g.cancel()
                     out[j] = None
                     del pending[j]
-                    self._endpoints.pop(where[j], None)
-                    self._dead.add(where[j])
+                    self._lose(where[j])
         return out
 
     def _run_step(self, shards, step, P, pins_max, rows) -> dict:
@@ -380,7 +448,11 @@ class ShardedTrainer:
             self.warm = saved
 
     def close(self) -> None:
-        """Forget the shards on the workers."""
+        """Forget the shards on the workers (and close the step channels)."""
+        for conn in getattr(self, "_channels", {}).values():
+            if conn is not None:
+                conn.close()
+        self._channels = {}
         if getattr(self, "_token", None) and getattr(self, "client", None) is not None:
             try:
                 self.client.run(W.drop, self._token)
