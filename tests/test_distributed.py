@@ -163,6 +163,49 @@ def _fail_in_the_next_step(key):
     worker.SHARDS[key].trainer._gradients = fail
 
 
+def _slow_next_step(key, seconds):
+    """(Run on a worker.) The shard ``key``'s next step takes ``seconds`` longer."""
+    import time
+
+    from sheafdsl.distributed import worker
+
+    tr = worker.SHARDS[key].trainer
+    inner = tr._gradients
+
+    def slow(*a, **k):
+        time.sleep(seconds)
+        tr._gradients = inner
+        return inner(*a, **k)
+
+    tr._gradients = slow
+
+
+def test_a_state_request_waits_for_the_step_in_flight(cluster):
+    """A step runs in its channel's thread, a request for the shard's state in the actor's: the state waits for
+    the step (an abandoned step may still be running when a checkpoint asks), and then answers for the step
+    that step left (None for the step before: the driver rebuilds), never a half-updated state."""
+    import pickle
+    import time
+
+    from sheafdsl.distributed import sharded_trainer
+    from sheafdsl.distributed import worker as W
+
+    G, cfg, data = _setup("paraboloid.sheaf", batch=None, n=200)
+    tr = sharded_trainer(cluster, G, cfg, data)
+    _run(tr, 2)
+    addr, key, t = tr._where[0], tr._key(0), tr.step_count
+    cluster.client.run(_slow_next_step, key, 0.5, workers=[addr])
+    theta = W.pack({k: np.asarray(v) for k, v in tr.params.items()}, tr._names)
+    conn = tr._channels[addr]
+    conn.send_bytes(pickle.dumps((-5, (key, t, theta, None, 2.0)), protocol=5))
+    time.sleep(0.2)  # the step is solving
+    with cluster.client.as_current():
+        assert tr._endpoints[addr].run(W.shard_state, key, t).result(timeout=60) is None
+    n, ok, out = pickle.loads(conn.recv_bytes())
+    assert (n, ok) == (-5, True) and out[4] == 100
+    tr.close()
+
+
 @pytest.mark.parametrize("channel", [True, False])
 def test_steps_through_the_channel_or_through_dask_equal_one_process(cluster, channel):
     """A step goes on the workers' step channels, or through the Dask actors where the client may not reach

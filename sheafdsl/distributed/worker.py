@@ -19,6 +19,10 @@ import numpy as np
 
 #: key -> _Shard, in this worker process
 SHARDS: dict = {}
+#: held by every function of this module that reads or changes the shards: a step runs in a step channel's
+#: thread, the other calls in Dask's (a task's, the actor's), and a step the driver abandoned may still be
+#: running when it asks for the state (which then waits, and sees the step that step left)
+LOCK = threading.RLock()
 #: seconds a step channel waits for the driver to connect (it does so right after opening it)
 CHANNEL_ACCEPT_TIMEOUT = 30.0
 
@@ -46,6 +50,18 @@ def unpack(flat: np.ndarray, names, shapes: dict) -> dict:
     return out
 
 
+def _locked(fn):
+    """``fn`` holding :data:`LOCK`."""
+    import functools
+
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with LOCK:
+            return fn(*args, **kwargs)
+
+    return locked
+
+
 def _host(a):
     from ..lowering import to_numpy
 
@@ -58,6 +74,7 @@ def _address() -> str:
     return get_worker().address
 
 
+@_locked
 def shard_init(key: str, G, config, data, params: dict, state: dict, step: int, reduce: str) -> str:
     """Make (or replace) shard ``key`` here: a trainer over the shard's rows ``data``, with ``params``, the
     shard's part of the trainer state ``state`` (its rows of the warm starts; {} before the first step),
@@ -73,6 +90,7 @@ def shard_init(key: str, G, config, data, params: dict, state: dict, step: int, 
     return _address()
 
 
+@_locked
 def shard_step(key: str, step: int, theta: np.ndarray, idx, pins_max):
     """Step ``step`` of shard ``key``: the trainer's own fast phase and local update on its rows ``idx``
     (None: all of them) with the broadcast parameters θ (``theta``: :func:`pack`'s vector, in the
@@ -217,6 +235,7 @@ class ShardEndpoint:
         return listener.getsockname()[:2]
 
 
+@_locked
 def shard_state(key: str, step: int):
     """The shard's part of the trainer state at step ``step`` (host arrays), or None if not held here."""
     sh = SHARDS.get(key)
@@ -225,6 +244,7 @@ def shard_state(key: str, step: int):
     return {k: _host(v) for k, v in sh.trainer._extra_state().items()}
 
 
+@_locked
 def shard_rows(key: str, step: int, rows):
     """Rows ``rows`` (shard-local) of the shard's row-indexed trainer state, or None if not held here."""
     st = shard_state(key, step)
@@ -233,6 +253,7 @@ def shard_rows(key: str, step: int, rows):
     return {k: v[np.asarray(rows)] for k, v in st.items()}
 
 
+@_locked
 def drop(prefix: str) -> int:
     """Forget every shard whose key starts with ``prefix`` (the end of a run); returns how many."""
     keys = [k for k in SHARDS if k.startswith(prefix)]
