@@ -264,12 +264,12 @@ class ShardedTrainer:
         """The step channel to worker ``addr`` (opened once, through its endpoint ``ep``), or None: the steps
         go through Dask (a client told not to reach the workers directly, a ``tls://`` worker, a channel
         that could not be opened or connected in :data:`CHANNEL_TIMEOUT` seconds)."""
+        if addr in self._channels:
+            return self._channels[addr]
         from multiprocessing import AuthenticationError
 
         from .cluster import _direct
 
-        if addr in self._channels:
-            return self._channels[addr]
         conn = None
         if _direct():
             try:
