@@ -13,12 +13,17 @@ on a shared or noisy machine. Tasks (docs/tasks.md):
 - ``digits``: ``models/digits.sheaf`` as shipped ([64, 64, 10] softmax, 1437 train / 360 test, 1000 steps of
   batch 256): sheaf test accuracy, in-step time and the floor;
 - ``joint``: the paper's rule (``--trainer joint --optimizer sgd``, α = 1, β = 1/300, dt = 0.005,
-  100,000 steps) on the paraboloid: train MSE and seconds.
+  100,000 steps) on the paraboloid: train MSE and seconds;
+- ``beside``: models/paraboloid.sheaf's sheaf and backprop steps (3000 each) alone, alternated step by step
+  (what ``sheaf train``'s loop did with the sheaf trainer and its baseline before the sheaf trainer had
+  ``lazy_loss``) and in stretches of 50 (what it does now), each trainer's CPU seconds (thread time),
+  medians of ``--repeats`` rounds of the three.
 
 Usage::
 
     python benchmarks/bench_train.py                      # everything (several minutes)
     python benchmarks/bench_train.py --tasks paraboloid --repeats 3
+    python benchmarks/bench_train.py --tasks beside --repeats 3
     python benchmarks/bench_train.py --quick              # short smoke run (fewer steps)
     python benchmarks/bench_train.py --threads 2          # BLAS threads (default 1, stated in the JSON)
     python benchmarks/bench_train.py --json out.json
@@ -293,6 +298,41 @@ def bench_joint(args) -> dict:
                           "source": "docs/tasks.md: the paper's code, measured on a 2-core machine"}}
 
 
+def bench_beside(args) -> dict:
+    """The sheaf and backprop steps of models/paraboloid.sheaf alone, alternated one step at a time, and in
+    stretches of 50 (module docstring): CPU seconds of each trainer's 3000 steps (the loss asked every 50th
+    step), medians over ``--repeats`` rounds, fresh trainers in every mode and round."""
+    import numpy as np
+
+    G = paraboloid_model()
+    steps = args.steps or 3000
+    base = {"steps": steps, "optimizer": "adam", "lr": 0.01, "seed": 0, "n": 300, "n_test": 100}
+    cfgs = {t: TrainConfig.from_sources(G.graph.get("train") or {}, dict(base, trainer=t)) for t in ("sheaf", "backprop")}
+    data = dataset_for(G, cfgs["sheaf"])
+    clock = time.thread_time
+    out = {m: {"sheaf": [], "backprop": []} for m in ("alone", "step_by_step", "stretches_of_50")}
+    for _ in range(args.repeats):
+        for mode, chunk in (("alone", None), ("step_by_step", 1), ("stretches_of_50", 50)):
+            tr = {t: make_trainer(G, c, data) for t, c in cfgs.items()}
+            spent = {"sheaf": 0.0, "backprop": 0.0}
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                spans = [(t, 0, steps) for t in tr] if chunk is None else \
+                    [(t, a, min(a + chunk, steps)) for a in range(0, steps, chunk) for t in tr]
+                for t, a, b in spans:
+                    T = tr[t]
+                    c0 = clock()
+                    for i in range(a + 1, b + 1):
+                        T.step(loss=i % LOG_EVERY == 0 or i == steps)
+                    spent[t] += clock() - c0
+            for t in spent:
+                out[mode][t].append(spent[t])
+    res = {"settings": dict(base, loss_every=LOG_EVERY, repeats=args.repeats)}
+    for mode, d in out.items():
+        s, b = statistics.median(d["sheaf"]), statistics.median(d["backprop"])
+        res[mode] = {"sheaf_cpu": s, "backprop_cpu": b, "ratio": s / b, "rounds": d}
+    return res
+
+
 def table(results: dict) -> str:
     rows = [("task", "trainer", "test metric", "train metric", "seconds", "note")]
     p = results.get("paraboloid")
@@ -321,6 +361,12 @@ def table(results: dict) -> str:
                              f"{r[t]['seconds_median']:.2f}",
                              f"ratio wall {r['time_ratio']:.2f}, cpu {r['cpu_ratio']:.2f}" if t == "sheaf"
                              else _floor_note(r)))
+    bs = results.get("beside")
+    for mode in ("alone", "step_by_step", "stretches_of_50"):
+        if bs:
+            r = bs[mode]
+            rows.append((f"paraboloid beside: {mode}", "sheaf/backprop", "", "", f"{r['sheaf_cpu']:.3f}",
+                         f"backprop {r['backprop_cpu']:.3f} s of CPU, ratio {r['ratio']:.2f}"))
     j = results.get("joint")
     if j:
         rows.append(("paraboloid (paper's rule)", "joint/sgd", f"mse {j['test_mse']:.4f}", f"mse {j['train_mse']:.4f}",
@@ -360,7 +406,7 @@ def emit(results: dict, path: str | None) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default="paraboloid,deep,circle,blobs,digits,joint",
-                    help="comma-separated: paraboloid, deep, circle, blobs, digits, joint")
+                    help="comma-separated: paraboloid, deep, circle, blobs, digits, joint, beside")
     ap.add_argument("--repeats", type=int, default=2, help="alternating timing rounds (median)")
     ap.add_argument("--steps", type=int, default=None, help="override the 3000 steps of paraboloid/circle/blobs")
     ap.add_argument("--coupling", type=float, nargs="*", default=[1.0],
@@ -380,9 +426,9 @@ def main(argv=None) -> int:
                          "oversubscribe the cores with more, and the ratios then depend on the machine's load")
     ap.add_argument("--json", metavar="PATH", help="also write the JSON here")
     args = ap.parse_args(argv)
-    from threadpoolctl import threadpool_limits
+    from sheafdsl.lowering.backend import blas_threads  # SciPy's BLAS (the fused steps') limited too
 
-    with threadpool_limits(limits=args.threads):
+    with blas_threads(args.threads):
         return _main(ap, args)
 
 
@@ -407,6 +453,8 @@ def _main(ap, args) -> int:
             results[t] = bench_deep(args)
         elif t == "joint":
             results[t] = bench_joint(args)
+        elif t == "beside":
+            results[t] = bench_beside(args)
         else:
             ap.error(f"unknown task {t!r}")
         print(f"[{t}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr, flush=True)
