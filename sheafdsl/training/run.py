@@ -25,9 +25,10 @@ the same for ``meta.json``, plus the metrics log) is taken by wall time: at the 
 least ``checkpoint_every`` seconds (default 30) after the previous one, at the last step, and on an
 interrupt; plus one at step 0, so that a divergence at step 1 has a checkpoint to go back to. The
 steps between two that the loop must see (a log step, a snapshot, the last) run as one stretch
-(``trainer.steps(n)``) when the trainers' steps are cheap and need nothing from the loop (the joint and
-backprop trainers, ``lazy_loss``): the same steps, without the loop's work around each (a test holds the
-two ways to the same bits).
+(``trainer.steps(n)``) when the trainers' steps need nothing from the loop (the joint, backprop and
+sheaf trainers, ``lazy_loss``): the same steps, without the loop's work around each (a test holds the
+two ways to the same bits). A stretch may end early (the sheaf trainer's after about half a second);
+the loop then takes and reports the next step itself.
 """
 
 from __future__ import annotations
@@ -571,7 +572,7 @@ class TrainingSession:
         blast: dict | None = {} if bl is not None else None
         lazy = getattr(tr, "lazy_loss", False)  # its loss is extra work: asked for only when it is read
         # the steps between two that the loop must see (a log step, a snapshot, the last) run in one stretch,
-        # when every trainer's step is cheap and needs nothing from the loop (lazy_loss: joint, backprop)
+        # when every trainer's step needs nothing from the loop (lazy_loss: joint, backprop, sheaf)
         stretch = lazy and not every_loss and (bl is None or getattr(bl, "lazy_loss", False))
         stretch = stretch and hasattr(tr, "steps") and (bl is None or hasattr(bl, "steps"))
         # overflow on the way to a divergence is detected and reported, not warned about (set once for the loop)

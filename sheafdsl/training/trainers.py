@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import time
 
 import numpy as np
 
@@ -394,13 +395,19 @@ class SheafTrainer(Trainer):
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are reported by the step
             return self._packed_step(loss)
 
+    #: a stretch of :meth:`steps` ends after this many seconds even if steps are left: the run loop then
+    #: takes the next step itself and reports it (a progress bar moves on a model with slow steps)
+    stretch_seconds = 0.5
+
     def steps(self, n: int, stop: bool = True) -> None:
-        """``n`` steps without their losses (the run loop's stretches between the steps it logs); with
-        ``stop``, a signal (:attr:`stop_requested`) ends them after the step in progress."""
+        """Up to ``n`` steps without their losses (the run loop's stretches between the steps it logs),
+        fewer when :attr:`stretch_seconds` have passed; with ``stop``, a signal (:attr:`stop_requested`)
+        ends them after the step in progress."""
+        end = time.monotonic() + self.stretch_seconds
         with np.errstate(over="ignore", invalid="ignore"):
             for _ in range(n):
                 self.step(False)
-                if stop and self.stop_requested:
+                if stop and self.stop_requested or time.monotonic() > end:
                     return
 
     def _packed_step(self, want_loss: bool) -> dict:
