@@ -139,7 +139,9 @@ class ShallowPiece:
             r = C.rows[j - 1]
             u = xp.einsum("b,d->bd", rho_all[:, 0], r) if r.shape[0] > 1 else rho_all * r
             U.append(u)
-            V.append(apply(layer, P, V[-1], sig if j == 1 else None) + u)
+            v = apply(layer, P, V[-1], sig if j == 1 else None)  # a fresh array: the discord is added in place
+            v += u
+            V.append(v)
         out_disc = output_discord(net, P, V[-1], self.Y, xp)
         energy = equilibrium_energy(net, P, V, U, self.Y, xp) if with_energy else None
         return Equilibrium(V, U, out_disc, energy, {1: dr.S}, dr.consistent, None, dr.iterations,
