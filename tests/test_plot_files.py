@@ -76,3 +76,51 @@ def test_sheaf_errors_pickle_with_their_diagnostics():
         assert type(back) is type(err) and back.codes == err.codes and str(back) == str(err)
     d = pickle.loads(pickle.dumps(DivergenceError(7, "edge `out`")))
     assert (d.step, d.where) == (7, "edge `out`")
+
+
+def _picklable_jobs(tmp):
+    import functools
+
+    return [functools.partial(P.plot_loss, RECORDS, tmp / "loss.png", title="t"),
+            functools.partial(P.plot_equilibrium_history, RECORDS, tmp / "history.png", title="h"),
+            functools.partial(P.plot_loss, RECORDS[:12], tmp / "short.png")]
+
+
+def test_the_plot_process_renders_the_same_files_elsewhere(tmp_path):
+    """A PlotProcess started before the run (it imports matplotlib meanwhile) writes the files write_all writes
+    here, byte for byte, and its jobs run outside this process; a SIGINT meant for the run leaves it working."""
+    import signal
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with P.PlotProcess() as proc:
+        assert proc.pid is not None and proc.pid != os.getpid()
+        os.kill(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        got = proc.run(_picklable_jobs(tmp_path / "a"))
+    want = P.write_all(_picklable_jobs(tmp_path / "b"))
+    assert [p.name for p in got] == [p.name for p in want]
+    for a, b in zip(got, want):
+        assert a.read_bytes() == b.read_bytes()
+    with P.PlotProcess() as proc:
+        pids = proc.run([os.getpid, os.getpid])
+    assert os.getpid() not in pids and len(set(pids)) == 2
+
+
+def test_the_plot_process_raises_a_jobs_error_here_and_ends_without_jobs(tmp_path):
+    import functools
+
+    with P.PlotProcess() as proc:
+        with pytest.raises(SheafError) as e:
+            proc.run([functools.partial(_fail, str(tmp_path / "x.png")), os.getpid])
+    assert e.value.codes == ["E641"] and proc.pid is None
+    proc = P.PlotProcess()
+    pid = proc.pid
+    proc.close()  # a run that stopped early: the child ends, and is reaped
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, 0)
+    with P.PlotProcess() as proc:  # a job that does not pickle (a closure) is rendered here instead
+        assert proc.run([lambda: os.getpid()]) == [os.getpid()]
+
+
+def _fail(path):
+    raise write_error("E641", path, OSError(28, "No space left on device"))

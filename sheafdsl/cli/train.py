@@ -8,6 +8,7 @@ with ``--json``). See docs/training.md for the run directory, resume and the fau
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import click
@@ -98,7 +99,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
     as in the Python API; this adds the progress bar, the messages and the printed summary.
     """
     from ..ir import from_model
-    from ..training.fit import cli_command, finish_run, start_run
+    from ..training.fit import cli_command, start_run
 
     G = from_model(load_model(file))
     from ..ir import is_learned
@@ -156,7 +157,21 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
                              else "") + f" -> {rundir.path}",
                           soft_wrap=True, markup=False)
 
-    outcome = _run_with_progress(session, config.steps, show=not as_json)
+    from ..training.plots import PlotProcess
+
+    with contextlib.ExitStack() as stack:
+        # matplotlib is imported (in a forked process) while the run trains, not after it
+        plotter = stack.enter_context(PlotProcess()) if plots and rundir is not None else None
+        return _finish(run, file, overrides, _run_with_progress(session, config.steps, show=not as_json), plots=plots,
+                       as_json=as_json, plotter=plotter)
+
+
+def _finish(run, file, overrides, outcome, *, plots, as_json, plotter) -> int:
+    """The end of :func:`train_main`: the warnings, an interruption's message, or the plots and the summary."""
+    from ..training.fit import finish_run
+
+    config, data, session, G = run.config, run.data, run.session, run.G
+    rundir = session.rundir
     for w in outcome.warnings:
         click.echo(f"warning: {w}", err=True)
 
@@ -179,7 +194,7 @@ def train_main(file: str, overrides: dict, *, out=None, resume=False, baseline=N
                        "out": str(rundir.path)}, ok=False)
         return 128 + int(outcome.signum)  # 130 for Ctrl-C, 143 for SIGTERM
 
-    done = finish_run(run, plots=plots, discords=not as_json)
+    done = finish_run(run, plots=plots, discords=not as_json, plotter=plotter)
     if as_json:
         line = dict(done.result)
         if done.summary.get("baseline") is not None:  # asked for with --baseline: it is part of the answer

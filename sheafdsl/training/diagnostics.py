@@ -181,17 +181,23 @@ def predictor(G, params: dict):
     inputs, targets = pinned_stalks(G, "input"), pinned_stalks(G, "target")
     if len(inputs) != 1 or len(targets) != 1:
         return None
+    return _Predictor(G, params, inputs[0], targets[0])
 
-    def predict(X):
-        out = forward_pass(G, params, X)
+
+class _Predictor:
+    """:func:`predictor`'s function (an object, so that it pickles: a plot rendered in another process)."""
+
+    def __init__(self, G, params: dict, source: str, target: str):
+        self.G, self.params, self.source, self.target = G, params, source, target
+
+    def __call__(self, X):
+        out = forward_pass(self.G, self.params, X)
         if out is not None:
             return out
         from ..solvers import solve
 
-        return np.asarray(solve(G, params, {inputs[0]: np.asarray(X, dtype=float)}, method="exact",
-                                sources=INFERENCE, xp=np).stalk(targets[0]))
-
-    return predict
+        return np.asarray(solve(self.G, self.params, {self.source: np.asarray(X, dtype=float)}, method="exact",
+                                sources=INFERENCE, xp=np).stalk(self.target))
 
 
 def edge_discords(G, disc) -> dict[str, float]:

@@ -334,8 +334,9 @@ class Finished:
     evaluation: dict
 
 
-def finish_run(run: Run, *, plots: bool = True, discords: bool = True) -> Finished:
-    """Evaluate the trainer (and the baseline), write ``summary.json`` and the plots; return the result."""
+def finish_run(run: Run, *, plots: bool = True, discords: bool = True, plotter=None) -> Finished:
+    """Evaluate the trainer (and the baseline), write ``summary.json`` and the plots; return the result.
+    ``plotter``: a :class:`~sheafdsl.training.plots.PlotProcess` started with the run, which renders them."""
     from .run import atomic_write_json, json_number
 
     session, config, data = run.session, run.config, run.data
@@ -358,7 +359,7 @@ def finish_run(run: Run, *, plots: bool = True, discords: bool = True) -> Finish
     plots = plots and session.rundir is not None
     edge = (tr.edge_discords(data.X_train, data.Y_train) if (plots or discords) and session.equilibrium_skipped is None
             else {})
-    written = write_plots(run, records, edge) if plots else []
+    written = write_plots(run, records, edge, plotter) if plots else []
     summary["plots"] = [p.name for p in written]
     if session.snapshot_at:
         from .snapshots import snapshot_files
@@ -375,8 +376,9 @@ def finish_run(run: Run, *, plots: bool = True, discords: bool = True) -> Finish
     return Finished(result, summary, written, edge, ev)
 
 
-def write_plots(run: Run, records: list, discords: dict) -> list:
-    """loss.png, discord.png and, for 2-D inputs, surface.png or boundary.png in the run directory."""
+def write_plots(run: Run, records: list, discords: dict, plotter=None) -> list:
+    """loss.png, discord.png and, for 2-D inputs, surface.png or boundary.png in the run directory
+    (rendered by ``plotter``, a :class:`~sheafdsl.training.plots.PlotProcess`, when one is given)."""
     from ..lowering import to_numpy
     from . import plots as P
     from .diagnostics import diagnose, predictor
@@ -400,7 +402,7 @@ def write_plots(run: Run, records: list, discords: dict) -> list:
                                               title=f"{name}: learned surface"))
             elif data.task != "regression":
                 jobs.append(functools.partial(P.plot_boundary, predict, data, rd.file("boundary.png"), title=f"{name}"))
-    return P.write_all(jobs)
+    return P.write_all(jobs) if plotter is None else plotter.run(jobs)
 
 
 @dataclass

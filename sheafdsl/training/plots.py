@@ -118,6 +118,112 @@ def write_all(jobs: list) -> list:
     return results
 
 
+class PlotProcess:
+    """A forked process that imports matplotlib (and renders a first figure, which loads the fonts) while
+    the run trains, on a core a one-thread run leaves idle, and then renders the run's plot jobs
+    (:func:`write_all`) when :meth:`run` hands them over: the end of a run waits for its figures, not for
+    matplotlib's import. Where the platform does not fork or threads run, nothing is started and
+    :meth:`run` renders in this process. The child ignores SIGINT (the run's Ctrl-C is the run's) and
+    exits when this process closes its end of the pipe (:meth:`close`, or this process's exit)."""
+
+    def __init__(self):
+        import threading
+
+        self.pid = None
+        if not hasattr(os, "fork") or threading.active_count() > 1:
+            return
+        import signal
+
+        jobs_r, jobs_w = os.pipe()
+        out_r, out_w = os.pipe()
+        # SIGINT blocked across the fork: the child ignores it from its first instruction, and one that
+        # arrives meanwhile is delivered to this process when it unblocks
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                import pickle
+
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                os.close(jobs_w)
+                os.close(out_r)
+                try:
+                    _warm()
+                except Exception:  # noqa: BLE001  a failure to warm up shows when the jobs run
+                    pass
+                with os.fdopen(jobs_r, "rb") as f:
+                    data = f.read()  # until the run closes its end
+                if data:
+                    try:
+                        msg = ("ok", write_all(pickle.loads(data)))
+                    except BaseException as exc:  # noqa: BLE001  raised in the run's process
+                        msg = ("error", exc)
+                    try:
+                        blob = pickle.dumps(msg)
+                    except Exception:  # noqa: BLE001
+                        blob = pickle.dumps(("error", RuntimeError(f"{type(msg[1]).__name__}: {msg[1]}")))
+                    with os.fdopen(out_w, "wb") as f:
+                        f.write(blob)
+            finally:
+                os._exit(0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(jobs_r)
+        os.close(out_w)
+        self.pid, self._jobs_w, self._out_r = pid, jobs_w, out_r
+
+    def run(self, jobs: list) -> list:
+        """:func:`write_all` of ``jobs`` in the child (here where none runs, or the jobs do not pickle)."""
+        if self.pid is None:
+            return write_all(jobs)
+        import pickle
+
+        try:
+            data = pickle.dumps(jobs)
+        except Exception:  # noqa: BLE001  (a job holding a closure): rendered here
+            self.close()
+            return write_all(jobs)
+        with os.fdopen(self._jobs_w, "wb") as f:
+            self._jobs_w = None
+            f.write(data)
+        with os.fdopen(self._out_r, "rb") as f:
+            self._out_r = None
+            reply = f.read()
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        kind, value = pickle.loads(reply) if reply else (
+            "error", RuntimeError(f"the plots' process ended with status {status} before it wrote the figures"))
+        if kind == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        """End the child without jobs (a run that writes no plots, or stopped early)."""
+        for fd in (self._jobs_w, self._out_r) if self.pid is not None else ():
+            if fd is not None:
+                os.close(fd)
+        if self.pid is not None:
+            os.waitpid(self.pid, 0)
+            self.pid = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _warm() -> None:
+    """Import the renderer and draw one small figure with text (fonts and caches loaded once, before the jobs
+    fork from here)."""
+    fig = _figure(2, 1.5)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], label="x")
+    ax.set_title("warm", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.savefig(io.BytesIO(), format="png")
+
+
 def _finite_xy(steps, values):
     pts = [(s, v) for s, v in zip(steps, values) if v is not None and np.isfinite(v)]
     return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
