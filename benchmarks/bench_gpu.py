@@ -174,9 +174,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.batches, args.steps, args.repeats = "1e3,1e4", 3, 1
-    from threadpoolctl import threadpool_limits
+    from sheafdsl.lowering.backend import blas_threads
 
-    with threadpool_limits(limits=args.threads):
+    with blas_threads(args.threads):  # SciPy's BLAS loaded first, so its pool is limited too
         return _main(args)
 
 
