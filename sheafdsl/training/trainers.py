@@ -185,6 +185,21 @@ class Trainer:
             if not bool(xp.isfinite(g).all()):
                 raise DivergenceError(step, "the gradient of " + self._where(k))
 
+    def _check_packed(self, loss, grads: dict) -> None:
+        """:meth:`_check_finite` of a step whose gradient is one flat vector (``flow.grad``; ``grads`` its
+        views; ``loss`` None where the step did not compute it): one sum, then the search where it fails."""
+        if (loss is None or math.isfinite(loss)) and math.isfinite(self.flow.grad.sum()):
+            return
+        self._check_finite(0.0 if loss is None else loss, grads)
+
+    def _check_packed_params(self) -> None:
+        """After a step on packed parameters (``flow.flat``): DivergenceError naming the first parameter
+        that is not finite."""
+        if not math.isfinite(self.flow.flat.sum()):
+            for k, v in self.params.items():
+                if not bool(self.xp.isfinite(v).all()):
+                    raise DivergenceError(self.step_count, self._where(k))
+
     # -- the API -------------------------------------------------------------------------------
 
     def step(self, loss: bool = True) -> dict:
@@ -446,17 +461,10 @@ class SheafTrainer(Trainer):
         if self._tied:
             for k, g in parameter_sheaf_gradients(self.G, P, xp).items():
                 grads[k] += g
-        if loss is None or math.isfinite(loss):
-            if not math.isfinite(flow.grad.sum()):
-                Trainer._check_finite(self, 0.0, grads)
-        else:
-            Trainer._check_finite(self, loss, grads)
+        self._check_packed(loss, grads)
         self.opt.step_flat(flow.flat, flow.grad, flow)
         self.step_count += 1
-        if not math.isfinite(flow.flat.sum()):
-            for k, v in P.items():
-                if not bool(xp.isfinite(v).all()):
-                    raise DivergenceError(self.step_count, self._where(k))
+        self._check_packed_params()
         return {"loss": loss, "consistent_fraction": eq.consistent_fraction}
 
     def _batch_pins(self, idx, pins_max=None) -> ChainPins:
@@ -621,11 +629,11 @@ class FusedSteps:
         if eta is None:
             return None
         plan = self._batch_plan(None)
-        ops = plan.__dict__.get("stretch_ops")
+        ops = getattr(plan, "stretch_ops", None)
         if ops is None or ops[0] != eta:
             flow, xp = self.flow, self.xp
-            update = (functools.partial(xp.multiply, flow.grad, eta, out=flow.grad),  # as grad *= η
-                      functools.partial(xp.subtract, flow.flat, flow.grad, out=flow.flat))  # as flat -= grad
+            update = (functools.partial(xp.multiply, flow.grad, eta, out=flow.grad),  # _descend's grad *= η
+                      functools.partial(xp.subtract, flow.flat, flow.grad, out=flow.flat))  # and flat -= grad
             ops = plan.stretch_ops = (eta, plan.ops + update)
         return ops[1], self._stretch_length()
 
@@ -664,17 +672,12 @@ class FusedSteps:
     def _plain_step(self) -> dict:
         return Trainer.step(self)
 
-    def _check_finite(self, loss, grads: dict) -> None:
-        if self.flow is not None and (loss is None or math.isfinite(loss)) and math.isfinite(self.flow.grad.sum()):
-            return
-        super()._check_finite(0.0 if loss is None else loss, grads)
-
-    def _check_params(self) -> None:
-        """After a fused step: DivergenceError naming the first parameter that is not finite."""
-        if not math.isfinite(self.flow.flat.sum()):
-            for k, v in self.params.items():
-                if not bool(self.xp.isfinite(v).all()):
-                    raise DivergenceError(self.step_count, self._where(k))
+    def _descend(self, eta: float) -> None:
+        """θ ← θ − η g on the packed parameters (``grad`` scaled in place), as SGD.step does per array."""
+        grad = self.flow.grad
+        grad *= eta
+        self.flow.flat -= grad
+        self.opt.t += 1
 
 
 class BackpropTrainer(FusedSteps, Trainer):
@@ -711,16 +714,13 @@ class BackpropTrainer(FusedSteps, Trainer):
         if self._tied:
             for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
                 flow.gviews[k] += g
-        self._check_finite(loss, flow.gviews)
-        if self.opt.name == "sgd":  # θ ← θ − η g on the packed parameters, as SGD.step does per array
-            grad = flow.grad
-            grad *= self.opt.lr
-            flow.flat -= grad
-            self.opt.t += 1
+        self._check_packed(loss, flow.gviews)
+        if self.opt.name == "sgd":
+            self._descend(self.opt.lr)
         else:
             self.opt.step(self.params, flow.gviews)  # in place on the views
         self.step_count += 1
-        self._check_params()
+        self._check_packed_params()
         return {"loss": loss, "consistent_fraction": None}
 
     def _gradients(self, X, Y, idx):
@@ -808,16 +808,13 @@ class JointTrainer(FusedSteps, Trainer):
         if self._tied:
             for k, g in parameter_sheaf_gradients(self.G, self.params, xp).items():
                 flow.gviews[k] += g
-        self._check_finite(loss, flow.gviews)
-        grad = flow.grad
-        grad *= self.config.dt  # θ ← θ − dt·g, as SGD's θ −= lr·g
-        flow.flat -= grad
-        self.opt.t += 1
+        self._check_packed(loss, flow.gviews)
+        self._descend(self.config.dt)  # θ ← θ − dt·g
         if idx is not None:
             for s, v in zip(self.stalks, plan.V):
                 s[idx] = v
         self.step_count += 1
-        self._check_params()
+        self._check_packed_params()
         return {"loss": loss, "consistent_fraction": None}
 
     def _gradients(self, X, Y, idx):
