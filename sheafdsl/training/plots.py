@@ -62,38 +62,61 @@ def _save(fig, path, code: str = "E641") -> Path:
     return Path(path)
 
 
-def write_all(jobs: list) -> list:
-    """Run plot jobs (callables that each write one PNG and return its path) and return their paths in
-    order. Where the platform forks and this process runs one thread (the end of a ``sheaf train``), the
-    first job runs here and each other one in a forked child, so the figures render on the cores a
-    one-thread run leaves idle; the files are the same either way, and the first failing job's error
-    (in job order) is raised here as it would be in turn. Otherwise (threads that a fork would copy
-    mid-flight: a notebook, a Dask client) they run in turn."""
+def _can_fork() -> bool:
+    """Whether a fork is safe here: the platform forks, and only this thread runs (a fork copies the others
+    mid-flight: a notebook's, a Dask client's)."""
     import threading
 
-    if len(jobs) < 2 or not hasattr(os, "fork") or threading.active_count() > 1:
-        return [job() for job in jobs]
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def _send_outcome(fd: int, fn) -> None:
+    """In a forked child: run ``fn`` and write ("ok", its value) or ("error", what it raised), pickled, to
+    ``fd`` (an error that does not pickle is sent as a RuntimeError that says what it was)."""
     import pickle
 
+    try:
+        msg = ("ok", fn())
+    except BaseException as exc:  # noqa: BLE001  raised in the parent, not here
+        msg = ("error", exc)
+    try:
+        blob = pickle.dumps(msg)
+    except Exception:  # noqa: BLE001
+        blob = pickle.dumps(("error", RuntimeError(f"{type(msg[1]).__name__}: {msg[1]}")))
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob)
+
+
+def _receive_outcome(fd: int, pid: int, what: str):
+    """In the parent: :func:`_send_outcome`'s (kind, value) from ``fd``, once child ``pid`` is reaped (a
+    child that ended without sending: ("error", a RuntimeError naming ``what`` and its status))."""
+    import pickle
+
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    return pickle.loads(data) if data else (
+        "error", RuntimeError(f"{what} ended with status {status} before it wrote its figures"))
+
+
+def write_all(jobs: list) -> list:
+    """Run plot jobs (callables that each write one PNG and return its path) and return their paths in
+    order. Where a fork is safe (:func:`_can_fork`: the end of a ``sheaf train``), the first job runs
+    here and each other one in a forked child, so the figures render on the cores a one-thread run leaves
+    idle; the files are the same either way, and the first failing job's error (in job order) is raised
+    here as it would be in turn. Otherwise they run in turn."""
+    if len(jobs) < 2 or not _can_fork():
+        return [job() for job in jobs]
     from matplotlib.backends import backend_agg  # noqa: F401  imported once, before the children copy it
 
     children = []
     for job in jobs[1:]:
         r, w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: render, send back ("ok", path) or ("error", exc), exit without cleanup
-            os.close(r)
+        if pid == 0:  # the child: render, send the outcome back, exit without cleanup
             try:
-                try:
-                    msg = ("ok", job())
-                except BaseException as exc:  # noqa: BLE001  raised in the parent, not here
-                    msg = ("error", exc)
-                try:
-                    data = pickle.dumps(msg)
-                except Exception:  # noqa: BLE001  an unpicklable error still says what it was
-                    data = pickle.dumps(("error", RuntimeError(f"{type(msg[1]).__name__}: {msg[1]}")))
-                with os.fdopen(w, "wb") as f:
-                    f.write(data)
+                os.close(r)
+                _send_outcome(w, job)
             finally:
                 os._exit(0)
         os.close(w)
@@ -104,11 +127,7 @@ def write_all(jobs: list) -> list:
     except BaseException as exc:  # noqa: BLE001  the children are reaped first
         first_error = exc
     for pid, r in children:
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-        _, status = os.waitpid(pid, 0)
-        kind, value = pickle.loads(data) if data else (
-            "error", RuntimeError(f"a plot's process ended with status {status} before it wrote its figure"))
+        kind, value = _receive_outcome(r, pid, "a plot's process")
         if kind == "ok":
             results.append(value)
         elif first_error is None:
@@ -122,15 +141,13 @@ class PlotProcess:
     """A forked process that imports matplotlib (and renders a first figure, which loads the fonts) while
     the run trains, on a core a one-thread run leaves idle, and then renders the run's plot jobs
     (:func:`write_all`) when :meth:`run` hands them over: the end of a run waits for its figures, not for
-    matplotlib's import. Where the platform does not fork or threads run, nothing is started and
-    :meth:`run` renders in this process. The child ignores SIGINT (the run's Ctrl-C is the run's) and
-    exits when this process closes its end of the pipe (:meth:`close`, or this process's exit)."""
+    matplotlib's import. Where a fork is not safe (:func:`_can_fork`), nothing is started and :meth:`run`
+    renders in this process. The child ignores SIGINT (the run's Ctrl-C is the run's) and exits when this
+    process closes its end of the pipe (:meth:`close`, or this process's exit)."""
 
     def __init__(self):
-        import threading
-
         self.pid = None
-        if not hasattr(os, "fork") or threading.active_count() > 1:
+        if not _can_fork():
             return
         import signal
 
@@ -155,16 +172,7 @@ class PlotProcess:
                 with os.fdopen(jobs_r, "rb") as f:
                     data = f.read()  # until the run closes its end
                 if data:
-                    try:
-                        msg = ("ok", write_all(pickle.loads(data)))
-                    except BaseException as exc:  # noqa: BLE001  raised in the run's process
-                        msg = ("error", exc)
-                    try:
-                        blob = pickle.dumps(msg)
-                    except Exception:  # noqa: BLE001
-                        blob = pickle.dumps(("error", RuntimeError(f"{type(msg[1]).__name__}: {msg[1]}")))
-                    with os.fdopen(out_w, "wb") as f:
-                        f.write(blob)
+                    _send_outcome(out_w, lambda: write_all(pickle.loads(data)))
             finally:
                 os._exit(0)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
@@ -186,13 +194,9 @@ class PlotProcess:
         with os.fdopen(self._jobs_w, "wb") as f:
             self._jobs_w = None
             f.write(data)
-        with os.fdopen(self._out_r, "rb") as f:
-            self._out_r = None
-            reply = f.read()
-        _, status = os.waitpid(self.pid, 0)
+        out, self._out_r = self._out_r, None
+        kind, value = _receive_outcome(out, self.pid, "the plots' process")
         self.pid = None
-        kind, value = pickle.loads(reply) if reply else (
-            "error", RuntimeError(f"the plots' process ended with status {status} before it wrote the figures"))
         if kind == "error":
             raise value
         return value
