@@ -304,8 +304,8 @@ def test_the_spectral_items_restart_the_stalks_every_epoch():
     base = dict(params=sh.init_params(seed=42), data="paraboloid", n=spectral.N_TRAIN, n_test=spectral.N_TEST,
                 data_seed=spectral.DATA_SEED, steps=q["steps"], seed=42, trainer="joint", optimizer="sgd",
                 dt=spectral.DT, alpha=1.0, joint_init="forward")
-    restarted = sd.train(sh, joint_reinit=q["epoch"], **base).params
-    never = sd.train(sh, **base).params
+    restarted = sd.train(sh, joint_reinit=q["epoch"], threads=1, **base).params
+    never = sd.train(sh, threads=1, **base).params
     for k in fit.params:
         np.testing.assert_array_equal(fit.params[k], restarted[k])
     assert any(not np.allclose(fit.params[k], never[k], rtol=1e-6) for k in fit.params)
