@@ -153,3 +153,39 @@ def test_split_batch_equals_each_example_alone_with_a_sigmoid_output(out):
         for a, b in zip(sol.V + sol.U, one.V + one.U):
             np.testing.assert_allclose(a[i:i + 1], b, rtol=0, atol=1e-9)
         assert sol.newton_ok[i] == one.newton_ok[0]
+
+
+def _coupled_whole_batch(net, P, X, Y, S):
+    """The coupled (n_out + n_slide)-row path run on the whole batch: the general chain elimination."""
+    gates = {k: (S[k] == 1).astype(float) for k in S}
+    F = [X]
+    for k, layer in enumerate(net.layers):
+        F.append(apply(layer, P, F[-1], gates.get(k)))
+    deep = [k for k in S if k >= 2]
+    counts = sum((S[k] == 0).sum(axis=1) for k in deep)
+    U, rho, _ = chain_mod._coupled_discords(net, P, Y, gates, F[-1], {k: F[k] for k in deep},
+                                            {k: S[k] == 0 for k in deep}, counts, np, 1e-10, 30, None)
+    return chain_mod._finish(net, P, X, Y, S, gates, F, U, np.ones(X.shape[0], bool), np, True), rho
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hidden=st.lists(st.integers(2, 5), min_size=2, max_size=3), B=st.integers(2, 9), seed=st.integers(0, 10_000),
+       p_slide=st.sampled_from([0.2, 0.5]), w_o=st.sampled_from([1.0, 0.1, 3.0]),
+       unit_weights=st.booleans())
+def test_schur_update_equals_the_coupled_solve_with_edge_weights(hidden, B, seed, p_slide, w_o, unit_weights):
+    """The Schur update's one Gram product over all vertices (edge weights w_k ≠ 1 scale its blocks by 1/w_k)
+    equals the coupled path on the whole batch to round-off, and the dense reference."""
+    rng = np.random.default_rng(seed)
+    n_layers = 2 * len(hidden) + 1
+    weights = None if unit_weights else list(rng.uniform(0.5, 2.0, n_layers))
+    G, net = _net([2] + hidden + [1], w_o, weights=weights)
+    P = init_params(G, seed)
+    X = rng.uniform(-2, 2, (B, 2))
+    Y = rng.normal(size=(B, 1))
+    S = _states(rng, net, B, p_slide, rng.random(B) < 0.6)
+    sol = _check(net, P, X, Y, S)
+    whole, rho = _coupled_whole_batch(net, P, X, Y, S)
+    scale = 1.0 + max(float(np.abs(v).max()) for v in whole.V + whole.U)
+    for a, b in zip(sol.V + sol.U, whole.V + whole.U):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-11 * scale)
+    np.testing.assert_allclose(sol.rho, rho, rtol=0, atol=1e-11 * scale)

@@ -353,16 +353,16 @@ def _one_row_discords(net, P, Y, gates, Fm, xp, tol=1e-10, rho0=None, maps=None,
         w2 = layers[j - 1].weight ** 2
         U[j - 1] = raw if w2 == 1.0 else raw / w2
     if slide is not None:  # the sliding rows' own pull-back, on the examples that have them
-        ex, Hs, mu = slide
-        for j, Hj in Hs.items():
-            U[j - 1][ex] += xp.einsum("esd,es->ed", Hj, mu) / layers[j - 1].weight ** 2
+        ex, pulls = slide
+        for j, pj in pulls.items():
+            U[j - 1][ex] += pj
     return U, rho, ok
 
 
 def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
     """The coupled sliding rows of a linear one-row output as a Schur update of the one-row solution, only on
-    the examples that have them; ``rho`` (B, 1) is updated in place, and (examples, {j: H_j}, μ) returned for
-    the pull-back u_j += H_jᵀ μ / w_j².
+    the examples that have them; ``rho`` (B, 1) is updated in place, and (examples, {j: H_jᵀ μ / w_j²})
+    returned: the pull-back u_j += H_jᵀ μ / w_j².
 
     A sliding unit i of relu layer k ≥ 2 holds v_k[i] = F_k[i] + H u = 0 (H: its sensitivity to the discords,
     rows e_i swept down from vertex k). With J the output row, K_oo = J W⁻² Jᵀ, K_so = H W⁻² Jᵀ,
@@ -371,7 +371,12 @@ def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
         [κ  K_osᵀ; K_so  K_ss] [ρ; μ] = [y − p_f; −F_s]
 
     is solved from the one-row ρ⁰ = (y − p_f)/κ: (K_ss − K_so K_soᵀ/κ) μ = −F_s − K_so ρ⁰, ρ = ρ⁰ − K_soᵀμ/κ
-    (an SPD system of the example's own sliding rows: K_ss ⪰ I/w_k² on them; padded rows are identity)."""
+    (an SPD system of the example's own sliding rows: K_ss ⪰ I/w_k² on them; padded rows are identity).
+
+    K_ss, K_so and the pull-back are each one batched product over all vertices at once: with the blocks
+    M_j = [H_j; J_j] / w_j laid side by side along the stalks, M = [M_1 … M_m] (nc, R + 1, Σ d_j), the Gram
+    matrix M Mᵀ = Σ_j M_j M_jᵀ holds K_ss (rows and columns :R) and K_so (column R), and M_{:R}ᵀ μ holds every
+    H_jᵀ μ / w_j (one product instead of one per vertex; the same sums in another order, equal to round-off)."""
     layers = net.layers
     deep = sorted(slides)
     # the examples with coupled rows, in order (the rows of each layer are row-major: sorted by example), and
@@ -411,14 +416,16 @@ def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
         if j > 1:
             layer = layers[j - 1]
             h = h * gates[j - 1][ex][:, None, :] if layer.kind == "relu" else h @ A_mats[j - 1]
-    Kso = xp.zeros((nc, R))
-    Kss = xp.zeros((nc, R, R))
+    M = xp.empty((nc, R + 1, sum(Hj.shape[2] for Hj in Hs.values())))
+    cols, a = {}, 0
     for j, Hj in Hs.items():
-        Gj = Gs[j]
-        Jc = Gj if Gj.ndim == 1 else Gj[ex]
-        w2 = layers[j - 1].weight ** 2
-        Kso += (Hj @ Jc[..., None])[..., 0] / w2 if Jc.ndim == 2 else (Hj @ Jc) / w2
-        Kss += xp.matmul(Hj, xp.swapaxes(Hj, 1, 2)) / w2
+        Jc, d, w = (Gs[j] if Gs[j].ndim == 1 else Gs[j][ex]), Hj.shape[2], layers[j - 1].weight
+        cols[j] = slice(a, a + d)
+        M[:, :R, a:a + d] = Hj if w == 1.0 else Hj / w
+        M[:, R, a:a + d] = Jc if w == 1.0 else Jc / w
+        a += d
+    Kfull = xp.matmul(M, xp.swapaxes(M, 1, 2))
+    Kss, Kso = Kfull[:, :R, :R], Kfull[:, :R, R]
     kc = k1[ex] if getattr(k1, "ndim", 0) else xp.full(nc, k1)
     Fs = xp.zeros((nc, R))
     for k, (e, sl, c, r) in place.items():
@@ -435,7 +442,12 @@ def _slide_rows(net, A_mats, gates, F, slides, Gs, k1, rho, xp):
     else:
         mu = xp.linalg.solve(Sc, rhs[..., None])[..., 0]
     rho[ex, 0] = r0 - (Kso * mu).sum(axis=1) / kc
-    return ex, Hs, mu
+    back = (mu[:, None, :] @ M[:, :R, :])[:, 0, :]  # (nc, Σ d_j): every H_jᵀ μ / w_j
+    pulls = {}
+    for j, sl in cols.items():
+        w = layers[j - 1].weight
+        pulls[j] = back[:, sl] if w == 1.0 else back[:, sl] / w
+    return ex, pulls
 
 
 def _finish(net, P, X, Y, S, gates, F, U, newton_ok, xp, with_energy, maps=None, slides=None):
