@@ -117,16 +117,7 @@ def test_mixed_batch_regression_matches_the_whole_batch_coupled_solve():
     coupled = sum((S[k] == 0).sum(axis=1) for k in S if k >= 2) > 0
     assert coupled.any() and not coupled.all()
     sol = _check(net, P, X, Y, S)
-    # the coupled path on the whole batch (what every example took before the split)
-    gates = {k: (S[k] == 1).astype(float) for k in S}
-    F = [X]
-    for k, layer in enumerate(net.layers):
-        F.append(apply(layer, P, F[-1], gates.get(k)))
-    deep = [k for k in S if k >= 2]
-    counts = sum((S[k] == 0).sum(axis=1) for k in deep)
-    U, rho, _ = chain_mod._coupled_discords(net, P, Y, gates, F[-1], {k: F[k] for k in deep},
-                                            {k: S[k] == 0 for k in deep}, counts, np, 1e-10, 30, None)
-    whole = chain_mod._finish(net, P, X, Y, S, gates, F, U, np.ones(B, bool), np, True)
+    whole, rho = _coupled_whole_batch(net, P, X, Y, S)  # what every example took before the split
     for a, b in zip(sol.V + sol.U, whole.V + whole.U):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-11)
     np.testing.assert_allclose(sol.rho, rho, rtol=0, atol=1e-11)
