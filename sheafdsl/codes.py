@@ -203,6 +203,8 @@ CODES: dict[str, str] = {
     "E705": "the joint flow's stalk restarts (joint_reinit) with a sharded run",
     # learned consensus models, the checker (E730–E739)
     "E730": "a `nobias` encoder with a hidden activation whose value at 0 is not 0 (sigmoid, softplus)",
+    "E731": "a learned model's bounded equilibrium (nonneg/box agents) that did not settle: no active set met the KKT conditions within the iteration limit",
+    "E732": "a learned model with bounds (nonneg/box agents) or constants given to a trainer other than `implicit`, which does not differentiate them",
 }
 
 

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 SOLVE_METHODS = ("exact", "diffusion", "cg", "admm", "admm-local")
 #: the terms of a stalk's local convex objective (``objective STALK KIND ...``; ``sheafdsl.ir.ObjectiveSpec``)
 OBJECTIVE_KINDS = ("quadratic", "nonneg", "box", "simplex", "l1")
+#: the terms a learned model's agents may carry (beside ``encoded``): a quadratic, and the bounds the implicit trainer
+#: differentiates on its active set
+LEARNED_OBJECTIVE_KINDS = ("encoded", "quadratic", "nonneg", "box")
 #: the fast phase of the sheaf trainer (``train solver=...``, ``sheaf train --solver``)
 TRAIN_SOLVERS = ("exact", "diffusion")
 #: ``train trainer=...``: exact equilibrium + local update, the paper's joint Euler flow, the baseline

@@ -197,7 +197,13 @@ CASES = [
     ("block-out-of-range", LEARNED + "edge s : a[1:5] -> a  maps 1 | 1\n", "E286", 11, 11),
     ("decoder-weight-shape", LEARNED.replace("W : 2 x 2", "W : 2 x 3"), "E287", 10, 21),
     ("direction-without-grid", LEARNED + "edge s : a -> a right  maps 1 | 1\n", "E288", 11, 17),
-    ("nonsmooth-in-learned", LEARNED + "objective a nonneg\n", "E289", 11, 13),
+    ("nonsmooth-in-learned", LEARNED + "objective a l1 0.5\n", "E289", 11, 13),
+    ("simplex-in-learned", LEARNED + "objective a simplex\n", "E289", 11, 13),
+    ("soft-edge-to-a-constant", LEARNED + "stalk one : 1\npin one = 1\nedge t : one -> a maps [[1]] | [[1, 1]] weight 2\n",
+     "E289", 13, 1),
+    ("two-constants-joined", LEARNED + "stalk one : 1\npin one = 1\nstalk two : 1\npin two = 2\n"
+     "edge t : one -> two maps [[2]] | [[1]] hard\n", "E289", 15, 1),
+    ("partial-pin-on-an-agent", LEARNED + "pin a[0] = 1\n", "E289", 11, 1),
     ("unused-encoder", LEARNED + "encoder f : 2 -> 2\n", "W311", 11, 1),
 ]
 

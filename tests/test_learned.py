@@ -180,7 +180,8 @@ def test_encoder_declares_shared_parameters_and_the_checker_knows_the_shapes():
     ("decode y : mean r0[0:4] r1[4:8]", "decode y : r0[0:4] r1[4:8]", ("E287", 21)),
     ("decode y : mean r0[0:4] r1[4:8]", "decode y : mean r0[0:4] r1", ("E287", 21)),
     ("affine Wd bd softmax", "affine bd Wd softmax", ("E287", 21)),
-    ("objective r1 quadratic Qa", "objective r1 nonneg", ("E289", 15)),
+    ("objective r1 quadratic Qa", "objective r1 l1 0.5", ("E289", 15)),
+    ("objective r1 quadratic Qa", "objective r1 simplex", ("E289", 15)),
 ])
 def test_checker_errors_point_at_the_statement(change, code, where):
     src = BLOCKS.replace(change, code)

@@ -319,13 +319,42 @@ def test_count_constraints_are_independent_hold_on_solutions_and_imply_every_cou
     assert np.allclose(x @ A.T, 0) and not np.allclose(sudoku.one_hot(np.ones((1, 16), dtype=int), 4) @ A.T, 0)  # all 1s breaks the counts
 
 
+def test_the_unit_constraints_are_the_sudoku_polytopes_equalities():
+    """_unit_constraints keeps a basis of {every cell total = 1, every unit's count of every digit = 1}: 40 independent
+    rows spanning all 64, which every solved grid meets and a grid with two cells of a row swapped breaks."""
+    g = sudoku.geometry(4)
+    kept = sudoku._unit_constraints(g)
+    names = [k[0] for k in kept]
+    assert len(names) == len(set(names)) == 40
+
+    def row(name, dst, md):
+        if name.startswith("total"):
+            return sudoku._row_total(int(name[5]) * 4 + int(name[6]), g)
+        a, d = name.split("_")[1:]
+        return sudoku._unit_count(sudoku.agent_names(4).index(a), int(d) - 1, g)
+
+    A = np.array([row(*k) for k in kept])
+    every = [sudoku._row_total(c, g) for c in range(16)] + [sudoku._unit_count(u, d, g) for u in range(12) for d in range(4)]
+    assert np.linalg.matrix_rank(A) == 40 == np.linalg.matrix_rank(np.vstack([A, every]))
+    x = sudoku.one_hot(GRIDS[:20], 4)
+    assert np.allclose(x @ A.T, 1)
+    swapped = GRIDS[:20].copy()
+    swapped[:, [0, 1]] = swapped[:, [1, 0]]  # two cells of row 0 swapped: the row still holds 1..4, its columns not
+    assert np.all(np.abs(sudoku.one_hot(swapped, 4) @ A.T - 1).max(axis=1) == 1)
+
+
 def test_model_text_glues_every_cell_and_decodes_it():
     t = sudoku.model_text(4)
     lines = t.splitlines()
     assert sum(ln.startswith("edge x") and ln.endswith("maps P | P hard") for ln in lines) == 32
-    assert sum(ln.startswith(("edge total", "edge count")) for ln in lines) == 39
+    assert sum(ln.startswith(("edge total", "edge count")) and ln.endswith("hard") and " one -> " in ln
+               for ln in lines) == 40
+    assert sum(ln.startswith("objective ") and ln.endswith(" nonneg") for ln in lines) == 12
+    assert "stalk one : 1" in lines and "pin one = 1" in lines
     assert sum(ln.startswith("decode y") for ln in lines) == 16
     assert "encoder enc : 20 -> 64 tanh -> 32" in lines and lines[-1].startswith("decode y33")
+    old = sudoku.model_text(4, polytope=False).splitlines()  # the homogeneous counts, linear in q
+    assert sum(ln.startswith(("edge total", "edge count")) for ln in old) == 39 and not any("nonneg" in ln for ln in old)
 
 
 # ----------------------------------------------------------------------------------------------

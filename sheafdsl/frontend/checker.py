@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..codes import codes_between
-from ..options import MAX_DIM, MAX_PARAM_SIZE, OBJECTIVE_KINDS, TRAIN_OPTIONS, problem
+from ..options import LEARNED_OBJECTIVE_KINDS, MAX_DIM, MAX_PARAM_SIZE, OBJECTIVE_KINDS, TRAIN_OPTIONS, problem
 from ..errors import DiagnosticSink, SheafError, Span, a_or_an, did_you_mean
 from ..nonlinearities import HIDDEN, TABLE as NONLINEARITIES
 from ..nonlinearities import OUTPUTS as OUTPUT_MAPS
@@ -906,7 +906,9 @@ class _Checker:
 
     def check_learned(self) -> None:
         """What the learning trainers differentiate (E289): a strictly convex quadratic consensus problem on the
-        agents (encoded or quadratic objectives, linear edges without offsets, no pins on an agent)."""
+        agents (encoded or quadratic objectives, optionally bounded by ``nonneg``/``box``; linear edges without
+        offsets), with no pins on an agent. A stalk pinned whole to a constant, with no objective and joined by hard
+        edges only, is a **constant** of the problem: its edges are the affine constraints F_v x_v = F_p p."""
         if not (self.encoders or self.grids or self.decoders):
             if not (self.objectives or any(e.hard for e in self.edges.values())):
                 for name, e in self.edges.items():
@@ -920,26 +922,38 @@ class _Checker:
             return
         targets = {d.target for d in self.decoders}
         data = {o.obs for o in self.objectives if o.kind == "encoded"} | targets
-        agents = {e.src for e in self.edges.values()} | {e.dst for e in self.edges.values()} | \
-            {o.stalk for o in self.objectives}
+        with_obj = {o.stalk for o in self.objectives}
+        constants = {p.stalk for p in self.pins if p.source == "value" and p.indices is None} - with_obj - data
+        agents = ({e.src for e in self.edges.values()} | {e.dst for e in self.edges.values()} | with_obj) - constants
         for o, decl in zip(self.objectives, self.objective_decls):
-            if o.kind not in ("encoded", "quadratic"):
-                self.d.error("E289", f"a learned model's agents have quadratic objectives (`encoded` or `quadratic`); "
-                             f"the {o.kind} term of `{o.stalk}` is not differentiated by the trainers",
-                             decl.kind_span, "drop the term, or solve the model as a plain consensus problem")
+            if o.kind not in LEARNED_OBJECTIVE_KINDS:
+                self.d.error("E289", f"a learned model's agents have quadratic objectives (`encoded` or `quadratic`), "
+                             f"bounded by `nonneg` or `box`; the {o.kind} term of `{o.stalk}` is not differentiated by "
+                             "the trainers", decl.kind_span,
+                             "drop the term, or solve the model as a plain consensus problem")
         for name, e in self.edges.items():
             decl = self.edge_decls[name]
             if e.b is not None:
                 self.d.error("E289", f"edge `{name}` has an offset: a learned model's edges are linear maps without a bias",
-                             decl.span, "use `maps` or `linear`")
+                             decl.span, "use `maps` or `linear`; a constant right-hand side is an edge to a stalk "
+                             "pinned to a constant (`pin one = 1`)")
             if e.src in targets or e.dst in targets:
                 self.d.error("E287", f"edge `{name}` touches the decoder's output; the decoder alone reads the agents",
                              decl.span)
+            fixed = [s for s in (e.src, e.dst) if s in constants]
+            if fixed and not e.hard:
+                self.d.error("E289", f"edge `{name}` joins the constant stalk `{fixed[0]}` without being hard: a learned "
+                             "model's constants enter its hard constraints only", decl.span,
+                             "write `hard` instead of the weight, or give the pull a quadratic objective")
+            elif len(fixed) == 2:
+                self.d.error("E289", f"edge `{name}` joins two constant stalks: it constrains no agent", decl.span,
+                             "drop the edge")
         for p in self.pins:
             if p.stalk in agents and p.stalk not in data:
                 self.d.error("E289", f"`{p.stalk}` is an agent of a learned model: it is not pinned (its objective comes "
-                             "from its observation)", p.span, "pin an observation stalk to the input and encode it")
-        for st in targets & {o.stalk for o in self.objectives}:
+                             "from its observation)", p.span, "pin an observation stalk to the input and encode it; "
+                             "a constant is a stalk pinned whole to a value, with no objective")
+        for st in targets & with_obj:
             self.d.error("E287", f"the decoder's output `{st}` has an objective", self.stalks[st].span)
         if not self.decoders:
             self.d.error("E287", "a learned model reads its agents into a target through a `decode` statement",

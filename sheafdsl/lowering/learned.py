@@ -79,12 +79,33 @@ _ACT = {
 }
 
 
+def bounds_and_constants(G) -> tuple[list, list]:
+    """(the stalks with a ``nonneg``/``box`` term, the constants: stalks pinned whole to a value with no objective) of
+    a learned model's IR: what only the implicit trainer differentiates."""
+    spec = G.graph.get("learned")
+    data = ({o[2] for o in spec.objectives} | {d.target for d in spec.decoders}) if spec is not None else set()
+    with_obj = {o[0] for o in spec.objectives} if spec is not None else set()
+    bounded, consts = [], []
+    for v in stalks(G):
+        objs = G.nodes[v].get("objectives") or ()
+        if any(o.kind in ("nonneg", "box") for o in objs):
+            bounded.append(v)
+        elif not objs and v not in data and v not in with_obj and any(
+                p.source == "value" and p.indices is None for p in G.nodes[v]["pins"]):
+            consts.append(v)
+    return bounded, consts
+
+
 class AgentGroup:
     """The agents of one stalk dimension d: ``agents`` (names), ``cols`` (V, d) their coordinates in x."""
 
     def __init__(self, d: int, agents: list, cols: np.ndarray):
         self.d, self.agents, self.cols = d, agents, cols
         self.V = len(agents)
+        #: the first coordinate when the group's coordinates are one contiguous run in agent order (else None):
+        #: then gathering them is a reshape, not an indexed copy
+        flat = cols.reshape(-1)
+        self.start = int(flat[0]) if flat.size and np.array_equal(flat, np.arange(flat[0], flat[0] + flat.size)) else None
 
 
 class LearnedStructure:
@@ -95,8 +116,14 @@ class LearnedStructure:
     ``quadratic``: (group, position, Q, q) literal/parameter terms (Q, q arrays or parameter names);
     the edges' rows (``M``, ``hard`` (M,) bool, ``w2`` (M,)); the pattern of the stacked side maps
     F = [F_src; F_dst] (2M × n): ``rows2``, ``cols``, ``erow`` (the edge row), ``sign`` (−1 src, +1 dst),
-    and ``blocks``: (key, count, d_e, w, start) per map (key a parameter name or a constant's index in
-    ``constants``), the entries of its ``count`` blocks at ``start`` .. in the value array (row-major).
+    and ``blocks``: (key, count, d_e, w, start) per map (key a parameter name or a constant map's index in
+    ``map_constants``), the entries of its ``count`` blocks at ``start`` .. in the value array (row-major).
+
+    **Constants** (``constants``: stalk -> value p_c) are stalks pinned whole to a value with no objective; their
+    coordinates are the pattern's columns n .. n + ``n_fixed`` (``fixed`` the values), so a hard edge between an
+    agent and a constant is the affine row (D_x x + D_c p)_e = 0 and the hard rows read A x = r with r = −D_c p
+    (:meth:`rhs`). **Bounds** (``lo``, ``hi``: (n,), ±inf where none; ``bounded`` the coordinates with one) come
+    from the agents' ``nonneg`` and ``box`` terms.
     """
 
     def __init__(self, G):
@@ -108,12 +135,26 @@ class LearnedStructure:
         data_stalks = {o[2] for o in spec.objectives} | {d.target for d in spec.decoders}
         in_edges = {x for u, v, _, _ in edges(G) for x in (u, v)}
         with_obj = {o[0] for o in spec.objectives} | {v for v in stalks(G) if G.nodes[v].get("objectives")}
-        self.agents = [v for v in stalks(G) if v not in data_stalks and (v in in_edges or v in with_obj)]
+        # constants: stalks pinned whole to a value, with no objective (their edges are affine constraints)
+        self.constants = {}
+        for v in stalks(G):
+            whole = [p for p in G.nodes[v]["pins"] if p.source == "value" and p.indices is None]
+            if whole and v not in data_stalks and v not in with_obj:
+                self.constants[v] = np.asarray(whole[-1].value, dtype=float).reshape(-1)
+        self.agents = [v for v in stalks(G) if v not in data_stalks and v not in self.constants
+                       and (v in in_edges or v in with_obj)]
         self.offset, self.dim, n = {}, {}, 0
         for v in self.agents:
             self.offset[v], self.dim[v] = n, G.nodes[v]["dim"]
             n += self.dim[v]
         self.n = n
+        # the constants' coordinates follow the agents' in the maps' pattern (columns n .. n + n_fixed)
+        self.fixed_offset, nf = {}, 0
+        for v, val in self.constants.items():
+            self.fixed_offset[v] = n + nf
+            nf += len(val)
+        self.n_fixed = nf
+        self.fixed = np.concatenate(list(self.constants.values())) if nf else np.zeros(0)
         missing = [v for v in self.agents if v not in with_obj]
         if missing:
             raise _err("E551", f"agent `{missing[0]}` of a learned model has no objective: its stalk would be decided by "
@@ -135,10 +176,24 @@ class LearnedStructure:
             e[2].append(obs)
         self.encoded = {k: (g, np.array(pos, dtype=np.int64), obs) for k, (g, pos, obs) in self.encoded.items()}
         self.quadratic = []
+        self.lo, self.hi = np.full(n, -np.inf), np.full(n, np.inf)
         for v in self.agents:
+            o0 = self.offset[v]
+            sl = slice(o0, o0 + self.dim[v])
             for o in G.nodes[v].get("objectives") or ():
                 g, k = self.where[v]
-                self.quadratic.append((g, k, o.Q, o.q))
+                if o.kind == "quadratic":
+                    self.quadratic.append((g, k, o.Q, o.q))
+                elif o.kind == "nonneg":
+                    self.lo[sl] = np.maximum(self.lo[sl], 0.0)
+                elif o.kind == "box":
+                    self.lo[sl] = np.maximum(self.lo[sl], o.lo)
+                    self.hi[sl] = np.minimum(self.hi[sl], o.hi)
+                else:
+                    raise _err("E289", f"agent `{v}` of a learned model has a {o.kind} term, which the trainers do not "
+                               "differentiate", "a learned model's agents are quadratic, bounded by nonneg or box")
+        #: the coordinates with a bound (nonneg/box): the problem is a QP with x ∈ [lo, hi] there
+        self.bounded = np.isfinite(self.lo) | np.isfinite(self.hi)
         self._edges(G)
 
     def _edges(self, G):
@@ -146,16 +201,22 @@ class LearnedStructure:
 
         blocks: OrderedDict = OrderedDict()  # key -> list of (row0 in 2M space, edge row0, col0, sign)
         shapes: dict = {}
-        self.constants: list[np.ndarray] = []
+        self.map_constants: list[np.ndarray] = []
         hard, w2, M = [], [], 0
         self.edge_rows = []
         for u, v, name, d in edges(G):
             de = d["dim"]
             for side, st, m, block in (("src", u, d["src_map"], d.get("src_block")), ("dst", v, d["dst_map"], d.get("dst_block"))):
-                if st not in self.offset:
+                if st in self.constants:
+                    if not d.get("hard"):
+                        raise _err("E289", f"edge `{name}` joins the constant `{st}` without being hard")
+                    width = len(self.constants[st]) if block is None else block[1] - block[0]
+                    col0 = self.fixed_offset[st] + (0 if block is None else block[0])
+                elif st not in self.offset:
                     raise _err("E551", f"edge `{name}` joins `{st}`, which is not an agent of the learned model")
-                width = self.dim[st] if block is None else block[1] - block[0]
-                col0 = self.offset[st] + (0 if block is None else block[0])
+                else:
+                    width = self.dim[st] if block is None else block[1] - block[0]
+                    col0 = self.offset[st] + (0 if block is None else block[0])
                 if isinstance(m, ParamMap):
                     key = m.param
                 else:
@@ -167,8 +228,8 @@ class LearnedStructure:
                         mat = np.asarray(m.matrix, dtype=float)
                     else:
                         raise _err("E551", f"edge `{name}`: a learned model's maps are linear ({type(m).__name__} is not)")
-                    key = ("const", len(self.constants))
-                    self.constants.append(mat)
+                    key = ("const", len(self.map_constants))
+                    self.map_constants.append(mat)
                 shapes[key] = (de, width)
                 blocks.setdefault(key, []).append((M, col0, -1.0 if side == "src" else 1.0))
             hard.append(np.full(de, bool(d.get("hard"))))
@@ -204,7 +265,7 @@ class LearnedStructure:
             owner = np.full(self.n, -1, dtype=np.int64)
             for v in self.agents:
                 owner[self.offset[v]:self.offset[v] + self.dim[v]] = self.agents.index(v)
-            on = self.hard[self.erow] if self.M else np.zeros(0, dtype=bool)
+            on = self.hard[self.erow] & (self.cols < self.n) if self.M else np.zeros(0, dtype=bool)
             touched: dict = {}
             for a, r in zip(owner[self.cols[on]], pos[self.erow[on]]):
                 touched.setdefault(int(a), set()).add(int(r))
@@ -217,7 +278,7 @@ class LearnedStructure:
         """The values (nnz,) of the side maps on the pattern, from the parameters."""
         parts = []
         for key, count, de, w, _ in self.blocks:
-            mat = xp.asarray(params[key] if isinstance(key, str) else self.constants[key[1]], dtype=float)
+            mat = xp.asarray(params[key] if isinstance(key, str) else self.map_constants[key[1]], dtype=float)
             if mat.shape != (de, w):
                 raise _err("E552", f"restriction map `{key}` has shape {tuple(mat.shape)}; its edges need {(de, w)}")
             parts.append(xp.tile(mat.reshape(-1), count))
@@ -233,13 +294,38 @@ class LearnedStructure:
         return out
 
     def operators(self, Fvals, xp):
-        """(F2, D): the stacked side maps [F_src; F_dst] (2M × n) and the coboundary D = F_dst − F_src (M × n),
-        sparse on ``xp``."""
+        """(F2, D): the stacked side maps [F_src; F_dst] (2M × n) and the coboundary D = F_dst − F_src (M × n) on the
+        agents' coordinates (a constant's entries are in :meth:`rhs`), sparse on ``xp``."""
         S = sparse_module(xp)
-        F2 = S.csr_matrix((Fvals, (xp.asarray(self.rows2), xp.asarray(self.cols))), shape=(2 * self.M, self.n))
-        D = S.csr_matrix((Fvals * xp.asarray(self.sign), (xp.asarray(self.erow), xp.asarray(self.cols))),
-                         shape=(self.M, self.n))
+        if self.n_fixed:
+            on = self.cols < self.n
+            Fvals, rows2, cols, erow, sign = Fvals[xp.asarray(on)], self.rows2[on], self.cols[on], self.erow[on], \
+                self.sign[on]
+        else:
+            rows2, cols, erow, sign = self.rows2, self.cols, self.erow, self.sign
+        F2 = S.csr_matrix((Fvals, (xp.asarray(rows2), xp.asarray(cols))), shape=(2 * self.M, self.n))
+        D = S.csr_matrix((Fvals * xp.asarray(sign), (xp.asarray(erow), xp.asarray(cols))), shape=(self.M, self.n))
         return F2, D
+
+    def rhs(self, Fvals, xp):
+        """r = −(D_c p)[hard] (m,): the right-hand side of A x = r that the constants give (zeros without them)."""
+        hard = xp.asarray(self.hard)
+        if not self.n_fixed:
+            return xp.zeros(int(self.hard.sum()))
+        on = self.cols >= self.n
+        Dc = sparse_module(xp).csr_matrix((Fvals[xp.asarray(on)] * xp.asarray(self.sign[on]),
+                                          (xp.asarray(self.erow[on]), xp.asarray(self.cols[on] - self.n))),
+                                         shape=(self.M, self.n_fixed))
+        return -(Dc @ xp.asarray(self.fixed))[hard]
+
+    def extended(self, v, xp, fixed: bool = True):
+        """[v; p] (n + n_fixed, B) for v (n, B): the constants' values appended (``fixed=False``: zeros, for an
+        adjoint, which does not move a constant)."""
+        if not self.n_fixed:
+            return v
+        B = v.shape[1]
+        tail = xp.asarray(self.fixed)[:, None] * xp.ones((1, B)) if fixed else xp.zeros((self.n_fixed, B))
+        return xp.concatenate([v, tail], axis=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -429,5 +515,5 @@ def decode_loss(S: LearnedStructure, params: dict, x, targets: dict, xp, *, grad
     return loss, xbar, grads
 
 
-__all__ = ["LearnedStructure", "AgentGroup", "Coefficients", "coefficients", "coefficient_grads", "decode",
+__all__ = ["LearnedStructure", "AgentGroup", "bounds_and_constants", "Coefficients", "coefficients", "coefficient_grads", "decode",
            "decode_loss", "mlp_forward", "mlp_backward", "softplus", "sigmoid"]

@@ -49,10 +49,15 @@ def _err(code: str, msg: str, hint: str | None = None) -> SheafError:
 
 def _gather(g, v, xp):
     """(B, V, d) from an (n, B) array: the coordinates of the group's agents."""
+    if g.start is not None:
+        return xp.moveaxis(v[g.start:g.start + g.V * g.d].reshape(g.V, g.d, v.shape[1]), 2, 0)
     return xp.moveaxis(v[xp.asarray(g.cols)], 2, 0)
 
 
 def _scatter(g, out, val, xp):
+    if g.start is not None:
+        out[g.start:g.start + g.V * g.d] = xp.moveaxis(val, 0, 2).reshape(g.V * g.d, -1)
+        return
     out[xp.asarray(g.cols)] = xp.moveaxis(val, 0, 2)
 
 
@@ -60,7 +65,7 @@ def _apply_blocks(S, blocks, v, xp):
     """blockdiag(blocks) v for v (n, B), blocks per group (B, V, d, d)."""
     out = xp.empty_like(v)
     for g, Mb in zip(S.groups, blocks):
-        _scatter(g, out, xp.einsum("bvij,bvj->bvi", Mb, _gather(g, v, xp)), xp)
+        _scatter(g, out, (Mb @ _gather(g, v, xp)[..., None])[..., 0], xp)
     return out
 
 
@@ -190,26 +195,46 @@ def admm_vjp(it: Iterates, xbar, xp=np):
 
 class KKT:
     """The factorised KKT system of a batch: H⁻¹ (per agent blocks when there is no soft edge, else dense
-    (B, n, n)), the hard rows A (dense (m, n)) and the inverse of the Schur complement S = AH⁻¹Aᵀ + εI."""
+    (B, n, n)), the hard rows A (dense (m, n)), their right-hand side r (the constants', :meth:`LearnedStructure.rhs`)
+    and the inverse of the Schur complement S = AH⁻¹Aᵀ + εI.
+
+    ``diag`` (n,) adds a diagonal to H (the ρ of the bounded solve's ADMM). ``free`` (n, B) bool fixes, per example,
+    the coordinates where it is False (an active set): H⁻¹ is then P(PHP + I − P)⁻¹P with P = diag(free), so
+    :meth:`solve` solves the equality-constrained problem on the free coordinates and returns zeros on the others.
+    ``explicit``: keep (S + εI)⁻¹ itself and solve without refinement (the bounded solve's inner iterations, which
+    its polish makes exact)."""
 
     REFINE = 3
     #: the refinement stops when every column's residual is below RTOL times its right-hand side's size
     RTOL = 1e-14
 
-    def __init__(self, S: LearnedStructure, C: Coefficients, xp, *, extra_hessian=None):
+    def __init__(self, S: LearnedStructure, C: Coefficients, xp, *, extra_hessian=None, diag=None, free=None,
+                 explicit: bool = False):
         self.S, self.C, self.xp = S, C, xp
         F2, D = S.operators(C.F, xp)
         self.D = D
         Dd = D.toarray() if hasattr(D, "toarray") else D
         hard = xp.asarray(S.hard)
         self.A = Dd[hard]
+        self.r = S.rhs(C.F, xp)
         self.soft = ~hard
         w2 = xp.asarray(S.w2)
         self.w2 = w2
         Ds = Dd[self.soft]
+        self.free = free
+        self.explicit = bool(explicit)
         self.blocks = not bool(self.soft.any()) and extra_hessian is None
         if self.blocks:
-            self.Hinv = [xp.linalg.inv(Qg) for Qg in C.Q]
+            self.Hinv = []
+            for g, Qg in zip(S.groups, C.Q):
+                if diag is not None:
+                    Qg = Qg + xp.einsum("vi,ij->vij", xp.asarray(diag)[xp.asarray(g.cols)], xp.eye(g.d))[None]
+                if free is not None:
+                    f = _gather(g, free.astype(float), xp)  # (B, V, d)
+                    ff = f[..., :, None] * f[..., None, :]
+                    self.Hinv.append(xp.linalg.inv(Qg * ff + xp.einsum("bvi,ij->bvij", 1.0 - f, xp.eye(g.d))) * ff)
+                else:
+                    self.Hinv.append(xp.linalg.inv(Qg))
         else:
             H = xp.zeros((C.B, S.n, S.n))
             for g, Qg in zip(S.groups, C.Q):
@@ -218,19 +243,29 @@ class KKT:
             H = H + (Ds.T * w2[self.soft]) @ Ds
             if extra_hessian is not None:
                 H = H + extra_hessian
-            self.Hinv = xp.linalg.inv(H)
+            if diag is not None:
+                H = H + xp.diag(xp.asarray(diag))[None]
+            if free is not None:
+                f = free.T.astype(float)  # (B, n)
+                ff = f[:, :, None] * f[:, None, :]
+                self.Hinv = xp.linalg.inv(H * ff + xp.einsum("bi,ij->bij", 1.0 - f, xp.eye(S.n))) * ff
+            else:
+                self.Hinv = xp.linalg.inv(H)
         m = self.A.shape[0]
         self.m = m
         if m:
             Sc = self._schur_blocks() if self.blocks else xp.einsum(
                 "mi,bik->bmk", self.A, xp.einsum("bij,jm->bim", self.Hinv, self.A.T))
-            # S + εI in place (ε = 10⁻¹¹ tr(S)/m, for the redundant rows of a cycle of hard edges); the
-            # refinement steps correct against S itself, applied matrix-free as A H⁻¹ Aᵀ λ, so S is not kept
+            # S + εI in place (ε = 10⁻¹¹ tr(S)/m, for the redundant rows of a cycle of hard edges, and the rows an
+            # active set empties); the refinement steps correct against S itself, applied matrix-free as A H⁻¹ Aᵀ λ
             self.eps = 1e-11 * xp.maximum(xp.abs(xp.einsum("bii->b", Sc)) / m, 1e-300)
-            diag = xp.arange(m)
-            Sc[:, diag, diag] += self.eps[:, None]
+            diag_m = xp.arange(m)
+            Sc[:, diag_m, diag_m] += self.eps[:, None]
             try:  # S + εI ≻ 0: one Cholesky factor per example (a third of an LU's work, a sixth of an inverse's)
-                self.L = xp.linalg.cholesky(Sc)
+                if self.explicit:
+                    self.Sinv = xp.linalg.inv(Sc)
+                else:
+                    self.L = xp.linalg.cholesky(Sc)
                 del Sc
             except Exception as exc:  # numpy's LinAlgError, cupy's
                 raise _err("E554", f"the Schur complement of the learned model's KKT system is not positive definite "
@@ -267,6 +302,8 @@ class KKT:
         the residual ‖rhs − Sλ‖ is at round-off (``RTOL`` · ‖rhs‖ in every column: the regularisation's error is
         ε/λ_min(S) relative and shrinks by that factor per step, so one or two usually suffice)."""
         xp = self.xp
+        if self.explicit:
+            return (self.Sinv @ rhs.T[:, :, None])[:, :, 0].T
         r = xp.moveaxis(rhs, 1, 0)[:, :, None]  # (B, m, 1)
         lam = self._chol_solve(r)[:, :, 0].T  # (m, B)
         scale = xp.abs(rhs).max(0)
@@ -287,26 +324,164 @@ class KKT:
                          check_finite=False)
         return out
 
-    def solve(self, rhs_x):
-        """(x, λ) with Hx + Aᵀλ = rhs_x, Ax = 0."""
+    def solve(self, rhs_x, rhs_a=None):
+        """(x, λ) with Hx + Aᵀλ = rhs_x (on the free coordinates; x = 0 on the others) and Ax = rhs_a ((m,) or
+        (m, B); None: 0)."""
         if not self.m:
             return self.hinv(rhs_x), None
         h = self.hinv(rhs_x)
-        lam = self.schur_solve(self.A @ h)
+        t = self.A @ h
+        if rhs_a is not None:
+            t = t - (rhs_a[:, None] if rhs_a.ndim == 1 else rhs_a)
+        lam = self.schur_solve(t)
         return self.hinv(rhs_x - self.A.T @ lam), lam
 
 
-def kkt(S: LearnedStructure, C: Coefficients, xp=np, *, system: KKT | None = None):
-    """The equilibrium (x (n, B), λ (m, B) or None, the factorised system)."""
+def kkt(S: LearnedStructure, C: Coefficients, xp=np, *, system: KKT | None = None, **bounded_options):
+    """The equilibrium (x (n, B), λ (m, B) or None, the factorised system). With bounds on some coordinates (the
+    agents' ``nonneg``/``box`` terms) it is :func:`bounded_kkt`'s, whose system is the one of the final active set."""
+    if S.bounded.any() and system is None:
+        return bounded_kkt(S, C, xp, **bounded_options)
     system = system or KKT(S, C, xp)
-    x, lam = system.solve(-C.q)
+    x, lam = system.solve(-C.q, system.r if S.n_fixed else None)
     if not bool(xp.isfinite(x).all()):
         raise _err("E554", "the KKT system of the learned model is numerically singular (non-finite equilibrium)")
     return x, lam, system
 
 
+class BoundedSystem:
+    """The KKT systems of a bounded equilibrium's final active sets: ``pieces`` of (example indices, :class:`KKT` on
+    those examples' coefficients with their free mask). :meth:`solve` solves the adjoint system of each piece and
+    scatters: (g, ν) with g = 0 on every active coordinate. ``rounds``/``iterations``: how the solve went."""
+
+    def __init__(self, S, B, xp):
+        self.S, self.B, self.xp = S, B, xp
+        self.pieces: list = []
+        self.free = None
+        self.iterations = 0
+        self.rounds = 0
+
+    @property
+    def m(self):
+        return int(self.S.hard.sum())
+
+    def solve(self, rhs_x, rhs_a=None):
+        xp = self.xp
+        g = xp.zeros_like(rhs_x)
+        nu = xp.zeros((self.m, rhs_x.shape[1])) if self.m else None
+        for idx, sys_ in self.pieces:
+            ra = None if rhs_a is None else (rhs_a if rhs_a.ndim == 1 else rhs_a[:, idx])
+            gi, ni = sys_.solve(rhs_x[:, idx] * sys_.free, ra)
+            g[:, idx] = gi
+            if self.m:
+                nu[:, idx] = ni
+        return g, nu
+
+
+def _subset(C: Coefficients, idx, xp) -> Coefficients:
+    return Coefficients([Qg[idx] for Qg in C.Q], C.q[:, idx], C.F, len(idx), None)
+
+
+def bounded_kkt(S: LearnedStructure, C: Coefficients, xp=np, *, rho: float = 1.0, first: int = 30, every: int = 10,
+                maxiter: int = 3000, tol: float = 1e-7, relax: float = 1.6, trace: bool = False):
+    """The minimiser of ½xᵀHx + qᵀx subject to Ax = r and lo ≤ x ≤ hi on the bounded coordinates, per example,
+    exactly: ADMM on the split x = z (z ∈ [lo, hi]) finds the active set and a valid set of multipliers, and a
+    polish solves the equality problem on that set exactly.
+
+    ADMM (ρ = ``rho``, scaled dual u, B the bounded coordinates, over-relaxation α = ``relax``, Boyd et al. 2011
+    §3.4.3): x ← argmin ½xᵀ(H + ρB)x + (q − ρB(z − u))ᵀx s.t. Ax = r (one factorised :class:`KKT` for the batch,
+    with multipliers λ); x̂ = αx + (1 − α)z; z ← clip(x̂ + u, lo, hi); u ← u + x̂ − z. Its fixed point has
+    Hx + q + Aᵀλ = μ with μ = −ρu, and μ ≥ 0 where z = lo, ≤ 0 where z = hi, 0 where lo < z < hi (by the clip): the
+    KKT conditions. After ``first`` iterations, and then every ``every``, the **polish** of each unsettled example
+    takes the active set 𝒜_lo = {z = lo, u < 0}, 𝒜_hi = {z = hi, u > 0}, fixes x there, solves the
+    equality-constrained problem on the free coordinates F exactly (a :class:`KKT` with the free mask), and accepts
+    it when ADMM's multipliers certify it: lo − τ ≤ x_F ≤ hi + τ, |Ax − r| ≤ τ and the stationarity residual
+    s = Hx + q + Aᵀλ − μ has |s|_∞ ≤ τ, τ = ``tol`` · max(1, |q|_∞). Then x is the exact minimiser of the problem
+    with q − s in place of q (μ has the bounds' signs), so |x − x*| ≤ |s| / λ_min(ZᵀHZ): the set is the minimiser's
+    whenever the minimiser is τ/λ_min away from changing it (in practice always: ADMM identifies the set long before
+    the certificate passes). The multipliers are ADMM's, not the polish's own: at a vertex of a polytope, such as a
+    solved Sudoku, the active bounds and the hard rows are linearly dependent, so the bounds' multipliers are not
+    unique, and the least-norm ones the equality solve picks need not be ≥ 0.
+
+    Returns (x (n, B), λ (m, B) or None, :class:`BoundedSystem`): its pieces are the final active sets' systems,
+    which the implicit gradient's adjoint solves (:func:`kkt_vjp`). ``trace``: record per ADMM iteration the primal
+    residual ‖x − z‖ and the dual residual ρ‖z − z_prev‖ (maxima over the batch) as ``primal``, ``dual``."""
+    B, n = C.B, S.n
+    lo, hi = xp.asarray(S.lo)[:, None], xp.asarray(S.hi)[:, None]
+    b = xp.asarray(S.bounded.astype(float))
+    bb = xp.asarray(S.bounded)[:, None]
+    inner = KKT(S, C, xp, diag=rho * b, explicit=True)
+    r = inner.r
+    q = C.q
+    scale = xp.maximum(1.0, xp.abs(q).max(0))  # (B,)
+    z = xp.clip(xp.zeros((n, B)), lo, hi)
+    u = xp.zeros((n, B))
+    lam_k = None
+    out = BoundedSystem(S, B, xp)
+    out.D, out.soft, out.w2 = inner.D, inner.soft, inner.w2
+    x_out = xp.zeros((n, B))
+    lam_out = xp.zeros((inner.m, B)) if inner.m else None
+    free_out = xp.ones((n, B), dtype=bool)
+    todo = xp.arange(B)
+    primal, dual = [], []
+    k, stop = 0, int(first)
+    while True:
+        while k < stop:
+            x, lam_k = inner.solve(-q + rho * bb * (z - u), r if inner.m else None)
+            xr = relax * x + (1.0 - relax) * z  # over-relaxation (Boyd et al. §3.4.3); relax = 1 is plain ADMM
+            v = xr + u
+            z_prev = z
+            z = xp.where(bb, xp.clip(v, lo, hi), x)
+            u = xp.where(bb, v - z, 0.0)
+            k += 1
+            if trace:
+                primal.append(float(xp.sqrt(((x - z) ** 2).sum(0)).max()))
+                dual.append(float(rho * xp.sqrt(((z - z_prev) ** 2).sum(0)).max()))
+        out.rounds += 1
+        idx = todo
+        Cs = _subset(C, idx, xp)
+        zs, us = z[:, idx], u[:, idx]
+        lo_s = bb & (zs <= lo) & (us < 0)
+        hi_s = bb & (zs >= hi) & (us > 0)
+        free = ~(lo_s | hi_s)
+        x_act = xp.where(lo_s, lo, 0.0) + xp.where(hi_s, hi, 0.0)
+        sys_ = KKT(S, Cs, xp, free=free)
+        ra = (r[:, None] - sys_.A @ x_act) if sys_.m else None
+        xf, lam = sys_.solve(-Cs.q - smooth_hessian_apply(S, Cs, sys_, x_act, xp), ra)
+        xs = xf + x_act
+        tau = tol * scale[idx]
+        stat = smooth_hessian_apply(S, Cs, sys_, xs, xp) + Cs.q + rho * bb * us
+        if sys_.m:
+            stat = stat + sys_.A.T @ lam_k[:, idx]
+        ok = (xp.where(free, xp.maximum(lo - xs, xs - hi), -1.0) <= tau).all(0) & (xp.abs(stat).max(0) <= tau) \
+            & xp.isfinite(xs).all(0)
+        if sys_.m:
+            ok = ok & (xp.abs(sys_.A @ xs - r[:, None]).max(0) <= tau)
+        if bool(ok.any()):
+            sel = idx[ok]
+            x_out[:, sel] = xs[:, ok]
+            if inner.m:
+                lam_out[:, sel] = lam[:, ok]
+            free_out[:, sel] = free[:, ok]
+            out.pieces.append((sel, sys_ if bool(ok.all()) else KKT(S, _subset(C, sel, xp), xp, free=free[:, ok])))
+        todo = idx[~ok]
+        if not len(todo):
+            break
+        if k >= maxiter:
+            e = int(todo[0])
+            raise _err("E731", f"the bounded equilibrium of example {e} (of {B}) did not settle in {k} ADMM iterations: "
+                       "no active set met the KKT conditions", "the constraints and bounds may have no common point; "
+                       "`sheaf verify` checks it")
+        stop = min(stop + int(every), int(maxiter))
+    out.iterations = k
+    out.free = free_out
+    out.primal, out.dual = np.array(primal), np.array(dual)
+    return x_out, lam_out, out
+
+
 def param_grads_at(S: LearnedStructure, system: KKT, x, lam, g, nu, xp):
-    """−[g; ν]ᵀ ∂_θ[Hx + q + Aᵀλ; Ax] as coefficient gradients (Qbar, qbar, Fbar)."""
+    """−[g; ν]ᵀ ∂_θ[Hx + q + Aᵀλ; Ax − r] as coefficient gradients (Qbar, qbar, Fbar); r = −D_c p, so a constant's
+    entries of the maps get ν_e p_c (x extended by the constants' values, g by zeros)."""
     Qbar = []
     for gr in S.groups:
         Qbar.append(-xp.einsum("bvi,bvj->bvij", _gather(gr, g, xp), _gather(gr, x, xp)))
@@ -327,7 +502,8 @@ def param_grads_at(S: LearnedStructure, system: KKT, x, lam, g, nu, xp):
         V[hard] = lam
     # D̄[e, c] = −Σ_b (U_e x_c + V_e g_c); F_src = −D, F_dst = +D on their entries
     sign = xp.asarray(S.sign)
-    Fbar = -sign * (_pattern_outer(S, S.erow, S.cols, U, x, xp) + _pattern_outer(S, S.erow, S.cols, V, g, xp))
+    xe, ge = S.extended(x, xp), S.extended(g, xp, fixed=False)
+    Fbar = -sign * (_pattern_outer(S, S.erow, S.cols, U, xe, xp) + _pattern_outer(S, S.erow, S.cols, V, ge, xp))
     return Qbar, qbar, Fbar
 
 
@@ -354,7 +530,7 @@ def energy_grads(S: LearnedStructure, system: KKT, x, lam, xp=np):
         U = xp.where(soft[:, None], system.w2[:, None] * (D @ x), U)
     if system.m:
         U[~soft] = lam
-    Fbar = xp.asarray(S.sign) * _pattern_outer(S, S.erow, S.cols, U, x, xp)
+    Fbar = xp.asarray(S.sign) * _pattern_outer(S, S.erow, S.cols, U, S.extended(x, xp), xp)
     return Qbar, x.copy(), Fbar
 
 
@@ -415,4 +591,4 @@ def _loss_hessian(S, params, x, xp):
     return Hs
 
 
-__all__ = ["admm", "admm_vjp", "kkt", "kkt_vjp", "KKT", "Iterates", "nudged", "energy_grads", "param_grads_at"]
+__all__ = ["admm", "admm_vjp", "kkt", "kkt_vjp", "KKT", "BoundedSystem", "bounded_kkt", "Iterates", "nudged", "energy_grads", "param_grads_at"]

@@ -174,6 +174,14 @@ class LearnedTrainer:
             raise _err("E610", f"rho must be a positive number, not {rho}")
         if not (nudge > 0 and np.isfinite(nudge)):
             raise _err("E610", f"nudge must be a positive number, not {nudge}")
+        from ..lowering.learned import bounds_and_constants
+
+        bounded, consts = bounds_and_constants(G)
+        if (bounded or consts) and trainer != "implicit":
+            what = f"bounds (`{bounded[0]}` has a nonneg/box term)" if bounded else f"a constant (`{consts[0]}`)"
+            raise _err("E732", f"the {trainer} trainer does not differentiate a learned model with {what}: its "
+                       "equilibrium is a QP with an active set, or an affine constraint", "use --trainer implicit "
+                       "(the adjoint of the KKT system on the final active set)")
         self.G, self.xp = G, xp
         self.trainer, self.iterations, self.window, self.rho, self.nudge = trainer, int(iterations), int(window), \
             float(rho), float(nudge)
@@ -200,6 +208,10 @@ class LearnedTrainer:
         S = self.structure(split.inputs)
         C = coefficients(S, self.params, observations(S.G, split.inputs, xp), xp, B=len(split))
         method = method or ("admm" if self.trainer == "unrolled" else "kkt")
+        if method == "admm" and (S.bounded.any() or S.n_fixed):
+            # a bounded model's ADMM is its equilibrium's: K iterations of the split x = z, then the polish
+            x, lam, system = SL.bounded_kkt(S, C, xp, rho=self.rho, first=iterations or self.iterations, trace=trace)
+            return x, S, system
         if method == "admm":
             it = SL.admm(S, C, iterations=iterations or self.iterations, rho=self.rho, xp=xp, trace=trace)
             return it.x, S, it
