@@ -201,8 +201,8 @@ class KKT:
     ``diag`` (n,) adds a diagonal to H (the ρ of the bounded solve's ADMM). ``free`` (n, B) bool fixes, per example,
     the coordinates where it is False (an active set): H⁻¹ is then P(PHP + I − P)⁻¹P with P = diag(free), so
     :meth:`solve` solves the equality-constrained problem on the free coordinates and returns zeros on the others.
-    ``explicit``: keep (S + εI)⁻¹ itself and solve without refinement (the bounded solve's inner iterations, which
-    its polish makes exact)."""
+    ``explicit``: keep (S + εI)⁻¹ itself, so that each solve is a batched product (the bounded solve's inner
+    iterations: many solves with one system); the refinement is the same."""
 
     REFINE = 3
     #: the refinement stops when every column's residual is below RTOL times its right-hand side's size
@@ -302,16 +302,15 @@ class KKT:
         the residual ‖rhs − Sλ‖ is at round-off (``RTOL`` · ‖rhs‖ in every column: the regularisation's error is
         ε/λ_min(S) relative and shrinks by that factor per step, so one or two usually suffice)."""
         xp = self.xp
-        if self.explicit:
-            return (self.Sinv @ rhs.T[:, :, None])[:, :, 0].T
-        r = xp.moveaxis(rhs, 1, 0)[:, :, None]  # (B, m, 1)
-        lam = self._chol_solve(r)[:, :, 0].T  # (m, B)
+        inv = (lambda t: (self.Sinv @ t.T[:, :, None])[:, :, 0].T) if self.explicit else \
+            (lambda t: self._chol_solve(xp.moveaxis(t, 1, 0)[:, :, None])[:, :, 0].T)
+        lam = inv(rhs)  # (m, B)
         scale = xp.abs(rhs).max(0)
         for _ in range(self.REFINE):
             res = rhs - self.A @ self.hinv(self.A.T @ lam)
             if bool((xp.abs(res).max(0) <= self.RTOL * scale).all()):
                 break
-            lam = lam + self._chol_solve(xp.moveaxis(res, 1, 0)[:, :, None])[:, :, 0].T
+            lam = lam + inv(res)
         return lam
 
     def _chol_solve(self, r):
@@ -358,6 +357,7 @@ class BoundedSystem:
         self.S, self.B, self.xp = S, B, xp
         self.pieces: list = []
         self.free = None
+        self.D = self.soft = self.w2 = None
         self.iterations = 0
         self.rounds = 0
 
@@ -382,24 +382,123 @@ def _subset(C: Coefficients, idx, xp) -> Coefficients:
     return Coefficients([Qg[idx] for Qg in C.Q], C.q[:, idx], C.F, len(idx), None)
 
 
-def bounded_kkt(S: LearnedStructure, C: Coefficients, xp=np, *, rho: float = 1.0, first: int = 30, every: int = 10,
-                maxiter: int = 3000, tol: float = 1e-7, relax: float = 1.6, trace: bool = False):
-    """The minimiser of ½xᵀHx + qᵀx subject to Ax = r and lo ≤ x ≤ hi on the bounded coordinates, per example,
-    exactly: ADMM on the split x = z (z ∈ [lo, hi]) finds the active set and a valid set of multipliers, and a
-    polish solves the equality problem on that set exactly.
+class _AffineSplit:
+    """ADMM on x = z for a general H: x ← argmin ½xᵀ(H + ρB)x + (q − ρB(z − u))ᵀx s.t. Ax = r (one factorised
+    :class:`KKT` of the batch, multipliers λ); x̂ = αx + (1 − α)z; z ← clip(x̂ + u) on the bounded coordinates B;
+    u ← u + x̂ − z. At its fixed point Hx + q + Aᵀλ = μ with μ = −ρu (≥ 0 where z = lo, ≤ 0 where z = hi)."""
 
-    ADMM (ρ = ``rho``, scaled dual u, B the bounded coordinates, over-relaxation α = ``relax``, Boyd et al. 2011
-    §3.4.3): x ← argmin ½xᵀ(H + ρB)x + (q − ρB(z − u))ᵀx s.t. Ax = r (one factorised :class:`KKT` for the batch,
-    with multipliers λ); x̂ = αx + (1 − α)z; z ← clip(x̂ + u, lo, hi); u ← u + x̂ − z. Its fixed point has
-    Hx + q + Aᵀλ = μ with μ = −ρu, and μ ≥ 0 where z = lo, ≤ 0 where z = hi, 0 where lo < z < hi (by the clip): the
-    KKT conditions. After ``first`` iterations, and then every ``every``, the **polish** of each unsettled example
-    takes the active set 𝒜_lo = {z = lo, u < 0}, 𝒜_hi = {z = hi, u > 0}, fixes x there, solves the
-    equality-constrained problem on the free coordinates F exactly (a :class:`KKT` with the free mask), and accepts
-    it when ADMM's multipliers certify it: lo − τ ≤ x_F ≤ hi + τ, |Ax − r| ≤ τ and the stationarity residual
-    s = Hx + q + Aᵀλ − μ has |s|_∞ ≤ τ, τ = ``tol`` · max(1, |q|_∞). Then x is the exact minimiser of the problem
-    with q − s in place of q (μ has the bounds' signs), so |x − x*| ≤ |s| / λ_min(ZᵀHZ): the set is the minimiser's
-    whenever the minimiser is τ/λ_min away from changing it (in practice always: ADMM identifies the set long before
-    the certificate passes). The multipliers are ADMM's, not the polish's own: at a vertex of a polytope, such as a
+    def __init__(self, S, C, xp, rho, relax, lo, hi, bb):
+        self.xp, self.rho, self.relax, self.lo, self.hi, self.bb = xp, rho, relax, lo, hi, bb
+        self.system = KKT(S, C, xp, diag=rho * xp.asarray(S.bounded.astype(float)), explicit=True)
+        self.system.REFINE = 1  # one step removes the εI's bias to round-off; the polish is exact anyway
+        self.r, self.q = self.system.r, C.q
+        self.z = xp.clip(xp.zeros_like(C.q), lo, hi)
+        self.u = xp.zeros_like(C.q)
+        self.lam = None
+
+    def step(self):
+        xp, rho = self.xp, self.rho
+        x, self.lam = self.system.solve(-self.q + rho * self.bb * (self.z - self.u), self.r if self.system.m else None)
+        v = self.relax * x + (1.0 - self.relax) * self.z + self.u
+        z_prev, self.z = self.z, xp.where(self.bb, xp.clip(v, self.lo, self.hi), x)
+        self.u = xp.where(self.bb, v - self.z, 0.0)
+        return x, self.z, z_prev
+
+    def active(self, idx):
+        """(𝒜_lo, 𝒜_hi) on the examples ``idx``: the coordinates the clip holds at a bound."""
+        z, u = self.z[:, idx], self.u[:, idx]
+        return self.bb & (z <= self.lo) & (u < 0), self.bb & (z >= self.hi) & (u > 0)
+
+    def multipliers(self, idx, Hx_q, active):
+        """(Aᵀλ, μ) on the examples ``idx``, for a polished x_p with Hx_p + q = ``Hx_q`` on the set ``active``."""
+        g_aff = self.system.A.T @ self.lam[:, idx] if self.system.m else 0.0
+        return g_aff, -self.rho * self.u[:, idx]
+
+
+class _DiagonalSplit:
+    """ADMM on x = y for a diagonal H = diag(h) (encoded objectives, no soft edge): the bounds go with the objective
+    and the hard rows with the copy, x ← clip((ρ(y − u) − q) / (h + ρ), lo, hi) elementwise; x̂ = αx + (1 − α)y;
+    y ← x̂ + u − Aᵀ(AAᵀ)⁻¹(A(x̂ + u) − r), the projection onto {Ay = r} with A shared by the batch (one m × m
+    Cholesky factor for all examples, the products dense (m, n) @ (n, B)); u ← u + x̂ − y. At its fixed point
+    u ∈ range(Aᵀ): Aᵀλ = ρu, and the bounds' multipliers are μ = hx + q + ρu on the clipped coordinates."""
+
+    def __init__(self, S, C, xp, rho, relax, lo, hi, bb):
+        self.xp, self.rho, self.relax, self.lo, self.hi, self.bb = xp, rho, relax, lo, hi, bb
+        F2, D = S.operators(C.F, xp)
+        Dd = D.toarray() if hasattr(D, "toarray") else D
+        self.A = Dd[xp.asarray(S.hard)]
+        self.r = S.rhs(C.F, xp)[:, None]
+        m = self.A.shape[0]
+        AAt = self.A @ self.A.T
+        AAt = AAt + (1e-13 * max(float(xp.trace(AAt)) / max(m, 1), 1e-300)) * xp.eye(m)
+        self.L = xp.linalg.cholesky(AAt) if m else None
+        from ..lowering.backend import scipy_module
+
+        self._cho = scipy_module(xp, "linalg")
+        self.h = xp.concatenate([xp.diagonal(Qg, axis1=2, axis2=3).reshape(C.B, -1) for Qg in C.Q], axis=1).T \
+            if len(S.groups) == 1 else _diag_of(S, C, xp)
+        self.q = C.q
+        self.y = xp.clip(xp.zeros_like(C.q), lo, hi)
+        self.u = xp.zeros_like(C.q)
+        self.w = None
+
+    def _project(self, v):
+        if self.L is None:
+            return v
+        tri = self._cho.solve_triangular
+        for _ in range(2):  # the second pass removes the εI's bias (ε/λ_min(AAᵀ) relative) to round-off
+            t = self.A @ v - self.r
+            t = tri(self.L, tri(self.L, t, lower=True, check_finite=False), lower=True, trans="T", check_finite=False)
+            v = v - self.A.T @ t
+        return v
+
+    def step(self):
+        xp, rho = self.xp, self.rho
+        self.w = (rho * (self.y - self.u) - self.q) / (self.h + rho)
+        x = xp.clip(self.w, self.lo, self.hi)
+        v = self.relax * x + (1.0 - self.relax) * self.y + self.u
+        y_prev, self.y = self.y, self._project(v)
+        self.u = v - self.y
+        return x, self.y, y_prev
+
+    def active(self, idx):
+        w = self.w[:, idx]
+        return self.bb & (w < self.lo), self.bb & (w > self.hi)
+
+    def multipliers(self, idx, Hx_q, active):
+        g_aff = self.rho * self.u[:, idx]
+        return g_aff, self.xp.where(active, Hx_q + g_aff, 0.0)
+
+
+def _diag_of(S, C, xp):
+    h = xp.zeros((S.n, C.B))
+    for g, Qg in zip(S.groups, C.Q):
+        _scatter(g, h, xp.diagonal(Qg, axis1=2, axis2=3), xp)
+    return h
+
+
+def bounded_kkt(S: LearnedStructure, C: Coefficients, xp=np, *, rho: float | None = None, first: int = 20, every: int = 5,
+                maxiter: int = 3000, tol: float = 1e-7, relax: float = 1.6, split: str = "auto", trace: bool = False):
+    """The minimiser of ½xᵀHx + qᵀx subject to Ax = r and lo ≤ x ≤ hi on the bounded coordinates, per example,
+    exactly: ADMM finds the active set and a valid set of multipliers, and a polish solves the equality problem on
+    that set exactly.
+
+    ADMM (ρ = ``rho``, by default 1.5 × the mean of H's diagonal over the batch, scaled dual u, over-relaxation
+    α = ``relax``, Boyd et al. 2011 §3.4.3) is one of two splittings (``split``: ``"auto"``, ``"diagonal"``,
+    ``"affine"``), by default chosen by the structure: :class:`_DiagonalSplit` when H is diagonal (every agent's
+    objective encoded, no soft edge, no quadratic term: the Sudoku), whose iterations are elementwise plus a
+    projection shared by the batch, else :class:`_AffineSplit`, whose x-step is a factorised KKT solve per example.
+    Both reach the same minimiser (the polish is exact); only the cost differs. Either
+    gives estimates of the multipliers: Aᵀλ of the hard rows and μ of the bounds, with μ ≥ 0 at a lower bound and
+    ≤ 0 at an upper one by construction. After ``first`` iterations, and then every ``every``, the **polish** of
+    each unsettled example takes ADMM's active set 𝒜_lo, 𝒜_hi, fixes x there, solves the equality-constrained
+    problem on the free coordinates F exactly (a :class:`KKT` with the free mask), and accepts it when the
+    multipliers certify it (it is tried once ADMM's residuals |x − z|_∞ and ρ|z − z_prev|_∞ are both below τ):
+    lo − τ ≤ x_F ≤ hi + τ, |Ax − r| ≤ τ, the stationarity residual s = Hx + q + Aᵀλ − μ has
+    |s|_∞ ≤ τ, and μ has the bounds' signs to τ; τ = ``tol`` · max(1, |q|_∞). Then x is the exact minimiser of the
+    problem with q − s in place of q, so |x − x*| ≤ |s| / λ_min(ZᵀHZ): the set is the minimiser's whenever the
+    minimiser is τ/λ_min away from changing it (in practice always: ADMM identifies the set long before the
+    certificate passes). The multipliers are ADMM's, not the polish's own: at a vertex of a polytope, such as a
     solved Sudoku, the active bounds and the hard rows are linearly dependent, so the bounds' multipliers are not
     unique, and the least-norm ones the equality solve picks need not be ≥ 0.
 
@@ -408,63 +507,70 @@ def bounded_kkt(S: LearnedStructure, C: Coefficients, xp=np, *, rho: float = 1.0
     residual ‖x − z‖ and the dual residual ρ‖z − z_prev‖ (maxima over the batch) as ``primal``, ``dual``."""
     B, n = C.B, S.n
     lo, hi = xp.asarray(S.lo)[:, None], xp.asarray(S.hi)[:, None]
-    b = xp.asarray(S.bounded.astype(float))
     bb = xp.asarray(S.bounded)[:, None]
-    inner = KKT(S, C, xp, diag=rho * b, explicit=True)
-    r = inner.r
-    q = C.q
-    scale = xp.maximum(1.0, xp.abs(q).max(0))  # (B,)
-    z = xp.clip(xp.zeros((n, B)), lo, hi)
-    u = xp.zeros((n, B))
-    lam_k = None
+    diagonal = not bool((~S.hard).any()) and not S.quadratic
+    if split not in ("auto", "diagonal", "affine"):
+        raise ValueError(f"split must be auto, diagonal or affine, not {split!r}")
+    if split == "diagonal" and not diagonal:
+        raise ValueError("the diagonal splitting needs a diagonal H: encoded objectives only, no soft edge")
+    diagonal = diagonal and split != "affine"
+    if rho is None:
+        rho = 1.5 * float(xp.mean(_diag_of(S, C, xp)))
+    admm_ = (_DiagonalSplit if diagonal else _AffineSplit)(S, C, xp, float(rho), float(relax), lo, hi, bb)
+    m = int(S.hard.sum())
+    r = S.rhs(C.F, xp)
+    scale = xp.maximum(1.0, xp.abs(C.q).max(0))  # (B,)
     out = BoundedSystem(S, B, xp)
-    out.D, out.soft, out.w2 = inner.D, inner.soft, inner.w2
     x_out = xp.zeros((n, B))
-    lam_out = xp.zeros((inner.m, B)) if inner.m else None
+    lam_out = xp.zeros((m, B)) if m else None
     free_out = xp.ones((n, B), dtype=bool)
     todo = xp.arange(B)
     primal, dual = [], []
     k, stop = 0, int(first)
     while True:
         while k < stop:
-            x, lam_k = inner.solve(-q + rho * bb * (z - u), r if inner.m else None)
-            xr = relax * x + (1.0 - relax) * z  # over-relaxation (Boyd et al. §3.4.3); relax = 1 is plain ADMM
-            v = xr + u
-            z_prev = z
-            z = xp.where(bb, xp.clip(v, lo, hi), x)
-            u = xp.where(bb, v - z, 0.0)
+            x, z, z_prev = admm_.step()
             k += 1
             if trace:
                 primal.append(float(xp.sqrt(((x - z) ** 2).sum(0)).max()))
                 dual.append(float(rho * xp.sqrt(((z - z_prev) ** 2).sum(0)).max()))
+        # polish only the examples whose ADMM residuals are at the certificate's tolerance (a cheap filter: a polish
+        # is a factorisation, an iteration is not); the rest iterate on
+        res = xp.maximum(xp.abs(x - z).max(0), rho * xp.abs(z - z_prev).max(0))[todo]
+        near = res <= tol * scale[todo]
+        if not bool(near.any()) and k < maxiter:
+            stop = min(stop + int(every), int(maxiter))
+            continue
+        idx = todo[near] if k < maxiter else todo
+        rest = todo[~near] if k < maxiter else todo[:0]
         out.rounds += 1
-        idx = todo
         Cs = _subset(C, idx, xp)
-        zs, us = z[:, idx], u[:, idx]
-        lo_s = bb & (zs <= lo) & (us < 0)
-        hi_s = bb & (zs >= hi) & (us > 0)
+        lo_s, hi_s = admm_.active(idx)
         free = ~(lo_s | hi_s)
         x_act = xp.where(lo_s, lo, 0.0) + xp.where(hi_s, hi, 0.0)
         sys_ = KKT(S, Cs, xp, free=free)
-        ra = (r[:, None] - sys_.A @ x_act) if sys_.m else None
+        if out.D is None:
+            out.D, out.soft, out.w2 = sys_.D, sys_.soft, sys_.w2
+        ra = (r[:, None] - sys_.A @ x_act) if m else None
         xf, lam = sys_.solve(-Cs.q - smooth_hessian_apply(S, Cs, sys_, x_act, xp), ra)
         xs = xf + x_act
+        Hx_q = smooth_hessian_apply(S, Cs, sys_, xs, xp) + Cs.q
+        g_aff, mu = admm_.multipliers(idx, Hx_q, ~free)
         tau = tol * scale[idx]
-        stat = smooth_hessian_apply(S, Cs, sys_, xs, xp) + Cs.q + rho * bb * us
-        if sys_.m:
-            stat = stat + sys_.A.T @ lam_k[:, idx]
+        stat = Hx_q + g_aff - mu
         ok = (xp.where(free, xp.maximum(lo - xs, xs - hi), -1.0) <= tau).all(0) & (xp.abs(stat).max(0) <= tau) \
+            & (xp.where(lo_s, -mu, -1.0) <= tau).all(0) & (xp.where(hi_s, mu, -1.0) <= tau).all(0) \
             & xp.isfinite(xs).all(0)
-        if sys_.m:
+        if m:
             ok = ok & (xp.abs(sys_.A @ xs - r[:, None]).max(0) <= tau)
         if bool(ok.any()):
             sel = idx[ok]
             x_out[:, sel] = xs[:, ok]
-            if inner.m:
+            if m:
                 lam_out[:, sel] = lam[:, ok]
             free_out[:, sel] = free[:, ok]
             out.pieces.append((sel, sys_ if bool(ok.all()) else KKT(S, _subset(C, sel, xp), xp, free=free[:, ok])))
-        todo = idx[~ok]
+        todo = xp.concatenate([idx[~ok], rest])
         if not len(todo):
             break
         if k >= maxiter:
