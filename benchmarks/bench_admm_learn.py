@@ -8,14 +8,18 @@ measured is the gradients and their cost, not accuracy):
   (``r_i[a:b] -> c_j[c:d] maps P | P hard``, one shared P), so the hard rows have the redundancy of a cycle;
   each agent's objective encoded from the one-hot clues of its 4 cells (an MLP 20 -> 32 -> 2·4·ch); one
   softmax decoder per cell from the mean of its three blocks (16 decoders sharing W, b).
-- the sudoku4 task's own model (``sheafdsl.training.tasks.sudoku.model_text(4)``: two hard edges a cell and
-  hard digit-count rows) on real puzzles of its generator;
+- the sudoku4 task's linear model (``sheafdsl.training.tasks.sudoku.model_text(4, polytope=False)``: two hard
+  edges a cell and homogeneous hard digit-count rows) on real puzzles of its generator;
 - ``grid``: a grid of agents (8-dim stalks, 16-pixel observations) with soft neighbour edges, at 4 × 4.
 
 1. **Agreement over K**: max |g_unrolled(K) − g_implicit| over every parameter entry (and relative to
    max |g_implicit|), K = 5 … 5000, at one parameter point and batch.
 2. **Cost of a step**: the gradient of one batch (``loss_and_grads``: forward and backward, the encoder
    and decoder included) for ``implicit`` and for ``unrolled`` with K = 20, runs alternated, medians.
+   The shipped Sudoku model (``model_text(4)``: its agents ``nonneg``, the counts against the constant ``one``)
+   has only the implicit trainer (unrolled ADMM does not differentiate bounds): its implicit step is timed
+   alternately against the unrolled K = 20 step of the linear model of the same size, same parameters and
+   puzzles.
 3. **Peak memory** of one such step (``tracemalloc``, which sees numpy's buffers), for implicit and for
    unrolled at K = 20 and larger K.
 4. **Does each trainer train?** (``--train-steps``): the grid model on a learnable synthetic task (the
@@ -209,7 +213,8 @@ def main(argv=None) -> dict:
     Ks = tuple(a.ks)
     from sheafdsl.training.tasks import sudoku as T
 
-    for name, src, mk in (("sudoku4 (the task's model, tasks.sudoku.model_text(4))", T.model_text(4),
+    for name, src, mk in (("sudoku4 (the task's linear model, tasks.sudoku.model_text(4, polytope=False))",
+                           T.model_text(4, polytope=False),
                            lambda G, B: task_sudoku_split(B, rng)),
                           ("sudoku4", sudoku_model(), lambda G, B: sudoku_split(G, B, rng)),
                           ("sudoku4 (3 edges a cell)", sudoku_model(cycle=True), lambda G, B: sudoku_split(G, B, rng)),
@@ -238,6 +243,33 @@ def main(argv=None) -> dict:
         print(f"step (median of {a.repeats}, alternated): implicit {1e3 * ti:.1f} ms, unrolled K=20 {1e3 * tu:.1f} ms, "
               f"implicit / unrolled = {ti / tu:.2f}")
         print("peak memory of one step: " + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in mem.items()))
+    # the shipped (bounded) Sudoku model: its implicit step against the linear model's unrolled K = 20 step
+    Gp, Gl = from_model(load_text(T.model_text(4))), from_model(load_text(T.model_text(4, polytope=False)))
+    params = {k: v + 0.2 * rng.normal(size=v.shape) for k, v in LearnedTrainer(Gl, trainer="implicit", seed=0).params.items()}
+    split = task_sudoku_split(a.batch, rng)
+    trs = {"implicit (polytope model)": LearnedTrainer(Gp, trainer="implicit", params=params),
+           "unrolled K=20 (linear model)": LearnedTrainer(Gl, trainer="unrolled", iterations=20, rho=a.rho, params=params)}
+    runs = {k: [] for k in trs}
+    for tr in trs.values():
+        tr.loss_and_grads(split)
+    for _ in range(a.repeats):
+        for k, tr in trs.items():
+            t0 = time.perf_counter()
+            tr.loss_and_grads(split)
+            runs[k].append(time.perf_counter() - t0)
+    mem = {}
+    for k, tr in trs.items():
+        tracemalloc.start()
+        tr.loss_and_grads(split)
+        mem[k] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    med = {k: float(np.median(v)) for k, v in runs.items()}
+    report["polytope"] = {"step_seconds": med, "runs": runs, "peak_bytes": mem}
+    ti, tu = med["implicit (polytope model)"], med["unrolled K=20 (linear model)"]
+    print(f"
+sudoku4, the shipped polytope model (batch {a.batch}): implicit step {1e3 * ti:.1f} ms against the linear "
+          f"model's unrolled K=20 step {1e3 * tu:.1f} ms, ratio {ti / tu:.2f}; peak memory "
+          + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in mem.items()))
     if a.train_steps:
         tc = train_compare(a.train_steps, 32)
         report["training"] = tc

@@ -80,7 +80,7 @@ CODES: dict[str, str] = {
     "E286": "an edge or decoder block [a:b] that is empty or out of range, on a kind other than maps/identity, or a parameter map on a block outside a consensus problem",
     "E287": "a decoder that does not fit: its output not pinned to the target, sources of different dimensions, several sources without `mean`, W or b of the wrong shape; or a learned model without a decoder",
     "E288": "`right`/`down` on an edge that is not between one grid's agents, a grid used as a plain stalk, a grid edge of another kind than maps/identity, an empty grid",
-    "E289": "a learned model outside what its trainers differentiate: a nonsmooth objective term, an edge offset, a pin on an agent",
+    "E289": "a learned model outside what its trainers differentiate: a simplex or l1 term on an agent, an edge offset, a pin on an agent, a constant joined by a soft edge or to another constant",
     "E290": "an edge from a stalk to itself",
     # objectives and hard constraints (consensus problems, `objective` and `... hard`)
     "E291": "an unknown objective kind",
@@ -201,7 +201,7 @@ CODES: dict[str, str] = {
     "E703": "this command, solver or option cannot run sharded over workers (the message says what can)",
     "E704": "every worker died, or a shard could not be rebuilt after repeated worker deaths",
     "E705": "the joint flow's stalk restarts (joint_reinit) with a sharded run",
-    # learned consensus models, the checker (E730–E739)
+    # learned consensus models (E730–E739)
     "E730": "a `nobias` encoder with a hidden activation whose value at 0 is not 0 (sigmoid, softplus)",
     "E731": "a learned model's bounded equilibrium (nonneg/box agents) that did not settle: no active set met the KKT conditions within the iteration limit",
     "E732": "a learned model with bounds (nonneg/box agents) or constants given to a trainer other than `implicit`, which does not differentiate them",
