@@ -349,9 +349,10 @@ def kkt(S: LearnedStructure, C: Coefficients, xp=np, *, system: KKT | None = Non
 
 
 class BoundedSystem:
-    """The KKT systems of a bounded equilibrium's final active sets: ``pieces`` of (example indices, :class:`KKT` on
-    those examples' coefficients with their free mask). :meth:`solve` solves the adjoint system of each piece and
-    scatters: (g, ν) with g = 0 on every active coordinate. ``rounds``/``iterations``: how the solve went."""
+    """The KKT systems of a bounded equilibrium's final active sets: ``pieces`` of (example indices, which of them
+    settled there, the :class:`KKT` of those examples' coefficients with their free masks: one polish). :meth:`solve`
+    solves the adjoint system of each piece and scatters the settled examples' columns: (g, ν) with g = 0 on every
+    active coordinate. ``rounds``/``iterations``: how the solve went."""
 
     def __init__(self, S, B, xp):
         self.S, self.B, self.xp = S, B, xp
@@ -369,12 +370,12 @@ class BoundedSystem:
         xp = self.xp
         g = xp.zeros_like(rhs_x)
         nu = xp.zeros((self.m, rhs_x.shape[1])) if self.m else None
-        for idx, sys_ in self.pieces:
+        for idx, ok, sys_ in self.pieces:
             ra = None if rhs_a is None else (rhs_a if rhs_a.ndim == 1 else rhs_a[:, idx])
             gi, ni = sys_.solve(rhs_x[:, idx] * sys_.free, ra)
-            g[:, idx] = gi
+            g[:, idx[ok]] = gi[:, ok]
             if self.m:
-                nu[:, idx] = ni
+                nu[:, idx[ok]] = ni[:, ok]
         return g, nu
 
 
@@ -418,39 +419,46 @@ class _AffineSplit:
 class _DiagonalSplit:
     """ADMM on x = y for a diagonal H = diag(h) (encoded objectives, no soft edge): the bounds go with the objective
     and the hard rows with the copy, x ← clip((ρ(y − u) − q) / (h + ρ), lo, hi) elementwise; x̂ = αx + (1 − α)y;
-    y ← x̂ + u − Aᵀ(AAᵀ)⁻¹(A(x̂ + u) − r), the projection onto {Ay = r} with A shared by the batch (one m × m
-    Cholesky factor for all examples, the products dense (m, n) @ (n, B)); u ← u + x̂ − y. At its fixed point
+    y ← Π(x̂ + u) + c, the projection onto {Ay = r} (Π = I − Aᵀ(AAᵀ)⁻¹A and c = Aᵀ(AAᵀ)⁻¹r, formed once: A is
+    shared by the batch, so an iteration is elementwise work and one (n, n) @ (n, B) product); u ← u + x̂ − y. At its fixed point
     u ∈ range(Aᵀ): Aᵀλ = ρu, and the bounds' multipliers are μ = hx + q + ρu on the clipped coordinates."""
 
     def __init__(self, S, C, xp, rho, relax, lo, hi, bb):
         self.xp, self.rho, self.relax, self.lo, self.hi, self.bb = xp, rho, relax, lo, hi, bb
         F2, D = S.operators(C.F, xp)
         Dd = D.toarray() if hasattr(D, "toarray") else D
-        self.A = Dd[xp.asarray(S.hard)]
-        self.r = S.rhs(C.F, xp)[:, None]
-        m = self.A.shape[0]
-        AAt = self.A @ self.A.T
-        AAt = AAt + (1e-13 * max(float(xp.trace(AAt)) / max(m, 1), 1e-300)) * xp.eye(m)
-        self.L = xp.linalg.cholesky(AAt) if m else None
-        from ..lowering.backend import scipy_module
+        A = Dd[xp.asarray(S.hard)]
+        r = S.rhs(C.F, xp)
+        m, n = A.shape
+        if m:
+            # the projector Π = I − Aᵀ(AAᵀ)⁻¹A and offset c = Aᵀ(AAᵀ)⁻¹r, once for the batch (Cholesky of AAᵀ + εI,
+            # then one refinement step against AAᵀ itself, which removes the εI's bias to round-off): each
+            # iteration's projection is then one (n, n) @ (n, B) product
+            from ..lowering.backend import scipy_module
 
-        self._cho = scipy_module(xp, "linalg")
-        self.h = xp.concatenate([xp.diagonal(Qg, axis1=2, axis2=3).reshape(C.B, -1) for Qg in C.Q], axis=1).T \
-            if len(S.groups) == 1 else _diag_of(S, C, xp)
+            tri = scipy_module(xp, "linalg").solve_triangular
+            AAt = A @ A.T
+            L = xp.linalg.cholesky(AAt + (1e-13 * max(float(xp.trace(AAt)) / m, 1e-300)) * xp.eye(m))
+
+            def solve(t):
+                return tri(L, tri(L, t, lower=True, check_finite=False), lower=True, trans="T", check_finite=False)
+
+            rhs = xp.concatenate([A, r[:, None]], axis=1)
+            X = solve(rhs)
+            X = X + solve(rhs - AAt @ X)
+            self.Pi = xp.eye(n) - A.T @ X[:, :n]
+            self.c = (A.T @ X[:, n:])  # (n, 1)
+        else:
+            self.Pi, self.c = None, None
+        self.h = _diag_of(S, C, xp)
         self.q = C.q
         self.y = xp.clip(xp.zeros_like(C.q), lo, hi)
         self.u = xp.zeros_like(C.q)
         self.w = None
 
     def _project(self, v):
-        if self.L is None:
-            return v
-        tri = self._cho.solve_triangular
-        for _ in range(2):  # the second pass removes the εI's bias (ε/λ_min(AAᵀ) relative) to round-off
-            t = self.A @ v - self.r
-            t = tri(self.L, tri(self.L, t, lower=True, check_finite=False), lower=True, trans="T", check_finite=False)
-            v = v - self.A.T @ t
-        return v
+        """The projection of v (n, B) onto {Ay = r}: Πv + c."""
+        return v if self.Pi is None else self.Pi @ v + self.c
 
     def step(self):
         xp, rho = self.xp, self.rho
@@ -569,7 +577,7 @@ def bounded_kkt(S: LearnedStructure, C: Coefficients, xp=np, *, rho: float | Non
             if m:
                 lam_out[:, sel] = lam[:, ok]
             free_out[:, sel] = free[:, ok]
-            out.pieces.append((sel, sys_ if bool(ok.all()) else KKT(S, _subset(C, sel, xp), xp, free=free[:, ok])))
+            out.pieces.append((idx, ok, sys_))
         todo = xp.concatenate([idx[~ok], rest])
         if not len(todo):
             break
