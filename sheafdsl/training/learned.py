@@ -178,10 +178,13 @@ class LearnedTrainer:
 
         bounded, consts = bounds_and_constants(G)
         if (bounded or consts) and trainer != "implicit":
+            from ..ir import declared_at, model_error
+
             what = f"bounds (`{bounded[0]}` has a nonneg/box term)" if bounded else f"a constant (`{consts[0]}`)"
-            raise _err("E732", f"the {trainer} trainer does not differentiate a learned model with {what}: its "
-                       "equilibrium is a QP with an active set, or an affine constraint", "use --trainer implicit "
-                       "(the adjoint of the KKT system on the final active set)")
+            at = declared_at(G, stalk=bounded[0], kinds=("nonneg", "box")) if bounded else declared_at(G, stalk=consts[0])
+            raise model_error(G, "E732", f"the {trainer} trainer does not differentiate a learned model with {what}: its "
+                              "equilibrium is a QP with an active set, or an affine constraint", at,
+                              "use --trainer implicit (the adjoint of the KKT system on the final active set)")
         self.G, self.xp = G, xp
         self.trainer, self.iterations, self.window, self.rho, self.nudge = trainer, int(iterations), int(window), \
             float(rho), float(nudge)
