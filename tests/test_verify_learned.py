@@ -108,6 +108,22 @@ def test_a_point_found_by_highs_is_a_proof_only_after_its_exact_check(monkeypatc
     assert "breaks row" in c.detail and "not proved for all" in c.detail
 
 
+@pytest.mark.slow
+def test_the_9x9_sudoku_polytope_is_proved_by_a_highs_vertex_checked_exactly():
+    # 729 classes, past the exact simplex: HiGHS with a zero cost returned a non-vertex point with denominators near
+    # 10⁶ that rounded off the rows (so only `checked`); a generic cost gives a vertex that rounds exactly
+    from sheafdsl.training.tasks.sudoku import model_text
+
+    G, S = _model(model_text(9))
+    params = init_params(G, 0)
+    c, x = V.claim_learned_feasible(S, params)
+    assert c.status == "proved" and c.method.startswith("certificate (HiGHS point checked exactly over ℚ)"), c.detail
+    assert "729 coordinate classes" in c.method
+    x = np.array([float(v) for v in x])
+    A, rhs = _hard_system(S, dict(params, P=np.random.default_rng(2).normal(size=params["P"].shape)))
+    assert x.min() >= 0 and np.abs(A @ x - rhs).max() < 1e-12
+
+
 def test_a_total_of_minus_one_against_nonneg_agents_fails_with_a_farkas_certificate():
     G, S = _model(TOTAL.replace("MAP", "-1"))
     r = V.verify(G)

@@ -1435,8 +1435,10 @@ def _uniform_point(rows, lo, hi, n: int):
 
     The rows x_i − x_j = 0 identify coordinates (union–find; a class gets the intersection of its bounds); the other
     rows are rewritten on the classes, and the LP on the classes they touch is decided by the exact phase-1 simplex
-    (:func:`sheafdsl.exact.feasible_point`) up to ``EXACT_LP_LIMIT`` of them, else solved by HiGHS and its point
-    rounded (``Fraction.limit_denominator``). Whichever found it, the point is then checked against every row and
+    (:func:`sheafdsl.exact.feasible_point`) up to ``EXACT_LP_LIMIT`` of them, else by HiGHS with a generic cost, so
+    that its point is a vertex (B⁻¹b for a basis B of the rational rows: small denominators), rounded
+    (``Fraction.limit_denominator``). A cost of zero leaves HiGHS free to return any point of the polytope: on the
+    9×9 Sudoku one with denominators near 10⁶ that rounds off the rows. Whichever found it, the point is then checked against every row and
     bound in exact arithmetic: only a point that passes is returned."""
     from fractions import Fraction
 
@@ -1499,14 +1501,15 @@ def _uniform_point(rows, lo, hi, n: int):
         from scipy.optimize import linprog as splp
 
         bounds = [(None if a is None else float(a), None if b is None else float(b)) for a, b in zip(blo, bhi)]
-        res = splp(np.zeros(len(touched)), A_eq=np.array(A, dtype=float) if red else None,
+        cost = np.random.default_rng(0).uniform(1.0, 2.0, len(touched))  # generic: the optimum is one vertex
+        res = splp(cost, A_eq=np.array(A, dtype=float) if red else None,
                    b_eq=np.array(r, dtype=float) if red else None, bounds=bounds, method="highs")
         if res.status != 0:
             return None, f"HiGHS finds no point of the rows and bounds ({res.message})"
         pt = [Fraction(float(v)).limit_denominator(10 ** 6) for v in res.x]
         how = (f"certificate (HiGHS point checked exactly over ℚ): HiGHS on the {len(touched)} coordinate classes the "
-               f"rows touch ({n} coordinates identified into {len({find(j) for j in range(n)})} classes), its point "
-               "rounded to denominators ≤ 10⁶")
+               f"rows touch ({n} coordinates identified into {len({find(j) for j in range(n)})} classes), its vertex "
+               "for a generic cost rounded to denominators ≤ 10⁶")
     value.update(zip(touched, pt))
     x = [value[find(j)] for j in range(n)]
     for j in range(n):
