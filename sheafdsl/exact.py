@@ -142,20 +142,26 @@ def feasible_point(A, r, lo, hi):
     basis = [nv + i for i in range(rows)]
     width = nv + rows
     cost = [Fraction(0)] * nv + [Fraction(1)] * rows
+    # reduced costs d_j = c_j − c_Bᵀ B⁻¹ a_j, read off the tableau once, then kept as its objective row (a pivot
+    # subtracts d_enter times the new pivot row: the same rationals as recomputing them)
+    d = [cost[j] - sum(cost[basis[i]] * T[i][j] for i in range(rows)) for j in range(width)]
     while True:
-        # reduced costs d_j = c_j − c_Bᵀ B⁻¹ a_j, read off the tableau
-        d = [cost[j] - sum(cost[basis[i]] * T[i][j] for i in range(rows)) for j in range(width)]
         enter = next((j for j in range(width) if d[j] < 0), None)  # Bland: the lowest index
         if enter is None:
             break
         ratios = [(T[i][-1] / T[i][enter], basis[i], i) for i in range(rows) if T[i][enter] > 0]
         _, _, leave = min(ratios)  # Bland: ties broken by the lowest basic index
         p = T[leave][enter]
-        T[leave] = [x / p for x in T[leave]]
+        T[leave] = piv = [x / p if x else x for x in T[leave]]
+        nz = [j for j, y in enumerate(piv) if y]  # the pivot row is sparse: only its nonzeros change other rows
         for i in range(rows):
             if i != leave and T[i][enter] != 0:
-                f = T[i][enter]
-                T[i] = [x - f * y for x, y in zip(T[i], T[leave])]
+                f, row = T[i][enter], T[i]
+                for j in nz:
+                    row[j] = row[j] - f * piv[j]
+        f = d[enter]
+        for j in nz[:-1] if nz[-1] == width else nz:  # d has no right-hand-side entry
+            d[j] = d[j] - f * piv[j]
         basis[leave] = enter
     value = sum(cost[basis[i]] * T[i][-1] for i in range(rows))
     if value == 0:

@@ -1129,12 +1129,11 @@ def _null(M, exact: bool) -> list:
     return qq_nullspace(M) if exact else float_nullspace(M)[0]
 
 
-def _farkas(c: _Consensus, exact: bool):
-    """Decide {A x = r, lo ≤ x ≤ hi}: (None, None) when a point exists, else (y, bound) with yᵀr > bound ≥
-    yᵀA x for every x in the box (Farkas' lemma). ``exact``: the exact phase-1 simplex of
-    :func:`sheafdsl.exact.feasible_point` (Fractions); else HiGHS, and on infeasibility HiGHS on the LP
+def _farkas(A, r, lo, hi, exact: bool):
+    """Decide {A x = r, lo ≤ x ≤ hi} (float arrays, ±inf where unbounded): (None, None) when a point exists, else
+    (y, bound) with yᵀr > bound ≥ yᵀA x for every x in the box (Farkas' lemma). ``exact``: the exact phase-1
+    simplex of :func:`sheafdsl.exact.feasible_point` (Fractions); else HiGHS, and on infeasibility HiGHS on the LP
     max yᵀr − Σ_j t_j over −1 ≤ y ≤ 1, t_j ≥ max over [lo_j, hi_j] of (Aᵀy)_j x_j."""
-    A, r, lo, hi = c.A, c.r, c.lo, c.hi
     m, n = A.shape
     if exact:
         from ..exact import feasible_point
@@ -1234,21 +1233,26 @@ def claim_constraints_feasible(ctx, c: _Consensus) -> Claim:
         return Claim(name, "checked", method, head + "; whether the indicator terms (nonneg, box, simplex) can be met "
                      "too depends on the data pins' values, so the LP is left to the solver")
     exact_lp = n <= EXACT_LP_LIMIT
-    y, bound = _farkas(c, exact_lp)
+    y, bound = _farkas(c.A, c.r, c.lo, c.hi, exact_lp)
     lp = "the exact phase-1 simplex over ℚ" if exact_lp else "LP (HiGHS)"
     if y is None:
         return Claim(name, "proved" if exact_lp and c.exact else "checked", method + f"; {lp}",
                      head + f"; and a point of that subspace meets every indicator term (nonneg, box, simplex): found by "
                      f"{lp}")
-    from .cohomology import to_rational
-
-    comb = {lab: (str(yi) if exact_lp else float(yi)) for lab, yi in zip(c.row_labels, y) if yi != 0}
-    yr = sum(yi * to_rational(ri) for yi, ri in zip(y, c.r)) if exact_lp else float(np.dot(y, c.r))
+    wit = _farkas_witness(c.row_labels, y, c.r, bound, exact_lp)
     return Claim(name, "failed", method + f"; Farkas certificate by {lp}",
                  head + f", but no point of it meets the indicator terms: the combination y of the rows (witness) has "
-                 f"yᵀr = {yr}, while yᵀA x ≤ {bound} for every x within the bounds of the nonneg/box/simplex terms",
-                 {"combination": comb, "y_dot_r": str(yr) if exact_lp else float(yr),
-                  "bound": str(bound) if exact_lp else float(bound)})
+                 f"yᵀr = {wit['y_dot_r']}, while yᵀA x ≤ {wit['bound']} for every x within the bounds of the "
+                 "nonneg/box/simplex terms", wit)
+
+
+def _farkas_witness(row_labels, y, r, bound, exact: bool) -> dict:
+    """The witness of a Farkas certificate (y, bound) from :func:`_farkas`: y by row label (its nonzero entries),
+    yᵀr and the bound (strings over ℚ when ``exact``, else floats)."""
+    comb = {lab: (str(yi) if exact else float(yi)) for lab, yi in zip(row_labels, y) if yi != 0}
+    yr = sum(yi * to_rational(ri) for yi, ri in zip(y, r)) if exact else float(np.dot(y, r))
+    return {"combination": comb, "y_dot_r": str(yr) if exact else float(yr),
+            "bound": str(bound) if exact else float(bound)}
 
 
 def _stack(c: _Consensus) -> np.ndarray:
@@ -1344,6 +1348,244 @@ def verify_consensus(ctx) -> list:
 
 
 # ----------------------------------------------------------------------------------------------
+# learned models: the hard edges' feasibility with constants and bounds
+
+
+def _learned_sides(S) -> list:
+    """Per edge of the learned structure ``S`` (``S.edge_rows`` order), its sides as (sign, key, cols, mat), the
+    source (sign −1) first: key a parameter name or ("const", i), cols the w pattern columns the side reads (n ..
+    n + n_fixed are a constant's coordinates), mat the constant map (d_e × w; None for a parameter)."""
+    edge_at = {M0: k for k, (_, M0, _) in enumerate(S.edge_rows)}
+    sides: list = [[] for _ in S.edge_rows]
+    for key, count, de, w, start in S.blocks:
+        mat = None if isinstance(key, str) else S.map_constants[key[1]]
+        for u in range(count):
+            s0 = start + u * de * w
+            sides[edge_at[int(S.erow[s0])]].append((float(S.sign[s0]), key, S.cols[s0:s0 + w], mat))
+    return [sorted(sd, key=lambda t: t[0]) for sd in sides]
+
+
+def _uniform_rows(S, sides) -> tuple[list, dict]:
+    """Linear conditions on x under which every hard edge holds **for every value of the parameter maps**: rows
+    ({agent column: coefficient}, right-hand side, label, kind) over ℚ (the file's decimals; a constant's coordinates
+    moved to the right), and how many edges of each kind gave them:
+
+    - ``fixed``: no parameter on either side, the edge's own rows F_dst x_dst − F_src x_src = 0;
+    - ``shared``: the same parameter P on both sides, x_src[j] = x_dst[j] for each column j of the blocks (then
+      P x_src = P x_dst whatever P is; P = I shows it is also needed);
+    - ``zeroed``: any other parameter (on one side only, or two different ones): every parameter side's block is 0
+      and every constant side's F x is 0 (P = 0 and then every P show both are needed).
+
+    A point of these rows and the bounds is feasible at every parameter value; the rows are exactly the conditions
+    for one point to be, edge by edge."""
+    from ..exact import decimal
+
+    n = S.n
+    fixed = [decimal(p) for p in S.fixed]
+    rows, kinds = [], {"fixed": 0, "shared": 0, "zeroed": 0}
+
+    def emit(coef: dict, label: str, kind: str):
+        lhs, rhs = {}, decimal(0.0)
+        for col, a in coef.items():
+            if a == 0:
+                continue
+            if col < n:
+                lhs[col] = lhs.get(col, 0) + a
+            else:
+                rhs -= a * fixed[col - n]
+        rows.append(({j: a for j, a in lhs.items() if a != 0}, rhs, label, kind))
+
+    def linear(sg, cols, mat, i) -> dict:
+        out: dict = {}
+        for j, c in enumerate(cols):
+            out[int(c)] = out.get(int(c), 0) + sg * decimal(mat[i, j])
+        return out
+
+    for (name, M0, de), sd in zip(S.edge_rows, sides):
+        if not S.hard[M0]:
+            continue
+        keys = [k for _, k, _, _ in sd]
+        if not any(isinstance(k, str) for k in keys):
+            kinds["fixed"] += 1
+            for i in range(de):
+                coef: dict = {}
+                for sg, _, cols, mat in sd:
+                    for c, a in linear(int(sg), cols, mat, i).items():
+                        coef[c] = coef.get(c, 0) + a
+                emit(coef, f"{name}[{i}]", "fixed")
+        elif len(sd) == 2 and keys[0] == keys[1]:
+            kinds["shared"] += 1
+            for j, (a, b) in enumerate(zip(sd[0][2], sd[1][2])):
+                emit({int(a): decimal(-1.0), int(b): decimal(1.0)} if a != b else {}, f"{name}: block[{j}] equal",
+                     "shared")
+        else:
+            kinds["zeroed"] += 1
+            for sg, key, cols, mat in sd:
+                if isinstance(key, str):
+                    for j, c in enumerate(cols):
+                        emit({int(c): decimal(1.0)}, f"{name}: {'src' if sg < 0 else 'dst'} block[{j}] = 0", "zeroed")
+                else:
+                    for i in range(de):
+                        emit(linear(1, cols, mat, i), f"{name}: {'src' if sg < 0 else 'dst'} map row {i} = 0", "zeroed")
+    return rows, kinds
+
+
+def _uniform_point(rows, lo, hi, n: int):
+    """A point x ∈ ℚⁿ of {rows, lo ≤ x ≤ hi}, checked exactly, or None; and how it was found (or why none was).
+
+    The rows x_i − x_j = 0 identify coordinates (union–find; a class gets the intersection of its bounds); the other
+    rows are rewritten on the classes, and the LP on the classes they touch is decided by the exact phase-1 simplex
+    (:func:`sheafdsl.exact.feasible_point`) up to ``EXACT_LP_LIMIT`` of them, else by HiGHS with a generic cost, so
+    that its point is a vertex (B⁻¹b for a basis B of the rational rows: small denominators), rounded
+    (``Fraction.limit_denominator``). A cost of zero leaves HiGHS free to return any point of the polytope: on the
+    9×9 Sudoku one with denominators near 10⁶ that rounds off the rows. Whichever found it, the point is then checked against every row and
+    bound in exact arithmetic: only a point that passes is returned."""
+    from fractions import Fraction
+
+    from ..exact import decimal, feasible_point
+
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    rest = []
+    for coef, rhs, _, _ in rows:
+        if len(coef) == 2 and rhs == 0 and sum(coef.values()) == 0:
+            a, b = (find(j) for j in coef)
+            parent[max(a, b)] = min(a, b)
+        else:
+            rest.append((coef, rhs))
+    q = lambda v: None if not np.isfinite(v) else decimal(v)  # noqa: E731
+    clo, chi = {}, {}
+    for j in range(n):
+        c, a, b = find(j), q(lo[j]), q(hi[j])
+        if a is not None:
+            clo[c] = a if clo.get(c) is None else max(clo[c], a)
+        if b is not None:
+            chi[c] = b if chi.get(c) is None else min(chi[c], b)
+    if any(c in chi and clo[c] > chi[c] for c in clo):
+        return None, "the equalities identify coordinates whose bounds do not intersect"
+    red = []
+    for coef, rhs in rest:
+        acc: dict = {}
+        for j, a in coef.items():
+            acc[find(j)] = acc.get(find(j), 0) + a
+        acc = {c: a for c, a in acc.items() if a != 0}
+        if not acc and rhs != 0:
+            return None, "a row reduces to 0 = " + str(rhs)
+        if acc:
+            red.append((acc, rhs))
+    touched = sorted({c for acc, _ in red for c in acc})
+    value = {}
+    for c in {find(j) for j in range(n)} - set(touched):  # free classes: the point of their bounds nearest 0
+        a, b = clo.get(c), chi.get(c)
+        value[c] = a if a is not None and a > 0 else b if b is not None and b < 0 else Fraction(0)
+    pos = {c: k for k, c in enumerate(touched)}
+    A = [[Fraction(0)] * len(touched) for _ in red]
+    for i, (acc, _) in enumerate(red):
+        for c, a in acc.items():
+            A[i][pos[c]] = a
+    r = [rhs for _, rhs in red]
+    blo, bhi = [clo.get(c) for c in touched], [chi.get(c) for c in touched]
+    if len(touched) <= EXACT_LP_LIMIT:
+        kind, pt = feasible_point(A, r, blo, bhi) if touched else ("feasible", [])
+        if kind != "feasible":
+            return None, "the exact phase-1 simplex over ℚ finds the rows and bounds infeasible"
+        how = (f"exact rational (ℚ): phase-1 simplex on the {len(touched)} coordinate classes the rows touch "
+               f"({n} coordinates identified into {len({find(j) for j in range(n)})} classes)")
+    else:
+        from scipy.optimize import linprog as splp
+
+        bounds = [(None if a is None else float(a), None if b is None else float(b)) for a, b in zip(blo, bhi)]
+        cost = np.random.default_rng(0).uniform(1.0, 2.0, len(touched))  # generic: the optimum is one vertex
+        res = splp(cost, A_eq=np.array(A, dtype=float) if red else None,
+                   b_eq=np.array(r, dtype=float) if red else None, bounds=bounds, method="highs")
+        if res.status != 0:
+            return None, f"HiGHS finds no point of the rows and bounds ({res.message})"
+        pt = [Fraction(float(v)).limit_denominator(10 ** 6) for v in res.x]
+        how = (f"certificate (HiGHS point checked exactly over ℚ): HiGHS on the {len(touched)} coordinate classes the "
+               f"rows touch ({n} coordinates identified into {len({find(j) for j in range(n)})} classes), its vertex "
+               "for a generic cost rounded to denominators ≤ 10⁶")
+    value.update(zip(touched, pt))
+    x = [value[find(j)] for j in range(n)]
+    for j in range(n):
+        a, b = q(lo[j]), q(hi[j])
+        if (a is not None and x[j] < a) or (b is not None and x[j] > b):
+            return None, how + f"; but the point breaks the bounds of coordinate {j} exactly over ℚ"
+    for coef, rhs, label, _ in rows:
+        if sum((a * x[j] for j, a in coef.items()), Fraction(0)) != rhs:
+            return None, how + f"; but the point breaks row `{label}` exactly over ℚ"
+    return x, how
+
+
+def claim_learned_feasible(S, params) -> tuple[Claim, list | None]:
+    """``constraints_feasible`` of a learned model, and the point that proves it for every parameter value (None
+    when there is none). Without constants and bounds the hard rows are D_H x = 0, met by x = 0. Otherwise a point of
+    :func:`_uniform_rows` and the bounds, checked exactly, is feasible for every value of the parameter maps
+    (``proved``). When there is none: the rows of the edges without parameters are in every instance, so their
+    infeasibility with the bounds (Farkas, :func:`_farkas`) is a failure for every value (``failed``); else the
+    hard rows A x = r at the given values are decided by HiGHS (``checked`` or ``failed`` there, not for all)."""
+    name, m = "constraints_feasible", int(S.hard.sum())
+    if not S.n_fixed and not S.bounded.any():
+        return Claim(name, "proved", "structural",
+                     f"the {m} hard constraint rows are D_H x = 0 (a learned model's edges have no offsets and no "
+                     "constants), which x = 0 satisfies for every value of the restriction maps"), [0.0] * S.n
+    what = ("constants" if S.n_fixed else "") + (" and " if S.n_fixed and S.bounded.any() else "") + \
+        ("bounds" if S.bounded.any() else "")
+    rows, kinds = _uniform_rows(S, _learned_sides(S))
+    x, how = _uniform_point(rows, S.lo, S.hi, S.n)
+    parts = [f"{kinds['fixed']} edge(s) without a parameter keep their rows (constants moved to the right)"]
+    if kinds["shared"]:
+        parts.append(f"{kinds['shared']} `maps P | P` edge(s) get x_src = x_dst on their blocks, which makes P x_src = "
+                     "P x_dst whatever P is")
+    if kinds["zeroed"]:
+        parts.append(f"{kinds['zeroed']} edge(s) with another parameter map get a zero parameter block and a zero "
+                     "constant side, which makes them hold whatever the parameters are")
+    reduction = "; ".join(parts)
+    if x is not None:
+        return Claim(name, "proved", how,
+                     f"a learned model with {what}: its {m} hard rows are A x = r with A and r depending on the "
+                     f"parameter maps. Edge by edge, {reduction}. A point x of those rows with lo ≤ x ≤ hi exists "
+                     "(checked exactly over ℚ), and it satisfies every hard edge and bound for every value of the "
+                     "parameter maps: feasible for all parameter values"), x
+    const_rows = [row for row in rows if row[3] == "fixed"]
+    A = np.zeros((len(const_rows), S.n))
+    for i, (coef, _, _, _) in enumerate(const_rows):
+        for j, a in coef.items():
+            A[i, j] = float(a)
+    r = np.array([float(rhs) for _, rhs, _, _ in const_rows])
+    exact_lp = S.n <= EXACT_LP_LIMIT
+    lp = "the exact phase-1 simplex over ℚ" if exact_lp else "LP (HiGHS)"
+    y, bound = _farkas(A, r, S.lo, S.hi, exact_lp) if const_rows else (None, None)
+    if y is not None:
+        wit = _farkas_witness([lab for _, _, lab, _ in const_rows], y, r, bound, exact_lp)
+        return Claim(name, "failed", f"Farkas certificate by {lp}",
+                     f"the {len(const_rows)} rows of the hard edges without a parameter (A_c x = r_c, constants moved "
+                     "to the right), which every value of the parameter maps leaves as they are, cannot be met within "
+                     f"the bounds: the combination y of those rows (witness) has yᵀr_c = {wit['y_dot_r']}, while "
+                     f"yᵀA_c x ≤ {wit['bound']} for every x with lo ≤ x ≤ hi. Infeasible for every parameter value",
+                     wit), None
+    Fv = S.map_values(params, np)
+    D, rh = S.operators(Fv, np)[1].toarray()[S.hard], np.asarray(S.rhs(Fv, np), dtype=float)
+    labels = [f"{nm}[{i}]" for nm, M0, de in S.edge_rows if S.hard[M0] for i in range(de)]
+    y, bound = _farkas(D, rh, S.lo, S.hi, False)
+    why = f"the edge-by-edge argument gives no point feasible for every parameter value ({reduction}: {how})"
+    if y is None:
+        return Claim(name, "checked", "numeric (HiGHS) at the given parameters",
+                     f"{why}; at the given parameter values HiGHS finds a point of the {m} hard rows A x = r within "
+                     "the bounds: feasible at these values, not proved for all"), None
+    wit = _farkas_witness(labels, y, rh, bound, False)
+    return Claim(name, "failed", "Farkas certificate by LP (HiGHS) at the given parameters",
+                 f"{why}; at the given parameter values the combination y of the {m} hard rows (witness) has yᵀr = "
+                 f"{wit['y_dot_r']:.6g}, while yᵀA x ≤ {wit['bound']:.6g} for every x within the bounds: infeasible "
+                 "at these values", wit), None
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def verify_learned(G, params: dict, symbolic_limit: int, t0: float, seed: int = 0) -> VerifyReport:
@@ -1355,9 +1597,10 @@ def verify_learned(G, params: dict, symbolic_limit: int, t0: float, seed: int = 
       (LDLᵀ over ℚ), a parameter one at the given values (``checked``);
     - every agent with an encoded term makes H = Q + D_SᵀW²D_S ⪰ Q ≻ 0 on all of Rⁿ, so ZᵀHZ ≻ 0 on ker D_H:
       strictly convex for all parameter values;
-    - the hard edges are D_H x = 0 (no offsets in a learned model), which x = 0 satisfies for all parameter
-      values: feasible;
-    - a strictly convex quadratic on a nonempty affine set is coercive there: a unique minimiser.
+    - without constants and bounds the hard edges are D_H x = 0, which x = 0 satisfies for all parameter values;
+      with them, :func:`claim_learned_feasible` (a point feasible for every parameter value, checked exactly);
+    - a strictly convex quadratic on a nonempty closed convex set (affine ∩ box) is coercive there: a unique
+      minimiser.
 
     h⁰ and h¹ are those of the agents' sheaf (δ = D on the agents, hard and soft edges) at the given parameters.
     """
@@ -1398,9 +1641,7 @@ def verify_learned(G, params: dict, symbolic_limit: int, t0: float, seed: int = 
             f"; {numeric_q} parameter quadratic term(s) are ⪰ 0 at the given values" if numeric_q else "")
         claims.append(Claim("objectives_convex", "checked" if numeric_q else "proved",
                             "structural (softplus > 0)" + (" + numeric" if numeric_q else ""), enc_text + extra))
-    feasible = Claim("constraints_feasible", "proved", "structural",
-                     f"the {int(S.hard.sum())} hard constraint rows are D_H x = 0 (a learned model's edges have no "
-                     "offsets), which x = 0 satisfies for every value of the restriction maps")
+    feasible, _ = claim_learned_feasible(S, params)
     missing = [v for v in S.agents if v not in encoded]
     if claims[0].status == "failed":
         strict = Claim("strictly_convex", "skipped", "not convex", "the objectives are not convex")
@@ -1427,11 +1668,20 @@ def verify_learned(G, params: dict, symbolic_limit: int, t0: float, seed: int = 
                        f"agents {', '.join(missing[:4])} have no encoded term; at the given parameters (and a random "
                        f"observation) λ_min(ZᵀHZ) = {lam:.6g}", None if lam > 1e-10 else {"lambda_min": lam})
     claims += [feasible, strict]
-    if strict.status in ("proved", "checked"):
-        claims.append(Claim("minimiser_unique", strict.status, strict.method,
-                            "the feasible set {D_H x = 0} is a nonempty subspace and the objective a strictly convex "
-                            "quadratic on it, so it is coercive there and has exactly one minimiser"
-                            + (" for every value of the parameters and observations" if strict.status == "proved" else "")))
+    if feasible.status == "failed":
+        claims.append(Claim("minimiser_unique", "failed", "from constraints_feasible", "the hard edges and bounds have "
+                            "no common point, so there is no minimiser at all (see constraints_feasible's witness)"))
+    elif strict.status in ("proved", "checked"):
+        both = "proved" if strict.status == feasible.status == "proved" else "checked"
+        box = S.n_fixed or S.bounded.any()
+        claims.append(Claim("minimiser_unique", both, "from strictly_convex and constraints_feasible",
+                            ("the feasible set {A x = r, lo ≤ x ≤ hi} (an affine set cut by a box: closed and convex) is "
+                             "nonempty and the objective a strictly convex quadratic on it, hence coercive there: a "
+                             "minimiser exists, and strict convexity on a convex set makes it unique" if box else
+                             "the feasible set {D_H x = 0} is a nonempty subspace and the objective a strictly convex "
+                             "quadratic on it, so it is coercive there and has exactly one minimiser")
+                            + (" for every value of the parameters and observations" if both == "proved" else
+                               " at the given parameter values")))
     else:
         claims.append(Claim("minimiser_unique", "skipped", "not decided", "the problem is not strictly convex"))
     Fv = S.map_values(params, np)
