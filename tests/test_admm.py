@@ -166,11 +166,16 @@ def _agree(case):
                 raise
             event("admm-local stalled")
             continue
-        assert bool(res.converged[0]), method
-        _close(res, ref)
-        assert abs(float(res.objective[0]) - val) <= 1e-6 * max(1.0, abs(val))
-        assert float(res.primal_residual[0]) <= float(res.primal_tolerance[0])
-        assert float(res.dual_residual[0]) <= float(res.dual_tolerance[0])
+        _agrees(res, ref, val, method)
+
+
+def _agrees(res, ref, val, method):
+    """``res`` converged to CVXPY's minimiser ``ref`` (objective ``val``) within its own tolerances."""
+    assert bool(res.converged[0]), method
+    _close(res, ref)
+    assert abs(float(res.objective[0]) - val) <= 1e-6 * max(1.0, abs(val))
+    assert float(res.primal_residual[0]) <= float(res.primal_tolerance[0])
+    assert float(res.dual_residual[0]) <= float(res.dual_tolerance[0])
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -225,6 +230,52 @@ def test_admm_local_converges_where_it_stalled():
     assert bool(res.converged[0]) and res.iterations <= 500, res.iterations
     _close(res, ref)
     assert abs(float(res.objective[0]) - val) <= 1e-6 * max(1.0, abs(val))
+
+
+def single_point_case():
+    """The problem hypothesis drew in CI on which plain ``admm`` stopped with E516 (session 22), written out: v0 (dim 2)
+    has a quadratic, a box and a simplex, and the hard edge e0 from the pinned v1 adds a second equation on v0, so its
+    feasible set is the single point where the simplex row and e0's row meet (the two rows 1° apart); a soft edge e1
+    as well."""
+    G = new_sheaf("single_point")
+    add_stalk(G, "v0", 2)
+    add_stalk(G, "v1", 1)
+    add_objective(G, "v0", "quadratic", Q=np.array([[1.5193583664083596, 0.8847868242845579],
+                                                    [0.8847868242845579, 0.8263803977524047]]),
+                  q=np.array([3.833925621455479, 0.41561074665225267]))
+    add_objective(G, "v0", "box", lo=np.array([0.48551158673990613, -0.5797150485796226]),
+                  hi=np.array([1.3556958745361407, 0.7186320948933584]))
+    add_objective(G, "v0", "simplex")
+    add_objective(G, "v1", "quadratic", Q=np.array([[1.6373028415672066]]), q=np.array([-1.1858118714615697]))
+    add_pin(G, "v1", "value", indices=(0,), value=[0.26737326231271275])
+    add_param(G, "o0", (1,), "zeros")
+    C = lambda m: Constant(np.array(m))  # noqa: E731
+    add_edge(G, "e0", "v1", "v0", src_map=C([[0.31712145841980993]]),
+             dst_map=C([[-1.286597075197754, -1.2419526057997563]]), hard=True, bias="o0", weight=1.7667024153081787)
+    add_edge(G, "e1", "v1", "v0", src_map=C([[-1.0354884855804798]]),
+             dst_map=C([[1.0227899690053581, 0.6670237202957291]]), weight=1.9251941472138454)
+    return G, {"o0": np.array([-1.36303351863266])}
+
+
+def test_admm_solves_a_feasible_set_that_is_one_point():
+    """On single_point_case, admm's residual balancing drives ρ to its cap and the iterates circle the minimiser so
+    slowly that after 1000 iterations the stall rule read it as unbounded (E516). Before a stall is reported its
+    instance tries the polish's KKT certificate: the active set of the iterate is right (no bound active), so the
+    equality-constrained QP gives CVXPY's minimiser, certified within the tolerances; with polish off it is still E516
+    (the stall rule itself is unchanged)."""
+    G, params = single_point_case()
+    ref, val = cvxpy_reference(G, params)
+    assert np.allclose(ref["v0"], [0.8129, 0.1871], atol=1e-4)
+    res = solve(G, params, None, method="admm", maxiter=50000, **TIGHT)
+    _agrees(res, ref, val, "admm")
+    assert bool(res.polished[0])
+    # a batch of 8 (where the in-loop polish is the dense polish_batch): every instance certified at the stall
+    batch = solve(G, {"o0": np.tile(params["o0"], (8, 1))}, None, method="admm", maxiter=50000, **TIGHT)
+    assert bool(np.all(batch.converged)) and bool(np.all(batch.polished))
+    assert np.allclose(np.asarray(batch.stalk("v0")), ref["v0"], atol=1e-6, rtol=0)
+    from sheafdsl.solvers.consensus import solve_consensus
+
+    assert _code(lambda: solve_consensus(G, params, method="admm", maxiter=50000, polish=False, **TIGHT)) == "E516"
 
 
 @pytest.mark.slow
