@@ -195,6 +195,38 @@ def train_compare(steps: int, batch: int, seed: int = 0) -> dict:
     return out
 
 
+def polytope_step(batch: int, repeats: int, rho: float, rng) -> dict:
+    """The shipped (bounded) Sudoku model's implicit step against the linear model's unrolled K = 20 step: the same
+    parameters and puzzles, alternated, medians; and the peak memory of one step of each."""
+    from sheafdsl.training.tasks import sudoku as T
+
+    Gp, Gl = from_model(load_text(T.model_text(4))), from_model(load_text(T.model_text(4, polytope=False)))
+    params = {k: v + 0.2 * rng.normal(size=v.shape) for k, v in LearnedTrainer(Gl, trainer="implicit", seed=0).params.items()}
+    split = task_sudoku_split(batch, rng)
+    trs = {"implicit (polytope model)": LearnedTrainer(Gp, trainer="implicit", params=params),
+           "unrolled K=20 (linear model)": LearnedTrainer(Gl, trainer="unrolled", iterations=20, rho=rho, params=params)}
+    runs = {k: [] for k in trs}
+    for tr in trs.values():
+        tr.loss_and_grads(split)
+    for _ in range(repeats):
+        for k, tr in trs.items():
+            t0 = time.perf_counter()
+            tr.loss_and_grads(split)
+            runs[k].append(time.perf_counter() - t0)
+    mem = {}
+    for k, tr in trs.items():
+        tracemalloc.start()
+        tr.loss_and_grads(split)
+        mem[k] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    med = {k: float(np.median(v)) for k, v in runs.items()}
+    ti, tu = med["implicit (polytope model)"], med["unrolled K=20 (linear model)"]
+    print(f"\nsudoku4, the shipped polytope model (batch {batch}): implicit step {1e3 * ti:.1f} ms against the linear "
+          f"model's unrolled K=20 step {1e3 * tu:.1f} ms, ratio {ti / tu:.2f}; peak memory "
+          + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in mem.items()))
+    return {"step_seconds": med, "runs": runs, "peak_bytes": mem}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
@@ -243,33 +275,7 @@ def main(argv=None) -> dict:
         print(f"step (median of {a.repeats}, alternated): implicit {1e3 * ti:.1f} ms, unrolled K=20 {1e3 * tu:.1f} ms, "
               f"implicit / unrolled = {ti / tu:.2f}")
         print("peak memory of one step: " + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in mem.items()))
-    # the shipped (bounded) Sudoku model: its implicit step against the linear model's unrolled K = 20 step
-    Gp, Gl = from_model(load_text(T.model_text(4))), from_model(load_text(T.model_text(4, polytope=False)))
-    params = {k: v + 0.2 * rng.normal(size=v.shape) for k, v in LearnedTrainer(Gl, trainer="implicit", seed=0).params.items()}
-    split = task_sudoku_split(a.batch, rng)
-    trs = {"implicit (polytope model)": LearnedTrainer(Gp, trainer="implicit", params=params),
-           "unrolled K=20 (linear model)": LearnedTrainer(Gl, trainer="unrolled", iterations=20, rho=a.rho, params=params)}
-    runs = {k: [] for k in trs}
-    for tr in trs.values():
-        tr.loss_and_grads(split)
-    for _ in range(a.repeats):
-        for k, tr in trs.items():
-            t0 = time.perf_counter()
-            tr.loss_and_grads(split)
-            runs[k].append(time.perf_counter() - t0)
-    mem = {}
-    for k, tr in trs.items():
-        tracemalloc.start()
-        tr.loss_and_grads(split)
-        mem[k] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    med = {k: float(np.median(v)) for k, v in runs.items()}
-    report["polytope"] = {"step_seconds": med, "runs": runs, "peak_bytes": mem}
-    ti, tu = med["implicit (polytope model)"], med["unrolled K=20 (linear model)"]
-    print(f"
-sudoku4, the shipped polytope model (batch {a.batch}): implicit step {1e3 * ti:.1f} ms against the linear "
-          f"model's unrolled K=20 step {1e3 * tu:.1f} ms, ratio {ti / tu:.2f}; peak memory "
-          + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in mem.items()))
+    report["polytope"] = polytope_step(a.batch, a.repeats, a.rho, rng)
     if a.train_steps:
         tc = train_compare(a.train_steps, 32)
         report["training"] = tc

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sheafdsl.errors import SheafError
@@ -111,7 +111,10 @@ def _cvxpy(S, C, b):
     cons = [D[S.hard] @ x == S.rhs(C.F, np)]
     lo, hi = np.isfinite(S.lo), np.isfinite(S.hi)
     cons += [x[lo] >= S.lo[lo], x[hi] <= S.hi[hi]]
-    cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, cp.psd_wrap(H)) + C.q[:, b] @ x), cons).solve(solver=cp.CLARABEL)
+    prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, cp.psd_wrap(H)) + C.q[:, b] @ x), cons)
+    # tight tolerances: at Clarabel's defaults its minimiser is off by up to ~1e-6 on these (hypothesis found one)
+    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=400)
+    assert prob.status == "optimal", prob.status
     return x.value
 
 
@@ -122,7 +125,7 @@ def test_the_bounded_equilibrium_is_the_qp_minimiser(src):
     active = ~system.free
     assert active.any() and (active.sum(0) < S.n).all()  # bounds bind, and not everywhere
     ref = np.stack([_cvxpy(S, C, b) for b in range(C.B)], axis=1)
-    assert np.abs(x - ref).max() < 1e-6  # CVXPY's own accuracy
+    assert np.abs(x - ref).max() < 1e-7  # CVXPY's own accuracy at its tight tolerances
     # the polish is exact on its active set: the hard rows to round-off, the active coordinates at their bounds
     _, D = S.operators(C.F, np)
     assert np.abs(D.toarray()[S.hard] @ x - S.rhs(C.F, np)[:, None]).max() < 1e-12
@@ -132,6 +135,7 @@ def test_the_bounded_equilibrium_is_the_qp_minimiser(src):
 
 
 @settings(max_examples=12, deadline=None)
+@example(seed=3000, spread=4.0, rho=None)  # Clarabel's default tolerances were 1.5e-6 off here
 @given(seed=st.integers(0, 10_000), spread=st.floats(0.5, 6.0), rho=st.sampled_from([None, 0.3, 3.0]))
 def test_both_splittings_reach_the_same_minimiser_as_cvxpy(seed, spread, rho):
     """Whatever ρ and whichever ADMM finds the active set, the polished minimiser is the same to round-off, and
@@ -141,7 +145,7 @@ def test_both_splittings_reach_the_same_minimiser_as_cvxpy(seed, spread, rho):
     x_a = SL.bounded_kkt(S, C, np, rho=rho, split="affine")[0]
     assert np.abs(x_d - x_a).max() < 1e-10
     ref = np.stack([_cvxpy(S, C, b) for b in range(C.B)], axis=1)
-    assert np.abs(x_d - ref).max() < 1e-6
+    assert np.abs(x_d - ref).max() < 1e-7
 
 
 def test_constants_without_bounds_give_the_affine_kkt_point():
