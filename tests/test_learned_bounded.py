@@ -17,6 +17,7 @@ from sheafdsl.solvers import learned as SL
 from sheafdsl.training.learned import LearnedTrainer, Split, observations
 
 cp = pytest.importorskip("cvxpy")
+from test_learned import _fd  # noqa: E402  (central differences in every parameter entry)
 
 # hard edges only and encoded objectives: H diagonal (the diagonal splitting). Two nonneg agents and one boxed
 # below 0.8, glued by a shared parameter map; the constant `one` pins a's total to 1 and part of b's to 1.5
@@ -165,23 +166,6 @@ def test_constants_without_bounds_give_the_affine_kkt_point():
         K = np.block([[H, A.T], [A, np.zeros((len(A), len(A)))]])
         sol = np.linalg.lstsq(K, np.concatenate([-C.q[:, b], r]), rcond=None)[0]
         assert np.allclose(x[:, b], sol[:S.n], atol=1e-10)
-
-
-def _fd(tr, loss, h=1e-6):
-    out = {}
-    for k, p in tr.params.items():
-        g = np.zeros(p.size)
-        flat = p.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + h
-            lp = loss()
-            flat[i] = old - h
-            lm = loss()
-            flat[i] = old
-            g[i] = (lp - lm) / (2 * h)
-        out[k] = g.reshape(p.shape)
-    return out
 
 
 @pytest.mark.parametrize("src", [DIAGONAL, AFFINE, CONSTANT])

@@ -1444,21 +1444,17 @@ def _uniform_point(rows, lo, hi, n: int):
 
     from ..exact import decimal, feasible_point
 
-    parent = list(range(n))
+    from networkx.utils import UnionFind
 
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    classes = UnionFind(range(n))
     rest = []
     for coef, rhs, _, _ in rows:
         if len(coef) == 2 and rhs == 0 and sum(coef.values()) == 0:
-            a, b = (find(j) for j in coef)
-            parent[max(a, b)] = min(a, b)
+            classes.union(*coef)
         else:
             rest.append((coef, rhs))
+    smallest = {j: min(c) for c in classes.to_sets() for j in c}  # each class named by its smallest coordinate
+    find = smallest.__getitem__
     q = lambda v: None if not np.isfinite(v) else decimal(v)  # noqa: E731
     clo, chi = {}, {}
     for j in range(n):

@@ -79,21 +79,25 @@ _ACT = {
 }
 
 
-def bounds_and_constants(G) -> tuple[list, list]:
-    """(the stalks with a ``nonneg``/``box`` term, the constants: stalks pinned whole to a value with no objective) of
-    a learned model's IR: what only the implicit trainer differentiates."""
+def constant_stalks(G) -> dict:
+    """The constants of a learned model's IR, stalk -> value p (d,): stalks pinned whole to a value that are neither
+    data (an observation or a decoder's target) nor carry an objective (encoded or any other term)."""
     spec = G.graph.get("learned")
     data = ({o[2] for o in spec.objectives} | {d.target for d in spec.decoders}) if spec is not None else set()
-    with_obj = {o[0] for o in spec.objectives} if spec is not None else set()
-    bounded, consts = [], []
+    encoded = {o[0] for o in spec.objectives} if spec is not None else set()
+    out = {}
     for v in stalks(G):
-        objs = G.nodes[v].get("objectives") or ()
-        if any(o.kind in ("nonneg", "box") for o in objs):
-            bounded.append(v)
-        elif not objs and v not in data and v not in with_obj and any(
-                p.source == "value" and p.indices is None for p in G.nodes[v]["pins"]):
-            consts.append(v)
-    return bounded, consts
+        whole = [p for p in G.nodes[v]["pins"] if p.source == "value" and p.indices is None]
+        if whole and v not in data and v not in encoded and not G.nodes[v].get("objectives"):
+            out[v] = np.asarray(whole[-1].value, dtype=float).reshape(-1)
+    return out
+
+
+def bounds_and_constants(G) -> tuple[list, list]:
+    """(the stalks with a ``nonneg``/``box`` term, the constants (:func:`constant_stalks`)) of a learned model's IR:
+    what only the implicit trainer differentiates."""
+    bounded = [v for v in stalks(G) if any(o.kind in ("nonneg", "box") for o in G.nodes[v].get("objectives") or ())]
+    return bounded, list(constant_stalks(G))
 
 
 class AgentGroup:
@@ -135,12 +139,7 @@ class LearnedStructure:
         data_stalks = {o[2] for o in spec.objectives} | {d.target for d in spec.decoders}
         in_edges = {x for u, v, _, _ in edges(G) for x in (u, v)}
         with_obj = {o[0] for o in spec.objectives} | {v for v in stalks(G) if G.nodes[v].get("objectives")}
-        # constants: stalks pinned whole to a value, with no objective (their edges are affine constraints)
-        self.constants = {}
-        for v in stalks(G):
-            whole = [p for p in G.nodes[v]["pins"] if p.source == "value" and p.indices is None]
-            if whole and v not in data_stalks and v not in with_obj:
-                self.constants[v] = np.asarray(whole[-1].value, dtype=float).reshape(-1)
+        self.constants = constant_stalks(G)  # their edges are affine constraints
         self.agents = [v for v in stalks(G) if v not in data_stalks and v not in self.constants
                        and (v in in_edges or v in with_obj)]
         self.offset, self.dim, n = {}, {}, 0
@@ -515,5 +514,5 @@ def decode_loss(S: LearnedStructure, params: dict, x, targets: dict, xp, *, grad
     return loss, xbar, grads
 
 
-__all__ = ["LearnedStructure", "AgentGroup", "bounds_and_constants", "Coefficients", "coefficients", "coefficient_grads", "decode",
+__all__ = ["LearnedStructure", "AgentGroup", "bounds_and_constants", "constant_stalks", "Coefficients", "coefficients", "coefficient_grads", "decode",
            "decode_loss", "mlp_forward", "mlp_backward", "softplus", "sigmoid"]

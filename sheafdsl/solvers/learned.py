@@ -372,7 +372,7 @@ class BoundedSystem:
         nu = xp.zeros((self.m, rhs_x.shape[1])) if self.m else None
         for idx, ok, sys_ in self.pieces:
             ra = None if rhs_a is None else (rhs_a if rhs_a.ndim == 1 else rhs_a[:, idx])
-            gi, ni = sys_.solve(rhs_x[:, idx] * sys_.free, ra)
+            gi, ni = sys_.solve(rhs_x[:, idx], ra)  # its masked H⁻¹ ignores the active coordinates of rhs_x
             g[:, idx[ok]] = gi[:, ok]
             if self.m:
                 nu[:, idx[ok]] = ni[:, ok]
