@@ -201,6 +201,34 @@ def test_bounds_the_constraints_cannot_meet_stop_with_e731():
     assert d.code == "E731" and "120 ADMM iterations" in d.message and "sheaf verify" in d.hint
 
 
+def test_non_finite_observations_stop_with_e554_at_once_not_as_an_unsettled_solve():
+    G, tr, split, _, _ = _setup(DIAGONAL, B=3)
+    split.inputs["oa"][1, 2] = np.nan
+    with pytest.raises(SheafError) as exc:
+        tr.loss_and_grads(split)
+    d = exc.value.diagnostics[0]
+    assert d.code == "E554" and "example 1 (of 3)" in d.message and "non-finite observations" in d.hint
+
+
+def test_a_data_file_with_nan_is_refused_at_its_entry(tmp_path):
+    """`sheaf train --data FILE.npz` of a learned model: a NaN in an observation is E601 naming the entry and the row,
+    exit 1, no traceback (the loader's check, before any solve)."""
+    from click.testing import CliRunner
+
+    from sheafdsl.cli.main import cli
+
+    (tmp_path / "m.sheaf").write_text(DIAGONAL)
+    rng = np.random.default_rng(0)
+    d = {f"{s}/{o}": rng.normal(size=(8, 4)) for s in ("train", "test") for o in ("oa", "ob", "oc")}
+    d.update({f"{s}/y": np.eye(3)[rng.integers(0, 3, 8)] for s in ("train", "test")})
+    d["train/oa"][2, 1] = np.nan
+    np.savez(tmp_path / "d.npz", **d)
+    res = CliRunner().invoke(cli, ["train", str(tmp_path / "m.sheaf"), "--data", str(tmp_path / "d.npz"),
+                                   "--trainer", "implicit", "--steps", "1"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "E601" in res.output and "train/oa" in res.output and "first at row 2" in res.output
+
+
 def test_the_residual_trace_of_a_bounded_model_is_its_admm():
     """`--json`'s residuals for a bounded model: K iterations of the bounded solve's ADMM, falling to its tolerance,
     and the equilibrium after them is the minimiser."""

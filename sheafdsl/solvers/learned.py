@@ -514,6 +514,13 @@ def bounded_kkt(S: LearnedStructure, C: Coefficients, xp=np, *, rho: float | Non
     which the implicit gradient's adjoint solves (:func:`kkt_vjp`). ``trace``: record per ADMM iteration the primal
     residual ‖x − z‖ and the dual residual ρ‖z − z_prev‖ (maxima over the batch) as ``primal``, ``dual``."""
     B, n = C.B, S.n
+    finite = xp.isfinite(C.q).all(0)
+    for Qg in C.Q:
+        finite = finite & xp.isfinite(Qg).reshape(B, -1).all(1)
+    if not bool(finite.all()):
+        e = int(xp.flatnonzero(~finite)[0])
+        raise _err("E554", f"the bounded equilibrium of example {e} (of {B}) has non-finite objective coefficients",
+                   "non-finite observations, or parameters that have diverged")
     lo, hi = xp.asarray(S.lo)[:, None], xp.asarray(S.hi)[:, None]
     bb = xp.asarray(S.bounded)[:, None]
     diagonal = not bool((~S.hard).any()) and not S.quadratic

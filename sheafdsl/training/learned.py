@@ -312,6 +312,10 @@ def load_learned_data(G, config) -> LearnedData:
             raise _err("E601", f"`{spec}`: entry `{key}` is not SPLIT/NAME for an observation, grid or output of the "
                        "model", "entries: " + ", ".join(sorted(f"train/{n}" for n in inputs_names | target_names)))
         a = real_array(arr, code="E601", path=path, what=f"`{spec}`:{key}")
+        if not np.all(np.isfinite(a)):
+            rows = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1)) if a.ndim else np.zeros(1, int)
+            raise _err("E601", f"`{spec}`: entry `{key}` contains NaN or infinite values ({len(rows)} row(s), the first "
+                       f"at row {int(rows[0])})", "drop or repair those examples")
         part = splits.setdefault(split, Split({}, {}))
         (part.targets if name in target_names else part.inputs)[name] = a
     if "train" not in splits:
