@@ -13,8 +13,9 @@ from sheafdsl.lowering import init_params
 from sheafdsl.training.config import TrainConfig
 from sheafdsl.training.data import load_dataset
 from sheafdsl.lowering.chain import feedforward
-from sheafdsl.solvers.chain import exact_equilibrium, kkt_ok, solve_pattern
-from sheafdsl.solvers.shallow import is_shallow, shallow_chain
+from sheafdsl.lowering.chain import apply
+from sheafdsl.solvers.chain import _refresh_margin, exact_equilibrium, kkt_ok, refreshed_start, solve_pattern
+from sheafdsl.solvers.shallow import ShallowPiece, is_shallow, shallow_chain
 from sheafdsl.training.trainers import make_trainer
 
 
@@ -94,6 +95,8 @@ def test_shallow_kernel_matches_the_general_loop(n_in, d, extra, out, weights, f
     assert_same_equilibrium(*cold, rtol)
     P2 = {k: v + 0.3 * rng.normal(size=v.shape) for k, v in P.items()}
     init = (cold[1].V, cold[1].S)
+    fresh = [exact_equilibrium(net, P2, X, Y, init=init, kernel=k, refresh=True) for k in ("auto", "general")]
+    assert_same_equilibrium(*fresh, rtol)  # the kernel's refresh (fixed row) is refreshed_start (sweep)
     warm = [exact_equilibrium(net, P2, X, Y, init=init, kernel=k) for k in ("auto", "general")]
     assert_same_equilibrium(*warm, rtol)
     # independent of either loop: the reported states' exact pattern solution, and it is a KKT point
@@ -129,6 +132,28 @@ def test_the_warm_start_exercises_every_event():
         # only the examples both call consistent
         both = a.consistent & b.consistent
         assert np.array_equal(a.S[1][both], b.S[1][both])
+
+
+@pytest.mark.parametrize("path", ["models/paraboloid.sheaf", "models/paraboloid_paper.sheaf"])
+def test_the_kernels_refreshed_start_is_refreshed_start(path):
+    """ShallowPiece.refreshed (the warm force pulled back by the fixed row g_in) re-reads exactly the
+    states and values that refreshed_start's sweep does, and a refreshed warm start saves pattern solves."""
+    G = from_model(load_file(path))
+    d = load_dataset("paraboloid", n=200, n_test=10)
+    net, X, Y = feedforward(G), d.X_train, d.Y_train
+    P = init_params(G, 0)
+    prev = exact_equilibrium(net, P, X, Y)
+    rng = np.random.default_rng(3)
+    P2 = {k: v + 0.1 * rng.normal(size=v.shape) for k, v in P.items()}
+    pre = apply(net.layers[0], P2, X)
+    margin = _refresh_margin(net, Y, 1e-9)
+    V, S, rho = refreshed_start(net, P2, Y, prev.V, prev.S, pre, margin)
+    assert not np.array_equal(S[1], prev.S[1])
+    v1, s1 = ShallowPiece(net, P2, X, Y, np, 1e-10, 1e-9, pre).refreshed(prev.V[1], prev.S[1], rho, margin)
+    assert np.array_equal(s1, S[1])
+    np.testing.assert_allclose(v1, V[1], rtol=1e-13, atol=1e-13)
+    fresh, stale = (exact_equilibrium(net, P2, X, Y, init=(prev.V, prev.S), refresh=r) for r in (True, False))
+    assert fresh.consistent.all() and fresh.iterations < stale.iterations
 
 
 @pytest.mark.parametrize("text,shallow", [

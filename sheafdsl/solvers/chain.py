@@ -51,7 +51,7 @@ from .banded import prefer_banded, solve_banded
 from .driver import OFF, ON, RELEASE_TOL, SLIDE, active_set, loop_limits
 from .output import newton, sigmoid_scalar
 from .result import Equilibrium, SolveResult, Warm
-from .shallow import ShallowPiece, is_shallow
+from .shallow import ShallowPiece, is_shallow, reread_states
 
 #: batch × stalk width × outputs above which the chain loop compacts to the unsettled examples at once
 SUBSET_WORK = 2_000_000
@@ -629,8 +629,8 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     shallow piece solver (:mod:`.shallow`) on the chains it covers (one ReLU layer, one output row),
     "general" always chain elimination (the same equilibrium, up to round-off). ``pins_max``: max |pin|
     over X and Y when the caller has it (:attr:`ChainPins.pins_max`). ``refresh``: ``init`` is a previous
-    equilibrium (a warm start), whose first-layer states are refreshed at the current parameters where a
-    pattern solve is a Newton solve (:func:`refreshed_start`).
+    equilibrium (a warm start), whose first-layer states are refreshed at the current parameters
+    (:func:`refreshed_start`; a shallow chain reads them off its fixed row, :meth:`ShallowPiece.refreshed`).
     """
     if kernel not in ("auto", "general"):
         raise ValueError(f"kernel must be 'auto' or 'general', not {kernel!r}")
@@ -682,13 +682,16 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     free = [k for k in net.relu_layers if k >= 1]
     maxiter, eps_z = loop_limits(sum(net.layers[k].d_in for k in free), pins_max, max_iter)
     rho0 = None
-    if refresh and not shallow and net.output.fn != "linear" and 1 in free and net.layers[0].kind != "relu":
+    if refresh and not shallow and 1 in free and net.layers[0].kind != "relu":
         if pre1 is None:
             pre1 = apply(net.layers[0], P, X)
         V, S, rho0 = refreshed_start(net, P, Y, V, S, pre1, _refresh_margin(net, Y, eps_z), xp)
     if shallow:
         piece = ShallowPiece(net, P, X, Y, xp, tol, eps_z, pre1)
         z, S0 = V[1], S[1]
+        if refresh:  # the same start as refreshed_start, from the shallow chain's fixed row (no sweep)
+            rho0 = net.output.weight ** 2 * output_discord(net, P, V[-1], Y, xp)
+            z, S0 = piece.refreshed(z, S0, rho0, _refresh_margin(net, Y, eps_z))
     else:
         piece = ChainPiece(net, P, X, Y, xp, tol, eps_z, pre1)
         z, S0 = piece.join({k: V[k] for k in free}), piece.join({k: S[k] for k in free})
@@ -731,19 +734,9 @@ def refreshed_start(net: FeedForward, P, Y, V, S, pre1, margin: float, xp=np):
             g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
     w2 = layers[0].weight ** 2
     on = pre1 + (g if w2 == 1.0 else g / w2)
-    s = S[1]
-    bad = (s == OFF) & (pre1 > margin)
-    bad |= (s == ON) & (on < -margin)
-    bad |= (s == SLIDE) & ((pre1 < -margin) | (on > margin))
-    fb = _flat(bad.ravel())
-    if fb.shape[0] == 0:
+    v1, s = reread_states(pre1, on, V[1], S[1], margin, xp)
+    if s is S[1]:
         return V, S, rho
-    p, o = pre1.ravel()[fb], on.ravel()[fb]
-    new = xp.where(p < 0, OFF, xp.where(o >= 0, ON, SLIDE)).astype(np.int8)
-    s = s.copy()
-    s.ravel()[fb] = new
-    v1 = V[1].copy()
-    v1.ravel()[fb] = xp.where(new == OFF, p, xp.where(new == ON, o, 0.0))
     S = dict(S)
     S[1] = s
     V = list(V)

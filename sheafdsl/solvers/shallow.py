@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..lowering.chain import apply, equilibrium_energy, out_linear, output_discord
-from .driver import ON
+from .driver import OFF, ON, SLIDE
 from .output import sigmoid_scalar
 from .result import Equilibrium
 
@@ -95,6 +95,30 @@ def _force(net, C: ShallowChain, sigf, pre, Y, tol, xp, rho0):
     return sigmoid_scalar(p_f[:, None], (k - 1.0 / C.w_o2)[:, None], Y, C.w_o2, tol, xp, rho0=rho0)
 
 
+def reread_states(pre, on, v1, s, margin, xp):
+    """The first ReLU layer's warm states (B, d) int8 and values v1, re-read at the current pre-activations
+    ``pre`` and active values ``on`` (= pre + σ-free pull-back of the warm force; see
+    :func:`sheafdsl.solvers.chain.refreshed_start`): a unit changes only where its warm state is contradicted
+    by more than ``margin`` (OFF with pre > margin; ON with on < −margin; SLIDE with pre < −margin or
+    on > margin), to OFF (v = pre) where pre < 0, else ON (v = on) where on ≥ 0, else SLIDE (v = 0).
+    Returns (v1, s) (the inputs themselves when nothing changes, else fresh arrays)."""
+    bad = (s == OFF) & (pre > margin)
+    bad |= (s == ON) & (on < -margin)
+    fsl = (s == SLIDE).ravel().nonzero()[0]  # few: tested on their own
+    if fsl.shape[0]:
+        bad.ravel()[fsl[(pre.ravel()[fsl] < -margin) | (on.ravel()[fsl] > margin)]] = True
+    fb = bad.ravel().nonzero()[0]
+    if fb.shape[0] == 0:
+        return v1, s
+    p, o = pre.ravel()[fb], on.ravel()[fb]
+    new = xp.where(p < 0, OFF, xp.where(o >= 0, ON, SLIDE)).astype(s.dtype)
+    s = s.copy()
+    s.ravel()[fb] = new
+    v1 = v1.copy()
+    v1.ravel()[fb] = xp.where(new == OFF, p, xp.where(new == ON, o, 0.0))
+    return v1, s
+
+
 class ShallowPiece:
     """The driver's piece solver for a shallow chain (:func:`is_shallow`): the unit values are v_1 (B, d)."""
 
@@ -105,6 +129,14 @@ class ShallowPiece:
         self.C = shallow_chain(net, P, xp)
         self.pre = apply(net.layers[0], P, X) if pre is None else pre
         self._rows = self._data = None
+
+    def refreshed(self, v1, s, rho_w, margin):
+        """A warm start (v1, s) (B, d) with its states re-read at the current parameters
+        (:func:`reread_states`), the warm force ``rho_w`` (B, 1) pulled back to v_1 by the fixed row g_in:
+        on = pre + ρ_w g_in. The same start as :func:`sheafdsl.solvers.chain.refreshed_start` gives."""
+        on = self.xp.einsum("b,d->bd", rho_w[:, 0], self.C.g_in)
+        on += self.pre
+        return reread_states(self.pre, on, v1, s, margin, self.xp)
 
     def _gather(self, rows):
         if rows is None:
