@@ -157,15 +157,14 @@ class ShallowPiece:
         if fs.shape[0]:
             u1.ravel()[fs] = -ps.ravel()[fs]
         v1 = ps + u1
-        return _ShallowSolution(v1, solved, {"V1": v1, "U1": u1, "rho": rho},
+        return _ShallowSolution(v1, solved, {"V1": v1, "U1": u1, "rho": rho, "sig": sigf},
                                 rho if warm is not None else None, ps, rho, C)
 
     def result(self, dr, with_energy=True):
         """The :class:`~sheafdsl.solvers.chain.Equilibrium` of the driver's result ``dr``: the other stalks and
         discords (u_j = J_j ρ / w_j², v_j = A_j v_{j−1} + b_j + u_j) from the final states and ρ."""
         net, P, xp, C = self.net, self.P, self.xp, self.C
-        rho_all = dr.fields["rho"]
-        sig = (dr.S == ON).astype(rho_all.dtype)
+        rho_all, sig = dr.fields["rho"], dr.fields["sig"]  # the gates of the final pattern (dr.S == ON)
         V, U = [self.X, dr.fields["V1"]], [dr.fields["U1"]]
         for j, layer in enumerate(net.layers[1:], start=1):
             r = C.rows[j - 1]
