@@ -189,7 +189,8 @@ def _softmax_phi_energy(xp, z, t):
     top = z.max(axis=-1, keepdims=True)
     e = xp.exp(z - top)
     total = e.sum(axis=-1, keepdims=True)
-    return e / total, (top[..., 0] + xp.log(total[..., 0])) * t.sum(axis=-1) - (t * z).sum(axis=-1)
+    # row dot products by einsum: one call, faster than a product and a sum over a short last axis
+    return e / total, (top[..., 0] + xp.log(total[..., 0])) * t.sum(axis=-1) - xp.einsum("...i,...i->...", t, z)
 
 
 KERNELS: dict[str, Kernel] = {k.name: k for k in (

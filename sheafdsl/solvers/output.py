@@ -61,7 +61,7 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
         step = xp.linalg.solve(Jac, Fa[..., None])[..., 0]
         Ks = xp.einsum("brs,bs->br", Ka, step)  # z moves by −α K s along the step
         if n_slide == 0:
-            slope = -(Fa * Ks).sum(axis=1)  # ∇g·(−s) = −(K F)·s, K symmetric
+            slope = -xp.einsum("br,br->b", Fa, Ks)  # ∇g·(−s) = −(K F)·s, K symmetric
         else:
             slope = -(Fa ** 2).sum(axis=1)
         cand, pz_c = ra - step, pa - Ks
@@ -105,7 +105,7 @@ def _evaluate(k, pz, q, t, lam, n_out, n_slide, Y, rho, xp):
     psi = ph if n_slide == 0 else xp.concatenate([ph, pz[:, n_out:]], axis=1)
     Fv = lam * rho + psi - t
     if n_slide == 0:
-        merit = 0.5 * lam[:, 0] * (rho * (pz - q)).sum(axis=1) + ce
+        merit = 0.5 * lam[:, 0] * xp.einsum("br,br->b", rho, pz - q) + ce
     else:
         merit = 0.5 * (Fv ** 2).sum(axis=1)
     return ph, Fv, merit
