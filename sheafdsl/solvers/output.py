@@ -37,6 +37,8 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
     round-off (:data:`TIGHT`); an iteration computes the whole batch while more than :data:`COMPACT` of it
     is still iterating, and only those examples after that. A backtracking evaluates only the examples
     whose step was refused; a full step accepted costs the one evaluation that the next iteration needs.
+    z = q + Kρ is carried along the step s (z − αKs): one product K s per iteration, which also gives the
+    Armijo slope ∇g·(−s) = −(KF)·s = −F·(Ks) (K symmetric).
     """
     B, R = q.shape
     k = kernel(fn)
