@@ -47,8 +47,9 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
         rho[:, :n_out] = rho0
     scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
     stop, tight = tol * scale, TIGHT * tol * scale
+    ts = Y.sum(axis=1)  # Σ_j y_j per example (the softmax energy's)
     pz = q + xp.einsum("brs,bs->br", K, rho)
-    ph, Fv, merit = _evaluate(k, pz, q, t, lam, n_out, n_slide, Y, rho, xp)
+    ph, Fv, merit = _evaluate(k, pz, q, t, lam, n_out, n_slide, Y, rho, xp, ts)
     res = xp.abs(Fv).max(axis=1)
     act = xp.flatnonzero(~(res <= tight))  # NaN iterates (and ends not converged)
     for _ in range(max_newton):
@@ -58,7 +59,7 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
         whole = na > COMPACT * B  # compute every example (the settled ones' results are not used)
         sub = (lambda a: a) if whole else (lambda a: a[act])
         Ka, Fa, la, ra, ma, pa = sub(K), sub(Fv), sub(lam), sub(rho), sub(merit), sub(pz)
-        qa, ta, Ya = sub(q), sub(t), sub(Y)
+        qa, ta, Ya, tsa = sub(q), sub(t), sub(Y), sub(ts)
         Jac = _newton_matrix(k, sub(ph), Ka, la, n_out, n_slide, xp)
         step = xp.linalg.solve(Jac, Fa[..., None])[..., 0]
         Ks = xp.einsum("brs,bs->br", Ka, step)  # z moves by −α K s along the step
@@ -67,7 +68,7 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
         else:
             slope = -(Fa ** 2).sum(axis=1)
         cand, pz_c = ra - step, pa - Ks
-        ph_c, F_c, m_c = _evaluate(k, pz_c, qa, ta, la, n_out, n_slide, Ya, cand, xp)
+        ph_c, F_c, m_c = _evaluate(k, pz_c, qa, ta, la, n_out, n_slide, Ya, cand, xp, tsa)
         bad = xp.flatnonzero(~_armijo(m_c, ma, slope, 1.0, xp))
         alpha = None
         for _ in range(LINE_SEARCH - 1):  # halve the refused examples' steps, re-evaluate only them
@@ -78,7 +79,7 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
             alpha[bad] *= 0.5
             ab = alpha[bad, None]
             cb, zb = ra[bad] - ab * step[bad], pa[bad] - ab * Ks[bad]
-            e = _evaluate(k, zb, qa[bad], ta[bad], la[bad], n_out, n_slide, Ya[bad], cb, xp)
+            e = _evaluate(k, zb, qa[bad], ta[bad], la[bad], n_out, n_slide, Ya[bad], cb, xp, tsa[bad])
             cand[bad], pz_c[bad], ph_c[bad], F_c[bad], m_c[bad] = cb, zb, *e
             bad = bad[~_armijo(e[2], ma[bad], slope[bad], alpha[bad], xp)]
         new_res = xp.abs(F_c).max(axis=1)
@@ -101,9 +102,10 @@ def _armijo(m_new, m_old, slope, alpha, xp):
     return m_new <= m_old + 1e-4 * alpha * slope + 1e-13 * (1.0 + xp.abs(m_old))
 
 
-def _evaluate(k, pz, q, t, lam, n_out, n_slide, Y, rho, xp):
-    """(φ(z_out), F(ρ), merit) per example at ρ and its z = q + Kρ (``pz``); one exponential for softmax."""
-    ph, ce = k.phi_energy(xp, pz[:, :n_out], Y)
+def _evaluate(k, pz, q, t, lam, n_out, n_slide, Y, rho, xp, ts):
+    """(φ(z_out), F(ρ), merit) per example at ρ and its z = q + Kρ (``pz``), ``ts`` = Σ_j Y_j; one exponential
+    for softmax."""
+    ph, ce = k.phi_energy(xp, pz[:, :n_out], Y, ts)
     psi = ph if n_slide == 0 else xp.concatenate([ph, pz[:, n_out:]], axis=1)
     Fv = lam * rho + psi - t
     if n_slide == 0:
