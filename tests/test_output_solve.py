@@ -154,3 +154,18 @@ def test_an_unsolvable_iteration_budget_is_reported_not_converged():
     _, ok_full = newton("softmax", K, q, t, lam, 5, 0, Y, TOL, 30, np)
     assert ok_full.all() and not ok.all()
 
+
+
+def test_backtracked_steps_move_z_with_rho():
+    """Far cold starts (spread 3, w_o = 3: many full steps refused): the loop moves z = q + Kρ along each
+    step as z − αKs instead of recomputing Kρ, so a halved step must move z by the halved Ks; ρ is the
+    dense reference to round-off and F(ρ), recomputed from q + Kρ, is at the root."""
+    for seed, n_slide in ((21, 0), (22, 2)):
+        K, q, t, lam, Y = problem(seed, 64, 6, n_slide, "softmax", 3.0, 3.0)
+        ref, ref_res = reference("softmax", K, q, t, lam, 6)
+        keep = ref_res <= 1e-13 * (1.0 + np.abs(t).max())
+        rho, ok = newton("softmax", K, q, t, lam, 6, n_slide, Y, TOL, 30, np)
+        assert ok.all() and keep.sum() > 32
+        zmax = np.abs(q).max() + np.abs(K).max() * np.abs(ref).max()
+        np.testing.assert_allclose(rho[keep], ref[keep], rtol=0, atol=1e-12 * (1 + np.abs(ref).max()) * (1 + zmax))
+        assert np.abs(residual("softmax", K, q, t, lam, 6, rho)).max() <= 1e-10 * (1.0 + np.abs(t).max())

@@ -264,8 +264,17 @@ def _coupled_discords(net, P, Y, gates, Fm, Fslide, slide_masks, counts, xp, tol
             return Gj @ Gj.T
         return Gj @ Gj.transpose(0, 2, 1)
 
-    K = sum(gram(j) / layers[j - 1].weight ** 2 for j in range(1, m + 1))
-    K = xp.broadcast_to(K, (B, R, R))
+    K = None  # Σ_j gram(j) / w_j², in place where the shapes allow (every gram is a fresh array)
+    for j in range(1, m + 1):
+        gj = _over_w2(gram(j), layers[j - 1].weight)
+        if K is None:
+            K = gj
+        elif K.ndim >= gj.ndim:
+            K += gj
+        else:
+            K = K + gj
+    if K.shape != (B, R, R):  # (broadcast_to costs tens of µs even when the shape already is the batch's)
+        K = xp.broadcast_to(K, (B, R, R))
     t = xp.zeros((B, R))
     t[:, :n_out] = Y
     if out.fn == "linear":
@@ -281,8 +290,15 @@ def _coupled_discords(net, P, Y, gates, Fm, Fslide, slide_masks, counts, xp, tol
             return rho @ Gj
         return xp.einsum("brd,br->bd", Gj, rho)
 
-    U = [pull(j) / layers[j - 1].weight ** 2 for j in range(1, m + 1)]
+    U = [_over_w2(pull(j), layers[j - 1].weight) for j in range(1, m + 1)]
     return U, rho[:, :n_out], newton_ok
+
+
+def _over_w2(a, w):
+    """a / w² for a fresh array ``a``, in place (and no pass at all for w = 1)."""
+    if w != 1.0:
+        a /= w ** 2
+    return a
 
 
 def _one_row_discords(net, P, Y, gates, Fm, xp, tol=1e-10, rho0=None, maps=None, slide_rows=None):

@@ -37,6 +37,8 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
     round-off (:data:`TIGHT`); an iteration computes the whole batch while more than :data:`COMPACT` of it
     is still iterating, and only those examples after that. A backtracking evaluates only the examples
     whose step was refused; a full step accepted costs the one evaluation that the next iteration needs.
+    z = q + Kρ is carried along the step s (z − αKs): one product K s per iteration, which also gives the
+    Armijo slope ∇g·(−s) = −(KF)·s = −F·(Ks) (K symmetric).
     """
     B, R = q.shape
     k = kernel(fn)
@@ -45,7 +47,9 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
         rho[:, :n_out] = rho0
     scale = 1.0 + float(xp.abs(t).max()) if B else 1.0
     stop, tight = tol * scale, TIGHT * tol * scale
-    pz, ph, Fv, merit = _evaluate(k, K, q, t, lam, n_out, n_slide, Y, rho, xp)
+    ts = Y.sum(axis=1)  # Σ_j y_j per example (the softmax energy's)
+    pz = q + xp.einsum("brs,bs->br", K, rho)
+    ph, Fv, merit = _evaluate(k, pz, q, t, lam, n_out, n_slide, Y, rho, xp, ts)
     res = xp.abs(Fv).max(axis=1)
     act = xp.flatnonzero(~(res <= tight))  # NaN iterates (and ends not converged)
     for _ in range(max_newton):
@@ -54,16 +58,17 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
             break
         whole = na > COMPACT * B  # compute every example (the settled ones' results are not used)
         sub = (lambda a: a) if whole else (lambda a: a[act])
-        Ka, Fa, la, ra, ma = sub(K), sub(Fv), sub(lam), sub(rho), sub(merit)
-        qa, ta, Ya = sub(q), sub(t), sub(Y)
+        Ka, Fa, la, ra, ma, pa = sub(K), sub(Fv), sub(lam), sub(rho), sub(merit), sub(pz)
+        qa, ta, Ya, tsa = sub(q), sub(t), sub(Y), sub(ts)
         Jac = _newton_matrix(k, sub(ph), Ka, la, n_out, n_slide, xp)
         step = xp.linalg.solve(Jac, Fa[..., None])[..., 0]
+        Ks = xp.einsum("brs,bs->br", Ka, step)  # z moves by −α K s along the step
         if n_slide == 0:
-            slope = -(xp.einsum("brs,bs->br", Ka, Fa) * step).sum(axis=1)
+            slope = -xp.einsum("br,br->b", Fa, Ks)  # ∇g·(−s) = −(K F)·s, K symmetric
         else:
             slope = -(Fa ** 2).sum(axis=1)
-        cand = ra - step
-        pz_c, ph_c, F_c, m_c = _evaluate(k, Ka, qa, ta, la, n_out, n_slide, Ya, cand, xp)
+        cand, pz_c = ra - step, pa - Ks
+        ph_c, F_c, m_c = _evaluate(k, pz_c, qa, ta, la, n_out, n_slide, Ya, cand, xp, tsa)
         bad = xp.flatnonzero(~_armijo(m_c, ma, slope, 1.0, xp))
         alpha = None
         for _ in range(LINE_SEARCH - 1):  # halve the refused examples' steps, re-evaluate only them
@@ -72,10 +77,11 @@ def newton(fn, K, q, t, lam, n_out, n_slide, Y, tol, max_newton, xp, rho0=None):
             if alpha is None:
                 alpha = xp.ones(ra.shape[0])
             alpha[bad] *= 0.5
-            cb = ra[bad] - alpha[bad, None] * step[bad]
-            e = _evaluate(k, Ka[bad], qa[bad], ta[bad], la[bad], n_out, n_slide, Ya[bad], cb, xp)
-            cand[bad], pz_c[bad], ph_c[bad], F_c[bad], m_c[bad] = cb, *e
-            bad = bad[~_armijo(e[3], ma[bad], slope[bad], alpha[bad], xp)]
+            ab = alpha[bad, None]
+            cb, zb = ra[bad] - ab * step[bad], pa[bad] - ab * Ks[bad]
+            e = _evaluate(k, zb, qa[bad], ta[bad], la[bad], n_out, n_slide, Ya[bad], cb, xp, tsa[bad])
+            cand[bad], pz_c[bad], ph_c[bad], F_c[bad], m_c[bad] = cb, zb, *e
+            bad = bad[~_armijo(e[2], ma[bad], slope[bad], alpha[bad], xp)]
         new_res = xp.abs(F_c).max(axis=1)
         if na == B:
             polished = res <= stop
@@ -96,17 +102,17 @@ def _armijo(m_new, m_old, slope, alpha, xp):
     return m_new <= m_old + 1e-4 * alpha * slope + 1e-13 * (1.0 + xp.abs(m_old))
 
 
-def _evaluate(k, K, q, t, lam, n_out, n_slide, Y, rho, xp):
-    """(z = q + Kρ, φ(z_out), F(ρ), merit) per example; one exponential for softmax."""
-    pz = q + xp.einsum("brs,bs->br", K, rho)
-    ph, ce = k.phi_energy(xp, pz[:, :n_out], Y)
+def _evaluate(k, pz, q, t, lam, n_out, n_slide, Y, rho, xp, ts):
+    """(φ(z_out), F(ρ), merit) per example at ρ and its z = q + Kρ (``pz``), ``ts`` = Σ_j Y_j; one exponential
+    for softmax."""
+    ph, ce = k.phi_energy(xp, pz[:, :n_out], Y, ts)
     psi = ph if n_slide == 0 else xp.concatenate([ph, pz[:, n_out:]], axis=1)
     Fv = lam * rho + psi - t
     if n_slide == 0:
-        merit = 0.5 * lam[:, 0] * (rho * (pz - q)).sum(axis=1) + ce
+        merit = 0.5 * lam[:, 0] * xp.einsum("br,br->b", rho, pz - q) + ce
     else:
         merit = 0.5 * (Fv ** 2).sum(axis=1)
-    return pz, ph, Fv, merit
+    return ph, Fv, merit
 
 
 def _newton_matrix(k, p, K, lam, n_out, n_slide, xp):
@@ -115,8 +121,8 @@ def _newton_matrix(k, p, K, lam, n_out, n_slide, xp):
     R = lam.shape[1]
     top = k.jacobian_phi_mul(xp, p, K[:, :n_out, :])
     J = top if n_slide == 0 else xp.concatenate([top, K[:, n_out:, :]], axis=1)
-    d = xp.arange(R)
-    J[:, d, d] += lam
+    J = xp.ascontiguousarray(J)  # (fresh and contiguous already: no copy) so that the diagonal is a strided view
+    J.reshape(J.shape[0], R * R)[:, :: R + 1] += lam
     return J
 
 
