@@ -717,8 +717,10 @@ def refreshed_start(net: FeedForward, P, Y, V, S, pre1, margin: float, xp=np):
     unit's state is read off as at an equilibrium: OFF where pre < 0 (v = pre), ON where on ≥ 0 (v = on),
     else SLIDE (v = 0). Only the units whose warm state that reading contradicts by more than ``margin``
     change (warm OFF with pre > margin; warm ON with on < −margin; warm SLIDE with pre < −margin or
-    on > margin; :func:`~sheafdsl.solvers.shallow.reread_states`), each to a value on its new side, so the
-    start stays feasible and the driver (:mod:`.driver`) still decides every unit exactly from there; the
+    on > margin; :func:`~sheafdsl.solvers.shallow.reread_states`), each to a value on its new side; a deeper
+    unit (k ≥ 2) read as sliding keeps its warm state (a deep sliding unit is a constraint row of every
+    pattern solve, and the prediction, made with the warm force, is least sure there). So the start stays
+    feasible and the driver (:mod:`.driver`) still decides every unit exactly from there; the
     forward pass goes on from the re-read values (v = on, pre or 0 by the new state).
 
     An example with a sliding unit on a deeper layer (k ≥ 2) has discords that are not the force's pull-back
@@ -758,7 +760,7 @@ def refreshed_start(net: FeedForward, P, Y, V, S, pre1, margin: float, xp=np):
         if j in S:  # the tail of relu layer j: re-read its states; v_{j+1} = σ ⊙ on + h_{j+1} / w_j²
             hj = h[j + 1] if w2 == 1.0 else h[j + 1] / w2
             on = pre + hj
-            vj, sj = reread_states(pre, on, V[j], S[j], margin, xp, fsl=slid.get(j), keep=keep)
+            vj, sj = reread_states(pre, on, V[j], S[j], margin, xp, fsl=slid.get(j), keep=keep, slide=j == 1)
             if sj is not S[j]:
                 newV[j], newS[j], changed = vj, sj, True
                 gate[j] = (sj == ON).astype(on.dtype)
