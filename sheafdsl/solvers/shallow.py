@@ -104,12 +104,11 @@ def reread_states(pre, on, v1, s, margin, xp, fsl=None, keep=None, slide=True):
     ``fsl``: the flat indices of the sliding units when the caller has them; ``keep``: examples (indices)
     whose units stay as they are (None: none); ``slide`` False: a unit read as SLIDE keeps its warm state.
     Returns (v1, s) (the inputs themselves when nothing changes, else fresh arrays)."""
-    bad = (s == OFF) & (pre > margin)
-    bad |= (s == ON) & (on < -margin)
+    bad = xp.where(s == ON, on < -margin, pre > margin)  # (a sliding unit's entry is overwritten below)
     if fsl is None:
         fsl = (s == SLIDE).ravel().nonzero()[0]  # few: tested on their own
     if fsl.shape[0]:
-        bad.ravel()[fsl[(pre.ravel()[fsl] < -margin) | (on.ravel()[fsl] > margin)]] = True
+        bad.ravel()[fsl] = (pre.ravel()[fsl] < -margin) | (on.ravel()[fsl] > margin)
     if keep is not None:
         bad[keep] = False
     fb = bad.ravel().nonzero()[0]
