@@ -638,3 +638,61 @@ def test_a_converged_example_stays_put_while_the_batch_iterates():
         eqm.phi = real
     assert ok.all() and rho[0, 0] == root[0, 0]  # not moved at all
     assert len(calls) == alone  # the batch takes as long as its slowest example, no longer
+
+
+@pytest.fixture(scope="module", params=[1.0, 0.03])
+def deep_warm(request):
+    """A [2, 30, 30, 30, 1] ReLU chain (output weight 1 or 0.03) at its equilibrium on 200 paraboloid points at
+    P0, and P1 moved away from P0 (a few training steps)."""
+    G = from_model(load_text("sheaf deep\nnetwork mlp : 2 -> 30 -> 30 -> 30 -> 1 relu output identity weight "
+                             f"{request.param}\n"))
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-1, 1, size=(200, 2))
+    Y = (X ** 2).sum(axis=1, keepdims=True)
+    P0 = init_params(G, 0)
+    r0 = solve(G, P0, {"x": X, "y": Y}, boundary=TRAINING, piece="chain")
+    P1 = {k: v + 0.003 * rng.normal(size=v.shape) for k, v in P0.items()}
+    return G, feedforward(G), P0, P1, X, Y, r0
+
+
+def test_the_deep_refresh_leaves_an_equilibrium_in_place_and_reads_the_deeper_layers(deep_warm, monkeypatch):
+    """Every ReLU layer's warm states are re-read by one forward pass of the warm force's pull-back: at
+    unchanged parameters the equilibrium is reproduced (nothing changes, one pattern solve); after the
+    parameters move the start stays feasible, changes deeper layers only for examples without deep sliding
+    units, and reaches a consistent stationary point in fewer pattern solves than the stale start."""
+    from sheafdsl.lowering.chain import apply
+    from sheafdsl.solvers.chain import ChainPiece
+
+    G, net, P0, P1, X, Y, r0 = deep_warm
+    assert r0.consistent.all()
+    w = Warm.of(r0)
+    V, S, _ = refreshed_start(net, P0, Y, [X] + w.V[1:], w.S, apply(net.layers[0], P0, X), 1e-8, np)
+    assert all(S[k] is w.S[k] for k in w.S) and all(a is b for a, b in zip(V[1:], w.V[1:]))
+    again = solve(G, P0, {"x": X, "y": Y}, boundary=TRAINING, warm=r0)
+    assert again.iterations == 1 and (np.asarray(again.state) == np.asarray(r0.state)).all()
+    V, S, _ = refreshed_start(net, P1, Y, [X] + w.V[1:], w.S, apply(net.layers[0], P1, X), 1e-8, np)
+    deep_slide = np.zeros(len(X), dtype=bool)
+    for k in w.S:
+        if k >= 2:
+            deep_slide |= (w.S[k] == 0).any(axis=1)
+    moved = False
+    for k, s in S.items():
+        v = V[k]
+        assert (v[s == 1] >= 0).all() and (v[s == -1] <= 0).all() and (v[s == 0] == 0).all()
+        changed = s != w.S[k]
+        assert (v[~changed] == w.V[k][~changed]).all()
+        if k >= 2:
+            assert not changed[deep_slide].any()
+            moved |= bool(changed.any())
+    assert moved  # the parameter step contradicts some deeper units
+    solved = []  # the examples of each pattern solve
+    inner = ChainPiece.solve
+    monkeypatch.setattr(ChainPiece, "solve", lambda self, S, *a: solved.append(S.shape[0]) or inner(self, S, *a))
+    fresh = exact_equilibrium(net, P1, X, Y, init=(w.V, w.S), refresh=True)
+    n_fresh, solved[:] = sum(solved), []
+    stale = exact_equilibrium(net, P1, X, Y, init=(w.V, w.S), refresh=False)
+    assert fresh.consistent.all() and stale.consistent.all()
+    # the example solves after the first: fewer at w_o = 1, under a quarter at w_o = 0.03
+    extra, extra_stale = n_fresh - len(X), sum(solved) - len(X)
+    assert extra < extra_stale and (net.output.weight == 1.0 or 4 * extra < extra_stale)
+    assert _stationary(net, P1, fresh, Y, 1e-10)

@@ -722,42 +722,73 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
 
 def refreshed_start(net: FeedForward, P, Y, V, S, pre1, margin: float, xp=np):
     """A warm start (V, S) (the previous equilibrium of each example, feasible for its states) with the states
-    of the first ReLU layer refreshed at the current parameters; returns (V, S, ρ_w).
+    of its ReLU layers refreshed at the current parameters; returns (V, S, ρ_w).
 
-    The first layer's tail v_1 is fed by the pinned input: at a pattern, v_1 = pre + σ ⊙ g / w_1², with
-    pre = A_1 x + b_1 (current parameters) and g = J_2ᵀρ the output force ρ pulled back to v_2 (through the
-    deeper layers, at their warm gates). With the warm force ρ_w = w_o² (y − φ(v_m)) in place of the
-    pattern's own ρ, each unit's state is read off as at an equilibrium: OFF where pre < 0 (v = pre), ON
-    where pre + g/w_1² ≥ 0 (v = pre + g/w_1²), else SLIDE (v = 0). Only the units whose warm state that
-    reading contradicts by more than ``margin`` change (warm OFF with pre > margin; warm ON with
-    pre + g/w_1² < −margin; warm SLIDE with pre < −margin or pre + g/w_1² > margin), each to a value on
-    its new side, so the start stays feasible, an equilibrium at unchanged parameters stays where it is,
-    and the driver (:mod:`.driver`) still decides every unit exactly from there.
+    At a pattern without deep sliding rows every discord is the output force pulled back: u_j = J_jᵀρ / w_{j−1}²
+    (w_{j−1} the weight of the edge into v_j), J_j the output row's sensitivity to vertex j. With the warm
+    force ρ_w = w_o² (y − φ(v_m)) in place of the pattern's own ρ, swept back once at the warm gates (h_j = J_jᵀρ_w), the equilibrium is
+    predicted by one forward pass at the current parameters: v_j = A_{j−1} v_{j−1} + b_{j−1} + h_j / w_{j−1}²
+    (v_1's input is the pinned x: pre = A_1 x + b_1). At the tail of a ReLU layer k, from pre_k (the value
+    entering v_k) and on_k = pre_k + h_{k+1} / w_{k−1}² (the σ-free pull-back, the value if active), each
+    unit's state is read off as at an equilibrium: OFF where pre < 0 (v = pre), ON where on ≥ 0 (v = on),
+    else SLIDE (v = 0). Only the units whose warm state that reading contradicts by more than ``margin``
+    change (warm OFF with pre > margin; warm ON with on < −margin; warm SLIDE with pre < −margin or
+    on > margin; :func:`~sheafdsl.solvers.shallow.reread_states`), each to a value on its new side; a deeper
+    unit (k ≥ 2) read as sliding keeps its warm state (a deep sliding unit is a constraint row of every
+    pattern solve, and the prediction, made with the warm force, is least sure there). So the start stays
+    feasible and the driver (:mod:`.driver`) still decides every unit exactly from there; the
+    forward pass goes on from the re-read values (v = on, pre or 0 by the new state).
 
-    Why: a training step revisits an example after the parameters have moved, and a first-layer unit
-    whose pre-activation changed sign costs the driver a ratio-test iteration (a whole pattern solve)
-    per unit; read at the current pre-activations the warm pattern is nearly the final one.
+    An example with a sliding unit on a deeper layer (k ≥ 2) has discords that are not the force's pull-back
+    (its sliding rows add H_jᵀμ, also to u_1): its warm states are kept as they are. An equilibrium at
+    unchanged parameters therefore stays where it is: for every other example the forward pass reproduces it
+    to round-off, far below ``margin``. Needs a ReLU on v_1 (the caller's condition: layer 0 feeds v_1).
+
+    Why: a training step revisits an example after the parameters have moved, and a unit whose state the
+    step contradicts costs the driver a ratio-test iteration (a whole pattern solve); read at the current
+    parameters the warm pattern is nearly the final one.
     Shapes: V = [v_0..v_m] (B, d_k), S {relu layer: (B, d) int8}, pre1 (B, d_1), Y (B, n_out).
     """
     layers, out = net.layers, net.output
+    m = len(layers)
+    S_in, S = S, {k: xp.ascontiguousarray(s) for k, s in S.items()}  # often column blocks of the driver's (B, u) states
+    gate = {k: (s == ON).astype(V[-1].dtype) for k, s in S.items()}
     rho = out.weight ** 2 * output_discord(net, P, V[-1], Y, xp)
     g = rho @ out_linear(out, P)[0] if out.fn == "linear" else rho
-    for k in range(len(layers) - 1, 1, -1):  # layers[k]: v_k -> v_{k+1}, from v_m back to v_2
+    h = {m: g}  # h[j] = J_jᵀ ρ_w at the warm gates (B, d_j)
+    for k in range(m - 1, 1, -1):  # layers[k]: v_k -> v_{k+1}
         layer = layers[k]
-        if layer.kind == "relu":
-            g = g * (S[k] == ON)
-        else:
-            g = g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
-    w2 = layers[0].weight ** 2
-    on = pre1 + (g if w2 == 1.0 else g / w2)
-    v1, s = reread_states(pre1, on, V[1], S[1], margin, xp)
-    if s is S[1]:
-        return V, S, rho
-    S = dict(S)
-    S[1] = s
-    V = list(V)
-    V[1] = v1
-    return V, S, rho
+        g = g * gate[k] if layer.kind == "relu" else g @ (P[layer.param] if layer.kind == "param" else layer.matrix)
+        h[k] = g
+    # the examples with deep sliding units keep their deeper layers' warm states (few: from flat indices)
+    slid = {k: _flat((S[k] == SLIDE).ravel()) for k in S if k >= 2}  # (layer 1's: reread_states finds them)
+    keep = [f // S[k].shape[1] for k, f in slid.items() if f.shape[0]]
+    keep = xp.concatenate(keep) if keep else None
+    newV, newS, changed = list(V), dict(S_in), False
+    v = None  # the forward pass's prediction at the current vertex
+    last = max(S)
+    for j in range(1, last + 1):
+        layer, w2 = layers[j - 1], layers[j - 1].weight ** 2
+        if j == 1:
+            pre = pre1
+        elif layer.kind != "relu":  # a relu layer's value is formed below, at its tail
+            pre = apply(layer, P, v)
+        if j in S:  # the tail of relu layer j: re-read its states; v_{j+1} = σ ⊙ on + h_{j+1} / w_j²
+            hj = h[j + 1] if w2 == 1.0 else h[j + 1] / w2
+            on = pre + hj
+            vj, sj = reread_states(pre, on, V[j], S[j], margin, xp, fsl=slid.get(j), keep=keep, slide=j == 1)
+            if sj is not S[j]:
+                newV[j], newS[j], changed = vj, sj, True
+                gate[j] = (sj == ON).astype(on.dtype)
+            if j < last:
+                wr = layers[j].weight ** 2
+                v = on * gate[j]
+                v += h[j + 1] if wr == 1.0 else h[j + 1] / wr
+        elif j < last and layer.kind != "relu":
+            v = pre + (h[j] if w2 == 1.0 else h[j] / w2)
+    if not changed:
+        return V, S_in, rho
+    return newV, newS, rho
 
 
 def _refresh_margin(net: FeedForward, Y, eps_z: float) -> float:

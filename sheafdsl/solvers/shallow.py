@@ -95,23 +95,32 @@ def _force(net, C: ShallowChain, sigf, pre, Y, tol, xp, rho0):
     return sigmoid_scalar(p_f[:, None], (k - 1.0 / C.w_o2)[:, None], Y, C.w_o2, tol, xp, rho0=rho0)
 
 
-def reread_states(pre, on, v1, s, margin, xp):
+def reread_states(pre, on, v1, s, margin, xp, fsl=None, keep=None, slide=True):
     """The first ReLU layer's warm states (B, d) int8 and values v1, re-read at the current pre-activations
     ``pre`` and active values ``on`` (= pre + σ-free pull-back of the warm force; see
     :func:`sheafdsl.solvers.chain.refreshed_start`): a unit changes only where its warm state is contradicted
     by more than ``margin`` (OFF with pre > margin; ON with on < −margin; SLIDE with pre < −margin or
-    on > margin), to OFF (v = pre) where pre < 0, else ON (v = on) where on ≥ 0, else SLIDE (v = 0).
+    on > margin), to OFF (v = pre) where pre < 0, else ON (v = on) where on ≥ 0, else SLIDE (v = 0);
+    ``fsl``: the flat indices of the sliding units when the caller has them; ``keep``: examples (indices)
+    whose units stay as they are (None: none); ``slide`` False: a unit read as SLIDE keeps its warm state.
     Returns (v1, s) (the inputs themselves when nothing changes, else fresh arrays)."""
-    bad = (s == OFF) & (pre > margin)
-    bad |= (s == ON) & (on < -margin)
-    fsl = (s == SLIDE).ravel().nonzero()[0]  # few: tested on their own
+    bad = xp.where(s == ON, on < -margin, pre > margin)  # (a sliding unit's entry is overwritten below)
+    if fsl is None:
+        fsl = (s == SLIDE).ravel().nonzero()[0]  # few: tested on their own
     if fsl.shape[0]:
-        bad.ravel()[fsl[(pre.ravel()[fsl] < -margin) | (on.ravel()[fsl] > margin)]] = True
+        bad.ravel()[fsl] = (pre.ravel()[fsl] < -margin) | (on.ravel()[fsl] > margin)
+    if keep is not None:
+        bad[keep] = False
     fb = bad.ravel().nonzero()[0]
     if fb.shape[0] == 0:
         return v1, s
     p, o = pre.ravel()[fb], on.ravel()[fb]
     new = xp.where(p < 0, OFF, xp.where(o >= 0, ON, SLIDE)).astype(s.dtype)
+    if not slide:  # a unit read as sliding keeps its warm state
+        keep_u = new != SLIDE
+        fb, p, o, new = fb[keep_u], p[keep_u], o[keep_u], new[keep_u]
+        if fb.shape[0] == 0:
+            return v1, s
     s = s.copy()
     s.ravel()[fb] = new
     v1 = v1.copy()
