@@ -12,8 +12,7 @@ from sheafdsl.ir import from_model
 from sheafdsl.lowering import init_params
 from sheafdsl.training.config import TrainConfig
 from sheafdsl.training.data import load_dataset
-from sheafdsl.lowering.chain import feedforward
-from sheafdsl.lowering.chain import apply
+from sheafdsl.lowering.chain import apply, feedforward
 from sheafdsl.solvers.chain import _refresh_margin, exact_equilibrium, kkt_ok, refreshed_start, solve_pattern
 from sheafdsl.solvers.shallow import ShallowPiece, is_shallow, shallow_chain
 from sheafdsl.training.trainers import make_trainer
@@ -107,16 +106,21 @@ def test_shallow_kernel_matches_the_general_loop(n_in, d, extra, out, weights, f
     assert np.array_equal(kkt_ok(net, eq.S, sol) & eq.consistent, eq.consistent)
 
 
-def test_the_warm_start_exercises_every_event():
-    """The fixed-seed regression behind the property test: crossings, sliding units and releases
-    all occur, and the iteration bound reports the current pattern's solution as not consistent."""
-    G = from_model(load_file("models/paraboloid_paper.sheaf"))
+def _moved(path, scale, seed):
+    """A shallow model's chain on 200 paraboloid points, its equilibrium at the initial parameters (the warm
+    start) and the parameters moved by ``scale`` · N(0, 1) (a few training steps): (net, X, Y, prev, P2)."""
+    G = from_model(load_file(path))
     d = load_dataset("paraboloid", n=200, n_test=10)
     net, X, Y = feedforward(G), d.X_train, d.Y_train
     P = init_params(G, 0)
-    prev = exact_equilibrium(net, P, X, Y)
-    rng = np.random.default_rng(1)
-    P2 = {k: v + 0.2 * rng.normal(size=v.shape) for k, v in P.items()}
+    rng = np.random.default_rng(seed)
+    return net, X, Y, exact_equilibrium(net, P, X, Y), {k: v + scale * rng.normal(size=v.shape) for k, v in P.items()}
+
+
+def test_the_warm_start_exercises_every_event():
+    """The fixed-seed regression behind the property test: crossings, sliding units and releases
+    all occur, and the iteration bound reports the current pattern's solution as not consistent."""
+    net, X, Y, prev, P2 = _moved("models/paraboloid_paper.sheaf", 0.2, 1)
     a, b = (exact_equilibrium(net, P2, X, Y, init=(prev.V, prev.S), kernel=k) for k in ("auto", "general"))
     assert_same_equilibrium(a, b, 1e-9)
     assert a.iterations >= 3 and (a.S[1] == 0).any() and a.consistent.all()
@@ -138,13 +142,7 @@ def test_the_warm_start_exercises_every_event():
 def test_the_kernels_refreshed_start_is_refreshed_start(path):
     """ShallowPiece.refreshed (the warm force pulled back by the fixed row g_in) re-reads exactly the
     states and values that refreshed_start's sweep does, and a refreshed warm start saves pattern solves."""
-    G = from_model(load_file(path))
-    d = load_dataset("paraboloid", n=200, n_test=10)
-    net, X, Y = feedforward(G), d.X_train, d.Y_train
-    P = init_params(G, 0)
-    prev = exact_equilibrium(net, P, X, Y)
-    rng = np.random.default_rng(3)
-    P2 = {k: v + 0.1 * rng.normal(size=v.shape) for k, v in P.items()}
+    net, X, Y, prev, P2 = _moved(path, 0.1, 3)
     pre = apply(net.layers[0], P2, X)
     margin = _refresh_margin(net, Y, 1e-9)
     V, S, rho = refreshed_start(net, P2, Y, prev.V, prev.S, pre, margin)

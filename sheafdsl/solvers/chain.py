@@ -645,8 +645,9 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     shallow piece solver (:mod:`.shallow`) on the chains it covers (one ReLU layer, one output row),
     "general" always chain elimination (the same equilibrium, up to round-off). ``pins_max``: max |pin|
     over X and Y when the caller has it (:attr:`ChainPins.pins_max`). ``refresh``: ``init`` is a previous
-    equilibrium (a warm start), whose first-layer states are refreshed at the current parameters
-    (:func:`refreshed_start`; a shallow chain reads them off its fixed row, :meth:`ShallowPiece.refreshed`).
+    equilibrium (a warm start), whose ReLU states are refreshed at the current parameters
+    (:func:`refreshed_start`; a shallow chain reads its one layer's off its fixed row,
+    :meth:`ShallowPiece.refreshed`).
     """
     if kernel not in ("auto", "general"):
         raise ValueError(f"kernel must be 'auto' or 'general', not {kernel!r}")

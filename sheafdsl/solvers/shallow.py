@@ -96,7 +96,7 @@ def _force(net, C: ShallowChain, sigf, pre, Y, tol, xp, rho0):
 
 
 def reread_states(pre, on, v1, s, margin, xp, fsl=None, keep=None, slide=True):
-    """The first ReLU layer's warm states (B, d) int8 and values v1, re-read at the current pre-activations
+    """A ReLU layer's warm states (B, d) int8 and tail values v1, re-read at the current pre-activations
     ``pre`` and active values ``on`` (= pre + σ-free pull-back of the warm force; see
     :func:`sheafdsl.solvers.chain.refreshed_start`): a unit changes only where its warm state is contradicted
     by more than ``margin`` (OFF with pre > margin; ON with on < −margin; SLIDE with pre < −margin or
