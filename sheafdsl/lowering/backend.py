@@ -190,6 +190,16 @@ def _fortran(M):
     return None
 
 
+def outer(r, g, xp):
+    """The outer product r gᵀ (B, d) of a column r (B, 1) and a row g (d,): one BLAS rank-1 product
+    (``dot``), faster than broadcasting or ``einsum`` at a trainer's batch sizes.
+
+    >>> outer(np.array([[1.0], [2.0]]), np.array([3.0, 4.0]), np).tolist()
+    [[3.0, 4.0], [6.0, 8.0]]
+    """
+    return xp.dot(r, g[None, :])
+
+
 def fused(xp) -> Fused:
     """The fused in-place updates of the backend ``xp`` (:class:`Fused`)."""
     return Fused(xp)

@@ -197,7 +197,7 @@ def apply(layer, P, v, gate=None):
     A = P[layer.param] if layer.kind == "param" else layer.matrix
     out = v @ A.T
     if layer.bias is not None:
-        out = out + P[layer.bias]
+        out += P[layer.bias]  # out is fresh
     return out
 
 

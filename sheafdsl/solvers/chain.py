@@ -45,6 +45,7 @@ import numpy as np
 
 from ..errors import Diagnostic, SheafError
 from ..ir import TRAINING
+from ..lowering.backend import outer
 from ..lowering.chain import (FeedForward, apply, apply_T, equilibrium_energy, forward, out_linear, out_map,
                               output_discord, output_energy)
 from .banded import prefer_banded, solve_banded
@@ -362,8 +363,8 @@ def _one_row_discords(net, P, Y, gates, Fm, xp, tol=1e-10, rho0=None, maps=None,
     for j in range(m, 0, -1):
         if gated[j]:
             raw = raw * gates[j]
-        elif Gs[j].ndim == 1 and Gs[j].shape[0] > 1 and rho.shape[1] == 1:  # outer product: faster than broadcasting
-            raw = xp.einsum("b,d->bd", rho[:, 0], Gs[j])
+        elif Gs[j].ndim == 1 and Gs[j].shape[0] > 1 and rho.shape[1] == 1:
+            raw = outer(rho, Gs[j], xp)
         else:
             raw = Gs[j] * rho
         w2 = layers[j - 1].weight ** 2
@@ -755,7 +756,7 @@ def refreshed_start(net: FeedForward, P, Y, V, S, pre1, margin: float, xp=np):
     S_in, S = S, {k: xp.ascontiguousarray(s) for k, s in S.items()}  # often column blocks of the driver's (B, u) states
     gate = {k: (s == ON).astype(V[-1].dtype) for k, s in S.items()}
     rho = out.weight ** 2 * output_discord(net, P, V[-1], Y, xp)
-    g = rho @ out_linear(out, P)[0] if out.fn == "linear" else rho
+    g = xp.dot(rho, out_linear(out, P)[0]) if out.fn == "linear" else rho
     h = {m: g}  # h[j] = J_jᵀ ρ_w at the warm gates (B, d_j)
     for k in range(m - 1, 1, -1):  # layers[k]: v_k -> v_{k+1}
         layer = layers[k]

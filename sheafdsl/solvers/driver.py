@@ -162,7 +162,11 @@ def active_set(piece, z, S, *, maxiter=None, warm=None) -> DriverResult:
         zb = sol.z
         # ratio test on the segment z -> z̄: the first unit to reach z = 0 from its side
         move = None
-        fv = _flat(((zb < -eps) & (ss == ON)) | ((zb > eps) & (ss == OFF)))  # (sliding: never; no int8·float product)
+        lo, hi = zb < -eps, zb > eps  # violators: ON with z < −ε, OFF with z > ε (sliding: never; in place)
+        lo &= ss == ON
+        hi &= ss == OFF
+        lo |= hi
+        fv = _flat(lo)
         if fv.shape[0]:
             zr = zs.ravel()[fv]
             t = xp.maximum(zr / (zr - zb.ravel()[fv]), 0.0)  # zr is 0 or of the other sign: t in [0, 1]

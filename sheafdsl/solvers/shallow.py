@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..lowering.backend import outer
 from ..lowering.chain import apply, equilibrium_energy, out_linear, output_discord
 from .driver import OFF, ON, SLIDE
 from .output import sigmoid_scalar
@@ -104,7 +105,8 @@ def reread_states(pre, on, v1, s, margin, xp, fsl=None, keep=None, slide=True):
     ``fsl``: the flat indices of the sliding units when the caller has them; ``keep``: examples (indices)
     whose units stay as they are (None: none); ``slide`` False: a unit read as SLIDE keeps its warm state.
     Returns (v1, s) (the inputs themselves when nothing changes, else fresh arrays)."""
-    bad = xp.where(s == ON, on < -margin, pre > margin)  # (a sliding unit's entry is overwritten below)
+    lo, hi = on < -margin, pre > margin
+    bad = hi ^ ((lo ^ hi) & (s == ON))  # lo where ON, else hi (a sliding unit's entry is overwritten below)
     if fsl is None:
         fsl = (s == SLIDE).ravel().nonzero()[0]  # few: tested on their own
     if fsl.shape[0]:
@@ -143,7 +145,7 @@ class ShallowPiece:
         """A warm start (v1, s) (B, d) with its states re-read at the current parameters
         (:func:`reread_states`), the warm force ``rho_w`` (B, 1) pulled back to v_1 by the fixed row g_in:
         on = pre + ρ_w g_in. The same start as :func:`sheafdsl.solvers.chain.refreshed_start` gives."""
-        on = self.xp.einsum("b,d->bd", rho_w[:, 0], self.C.g_in)
+        on = outer(rho_w, self.C.g_in, self.xp)
         on += self.pre
         return reread_states(self.pre, on, v1, s, margin, self.xp)
 
@@ -161,7 +163,7 @@ class ShallowPiece:
         ps, ys = self._gather(rows)
         sigf = (S == ON).astype(ps.dtype)
         rho, solved = _force(self.net, C, sigf, ps, ys, self.tol, xp, warm)
-        u1 = xp.einsum("b,d->bd", rho[:, 0], C.g_in)  # a = ρ g_in (an outer product: faster than broadcasting)
+        u1 = outer(rho, C.g_in, xp)  # a = ρ g_in
         u1 *= sigf
         if fs.shape[0]:
             u1.ravel()[fs] = -ps.ravel()[fs]
@@ -177,7 +179,7 @@ class ShallowPiece:
         V, U = [self.X, dr.fields["V1"]], [dr.fields["U1"]]
         for j, layer in enumerate(net.layers[1:], start=1):
             r = C.rows[j - 1]
-            u = xp.einsum("b,d->bd", rho_all[:, 0], r) if r.shape[0] > 1 else rho_all * r
+            u = outer(rho_all, r, xp) if r.shape[0] > 1 else rho_all * r
             U.append(u)
             v = apply(layer, P, V[-1], sig if j == 1 else None)  # a fresh array: the discord is added in place
             v += u
