@@ -163,12 +163,12 @@ class ShallowPiece:
         ps, ys = self._gather(rows)
         sigf = (S == ON).astype(ps.dtype)
         rho, solved = _force(self.net, C, sigf, ps, ys, self.tol, xp, warm)
-        u1 = outer(rho, C.g_in, xp)  # a = ρ g_in
-        u1 *= sigf
+        a = outer(rho, C.g_in, xp)  # a = ρ g_in: also u_2 when w_1 = w_2 (the result reads it)
+        u1 = a * sigf
         if fs.shape[0]:
             u1.ravel()[fs] = -ps.ravel()[fs]
         v1 = ps + u1
-        return _ShallowSolution(v1, solved, {"V1": v1, "U1": u1, "rho": rho, "sig": sigf},
+        return _ShallowSolution(v1, solved, {"V1": v1, "U1": u1, "rho": rho, "sig": sigf, "a": a},
                                 rho if warm is not None else None, ps, rho, C)
 
     def result(self, dr, with_energy=True):
@@ -179,7 +179,10 @@ class ShallowPiece:
         V, U = [self.X, dr.fields["V1"]], [dr.fields["U1"]]
         for j, layer in enumerate(net.layers[1:], start=1):
             r = C.rows[j - 1]
-            u = outer(rho_all, r, xp) if r.shape[0] > 1 else rho_all * r
+            if j == 1 and r is C.g_in:  # u_2 = ρ g / w_2² = a, the solve's own product
+                u = dr.fields["a"]
+            else:
+                u = outer(rho_all, r, xp) if r.shape[0] > 1 else rho_all * r
             U.append(u)
             v = apply(layer, P, V[-1], sig if j == 1 else None)  # a fresh array: the discord is added in place
             v += u
