@@ -634,7 +634,8 @@ class _ChainSolution:
 
 def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_iter: int | None = None,
                       init=None, guess=None, forward_values=None, with_energy: bool = True,
-                      kernel: str = "auto", pins_max: float | None = None, refresh: bool = False) -> Equilibrium:
+                      kernel: str = "auto", pins_max: float | None = None, refresh: bool = False,
+                      target_max: float | None = None) -> Equilibrium:
     """The two-sided equilibrium by the exact pattern solve and the active-set driver.
 
     ``guess``: optional unit states (dict layer -> (B, d) int8), e.g. each example's final pattern at
@@ -645,7 +646,8 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     for S: tail signs agree, sliding tails 0); default the forward pass. ``kernel``: "auto" uses the
     shallow piece solver (:mod:`.shallow`) on the chains it covers (one ReLU layer, one output row),
     "general" always chain elimination (the same equilibrium, up to round-off). ``pins_max``: max |pin|
-    over X and Y when the caller has it (:attr:`ChainPins.pins_max`). ``refresh``: ``init`` is a previous
+    over X and Y when the caller has it (:attr:`ChainPins.pins_max`), ``target_max`` max |y| likewise
+    (:attr:`ChainPins.target_max`). ``refresh``: ``init`` is a previous
     equilibrium (a warm start), whose ReLU states are refreshed at the current parameters
     (:func:`refreshed_start`; a shallow chain reads its one layer's off its fixed row,
     :meth:`ShallowPiece.refreshed`).
@@ -703,13 +705,13 @@ def exact_equilibrium(net: FeedForward, P, X, Y, xp=np, tol: float = 1e-10, max_
     if refresh and not shallow and 1 in free and net.layers[0].kind != "relu":
         if pre1 is None:
             pre1 = apply(net.layers[0], P, X)
-        V, S, rho0 = refreshed_start(net, P, Y, V, S, pre1, _refresh_margin(net, Y, eps_z), xp)
+        V, S, rho0 = refreshed_start(net, P, Y, V, S, pre1, _refresh_margin(net, Y, eps_z, target_max), xp)
     if shallow:
         piece = ShallowPiece(net, P, X, Y, xp, tol, eps_z, pre1)
         z, S0 = V[1], S[1]
         if refresh:  # the same start as refreshed_start, from the shallow chain's fixed row (no sweep)
             rho0 = net.output.weight ** 2 * output_discord(net, P, V[-1], Y, xp)
-            z, S0 = piece.refreshed(z, S0, rho0, _refresh_margin(net, Y, eps_z))
+            z, S0 = piece.refreshed(z, S0, rho0, _refresh_margin(net, Y, eps_z, target_max))
     else:
         piece = ChainPiece(net, P, X, Y, xp, tol, eps_z, pre1)
         z, S0 = piece.join({k: V[k] for k in free}), piece.join({k: S[k] for k in free})
@@ -793,12 +795,14 @@ def refreshed_start(net: FeedForward, P, Y, V, S, pre1, margin: float, xp=np):
     return newV, newS, rho
 
 
-def _refresh_margin(net: FeedForward, Y, eps_z: float) -> float:
+def _refresh_margin(net: FeedForward, Y, eps_z: float, target_max: float | None = None) -> float:
     """How far a warm state must be contradicted before :func:`refreshed_start` changes it: beyond the
     driver's side tolerance ε_z and its release tolerance at a sliding unit of the first layer
-    (RELEASE_TOL · (1 + w_o²)(1 + max|y − p|), in v_1's units: / w_1²), so that an equilibrium stays put."""
+    (RELEASE_TOL · (1 + w_o²)(1 + max|y − p|), in v_1's units: / w_1²), so that an equilibrium stays put. ``target_max``: max|y| when the caller has it."""
     w_o2 = net.output.weight ** 2
-    top = float(abs(Y).max()) + 1.0 if Y.shape[0] else 1.0  # |y − p| ≤ max|y| + 1 for a sigmoid or softmax p
+    if target_max is None:
+        target_max = float(abs(Y).max()) if Y.shape[0] else 0.0
+    top = target_max + 1.0  # |y − p| ≤ max|y| + 1 for a sigmoid or softmax p
     return max(1e4 * eps_z, 10 * RELEASE_TOL * (1.0 + w_o2) * (1.0 + top) / net.layers[0].weight ** 2)
 
 
@@ -812,10 +816,10 @@ class ChainPins(Mapping):
     validates its training set once, not at every step.
     """
 
-    __slots__ = ("net", "X", "Y", "_pins_max")
+    __slots__ = ("net", "X", "Y", "_pins_max", "_target_max")
 
     def __init__(self, net: FeedForward, X, Y, pins_max=None):  # unchecked: build it by chain_pins / take
-        self.net, self.X, self.Y, self._pins_max = net, X, Y, pins_max
+        self.net, self.X, self.Y, self._pins_max, self._target_max = net, X, Y, pins_max, None
 
     def __getitem__(self, name):
         if name == self.net.input:
@@ -841,6 +845,14 @@ class ChainPins(Mapping):
             X, Y = self.X, self.Y
             self._pins_max = float(max(abs(X).max(), abs(Y).max())) if X.shape[0] else 0.0
         return self._pins_max
+
+    @property
+    def target_max(self) -> float:
+        """max |y| over Y (the warm start's re-read margin scales with it; a full-batch trainer's pins are
+        one object, so it is computed once)."""
+        if self._target_max is None:
+            self._target_max = float(abs(self.Y).max()) if self.Y.shape[0] else 0.0
+        return self._target_max
 
     def take(self, idx) -> "ChainPins":
         """The pins of examples ``idx`` (None: all, this object)."""
@@ -883,7 +895,7 @@ def solve_chain(net: FeedForward, P, values, *, warm=None, rtol: float = 1e-10, 
         fwd = w.forward
     eq = exact_equilibrium(net, P, X, Y, xp, tol=rtol, max_iter=maxiter, init=init, with_energy=record_trace,
                            kernel="general" if piece == "chain" else "auto", forward_values=fwd,
-                           pins_max=values.pins_max, refresh=init is not None)
+                           pins_max=values.pins_max, refresh=init is not None, target_max=values.target_max)
     return ChainResult(net, P, X, Y, eq, xp, rtol, eq.info.get("piece", "chain"))
 
 
