@@ -11,7 +11,7 @@ from sheafdsl.ir import TRAINING, from_model
 from sheafdsl.lowering import init_params
 from sheafdsl.lowering.chain import feedforward
 from sheafdsl.solvers import solve
-from sheafdsl.solvers.chain import ChainPins, ChainResult, chain_pins
+from sheafdsl.solvers.chain import ChainPins, ChainResult, _refresh_margin, chain_pins
 
 TEXTS = {
     "shallow": "sheaf s\nnetwork n : 2 -> 6 -> 1 relu output identity weight 0.5\n",
@@ -61,6 +61,9 @@ def test_take_is_the_rows_and_keeps_the_pins_max():
     np.testing.assert_array_equal(sub["x"], X[idx])
     np.testing.assert_array_equal(sub["y"], Y[idx])
     assert sub.pins_max == float(max(np.abs(X[idx]).max(), np.abs(Y[idx]).max()))
+    assert pins.target_max == float(np.abs(Y).max()) and sub.target_max == float(np.abs(Y[idx]).max())
+    # the warm re-read margin from the kept max|y| is the one computed from the targets
+    assert _refresh_margin(net, Y, 1e-9, pins.target_max) == _refresh_margin(net, Y, 1e-9)
     assert dict(sub).keys() == {"x", "y"} and len(sub) == 2
     with pytest.raises(KeyError):
         sub["z"]
